@@ -1,0 +1,76 @@
+// The AST of a .opt file. Every node carries its SourceRange. Sema annotates
+// nodes in place (resolved symbol, builtin, kind, phase); it never rebuilds
+// the tree, so diagnostics from every stage point at the user's text.
+#pragma once
+
+#include "optdsl/Source.h"
+
+#include <iosfwd>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace optdsl {
+
+enum class Builtin;
+
+/// How often a value changes: once per step for a whole tensor (hypers,
+/// `step`, scalar states, reductions), or per element.
+enum class ValueKind { Uniform, Elementwise };
+
+namespace ast {
+
+enum class ExprKind { Number, Name, Unary, Binary, Conditional, Call };
+enum class UnaryOp { Negate, Plus, Not };
+enum class BinaryOp { Add, Sub, Mul, Div, Pow, Lt, Le, Gt, Ge, Eq, Ne, And, Or };
+
+const char *spelling(UnaryOp op);
+const char *spelling(BinaryOp op);
+
+struct Expr {
+  ExprKind kind;
+  SourceRange range;
+  double number = 0;                   // Number
+  std::string name;                    // Name, Call (callee)
+  SourceRange nameRange;               // Call: the callee's range
+  UnaryOp unaryOp = UnaryOp::Plus;     // Unary
+  BinaryOp binaryOp = BinaryOp::Add;   // Binary
+  std::vector<std::unique_ptr<Expr>> operands; // Unary 1, Binary 2, Conditional 3, Call n
+  uint32_t depth = 1;                  // height of this subtree
+
+  // Filled by sema.
+  int symbol = -1;              // Name: index into CheckedRule::symbols
+  Builtin builtin{};            // Call
+  ValueKind valueKind = ValueKind::Uniform;
+  int phase = 0;                // the pass in which this value is available
+  int reduction = -1;           // Call to a reduction: its index in CheckedRule::reductions
+};
+using ExprPtr = std::unique_ptr<Expr>;
+
+enum class StmtKind { Hyper, State, Scalar, Let, Assign };
+const char *spelling(StmtKind kind);
+
+struct Stmt {
+  StmtKind kind;
+  SourceRange range;
+  std::string name;
+  SourceRange nameRange;
+  ExprPtr value; // null for `state NAME;`
+
+  // Filled by sema.
+  int symbol = -1;
+  int phase = 0;
+};
+
+struct Rule {
+  std::string name;
+  SourceRange nameRange;
+  SourceRange range;
+  std::vector<Stmt> stmts;
+};
+
+/// `--emit=ast`: one node per line, indented, with `@line:col-line:col`.
+void print(std::ostream &out, const Rule &rule, const SourceFile &file);
+
+} // namespace ast
+} // namespace optdsl

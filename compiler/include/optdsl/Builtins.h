@@ -1,0 +1,31 @@
+// The language's functions and reductions: one table serves sema (names,
+// arity, "did you mean"), the interpreter and the code generators.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace optdsl {
+
+enum class Builtin {
+  Sqrt, Rsqrt, Exp, Log, Abs, Sign, Min, Max, Clamp, Lerp, Pow,
+  ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
+};
+
+struct BuiltinInfo {
+  const char *name;
+  Builtin id;
+  unsigned arity;
+  bool isReduction;
+};
+
+/// The builtin called `name` with `arity` arguments (`max` is the elementwise
+/// maximum with two arguments and a reduction with one).
+const BuiltinInfo *lookupBuiltin(const std::string &name, unsigned arity);
+/// Every builtin spelled `name`, whatever its arity (for arity errors).
+std::vector<const BuiltinInfo *> builtinsNamed(const std::string &name);
+const BuiltinInfo &builtinInfo(Builtin id);
+std::vector<std::string> builtinNames();
+
+} // namespace optdsl

@@ -1,0 +1,67 @@
+// Semantic analysis: resolves names, infers the kind (uniform or elementwise)
+// and phase of every value, and reports every mistake in a rule with its
+// location. The result, a CheckedRule, is what the interpreter and the code
+// generators consume.
+#pragma once
+
+#include "optdsl/AST.h"
+#include "optdsl/Builtins.h"
+#include "optdsl/Diagnostics.h"
+
+#include <iosfwd>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace optdsl {
+
+enum class SymbolClass { Param, Grad, Step, Hyper, State, ScalarState, Let };
+const char *spelling(SymbolClass cls);
+bool isBuiltin(SymbolClass cls);
+
+struct Symbol {
+  std::string name;
+  SymbolClass cls;
+  SourceRange declRange;       // empty for built-ins
+  ValueKind kind = ValueKind::Uniform;
+  double defaultValue = 0;     // Hyper
+  const ast::Expr *init = nullptr; // State, ScalarState: initial value (null: 0)
+  int slot = -1;               // index among hypers / states / scalar states
+  bool read = false;
+  bool written = false;
+};
+
+struct CheckedRule {
+  std::shared_ptr<const SourceFile> source;
+  ast::Rule ast;
+  std::vector<Symbol> symbols;
+  std::vector<int> hypers;       // symbol ids, declaration order
+  std::vector<int> states;
+  std::vector<int> scalarStates;
+  std::vector<int> body;         // indices into ast.stmts of Let and Assign statements
+  std::vector<const ast::Expr *> reductions;
+  int numPhases = 1;
+  int paramSymbol = -1, gradSymbol = -1, stepSymbol = -1;
+
+  const std::string &name() const { return ast.name; }
+  const Symbol &symbol(int id) const { return symbols[id]; }
+  /// -1 when the rule has no such hyper.
+  int hyperSlot(const std::string &name) const;
+  int stateSlot(const std::string &name) const;
+  std::vector<std::string> hyperNames() const;
+};
+
+/// Checks a parsed rule. Returns nullopt when an error was reported.
+std::optional<CheckedRule> checkRule(ast::Rule rule, std::shared_ptr<const SourceFile> source,
+                                     DiagnosticEngine &diags);
+
+/// Parses and checks `file`; every diagnostic is rendered to `diagnostics`.
+std::optional<CheckedRule> compileSource(std::shared_ptr<const SourceFile> file,
+                                         std::ostream &diagnostics);
+
+/// Loads, parses and checks a rule file; throws std::runtime_error carrying
+/// the rendered diagnostics when the file cannot be read or has errors.
+CheckedRule loadRuleFile(const std::string &path);
+
+} // namespace optdsl

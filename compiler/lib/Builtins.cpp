@@ -1,0 +1,48 @@
+#include "optdsl/Builtins.h"
+
+#include <array>
+
+namespace optdsl {
+
+static constexpr std::array<BuiltinInfo, 15> kBuiltins = {{
+    {"sqrt", Builtin::Sqrt, 1, false},      {"rsqrt", Builtin::Rsqrt, 1, false},
+    {"exp", Builtin::Exp, 1, false},        {"log", Builtin::Log, 1, false},
+    {"abs", Builtin::Abs, 1, false},        {"sign", Builtin::Sign, 1, false},
+    {"min", Builtin::Min, 2, false},        {"max", Builtin::Max, 2, false},
+    {"clamp", Builtin::Clamp, 3, false},    {"lerp", Builtin::Lerp, 3, false},
+    {"pow", Builtin::Pow, 2, false},        {"sum", Builtin::ReduceSum, 1, true},
+    {"norm", Builtin::ReduceNorm, 1, true}, {"mean", Builtin::ReduceMean, 1, true},
+    {"max", Builtin::ReduceMax, 1, true},
+}};
+
+const BuiltinInfo *lookupBuiltin(const std::string &name, unsigned arity) {
+  for (const BuiltinInfo &info : kBuiltins)
+    if (name == info.name && arity == info.arity)
+      return &info;
+  return nullptr;
+}
+
+std::vector<const BuiltinInfo *> builtinsNamed(const std::string &name) {
+  std::vector<const BuiltinInfo *> found;
+  for (const BuiltinInfo &info : kBuiltins)
+    if (name == info.name)
+      found.push_back(&info);
+  return found;
+}
+
+const BuiltinInfo &builtinInfo(Builtin id) {
+  for (const BuiltinInfo &info : kBuiltins)
+    if (info.id == id)
+      return info;
+  return kBuiltins[0];
+}
+
+std::vector<std::string> builtinNames() {
+  std::vector<std::string> names;
+  for (const BuiltinInfo &info : kBuiltins)
+    if (names.empty() || names.back() != info.name)
+      names.push_back(info.name);
+  return names;
+}
+
+} // namespace optdsl

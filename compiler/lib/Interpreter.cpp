@@ -1,0 +1,236 @@
+#include "optdsl/Interpreter.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+
+namespace optdsl {
+namespace {
+
+/// A uniform value is one number for the tensor; an elementwise one a vector.
+struct Value {
+  bool uniform = true;
+  double scalar = 0;
+  std::vector<double> elements;
+
+  double at(size_t i) const { return uniform ? scalar : elements[i]; }
+  static Value of(double x) { return Value{true, x, {}}; }
+  static Value of(std::vector<double> xs) { return Value{false, 0, std::move(xs)}; }
+};
+
+double truth(bool b) { return b ? 1.0 : 0.0; }
+
+/// min/max propagate NaN like torch.minimum/maximum.
+double minimum(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::min(a, b); }
+double maximum(double a, double b) { return std::isnan(a) || std::isnan(b) ? NAN : std::max(a, b); }
+
+double applyUnary(ast::UnaryOp op, double x) {
+  switch (op) {
+  case ast::UnaryOp::Negate: return -x;
+  case ast::UnaryOp::Plus: return x;
+  case ast::UnaryOp::Not: return truth(x == 0);
+  }
+  return x;
+}
+
+double applyBinary(ast::BinaryOp op, double a, double b) {
+  switch (op) {
+  case ast::BinaryOp::Add: return a + b;
+  case ast::BinaryOp::Sub: return a - b;
+  case ast::BinaryOp::Mul: return a * b;
+  case ast::BinaryOp::Div: return a / b;
+  case ast::BinaryOp::Pow: return std::pow(a, b);
+  case ast::BinaryOp::Lt: return truth(a < b);
+  case ast::BinaryOp::Le: return truth(a <= b);
+  case ast::BinaryOp::Gt: return truth(a > b);
+  case ast::BinaryOp::Ge: return truth(a >= b);
+  case ast::BinaryOp::Eq: return truth(a == b);
+  case ast::BinaryOp::Ne: return truth(a != b);
+  case ast::BinaryOp::And: return truth(a != 0 && b != 0);
+  case ast::BinaryOp::Or: return truth(a != 0 || b != 0);
+  }
+  return 0;
+}
+
+double applyBuiltin(Builtin builtin, const double *x) {
+  switch (builtin) {
+  case Builtin::Sqrt: return std::sqrt(x[0]);
+  case Builtin::Rsqrt: return 1.0 / std::sqrt(x[0]);
+  case Builtin::Exp: return std::exp(x[0]);
+  case Builtin::Log: return std::log(x[0]);
+  case Builtin::Abs: return std::fabs(x[0]);
+  case Builtin::Sign: return x[0] > 0 ? 1.0 : x[0] < 0 ? -1.0 : x[0];
+  case Builtin::Min: return minimum(x[0], x[1]);
+  case Builtin::Max: return maximum(x[0], x[1]);
+  case Builtin::Clamp: return minimum(maximum(x[0], x[1]), x[2]);
+  case Builtin::Lerp: return x[0] + x[2] * (x[1] - x[0]);
+  case Builtin::Pow: return std::pow(x[0], x[1]);
+  default: return NAN; // reductions are evaluated over whole tensors
+  }
+}
+
+double reduce(Builtin builtin, const Value &value, size_t size) {
+  double accumulator = builtin == Builtin::ReduceMax ? -std::numeric_limits<double>::infinity() : 0;
+  for (size_t i = 0; i < size; ++i) {
+    double x = value.at(i);
+    switch (builtin) {
+    case Builtin::ReduceSum:
+    case Builtin::ReduceMean: accumulator += x; break;
+    case Builtin::ReduceNorm: accumulator += x * x; break;
+    case Builtin::ReduceMax: accumulator = maximum(accumulator, x); break;
+    default: break;
+    }
+  }
+  if (builtin == Builtin::ReduceNorm)
+    return std::sqrt(accumulator);
+  if (builtin == Builtin::ReduceMean)
+    return accumulator / static_cast<double>(size);
+  return accumulator;
+}
+
+class Evaluator {
+public:
+  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size)
+      : rule_(rule), env_(env), size_(size) {}
+
+  Value eval(const ast::Expr &expr) {
+    switch (expr.kind) {
+    case ast::ExprKind::Number: return Value::of(expr.number);
+    case ast::ExprKind::Name: return env_[expr.symbol];
+    case ast::ExprKind::Call:
+      if (builtinInfo(expr.builtin).isReduction)
+        return Value::of(reduce(expr.builtin, eval(*expr.operands[0]), size_));
+      [[fallthrough]];
+    case ast::ExprKind::Unary:
+    case ast::ExprKind::Binary:
+    case ast::ExprKind::Conditional: return elementwise(expr);
+    }
+    return Value::of(NAN);
+  }
+
+private:
+  double apply(const ast::Expr &expr, const double *x) const {
+    switch (expr.kind) {
+    case ast::ExprKind::Unary: return applyUnary(expr.unaryOp, x[0]);
+    case ast::ExprKind::Binary: return applyBinary(expr.binaryOp, x[0], x[1]);
+    case ast::ExprKind::Conditional: return x[0] != 0 ? x[1] : x[2];
+    default: return applyBuiltin(expr.builtin, x);
+    }
+  }
+
+  Value elementwise(const ast::Expr &expr) {
+    std::vector<Value> operands;
+    bool uniform = true;
+    for (const auto &operand : expr.operands) {
+      operands.push_back(eval(*operand));
+      uniform = uniform && operands.back().uniform;
+    }
+    double x[3] = {0, 0, 0};
+    size_t n = uniform ? 1 : size_;
+    std::vector<double> out(n);
+    for (size_t i = 0; i < n; ++i) {
+      for (size_t k = 0; k < operands.size(); ++k)
+        x[k] = operands[k].at(i);
+      out[i] = apply(expr, x);
+    }
+    return uniform ? Value::of(out[0]) : Value::of(std::move(out));
+  }
+
+  const CheckedRule &rule_;
+  std::vector<Value> &env_;
+  size_t size_;
+};
+
+} // namespace
+
+HyperValues Interpreter::defaultHypers() const {
+  HyperValues values;
+  for (int id : rule_.hypers)
+    values.push_back(rule_.symbol(id).defaultValue);
+  return values;
+}
+
+void Interpreter::setHyper(HyperValues &hypers, const std::string &name, double value) const {
+  int slot = rule_.hyperSlot(name);
+  if (slot < 0) {
+    std::string known;
+    for (const std::string &hyper : rule_.hyperNames())
+      known += (known.empty() ? "" : ", ") + hyper;
+    throw std::invalid_argument("unknown hyper '" + name + "' for optimizer '" + rule_.name() +
+                                "' (its hypers: " + known + ")");
+  }
+  if (!std::isfinite(value))
+    throw std::invalid_argument("hyper '" + name + "' must be finite");
+  hypers.at(slot) = value;
+}
+
+TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues &hypers) const {
+  std::vector<Value> env(rule_.symbols.size());
+  for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
+    env[rule_.hypers[slot]] = Value::of(hypers.at(slot));
+  Evaluator evaluator(rule_, env, 1);
+  auto initial = [&](int id) {
+    const ast::Expr *init = rule_.symbol(id).init;
+    return init ? evaluator.eval(*init).scalar : 0.0;
+  };
+  TensorState tensor;
+  for (int id : rule_.states)
+    tensor.states.emplace_back(param.size(), initial(id));
+  for (int id : rule_.scalarStates)
+    tensor.scalarStates.push_back(initial(id));
+  tensor.param = std::move(param);
+  return tensor;
+}
+
+void Interpreter::step(std::vector<TensorState> &tensors,
+                       const std::vector<std::vector<double>> &grads, int64_t step,
+                       const HyperValues &hypers) const {
+  if (grads.size() != tensors.size())
+    throw std::invalid_argument("got " + std::to_string(grads.size()) + " gradients for " +
+                                std::to_string(tensors.size()) + " tensors");
+  if (hypers.size() != rule_.hypers.size())
+    throw std::invalid_argument("got " + std::to_string(hypers.size()) + " hyper values; '" +
+                                rule_.name() + "' has " + std::to_string(rule_.hypers.size()));
+  for (size_t k = 0; k < tensors.size(); ++k)
+    if (grads[k].size() != tensors[k].param.size())
+      throw std::invalid_argument("gradient " + std::to_string(k) + " has " +
+                                  std::to_string(grads[k].size()) + " elements, its tensor " +
+                                  std::to_string(tensors[k].param.size()));
+  for (size_t k = 0; k < tensors.size(); ++k)
+    stepTensor(tensors[k], grads[k], step, hypers);
+}
+
+void Interpreter::stepTensor(TensorState &tensor, const std::vector<double> &grad, int64_t step,
+                             const HyperValues &hypers) const {
+  size_t size = tensor.param.size();
+  std::vector<Value> env(rule_.symbols.size());
+  env[rule_.paramSymbol] = Value::of(tensor.param);
+  env[rule_.gradSymbol] = Value::of(grad);
+  env[rule_.stepSymbol] = Value::of(static_cast<double>(step));
+  for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
+    env[rule_.hypers[slot]] = Value::of(hypers[slot]);
+  for (size_t slot = 0; slot < rule_.states.size(); ++slot)
+    env[rule_.states[slot]] = Value::of(tensor.states[slot]);
+  for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
+    env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
+
+  Evaluator evaluator(rule_, env, size);
+  for (int index : rule_.body) {
+    const ast::Stmt &stmt = rule_.ast.stmts[index];
+    Value value = evaluator.eval(*stmt.value);
+    const Symbol &target = rule_.symbol(stmt.symbol);
+    // Per-element buffers stay per-element when assigned a uniform value.
+    if (value.uniform && (target.cls == SymbolClass::Param || target.cls == SymbolClass::State))
+      value = Value::of(std::vector<double>(size, value.scalar));
+    env[stmt.symbol] = std::move(value);
+  }
+
+  tensor.param = std::move(env[rule_.paramSymbol].elements);
+  for (size_t slot = 0; slot < rule_.states.size(); ++slot)
+    tensor.states[slot] = std::move(env[rule_.states[slot]].elements);
+  for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
+    tensor.scalarStates[slot] = env[rule_.scalarStates[slot]].scalar;
+}
+
+} // namespace optdsl

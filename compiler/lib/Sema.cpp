@@ -1,0 +1,455 @@
+#include "optdsl/Sema.h"
+
+#include "optdsl/Parser.h"
+
+#include <algorithm>
+#include <map>
+#include <sstream>
+#include <stdexcept>
+
+namespace optdsl {
+
+bool isBuiltin(SymbolClass cls) {
+  return cls == SymbolClass::Param || cls == SymbolClass::Grad || cls == SymbolClass::Step;
+}
+
+const char *spelling(SymbolClass cls) {
+  switch (cls) {
+  case SymbolClass::Param: return "built-in";
+  case SymbolClass::Grad: return "built-in";
+  case SymbolClass::Step: return "built-in";
+  case SymbolClass::Hyper: return "hyper";
+  case SymbolClass::State: return "state";
+  case SymbolClass::ScalarState: return "scalar state";
+  case SymbolClass::Let: return "let";
+  }
+  return "name";
+}
+
+int CheckedRule::hyperSlot(const std::string &name) const {
+  for (size_t i = 0; i < hypers.size(); ++i)
+    if (symbols[hypers[i]].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+int CheckedRule::stateSlot(const std::string &name) const {
+  for (size_t i = 0; i < states.size(); ++i)
+    if (symbols[states[i]].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+std::vector<std::string> CheckedRule::hyperNames() const {
+  std::vector<std::string> names;
+  for (int id : hypers)
+    names.push_back(symbols[id].name);
+  return names;
+}
+
+namespace {
+
+size_t editDistance(const std::string &a, const std::string &b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j)
+    row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
+      diagonal = above;
+    }
+  }
+  return row[b.size()];
+}
+
+/// "; did you mean 'x'?" for the closest candidate within a third of the name.
+std::string suggestion(const std::string &name, const std::vector<std::string> &candidates) {
+  const std::string *best = nullptr;
+  size_t bestDistance = std::max<size_t>(1, name.size() / 3) + 1;
+  for (const std::string &candidate : candidates) {
+    size_t distance = editDistance(name, candidate);
+    if (distance < bestDistance) {
+      bestDistance = distance;
+      best = &candidate;
+    }
+  }
+  return best ? "; did you mean '" + *best + "'?" : "";
+}
+
+class Checker {
+public:
+  Checker(ast::Rule rule, std::shared_ptr<const SourceFile> source, DiagnosticEngine &diags)
+      : diags_(diags), afterSyntaxErrors_(diags.hasErrors()) {
+    result_.source = std::move(source);
+    result_.ast = std::move(rule);
+  }
+
+  std::optional<CheckedRule> run() {
+    result_.paramSymbol = addBuiltin("param", SymbolClass::Param, ValueKind::Elementwise);
+    result_.gradSymbol = addBuiltin("grad", SymbolClass::Grad, ValueKind::Elementwise);
+    result_.stepSymbol = addBuiltin("step", SymbolClass::Step, ValueKind::Uniform);
+    declareAll();
+    checkBody();
+    reportUnused();
+    if (diags_.hasErrors())
+      return std::nullopt;
+    return std::move(result_);
+  }
+
+private:
+  int addBuiltin(const char *name, SymbolClass cls, ValueKind kind) {
+    Symbol symbol{name, cls, {}, kind};
+    result_.symbols.push_back(symbol);
+    int id = static_cast<int>(result_.symbols.size()) - 1;
+    scope_[name] = id;
+    writePhase_.push_back(0);
+    return id;
+  }
+
+  /// Reports a clash with an existing name; returns false when `name` is taken.
+  bool declarable(const std::string &name, SourceRange range) {
+    auto it = scope_.find(name);
+    if (it == scope_.end())
+      return true;
+    const Symbol &previous = result_.symbols[it->second];
+    if (isBuiltin(previous.cls)) {
+      diags_.error(range, "'" + name + "' is a built-in name and cannot be redeclared");
+    } else {
+      diags_.error(range, "redeclaration of '" + name + "'");
+      diags_.note(previous.declRange, std::string("previous declaration as a ") +
+                                          spelling(previous.cls) + " is here");
+    }
+    return false;
+  }
+
+  int declare(const ast::Stmt &stmt, SymbolClass cls, ValueKind kind) {
+    Symbol symbol{stmt.name, cls, stmt.nameRange, kind};
+    result_.symbols.push_back(symbol);
+    int id = static_cast<int>(result_.symbols.size()) - 1;
+    scope_[stmt.name] = id;
+    writePhase_.push_back(0);
+    return id;
+  }
+
+  // Hypers and states are visible everywhere in the rule; lets only after
+  // their statement (they name a value computed at that point).
+  void declareAll() {
+    for (size_t i = 0; i < result_.ast.stmts.size(); ++i) {
+      ast::Stmt &stmt = result_.ast.stmts[i];
+      switch (stmt.kind) {
+      case ast::StmtKind::Hyper:
+        if (declarable(stmt.name, stmt.nameRange))
+          declareHyper(stmt);
+        break;
+      case ast::StmtKind::State:
+      case ast::StmtKind::Scalar:
+        if (declarable(stmt.name, stmt.nameRange))
+          declareState(stmt);
+        break;
+      case ast::StmtKind::Let:
+      case ast::StmtKind::Assign:
+        result_.body.push_back(static_cast<int>(i));
+        break;
+      }
+    }
+  }
+
+  void declareHyper(ast::Stmt &stmt) {
+    int id = declare(stmt, SymbolClass::Hyper, ValueKind::Uniform);
+    stmt.symbol = id;
+    Symbol &symbol = result_.symbols[id];
+    symbol.slot = static_cast<int>(result_.hypers.size());
+    result_.hypers.push_back(id);
+    const ast::Expr *value = stmt.value.get();
+    if (!value) {
+      diags_.error(stmt.nameRange, "hyper '" + stmt.name + "' needs a default value: hyper " +
+                                       stmt.name + " = NUMBER;");
+      return;
+    }
+    double sign = 1;
+    if (value->kind == ast::ExprKind::Unary && value->unaryOp != ast::UnaryOp::Not) {
+      sign = value->unaryOp == ast::UnaryOp::Negate ? -1 : 1;
+      value = value->operands[0].get();
+    }
+    if (value->kind != ast::ExprKind::Number) {
+      diags_.error(stmt.value->range,
+                   "the default value of hyper '" + stmt.name + "' must be a number");
+      return;
+    }
+    symbol.defaultValue = sign * value->number;
+  }
+
+  void declareState(ast::Stmt &stmt) {
+    bool scalar = stmt.kind == ast::StmtKind::Scalar;
+    int id = declare(stmt, scalar ? SymbolClass::ScalarState : SymbolClass::State,
+                     scalar ? ValueKind::Uniform : ValueKind::Elementwise);
+    stmt.symbol = id;
+    std::vector<int> &slots = scalar ? result_.scalarStates : result_.states;
+    result_.symbols[id].slot = static_cast<int>(slots.size());
+    slots.push_back(id);
+    result_.symbols[id].init = stmt.value.get();
+  }
+
+  // Initial values are computed once, before the first step, from hypers.
+  void checkInitialValues() {
+    for (ast::Stmt &stmt : result_.ast.stmts) {
+      if ((stmt.kind != ast::StmtKind::State && stmt.kind != ast::StmtKind::Scalar) ||
+          !stmt.value || stmt.symbol < 0)
+        continue;
+      initialValueOf_ = stmt.symbol;
+      check(*stmt.value);
+      initialValueOf_ = -1;
+    }
+  }
+
+  void checkBody() {
+    checkInitialValues();
+    int phase = 0;
+    for (int index : result_.body) {
+      ast::Stmt &stmt = result_.ast.stmts[index];
+      check(*stmt.value);
+      // Phases never go back: a statement runs no earlier than the one before
+      // it, so a later pass never sees a state overwritten by an earlier one.
+      phase = std::max(phase, stmt.value->phase);
+      stmt.phase = phase;
+      if (stmt.kind == ast::StmtKind::Let)
+        checkLet(stmt);
+      else
+        checkAssign(stmt);
+    }
+    int maxPhase = 0;
+    for (const ast::Expr *reduction : result_.reductions)
+      maxPhase = std::max(maxPhase, reduction->phase);
+    for (int index : result_.body)
+      maxPhase = std::max(maxPhase, result_.ast.stmts[index].phase);
+    result_.numPhases = maxPhase + 1;
+    // After a syntax error the statement that assigns param may be the one
+    // that was dropped; saying it is missing would only mislead.
+    if (!result_.symbols[result_.paramSymbol].written && !afterSyntaxErrors_)
+      diags_.error(result_.ast.nameRange,
+                   "optimizer '" + result_.ast.name + "' never assigns 'param'");
+  }
+
+  void checkLet(ast::Stmt &stmt) {
+    if (!declarable(stmt.name, stmt.nameRange))
+      return;
+    int id = declare(stmt, SymbolClass::Let, stmt.value->valueKind);
+    stmt.symbol = id;
+    writePhase_[id] = stmt.phase;
+  }
+
+  void checkAssign(ast::Stmt &stmt) {
+    auto it = scope_.find(stmt.name);
+    if (it == scope_.end()) {
+      diags_.error(stmt.nameRange, "unknown name '" + stmt.name + "'" +
+                                       suggestion(stmt.name, assignableNames()));
+      return;
+    }
+    Symbol &target = result_.symbols[it->second];
+    stmt.symbol = it->second;
+    switch (target.cls) {
+    case SymbolClass::Param:
+    case SymbolClass::State:
+      break;
+    case SymbolClass::ScalarState:
+      if (stmt.value->valueKind == ValueKind::Elementwise) {
+        diags_.error(stmt.value->range, "scalar state '" + stmt.name +
+                                            "' is assigned an elementwise value; use a "
+                                            "reduction (sum, norm, mean, max) or a 'state'");
+        diags_.note(target.declRange, "declared as a scalar state here");
+      }
+      break;
+    case SymbolClass::Grad:
+    case SymbolClass::Step:
+      diags_.error(stmt.nameRange, "cannot assign to '" + stmt.name + "': it is read-only");
+      return;
+    case SymbolClass::Hyper:
+      diags_.error(stmt.nameRange, "cannot assign to hyper '" + stmt.name +
+                                       "'; hypers change only between steps");
+      diags_.note(target.declRange, "declared as a hyper here");
+      return;
+    case SymbolClass::Let:
+      diags_.error(stmt.nameRange, "cannot assign to let '" + stmt.name +
+                                       "'; a let names one value (declare a state to update it)");
+      diags_.note(target.declRange, "declared as a let here");
+      return;
+    }
+    target.written = true;
+    writePhase_[stmt.symbol] = stmt.phase;
+  }
+
+  std::vector<std::string> visibleNames() const {
+    std::vector<std::string> names;
+    for (const auto &[name, id] : scope_)
+      names.push_back(name);
+    return names;
+  }
+
+  std::vector<std::string> assignableNames() const {
+    std::vector<std::string> names{"param"};
+    for (int id : result_.states)
+      names.push_back(result_.symbols[id].name);
+    for (int id : result_.scalarStates)
+      names.push_back(result_.symbols[id].name);
+    return names;
+  }
+
+  void checkName(ast::Expr &expr) {
+    auto it = scope_.find(expr.name);
+    if (it == scope_.end()) {
+      diags_.error(expr.range, "unknown name '" + expr.name + "'" +
+                                   suggestion(expr.name, visibleNames()));
+      return;
+    }
+    expr.symbol = it->second;
+    Symbol &symbol = result_.symbols[it->second];
+    if (initialValueOf_ >= 0 && symbol.cls != SymbolClass::Hyper) {
+      diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
+                                   "' may use only numbers and hypers, not " +
+                                   spelling(symbol.cls) +
+                                   " '" + expr.name + "'");
+      return;
+    }
+    symbol.read = true;
+    expr.valueKind = symbol.kind;
+    expr.phase = writePhase_[it->second];
+  }
+
+  void checkCall(ast::Expr &expr) {
+    const BuiltinInfo *info = lookupBuiltin(expr.name, static_cast<unsigned>(expr.operands.size()));
+    if (!info) {
+      std::vector<const BuiltinInfo *> named = builtinsNamed(expr.name);
+      if (named.empty()) {
+        diags_.error(expr.nameRange, "unknown function '" + expr.name + "'" +
+                                         suggestion(expr.name, builtinNames()));
+      } else {
+        std::string expected;
+        for (const BuiltinInfo *candidate : named)
+          expected += (expected.empty() ? "" : " or ") + std::to_string(candidate->arity);
+        diags_.error(expr.range, "function '" + expr.name + "' takes " + expected + " argument" +
+                                     (named.size() == 1 && named[0]->arity == 1 ? "" : "s") +
+                                     ", but " + std::to_string(expr.operands.size()) +
+                                     (expr.operands.size() == 1 ? " was" : " were") + " given");
+      }
+      return;
+    }
+    expr.builtin = info->id;
+    if (info->isReduction) {
+      if (enclosingReduction_) {
+        diags_.error(expr.range, "reduction '" + expr.name +
+                                     "' inside the argument of another reduction");
+        diags_.note(enclosingReduction_->range, "the enclosing reduction is here");
+        return;
+      }
+      if (initialValueOf_ >= 0) {
+        diags_.error(expr.range, "the initial value of '" +
+                                     result_.symbols[initialValueOf_].name +
+                                     "' cannot use a reduction");
+        return;
+      }
+      enclosingReduction_ = &expr;
+      check(*expr.operands[0]);
+      enclosingReduction_ = nullptr;
+      expr.valueKind = ValueKind::Uniform;
+      // The whole tensor must be through the pass that computes the argument
+      // before the result can be used: the next phase.
+      expr.phase = expr.operands[0]->phase + 1;
+      expr.reduction = static_cast<int>(result_.reductions.size());
+      result_.reductions.push_back(&expr);
+      return;
+    }
+    combineOperands(expr);
+  }
+
+  void combineOperands(ast::Expr &expr) {
+    expr.valueKind = ValueKind::Uniform;
+    expr.phase = 0;
+    for (auto &operand : expr.operands) {
+      check(*operand);
+      if (operand->valueKind == ValueKind::Elementwise)
+        expr.valueKind = ValueKind::Elementwise;
+      expr.phase = std::max(expr.phase, operand->phase);
+    }
+  }
+
+  void check(ast::Expr &expr) {
+    switch (expr.kind) {
+    case ast::ExprKind::Number:
+      expr.valueKind = ValueKind::Uniform;
+      break;
+    case ast::ExprKind::Name:
+      checkName(expr);
+      break;
+    case ast::ExprKind::Call:
+      checkCall(expr);
+      break;
+    case ast::ExprKind::Unary:
+    case ast::ExprKind::Binary:
+    case ast::ExprKind::Conditional:
+      combineOperands(expr);
+      break;
+    }
+  }
+
+  void reportUnused() {
+    if (afterSyntaxErrors_)
+      return;
+    for (const Symbol &symbol : result_.symbols) {
+      if (symbol.cls == SymbolClass::Hyper && !symbol.read)
+        diags_.warning(symbol.declRange, "hyper '" + symbol.name + "' is never used");
+      if (symbol.cls != SymbolClass::State && symbol.cls != SymbolClass::ScalarState)
+        continue;
+      if (!symbol.read && !symbol.written)
+        diags_.warning(symbol.declRange, std::string(spelling(symbol.cls)) + " '" + symbol.name +
+                                             "' is never used");
+      else if (!symbol.read)
+        diags_.warning(symbol.declRange, std::string(spelling(symbol.cls)) + " '" + symbol.name +
+                                             "' is written but never read");
+      else if (!symbol.written)
+        diags_.warning(symbol.declRange, std::string(spelling(symbol.cls)) + " '" + symbol.name +
+                                             "' is never assigned; it keeps its initial value");
+    }
+  }
+
+  DiagnosticEngine &diags_;
+  bool afterSyntaxErrors_;
+  CheckedRule result_;
+  std::map<std::string, int> scope_;
+  std::vector<int> writePhase_; // per symbol: the phase of its latest value
+  const ast::Expr *enclosingReduction_ = nullptr;
+  int initialValueOf_ = -1;
+};
+
+} // namespace
+
+std::optional<CheckedRule> checkRule(ast::Rule rule, std::shared_ptr<const SourceFile> source,
+                                     DiagnosticEngine &diags) {
+  return Checker(std::move(rule), std::move(source), diags).run();
+}
+
+std::optional<CheckedRule> compileSource(std::shared_ptr<const SourceFile> file,
+                                         std::ostream &diagnostics) {
+  DiagnosticEngine diags(*file);
+  std::optional<ast::Rule> rule = parseRule(*file, diags);
+  std::optional<CheckedRule> checked;
+  if (rule)
+    checked = checkRule(std::move(*rule), file, diags);
+  diags.print(diagnostics);
+  if (diags.hasErrors())
+    return std::nullopt;
+  return checked;
+}
+
+CheckedRule loadRuleFile(const std::string &path) {
+  auto file = std::make_shared<const SourceFile>(SourceFile::load(path));
+  std::ostringstream diagnostics;
+  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
+  if (!rule)
+    throw std::runtime_error("rule file '" + path + "' has errors:\n" + diagnostics.str());
+  return std::move(*rule);
+}
+
+} // namespace optdsl

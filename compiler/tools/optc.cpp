@@ -1,0 +1,89 @@
+// optc: the OptDSL compiler driver. Checks a rule file and emits one of its
+// intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
+#include "optdsl/Sema.h"
+#include "optdsl/Version.h"
+
+#include <cstring>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <string>
+
+namespace {
+
+const char *kUsage = R"(usage: optc [options] FILE        (FILE '-' reads standard input)
+
+Checks an OptDSL rule file and prints every error as file:line:col.
+
+options:
+  --emit=KIND     what to produce:
+                    check  (default) parse and check only
+                    ast    the AST with source locations
+  -o FILE         write the output to FILE instead of standard output
+  --help          this text
+  --version       version of OptDSL and of the MLIR/LLVM it uses
+)";
+
+int usageError(const std::string &message) {
+  std::cerr << "optc: error: " << message << "\n" << kUsage;
+  return 2;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string emit = "check", input, output;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if (arg == "--version") {
+      std::cout << optdsl::versionString() << "\n";
+      return 0;
+    }
+    if (arg.rfind("--emit=", 0) == 0) {
+      emit = arg.substr(7);
+      if (emit != "check" && emit != "ast")
+        return usageError("unknown emit kind '" + emit + "' (expected check or ast)");
+    } else if (arg == "-o") {
+      if (++i == argc)
+        return usageError("-o needs a file name");
+      output = argv[i];
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      return usageError("unknown option '" + arg + "'");
+    } else if (!input.empty()) {
+      return usageError("more than one input file ('" + input + "' and '" + arg + "')");
+    } else {
+      input = arg;
+    }
+  }
+  if (input.empty())
+    return usageError("no input file");
+
+  std::shared_ptr<const optdsl::SourceFile> file;
+  try {
+    file = std::make_shared<const optdsl::SourceFile>(optdsl::SourceFile::load(input));
+  } catch (const std::exception &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 1;
+  }
+  std::optional<optdsl::CheckedRule> rule = optdsl::compileSource(file, std::cerr);
+  if (!rule)
+    return 1;
+  if (emit == "check")
+    return 0;
+
+  std::ofstream fileOut;
+  if (!output.empty()) {
+    fileOut.open(output);
+    if (!fileOut) {
+      std::cerr << "optc: error: cannot write '" << output << "': " << std::strerror(errno) << "\n";
+      return 1;
+    }
+  }
+  std::ostream &out = output.empty() ? std::cout : fileOut;
+  optdsl::ast::print(out, rule->ast, *file);
+  return out.good() ? 0 : 1;
+}

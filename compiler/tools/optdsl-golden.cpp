@@ -1,0 +1,91 @@
+// optdsl-golden: runs golden trajectories from real peer implementations
+// (torch.optim, the AdEMAMix reference) through our rules and reports, per
+// case and backend, the error against the peer and the limit it must meet.
+#include "GoldenCase.h"
+
+#include "optdsl/Interpreter.h"
+
+#include <cmath>
+#include <cstdio>
+#include <iostream>
+#include <string>
+#include <vector>
+
+namespace {
+
+const char *kUsage = R"(usage: optdsl-golden [--backend interp] [--dsl DIR] CASE.json...
+
+Runs each golden case on the rule dsl/<rule>.opt and compares the parameters
+after every step with the peer's. Exits 1 if any case fails.
+
+options:
+  --backend NAME  interp (the float64 reference interpreter; the default)
+  --dsl DIR       where the rule files are (default: the source tree's dsl/)
+)";
+
+optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
+                                    const optdsl::CheckedRule &rule) {
+  optdsl::Interpreter interpreter(rule);
+  optdsl::HyperValues hypers = interpreter.defaultHypers();
+  for (const auto &[name, value] : golden.hypers)
+    interpreter.setHyper(hypers, name, value);
+  std::vector<optdsl::TensorState> tensors;
+  for (const auto &init : golden.init)
+    tensors.push_back(interpreter.initTensor(init, hypers));
+  optdsl::Trajectory trajectory;
+  for (size_t t = 0; t < golden.steps; ++t) {
+    interpreter.step(tensors, golden.grads[t], static_cast<int64_t>(t + 1), hypers);
+    auto &after = trajectory.emplace_back();
+    for (const auto &tensor : tensors)
+      after.push_back(tensor.param);
+  }
+  return trajectory;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  std::string backend = "interp", dslDir = OPTDSL_DSL_DIR;
+  std::vector<std::string> cases;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    if (arg == "--help" || arg == "-h") {
+      std::cout << kUsage;
+      return 0;
+    }
+    if ((arg == "--backend" || arg == "--dsl") && i + 1 < argc) {
+      (arg == "--backend" ? backend : dslDir) = argv[++i];
+    } else if (arg.size() > 1 && arg[0] == '-') {
+      std::cerr << "optdsl-golden: error: unknown or incomplete option '" << arg << "'\n" << kUsage;
+      return 2;
+    } else {
+      cases.push_back(arg);
+    }
+  }
+  if (backend != "interp") {
+    std::cerr << "optdsl-golden: error: unknown backend '" << backend << "' (available: interp)\n";
+    return 2;
+  }
+  if (cases.empty()) {
+    std::cerr << "optdsl-golden: error: no golden case given\n" << kUsage;
+    return 2;
+  }
+
+  unsigned failures = 0;
+  for (const std::string &path : cases) {
+    try {
+      optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
+      optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
+      double error = optdsl::trajectoryError(golden, runOnInterpreter(golden, rule));
+      double limit = optdsl::errorLimit(golden, /*float64=*/true);
+      bool pass = error <= limit; // false for NaN
+      failures += !pass;
+      std::printf("%s  %-28s backend=%-7s error=%.3e  limit=%.1e\n", pass ? "PASS" : "FAIL",
+                  golden.name.c_str(), backend.c_str(), error, limit);
+    } catch (const std::exception &e) {
+      ++failures;
+      std::printf("FAIL  %-28s backend=%-7s %s\n", path.c_str(), backend.c_str(), e.what());
+    }
+  }
+  return failures ? 1 : 0;
+}

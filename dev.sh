@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# OptDSL developer entry point. On a fresh Debian 12 machine:
+#   ./dev.sh demo    install what is missing, build, run the demo
+#   ./dev.sh test    install what is missing, build, run every test
+#   ./dev.sh build   install what is missing, build only
+#   ./dev.sh bench   build and run the benchmarks
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")"
+
+BUILD_DIR=${BUILD_DIR:-build}
+LLVM_BIN=/usr/lib/llvm-19/bin
+LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
+PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
+          libboost-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev)
+
+install_deps() {
+  local missing=()
+  for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "dev.sh: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get install -y --no-install-recommends "${missing[@]}" ||
+    { $sudo apt-get update && $sudo apt-get install -y --no-install-recommends "${missing[@]}"; }
+}
+
+build() {
+  install_deps
+  if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+    cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+  fi
+  cmake --build "$BUILD_DIR"
+}
+
+run_tests() {
+  build
+  echo "== unit and golden tests (ctest)"
+  ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)"
+  echo "== compiler output tests (lit)"
+  python3 "$LIT" -sv "$BUILD_DIR/tests/lit"
+}
+
+demo() {
+  build
+  echo "== checking the rule library"
+  for rule in dsl/*.opt; do
+    "$BUILD_DIR/bin/optc" "$rule" && echo "  ok  $rule"
+  done
+  echo
+  echo "== running every golden trajectory (torch.optim, AdEMAMix reference) on the reference interpreter"
+  "$BUILD_DIR/bin/optdsl-golden" tests/golden/cases/*.json
+}
+
+case "${1:-}" in
+  build) build ;;
+  test) run_tests ;;
+  demo) demo ;;
+  bench) build && "$BUILD_DIR/bin/optdsl-bench" ;;
+  *) echo "usage: ./dev.sh {demo|test|build|bench}" >&2; exit 2 ;;
+esac

@@ -1,0 +1,436 @@
+#!/usr/bin/env python3
+"""Generate golden optimizer trajectories (format ``optdsl-golden/1``) from
+real peer implementations: torch.optim (single-tensor path, foreach=False),
+lion-pytorch (lucidrains) and timm's Lamb.
+
+Every case is computed exactly as tests/golden/README.md (and the shared
+FORMAT.md) describe:
+
+* ``init`` and ``grads`` are drawn in advance with a fixed seed and rounded to
+  float32-representable values (open loop: gradients do not depend on the
+  parameters);
+* ``expect[t][k]`` is tensor k after step t+1 with the peer computing in
+  float64 (torch default dtype float64, so scalar state such as NAdam's
+  ``mu_product`` is float64 too);
+* ``float32_reference_error`` is the pass-criterion error of the same peer run
+  in float32 on the same data, against ``expect``.
+
+Usage (needs torch, lion-pytorch, timm in the interpreter that runs it):
+
+    python tests/golden/tools/make_peer_cases.py              # all cases
+    python tests/golden/tools/make_peer_cases.py --only lion_basic
+    python tests/golden/tools/make_peer_cases.py --selfcheck  # also compare
+        # the float64 peer runs with an independent numpy transcription
+
+The output is deterministic (fixed seeds, one torch thread).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+OUT_DIR = os.path.normpath(os.path.join(HERE, "..", "cases"))
+
+
+# --------------------------------------------------------------------------
+# data
+
+
+def f32(a):
+    """Round to float32-representable values, returned as float64."""
+    return np.asarray(a, dtype=np.float64).astype(np.float32).astype(np.float64)
+
+
+def make_data(seed, sizes, steps, grad_scales, init_scales, sparse_p,
+              zero_steps=(), zero_init=(), spike_p=0.06):
+    """Open-loop gradients of varied scale.
+
+    grads[t][k] = grad_scales[k] * s_t * (bias_k + N(0,1)), where s_t is a
+    log-normal per-step scale with occasional x8 spikes (so second-moment
+    maxima / decays matter), elements zeroed with probability sparse_p[k],
+    and whole tensors zeroed at the (t, k) pairs in zero_steps (t 0-based).
+    """
+    rng = np.random.default_rng(seed)
+    init = []
+    for k, n in enumerate(sizes):
+        if k in zero_init:
+            init.append(np.zeros(n))
+        else:
+            init.append(f32(rng.normal(size=n) * init_scales[k]))
+    bias = [rng.normal(size=n) * 0.5 for n in sizes]
+    grads = []
+    for t in range(steps):
+        s_t = math.exp(0.6 * rng.normal())
+        if rng.random() < spike_p:
+            s_t *= 8.0
+        row = []
+        for k, n in enumerate(sizes):
+            g = grad_scales[k] * s_t * (bias[k] + rng.normal(size=n))
+            if sparse_p[k] > 0:
+                g[rng.random(size=n) < sparse_p[k]] = 0.0
+            if (t, k) in zero_steps:
+                g[:] = 0.0
+            row.append(f32(g))
+        grads.append(row)
+    return init, grads
+
+
+# --------------------------------------------------------------------------
+# peers
+
+
+def build_torch(name, hy):
+    o = torch.optim
+    common = dict(foreach=False, maximize=False, differentiable=False)
+
+    def mk(params):
+        if name == "rmsprop":
+            return o.RMSprop(params, lr=hy["lr"], alpha=hy["alpha"], eps=hy["eps"],
+                             weight_decay=hy["weight_decay"], momentum=hy["momentum"],
+                             centered=bool(hy["centered"]), capturable=False, **common)
+        if name == "adagrad":
+            return o.Adagrad(params, lr=hy["lr"], lr_decay=hy["lr_decay"],
+                             weight_decay=hy["weight_decay"],
+                             initial_accumulator_value=hy["initial_accumulator_value"],
+                             eps=hy["eps"], **common)
+        if name == "nadam":
+            return o.NAdam(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                           weight_decay=hy["weight_decay"], momentum_decay=hy["momentum_decay"],
+                           decoupled_weight_decay=False, capturable=False, **common)
+        if name == "radam":
+            return o.RAdam(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                           weight_decay=hy["weight_decay"], decoupled_weight_decay=False,
+                           capturable=False, **common)
+        if name == "adam":
+            return o.Adam(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                          weight_decay=hy["weight_decay"], amsgrad=bool(hy["amsgrad"]),
+                          capturable=False, fused=None, **common)
+        if name == "adamw":
+            return o.AdamW(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                           weight_decay=hy["weight_decay"], amsgrad=bool(hy["amsgrad"]),
+                           capturable=False, fused=None, **common)
+        if name == "sgd":
+            return o.SGD(params, lr=hy["lr"], momentum=hy["momentum"], dampening=hy["dampening"],
+                         weight_decay=hy["weight_decay"], nesterov=bool(hy["nesterov"]),
+                         fused=None, **common)
+        if name == "lion":
+            from lion_pytorch.lion_pytorch import Lion
+            # plain update_fn (use_triton=False), coupled lr*wd step decay
+            return Lion(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
+                        weight_decay=hy["weight_decay"], use_triton=False,
+                        decoupled_weight_decay=False)
+        if name == "lamb":
+            from timm.optim.lamb import Lamb
+            return Lamb(params, lr=hy["lr"], bias_correction=True,
+                        betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                        weight_decay=hy["weight_decay"], grad_averaging=True,
+                        max_grad_norm=None, trust_clip=False, always_adapt=False,
+                        caution=False, decoupled_decay=False, foreach=False)
+        raise KeyError(name)
+
+    return mk
+
+
+def run_peer(peer, hy, init, grads, dtype):
+    """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays."""
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # scalar state (step, mu_product) follows it
+    try:
+        params = [torch.nn.Parameter(torch.tensor(x, dtype=dtype)) for x in init]
+        opt = build_torch(peer, hy)(params)
+        traj = []
+        for row in grads:
+            for p, g in zip(params, row):
+                p.grad = torch.tensor(g, dtype=dtype)
+            opt.step()
+            traj.append([p.detach().to(torch.float64).numpy().copy() for p in params])
+        return traj
+    finally:
+        torch.set_default_dtype(old)
+
+
+def criterion(ours, expect, init):
+    worst = 0.0
+    for t in range(len(expect)):
+        for k in range(len(init)):
+            num = float(np.max(np.abs(ours[t][k] - expect[t][k])))
+            den = float(np.max(np.abs(expect[t][k] - init[k])))
+            if den == 0.0:
+                if num != 0.0:
+                    return math.inf
+                continue
+            worst = max(worst, num / den)
+    return worst
+
+
+# --------------------------------------------------------------------------
+# independent numpy transcription of each peer (float64), for --selfcheck
+
+
+def ref_run(peer, hy, init, grads):
+    p = [x.copy() for x in init]
+    st = [dict() for _ in p]
+    traj = []
+    b1, b2 = hy.get("beta1"), hy.get("beta2")
+    lr, wd, eps = hy["lr"], hy.get("weight_decay", 0.0), hy.get("eps")
+    for t0, row in enumerate(grads):
+        t = t0 + 1
+        if peer == "lamb":
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+        for k, g in enumerate(row):
+            s, x = st[k], p[k]
+            z = np.zeros_like(x)
+            if peer == "rmsprop":
+                g = g + wd * x
+                s["sa"] = hy["alpha"] * s.get("sa", z) + (1 - hy["alpha"]) * g * g
+                if hy["centered"]:
+                    s["ga"] = hy["alpha"] * s.get("ga", z) + (1 - hy["alpha"]) * g
+                    avg = np.sqrt(s["sa"] - s["ga"] ** 2) + eps
+                else:
+                    avg = np.sqrt(s["sa"]) + eps
+                if hy["momentum"] > 0:
+                    s["buf"] = hy["momentum"] * s.get("buf", z) + g / avg
+                    x = x - lr * s["buf"]
+                else:
+                    x = x - lr * g / avg
+            elif peer == "adagrad":
+                clr = lr / (1 + (t - 1) * hy["lr_decay"])
+                g = g + wd * x
+                s["sum"] = s.get("sum", z + hy["initial_accumulator_value"]) + g * g
+                x = x - clr * g / (np.sqrt(s["sum"]) + eps)
+            elif peer == "nadam":
+                g = g + wd * x
+                md = hy["momentum_decay"]
+                mu = b1 * (1 - 0.5 * 0.96 ** (t * md))
+                mu_next = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * md))
+                s["mp"] = s.get("mp", 1.0) * mu
+                s["m"] = b1 * s.get("m", z) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                denom = np.sqrt(s["v"] / (1 - b2 ** t)) + eps
+                x = (x - lr * (1 - mu) / (1 - s["mp"]) * g / denom
+                     - lr * mu_next / (1 - s["mp"] * mu_next) * s["m"] / denom)
+            elif peer == "radam":
+                g = g + wd * x
+                s["m"] = b1 * s.get("m", z) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                rho_inf = 2 / (1 - b2) - 1
+                rho_t = rho_inf - 2 * t * b2 ** t / bc2
+                if rho_t > 5:
+                    rect = math.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf
+                                     / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+                    x = x - s["m"] / bc1 * lr * math.sqrt(bc2) / (np.sqrt(s["v"]) + eps) * rect
+                else:
+                    x = x - s["m"] / bc1 * lr
+            elif peer in ("adam", "adamw"):
+                if peer == "adamw":
+                    x = x * (1 - lr * wd)
+                else:
+                    g = g + wd * x
+                s["m"] = b1 * s.get("m", z) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                v = s["v"]
+                if hy.get("amsgrad"):
+                    s["vmax"] = np.maximum(s.get("vmax", z), s["v"])
+                    v = s["vmax"]
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                x = x - lr / bc1 * s["m"] / (np.sqrt(v) / math.sqrt(bc2) + eps)
+            elif peer == "sgd":
+                g = g + wd * x
+                if hy["momentum"] != 0:
+                    if "buf" not in s:
+                        s["buf"] = g.copy()  # first step: no dampening
+                    else:
+                        s["buf"] = hy["momentum"] * s["buf"] + (1 - hy["dampening"]) * g
+                    g = g + hy["momentum"] * s["buf"] if hy["nesterov"] else s["buf"]
+                x = x - lr * g
+            elif peer == "lion":
+                x = x * (1 - lr * wd)
+                m = s.get("m", z)
+                x = x - lr * np.sign(b1 * m + (1 - b1) * g)
+                s["m"] = b2 * m + (1 - b2) * g
+            elif peer == "lamb":
+                s["m"] = b1 * s.get("m", z) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                u = (s["m"] / bc1) / (np.sqrt(s["v"]) / math.sqrt(bc2) + eps)
+                if wd != 0:
+                    u = u + wd * x
+                    wn, un = np.linalg.norm(x), np.linalg.norm(u)
+                    ratio = wn / un if (wn > 0 and un > 0) else 1.0
+                    u = u * ratio
+                x = x - lr * u
+            else:
+                raise KeyError(peer)
+            p[k] = x
+        traj.append([x.copy() for x in p])
+    return traj
+
+
+# --------------------------------------------------------------------------
+# cases
+
+TORCH_SRC = f"torch {torch.__version__.split('+')[0]} torch.optim (single-tensor path: foreach=False)"
+
+
+def _pkg_version(name):
+    try:
+        from importlib.metadata import version
+        return version(name)
+    except Exception:
+        return "?"
+
+
+CASES = [
+    dict(name="rmsprop_centered_momentum", rule="rmsprop", peer="rmsprop",
+         hypers=dict(lr=0.01, alpha=0.95, eps=1e-8, weight_decay=0.01, momentum=0.9, centered=1),
+         sizes=[64, 9], steps=100, seed=1101,
+         data=dict(grad_scales=[1.0, 1e-3], init_scales=[1.0, 0.1], sparse_p=[0.0, 0.25],
+                   zero_steps=[(30, 1), (31, 1)])),
+    dict(name="rmsprop_plain", rule="rmsprop", peer="rmsprop",
+         hypers=dict(lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=0),
+         sizes=[33, 5], steps=60, seed=1102,
+         data=dict(grad_scales=[0.5, 20.0], init_scales=[1.0, 3.0], sparse_p=[0.2, 0.0],
+                   zero_steps=[(20, 1)])),
+    dict(name="adagrad_decay", rule="adagrad", peer="adagrad",
+         hypers=dict(lr=0.1, lr_decay=0.01, weight_decay=0.01, initial_accumulator_value=0.1,
+                     eps=1e-10),
+         sizes=[64, 9], steps=80, seed=1103,
+         data=dict(grad_scales=[1.0, 0.05], init_scales=[1.0, 0.5], sparse_p=[0.1, 0.3],
+                   zero_steps=[(10, 0)])),
+    dict(name="nadam_basic", rule="nadam", peer="nadam",
+         hypers=dict(lr=2e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01,
+                     momentum_decay=4e-3),
+         sizes=[64, 9], steps=100, seed=1104,
+         data=dict(grad_scales=[1.0, 1e-2], init_scales=[1.0, 0.2], sparse_p=[0.0, 0.2],
+                   zero_steps=[(40, 1)])),
+    dict(name="radam_basic", rule="radam", peer="radam",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01),
+         sizes=[33, 5], steps=100, seed=1105,
+         data=dict(grad_scales=[1.0, 30.0], init_scales=[1.0, 1.0], sparse_p=[0.15, 0.0],
+                   zero_steps=[(12, 1)])),
+    dict(name="adam_amsgrad", rule="adam", peer="adam",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, amsgrad=1),
+         sizes=[64, 9], steps=100, seed=1106,
+         data=dict(grad_scales=[1.0, 1e-3], init_scales=[1.0, 0.5], sparse_p=[0.1, 0.0],
+                   zero_steps=[(50, 1), (51, 1)], spike_p=0.1)),
+    dict(name="adamw_amsgrad", rule="adamw", peer="adamw",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.05, amsgrad=1),
+         sizes=[33, 5], steps=100, seed=1107,
+         data=dict(grad_scales=[2.0, 0.01], init_scales=[1.0, 2.0], sparse_p=[0.0, 0.2],
+                   zero_steps=[(25, 0)], spike_p=0.1)),
+    dict(name="sgd_dampening", rule="sgd", peer="sgd",
+         hypers=dict(lr=0.01, momentum=0.8, dampening=0.3, weight_decay=0.01, nesterov=0),
+         sizes=[64, 9], steps=80, seed=1108,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 1.0], sparse_p=[0.0, 0.2],
+                   zero_steps=[(15, 1)])),
+    dict(name="lion_basic", rule="lion", peer="lion",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.1),
+         sizes=[64, 9], steps=100, seed=1109,
+         # sparse zeros from step 1: m == g == 0 there, so sign(0) = 0 matters
+         data=dict(grad_scales=[1.0, 1e-2], init_scales=[1.0, 0.5], sparse_p=[0.15, 0.3],
+                   zero_steps=[(60, 1)])),
+    dict(name="lamb_basic", rule="lamb", peer="lamb",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.01),
+         sizes=[64, 9, 5], steps=100, seed=1110,
+         # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
+         data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
+                   sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], zero_init=[2])),
+]
+
+
+def source_of(case):
+    tv = torch.__version__.split("+")[0]
+    if case["peer"] == "lion":
+        return (f"lion-pytorch {_pkg_version('lion-pytorch')} lion_pytorch.Lion "
+                f"(plain update_fn, use_triton=False, decoupled_weight_decay=False) on torch {tv}")
+    if case["peer"] == "lamb":
+        return (f"timm {_pkg_version('timm')} timm.optim.Lamb (bias_correction=True, "
+                f"grad_averaging=True, max_grad_norm=None, trust_clip=False, "
+                f"always_adapt=False, decoupled_decay=False, foreach=False) on torch {tv}")
+    return TORCH_SRC
+
+
+def lion_margin(hy, grads):
+    """Smallest |beta1*m + (1-beta1)*g| among nonzero ones, relative to the
+    largest in its tensor and step (float64): how close a sign flip is."""
+    b1, b2 = hy["beta1"], hy["beta2"]
+    m = [np.zeros_like(g) for g in grads[0]]
+    worst = math.inf
+    for row in grads:
+        for k, g in enumerate(row):
+            c = b1 * m[k] + (1 - b1) * g
+            a = np.abs(c)
+            nz = a[a > 0]
+            if nz.size:
+                worst = min(worst, float(nz.min() / nz.max()))
+            m[k] = b2 * m[k] + (1 - b2) * g
+    return worst
+
+
+def generate(case, selfcheck=False):
+    d = case["data"]
+    init, grads = make_data(case["seed"], case["sizes"], case["steps"],
+                            d["grad_scales"], d["init_scales"], d["sparse_p"],
+                            zero_steps=set(map(tuple, d.get("zero_steps", ()))),
+                            zero_init=set(d.get("zero_init", ())),
+                            spike_p=d.get("spike_p", 0.06))
+    hy = case["hypers"]
+    expect = run_peer(case["peer"], hy, init, grads, torch.float64)
+    got32 = run_peer(case["peer"], hy, init, grads, torch.float32)
+    err32 = criterion(got32, expect, init)
+    info = {}
+    if selfcheck:
+        info["numpy_vs_peer64"] = criterion(ref_run(case["peer"], hy, init, grads), expect, init)
+    if case["peer"] == "lion":
+        info["lion_sign_margin"] = lion_margin(hy, grads)
+    out = {
+        "format": "optdsl-golden/1",
+        "name": case["name"],
+        "rule": case["rule"],
+        "source": source_of(case),
+        "hypers": hy,
+        "sizes": case["sizes"],
+        "steps": case["steps"],
+        "init": [x.tolist() for x in init],
+        "grads": [[g.tolist() for g in row] for row in grads],
+        "expect": [[x.tolist() for x in row] for row in expect],
+        "float32_reference_error": err32,
+    }
+    return out, info
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", nargs="*", help="case names to generate")
+    ap.add_argument("--out", default=OUT_DIR)
+    ap.add_argument("--selfcheck", action="store_true",
+                    help="compare each float64 peer run with the numpy transcription")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    os.makedirs(args.out, exist_ok=True)
+    failed = False
+    for case in CASES:
+        if args.only and case["name"] not in args.only:
+            continue
+        out, info = generate(case, args.selfcheck)
+        path = os.path.join(args.out, case["name"] + ".json")
+        with open(path, "w") as f:
+            json.dump(out, f, separators=(",", ":"), allow_nan=False)
+            f.write("\n")
+        extra = " ".join(f"{k}={v:.3g}" for k, v in info.items())
+        print(f"{case['name']:28s} {os.path.getsize(path) // 1024:5d} KB  "
+              f"float32_reference_error={out['float32_reference_error']:.3e} {extra}")
+        if args.selfcheck and not info["numpy_vs_peer64"] <= 1e-9:
+            failed = True
+    if failed:
+        print("selfcheck FAILED: numpy transcription disagrees with a peer", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
