@@ -1,5 +1,6 @@
 // optc: the OptDSL compiler driver. Checks a rule file and emits one of its
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
+#include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
 #include "optdsl/Version.h"
 
@@ -8,6 +9,9 @@
 #include <iostream>
 #include <memory>
 #include <string>
+
+#include "mlir/IR/MLIRContext.h"
+#include "llvm/Support/raw_os_ostream.h"
 
 namespace {
 
@@ -19,6 +23,7 @@ options:
   --emit=KIND     what to produce:
                     check  (default) parse and check only
                     ast    the AST with source locations
+                    mlir   the rule in the opt MLIR dialect
   -o FILE         write the output to FILE instead of standard output
   --help          this text
   --version       version of OptDSL and of the MLIR/LLVM it uses
@@ -45,8 +50,8 @@ int main(int argc, char **argv) {
     }
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
-      if (emit != "check" && emit != "ast")
-        return usageError("unknown emit kind '" + emit + "' (expected check or ast)");
+      if (emit != "check" && emit != "ast" && emit != "mlir")
+        return usageError("unknown emit kind '" + emit + "' (expected check, ast or mlir)");
     } else if (arg == "-o") {
       if (++i == argc)
         return usageError("-o needs a file name");
@@ -84,6 +89,18 @@ int main(int argc, char **argv) {
     }
   }
   std::ostream &out = output.empty() ? std::cout : fileOut;
-  optdsl::ast::print(out, rule->ast, *file);
+  if (emit == "ast") {
+    optdsl::ast::print(out, rule->ast, *file);
+    return out.good() ? 0 : 1;
+  }
+  mlir::MLIRContext context;
+  auto module = optdsl::buildModule(context, *rule);
+  if (!module) {
+    std::cerr << "optc: internal error: the generated MLIR does not verify\n";
+    return 1;
+  }
+  llvm::raw_os_ostream stream(out);
+  module->print(stream);
+  stream.flush();
   return out.good() ? 0 : 1;
 }

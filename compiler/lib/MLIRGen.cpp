@@ -1,0 +1,283 @@
+#include "optdsl/MLIRGen.h"
+
+#include "optdsl/Dialect/OptDialect.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/Verifier.h"
+
+namespace optdsl {
+
+using namespace mlir;
+
+void registerOptDSLDialects(DialectRegistry &registry) {
+  registry.insert<opt::OptDialect, arith::ArithDialect, math::MathDialect>();
+}
+
+namespace {
+
+const char *reductionKind(Builtin builtin) {
+  switch (builtin) {
+  case Builtin::ReduceSum: return "sum";
+  case Builtin::ReduceNorm: return "norm";
+  case Builtin::ReduceMean: return "mean";
+  default: return "max";
+  }
+}
+
+/// Uniform values are f64 (like torch's Python scalars), per-element values
+/// f32, truth values i1; conversions are inserted where kinds meet.
+class Generator {
+public:
+  Generator(MLIRContext &context, const CheckedRule &rule)
+      : context_(context), rule_(rule), builder_(&context),
+        current_(rule.symbols.size()) {}
+
+  OwningOpRef<ModuleOp> run() {
+    OwningOpRef<ModuleOp> module = ModuleOp::create(loc(rule_.ast.range));
+    builder_.setInsertionPointToEnd(module->getBody());
+    auto ruleOp = builder_.create<opt::RuleOp>(loc(rule_.ast.nameRange),
+                                               builder_.getStringAttr(rule_.name()),
+                                               builder_.getI64IntegerAttr(rule_.numPhases));
+    builder_.setInsertionPointToStart(&ruleOp.getBody().emplaceBlock());
+    declarations();
+    update();
+    return module;
+  }
+
+private:
+  Location loc(SourceRange range) {
+    LineCol at = rule_.source->lineCol(range.begin);
+    return FileLineColLoc::get(&context_, rule_.source->name(), at.line, at.column);
+  }
+
+  void declarations() {
+    for (const ast::Stmt &stmt : rule_.ast.stmts) {
+      if (stmt.kind == ast::StmtKind::Hyper) {
+        builder_.create<opt::HyperOp>(loc(stmt.range), builder_.getStringAttr(stmt.name),
+                                      builder_.getF64FloatAttr(rule_.symbol(stmt.symbol).defaultValue));
+      } else if (stmt.kind == ast::StmtKind::State || stmt.kind == ast::StmtKind::Scalar) {
+        auto state = builder_.create<opt::StateOp>(
+            loc(stmt.range), builder_.getStringAttr(stmt.name),
+            stmt.kind == ast::StmtKind::Scalar ? builder_.getUnitAttr() : UnitAttr());
+        if (!stmt.value)
+          continue;
+        OpBuilder::InsertionGuard guard(builder_);
+        builder_.setInsertionPointToStart(&state.getInit().emplaceBlock());
+        std::fill(current_.begin(), current_.end(), Value());
+        Value init = toFloat(gen(*stmt.value), /*elementwise=*/false, stmt.value->range);
+        builder_.create<opt::YieldOp>(loc(stmt.value->range), init);
+      }
+    }
+  }
+
+  void update() {
+    auto update = builder_.create<opt::UpdateOp>(loc(rule_.ast.range));
+    builder_.setInsertionPointToStart(&update.getBody().emplaceBlock());
+    std::fill(current_.begin(), current_.end(), Value());
+    for (int index : rule_.body) {
+      const ast::Stmt &stmt = rule_.ast.stmts[index];
+      Value value = gen(*stmt.value);
+      const Symbol &target = rule_.symbol(stmt.symbol);
+      Location at = loc(stmt.range);
+      switch (target.cls) {
+      case SymbolClass::Let:
+        break;
+      case SymbolClass::Param:
+        value = toFloat(value, true, stmt.range);
+        builder_.create<opt::StoreParamOp>(at, value, builder_.getI64IntegerAttr(stmt.phase));
+        break;
+      case SymbolClass::State:
+      case SymbolClass::ScalarState:
+        value = toFloat(value, target.cls == SymbolClass::State, stmt.range);
+        builder_.create<opt::StoreStateOp>(at, symbolRef(stmt.name), value,
+                                           builder_.getI64IntegerAttr(stmt.phase));
+        break;
+      default:
+        break; // sema rejects assignments to anything else
+      }
+      current_[stmt.symbol] = value;
+    }
+  }
+
+  /// The value of a name at this point: the latest assignment, or a read of
+  /// the step's input.
+  Value read(const ast::Expr &expr) {
+    Value &value = current_[expr.symbol];
+    if (value)
+      return value;
+    const Symbol &symbol = rule_.symbol(expr.symbol);
+    Location at = loc(expr.range);
+    Type f32 = builder_.getF32Type(), f64 = builder_.getF64Type();
+    switch (symbol.cls) {
+    case SymbolClass::Param: value = builder_.create<opt::ParamOp>(at, f32); break;
+    case SymbolClass::Grad: value = builder_.create<opt::GradOp>(at, f32); break;
+    case SymbolClass::Step: value = builder_.create<opt::StepOp>(at, f64); break;
+    case SymbolClass::Hyper: value = builder_.create<opt::GetHyperOp>(at, f64, symbolRef(symbol.name)); break;
+    case SymbolClass::State: value = builder_.create<opt::LoadStateOp>(at, f32, symbolRef(symbol.name)); break;
+    case SymbolClass::ScalarState:
+      value = builder_.create<opt::LoadStateOp>(at, f64, symbolRef(symbol.name));
+      break;
+    case SymbolClass::Let: break; // always assigned before use (sema)
+    }
+    return value;
+  }
+
+  FlatSymbolRefAttr symbolRef(const std::string &name) {
+    return FlatSymbolRefAttr::get(&context_, name);
+  }
+
+  Value toFloat(Value value, bool elementwise, SourceRange range) {
+    Location at = loc(range);
+    Type target = elementwise ? Type(builder_.getF32Type()) : Type(builder_.getF64Type());
+    if (value.getType().isInteger(1))
+      return builder_.create<arith::UIToFPOp>(at, target, value);
+    if (value.getType() == target)
+      return value;
+    if (elementwise)
+      return builder_.create<arith::TruncFOp>(at, target, value);
+    return builder_.create<arith::ExtFOp>(at, target, value);
+  }
+
+  Value toBool(Value value, SourceRange range) {
+    if (value.getType().isInteger(1))
+      return value;
+    Value zero = builder_.create<arith::ConstantOp>(
+        loc(range), builder_.getFloatAttr(value.getType(), 0.0));
+    return builder_.create<arith::CmpFOp>(loc(range), arith::CmpFPredicate::UNE, value, zero);
+  }
+
+  Value constant(double x, bool elementwise, SourceRange range) {
+    Type type = elementwise ? Type(builder_.getF32Type()) : Type(builder_.getF64Type());
+    return builder_.create<arith::ConstantOp>(loc(range), builder_.getFloatAttr(type, x));
+  }
+
+  Value gen(const ast::Expr &expr) {
+    bool ew = expr.valueKind == ValueKind::Elementwise;
+    Location at = loc(expr.range);
+    auto operand = [&](size_t i) { return toFloat(gen(*expr.operands[i]), ew, expr.operands[i]->range); };
+    switch (expr.kind) {
+    case ast::ExprKind::Number:
+      return constant(expr.number, false, expr.range);
+    case ast::ExprKind::Name:
+      return read(expr);
+    case ast::ExprKind::Unary:
+      if (expr.unaryOp == ast::UnaryOp::Not) {
+        Value truth = toBool(gen(*expr.operands[0]), expr.range);
+        Value one = builder_.create<arith::ConstantIntOp>(at, 1, 1);
+        return builder_.create<arith::XOrIOp>(at, truth, one);
+      }
+      if (expr.unaryOp == ast::UnaryOp::Negate)
+        return builder_.create<arith::NegFOp>(at, operand(0));
+      return operand(0);
+    case ast::ExprKind::Binary:
+      return binary(expr, ew);
+    case ast::ExprKind::Conditional: {
+      Value test = toBool(gen(*expr.operands[0]), expr.operands[0]->range);
+      return builder_.create<arith::SelectOp>(at, test, operand(1), operand(2));
+    }
+    case ast::ExprKind::Call:
+      return call(expr, ew);
+    }
+    return Value();
+  }
+
+  Value binary(const ast::Expr &expr, bool ew) {
+    Location at = loc(expr.range);
+    ast::BinaryOp op = expr.binaryOp;
+    if (op == ast::BinaryOp::And || op == ast::BinaryOp::Or) {
+      Value a = toBool(gen(*expr.operands[0]), expr.operands[0]->range);
+      Value b = toBool(gen(*expr.operands[1]), expr.operands[1]->range);
+      return op == ast::BinaryOp::And ? Value(builder_.create<arith::AndIOp>(at, a, b))
+                                      : Value(builder_.create<arith::OrIOp>(at, a, b));
+    }
+    // Comparisons compare in the wider of the operands' kinds.
+    bool operandsEw = expr.operands[0]->valueKind == ValueKind::Elementwise ||
+                      expr.operands[1]->valueKind == ValueKind::Elementwise;
+    Value a = toFloat(gen(*expr.operands[0]), operandsEw, expr.operands[0]->range);
+    Value b = toFloat(gen(*expr.operands[1]), operandsEw, expr.operands[1]->range);
+    auto compare = [&](arith::CmpFPredicate predicate) -> Value {
+      return builder_.create<arith::CmpFOp>(at, predicate, a, b);
+    };
+    switch (op) {
+    case ast::BinaryOp::Add: return builder_.create<arith::AddFOp>(at, a, b);
+    case ast::BinaryOp::Sub: return builder_.create<arith::SubFOp>(at, a, b);
+    case ast::BinaryOp::Mul: return builder_.create<arith::MulFOp>(at, a, b);
+    case ast::BinaryOp::Div: return builder_.create<arith::DivFOp>(at, a, b);
+    case ast::BinaryOp::Pow: return builder_.create<math::PowFOp>(at, a, b);
+    case ast::BinaryOp::Lt: return compare(arith::CmpFPredicate::OLT);
+    case ast::BinaryOp::Le: return compare(arith::CmpFPredicate::OLE);
+    case ast::BinaryOp::Gt: return compare(arith::CmpFPredicate::OGT);
+    case ast::BinaryOp::Ge: return compare(arith::CmpFPredicate::OGE);
+    case ast::BinaryOp::Eq: return compare(arith::CmpFPredicate::OEQ);
+    case ast::BinaryOp::Ne: return compare(arith::CmpFPredicate::UNE);
+    default: break;
+    }
+    (void)ew;
+    return Value();
+  }
+
+  Value call(const ast::Expr &expr, bool ew) {
+    Location at = loc(expr.range);
+    if (builtinInfo(expr.builtin).isReduction) {
+      const ast::Expr &argument = *expr.operands[0];
+      Value input = toFloat(gen(argument), true, argument.range);
+      return builder_.create<opt::ReduceOp>(
+          at, builder_.getF64Type(), builder_.getStringAttr(reductionKind(expr.builtin)), input,
+          builder_.getI64IntegerAttr(argument.phase));
+    }
+    std::vector<Value> x;
+    for (const auto &argument : expr.operands)
+      x.push_back(toFloat(gen(*argument), ew, argument->range));
+    switch (expr.builtin) {
+    case Builtin::Sqrt: return builder_.create<math::SqrtOp>(at, x[0]);
+    case Builtin::Rsqrt: return builder_.create<math::RsqrtOp>(at, x[0]);
+    case Builtin::Exp: return builder_.create<math::ExpOp>(at, x[0]);
+    case Builtin::Log: return builder_.create<math::LogOp>(at, x[0]);
+    case Builtin::Abs: return builder_.create<math::AbsFOp>(at, x[0]);
+    case Builtin::Sign: {
+      // +1 / -1 / the argument itself for ±0 and NaN, as the interpreter.
+      Value zero = constant(0, ew, expr.range), one = constant(1, ew, expr.range);
+      Value minusOne = constant(-1, ew, expr.range);
+      Value positive = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OGT, x[0], zero);
+      Value negative = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OLT, x[0], zero);
+      Value otherwise = builder_.create<arith::SelectOp>(at, negative, minusOne, x[0]);
+      return builder_.create<arith::SelectOp>(at, positive, one, otherwise);
+    }
+    case Builtin::Min: return builder_.create<arith::MinimumFOp>(at, x[0], x[1]);
+    case Builtin::Max: return builder_.create<arith::MaximumFOp>(at, x[0], x[1]);
+    case Builtin::Clamp: {
+      Value low = builder_.create<arith::MaximumFOp>(at, x[0], x[1]);
+      return builder_.create<arith::MinimumFOp>(at, low, x[2]);
+    }
+    case Builtin::Lerp: {
+      Value difference = builder_.create<arith::SubFOp>(at, x[1], x[0]);
+      Value scaled = builder_.create<arith::MulFOp>(at, x[2], difference);
+      return builder_.create<arith::AddFOp>(at, x[0], scaled);
+    }
+    case Builtin::Pow: return builder_.create<math::PowFOp>(at, x[0], x[1]);
+    default: return Value();
+    }
+  }
+
+  MLIRContext &context_;
+  const CheckedRule &rule_;
+  OpBuilder builder_;
+  std::vector<Value> current_; // per symbol: its value at this point of the update
+};
+
+} // namespace
+
+OwningOpRef<ModuleOp> buildModule(MLIRContext &context, const CheckedRule &rule) {
+  DialectRegistry registry;
+  registerOptDSLDialects(registry);
+  context.appendDialectRegistry(registry);
+  context.loadAllAvailableDialects();
+  OwningOpRef<ModuleOp> module = Generator(context, rule).run();
+  if (failed(verify(*module)))
+    return nullptr;
+  return module;
+}
+
+} // namespace optdsl
