@@ -28,7 +28,14 @@ SourceFile SourceFile::load(const std::string &path) {
   std::ifstream in(path, std::ios::binary);
   if (!in)
     throw std::runtime_error("cannot open '" + path + "': " + std::strerror(errno));
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::string text;
+  try {
+    text.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  } catch (const std::ios_base::failure &) {
+    // libstdc++ throws from the read itself (of a directory, say), with a
+    // message that does not name the file.
+    in.setstate(std::ios::badbit);
+  }
   if (in.bad())
     throw std::runtime_error("cannot read '" + path + "': " + std::strerror(errno));
   return SourceFile(path, std::move(text));
@@ -45,6 +52,13 @@ LineCol SourceFile::lineCol(uint32_t offset) const {
   auto it = std::upper_bound(lineStarts_.begin(), lineStarts_.end(), offset);
   uint32_t line = static_cast<uint32_t>(it - lineStarts_.begin());
   return {line, offset - lineStarts_[line - 1] + 1};
+}
+
+uint32_t SourceFile::offsetOf(LineCol position) const {
+  if (position.line == 0 || position.line > lineStarts_.size())
+    return static_cast<uint32_t>(text_.size());
+  uint32_t offset = lineStarts_[position.line - 1] + (position.column ? position.column - 1 : 0);
+  return std::min<uint32_t>(offset, text_.size());
 }
 
 std::string_view SourceFile::lineText(uint32_t line) const {

@@ -1,5 +1,7 @@
 // optc: the OptDSL compiler driver. Checks a rule file and emits one of its
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
+#include "optdsl/KernelGen.h"
+#include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
 #include "optdsl/Version.h"
@@ -11,6 +13,13 @@
 #include <string>
 
 #include "mlir/IR/MLIRContext.h"
+#include "mlir/Pass/PassManager.h"
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "mlir/Transforms/Passes.h"
+#include "llvm/IR/LLVMContext.h"
+#include "llvm/IR/Module.h"
 #include "llvm/Support/raw_os_ostream.h"
 
 namespace {
@@ -23,7 +32,9 @@ options:
   --emit=KIND     what to produce:
                     check  (default) parse and check only
                     ast    the AST with source locations
-                    mlir   the rule in the opt MLIR dialect
+                    mlir     the rule in the opt MLIR dialect
+                    lowered  the CPU kernels (func/scf/vector/arith/math)
+                    llvm     the CPU kernels as LLVM IR
   -o FILE         write the output to FILE instead of standard output
   --help          this text
   --version       version of OptDSL and of the MLIR/LLVM it uses
@@ -50,8 +61,9 @@ int main(int argc, char **argv) {
     }
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
-      if (emit != "check" && emit != "ast" && emit != "mlir")
-        return usageError("unknown emit kind '" + emit + "' (expected check, ast or mlir)");
+      if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "lowered" && emit != "llvm")
+        return usageError("unknown emit kind '" + emit +
+                          "' (expected check, ast, mlir, lowered or llvm)");
     } else if (arg == "-o") {
       if (++i == argc)
         return usageError("-o needs a file name");
@@ -94,13 +106,48 @@ int main(int argc, char **argv) {
     return out.good() ? 0 : 1;
   }
   mlir::MLIRContext context;
+  optdsl::DiagnosticEngine irDiagnostics(*file);
+  optdsl::MLIRDiagnosticBridge bridge(context, irDiagnostics);
   auto module = optdsl::buildModule(context, *rule);
   if (!module) {
     std::cerr << "optc: internal error: the generated MLIR does not verify\n";
     return 1;
   }
   llvm::raw_os_ostream stream(out);
-  module->print(stream);
+  if (emit == "mlir") {
+    module->print(stream);
+    stream.flush();
+    return out.good() ? 0 : 1;
+  }
+  mlir::PassManager cleanup(&context);
+  cleanup.addPass(mlir::createCanonicalizerPass());
+  cleanup.addPass(mlir::createCSEPass());
+  optdsl::KernelSignature signature;
+  mlir::OwningOpRef<mlir::ModuleOp> kernels;
+  if (mlir::succeeded(cleanup.run(*module)))
+    kernels = optdsl::buildKernels(*module, signature);
+  if (!kernels) {
+    irDiagnostics.print(std::cerr);
+    return 1;
+  }
+  if (emit == "lowered") {
+    kernels->print(stream);
+    stream.flush();
+    return out.good() ? 0 : 1;
+  }
+  if (mlir::failed(optdsl::lowerToLLVMDialect(*kernels))) {
+    std::cerr << "optc: internal error: lowering to the LLVM dialect failed\n";
+    return 1;
+  }
+  mlir::registerBuiltinDialectTranslation(context);
+  mlir::registerLLVMDialectTranslation(context);
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(*kernels, llvmContext);
+  if (!llvmModule) {
+    std::cerr << "optc: internal error: translation to LLVM IR failed\n";
+    return 1;
+  }
+  llvmModule->print(stream, nullptr);
   stream.flush();
   return out.good() ? 0 : 1;
 }

@@ -34,6 +34,8 @@ public:
   std::string_view slice(SourceRange range) const;
 
   LineCol lineCol(uint32_t offset) const;
+  /// The byte offset of a 1-based line and column, clamped to the file.
+  uint32_t offsetOf(LineCol position) const;
   /// The text of a 1-based line, without its newline.
   std::string_view lineText(uint32_t line) const;
 

@@ -1,0 +1,20 @@
+// In-process compilation of a rule to host code: opt dialect → kernels →
+// LLVM → native code in this process (MLIR ExecutionEngine, O3, host CPU).
+// The returned table keeps the compiled code alive.
+#pragma once
+
+#include "optdsl/Sema.h"
+#include "optrt/RuleKernels.h"
+
+#include <memory>
+#include <string>
+
+namespace optdsl {
+
+/// Throws std::runtime_error carrying the compiler's diagnostics on failure.
+std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule);
+
+/// Loads, checks and compiles a .opt file.
+std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path);
+
+} // namespace optdsl

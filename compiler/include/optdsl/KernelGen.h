@@ -1,0 +1,47 @@
+// Turns a rule in the opt dialect into host code for the runtime's calling
+// convention (runtime/include/optrt/RuleKernels.h): per phase a uniform
+// function (f64, once per tensor and step) and an element kernel (f32,
+// vectorised, over [begin, end)), plus state initialisation and the scalar
+// state update. The result uses func/arith/math/scf/vector/llvm and lowers to
+// the LLVM dialect with lowerToLLVMDialect.
+#pragma once
+
+#include "optrt/RuleKernels.h"
+
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
+
+#include <string>
+#include <vector>
+
+namespace optdsl {
+
+/// What the generated functions expect, besides their names.
+struct KernelSignature {
+  std::string rule;
+  std::vector<optrt::HyperInfo> hypers;
+  std::vector<optrt::StateInfo> states;
+  std::vector<optrt::ReductionInfo> reductions;
+  int numPhases = 1;
+  std::vector<int> numUniforms; // per phase
+};
+
+/// Symbol names of the generated functions.
+std::string initFunctionName(const std::string &rule);
+std::string uniformsFunctionName(const std::string &rule, int phase);
+std::string kernelFunctionName(const std::string &rule, int phase);
+std::string scalarUpdateFunctionName(const std::string &rule);
+
+/// Elements per vector iteration of the element kernels.
+inline constexpr int64_t kVectorWidth = 16;
+
+/// Builds the kernels of the single opt.rule in `optModule` into a new module.
+/// Returns null after emitting an error at the offending operation's
+/// location when the rule cannot be compiled (e.g. a start-of-step state
+/// value needed after an earlier phase overwrote it).
+mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature);
+
+/// scf/vector/arith/math/func → LLVM dialect.
+mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module);
+
+} // namespace optdsl

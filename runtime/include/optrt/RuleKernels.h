@@ -1,0 +1,73 @@
+// The compiled form of one rule, as the runtime sees it: plain C function
+// pointers and a description of the rule. The compiler fills it in-process
+// (JIT) today; a kernel artifact (.so) exports the same table. Nothing here
+// depends on MLIR or LLVM.
+//
+// One step of one tensor, with P = numPhases:
+//   for p in 0..P-1:
+//     uniforms[p](hypers, step, scalars, reductions, u)   // host, per tensor
+//     kernel[p](buffers, u, partials, begin, end)         // per chunk of elements
+//     combine the chunks' partials of this phase, in chunk order, then finish
+//     each reduction (sum: Σ, mean: Σ/n, norm: sqrt(Σ), max: max)
+//   scalarUpdate(hypers, step, scalars, reductions, scalarsOut)
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace optrt {
+
+enum class ReductionKind { Sum, Mean, Norm, Max };
+
+struct HyperInfo {
+  std::string name;
+  double defaultValue;
+};
+
+struct StateInfo {
+  std::string name;
+  bool scalar; // one f64 per tensor; otherwise one f32 per element
+};
+
+struct ReductionInfo {
+  ReductionKind kind;
+  int phase; // the pass that accumulates it; its result is usable from phase + 1
+};
+
+/// hypers: one double per HyperInfo. scalars: one double per scalar state
+/// (start-of-step values). reductions: one double per ReductionInfo (results
+/// of earlier phases; later ones are unspecified). uniformsOut: the f32 values
+/// kernel p reads (numUniforms[p] of them).
+using UniformsFn = void (*)(const double *hypers, double step, const double *scalars,
+                            const double *reductions, float *uniformsOut);
+
+/// buffers: float* [param, grad, elementwise states in StateInfo order]
+/// (scalar states excluded), each already offset to the tensor's first
+/// element. Processes elements [begin, end). partials: one double per
+/// reduction of this phase (in ReductionInfo order), overwritten with this
+/// range's partial: Σx for sum/mean, Σx² for norm, max x for max.
+using KernelFn = void (*)(float *const *buffers, const float *uniforms, double *partials,
+                          int64_t begin, int64_t end);
+
+/// New values of the scalar states after a step.
+using ScalarUpdateFn = void (*)(const double *hypers, double step, const double *scalars,
+                                const double *reductions, double *scalarsOut);
+
+/// Initial values: one float per elementwise state, one double per scalar state.
+using InitFn = void (*)(const double *hypers, float *elementwiseInit, double *scalarInit);
+
+struct RuleKernels {
+  std::string name;
+  std::vector<HyperInfo> hypers;
+  std::vector<StateInfo> states;         // declaration order, scalar and elementwise mixed
+  std::vector<ReductionInfo> reductions; // grouped by phase, ascending
+  int numPhases = 1;
+  std::vector<int> numUniforms;          // per phase
+  InitFn init = nullptr;
+  std::vector<UniformsFn> uniforms;      // per phase
+  std::vector<KernelFn> kernels;         // per phase
+  ScalarUpdateFn scalarUpdate = nullptr;
+};
+
+} // namespace optrt
