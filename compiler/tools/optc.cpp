@@ -6,6 +6,7 @@
 #include "optdsl/Sema.h"
 #include "optdsl/Version.h"
 
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -35,6 +36,9 @@ options:
                     mlir     the rule in the opt MLIR dialect
                     lowered  the CPU kernels (func/scf/vector/arith/math)
                     llvm     the CPU kernels as LLVM IR
+  --fix NAME=VALUE
+                  build the kernels with hyper NAME fixed to VALUE (repeatable):
+                  branches on it fold away, as do states it leaves untouched
   -o FILE         write the output to FILE instead of standard output
   --help          this text
   --version       version of OptDSL and of the MLIR/LLVM it uses
@@ -49,6 +53,7 @@ int usageError(const std::string &message) {
 
 int main(int argc, char **argv) {
   std::string emit = "check", input, output;
+  optdsl::FixedHypers fixed;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -64,6 +69,16 @@ int main(int argc, char **argv) {
       if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "lowered" && emit != "llvm")
         return usageError("unknown emit kind '" + emit +
                           "' (expected check, ast, mlir, lowered or llvm)");
+    } else if (arg == "--fix") {
+      if (++i == argc)
+        return usageError("--fix needs NAME=VALUE");
+      std::string assignment = argv[i];
+      size_t equals = assignment.find('=');
+      char *end = nullptr;
+      double value = equals == std::string::npos ? 0 : std::strtod(assignment.c_str() + equals + 1, &end);
+      if (equals == std::string::npos || equals == 0 || end == assignment.c_str() + equals + 1 || *end)
+        return usageError("--fix expects NAME=NUMBER, got '" + assignment + "'");
+      fixed[assignment.substr(0, equals)] = value;
     } else if (arg == "-o") {
       if (++i == argc)
         return usageError("-o needs a file name");
@@ -108,7 +123,13 @@ int main(int argc, char **argv) {
   mlir::MLIRContext context;
   optdsl::DiagnosticEngine irDiagnostics(*file);
   optdsl::MLIRDiagnosticBridge bridge(context, irDiagnostics);
-  auto module = optdsl::buildModule(context, *rule);
+  mlir::OwningOpRef<mlir::ModuleOp> module;
+  try {
+    module = optdsl::buildModule(context, *rule, fixed);
+  } catch (const std::invalid_argument &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 1;
+  }
   if (!module) {
     std::cerr << "optc: internal error: the generated MLIR does not verify\n";
     return 1;

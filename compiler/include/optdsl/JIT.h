@@ -3,6 +3,7 @@
 // The returned table keeps the compiled code alive.
 #pragma once
 
+#include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
 #include "optrt/RuleKernels.h"
 
@@ -11,10 +12,13 @@
 
 namespace optdsl {
 
-/// Throws std::runtime_error carrying the compiler's diagnostics on failure.
-std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule);
+/// Throws std::runtime_error carrying the compiler's diagnostics on failure,
+/// std::invalid_argument for a fixed hyper the rule does not have.
+std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
+                                                      const FixedHypers &fixed = {});
 
 /// Loads, checks and compiles a .opt file.
-std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path);
+std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path,
+                                                          const FixedHypers &fixed = {});
 
 } // namespace optdsl

@@ -47,7 +47,8 @@ template <typename Fn> Fn lookup(mlir::ExecutionEngine &engine, const std::strin
 
 } // namespace
 
-std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule) {
+std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
+                                                      const FixedHypers &fixed) {
   initializeNativeTarget();
   auto result = std::make_shared<JitRuleKernels>();
   result->context = std::make_unique<mlir::MLIRContext>();
@@ -61,7 +62,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule) {
                               rendered.str());
   };
 
-  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context, rule);
+  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context, rule, fixed);
   if (!optModule)
     throw fail("the opt module does not verify");
   mlir::PassManager cleanup(&context);
@@ -102,8 +103,9 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule) {
   return result;
 }
 
-std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path) {
-  return jitCompile(loadRuleFile(path));
+std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path,
+                                                          const FixedHypers &fixed) {
+  return jitCompile(loadRuleFile(path), fixed);
 }
 
 } // namespace optdsl

@@ -106,7 +106,8 @@ private:
     for (Operation &op : facts_.rule.getBody().front()) {
       if (auto hyper = dyn_cast<opt::HyperOp>(op)) {
         facts_.hyperIndex[hyper.getSymName().str()] = static_cast<int>(signature_.hypers.size());
-        signature_.hypers.push_back({hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble()});
+        signature_.hypers.push_back({hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(),
+                                     hyper->hasAttr("fixed")});
       } else if (auto state = dyn_cast<opt::StateOp>(op)) {
         std::string name = state.getSymName().str();
         if (state.getScalar())
@@ -138,6 +139,12 @@ private:
                                  store.getValue(), store.getLoc()});
       } else if (auto store = dyn_cast<opt::StoreStateOp>(op)) {
         std::string name = store.getState().str();
+        // Writing back the start-of-step value changes nothing; dropping the
+        // store saves its memory traffic (what is left of `s = flag ? … : s`
+        // once the flag is fixed).
+        if (auto load = store.getValue().getDefiningOp<opt::LoadStateOp>();
+            load && load.getState() == store.getState())
+          continue;
         bool scalar = facts_.scalarIndex.count(name);
         facts_.stores.push_back({scalar ? -1 : facts_.bufferOfState[name],
                                  scalar ? facts_.scalarIndex[name] : -1,

@@ -23,6 +23,8 @@ enum class ReductionKind { Sum, Mean, Norm, Max };
 struct HyperInfo {
   std::string name;
   double defaultValue;
+  /// Folded into the kernels when they were built: it cannot change.
+  bool fixed = false;
 };
 
 struct StateInfo {
