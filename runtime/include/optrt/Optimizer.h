@@ -1,0 +1,105 @@
+// optrt::Optimizer owns the optimizer state of one rule for caller-owned
+// parameter tensors, and runs the rule's compiled kernels (RuleKernels.h)
+// over them. Tensors come in groups, each with its own hyper values (as
+// torch.optim's param_groups). All elementwise state lives in one 64-byte
+// aligned arena; scalar states are one double per tensor. A step is, per
+// phase of the rule, one parallel pass over a chunk table that covers every
+// tensor of every group, on a pool of persistent threads; reductions are
+// combined in chunk order, so results are bitwise identical for any thread
+// count. Every call checks its arguments before it changes anything: an
+// exception leaves parameters, state and settings as they were.
+//
+// An Optimizer is not safe to use from two threads at once; a moved-from one
+// may only be destroyed or assigned to.
+#pragma once
+
+#include "optrt/RuleKernels.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace optrt {
+
+struct OptimizerOptions {
+  /// Threads of a step's parallel pass, the calling thread included;
+  /// 0 means std::thread::hardware_concurrency().
+  unsigned threads = 0;
+  /// The most elements of one tensor that one task updates. Small enough to
+  /// spread a large tensor over threads, large enough that per-chunk costs
+  /// (a call, a partials slot) vanish.
+  size_t chunkElements = 65536;
+};
+
+class Optimizer {
+public:
+  /// Throws std::invalid_argument when kernels is null or inconsistent
+  /// (per-phase tables of the wrong length, null functions, reductions out of
+  /// phase order, duplicate names) or when options.chunkElements is 0.
+  explicit Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options = {});
+  ~Optimizer();
+  Optimizer(Optimizer &&) noexcept;
+  Optimizer &operator=(Optimizer &&) noexcept;
+
+  const RuleKernels &rule() const;
+  unsigned numThreads() const;
+  size_t chunkElements() const;
+
+  /// Adds a group of tensors: params[i] points at sizes[i] floats that the
+  /// caller owns and keeps alive for the optimizer's lifetime. The group's
+  /// hypers are the rule's defaults with hyperOverrides applied; its state is
+  /// initialised by the rule's init with those hypers. Returns the group's
+  /// index (0, 1, ...). Throws std::invalid_argument for an empty group,
+  /// mismatched lengths, a null pointer, a zero size, params that overlap
+  /// another tensor's, an unknown hyper name (the message lists the rule's
+  /// hypers), a non-finite value, or a new value for a fixed hyper. Moves the
+  /// state arena: spans from state() taken earlier are invalid afterwards.
+  int addGroup(std::vector<float *> params, std::vector<size_t> sizes,
+               std::map<std::string, double> hyperOverrides = {});
+
+  int numGroups() const;
+  size_t numTensors(int group) const;
+
+  /// One step of every tensor of every group: gradsPerGroup[g][i] is the
+  /// gradient of tensor i of group g (as many floats as the tensor; never
+  /// written). Throws std::logic_error before any addGroup, and
+  /// std::invalid_argument when the number of groups or of a group's
+  /// gradients is wrong or a gradient is null.
+  void step(const std::vector<std::vector<const float *>> &gradsPerGroup);
+  /// Steps taken so far; the next step passes stepCount() + 1 to the kernels.
+  int64_t stepCount() const;
+
+  /// Sets a hyper for the following steps (LR schedules, warm-up) of one
+  /// group, or of every group when group is -1. Throws std::invalid_argument
+  /// for an unknown name, a non-finite value or a new value for a fixed hyper
+  /// (folded into the kernels), std::out_of_range for a bad group.
+  void setHyper(const std::string &name, double value, int group = -1);
+  double hyper(const std::string &name, int group) const;
+
+  /// The elementwise state `name` of one tensor (as many floats as the
+  /// tensor), valid until the next addGroup. Throws std::invalid_argument
+  /// for an unknown or scalar state, std::out_of_range for bad indices.
+  std::span<float> state(const std::string &name, int group, size_t tensor);
+  std::span<const float> state(const std::string &name, int group, size_t tensor) const;
+  /// The scalar state `name` of one tensor. Throws std::invalid_argument for
+  /// an unknown or elementwise state, std::out_of_range for bad indices.
+  double scalarState(const std::string &name, int group, size_t tensor) const;
+
+  /// Bytes of optimizer state: the arena (padding included) plus the scalar
+  /// states.
+  size_t stateBytes() const;
+  /// Parameters (elements) of every tensor of every group.
+  size_t numParams() const;
+  /// stateBytes() / numParams(); 0 before any group.
+  double stateBytesPerParam() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace optrt

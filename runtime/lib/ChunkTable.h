@@ -1,0 +1,49 @@
+// The work list of one step: every tensor of every group cut into chunks of
+// at most chunkElements elements, tensors in order and each tensor's chunks
+// in element order. Chunk i writes its reduction partials to slot i, and a
+// tensor's chunks are contiguous, so combining a tensor's partials in chunk
+// order is a loop over a fixed range of slots: the same sums in the same
+// order for any number of threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace optrt {
+
+struct Chunk {
+  size_t tensor;
+  // Element range relative to the tensor's first element, as kernels take it.
+  int64_t begin;
+  int64_t end;
+};
+
+class ChunkTable {
+public:
+  explicit ChunkTable(size_t chunkElements) : chunkElements_(chunkElements) {}
+
+  size_t chunkElements() const { return chunkElements_; }
+  size_t numChunksFor(size_t numElements) const {
+    return numElements / chunkElements_ + (numElements % chunkElements_ != 0);
+  }
+
+  /// Makes room for more tensors and chunks, so that addTensor cannot throw
+  /// once the caller has started committing a change.
+  void reserve(size_t moreTensors, size_t moreChunks);
+  /// Appends the chunks of the next tensor; its index is the number of
+  /// tensors added before it. numElements must be positive.
+  void addTensor(size_t numElements);
+
+  const std::vector<Chunk> &chunks() const { return chunks_; }
+  size_t firstChunk(size_t tensor) const { return tensorFirstChunk_[tensor]; }
+  size_t endChunk(size_t tensor) const { return tensorFirstChunk_[tensor + 1]; }
+
+private:
+  size_t chunkElements_;
+  std::vector<Chunk> chunks_;
+  // One entry per tensor plus the end, so endChunk needs no special case.
+  std::vector<size_t> tensorFirstChunk_{0};
+};
+
+} // namespace optrt

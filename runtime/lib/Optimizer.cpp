@@ -1,0 +1,430 @@
+#include "optrt/Optimizer.h"
+
+#include "ChunkTable.h"
+#include "Reduction.h"
+#include "RuleLayout.h"
+#include "StateArena.h"
+#include "ThreadPool.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+namespace optrt {
+
+namespace {
+
+struct Group {
+  std::vector<double> hypers; // by HyperInfo index
+  size_t firstTensor;
+  size_t numTensors;
+};
+
+struct Tensor {
+  float *param;
+  size_t size;
+  size_t group;
+  // Elementwise state k of this tensor starts at arenaOffset + k * padded size.
+  size_t arenaOffset;
+};
+
+// A chunk's partials slot takes whole cache lines, so chunks run by different
+// threads never write the same line.
+constexpr size_t doublesPerLine = StateArena::alignmentBytes / sizeof(double);
+
+unsigned resolveThreads(unsigned requested) {
+  if (requested != 0)
+    return requested;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+std::string tensorName(size_t tensor, int group) {
+  return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
+}
+
+} // namespace
+
+struct Optimizer::Impl {
+  Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
+      : layout(std::move(kernels)), chunks(options.chunkElements),
+        pool(resolveThreads(options.threads)) {}
+
+  RuleLayout layout;
+  ChunkTable chunks;
+  ThreadPool pool;
+  StateArena arena;
+  std::vector<Group> groups;
+  std::vector<Tensor> tensors;
+  std::vector<double> scalars; // numScalar per tensor
+  size_t numParams = 0;
+  int64_t stepCount = 0;
+
+  // Scratch of step(), kept between steps so a step allocates nothing.
+  std::vector<float *> buffers; // [param, grad, elementwise states] per tensor
+  std::vector<float> uniforms;
+  std::vector<double> partials;
+  std::vector<double> reductions;
+  std::vector<double> scalarsOut;
+
+  size_t buffersPerTensor() const { return 2 + layout.numElementwise(); }
+  size_t uniformStride() const { return std::max<size_t>(1, layout.maxUniforms()); }
+  size_t partialStride() const {
+    size_t lines =
+        std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);
+    return lines * doublesPerLine;
+  }
+
+  const Group &checkedGroup(int group, const char *caller) const;
+  const Tensor &checkedTensor(int group, size_t tensor, const char *caller) const;
+  size_t elementwiseSlot(const std::string &name, const char *caller) const;
+  // Two chunks writing the same floats from different threads would race, and
+  // a tensor listed twice would be stepped twice: so params may not overlap.
+  // Returns the first clash, or "" when there is none.
+  std::string findOverlap(const std::vector<float *> &params, const std::vector<size_t> &sizes,
+                          int newGroup) const;
+
+  void validateGrads(const std::vector<std::vector<const float *>> &gradsPerGroup) const;
+  void prepareStep(const std::vector<std::vector<const float *>> &gradsPerGroup);
+  void runPhase(int phase, double step);
+  void combinePhase(int phase);
+  void updateScalars(double step);
+};
+
+const Group &Optimizer::Impl::checkedGroup(int group, const char *caller) const {
+  if (group < 0 || static_cast<size_t>(group) >= groups.size())
+    throw std::out_of_range(std::string(caller) + ": group " + std::to_string(group) +
+                            " does not exist; the optimizer has " + std::to_string(groups.size()) +
+                            " groups");
+  return groups[group];
+}
+
+const Tensor &Optimizer::Impl::checkedTensor(int group, size_t tensor, const char *caller) const {
+  const Group &g = checkedGroup(group, caller);
+  if (tensor >= g.numTensors)
+    throw std::out_of_range(std::string(caller) + ": " + tensorName(tensor, group) +
+                            " does not exist; the group has " + std::to_string(g.numTensors) +
+                            " tensors");
+  return tensors[g.firstTensor + tensor];
+}
+
+size_t Optimizer::Impl::elementwiseSlot(const std::string &name, const char *caller) const {
+  StateSlot slot = layout.stateSlot(name, caller);
+  if (slot.scalar)
+    throw std::invalid_argument(std::string(caller) + ": state '" + name +
+                                "' is a scalar state (one value per tensor); read it with "
+                                "scalarState");
+  return slot.index;
+}
+
+std::string Optimizer::Impl::findOverlap(const std::vector<float *> &params,
+                                         const std::vector<size_t> &sizes, int newGroup) const {
+  struct Range {
+    uintptr_t begin, end;
+    int group;
+    size_t tensor;
+  };
+  std::vector<Range> ranges;
+  ranges.reserve(tensors.size() + params.size());
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].numTensors; ++i) {
+      const Tensor &t = tensors[groups[g].firstTensor + i];
+      auto begin = reinterpret_cast<uintptr_t>(t.param);
+      ranges.push_back({begin, begin + t.size * sizeof(float), static_cast<int>(g), i});
+    }
+  for (size_t i = 0; i < params.size(); ++i) {
+    auto begin = reinterpret_cast<uintptr_t>(params[i]);
+    ranges.push_back({begin, begin + sizes[i] * sizeof(float), newGroup, i});
+  }
+  std::sort(ranges.begin(), ranges.end(),
+            [](const Range &a, const Range &b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      return "the params of " + tensorName(ranges[i - 1].tensor, ranges[i - 1].group) + " and " +
+             tensorName(ranges[i].tensor, ranges[i].group) + " overlap";
+  return {};
+}
+
+Optimizer::Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options) {
+  if (options.chunkElements == 0)
+    throw std::invalid_argument("optrt::Optimizer: chunkElements must be at least 1");
+  // Kernels take int64 element indices.
+  if (options.chunkElements > static_cast<size_t>(std::numeric_limits<int64_t>::max()))
+    throw std::invalid_argument("optrt::Optimizer: chunkElements exceeds the int64 range");
+  impl_ = std::make_unique<Impl>(std::move(kernels), options);
+}
+
+Optimizer::~Optimizer() = default;
+Optimizer::Optimizer(Optimizer &&) noexcept = default;
+Optimizer &Optimizer::operator=(Optimizer &&) noexcept = default;
+
+const RuleKernels &Optimizer::rule() const { return impl_->layout.rule(); }
+unsigned Optimizer::numThreads() const { return impl_->pool.numThreads(); }
+size_t Optimizer::chunkElements() const { return impl_->chunks.chunkElements(); }
+int Optimizer::numGroups() const { return static_cast<int>(impl_->groups.size()); }
+size_t Optimizer::numTensors(int group) const {
+  return impl_->checkedGroup(group, "optrt::Optimizer::numTensors").numTensors;
+}
+int64_t Optimizer::stepCount() const { return impl_->stepCount; }
+size_t Optimizer::numParams() const { return impl_->numParams; }
+
+int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
+                        std::map<std::string, double> hyperOverrides) {
+  static const char *caller = "optrt::Optimizer::addGroup";
+  Impl &s = *impl_;
+  const RuleKernels &rule = s.layout.rule();
+  int groupIndex = static_cast<int>(s.groups.size());
+  auto fail = [&](const std::string &problem) -> void {
+    throw std::invalid_argument(std::string(caller) + ": group " + std::to_string(groupIndex) +
+                                ": " + problem);
+  };
+
+  // Everything is checked before anything changes.
+  if (params.empty())
+    fail("has no tensors");
+  if (params.size() != sizes.size())
+    fail(std::to_string(params.size()) + " param pointers but " + std::to_string(sizes.size()) +
+         " sizes");
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i])
+      fail("param pointer of tensor " + std::to_string(i) + " is null");
+    if (sizes[i] == 0)
+      fail("tensor " + std::to_string(i) + " has size 0; every tensor needs elements");
+    if (sizes[i] > static_cast<size_t>(std::numeric_limits<int64_t>::max()) / sizeof(float))
+      fail("tensor " + std::to_string(i) + " has size " + std::to_string(sizes[i]) +
+           ", more than memory can hold");
+  }
+
+  if (std::string clash = s.findOverlap(params, sizes, groupIndex); !clash.empty())
+    fail(clash);
+
+  std::vector<double> hypers;
+  for (const HyperInfo &hyper : rule.hypers)
+    hypers.push_back(hyper.defaultValue);
+  for (const auto &[name, value] : hyperOverrides) {
+    size_t index = s.layout.hyperIndex(name, caller);
+    s.layout.checkHyperValue(index, value, caller);
+    hypers[index] = value;
+  }
+
+  size_t numElementwise = s.layout.numElementwise();
+  size_t numScalar = s.layout.numScalar();
+  size_t arenaFloats = s.arena.numFloats();
+  size_t moreChunks = 0;
+  std::vector<size_t> offsets;
+  for (size_t size : sizes) {
+    offsets.push_back(arenaFloats);
+    size_t slice = StateArena::paddedFloats(size);
+    if (__builtin_mul_overflow(slice, numElementwise, &slice) ||
+        __builtin_add_overflow(arenaFloats, slice, &arenaFloats) ||
+        arenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
+      fail("its state would exceed the address space");
+    moreChunks += s.chunks.numChunksFor(size);
+  }
+
+  std::vector<float> elementwiseInit(numElementwise);
+  std::vector<double> scalarInit(numScalar);
+  rule.init(hypers.data(), elementwiseInit.data(), scalarInit.data());
+
+  // Whatever can throw (allocation) happens before the first change; the
+  // arena grows last since it cannot be shrunk back cheaply.
+  s.groups.reserve(s.groups.size() + 1);
+  s.tensors.reserve(s.tensors.size() + params.size());
+  s.scalars.reserve(s.scalars.size() + params.size() * numScalar);
+  s.chunks.reserve(params.size(), moreChunks);
+  s.arena.grow(arenaFloats);
+
+  size_t firstTensor = s.tensors.size();
+  for (size_t i = 0; i < params.size(); ++i) {
+    s.tensors.push_back({params[i], sizes[i], static_cast<size_t>(groupIndex), offsets[i]});
+    size_t padded = StateArena::paddedFloats(sizes[i]);
+    for (size_t k = 0; k < numElementwise; ++k) {
+      float *slice = s.arena.data() + offsets[i] + k * padded;
+      std::fill(slice, slice + sizes[i], elementwiseInit[k]);
+    }
+    s.scalars.insert(s.scalars.end(), scalarInit.begin(), scalarInit.end());
+    s.chunks.addTensor(sizes[i]);
+    s.numParams += sizes[i];
+  }
+  s.groups.push_back({std::move(hypers), firstTensor, params.size()});
+  return groupIndex;
+}
+
+void Optimizer::Impl::validateGrads(
+    const std::vector<std::vector<const float *>> &gradsPerGroup) const {
+  static const char *caller = "optrt::Optimizer::step";
+  if (groups.empty())
+    throw std::logic_error(std::string(caller) +
+                           ": the optimizer has no parameters; call addGroup before step");
+  if (gradsPerGroup.size() != groups.size())
+    throw std::invalid_argument(std::string(caller) + ": got gradients for " +
+                                std::to_string(gradsPerGroup.size()) +
+                                " groups but the optimizer has " + std::to_string(groups.size()));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (gradsPerGroup[g].size() != groups[g].numTensors)
+      throw std::invalid_argument(std::string(caller) + ": got " +
+                                  std::to_string(gradsPerGroup[g].size()) +
+                                  " gradients for group " + std::to_string(g) + ", which has " +
+                                  std::to_string(groups[g].numTensors) + " tensors");
+    for (size_t i = 0; i < gradsPerGroup[g].size(); ++i)
+      if (!gradsPerGroup[g][i])
+        throw std::invalid_argument(std::string(caller) + ": the gradient of " +
+                                    tensorName(i, static_cast<int>(g)) + " is null");
+  }
+}
+
+void Optimizer::Impl::prepareStep(const std::vector<std::vector<const float *>> &gradsPerGroup) {
+  size_t numTensors = tensors.size();
+  size_t perTensor = buffersPerTensor();
+  buffers.resize(numTensors * perTensor);
+  uniforms.resize(numTensors * uniformStride());
+  partials.resize(chunks.chunks().size() * partialStride());
+  scalarsOut.resize(scalars.size());
+  // Reductions of later phases are unspecified to uniforms; NaN makes a
+  // kernel that reads one early fail loudly and the same way every time.
+  reductions.assign(numTensors * layout.numReductions(), std::numeric_limits<double>::quiet_NaN());
+
+  for (size_t t = 0; t < numTensors; ++t) {
+    const Tensor &tensor = tensors[t];
+    const Group &group = groups[tensor.group];
+    float **slot = &buffers[t * perTensor];
+    slot[0] = tensor.param;
+    // Kernels never write the gradient; the buffer table is float* only so
+    // one table type serves every buffer.
+    slot[1] = const_cast<float *>(gradsPerGroup[tensor.group][t - group.firstTensor]);
+    size_t padded = StateArena::paddedFloats(tensor.size);
+    for (size_t k = 0; k < layout.numElementwise(); ++k)
+      slot[2 + k] = arena.data() + tensor.arenaOffset + k * padded;
+  }
+}
+
+void Optimizer::Impl::runPhase(int phase, double step) {
+  const RuleKernels &rule = layout.rule();
+  size_t numScalar = layout.numScalar();
+  size_t numReductions = layout.numReductions();
+  UniformsFn uniformsFn = rule.uniforms[phase];
+  for (size_t t = 0; t < tensors.size(); ++t)
+    uniformsFn(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
+               reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
+
+  KernelFn kernel = rule.kernels[phase];
+  size_t perTensor = buffersPerTensor();
+  size_t uStride = uniformStride();
+  size_t pStride = partialStride();
+  const std::vector<Chunk> &table = chunks.chunks();
+  auto runChunk = [&](size_t c) {
+    const Chunk &chunk = table[c];
+    kernel(&buffers[chunk.tensor * perTensor], &uniforms[chunk.tensor * uStride],
+           &partials[c * pStride], chunk.begin, chunk.end);
+  };
+  pool.parallelFor(table.size(), runChunk);
+}
+
+void Optimizer::Impl::combinePhase(int phase) {
+  const std::vector<ReductionInfo> &infos = layout.rule().reductions;
+  size_t begin = layout.reductionBegin(phase);
+  size_t end = layout.reductionEnd(phase);
+  size_t pStride = partialStride();
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    size_t firstChunk = chunks.firstChunk(t);
+    size_t endChunk = chunks.endChunk(t);
+    for (size_t r = begin; r < end; ++r) {
+      ReductionKind kind = infos[r].kind;
+      size_t local = r - begin;
+      // Chunk order, whatever thread ran each chunk: this is what makes the
+      // result independent of the thread count.
+      double acc = partials[firstChunk * pStride + local];
+      for (size_t c = firstChunk + 1; c < endChunk; ++c)
+        acc = combinePartials(kind, acc, partials[c * pStride + local]);
+      reductions[t * layout.numReductions() + r] = finishReduction(kind, acc, tensors[t].size);
+    }
+  }
+}
+
+void Optimizer::Impl::updateScalars(double step) {
+  ScalarUpdateFn update = layout.rule().scalarUpdate;
+  size_t numScalar = layout.numScalar();
+  if (!update || numScalar == 0)
+    return;
+  size_t numReductions = layout.numReductions();
+  // Into a second buffer: scalarUpdate reads start-of-step values.
+  for (size_t t = 0; t < tensors.size(); ++t)
+    update(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
+           reductions.data() + t * numReductions, scalarsOut.data() + t * numScalar);
+  scalars.swap(scalarsOut);
+}
+
+void Optimizer::step(const std::vector<std::vector<const float *>> &gradsPerGroup) {
+  Impl &s = *impl_;
+  s.validateGrads(gradsPerGroup);
+  s.prepareStep(gradsPerGroup);
+  double step = static_cast<double>(s.stepCount + 1);
+  for (int phase = 0; phase < s.layout.rule().numPhases; ++phase) {
+    s.runPhase(phase, step);
+    s.combinePhase(phase);
+  }
+  s.updateScalars(step);
+  ++s.stepCount;
+}
+
+void Optimizer::setHyper(const std::string &name, double value, int group) {
+  static const char *caller = "optrt::Optimizer::setHyper";
+  Impl &s = *impl_;
+  size_t index = s.layout.hyperIndex(name, caller);
+  s.layout.checkHyperValue(index, value, caller);
+  if (group == -1) {
+    for (Group &g : s.groups)
+      g.hypers[index] = value;
+    return;
+  }
+  s.checkedGroup(group, caller);
+  s.groups[group].hypers[index] = value;
+}
+
+double Optimizer::hyper(const std::string &name, int group) const {
+  static const char *caller = "optrt::Optimizer::hyper";
+  const Impl &s = *impl_;
+  size_t index = s.layout.hyperIndex(name, caller);
+  return s.checkedGroup(group, caller).hypers[index];
+}
+
+std::span<float> Optimizer::state(const std::string &name, int group, size_t tensor) {
+  std::span<const float> view = std::as_const(*this).state(name, group, tensor);
+  // The arena is ours and mutable; only this const view added the const.
+  return {const_cast<float *>(view.data()), view.size()};
+}
+
+std::span<const float> Optimizer::state(const std::string &name, int group, size_t tensor) const {
+  static const char *caller = "optrt::Optimizer::state";
+  const Impl &s = *impl_;
+  size_t k = s.elementwiseSlot(name, caller);
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  const float *begin = s.arena.data() + t.arenaOffset + k * StateArena::paddedFloats(t.size);
+  return {begin, t.size};
+}
+
+double Optimizer::scalarState(const std::string &name, int group, size_t tensor) const {
+  static const char *caller = "optrt::Optimizer::scalarState";
+  const Impl &s = *impl_;
+  StateSlot slot = s.layout.stateSlot(name, caller);
+  if (!slot.scalar)
+    throw std::invalid_argument(std::string(caller) + ": state '" + name +
+                                "' is elementwise (one value per element); read it with state");
+  const Group &g = s.checkedGroup(group, caller);
+  s.checkedTensor(group, tensor, caller);
+  return s.scalars[(g.firstTensor + tensor) * s.layout.numScalar() + slot.index];
+}
+
+size_t Optimizer::stateBytes() const {
+  return impl_->arena.bytes() + impl_->scalars.size() * sizeof(double);
+}
+
+double Optimizer::stateBytesPerParam() const {
+  if (impl_->numParams == 0)
+    return 0.0;
+  return static_cast<double>(stateBytes()) / static_cast<double>(impl_->numParams);
+}
+
+} // namespace optrt

@@ -1,0 +1,132 @@
+#include "RuleLayout.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <set>
+#include <stdexcept>
+
+namespace optrt {
+
+namespace {
+
+[[noreturn]] void fail(const RuleKernels &rule, const std::string &problem) {
+  throw std::invalid_argument("optrt::Optimizer: RuleKernels '" + rule.name + "': " + problem);
+}
+
+template <typename Info> std::string nameList(const std::vector<Info> &infos) {
+  std::string list;
+  for (const Info &info : infos)
+    list += (list.empty() ? "" : ", ") + info.name;
+  return list;
+}
+
+// Shortest text that reads back as the same double: "0.1", not "0.100000".
+std::string formatNumber(double value) {
+  char text[32];
+  auto result = std::to_chars(text, text + sizeof(text), value);
+  return std::string(text, result.ptr);
+}
+
+void checkPhaseTable(const RuleKernels &rule, const char *field, size_t length) {
+  if (length != static_cast<size_t>(rule.numPhases))
+    fail(rule, std::string(field) + " has " + std::to_string(length) +
+                   " entries but numPhases is " + std::to_string(rule.numPhases));
+}
+
+} // namespace
+
+RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels) : kernels_(std::move(kernels)) {
+  if (!kernels_)
+    throw std::invalid_argument("optrt::Optimizer: RuleKernels is null");
+  const RuleKernels &rule = *kernels_;
+  if (rule.numPhases < 1)
+    fail(rule, "numPhases is " + std::to_string(rule.numPhases) + ", must be at least 1");
+  checkPhaseTable(rule, "numUniforms", rule.numUniforms.size());
+  checkPhaseTable(rule, "uniforms", rule.uniforms.size());
+  checkPhaseTable(rule, "kernels", rule.kernels.size());
+  if (!rule.init)
+    fail(rule, "init is null");
+  for (int p = 0; p < rule.numPhases; ++p) {
+    if (rule.numUniforms[p] < 0)
+      fail(rule, "numUniforms[" + std::to_string(p) + "] is negative");
+    if (!rule.uniforms[p])
+      fail(rule, "uniforms[" + std::to_string(p) + "] is null");
+    if (!rule.kernels[p])
+      fail(rule, "kernels[" + std::to_string(p) + "] is null");
+    maxUniforms_ = std::max(maxUniforms_, static_cast<size_t>(rule.numUniforms[p]));
+  }
+
+  std::set<std::string> hyperNames;
+  for (const HyperInfo &hyper : rule.hypers) {
+    if (!hyperNames.insert(hyper.name).second)
+      fail(rule, "hyper '" + hyper.name + "' is declared twice");
+    if (!std::isfinite(hyper.defaultValue))
+      fail(rule, "hyper '" + hyper.name + "' has a non-finite default");
+  }
+  std::set<std::string> stateNames;
+  for (const StateInfo &state : rule.states) {
+    if (!stateNames.insert(state.name).second)
+      fail(rule, "state '" + state.name + "' is declared twice");
+    stateSlots_.push_back({state.scalar, state.scalar ? numScalar_++ : numElementwise_++});
+  }
+  if (numScalar_ > 0 && !rule.scalarUpdate)
+    fail(rule, "scalarUpdate is null but the rule has scalar states");
+
+  // Phases' reductions must be contiguous and ascending: a kernel's partials
+  // array is the slice of its own phase.
+  phaseReductions_.assign(rule.numPhases + 1, 0);
+  int lastPhase = 0;
+  for (size_t r = 0; r < rule.reductions.size(); ++r) {
+    int phase = rule.reductions[r].phase;
+    if (phase < 0 || phase >= rule.numPhases)
+      fail(rule, "reduction " + std::to_string(r) + " is in phase " + std::to_string(phase) +
+                     ", outside 0.." + std::to_string(rule.numPhases - 1));
+    if (phase < lastPhase)
+      fail(rule, "reduction " + std::to_string(r) + " (phase " + std::to_string(phase) +
+                     ") follows one of phase " + std::to_string(lastPhase) +
+                     "; reductions must be grouped by phase, ascending");
+    lastPhase = phase;
+    ++phaseReductions_[phase + 1];
+  }
+  for (int p = 0; p < rule.numPhases; ++p) {
+    maxReductionsPerPhase_ = std::max(maxReductionsPerPhase_, phaseReductions_[p + 1]);
+    phaseReductions_[p + 1] += phaseReductions_[p];
+  }
+}
+
+size_t RuleLayout::hyperIndex(const std::string &name, const char *caller) const {
+  const std::vector<HyperInfo> &hypers = kernels_->hypers;
+  for (size_t i = 0; i < hypers.size(); ++i)
+    if (hypers[i].name == name)
+      return i;
+  throw std::invalid_argument(
+      std::string(caller) + ": unknown hyper '" + name + "' of rule '" + kernels_->name + "'; " +
+      (hypers.empty() ? "it has no hypers" : "its hypers are: " + nameList(hypers)));
+}
+
+void RuleLayout::checkHyperValue(size_t index, double value, const char *caller) const {
+  const HyperInfo &hyper = kernels_->hypers[index];
+  if (!std::isfinite(value))
+    throw std::invalid_argument(std::string(caller) + ": hyper '" + hyper.name + "' set to " +
+                                formatNumber(value) + "; hypers must be finite");
+  if (hyper.fixed && value != hyper.defaultValue)
+    throw std::invalid_argument(std::string(caller) + ": hyper '" + hyper.name + "' of rule '" +
+                                kernels_->name + "' is fixed at " +
+                                formatNumber(hyper.defaultValue) +
+                                " (folded into the kernels when they were built); it cannot be "
+                                "set to " +
+                                formatNumber(value));
+}
+
+StateSlot RuleLayout::stateSlot(const std::string &name, const char *caller) const {
+  const std::vector<StateInfo> &states = kernels_->states;
+  for (size_t i = 0; i < states.size(); ++i)
+    if (states[i].name == name)
+      return stateSlots_[i];
+  throw std::invalid_argument(
+      std::string(caller) + ": unknown state '" + name + "' of rule '" + kernels_->name + "'; " +
+      (states.empty() ? "it has no states" : "its states are: " + nameList(states)));
+}
+
+} // namespace optrt

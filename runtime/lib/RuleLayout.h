@@ -1,0 +1,57 @@
+// What the runtime derives once from a RuleKernels: checks that the table is
+// consistent (so a step never meets a null function or a reduction outside
+// its phase), where each state lives (elementwise slot in the arena, or
+// scalar slot), which reductions each phase accumulates, and lookups by name
+// whose errors list the names that do exist.
+#pragma once
+
+#include "optrt/RuleKernels.h"
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace optrt {
+
+struct StateSlot {
+  bool scalar;
+  size_t index; // among the states of the same kind, in declaration order
+};
+
+class RuleLayout {
+public:
+  /// Throws std::invalid_argument naming the first inconsistency.
+  explicit RuleLayout(std::shared_ptr<const RuleKernels> kernels);
+
+  const RuleKernels &rule() const { return *kernels_; }
+  size_t numHypers() const { return kernels_->hypers.size(); }
+  size_t numElementwise() const { return numElementwise_; }
+  size_t numScalar() const { return numScalar_; }
+  size_t numReductions() const { return kernels_->reductions.size(); }
+  /// Reductions of phase p are [reductionBegin(p), reductionEnd(p)).
+  size_t reductionBegin(int phase) const { return phaseReductions_[phase]; }
+  size_t reductionEnd(int phase) const { return phaseReductions_[phase + 1]; }
+  size_t maxReductionsPerPhase() const { return maxReductionsPerPhase_; }
+  size_t maxUniforms() const { return maxUniforms_; }
+
+  /// Throw std::invalid_argument naming `name` and listing what exists;
+  /// `caller` prefixes the message.
+  size_t hyperIndex(const std::string &name, const char *caller) const;
+  /// Throws std::invalid_argument when hyper `index` may not take `value`:
+  /// it is not finite, or the hyper is fixed (folded into the kernels) at
+  /// another value, which the kernels would silently ignore.
+  void checkHyperValue(size_t index, double value, const char *caller) const;
+  StateSlot stateSlot(const std::string &name, const char *caller) const;
+
+private:
+  std::shared_ptr<const RuleKernels> kernels_;
+  std::vector<StateSlot> stateSlots_; // by StateInfo index
+  std::vector<size_t> phaseReductions_;
+  size_t numElementwise_ = 0;
+  size_t numScalar_ = 0;
+  size_t maxReductionsPerPhase_ = 0;
+  size_t maxUniforms_ = 0;
+};
+
+} // namespace optrt
