@@ -88,6 +88,8 @@ const x3::rule<struct LogicalAndOpId, Operation> logicalAndOp = "operation";
 const x3::rule<struct LogicalOrOpId, Operation> logicalOrOp = "operation";
 const x3::rule<struct BranchId, Branch> branch = "conditional branch";
 
+const x3::rule<struct OptionalValueId, boost::optional<Conditional>> optionalValue =
+    "'=' or ';'";
 const x3::rule<StatementId, Statement> statement = "statement";
 
 // A rule with a semantic action gets no on_success call with its attribute,
@@ -107,9 +109,10 @@ const auto name_def = raw[lexeme[!reserved >> identStart >> *identChar]][assignT
 /// number ::= a C floating or integer literal. The token is taken loosely
 /// (as C's pp-number) and validated when folded, so `1e` or `1.2.3` get a
 /// precise "invalid number" instead of a confusing "expected ';'".
-const auto number_def =
-    raw[lexeme[(digit | (lit('.') >> &digit)) >>
-               *((char_("eEpP") >> char_("+-")) | identChar | char_('.'))]][assignText];
+inline const auto numberToken =
+    lexeme[(digit | (lit('.') >> &digit)) >>
+           *((char_("eEpP") >> char_("+-")) | identChar | char_('.'))];
+const auto number_def = raw[numberToken][assignText];
 
 /// arguments ::= expression { ',' expression }
 const auto arguments_def = expression > *(',' > expression);
@@ -167,12 +170,20 @@ const auto branch_def = '?' > expression > ':' > logicalOr;
 /// expression ::= logicalOr { branch }
 const auto expression_def = logicalOr >> *branch;
 
-/// statement ::= ('hyper' | 'state' | 'scalar' | 'let') name [ '=' expression ] ';'
+/// optionalValue ::= '=' expression ';' | ';'
+/// (one rule, so that `hyper lr 1;` is "expected '=' or ';'", not "expected ';'")
+const auto optionalValue_def = ('=' > expression > ';') | ';';
+
+/// statement ::= ('hyper' | 'state') name optionalValue
+///             | ('scalar' | 'let') name '=' expression ';'
 ///             | name '=' expression ';'
 const auto declKeyword = lexeme[(string("hyper") | string("state") | string("scalar") |
                                  string("let")) >>
                                 !identChar];
-const auto statement_def = (declKeyword > name > -('=' > expression) > ';') |
+const auto optionalValueKeyword = lexeme[(string("hyper") | string("state")) >> !identChar];
+const auto valueKeyword = lexeme[(string("scalar") | string("let")) >> !identChar];
+const auto statement_def = (optionalValueKeyword > name > optionalValue) |
+                           (valueKeyword > name > '=' > expression > ';') |
                            (x3::attr(std::string()) >> name > '=' > expression > ';');
 
 /// header ::= 'optimizer' name '{'
@@ -181,6 +192,6 @@ const auto header = keyword("optimizer") > name > '{';
 BOOST_SPIRIT_DEFINE(name, number, arguments, call, primary, paren, exponent, prefixed, powerOp, power,
                     multiplicativeOp, multiplicative, additiveOp, additive, relationalOp, relational,
                     equalityOp, equality, logicalAndOp, logicalAnd, logicalOrOp, logicalOr, branch,
-                    expression, statement)
+                    expression, optionalValue, statement)
 
 } // namespace optdsl::grammar

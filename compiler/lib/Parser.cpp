@@ -5,9 +5,11 @@
 
 #include "Grammar.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
+#include <unordered_map>
 
 namespace optdsl {
 namespace {
@@ -23,11 +25,18 @@ public:
   ast::ExprPtr fold(const syntax::Conditional &node) {
     failed_ = false;
     ast::ExprPtr result = conditional(node);
+    parenthesised_.clear();
     return failed_ ? nullptr : std::move(result);
   }
 
 private:
   static SourceRange rangeOf(const syntax::Tagged &node) { return {node.begin, node.end}; }
+
+  /// The range of `expr` as an operand: with the parentheses around it.
+  SourceRange outer(const ast::Expr &expr) const {
+    auto it = parenthesised_.find(&expr);
+    return it == parenthesised_.end() ? expr.range : it->second;
+  }
 
   ast::ExprPtr make(ast::ExprKind kind, SourceRange range) {
     auto expr = std::make_unique<ast::Expr>();
@@ -61,7 +70,7 @@ private:
   ast::ExprPtr binary(ast::BinaryOp op, ast::ExprPtr lhs, ast::ExprPtr rhs) {
     if (!lhs || !rhs)
       return nullptr;
-    auto expr = make(ast::ExprKind::Binary, {lhs->range.begin, rhs->range.end});
+    auto expr = make(ast::ExprKind::Binary, {outer(*lhs).begin, outer(*rhs).end});
     expr->binaryOp = op;
     std::vector<ast::ExprPtr> operands;
     operands.push_back(std::move(lhs));
@@ -95,7 +104,8 @@ private:
       operands.push_back(std::move(result));
       if (!operands[0] || !operands[2])
         return nullptr;
-      auto expr = make(ast::ExprKind::Conditional, {operands[0]->range.begin, operands[2]->range.end});
+      auto expr = make(ast::ExprKind::Conditional,
+                       {outer(*operands[0]).begin, outer(*operands[2]).end});
       result = withOperands(std::move(expr), std::move(operands));
     }
     return result;
@@ -131,9 +141,16 @@ private:
       ast::ExprPtr operator()(const syntax::Prefixed &n) const { return self.prefixed(n); }
       ast::ExprPtr operator()(const syntax::Chain &n) const { return self.chain(n); }
       ast::ExprPtr operator()(const syntax::Conditional &n) const {
-        // A parenthesised expression: keep the parentheses in its range.
+        // A parenthesised expression: keep the parentheses in its range. A
+        // name, number or call keeps its own range, which diagnostics point
+        // at, and the parentheses count only in the enclosing node's range.
         ast::ExprPtr inner = self.conditional(n);
-        if (inner)
+        if (!inner)
+          return inner;
+        if (inner->kind == ast::ExprKind::Name || inner->kind == ast::ExprKind::Number ||
+            inner->kind == ast::ExprKind::Call)
+          self.parenthesised_[inner.get()] = rangeOf(n);
+        else
           inner->range = rangeOf(n);
         return inner;
       }
@@ -142,10 +159,19 @@ private:
   }
 
   ast::ExprPtr prefixed(const syntax::Prefixed &node) {
+    // Blanks and comments may separate the operators (`- - x`): find each.
+    std::vector<uint32_t> opBegin;
+    const std::string &text = diags_.file().text();
+    Iterator it = text.data() + node.begin;
+    for (size_t i = 0; i < node.ops.size(); ++i) {
+      boost::spirit::x3::parse(it, text.data() + text.size(), *grammar::skipper);
+      opBegin.push_back(static_cast<uint32_t>(it - text.data()));
+      ++it;
+    }
     ast::ExprPtr result = operand(node.operand);
     // The operator nearest the operand applies first.
     for (size_t i = node.ops.size(); i-- > 0 && result;) {
-      auto expr = make(ast::ExprKind::Unary, {node.begin + static_cast<uint32_t>(i), result->range.end});
+      auto expr = make(ast::ExprKind::Unary, {opBegin[i], outer(*result).end});
       expr->unaryOp = node.ops[i] == '-'   ? ast::UnaryOp::Negate
                       : node.ops[i] == '!' ? ast::UnaryOp::Not
                                            : ast::UnaryOp::Plus;
@@ -190,7 +216,9 @@ private:
     // strtod stops at a suffix (f, F, l, L) by itself; in 0x1f the f is a digit.
     errno = 0;
     double value = std::strtod(node.text.c_str(), nullptr);
-    if (std::isinf(value)) {
+    // Too small is out of range too: 1e-999 silently becoming 0 would make
+    // `eps` vanish.
+    if (std::isinf(value) || (errno == ERANGE && value == 0)) {
       diags_.error(range, "number '" + node.text + "' is out of range for a double");
       failed_ = true;
       return nullptr;
@@ -202,6 +230,8 @@ private:
 
   DiagnosticEngine &diags_;
   bool failed_ = false;
+  /// Names, numbers and calls written in parentheses: the parenthesised range.
+  std::unordered_map<const ast::Expr *, SourceRange> parenthesised_;
 };
 
 class StatementDriver {
@@ -258,21 +288,98 @@ private:
     boost::spirit::x3::parse(it, end_, *grammar::skipper);
   }
 
+  /// What an error says it found: a whole word ("keyword 'let'", "'grad'",
+  /// "'1e'"), not just its first letter; else one character.
+  std::string describe(Iterator where) const {
+    namespace x3 = boost::spirit::x3;
+    if (where == end_)
+      return "end of file";
+    auto byte = static_cast<unsigned char>(*where);
+    if (byte < 0x20 || byte == 0x7f)
+      return "a control character";
+    if (byte >= 0x80)
+      return "a non-ASCII byte";
+    Iterator wordEnd = where;
+    if (x3::parse(wordEnd, end_, grammar::reserved))
+      return "keyword '" + std::string(where, wordEnd) + "'";
+    if (x3::parse(wordEnd, end_, (grammar::identStart >> *grammar::identChar) | grammar::numberToken))
+      return "'" + std::string(where, wordEnd) + "'";
+    return "'" + std::string(1, *where) + "'";
+  }
+
   void reportExpectation(const ExpectationFailure &failure) {
     Iterator where = failure.where();
     skipBlanks(where);
-    std::string found = where == end_ ? "end of file" : "'" + std::string(1, *where) + "'";
-    if (where != end_ && static_cast<unsigned char>(*where) < 0x20)
-      found = "a control character";
-    else if (where != end_ && static_cast<unsigned char>(*where) >= 0x80)
-      found = "a non-ASCII byte";
-    diags_.error(at(where), "expected " + failure.which() + ", found " + found);
+    diags_.error(at(where), "expected " + failure.which() + ", found " + describe(where));
   }
 
-  /// Skips to just past the next ';', or to a '}' (which closes the rule).
+  /// The end of the last token before `it`, back over blanks and comments
+  /// (there are no strings, so a line's first '#' starts a comment).
+  Iterator endOfPreviousToken(Iterator it) const {
+    while (true) {
+      while (it != start_ && (it[-1] == ' ' || (it[-1] >= '\t' && it[-1] <= '\r')))
+        --it;
+      Iterator line = it;
+      while (line != start_ && line[-1] != '\n')
+        --line;
+      Iterator hash = std::find(line, it, '#');
+      if (hash == it)
+        return it;
+      it = hash;
+    }
+  }
+
+  /// Whether a declaration starts at `it` (KEYWORD NAME: a keyword cannot be
+  /// part of an expression) or, with `orAssignment`, an assignment (NAME '=').
+  bool startsStatement(Iterator it, bool orAssignment = true) const {
+    namespace x3 = boost::spirit::x3;
+    const auto identifier = x3::lexeme[grammar::identStart >> *grammar::identChar];
+    const auto assignment = identifier >> x3::lit('=') >> !x3::lit('=');
+    if (x3::phrase_parse(it, end_, grammar::declKeyword >> identifier, grammar::skipper))
+      return true;
+    return orAssignment && x3::phrase_parse(it, end_, assignment, grammar::skipper);
+  }
+
+  static ast::StmtKind kindOf(const std::string &keyword) {
+    return keyword == "hyper"    ? ast::StmtKind::Hyper
+           : keyword == "state"  ? ast::StmtKind::State
+           : keyword == "scalar" ? ast::StmtKind::Scalar
+           : keyword == "let"    ? ast::StmtKind::Let
+                                 : ast::StmtKind::Assign;
+  }
+
+  /// A declaration whose statement has an error still declares its name, with
+  /// the value 0, so that its uses are not reported as unknown names too.
+  void declareDespiteError(Iterator it, ast::Rule &rule) const {
+    namespace x3 = boost::spirit::x3;
+    std::string keyword;
+    syntax::Name name;
+    if (!x3::phrase_parse(it, end_, grammar::declKeyword, grammar::skipper, keyword) ||
+        !x3::phrase_parse(it, end_, with(grammar::name), grammar::skipper, name))
+      return;
+    ast::Stmt stmt;
+    stmt.kind = kindOf(keyword);
+    stmt.range = stmt.nameRange = {name.begin, name.end};
+    stmt.name = name.text;
+    if (stmt.kind != ast::StmtKind::State) {
+      stmt.value = std::make_unique<ast::Expr>();
+      stmt.value->kind = ast::ExprKind::Number;
+      stmt.value->range = stmt.nameRange;
+    }
+    rule.stmts.push_back(std::move(stmt));
+  }
+
+  /// Skips to just past the next ';', to a '}' (which closes the rule), or to
+  /// the next line if a statement starts there; none counts inside a comment.
   void recover(Iterator &it) const {
-    while (it != end_ && *it != ';' && *it != '}')
-      ++it;
+    while (it != end_ && *it != ';' && *it != '}') {
+      if (*it == '#') {
+        while (it != end_ && *it != '\n')
+          ++it;
+      } else if (*it++ == '\n' && startsStatement(it)) {
+        return;
+      }
+    }
     if (it != end_ && *it == ';')
       ++it;
   }
@@ -303,12 +410,13 @@ private:
   }
 
   void parseStatement(Iterator &it, ast::Rule &rule) {
+    Iterator begin = it;
     if (!withinNestingLimits(it)) {
+      declareDespiteError(begin, rule);
       recover(it);
       return;
     }
     syntax::Statement parsed;
-    Iterator begin = it;
     try {
       if (!boost::spirit::x3::phrase_parse(it, end_, with(grammar::statement), grammar::skipper,
                                            parsed)) {
@@ -319,24 +427,37 @@ private:
         return;
       }
     } catch (const ExpectationFailure &failure) {
-      reportExpectation(failure);
       it = failure.where();
-      recover(it);
+      skipBlanks(it);
+      bool semicolon = failure.which() == "';'" || failure.which() == "'=' or ';'";
+      Iterator lastEnd = endOfPreviousToken(it);
+      bool newLine = std::find(lastEnd, it, '\n') != it;
+      // A ';' forgotten at the end of a line is reported there, not at the
+      // next line's first token.
+      if (semicolon && newLine)
+        diags_.error(at(lastEnd), "expected ';' at the end of the statement");
+      else
+        reportExpectation(failure);
+      declareDespiteError(begin, rule);
+      // A broken statement ends where the next one starts: at a declaration
+      // right where a ';' is missing, or on the next line. Skipping to the
+      // next ';' would drop that one too.
+      bool nextStarts = (semicolon || newLine) && startsStatement(it, newLine);
+      if (it == begin || !nextStarts)
+        recover(it);
       return;
     }
     ast::Stmt stmt;
     stmt.range = {parsed.begin, parsed.end};
     stmt.name = parsed.name.text;
     stmt.nameRange = {parsed.name.begin, parsed.name.end};
-    stmt.kind = parsed.keyword == "hyper"    ? ast::StmtKind::Hyper
-                : parsed.keyword == "state"  ? ast::StmtKind::State
-                : parsed.keyword == "scalar" ? ast::StmtKind::Scalar
-                : parsed.keyword == "let"    ? ast::StmtKind::Let
-                                             : ast::StmtKind::Assign;
+    stmt.kind = kindOf(parsed.keyword);
     if (parsed.value) {
       stmt.value = folder_.fold(*parsed.value);
-      if (!stmt.value)
+      if (!stmt.value) {
+        declareDespiteError(begin, rule);
         return;
+      }
     }
     rule.stmts.push_back(std::move(stmt));
   }

@@ -65,10 +65,11 @@ size_t editDistance(const std::string &a, const std::string &b) {
   return row[b.size()];
 }
 
-/// "; did you mean 'x'?" for the closest candidate within a third of the name.
+/// "; did you mean 'x'?" for the closest candidate within a third of the name
+/// that keeps some of it ('a' is no typo of 'm').
 std::string suggestion(const std::string &name, const std::vector<std::string> &candidates) {
   const std::string *best = nullptr;
-  size_t bestDistance = std::max<size_t>(1, name.size() / 3) + 1;
+  size_t bestDistance = std::min(std::max<size_t>(1, name.size() / 3) + 1, name.size());
   for (const std::string &candidate : candidates) {
     size_t distance = editDistance(name, candidate);
     if (distance < bestDistance) {
@@ -110,13 +111,18 @@ private:
   }
 
   /// Reports a clash with an existing name; returns false when `name` is taken.
-  bool declarable(const std::string &name, SourceRange range) {
+  bool declarable(const std::string &name, SourceRange range, SymbolClass cls) {
     auto it = scope_.find(name);
     if (it == scope_.end())
       return true;
     const Symbol &previous = result_.symbols[it->second];
     if (isBuiltin(previous.cls)) {
       diags_.error(range, "'" + name + "' is a built-in name and cannot be redeclared");
+    } else if (previous.declRange.begin > range.begin) {
+      // A let clashing with a hyper or state further down (those are declared
+      // first): the one further down is the redeclaration.
+      diags_.error(previous.declRange, "redeclaration of '" + name + "'");
+      diags_.note(range, std::string("previous declaration as a ") + spelling(cls) + " is here");
     } else {
       diags_.error(range, "redeclaration of '" + name + "'");
       diags_.note(previous.declRange, std::string("previous declaration as a ") +
@@ -141,12 +147,14 @@ private:
       ast::Stmt &stmt = result_.ast.stmts[i];
       switch (stmt.kind) {
       case ast::StmtKind::Hyper:
-        if (declarable(stmt.name, stmt.nameRange))
+        if (declarable(stmt.name, stmt.nameRange, SymbolClass::Hyper))
           declareHyper(stmt);
         break;
       case ast::StmtKind::State:
       case ast::StmtKind::Scalar:
-        if (declarable(stmt.name, stmt.nameRange))
+        if (declarable(stmt.name, stmt.nameRange,
+                       stmt.kind == ast::StmtKind::Scalar ? SymbolClass::ScalarState
+                                                          : SymbolClass::State))
           declareState(stmt);
         break;
       case ast::StmtKind::Let:
@@ -234,7 +242,7 @@ private:
   }
 
   void checkLet(ast::Stmt &stmt) {
-    if (!declarable(stmt.name, stmt.nameRange))
+    if (!declarable(stmt.name, stmt.nameRange, SymbolClass::Let))
       return;
     int id = declare(stmt, SymbolClass::Let, stmt.value->valueKind);
     stmt.symbol = id;
@@ -297,11 +305,32 @@ private:
     return names;
   }
 
+  /// The first let statement named `name`, if any.
+  const ast::Stmt *letNamed(const std::string &name) const {
+    for (const ast::Stmt &stmt : result_.ast.stmts)
+      if (stmt.kind == ast::StmtKind::Let && stmt.name == name)
+        return &stmt;
+    return nullptr;
+  }
+
   void checkName(ast::Expr &expr) {
     auto it = scope_.find(expr.name);
     if (it == scope_.end()) {
-      diags_.error(expr.range, "unknown name '" + expr.name + "'" +
-                                   suggestion(expr.name, visibleNames()));
+      // A let is in scope only after its statement; it is no unknown name.
+      const ast::Stmt *let = letNamed(expr.name);
+      if (let && initialValueOf_ >= 0) {
+        diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
+                                     "' may use only numbers and hypers, not let '" + expr.name +
+                                     "'");
+      } else if (let && expr.range.begin >= let->range.begin && expr.range.end <= let->range.end) {
+        diags_.error(expr.range, "let '" + expr.name + "' is used in its own value");
+      } else if (let) {
+        diags_.error(expr.range, "let '" + expr.name + "' is used before its declaration");
+        diags_.note(let->nameRange, "declared here");
+      } else {
+        diags_.error(expr.range, "unknown name '" + expr.name + "'" +
+                                     suggestion(expr.name, visibleNames()));
+      }
       return;
     }
     expr.symbol = it->second;
@@ -326,6 +355,9 @@ private:
         diags_.error(expr.nameRange, "unknown function '" + expr.name + "'" +
                                          suggestion(expr.name, builtinNames()));
       } else {
+        // Fewest arguments first: "takes 1 or 2 arguments".
+        std::sort(named.begin(), named.end(),
+                  [](const BuiltinInfo *a, const BuiltinInfo *b) { return a->arity < b->arity; });
         std::string expected;
         for (const BuiltinInfo *candidate : named)
           expected += (expected.empty() ? "" : " or ") + std::to_string(candidate->arity);
@@ -395,7 +427,9 @@ private:
   }
 
   void reportUnused() {
-    if (afterSyntaxErrors_)
+    // A statement rejected by an error may be the one that used or assigned
+    // a name; the warning would only repeat the error.
+    if (diags_.hasErrors())
       return;
     for (const Symbol &symbol : result_.symbols) {
       if (symbol.cls == SymbolClass::Hyper && !symbol.read)
