@@ -4,22 +4,28 @@
 #include "GoldenCase.h"
 
 #include "optdsl/Interpreter.h"
+#include "optdsl/JIT.h"
+#include "optrt/Optimizer.h"
 
 #include <cmath>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
 namespace {
 
-const char *kUsage = R"(usage: optdsl-golden [--backend interp] [--dsl DIR] CASE.json...
+const char *kUsage = R"(usage: optdsl-golden [--backend interp|cpu|all] [--dsl DIR] CASE.json...
 
 Runs each golden case on the rule dsl/<rule>.opt and compares the parameters
 after every step with the peer's. Exits 1 if any case fails.
 
 options:
-  --backend NAME  interp (the float64 reference interpreter; the default)
+  --backend NAME  interp  the float64 reference interpreter (the default; limit 1e-9)
+                  cpu     the rule JIT-compiled to f32 CPU kernels, run by the
+                          runtime (limit max(4 x the peer's own f32 error, 1e-6))
+                  all     both
   --dsl DIR       where the rule files are (default: the source tree's dsl/)
 )";
 
@@ -38,6 +44,32 @@ optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
     auto &after = trajectory.emplace_back();
     for (const auto &tensor : tensors)
       after.push_back(tensor.param);
+  }
+  return trajectory;
+}
+
+optdsl::Trajectory runOnCpu(const optdsl::GoldenCase &golden, const optdsl::CheckedRule &rule) {
+  optrt::Optimizer optimizer(optdsl::jitCompile(rule));
+  std::vector<std::vector<float>> params;
+  for (const auto &init : golden.init)
+    params.emplace_back(init.begin(), init.end());
+  std::vector<float *> pointers;
+  for (auto &param : params)
+    pointers.push_back(param.data());
+  optimizer.addGroup(pointers, golden.sizes,
+                     std::map<std::string, double>(golden.hypers.begin(), golden.hypers.end()));
+  optdsl::Trajectory trajectory;
+  std::vector<std::vector<float>> grads(golden.sizes.size());
+  for (size_t t = 0; t < golden.steps; ++t) {
+    std::vector<const float *> gradPointers;
+    for (size_t k = 0; k < grads.size(); ++k) {
+      grads[k].assign(golden.grads[t][k].begin(), golden.grads[t][k].end());
+      gradPointers.push_back(grads[k].data());
+    }
+    optimizer.step({gradPointers});
+    auto &after = trajectory.emplace_back();
+    for (const auto &param : params)
+      after.emplace_back(param.begin(), param.end());
   }
   return trajectory;
 }
@@ -62,8 +94,14 @@ int main(int argc, char **argv) {
       cases.push_back(arg);
     }
   }
-  if (backend != "interp") {
-    std::cerr << "optdsl-golden: error: unknown backend '" << backend << "' (available: interp)\n";
+  std::vector<std::string> backends;
+  if (backend == "all")
+    backends = {"interp", "cpu"};
+  else if (backend == "interp" || backend == "cpu")
+    backends = {backend};
+  else {
+    std::cerr << "optdsl-golden: error: unknown backend '" << backend
+              << "' (available: interp, cpu, all)\n";
     return 2;
   }
   if (cases.empty()) {
@@ -73,18 +111,22 @@ int main(int argc, char **argv) {
 
   unsigned failures = 0;
   for (const std::string &path : cases) {
-    try {
-      optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
-      optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
-      double error = optdsl::trajectoryError(golden, runOnInterpreter(golden, rule));
-      double limit = optdsl::errorLimit(golden, /*float64=*/true);
-      bool pass = error <= limit; // false for NaN
-      failures += !pass;
-      std::printf("%s  %-28s backend=%-7s error=%.3e  limit=%.1e\n", pass ? "PASS" : "FAIL",
-                  golden.name.c_str(), backend.c_str(), error, limit);
-    } catch (const std::exception &e) {
-      ++failures;
-      std::printf("FAIL  %-28s backend=%-7s %s\n", path.c_str(), backend.c_str(), e.what());
+    for (const std::string &name : backends) {
+      try {
+        optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
+        optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
+        bool float64 = name == "interp";
+        optdsl::Trajectory ours = float64 ? runOnInterpreter(golden, rule) : runOnCpu(golden, rule);
+        double error = optdsl::trajectoryError(golden, ours);
+        double limit = optdsl::errorLimit(golden, float64);
+        bool pass = error <= limit; // false for NaN
+        failures += !pass;
+        std::printf("%s  %-28s backend=%-7s error=%.3e  limit=%.1e\n", pass ? "PASS" : "FAIL",
+                    golden.name.c_str(), name.c_str(), error, limit);
+      } catch (const std::exception &e) {
+        ++failures;
+        std::printf("FAIL  %-28s backend=%-7s %s\n", path.c_str(), name.c_str(), e.what());
+      }
     }
   }
   return failures ? 1 : 0;
