@@ -16,7 +16,9 @@ inline constexpr unsigned kMaxConditionalsPerStatement = 64;
 inline constexpr unsigned kMaxExprDepth = 256;
 
 /// Returns the rule when the header parsed, even if some statements had
-/// errors (those statements are dropped); nullopt when nothing usable parsed.
+/// errors: a broken assignment is dropped, a broken declaration stays with the
+/// value 0 so that later uses of its name raise no follow-on errors. nullopt
+/// when nothing usable parsed.
 std::optional<ast::Rule> parseRule(const SourceFile &file, DiagnosticEngine &diags);
 
 } // namespace optdsl
