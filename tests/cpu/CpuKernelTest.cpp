@@ -49,7 +49,9 @@ struct Case {
 };
 
 const Case &compiled(const std::string &name) {
-  static std::map<std::string, Case> cache;
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, Case>();
   auto it = cache.find(name);
   if (it == cache.end()) {
     CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + name + ".opt");
