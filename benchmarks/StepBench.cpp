@@ -93,7 +93,9 @@ void sameTraffic(Streams &s, unsigned threads) {
   });
 }
 
-double sameTrafficGBps(const Traffic &traffic, size_t elements, unsigned threads) {
+/// Mean GBps of the same-traffic kernel over `passes` passes — the same
+/// statistic as the step's, measured right after it.
+double sameTrafficGBps(const Traffic &traffic, size_t elements, unsigned threads, int64_t passes) {
   Streams s;
   s.size = elements;
   for (int i = 0; i < traffic.readOnly; ++i)
@@ -105,16 +107,13 @@ double sameTrafficGBps(const Traffic &traffic, size_t elements, unsigned threads
       for (auto &stream : *group)
         std::fill(stream.get() + begin, stream.get() + end, 1e-3f);
   });
-  sameTraffic(s, threads);
+  sameTraffic(s, threads); // warm
   double bytes = 4.0 * elements * (traffic.readOnly + 2 * traffic.readWrite);
-  double best = 0;
-  for (int repeat = 0; repeat < 5; ++repeat) {
-    auto start = std::chrono::steady_clock::now();
+  auto start = std::chrono::steady_clock::now();
+  for (int64_t pass = 0; pass < passes; ++pass)
     sameTraffic(s, threads);
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    best = std::max(best, bytes / seconds / 1e9);
-  }
-  return best;
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return bytes * static_cast<double>(passes) / seconds / 1e9;
 }
 
 void BM_Step(benchmark::State &state, const std::string &rule, const std::string &shapeName) {
@@ -150,7 +149,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   const Traffic &traffic = kTraffic.at(rule);
   double bytesPerStep = 4.0 * elements * (traffic.readOnly + 2 * traffic.readWrite);
   double gbps = bytesPerStep * static_cast<double>(state.iterations()) / seconds / 1e9;
-  double rooflineGBps = sameTrafficGBps(traffic, elements, threads);
+  double rooflineGBps = sameTrafficGBps(traffic, elements, threads, state.iterations());
   state.counters["GBps"] = gbps;
   state.counters["roofline"] = gbps / rooflineGBps;
   state.counters["same_traffic_GBps"] = rooflineGBps;
