@@ -28,6 +28,9 @@ static const char *severityName(Severity severity) {
   return "error";
 }
 
+/// The most bytes of a source line a diagnostic shows.
+static constexpr uint32_t kMaxShownLine = 256;
+
 // Control bytes (binary input) would garble the terminal and shift the caret;
 // each is shown as one '?' so columns still line up.
 static char printable(char c) {
@@ -41,10 +44,21 @@ std::string DiagnosticEngine::render(const Diagnostic &diagnostic) const {
                     std::to_string(start.column) + ": " + severityName(diagnostic.severity) +
                     ": " + diagnostic.message + "\n";
   std::string_view line = file_.lineText(start.line);
+  uint32_t caretAt = start.column - 1;
+  // Of a very long line (generated or hostile input) only the part around
+  // the caret is shown: every diagnostic repeats its line, and 20000 errors on
+  // one 40 KB line would otherwise print 800 MB. Start on a character.
+  if (line.size() > kMaxShownLine) {
+    uint32_t from = caretAt > kMaxShownLine / 2 ? caretAt - kMaxShownLine / 2 : 0;
+    from = std::min(from, static_cast<uint32_t>(line.size()) - kMaxShownLine);
+    while (from < caretAt && (static_cast<unsigned char>(line[from]) & 0xC0) == 0x80)
+      ++from;
+    line = line.substr(from, kMaxShownLine);
+    caretAt -= from;
+  }
   std::string shown, marker;
   for (char c : line)
     shown += printable(c);
-  uint32_t caretAt = start.column - 1;
   // One column per character: UTF-8 continuation bytes take no column.
   for (uint32_t i = 0; i < caretAt && i < line.size(); ++i)
     if ((static_cast<unsigned char>(line[i]) & 0xC0) != 0x80)

@@ -317,8 +317,14 @@ private:
   /// (there are no strings, so a line's first '#' starts a comment).
   Iterator endOfPreviousToken(Iterator it) const {
     while (true) {
+      Iterator blanksEnd = it;
       while (it != start_ && (it[-1] == ' ' || (it[-1] >= '\t' && it[-1] <= '\r')))
         --it;
+      // A comment runs to the end of its line, so only a line left behind can
+      // end in one; scanning the line for '#' every time made many errors on
+      // one long line quadratic.
+      if (std::find(it, blanksEnd, '\n') == blanksEnd)
+        return it;
       Iterator line = it;
       while (line != start_ && line[-1] != '\n')
         --line;

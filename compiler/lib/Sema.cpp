@@ -80,6 +80,8 @@ std::string suggestion(const std::string &name, const std::vector<std::string> &
   return best ? "; did you mean '" + *best + "'?" : "";
 }
 
+constexpr unsigned kMaxSuggestions = 50;
+
 class Checker {
 public:
   Checker(ast::Rule rule, std::shared_ptr<const SourceFile> source, DiagnosticEngine &diags)
@@ -158,6 +160,8 @@ private:
           declareState(stmt);
         break;
       case ast::StmtKind::Let:
+        firstLet_.emplace(stmt.name, &stmt);
+        [[fallthrough]];
       case ast::StmtKind::Assign:
         result_.body.push_back(static_cast<int>(i));
         break;
@@ -252,8 +256,9 @@ private:
   void checkAssign(ast::Stmt &stmt) {
     auto it = scope_.find(stmt.name);
     if (it == scope_.end()) {
-      diags_.error(stmt.nameRange, "unknown name '" + stmt.name + "'" +
-                                       suggestion(stmt.name, assignableNames()));
+      diags_.error(stmt.nameRange,
+                   "unknown name '" + stmt.name + "'" +
+                       (maySuggest() ? suggestion(stmt.name, assignableNames()) : ""));
       return;
     }
     Symbol &target = result_.symbols[it->second];
@@ -289,6 +294,12 @@ private:
     writePhase_[stmt.symbol] = stmt.phase;
   }
 
+  /// Whether to look for a "did you mean": each look compares the name with
+  /// every name in scope, so only the first kMaxSuggestions unknown names get
+  /// one (thousands of them took quadratic time; clang limits its spelling
+  /// correction the same way).
+  bool maySuggest() { return suggestions_++ < kMaxSuggestions; }
+
   std::vector<std::string> visibleNames() const {
     std::vector<std::string> names;
     for (const auto &[name, id] : scope_)
@@ -305,12 +316,11 @@ private:
     return names;
   }
 
-  /// The first let statement named `name`, if any.
+  /// The first let statement named `name`, if any (looked up, not searched:
+  /// a search per unknown name made thousands of them quadratic).
   const ast::Stmt *letNamed(const std::string &name) const {
-    for (const ast::Stmt &stmt : result_.ast.stmts)
-      if (stmt.kind == ast::StmtKind::Let && stmt.name == name)
-        return &stmt;
-    return nullptr;
+    auto it = firstLet_.find(name);
+    return it == firstLet_.end() ? nullptr : it->second;
   }
 
   void checkName(ast::Expr &expr) {
@@ -328,8 +338,9 @@ private:
         diags_.error(expr.range, "let '" + expr.name + "' is used before its declaration");
         diags_.note(let->nameRange, "declared here");
       } else {
-        diags_.error(expr.range, "unknown name '" + expr.name + "'" +
-                                     suggestion(expr.name, visibleNames()));
+        diags_.error(expr.range,
+                     "unknown name '" + expr.name + "'" +
+                         (maySuggest() ? suggestion(expr.name, visibleNames()) : ""));
       }
       return;
     }
@@ -455,6 +466,8 @@ private:
   std::vector<int> writePhase_; // per symbol: the phase of its latest value
   const ast::Expr *enclosingReduction_ = nullptr;
   int initialValueOf_ = -1;
+  unsigned suggestions_ = 0;
+  std::map<std::string, const ast::Stmt *> firstLet_;
 };
 
 } // namespace
