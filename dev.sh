@@ -51,8 +51,12 @@ demo() {
     "$BUILD_DIR/bin/optc" "$rule" && echo "  ok  $rule"
   done
   echo
-  echo "== running every golden trajectory (torch.optim, AdEMAMix reference) on the reference interpreter"
-  "$BUILD_DIR/bin/optdsl-golden" tests/golden/cases/*.json
+  echo "== every golden trajectory (torch.optim, AdEMAMix reference, lion-pytorch, timm)"
+  echo "   on the float64 interpreter and on the rules JIT-compiled to f32 CPU kernels"
+  "$BUILD_DIR/bin/optdsl-golden" --backend all tests/golden/cases/*.json
+  echo
+  echo "== AdamW (amsgrad fixed off) as emitted LLVM IR: the fused 16-wide loop"
+  "$BUILD_DIR/bin/optc" --emit=llvm --fix amsgrad=0 dsl/adamw.opt | grep -m 12 -E "<16 x float>"
 }
 
 case "${1:-}" in

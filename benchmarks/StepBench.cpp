@@ -16,9 +16,27 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+
+#include <sys/mman.h>
 #include <vector>
 
 namespace {
+
+/// Buffers on 2 MiB boundaries with transparent huge pages requested, as a
+/// training framework's allocator gives them (PyTorch's does): on kernels
+/// whose THP mode is "madvise", 4 KiB pages would cost bandwidth in the
+/// optimizer and the same-traffic kernel alike.
+struct HugeDelete {
+  void operator()(float *p) const { ::operator delete(p, std::align_val_t(2u << 20)); }
+};
+using HugeBuffer = std::unique_ptr<float[], HugeDelete>;
+
+HugeBuffer hugeBuffer(size_t elements) {
+  size_t bytes = std::max<size_t>(elements * sizeof(float), 1);
+  auto *p = static_cast<float *>(::operator new(bytes, std::align_val_t(2u << 20)));
+  madvise(p, bytes / (2u << 20) * (2u << 20), MADV_HUGEPAGE);
+  return HugeBuffer(p);
+}
 
 /// Tensor sizes of a model.
 std::vector<size_t> shape(const std::string &name) {
@@ -56,7 +74,7 @@ unsigned benchThreads() { return std::max(1u, std::thread::hardware_concurrency(
 /// Streams for the same-traffic kernel, first-touched by the threads that
 /// will use them (as the optimizer's own buffers are written by its pool).
 struct Streams {
-  std::vector<std::unique_ptr<float[]>> readOnly, readWrite;
+  std::vector<HugeBuffer> readOnly, readWrite;
   size_t size;
 };
 
@@ -99,9 +117,9 @@ double sameTrafficGBps(const Traffic &traffic, size_t elements, unsigned threads
   Streams s;
   s.size = elements;
   for (int i = 0; i < traffic.readOnly; ++i)
-    s.readOnly.emplace_back(new float[elements]);
+    s.readOnly.push_back(hugeBuffer(elements));
   for (int i = 0; i < traffic.readWrite; ++i)
-    s.readWrite.emplace_back(new float[elements]);
+    s.readWrite.push_back(hugeBuffer(elements));
   parallelFor(elements, threads, [&](size_t begin, size_t end) {
     for (auto *group : {&s.readOnly, &s.readWrite})
       for (auto &stream : *group)
@@ -125,20 +143,22 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   auto kernels = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt",
                                         kFixedHypers.at(rule));
   optrt::Optimizer optimizer(kernels, {threads});
-  std::vector<std::vector<float>> params, grads;
+  std::vector<HugeBuffer> params, grads;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal;
   std::vector<float *> paramPointers;
   std::vector<const float *> gradPointers;
   for (size_t size : sizes) {
-    params.emplace_back(size);
-    grads.emplace_back(size);
-    for (size_t i = 0; i < size; i += 97) { // sparse fill: setup time, not realism
+    params.push_back(hugeBuffer(size));
+    grads.push_back(hugeBuffer(size));
+    std::fill(params.back().get(), params.back().get() + size, 0.0f);
+    std::fill(grads.back().get(), grads.back().get() + size, 0.0f);
+    for (size_t i = 0; i < size; i += 97) { // sparse values: setup time, not realism
       params.back()[i] = normal(rng);
       grads.back()[i] = normal(rng) * 1e-2f;
     }
-    paramPointers.push_back(params.back().data());
-    gradPointers.push_back(grads.back().data());
+    paramPointers.push_back(params.back().get());
+    gradPointers.push_back(grads.back().get());
   }
   optimizer.addGroup(paramPointers, sizes);
   optimizer.step({gradPointers}); // warm: first touch of the state arena

@@ -10,6 +10,12 @@
 
 namespace optrt {
 
+/// Frees with the alignment the arena allocated with.
+struct ArenaDelete {
+  size_t alignment = 64;
+  void operator()(float *p) const;
+};
+
 class StateArena {
 public:
   static constexpr size_t alignmentBytes = 64;
@@ -27,10 +33,7 @@ public:
   void grow(size_t numFloats);
 
 private:
-  struct AlignedDelete {
-    void operator()(float *p) const;
-  };
-  std::unique_ptr<float, AlignedDelete> storage_;
+  std::unique_ptr<float, ArenaDelete> storage_;
   size_t numFloats_ = 0;
 };
 
