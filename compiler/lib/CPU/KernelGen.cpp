@@ -1,9 +1,11 @@
 // Lowers a rule in the explicit opt form (one opt.phase per pass over
 // memory, uniform work hoisted: see OptOps.td) to the runtime's functions:
 // each phase's uniform region becomes a host function, its element region a
-// 16-wide loop with a scalar tail (codegen::emitElementBody), the
+// 16-wide loop with a scalar tail (through codegen::emitElementBody), the
 // operations after the phases the scalar-state update.
 #include "optdsl/KernelGen.h"
+
+#include "optdsl/Codegen/PhaseBody.h"
 
 #include "optdsl/Dialect/OptDialect.h"
 
@@ -15,8 +17,6 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
-
-#include "llvm/ADT/SmallVector.h"
 
 #include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/StringMap.h"
@@ -39,173 +39,6 @@ std::string kernelFunctionName(const std::string &rule, int phase) {
 std::string scalarUpdateFunctionName(const std::string &rule) {
   return "optdsl_" + rule + "_scalar_update";
 }
-
-namespace codegen {
-
-
-/// Buffer numbering of the runtime's element kernels (optrt::KernelFn): the
-/// parameter, the gradient, then the per-element states in declaration
-/// order (scalar states live elsewhere).
-class BufferLayout {
-public:
-  static constexpr int kParam = 0;
-  static constexpr int kGrad = 1;
-
-  explicit BufferLayout(opt::RuleOp rule);
-
-  /// The buffer of per-element state `name`.
-  int state(llvm::StringRef name) const { return stateBuffer_.lookup(name); }
-  int size() const { return 2 + static_cast<int>(stateBuffer_.size()); }
-
-private:
-  llvm::StringMap<int> stateBuffer_;
-};
-
-/// What a backend provides to the element code. Each callback emits at the
-/// builder's insertion point.
-struct ElementAccess {
-  /// The current element(s) of buffer `buffer`: f32 for width 1, else
-  /// vector<width x f32>. Called once per buffer read by the body.
-  std::function<mlir::Value(mlir::OpBuilder &, mlir::Location, int buffer)> load;
-  /// Writes `value` (same type as load's) to the current element(s). Called
-  /// after every load of the body, once per buffer written.
-  std::function<void(mlir::OpBuilder &, mlir::Location, int buffer, mlir::Value value)> store;
-  /// Uniform slot `slot` (the element region's argument of that number) as
-  /// one scalar of `type`, f32 or i1; the body broadcasts it to the lanes.
-  /// Called once per slot, before anything else.
-  std::function<mlir::Value(mlir::OpBuilder &, mlir::Location, int slot, mlir::Type type)> uniform;
-};
-
-/// f32/i1 (width 1) or vector<width x ...> of it.
-mlir::Type laneType(mlir::Type scalar, int64_t width);
-
-/// Emits the element region of `phase` for `width` consecutive elements and
-/// returns the per-lane inputs of the phase's reductions (lane type of f32),
-/// in the order of the phase's results. Fails, after an error at the
-/// offending operation, when the region is not in hoisted form (a hyper,
-/// `step`, a scalar state or an f64 value left in it: run
-/// opt-hoist-uniforms).
-mlir::FailureOr<llvm::SmallVector<mlir::Value>> emitElementBody(mlir::OpBuilder &builder, opt::PhaseOp phase,
-                                                                const BufferLayout &buffers, int64_t width,
-                                                                const ElementAccess &access);
-
-
-
-
-BufferLayout::BufferLayout(opt::RuleOp rule) {
-  for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
-    if (!state.getScalar())
-      stateBuffer_[state.getSymName()] = size();
-}
-
-Type laneType(Type scalar, int64_t width) {
-  return width == 1 ? scalar : VectorType::get({width}, scalar);
-}
-
-namespace {
-
-bool isLaneScalar(Type type) { return type.isF32() || type.isInteger(1); }
-
-class BodyEmitter {
-public:
-  BodyEmitter(OpBuilder &builder, const BufferLayout &buffers, int64_t width, const ElementAccess &access)
-      : builder_(builder), buffers_(buffers), width_(width), access_(access) {}
-
-  FailureOr<SmallVector<Value>> run(opt::PhaseOp phase) {
-    Block &body = phase.getElementBody();
-    for (BlockArgument argument : body.getArguments()) {
-      if (!isLaneScalar(argument.getType()))
-        return phase.emitOpError("passes a ")
-               << argument.getType() << " to its element region; run opt-hoist-uniforms first";
-      Location loc = argument.getLoc();
-      Value scalar = access_.uniform(builder_, loc, argument.getArgNumber(), argument.getType());
-      mapping_.map(argument, splat(loc, scalar));
-    }
-    // The last write to each buffer, emitted after every read: reads see
-    // the buffer as the phase found it.
-    std::map<int, std::pair<Location, Value>> writes;
-    for (Operation &op : body.without_terminator()) {
-      if (auto store = dyn_cast<opt::StoreParamOp>(op)) {
-        writes.insert_or_assign(BufferLayout::kParam, std::make_pair(op.getLoc(), mapping_.lookup(store.getValue())));
-      } else if (auto store = dyn_cast<opt::StoreStateOp>(op)) {
-        writes.insert_or_assign(buffers_.state(store.getState()),
-                                std::make_pair(op.getLoc(), mapping_.lookup(store.getValue())));
-      } else if (failed(emit(op))) {
-        return failure();
-      }
-    }
-    for (const auto &[buffer, write] : writes)
-      access_.store(builder_, write.first, buffer, write.second);
-    SmallVector<Value> reductionInputs;
-    for (Value input : body.getTerminator()->getOperands())
-      reductionInputs.push_back(mapping_.lookup(input));
-    return reductionInputs;
-  }
-
-private:
-  Value splat(Location loc, Value scalar) {
-    if (width_ == 1)
-      return scalar;
-    return builder_.create<vector::BroadcastOp>(loc, laneType(scalar.getType(), width_), scalar);
-  }
-
-  Value load(Location loc, int buffer) {
-    auto [it, inserted] = loaded_.try_emplace(buffer);
-    if (inserted)
-      it->second = access_.load(builder_, loc, buffer);
-    return it->second;
-  }
-
-  LogicalResult emit(Operation &op) {
-    Location loc = op.getLoc();
-    Value result;
-    if (isa<opt::ParamOp>(op)) {
-      result = load(loc, BufferLayout::kParam);
-    } else if (isa<opt::GradOp>(op)) {
-      result = load(loc, BufferLayout::kGrad);
-    } else if (auto read = dyn_cast<opt::LoadStateOp>(op); read && read.getType().isF32()) {
-      result = load(loc, buffers_.state(read.getState()));
-    } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
-      result = load(loc, reload.getState() ? buffers_.state(*reload.getState()) : BufferLayout::kParam);
-    } else if (auto constant = dyn_cast<arith::ConstantOp>(op); constant && isLaneScalar(constant.getType())) {
-      result = splatConstant(constant);
-    } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
-               llvm::all_of(op.getResultTypes(), isLaneScalar)) {
-      Operation *clone = builder_.clone(op, mapping_);
-      for (OpResult lane : clone->getResults())
-        lane.setType(laneType(lane.getType(), width_));
-      return success();
-    } else {
-      return op.emitOpError("cannot run per element; run opt-hoist-uniforms first");
-    }
-    mapping_.map(op.getResult(0), result);
-    return success();
-  }
-
-  Value splatConstant(arith::ConstantOp constant) {
-    if (width_ == 1)
-      return builder_.clone(*constant)->getResult(0);
-    auto type = VectorType::get({width_}, constant.getType());
-    return builder_.create<arith::ConstantOp>(constant.getLoc(),
-                                              DenseElementsAttr::get(type, constant.getValue()));
-  }
-
-  OpBuilder &builder_;
-  const BufferLayout &buffers_;
-  int64_t width_;
-  const ElementAccess &access_;
-  IRMapping mapping_;
-  std::map<int, Value> loaded_;
-};
-
-} // namespace
-
-FailureOr<SmallVector<Value>> emitElementBody(OpBuilder &builder, opt::PhaseOp phase, const BufferLayout &buffers,
-                                              int64_t width, const ElementAccess &access) {
-  return BodyEmitter(builder, buffers, width, access).run(phase);
-}
-
-} // namespace codegen
 
 namespace {
 
