@@ -142,6 +142,7 @@ int main(int argc, char **argv) {
   llvm::raw_os_ostream stream(out);
   if (emit == "mlir") {
     module->print(stream);
+    stream << "\n";
     stream.flush();
     return out.good() ? 0 : 1;
   }
@@ -153,6 +154,7 @@ int main(int argc, char **argv) {
   }
   if (emit == "opt") {
     module->print(stream);
+    stream << "\n";
     stream.flush();
     return out.good() ? 0 : 1;
   }

@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
@@ -116,31 +117,41 @@ void expectClose(const std::vector<double> &before, const std::vector<double> &r
   EXPECT_EQ(bad, 0u) << what << ": elements outside the bound";
 }
 
-void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
-                            unsigned seed) {
-  SCOPED_TRACE("rule " + name + ", seed " + std::to_string(seed));
-  const Case &c = compiled(name);
+bool allocated(const optrt::RuleKernels &kernels, const std::string &state) {
+  return std::any_of(kernels.states.begin(), kernels.states.end(),
+                     [&](const optrt::StateInfo &info) { return info.name == state; });
+}
+
+/// Steps the kernels and the interpreter side by side. A state the kernels
+/// do not allocate (specialisation dropped it) is given to the interpreter
+/// at its initial value, and must still hold it after every step.
+void compareWithInterpreter(const Case &c, const std::map<std::string, double> &hyperValues,
+                            const std::vector<size_t> &sizes, int steps, unsigned seed) {
+  SCOPED_TRACE("rule " + c.rule.name() + ", seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   Tensors tensors(sizes, rng);
   optrt::Optimizer optimizer(c.kernels, {2, 4096});
-  optimizer.addGroup(tensors.pointers, sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.pointers, sizes, hyperValues);
   Interpreter interpreter(c.rule);
   HyperValues hypers = interpreter.defaultHypers();
-  for (const auto &[hyper, value] : kHypers.at(name))
+  for (const auto &[hyper, value] : hyperValues)
     interpreter.setHyper(hypers, hyper, value);
+  auto name = [&](int id) { return c.rule.symbol(id).name; };
 
   for (int step = 1; step <= steps; ++step) {
     // The interpreter starts from exactly the kernels' state.
     std::vector<TensorState> states;
     for (size_t k = 0; k < sizes.size(); ++k) {
-      TensorState state;
-      state.param.assign(tensors.pointers[k], tensors.pointers[k] + sizes[k]);
-      for (int id : c.rule.states) {
-        auto span = optimizer.state(c.rule.symbol(id).name, 0, k);
-        state.states.emplace_back(span.begin(), span.end());
-      }
-      for (int id : c.rule.scalarStates)
-        state.scalarStates.push_back(optimizer.scalarState(c.rule.symbol(id).name, 0, k));
+      TensorState state = interpreter.initTensor(
+          std::vector<double>(tensors.pointers[k], tensors.pointers[k] + sizes[k]), hypers);
+      for (size_t s = 0; s < c.rule.states.size(); ++s)
+        if (allocated(*c.kernels, name(c.rule.states[s]))) {
+          auto span = optimizer.state(name(c.rule.states[s]), 0, k);
+          state.states[s].assign(span.begin(), span.end());
+        }
+      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s)
+        if (allocated(*c.kernels, name(c.rule.scalarStates[s])))
+          state.scalarStates[s] = optimizer.scalarState(name(c.rule.scalarStates[s]), 0, k);
       states.push_back(std::move(state));
     }
     std::vector<TensorState> before = states;
@@ -153,17 +164,30 @@ void compareWithInterpreter(const std::string &name, const std::vector<size_t> &
     for (size_t k = 0; k < sizes.size(); ++k) {
       std::string where = "step " + std::to_string(step) + " tensor " + std::to_string(k);
       expectClose(before[k].param, states[k].param, tensors.pointers[k], where + " param");
-      for (size_t s = 0; s < c.rule.states.size(); ++s)
-        expectClose(before[k].states[s], states[k].states[s],
-                    optimizer.state(c.rule.symbol(c.rule.states[s]).name, 0, k).data(),
-                    where + " state " + c.rule.symbol(c.rule.states[s]).name);
-      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s)
-        EXPECT_DOUBLE_EQ(optimizer.scalarState(c.rule.symbol(c.rule.scalarStates[s]).name, 0, k),
-                         states[k].scalarStates[s]);
+      for (size_t s = 0; s < c.rule.states.size(); ++s) {
+        std::string state = name(c.rule.states[s]);
+        if (allocated(*c.kernels, state))
+          expectClose(before[k].states[s], states[k].states[s], optimizer.state(state, 0, k).data(),
+                      where + " state " + state);
+        else
+          EXPECT_EQ(states[k].states[s], before[k].states[s]) << where << ": unallocated " << state << " changed";
+      }
+      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s) {
+        std::string state = name(c.rule.scalarStates[s]);
+        if (allocated(*c.kernels, state))
+          EXPECT_DOUBLE_EQ(optimizer.scalarState(state, 0, k), states[k].scalarStates[s]);
+        else
+          EXPECT_EQ(states[k].scalarStates[s], before[k].scalarStates[s]) << where << ": unallocated " << state;
+      }
     }
     if (::testing::Test::HasFailure())
       return;
   }
+}
+
+void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
+                            unsigned seed) {
+  compareWithInterpreter(compiled(name), kHypers.at(name), sizes, steps, seed);
 }
 
 class EveryRule : public ::testing::TestWithParam<std::string> {};
@@ -235,6 +259,31 @@ TEST(Specialisation, FixedHyperMatchesFreeHyperAndCannotChange) {
   EXPECT_EQ(std::memcmp(a.storage.data(), b.storage.data(), a.storage.size() * sizeof(float)), 0);
   EXPECT_THROW(withFixed.setHyper("amsgrad", 1), std::invalid_argument);
   EXPECT_NO_THROW(withFixed.setHyper("amsgrad", 0));
+}
+
+/// AdEMAMix with beta1 fixed to 0 keeps no fast EMA (as the reference):
+/// `m1 = beta1 != 0 ? ... : m1` folds to a store of m1's own value, which is
+/// dropped, and then nothing reads or writes m1, so it is not allocated.
+TEST(Specialisation, AdemamixWithoutFastEmaAllocatesNoM1) {
+  Case withoutFastEma{loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/ademamix.opt"), nullptr};
+  withoutFastEma.kernels = jitCompile(withoutFastEma.rule, {{"beta1", 0}});
+  std::vector<std::string> states;
+  for (const optrt::StateInfo &state : withoutFastEma.kernels->states)
+    states.push_back(state.name);
+  EXPECT_EQ(states, (std::vector<std::string>{"m2", "nu"}));
+
+  std::mt19937 rng(3);
+  Tensors tensors({4096, 1024}, rng); // whole cache lines: no arena padding
+  optrt::Optimizer specialised(withoutFastEma.kernels, {1, 4096}), full(compiled("ademamix").kernels, {1, 4096});
+  specialised.addGroup(tensors.pointers, tensors.sizes);
+  full.addGroup(tensors.pointers, tensors.sizes);
+  EXPECT_EQ(specialised.stateBytesPerParam(), 8.0);
+  EXPECT_EQ(full.stateBytesPerParam(), 12.0);
+  EXPECT_THROW(specialised.state("m1", 0, 0), std::invalid_argument);
+
+  std::map<std::string, double> hypers = kHypers.at("ademamix");
+  hypers["beta1"] = 0;
+  compareWithInterpreter(withoutFastEma, hypers, {1, 7, 15, 16, 17, 1000}, 3, 17);
 }
 
 TEST(Jit, UnknownFixedHyperIsNamed) {
