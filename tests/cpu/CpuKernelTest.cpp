@@ -18,6 +18,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <sstream>
 
 namespace optdsl {
 namespace {
@@ -284,6 +285,25 @@ TEST(Specialisation, AdemamixWithoutFastEmaAllocatesNoM1) {
   std::map<std::string, double> hypers = kHypers.at("ademamix");
   hypers["beta1"] = 0;
   compareWithInterpreter(withoutFastEma, hypers, {1, 7, 15, 16, 17, 1000}, 3, 17);
+}
+
+/// A reduction that only feeds a scalar state needs no second pass over the
+/// elements: the phase it would start has no work and is not run.
+TEST(Phases, APhaseWithNothingToDoIsNotRun) {
+  auto file = std::make_shared<const SourceFile>("lastsum.opt", R"(
+    optimizer lastsum {
+      scalar total = 0;
+      param = param - 0.5 * grad;
+      total = total + sum(grad);
+    })");
+  std::ostringstream diagnostics;
+  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
+  ASSERT_TRUE(rule) << diagnostics.str();
+  ASSERT_EQ(rule->numPhases, 2);
+  Case lastSum{std::move(*rule), nullptr};
+  lastSum.kernels = jitCompile(lastSum.rule);
+  EXPECT_EQ(lastSum.kernels->numPhases, 1);
+  compareWithInterpreter(lastSum, {}, {1, 17, 1000}, 3, 23);
 }
 
 TEST(Jit, UnknownFixedHyperIsNamed) {
