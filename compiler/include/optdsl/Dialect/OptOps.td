@@ -43,7 +43,10 @@ def Opt_RuleOp : Opt_Op<"rule", [Symbol, SymbolTable, NoTerminator, SingleBlock,
   let summary = "An optimizer rule";
   let description = [{
     Holds the rule's declarations and its update. `num_phases` is the number
-    of passes over a tensor per step (1 + the depth of reductions).
+    of passes over a tensor per step the flat update implies (1 + the depth
+    of reductions). In the explicit form the `opt.phase` ops decide: a phase
+    with nothing to do (no write, no reduction anything reads) canonicalizes
+    away, and the backends run one pass per remaining `opt.phase`.
 
     Example:
     ```mlir
@@ -295,7 +298,8 @@ def Opt_ReduceOp : Opt_Op<"reduce", [Pure]> {
   let description = [{
     `kind` is one of sum, norm (L2), mean, max. The result is uniform (f64)
     and available from phase `phase` + 1 on, where `phase` is the pass that
-    computes the argument.
+    computes the argument. Flat form only: `opt-split-phases` turns each
+    reduction into a result of its `opt.phase`.
 
     Example: `%n = opt.reduce norm %u phase 0 : f32 -> f64`
   }];
