@@ -27,7 +27,7 @@ struct ArtifactInfo {
 };
 
 /// Adds the descriptor and the two exported functions (optdsl_abi_version,
-/// optdsl_artifact) to a module holding the kernels of `signature`, and
+/// optdsl_artifact_descriptor) to a module holding the kernels of `signature`, and
 /// hides every other symbol. Throws std::logic_error when a kernel function
 /// the signature promises is missing from the module.
 void addArtifactDescriptor(llvm::Module &module, const KernelSignature &signature,

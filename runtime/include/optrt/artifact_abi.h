@@ -3,7 +3,7 @@
  * functions:
  *
  *   uint32_t optdsl_abi_version(void);             always safe to call
- *   const optdsl_artifact *optdsl_artifact(void);  only when the version matches
+ *   const optdsl_artifact *optdsl_artifact_descriptor(void);  when it matches
  *
  * A loader first checks optdsl_abi_version() == OPTDSL_ABI_VERSION, so a
  * future layout of these structs is refused by name instead of misread.
@@ -24,7 +24,7 @@ extern "C" {
 
 #define OPTDSL_ABI_VERSION 1u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
-#define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact"
+#define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
 /* Storage of one buffer. Arithmetic is always f32; these say how a value is
  * kept in memory between steps. */
