@@ -7,6 +7,7 @@
 // (AdamW's param: the decay factor rounded to f32, the decayed product, the
 // subtraction of the update; NAdam: two subtractions and the L2 term), each
 // at most half a unit: 4 x 2^-24 |value|.
+#include "common/BranchHypers.h"
 #include "optdsl/Interpreter.h"
 #include "optdsl/JIT.h"
 #include "optrt/Optimizer.h"
@@ -22,28 +23,6 @@
 
 namespace optdsl {
 namespace {
-
-/// Hyper values that switch every branch on (flags set, decoupled weight
-/// decay, warm-ups), so the kernels are tested where the rules are most
-/// complex. Coupled L2 decay (g = grad + weight_decay * param) stays 0 here:
-/// where grad is close to -weight_decay * param the sum cancels, and f32 loses
-/// digits there that float64 keeps (torch's own f32 loses the same ones), so
-/// an element-by-element bound from f32 rounding cannot hold. The golden
-/// cases check coupled decay against the peers' f32 instead (adam_l2,
-/// sgd_nesterov, sgd_dampening, rmsprop_centered_momentum, adagrad_decay,
-/// nadam_basic, radam_basic all decay).
-const std::map<std::string, std::map<std::string, double>> kHypers = {
-    {"sgd", {{"momentum", 0.9}, {"nesterov", 1}}},
-    {"adam", {{"amsgrad", 1}}},
-    {"adamw", {{"amsgrad", 1}}},
-    {"ademamix", {{"alpha_warmup", 10}, {"beta3_warmup", 10}, {"weight_decay", 0.1}, {"alpha", 5}}},
-    {"nadam", {}},
-    {"radam", {}},
-    {"rmsprop", {{"centered", 1}, {"momentum", 0.9}}},
-    {"adagrad", {{"lr_decay", 0.01}, {"initial_accumulator_value", 0.1}}},
-    {"lion", {{"weight_decay", 0.1}}},
-    {"lamb", {}},
-};
 
 struct Case {
   CheckedRule rule;
@@ -188,7 +167,7 @@ void compareWithInterpreter(const Case &c, const std::map<std::string, double> &
 
 void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
                             unsigned seed) {
-  compareWithInterpreter(compiled(name), kHypers.at(name), sizes, steps, seed);
+  compareWithInterpreter(compiled(name), test::kBranchHypers.at(name), sizes, steps, seed);
 }
 
 class EveryRule : public ::testing::TestWithParam<std::string> {};
@@ -219,7 +198,7 @@ std::vector<float> runWithThreads(const std::string &name, unsigned threads) {
   std::mt19937 rng(99);
   Tensors tensors({1, 5000, 77777, 3}, rng);
   optrt::Optimizer optimizer(c.kernels, {threads, 1000});
-  optimizer.addGroup(tensors.pointers, tensors.sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.pointers, tensors.sizes, test::kBranchHypers.at(name));
   for (int step = 1; step <= 3; ++step)
     optimizer.step({tensors.drawGrads(rng, step)});
   std::vector<float> result = tensors.storage;
@@ -282,7 +261,7 @@ TEST(Specialisation, AdemamixWithoutFastEmaAllocatesNoM1) {
   EXPECT_EQ(full.stateBytesPerParam(), 12.0);
   EXPECT_THROW(specialised.state("m1", 0, 0), std::invalid_argument);
 
-  std::map<std::string, double> hypers = kHypers.at("ademamix");
+  std::map<std::string, double> hypers = test::kBranchHypers.at("ademamix");
   hypers["beta1"] = 0;
   compareWithInterpreter(withoutFastEma, hypers, {1, 7, 15, 16, 17, 1000}, 3, 17);
 }
