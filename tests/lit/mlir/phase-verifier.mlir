@@ -204,3 +204,47 @@ opt.rule @r phases 1 {
   opt.update {
   }
 }
+
+// -----
+
+opt.rule @r phases 2 {
+  opt.state @m
+  opt.update {
+    opt.phase 0 uniforms {
+      opt.yield
+    } elements {
+      %g = opt.grad : f32
+      opt.store_state @m, %g phase 0 : f32
+      opt.yield
+    }
+    opt.phase 1 uniforms {
+      opt.yield
+    } elements {
+      // expected-error @+1 {{'opt.load_state' op reads the start-of-step value of 'm', which an earlier phase overwrote (opt.reload reads what it stored)}}
+      %m = opt.load_state @m : f32
+      opt.store_param %m phase 1 : f32
+      opt.yield
+    }
+  }
+}
+
+// -----
+
+opt.rule @r phases 2 {
+  opt.update {
+    opt.phase 0 uniforms {
+      opt.yield
+    } elements {
+      %g = opt.grad : f32
+      opt.store_param %g phase 0 : f32
+      opt.yield
+    }
+    opt.phase 1 uniforms {
+      opt.yield
+    } elements {
+      // expected-error @+1 {{'opt.param' op reads the start-of-step value of 'param', which an earlier phase overwrote (opt.reload reads what it stored)}}
+      %p = opt.param : f32
+      opt.yield
+    }
+  }
+}

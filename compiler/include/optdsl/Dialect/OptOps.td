@@ -229,9 +229,15 @@ def Opt_StepOp : Opt_Op<"step", [Pure]> {
 
 def Opt_ParamOp : Opt_Op<"param", [Pure]> {
   let summary = "The element's parameter at the start of the step";
-  let description = "Example: `%p = opt.param : f32`";
+  let description = [{
+    In a phase, only while no earlier phase wrote the parameter (after that,
+    `opt.reload param` reads what it wrote).
+
+    Example: `%p = opt.param : f32`
+  }];
   let results = (outs F32:$result);
   let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def Opt_GradOp : Opt_Op<"grad", [Pure]> {
@@ -244,13 +250,16 @@ def Opt_GradOp : Opt_Op<"grad", [Pure]> {
 def Opt_LoadStateOp : Opt_Op<"load_state", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "A state's value at the start of the step";
   let description = [{
-    f32 for a per-element state, f64 for a scalar state.
+    f32 for a per-element state, f64 for a scalar state. In a phase, a
+    per-element state is only read so while no earlier phase wrote it (after
+    that, `opt.reload` reads what it wrote).
 
     Example: `%m = opt.load_state @exp_avg : f32`
   }];
   let arguments = (ins FlatSymbolRefAttr:$state);
   let results = (outs AnyTypeOf<[F32, F64]>:$result);
   let assemblyFormat = "$state attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def Opt_ReloadOp : Opt_Op<"reload", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
