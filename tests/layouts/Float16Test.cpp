@@ -121,6 +121,31 @@ TEST(Float16, F16RoundsToNearestEvenLikeTheReferenceAndFloat16) {
   }
 }
 
+// The per-write error bounds docs/layouts.md states, on fresh random data
+// over the whole range: round to nearest is within half an ulp (2^-8 |x|
+// for bf16, 2^-11 |x| for normal f16, 2^-25 in f16's subnormal range);
+// stochastic rounding within one ulp (2^-7 |x|, 2^-10 |x|, 2^-24).
+TEST(Float16, PerWriteErrorBounds) {
+  std::mt19937 rng(14);
+  std::uniform_real_distribution<double> expo(-40, 40), mant(1, 2);
+  for (int i = 0; i < 1 << 20; ++i) {
+    float x = static_cast<float>(std::ldexp(mant(rng), static_cast<int>(expo(rng))));
+    uint32_t random = static_cast<uint32_t>(rng());
+    double ax = std::fabs(static_cast<double>(x));
+    if (ax >= 0x1p-126) {
+      ASSERT_LE(std::fabs(bf16ToF32(f32ToBf16(x)) - ax), 0x1p-8 * ax) << x;
+      ASSERT_LT(std::fabs(bf16ToF32(f32ToBf16Stochastic(x, random)) - ax), 0x1p-7 * ax) << x;
+    }
+    if (ax < 65504) {
+      bool normal = ax >= 0x1p-14;
+      double rne = std::fabs(f16ToF32(f32ToF16(x)) - ax);
+      double sr = std::fabs(f16ToF32(f32ToF16Stochastic(x, random)) - ax);
+      ASSERT_LE(rne, normal ? 0x1p-11 * ax : 0x1p-25) << x;
+      ASSERT_LT(sr, normal ? 0x1p-10 * ax : 0x1p-24) << x;
+    }
+  }
+}
+
 TEST(Float16, SpecialValues) {
   EXPECT_EQ(f32ToBf16(INFINITY), 0x7F80);
   EXPECT_EQ(f32ToBf16(-INFINITY), 0xFF80);

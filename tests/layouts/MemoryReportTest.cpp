@@ -85,6 +85,15 @@ TEST(MemoryReport, PartsFollowTheLayout) {
   EXPECT_NE(r.str().find("master"), std::string::npos);
 }
 
+// bitsandbytes quantises a tensor of exactly min_8bit_size elements.
+TEST(MemoryReport, SmallTensorThresholdIsExclusive) {
+  std::vector<StateInfo> states = {{"m", false}};
+  MemoryReport at = memoryReport(states, Layout::parse("state=q8"), {4096});
+  EXPECT_DOUBLE_EQ(at.state, (4096 + 4 * 16) / 4096.0);
+  MemoryReport below = memoryReport(states, Layout::parse("state=q8"), {4095});
+  EXPECT_DOUBLE_EQ(below.state, 4.0);
+}
+
 TEST(MemoryReport, RefusesBadInput) {
   std::vector<StateInfo> states = {{"m", false}, {"count", true}};
   EXPECT_THROW(memoryReport(states, Layout::parse("f32"), {}), std::invalid_argument);
