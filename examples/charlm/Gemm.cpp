@@ -1,6 +1,7 @@
 #include "Gemm.h"
 
 #include <cstring>
+#include <vector>
 
 namespace charlm {
 namespace {
@@ -76,8 +77,23 @@ void gemmRows(size_t rowBegin, size_t rowEnd, size_t n, size_t depth, const floa
   else if (left == 1)
     panel<1>(rowBegin, rowEnd, depth, a, lda, b + j, ldb, c + j, ldc, accumulate);
   j += 16 * left;
-  if (j < n)
-    naiveRows(rowBegin, rowEnd, j, n, depth, a, lda, b, ldb, c, ldc, accumulate);
+  if (j == n)
+    return;
+  // Fewer than 16 columns left (the vocabulary is rarely a multiple of 16):
+  // run the vector kernel on a zero-padded copy of those columns of B and a
+  // 16-wide copy of C's rows, then copy the real columns back.
+  const size_t width = n - j;
+  thread_local std::vector<float> paddedB, paddedC;
+  paddedB.assign(depth * 16, 0.0f);
+  for (size_t k = 0; k < depth; ++k)
+    std::memcpy(&paddedB[k * 16], b + k * ldb + j, width * sizeof(float));
+  paddedC.assign((rowEnd - rowBegin) * 16, 0.0f);
+  for (size_t i = rowBegin; i < rowEnd; ++i)
+    std::memcpy(&paddedC[(i - rowBegin) * 16], c + i * ldc + j, width * sizeof(float));
+  panel<1>(0, rowEnd - rowBegin, depth, a + rowBegin * lda, lda, paddedB.data(), 16, paddedC.data(), 16,
+           accumulate);
+  for (size_t i = rowBegin; i < rowEnd; ++i)
+    std::memcpy(c + i * ldc + j, &paddedC[(i - rowBegin) * 16], width * sizeof(float));
 }
 
 void gemmRows(size_t rowBegin, size_t rowEnd, size_t n, size_t depth, const double *a, size_t lda,

@@ -18,6 +18,39 @@ size_t ModelConfig::numParams() const {
   return n + in * vocab + vocab;
 }
 
+namespace {
+
+/// tanh for float as a rational function (Eigen's generic_fast_tanh_float:
+/// odd degree-13 over even degree-6 polynomial on [-7.99, 7.99], where
+/// tanh is 1 in float beyond). Unlike std::tanh it vectorises: the library
+/// call was a quarter of a training step. Within a few float ulps of
+/// std::tanh (tests/charlm/ThreadsTest.cpp checks 2e-7 absolute).
+inline float activation(float x) {
+  const float clamp = 7.99881172180175781f;
+  x = std::min(std::max(x, -clamp), clamp);
+  float x2 = x * x;
+  // Explicit fused multiply-adds: the same rounding whether the compiler
+  // evaluates a call at run time or folds it (x beyond the clamp).
+  float p = std::fma(x2, -2.76076847742355e-16f, 2.00018790482477e-13f);
+  p = std::fma(x2, p, -8.60467152213735e-11f);
+  p = std::fma(x2, p, 5.12229709037114e-08f);
+  p = std::fma(x2, p, 1.48572235717979e-05f);
+  p = std::fma(x2, p, 6.37261928875436e-04f);
+  p = std::fma(x2, p, 4.89352455891786e-03f);
+  p = x * p;
+  float q = std::fma(x2, 1.19825839466702e-06f, 1.18534705686654e-04f);
+  q = std::fma(x2, q, 2.26843463243900e-03f);
+  q = std::fma(x2, q, 4.89352518554385e-03f);
+  return p / q;
+}
+
+/// double (the gradient check): the exact function.
+inline double activation(double x) { return std::tanh(x); }
+
+} // namespace
+
+float fastTanh(float x) { return activation(x); }
+
 template <typename T> Model<T>::Model(const ModelConfig &config, uint64_t seed) : config_(config) {
   if (config.vocab < 2 || config.vocab > 256 || config.context < 1 || config.embed < 1 || config.hidden.empty())
     throw std::invalid_argument("model: vocab in [2, 256], context >= 1, embed >= 1 and a hidden layer needed");
@@ -80,7 +113,7 @@ double Model<T>::forward(const uint8_t *contexts, const uint8_t *targets, size_t
         std::copy_n(bias.value.data(), width, out + b * width);
       gemmRows(begin, end, width, belowWidth, below, belowWidth, weight.value.data(), width, out, width, true);
       for (size_t i = begin * width; i < end * width; ++i)
-        out[i] = std::tanh(out[i]);
+        out[i] = activation(out[i]);
       below = out;
       belowWidth = width;
     }

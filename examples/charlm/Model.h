@@ -70,6 +70,9 @@ private:
   std::vector<T> delta_, deltaBelow_, transposed_;
 };
 
+/// The float model's tanh (a vectorisable rational approximation).
+float fastTanh(float x);
+
 extern template class Model<float>;
 extern template class Model<double>;
 
