@@ -112,8 +112,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   } catch (const std::exception &e) {
     return inputError(e.what());
   }
-  if (corpus.validation.size() <= static_cast<size_t>(options.context) ||
-      corpus.train.size() <= static_cast<size_t>(options.context))
+  size_t validationCount = validationPositions(corpus, options.context, 0).size();
+  if (validationCount == 0 || corpus.train.size() <= static_cast<size_t>(options.context))
     return inputError("the corpus is too small for a context of " + std::to_string(options.context) + " characters");
   {
     std::ofstream probe(options.plot);
@@ -141,7 +141,11 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     hidden += (hidden.empty() ? "" : ",") + std::to_string(width);
   out << "corpus     " << options.corpus << ": " << corpus.files.size() << " files (symbolic links skipped), "
       << corpus.train.size() << " training + " << corpus.validation.size() << " validation characters, "
-      << corpus.vocabSize() << " distinct\n"
+      << corpus.vocabSize() << " distinct in training\n"
+      << "           validation: " << validationCount << " characters scored, "
+      << corpus.validation.size() - validationCount << " skipped (the first " << options.context
+      << ", and those whose window holds one of the " << corpus.unknownValidationChars()
+      << " characters that training lacks)\n"
       << format("           unigram entropy of the training split: %.4f nats/char\n", unigram)
       << "model      context " << config.model.context << " x embed " << config.model.embed << " -> tanh " << hidden
       << " -> " << config.model.vocab << " logits: " << config.model.numParams() << " parameters\n"
@@ -176,8 +180,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
                   100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
   }
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
-                "validation characters\n",
-                unigram, unigram / std::log(2.0), corpus.validation.size() - config.model.context);
+                "predicted validation characters\n",
+                unigram, unigram / std::log(2.0), validationCount);
 
   try {
     writeSvg(lossPlot(results, unigram), options.plot);

@@ -73,25 +73,31 @@ Corpus loadCorpus(const std::string &pathName, double validationFraction) {
   for (const fs::path &file : files)
     texts.push_back(readFile(file));
 
-  // The vocabulary is every byte of the whole corpus: the alphabet is not
-  // something the model learns, and a validation character unseen in
-  // training still needs an id (the model then gives it little probability).
   Corpus corpus;
+  std::vector<size_t> cuts;
   bool seen[256] = {};
-  for (const std::string &text : texts)
-    for (unsigned char c : text)
-      seen[c] = true;
+  for (const std::string &text : texts) {
+    cuts.push_back(text.size() - static_cast<size_t>(std::llround(text.size() * validationFraction)));
+    for (size_t i = 0; i < cuts.back(); ++i)
+      seen[static_cast<unsigned char>(text[i])] = true;
+  }
   for (int c = 0; c < 256; ++c) {
     corpus.idOf[c] = seen[c] ? static_cast<int>(corpus.chars.size()) : -1;
     if (seen[c])
       corpus.chars.push_back(static_cast<unsigned char>(c));
   }
+  corpus.unknownBefore.push_back(0);
   for (size_t f = 0; f < files.size(); ++f) {
     const std::string &text = texts[f];
-    size_t cut = text.size() - static_cast<size_t>(std::llround(text.size() * validationFraction));
-    for (size_t i = 0; i < text.size(); ++i)
-      (i < cut ? corpus.train : corpus.validation)
-          .push_back(static_cast<uint8_t>(corpus.idOf[static_cast<unsigned char>(text[i])]));
+    for (size_t i = 0; i < text.size(); ++i) {
+      int id = corpus.idOf[static_cast<unsigned char>(text[i])];
+      if (i < cuts[f]) {
+        corpus.train.push_back(static_cast<uint8_t>(id));
+      } else {
+        corpus.validation.push_back(static_cast<uint8_t>(id < 0 ? 0 : id));
+        corpus.unknownBefore.push_back(corpus.unknownBefore.back() + (id < 0));
+      }
+    }
     corpus.files.push_back(files[f].string());
   }
   if (corpus.train.size() < 1000 || corpus.validation.size() < 100)

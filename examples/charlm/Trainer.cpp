@@ -26,17 +26,17 @@ bool hasHyper(const optrt::RuleKernels &rule, const std::string &name) {
 
 } // namespace
 
-std::vector<size_t> spreadPositions(const std::vector<uint8_t> &stream, int context, size_t count) {
-  std::vector<size_t> positions;
-  size_t first = context, available = stream.size() > first ? stream.size() - first : 0;
-  if (count == 0 || count >= available) {
-    for (size_t p = first; p < stream.size(); ++p)
-      positions.push_back(p);
-  } else {
-    for (size_t i = 0; i < count; ++i)
-      positions.push_back(first + i * available / count);
-  }
-  return positions;
+std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_t count) {
+  std::vector<size_t> all;
+  for (size_t p = context; p < corpus.validation.size(); ++p)
+    if (corpus.validationWindowKnown(p, context))
+      all.push_back(p);
+  if (count == 0 || count >= all.size())
+    return all;
+  std::vector<size_t> spread;
+  for (size_t i = 0; i < count; ++i)
+    spread.push_back(all[i * all.size() / count]);
+  return spread;
 }
 
 double evaluate(Model<float> &model, const std::vector<uint8_t> &stream, const std::vector<size_t> &positions,
@@ -93,7 +93,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   result.label = spec.rule.label;
   result.params = optimizer.numParams();
   result.stateBytesPerParam = optimizer.stateBytesPerParam();
-  std::vector<size_t> curvePositions = spreadPositions(corpus.validation, config.model.context, config.evalPositions);
+  std::vector<size_t> curvePositions = validationPositions(corpus, config.model.context, config.evalPositions);
   result.curve.push_back({0, std::numeric_limits<double>::quiet_NaN(),
                           evaluate(model, corpus.validation, curvePositions, pool)});
 
@@ -142,7 +142,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     }
   }
   result.steps = config.steps;
-  result.finalValLoss = evaluate(model, corpus.validation, spreadPositions(corpus.validation, config.model.context, 0), pool);
+  result.finalValLoss = evaluate(model, corpus.validation, validationPositions(corpus, config.model.context, 0), pool);
   result.wallSeconds = seconds(wallStart, Clock::now());
   return result;
 }

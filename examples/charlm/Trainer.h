@@ -58,9 +58,10 @@ struct RunResult {
 double evaluate(Model<float> &model, const std::vector<uint8_t> &stream, const std::vector<size_t> &positions,
                 ThreadPool &pool);
 
-/// Positions [context, stream.size()) of a stream, or count of them spread
-/// evenly (all of them when count is 0 or larger than that).
-std::vector<size_t> spreadPositions(const std::vector<uint8_t> &stream, int context, size_t count);
+/// The validation positions whose context and target lie in the training
+/// alphabet, or count of them spread evenly (all of them when count is 0 or
+/// larger).
+std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_t count);
 
 /// Trains a fresh model (initialised from config.seed) with spec's rule.
 /// Writes a progress line every config.evalEvery steps to progress when not
