@@ -25,9 +25,9 @@ data and model:
   --validation F        fraction of each file held out (default 0.1)
   --context N           characters of context (default 16)
   --embed N             embedding width (default 16)
-  --hidden N[,N...]     widths of the tanh layers (default 512)
+  --hidden N[,N...]     widths of the tanh layers (default 512,512)
 training:
-  --steps N             optimizer steps per rule (default 1200)
+  --steps N             optimizer steps per rule (default 3000)
   --batch N             characters per step (default 256)
   --warmup N            LR warm-up steps (default steps/20), then cosine decay
   --min-lr F            the decay's floor as a fraction of the peak (default 0.1)

@@ -25,11 +25,11 @@ struct Options {
   double validationFraction = 0.1;
   std::vector<std::string> rules; // built-in names or .opt paths; empty: adamw, ademamix
   std::vector<HyperSetting> hypers;
-  int steps = 1200;
+  int steps = 3000;
   int batch = 256;
   int context = 16;
   int embed = 16;
-  std::vector<int> hidden{512};
+  std::vector<int> hidden{512, 512};
   int warmup = -1;    // -1: steps / 20
   double minLr = 0.1; // cosine floor, as a fraction of the peak
   int evalEvery = -1; // -1: steps / 12

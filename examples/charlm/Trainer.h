@@ -18,9 +18,9 @@ namespace charlm {
 
 struct TrainConfig {
   ModelConfig model;
-  int steps = 1500;
+  int steps = 3000;
   int batch = 256;
-  int warmupSteps = 75;
+  int warmupSteps = 150;
   double minLrFraction = 0.1;
   int evalEvery = 100;         // steps between progress lines / curve points
   size_t evalPositions = 4096; // validation characters per curve point (spread evenly)
