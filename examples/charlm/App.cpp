@@ -180,7 +180,7 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
                   100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
   }
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
-                "predicted validation characters\n",
+                "scored validation characters\n",
                 unigram, unigram / std::log(2.0), validationCount);
 
   try {

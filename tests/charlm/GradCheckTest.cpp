@@ -6,6 +6,8 @@
 
 #include <gtest/gtest.h>
 
+#include <iostream>
+
 namespace charlm {
 namespace {
 
@@ -34,7 +36,9 @@ void tinyBatch(std::vector<uint8_t> &contexts, std::vector<uint8_t> &targets) {
 // about h^2 |L'''| ~ 1e-10 and its rounding error about 1e-16 / h ~ 1e-11,
 // both far below 1e-6 of a gradient of size >= 1e-7 (the floor below which
 // errors count absolutely). A wrong term in backward() (a missing tanh',
-// a transposed index, a missing 1/batch) gives errors of order 1.
+// a transposed index, a missing 1/batch) gives errors of order 1: dropping
+// tanh' in backward() gives 0.9 to 2 in every tensor below the output.
+// Measured here: at most 8e-8.
 TEST(GradCheck, EveryTensorMatchesFiniteDifferences) {
   Model<double> model(tinyConfig(), 7);
   std::vector<uint8_t> contexts, targets;
@@ -45,6 +49,8 @@ TEST(GradCheck, EveryTensorMatchesFiniteDifferences) {
     EXPECT_TRUE(check.passed) << check.name << ": max relative error " << check.maxRelError
                               << ", max absolute error " << check.maxAbsError;
     EXPECT_LE(check.maxRelError, 1e-6) << check.name;
+    std::cout << check.name << ": " << check.elements << " elements, max relative error " << check.maxRelError
+              << "\n";
   }
 }
 
