@@ -7,6 +7,7 @@
 #include "SvgPlot.h"
 #include "Trainer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -169,14 +170,19 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     }
   }
 
+  // The rule column is as wide as the longest name (a user's rule may be long).
+  int width = 12;
+  for (const RunResult &result : results)
+    width = std::max(width, static_cast<int>(result.label.size()));
   out << "\n"
-      << format("%-12s %10s %10s %14s %12s %14s %9s\n", "rule", "val loss", "bits/char", "optimizer", "optimizer",
-                "state bytes", "train")
-      << format("%-12s %10s %10s %14s %12s %14s %9s\n", "", "(nats)", "", "ms/step", "share", "per param", "time s");
+      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "rule", "val loss", "bits/char", "optimizer",
+                "optimizer", "state bytes", "train")
+      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "", "(nats)", "", "ms/step", "share", "per param",
+                "time s");
   for (const RunResult &result : results) {
     double stepSeconds = result.modelSeconds + result.optimizerSeconds;
-    out << format("%-12s %10.4f %10.4f %14.3f %11.1f%% %14.2f %9.1f\n", result.label.c_str(), result.finalValLoss,
-                  result.finalValLoss / std::log(2.0), 1e3 * result.optimizerSeconds / result.steps,
+    out << format("%-*s %10.4f %10.4f %14.3f %11.1f%% %14.2f %9.1f\n", width, result.label.c_str(),
+                  result.finalValLoss, result.finalValLoss / std::log(2.0), 1e3 * result.optimizerSeconds / result.steps,
                   100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
   }
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
