@@ -121,7 +121,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     intervalLoss += loss;
     ++intervalSteps;
     if (!std::isfinite(loss))
-      throw std::runtime_error(spec.rule.label + ": the training loss is " + std::to_string(loss) +
+      throw std::runtime_error("the training loss is " + std::to_string(loss) +
                                " at step " + std::to_string(step) + " (diverged; try a smaller lr)");
     if (step % config.evalEvery == 0 || step == config.steps) {
       double valLoss = evaluate(model, corpus.validation, curvePositions, pool);

@@ -65,7 +65,8 @@ std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_
 
 /// Trains a fresh model (initialised from config.seed) with spec's rule.
 /// Writes a progress line every config.evalEvery steps to progress when not
-/// null. Throws std::invalid_argument when the optimizer refuses a hyper.
+/// null. Throws std::invalid_argument when the optimizer refuses a hyper,
+/// std::runtime_error when the training loss stops being finite.
 RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &spec, std::ostream *progress);
 
 } // namespace charlm
