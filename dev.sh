@@ -48,15 +48,13 @@ demo() {
   build
   echo "== checking the rule library"
   for rule in dsl/*.opt; do
-    "$BUILD_DIR/bin/optc" "$rule" && echo "  ok  $rule"
+    "$BUILD_DIR/bin/optc" "$rule" || return 1
   done
+  echo "   $(ls dsl/*.opt | wc -l) rules ok"
   echo
-  echo "== every golden trajectory (torch.optim, AdEMAMix reference, lion-pytorch, timm)"
-  echo "   on the float64 interpreter and on the rules JIT-compiled to f32 CPU kernels"
-  "$BUILD_DIR/bin/optdsl-golden" --backend all tests/golden/cases/*.json
-  echo
-  echo "== AdamW (amsgrad fixed off) as emitted LLVM IR: the fused 16-wide loop"
-  "$BUILD_DIR/bin/optc" --emit=llvm --fix amsgrad=0 dsl/adamw.opt | grep -m 12 -E "<16 x float>"
+  echo "== charlm: a character-level language model trained with AdamW and with AdEMAMix,"
+  echo "   same data, initialisation and schedule (how to read it: examples/README.md)"
+  "$BUILD_DIR/bin/charlm" --plot "$BUILD_DIR/charlm-loss.svg" --csv "$BUILD_DIR/charlm-loss.csv"
 }
 
 case "${1:-}" in

@@ -1,0 +1,207 @@
+#include "App.h"
+
+#include "Corpus.h"
+#include "Hypers.h"
+#include "Options.h"
+#include "RuleSource.h"
+#include "SvgPlot.h"
+#include "Trainer.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <thread>
+
+namespace charlm {
+namespace {
+
+const char *const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
+
+std::string format(const char *pattern, auto... values) {
+  char text[512];
+  std::snprintf(text, sizeof text, pattern, values...);
+  return text;
+}
+
+void writeCsv(const std::string &path, const std::vector<RunResult> &results) {
+  std::ofstream csv(path);
+  if (!csv)
+    throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+  csv << "rule,step,train_loss,val_loss\n";
+  for (const auto &result : results)
+    for (const auto &point : result.curve)
+      csv << result.label << "," << point.step << ","
+          << (std::isnan(point.trainLoss) ? std::string() : format("%.6f", point.trainLoss)) << ","
+          << format("%.6f", point.valLoss) << "\n";
+  if (!csv.flush())
+    throw std::runtime_error("cannot write '" + path + "': write error");
+}
+
+Plot lossPlot(const std::vector<RunResult> &results, double unigram) {
+  Plot plot;
+  plot.title = "charlm: loss per character";
+  plot.xLabel = "optimizer step";
+  plot.yLabel = "cross-entropy (nats per character)";
+  for (size_t r = 0; r < results.size(); ++r) {
+    const char *color = kColors[r % std::size(kColors)];
+    PlotSeries val{results[r].label + " validation", color, false, {}};
+    PlotSeries train{results[r].label + " training", color, true, {}};
+    for (const auto &point : results[r].curve) {
+      val.points.push_back({double(point.step), point.valLoss});
+      train.points.push_back({double(point.step), point.trainLoss});
+    }
+    plot.series.push_back(std::move(val));
+    plot.series.push_back(std::move(train));
+  }
+  plot.references.push_back({format("unigram entropy %.3f", unigram), unigram});
+  return plot;
+}
+
+} // namespace
+
+int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ostream &err) {
+  auto usageError = [&](const std::string &message) {
+    err << "charlm: error: " << message << "\n(charlm --help lists the options)\n";
+    return 2;
+  };
+  auto inputError = [&](const std::string &message) {
+    err << "charlm: error: " << message << "\n";
+    return 1;
+  };
+
+  Options options;
+  try {
+    options = parseOptions(args);
+  } catch (const UsageError &e) {
+    return usageError(e.what());
+  }
+  if (options.help) {
+    out << kUsage;
+    return 0;
+  }
+  if (options.rules.empty())
+    options.rules = builtinRules();
+
+  // Everything that can be wrong with the input is found before training.
+  std::vector<LoadedRule> rules;
+  std::set<std::string> labels;
+  for (const std::string &spec : options.rules) {
+    try {
+      rules.push_back(loadRule(spec));
+    } catch (const std::exception &e) {
+      return inputError(e.what());
+    }
+    if (!labels.insert(rules.back().label).second)
+      return usageError("two rules of this run are named '" + rules.back().label +
+                        "'; rename the optimizer in one of the files");
+  }
+  std::vector<std::map<std::string, double>> hypers;
+  try {
+    hypers = resolveHypers(rules, options.hypers, options.steps);
+  } catch (const UsageError &e) {
+    return usageError(e.what());
+  }
+  Corpus corpus;
+  try {
+    corpus = loadCorpus(options.corpus, options.validationFraction);
+  } catch (const std::exception &e) {
+    return inputError(e.what());
+  }
+  size_t validationCount = validationPositions(corpus, options.context, 0).size();
+  if (validationCount == 0 || corpus.train.size() <= static_cast<size_t>(options.context))
+    return inputError("the corpus is too small for a context of " + std::to_string(options.context) + " characters");
+  {
+    std::ofstream probe(options.plot);
+    if (!probe)
+      return inputError("cannot write the plot '" + options.plot + "': " + std::strerror(errno));
+  }
+
+  TrainConfig config;
+  config.model.vocab = corpus.vocabSize();
+  config.model.context = options.context;
+  config.model.embed = options.embed;
+  config.model.hidden = options.hidden;
+  config.steps = options.steps;
+  config.batch = options.batch;
+  config.warmupSteps = options.warmup >= 0 ? options.warmup : options.steps / 20;
+  config.minLrFraction = options.minLr;
+  config.evalEvery = options.evalEvery > 0 ? options.evalEvery : std::max(1, options.steps / 12);
+  config.evalPositions = options.evalPositions;
+  config.seed = options.seed;
+  config.threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+
+  double unigram = corpus.unigramEntropy();
+  std::string hidden;
+  for (int width : config.model.hidden)
+    hidden += (hidden.empty() ? "" : ",") + std::to_string(width);
+  out << "corpus     " << options.corpus << ": " << corpus.files.size() << " files (symbolic links skipped), "
+      << corpus.train.size() << " training + " << corpus.validation.size() << " validation characters, "
+      << corpus.vocabSize() << " distinct in training\n"
+      << "           validation: " << validationCount << " characters scored, "
+      << corpus.validation.size() - validationCount << " skipped (the first " << options.context
+      << ", and those whose window holds one of the " << corpus.unknownValidationChars()
+      << " characters that training lacks)\n"
+      << format("           unigram entropy of the training split: %.4f nats/char\n", unigram)
+      << "model      context " << config.model.context << " x embed " << config.model.embed << " -> tanh " << hidden
+      << " -> " << config.model.vocab << " logits: " << config.model.numParams() << " parameters\n"
+      << "training   " << config.steps << " steps of " << config.batch << " characters, lr warm-up "
+      << config.warmupSteps << " steps then cosine to " << config.minLrFraction << " x peak, seed " << config.seed
+      << ", " << config.threads << " threads\n";
+  for (size_t r = 0; r < rules.size(); ++r) {
+    out << "rule       " << rules[r].label << " (" << rules[r].origin << ")";
+    for (const auto &[name, value] : hypers[r])
+      out << " " << name << "=" << format("%g", value);
+    out << "\n";
+  }
+  out << "\n" << std::flush;
+
+  std::vector<RunResult> results;
+  for (size_t r = 0; r < rules.size(); ++r) {
+    try {
+      results.push_back(train(corpus, config, {rules[r], hypers[r]}, &out));
+    } catch (const std::exception &e) {
+      return inputError(rules[r].label + ": " + e.what());
+    }
+  }
+
+  // The rule column is as wide as the longest name (a user's rule may be long).
+  int width = 12;
+  for (const RunResult &result : results)
+    width = std::max(width, static_cast<int>(result.label.size()));
+  out << "\n"
+      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "rule", "val loss", "bits/char", "optimizer",
+                "optimizer", "state bytes", "train")
+      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "", "(nats)", "", "ms/step", "share", "per param",
+                "time s");
+  for (const RunResult &result : results) {
+    double stepSeconds = result.modelSeconds + result.optimizerSeconds;
+    out << format("%-*s %10.4f %10.4f %14.3f %11.1f%% %14.2f %9.1f\n", width, result.label.c_str(),
+                  result.finalValLoss, result.finalValLoss / std::log(2.0), 1e3 * result.optimizerSeconds / result.steps,
+                  100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
+  }
+  out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
+                "scored validation characters\n",
+                unigram, unigram / std::log(2.0), validationCount);
+
+  try {
+    writeSvg(lossPlot(results, unigram), options.plot);
+    if (!options.csv.empty())
+      writeCsv(options.csv, results);
+  } catch (const std::exception &e) {
+    return inputError(e.what());
+  }
+  std::error_code ec;
+  auto absolute = std::filesystem::absolute(options.plot, ec);
+  out << "loss curves: " << (ec ? options.plot : absolute.string()) << "\n";
+  if (!options.csv.empty())
+    out << "curves as CSV: " << options.csv << "\n";
+  return 0;
+}
+
+} // namespace charlm

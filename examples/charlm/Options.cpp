@@ -1,0 +1,152 @@
+#include "Options.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <limits>
+
+namespace charlm {
+
+const char *const kUsage = R"(usage: charlm [options]
+
+Trains a character-level language model (an MLP over a window of characters)
+on a text corpus with each rule in turn, from the same initialisation and on
+the same batches, then prints a table and writes a loss-curve plot (SVG).
+
+rules:
+  --rule NAME|FILE      a built-in rule (adamw, ademamix) or a .opt file, compiled
+                        when the trainer starts (repeatable; default: adamw and
+                        ademamix)
+  --hyper [RULE:]NAME=VALUE
+                        set a hyper for every rule of the run that has NAME, or
+                        for RULE only (repeatable); lr is the schedule's peak
+data and model:
+  --corpus PATH         a file, or a directory whose regular files are read in
+                        sorted order (default /usr/share/common-licenses)
+  --validation F        fraction of each file held out (default 0.1)
+  --context N           characters of context (default 16)
+  --embed N             embedding width (default 16)
+  --hidden N[,N...]     widths of the tanh layers (default 512,512)
+training:
+  --steps N             optimizer steps per rule (default 3000)
+  --batch N             characters per step (default 256)
+  --warmup N            LR warm-up steps (default steps/20), then cosine decay
+  --min-lr F            the decay's floor as a fraction of the peak (default 0.1)
+  --eval-every N        steps between progress lines and curve points (default steps/12)
+  --eval-chars N        validation characters per curve point (default 4096;
+                        the final loss uses all of them)
+  --seed N              initialisation and batch order (default 1)
+  --threads N           threads for the model and the optimizer (default: all cores)
+output:
+  --plot FILE           the loss-curve plot (default charlm-loss.svg)
+  --csv FILE            the curves as CSV as well
+  --help                this text
+)";
+
+namespace {
+
+long long parseInteger(const std::string &option, const std::string &text, long long low, long long high) {
+  errno = 0;
+  char *end = nullptr;
+  long long value = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || *end || errno || value < low || value > high)
+    throw UsageError(option + " expects an integer in [" + std::to_string(low) + ", " + std::to_string(high) +
+                     "], got '" + text + "'");
+  return value;
+}
+
+double parseNumber(const std::string &option, const std::string &text) {
+  errno = 0;
+  char *end = nullptr;
+  double value = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end || errno)
+    throw UsageError(option + " expects a number, got '" + text + "'");
+  return value;
+}
+
+HyperSetting parseHyper(const std::string &text) {
+  size_t equals = text.find('=');
+  if (equals == std::string::npos || equals == 0)
+    throw UsageError("--hyper expects [RULE:]NAME=VALUE, got '" + text + "'");
+  std::string target = text.substr(0, equals);
+  HyperSetting setting;
+  size_t colon = target.find(':');
+  if (colon != std::string::npos) {
+    setting.rule = target.substr(0, colon);
+    target = target.substr(colon + 1);
+    if (setting.rule.empty() || target.empty())
+      throw UsageError("--hyper expects [RULE:]NAME=VALUE, got '" + text + "'");
+  }
+  setting.name = target;
+  setting.value = parseNumber("--hyper " + setting.name, text.substr(equals + 1));
+  return setting;
+}
+
+} // namespace
+
+Options parseOptions(const std::vector<std::string> &args) {
+  Options options;
+  constexpr long long kMax = std::numeric_limits<int>::max();
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string &arg = args[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 == args.size())
+        throw UsageError(arg + " needs a value");
+      return args[++i];
+    };
+    if (arg == "--help" || arg == "-h") {
+      options.help = true;
+    } else if (arg == "--rule") {
+      options.rules.push_back(value());
+    } else if (arg == "--hyper") {
+      options.hypers.push_back(parseHyper(value()));
+    } else if (arg == "--corpus") {
+      options.corpus = value();
+    } else if (arg == "--validation") {
+      options.validationFraction = parseNumber(arg, value());
+      if (!(options.validationFraction > 0 && options.validationFraction < 1))
+        throw UsageError("--validation expects a fraction strictly between 0 and 1");
+    } else if (arg == "--context") {
+      options.context = parseInteger(arg, value(), 1, 256);
+    } else if (arg == "--embed") {
+      options.embed = parseInteger(arg, value(), 1, 1024);
+    } else if (arg == "--hidden") {
+      std::string list = value();
+      options.hidden.clear();
+      for (size_t start = 0; start <= list.size();) {
+        size_t comma = std::min(list.find(',', start), list.size());
+        options.hidden.push_back(parseInteger(arg, list.substr(start, comma - start), 1, 16384));
+        start = comma + 1;
+      }
+    } else if (arg == "--steps") {
+      options.steps = parseInteger(arg, value(), 1, kMax);
+    } else if (arg == "--batch") {
+      options.batch = parseInteger(arg, value(), 1, 1 << 20);
+    } else if (arg == "--warmup") {
+      options.warmup = parseInteger(arg, value(), 0, kMax);
+    } else if (arg == "--min-lr") {
+      options.minLr = parseNumber(arg, value());
+      if (!(options.minLr >= 0 && options.minLr <= 1))
+        throw UsageError("--min-lr expects a fraction in [0, 1]");
+    } else if (arg == "--eval-every") {
+      options.evalEvery = parseInteger(arg, value(), 1, kMax);
+    } else if (arg == "--eval-chars") {
+      options.evalPositions = parseInteger(arg, value(), 1, kMax);
+    } else if (arg == "--seed") {
+      options.seed = parseInteger(arg, value(), 0, std::numeric_limits<long long>::max());
+    } else if (arg == "--threads") {
+      options.threads = parseInteger(arg, value(), 1, 1024);
+    } else if (arg == "--plot") {
+      options.plot = value();
+    } else if (arg == "--csv") {
+      options.csv = value();
+    } else {
+      throw UsageError("unknown option '" + arg + "' (--help lists them)");
+    }
+  }
+  if (options.warmup > options.steps)
+    throw UsageError("--warmup (" + std::to_string(options.warmup) + ") exceeds --steps (" +
+                     std::to_string(options.steps) + ")");
+  return options;
+}
+
+} // namespace charlm

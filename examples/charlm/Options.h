@@ -1,0 +1,49 @@
+// The trainer's command line.
+#pragma once
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace charlm {
+
+/// A command line the trainer cannot run: the message says what is wrong.
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+/// --hyper [RULE:]NAME=VALUE
+struct HyperSetting {
+  std::string rule; // empty: every rule of the run that has NAME
+  std::string name;
+  double value;
+};
+
+struct Options {
+  std::string corpus = "/usr/share/common-licenses";
+  double validationFraction = 0.1;
+  std::vector<std::string> rules; // built-in names or .opt paths; empty: adamw, ademamix
+  std::vector<HyperSetting> hypers;
+  int steps = 3000;
+  int batch = 256;
+  int context = 16;
+  int embed = 16;
+  std::vector<int> hidden{512, 512};
+  int warmup = -1;    // -1: steps / 20
+  double minLr = 0.1; // cosine floor, as a fraction of the peak
+  int evalEvery = -1; // -1: steps / 12
+  size_t evalPositions = 4096;
+  uint64_t seed = 1;
+  unsigned threads = 0; // 0: every core
+  std::string plot = "charlm-loss.svg";
+  std::string csv;      // empty: none
+  bool help = false;
+};
+
+extern const char *const kUsage;
+
+/// Throws UsageError for an unknown option, a missing or malformed value.
+Options parseOptions(const std::vector<std::string> &args);
+
+} // namespace charlm

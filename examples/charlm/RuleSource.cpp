@@ -1,0 +1,32 @@
+#include "RuleSource.h"
+
+#include "optdsl/JIT.h"
+#include "optrt/Artifact.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#if !defined(CHARLM_ADAMW_SO) || !defined(CHARLM_ADEMAMIX_SO)
+#error "CHARLM_ADAMW_SO and CHARLM_ADEMAMIX_SO must name the built-in rules' artifacts"
+#endif
+
+namespace charlm {
+
+const std::vector<std::string> &builtinRules() {
+  static const std::vector<std::string> names{"adamw", "ademamix"};
+  return names;
+}
+
+LoadedRule loadRule(const std::string &spec) {
+  const auto &builtins = builtinRules();
+  if (std::find(builtins.begin(), builtins.end(), spec) != builtins.end()) {
+    // AMSGrad is fixed off in the AdamW artifact: its branch and its
+    // state are folded away.
+    auto kernels = optrt::loadArtifact(spec == "adamw" ? CHARLM_ADAMW_SO : CHARLM_ADEMAMIX_SO);
+    return {kernels->name, "built-in", kernels};
+  }
+  auto kernels = optdsl::jitCompileFile(spec);
+  return {kernels->name, spec, kernels};
+}
+
+} // namespace charlm

@@ -1,0 +1,72 @@
+// The training loop of one rule: the model owns parameters and gradients,
+// an optrt::Optimizer owns the optimizer state and updates the parameters in
+// place; the schedule reaches it as a per-step hyper override.
+#pragma once
+
+#include "Corpus.h"
+#include "Model.h"
+#include "RuleSource.h"
+#include "Schedule.h"
+
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+namespace charlm {
+
+struct TrainConfig {
+  ModelConfig model;
+  int steps = 3000;
+  int batch = 256;
+  int warmupSteps = 150;
+  double minLrFraction = 0.1;
+  int evalEvery = 100;         // steps between progress lines / curve points
+  size_t evalPositions = 4096; // validation characters per curve point (spread evenly)
+  uint64_t seed = 1;           // initialisation and batches: the same for every rule
+  unsigned threads = 1;        // model and optimizer
+};
+
+struct RunSpec {
+  LoadedRule rule;
+  /// Hyper values for every group (lr is the schedule's peak). When the rule
+  /// has weight_decay, the group of embeddings and biases gets 0 instead.
+  std::map<std::string, double> hypers;
+};
+
+struct CurvePoint {
+  int step;
+  double trainLoss; // mean training batch loss since the previous point; NaN at step 0
+  double valLoss;   // on the evenly spread validation subset
+};
+
+struct RunResult {
+  std::string label;
+  std::vector<CurvePoint> curve;
+  double finalValLoss = 0; // on every validation position
+  double modelSeconds = 0; // forward + backward (batch sampling included)
+  double optimizerSeconds = 0; // setHyper + Optimizer::step
+  int steps = 0;
+  size_t params = 0;
+  double stateBytesPerParam = 0;
+  double wallSeconds = 0;
+};
+
+/// Mean loss over the given positions of stream (each predicts stream[p]
+/// from the context characters before it).
+double evaluate(Model<float> &model, const std::vector<uint8_t> &stream, const std::vector<size_t> &positions,
+                ThreadPool &pool);
+
+/// The validation positions whose context and target lie in the training
+/// alphabet, or count of them spread evenly (all of them when count is 0 or
+/// larger).
+std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_t count);
+
+/// Trains a fresh model (initialised from config.seed) with spec's rule.
+/// Writes a progress line every config.evalEvery steps to progress when not
+/// null. Throws std::invalid_argument when the optimizer refuses a hyper,
+/// std::runtime_error when the training loss stops being finite.
+RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &spec, std::ostream *progress);
+
+} // namespace charlm

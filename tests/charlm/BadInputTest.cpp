@@ -1,0 +1,142 @@
+// The trainer's answers to bad input: a clear message, a non-zero exit
+// status, and nothing trained. Runs the program's entry point in-process.
+#include "App.h"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace charlm {
+namespace {
+
+struct Outcome {
+  int status;
+  std::string out, err;
+};
+
+Outcome runCharlm(std::vector<std::string> args) {
+  std::ostringstream out, err;
+  // Tiny settings, so that a run that wrongly goes ahead is still quick.
+  std::vector<std::string> all{"--steps", "3", "--hidden", "8", "--eval-chars", "64",
+                               "--plot", (std::filesystem::temp_directory_path() / "charlm-test.svg").string()};
+  all.insert(all.end(), args.begin(), args.end());
+  int status = runTrainer(all, out, err);
+  return {status, out.str(), err.str()};
+}
+
+// Training prints "step" lines; none may appear when the input is bad.
+bool trained(const Outcome &run) { return run.out.find(" step ") != std::string::npos; }
+
+const std::string kData = CHARLM_TEST_DATA;
+
+TEST(BadInput, MissingCorpus) {
+  Outcome run = runCharlm({"--corpus", "/nonexistent/corpus"});
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find("charlm: error: cannot read corpus '/nonexistent/corpus': No such file or directory"),
+            std::string::npos)
+      << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
+TEST(BadInput, UnreadableCorpusFile) {
+  if (geteuid() == 0)
+    GTEST_SKIP() << "root reads any file";
+  auto dir = std::filesystem::temp_directory_path() / ("charlm-unreadable-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  { std::ofstream(dir / "text") << std::string(5000, 'a'); }
+  std::filesystem::permissions(dir / "text", std::filesystem::perms::none);
+  Outcome run = runCharlm({"--corpus", dir.string()});
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find("cannot read corpus file '" + (dir / "text").string() + "': Permission denied"),
+            std::string::npos)
+      << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
+TEST(BadInput, EmptyCorpusDirectory) {
+  auto dir = std::filesystem::temp_directory_path() / ("charlm-empty-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  Outcome run = runCharlm({"--corpus", dir.string()});
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find("holds no regular file"), std::string::npos) << run.err;
+}
+
+// Both errors of the file are printed, clang-style, before anything trains.
+TEST(BadInput, RuleFileWithErrors) {
+  Outcome run = runCharlm({"--rule", kData + "/bad_rule.opt"});
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find("bad_rule.opt:6:7: error: unknown name 'bta1'; did you mean 'beta1'?"), std::string::npos)
+      << run.err;
+  EXPECT_NE(run.err.find("error: unknown name 'undefined_name'"), std::string::npos) << run.err;
+  EXPECT_FALSE(trained(run));
+  EXPECT_EQ(run.out.find("corpus"), std::string::npos) << "the corpus was read before the rule was checked";
+}
+
+TEST(BadInput, MissingRuleFile) {
+  Outcome run = runCharlm({"--rule", "/nonexistent/rule.opt"});
+  EXPECT_EQ(run.status, 1);
+  EXPECT_NE(run.err.find("/nonexistent/rule.opt"), std::string::npos) << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
+TEST(BadInput, UnknownHyperIsNamed) {
+  Outcome run = runCharlm({"--hyper", "bta1=0.9"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("charlm: error: unknown hyper 'bta1' (adamw has lr beta1"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("ademamix has lr beta1 beta2 beta3 alpha"), std::string::npos) << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
+TEST(BadInput, HyperOfAnotherRule) {
+  // alpha is AdEMAMix's: fine for the default run, unknown for AdamW alone.
+  Outcome run = runCharlm({"--rule", "adamw", "--hyper", "alpha=3"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("unknown hyper 'alpha'"), std::string::npos) << run.err;
+  run = runCharlm({"--hyper", "adamw:alpha=3"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("unknown hyper 'alpha' for adamw"), std::string::npos) << run.err;
+  run = runCharlm({"--hyper", "lion:lr=1e-4"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("no rule named 'lion' in this run (rules: adamw, ademamix)"), std::string::npos) << run.err;
+}
+
+TEST(BadInput, HyperFixedAtBuildTime) {
+  Outcome run = runCharlm({"--hyper", "amsgrad=1"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("adamw was compiled with amsgrad fixed to 0"), std::string::npos) << run.err;
+}
+
+TEST(BadInput, MalformedOptions) {
+  Outcome run = runCharlm({"--stepz", "3"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("unknown option '--stepz'"), std::string::npos) << run.err;
+  run = runCharlm({"--hyper", "lr"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--hyper expects [RULE:]NAME=VALUE, got 'lr'"), std::string::npos) << run.err;
+  run = runCharlm({"--hyper", "lr=fast"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--hyper lr expects a number, got 'fast'"), std::string::npos) << run.err;
+  run = runCharlm({"--steps", "-5"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--steps expects an integer"), std::string::npos) << run.err;
+}
+
+// The good path of the same entry point, with a user's rule file compiled at
+// run time next to a built-in one: both train, the table and plot come out.
+TEST(GoodInput, UserRuleFileTrainsNextToABuiltInRule) {
+  Outcome run = runCharlm({"--rule", "adamw", "--rule", kData + "/../../../examples/charlm/rules/cautious_adamw.opt",
+                       "--hyper", "cautious_adamw:lr=3e-3"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  EXPECT_NE(run.out.find("cautious_adamw ("), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("lr=0.003"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("loss curves: "), std::string::npos) << run.out;
+  EXPECT_TRUE(trained(run));
+}
+
+} // namespace
+} // namespace charlm
