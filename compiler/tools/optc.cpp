@@ -1,5 +1,6 @@
 // optc: the OptDSL compiler driver. Checks a rule file and emits one of its
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
+#include "optdsl/CUDACompile.h"
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
@@ -36,6 +37,10 @@ options:
                     mlir     the rule in the opt MLIR dialect
                     lowered  the CPU kernels (func/scf/vector/arith/math)
                     llvm     the CPU kernels as LLVM IR
+                    gpu      the CUDA kernels (gpu.module) before lowering
+                    nvvm     the CUDA kernels in the LLVM and NVVM dialects
+                    ptx      the CUDA kernels as PTX for --gpu-arch
+  --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
                   branches on it fold away, as do states it leaves untouched
@@ -52,7 +57,7 @@ int usageError(const std::string &message) {
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string emit = "check", input, output;
+  std::string emit = "check", input, output, gpuArch = "sm_90";
   optdsl::FixedHypers fixed;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
@@ -66,9 +71,14 @@ int main(int argc, char **argv) {
     }
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
-      if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "lowered" && emit != "llvm")
+      if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "lowered" && emit != "llvm" &&
+          emit != "gpu" && emit != "nvvm" && emit != "ptx")
         return usageError("unknown emit kind '" + emit +
-                          "' (expected check, ast, mlir, lowered or llvm)");
+                          "' (expected check, ast, mlir, lowered, llvm, gpu, nvvm or ptx)");
+    } else if (arg.rfind("--gpu-arch=", 0) == 0) {
+      gpuArch = arg.substr(11);
+      if (gpuArch.rfind("sm_", 0) != 0 || gpuArch.size() < 5)
+        return usageError("--gpu-arch expects sm_NN (e.g. sm_80, sm_90), got '" + gpuArch + "'");
     } else if (arg == "--fix") {
       if (++i == argc)
         return usageError("--fix needs NAME=VALUE");
@@ -118,6 +128,22 @@ int main(int argc, char **argv) {
   std::ostream &out = output.empty() ? std::cout : fileOut;
   if (emit == "ast") {
     optdsl::ast::print(out, rule->ast, *file);
+    return out.good() ? 0 : 1;
+  }
+  if (emit == "gpu" || emit == "nvvm" || emit == "ptx") {
+    try {
+      if (emit == "ptx") {
+        optdsl::CudaCompileOptions options;
+        options.archs = {gpuArch};
+        options.assemble = false;
+        out << optdsl::cudaCompile(*rule, fixed, options).images.at(0).ptx;
+      } else {
+        out << optdsl::cudaModuleText(*rule, fixed, emit);
+      }
+    } catch (const std::exception &e) {
+      std::cerr << "optc: error: " << e.what() << "\n";
+      return 1;
+    }
     return out.good() ? 0 : 1;
   }
   mlir::MLIRContext context;
