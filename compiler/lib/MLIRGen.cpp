@@ -7,8 +7,6 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
 
-#include <cmath>
-#include <stdexcept>
 
 namespace optdsl {
 
@@ -33,8 +31,8 @@ const char *reductionKind(Builtin builtin) {
 /// f32, truth values i1; conversions are inserted where kinds meet.
 class Generator {
 public:
-  Generator(MLIRContext &context, const CheckedRule &rule, const FixedHypers &fixed)
-      : context_(context), rule_(rule), fixed_(fixed), builder_(&context),
+  Generator(MLIRContext &context, const CheckedRule &rule)
+      : context_(context), rule_(rule), builder_(&context),
         current_(rule.symbols.size()) {}
 
   OwningOpRef<ModuleOp> run() {
@@ -58,13 +56,9 @@ private:
   void declarations() {
     for (const ast::Stmt &stmt : rule_.ast.stmts) {
       if (stmt.kind == ast::StmtKind::Hyper) {
-        auto fixed = fixed_.find(stmt.name);
-        auto hyper = builder_.create<opt::HyperOp>(
-            loc(stmt.range), builder_.getStringAttr(stmt.name),
-            builder_.getF64FloatAttr(fixed != fixed_.end() ? fixed->second
-                                                           : rule_.symbol(stmt.symbol).defaultValue));
-        if (fixed != fixed_.end())
-          hyper->setAttr("fixed", builder_.getUnitAttr());
+        builder_.create<opt::HyperOp>(loc(stmt.range), builder_.getStringAttr(stmt.name),
+                                      builder_.getF64FloatAttr(rule_.symbol(stmt.symbol).defaultValue),
+                                      /*fixed=*/UnitAttr());
       } else if (stmt.kind == ast::StmtKind::State || stmt.kind == ast::StmtKind::Scalar) {
         auto state = builder_.create<opt::StateOp>(
             loc(stmt.range), builder_.getStringAttr(stmt.name),
@@ -122,12 +116,7 @@ private:
     case SymbolClass::Param: value = builder_.create<opt::ParamOp>(at, f32); break;
     case SymbolClass::Grad: value = builder_.create<opt::GradOp>(at, f32); break;
     case SymbolClass::Step: value = builder_.create<opt::StepOp>(at, f64); break;
-    case SymbolClass::Hyper:
-      if (auto it = fixed_.find(symbol.name); it != fixed_.end())
-        value = builder_.create<arith::ConstantOp>(at, builder_.getF64FloatAttr(it->second));
-      else
-        value = builder_.create<opt::GetHyperOp>(at, f64, symbolRef(symbol.name));
-      break;
+    case SymbolClass::Hyper: value = builder_.create<opt::GetHyperOp>(at, f64, symbolRef(symbol.name)); break;
     case SymbolClass::State: value = builder_.create<opt::LoadStateOp>(at, f32, symbolRef(symbol.name)); break;
     case SymbolClass::ScalarState:
       value = builder_.create<opt::LoadStateOp>(at, f64, symbolRef(symbol.name));
@@ -276,27 +265,18 @@ private:
 
   MLIRContext &context_;
   const CheckedRule &rule_;
-  const FixedHypers &fixed_;
   OpBuilder builder_;
   std::vector<Value> current_; // per symbol: its value at this point of the update
 };
 
 } // namespace
 
-OwningOpRef<ModuleOp> buildModule(MLIRContext &context, const CheckedRule &rule,
-                                  const FixedHypers &fixed) {
-  for (const auto &[name, value] : fixed) {
-    if (rule.hyperSlot(name) < 0)
-      throw std::invalid_argument("cannot fix hyper '" + name + "': optimizer '" + rule.name() +
-                                  "' has no such hyper");
-    if (!std::isfinite(value))
-      throw std::invalid_argument("cannot fix hyper '" + name + "' to a non-finite value");
-  }
+OwningOpRef<ModuleOp> buildModule(MLIRContext &context, const CheckedRule &rule) {
   DialectRegistry registry;
   registerOptDSLDialects(registry);
   context.appendDialectRegistry(registry);
   context.loadAllAvailableDialects();
-  OwningOpRef<ModuleOp> module = Generator(context, rule, fixed).run();
+  OwningOpRef<ModuleOp> module = Generator(context, rule).run();
   if (failed(verify(*module)))
     return nullptr;
   return module;

@@ -5,6 +5,7 @@
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
+#include "optdsl/Transforms/Passes.h"
 #include "optdsl/Version.h"
 
 #include <cstdlib>
@@ -19,7 +20,6 @@
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/IR/LLVMContext.h"
 #include "llvm/IR/Module.h"
 #include "llvm/Support/raw_os_ostream.h"
@@ -34,7 +34,11 @@ options:
   --emit=KIND     what to produce:
                     check  (default) parse and check only
                     ast    the AST with source locations
-                    mlir     the rule in the opt MLIR dialect
+                    mlir     the rule in the opt MLIR dialect, as built from the
+                             source (flat update; --fix not applied)
+                    opt      the rule after the opt passes (opt-kernel-prep:
+                             hypers fixed, one opt.phase per pass over memory,
+                             uniform work hoisted)
                     lowered  the CPU kernels (func/scf/vector/arith/math)
                     llvm     the CPU kernels as LLVM IR
                     gpu      the CUDA kernels (gpu.module) before lowering
@@ -71,10 +75,10 @@ int main(int argc, char **argv) {
     }
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
-      if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "lowered" && emit != "llvm" &&
-          emit != "gpu" && emit != "nvvm" && emit != "ptx")
+      if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "opt" && emit != "lowered" &&
+          emit != "llvm" && emit != "gpu" && emit != "nvvm" && emit != "ptx")
         return usageError("unknown emit kind '" + emit +
-                          "' (expected check, ast, mlir, lowered, llvm, gpu, nvvm or ptx)");
+                          "' (expected check, ast, mlir, opt, lowered, llvm, gpu, nvvm or ptx)");
     } else if (arg.rfind("--gpu-arch=", 0) == 0) {
       gpuArch = arg.substr(11);
       if (gpuArch.rfind("sm_", 0) != 0 || gpuArch.size() < 5)
@@ -149,13 +153,13 @@ int main(int argc, char **argv) {
   mlir::MLIRContext context;
   optdsl::DiagnosticEngine irDiagnostics(*file);
   optdsl::MLIRDiagnosticBridge bridge(context, irDiagnostics);
-  mlir::OwningOpRef<mlir::ModuleOp> module;
   try {
-    module = optdsl::buildModule(context, *rule, fixed);
+    optdsl::checkFixedHypers(*rule, fixed);
   } catch (const std::invalid_argument &e) {
     std::cerr << "optc: error: " << e.what() << "\n";
     return 1;
   }
+  mlir::OwningOpRef<mlir::ModuleOp> module = optdsl::buildModule(context, *rule);
   if (!module) {
     std::cerr << "optc: internal error: the generated MLIR does not verify\n";
     return 1;
@@ -166,13 +170,19 @@ int main(int argc, char **argv) {
     stream.flush();
     return out.good() ? 0 : 1;
   }
-  mlir::PassManager cleanup(&context);
-  cleanup.addPass(mlir::createCanonicalizerPass());
-  cleanup.addPass(mlir::createCSEPass());
+  mlir::PassManager prep(&context);
+  optdsl::buildKernelPrepPipeline(prep, fixed);
+  if (mlir::failed(prep.run(*module))) {
+    irDiagnostics.print(std::cerr);
+    return 1;
+  }
+  if (emit == "opt") {
+    module->print(stream);
+    stream.flush();
+    return out.good() ? 0 : 1;
+  }
   optdsl::KernelSignature signature;
-  mlir::OwningOpRef<mlir::ModuleOp> kernels;
-  if (mlir::succeeded(cleanup.run(*module)))
-    kernels = optdsl::buildKernels(*module, signature);
+  mlir::OwningOpRef<mlir::ModuleOp> kernels = optdsl::buildKernels(*module, signature);
   if (!kernels) {
     irDiagnostics.print(std::cerr);
     return 1;

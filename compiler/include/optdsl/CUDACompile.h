@@ -6,6 +6,7 @@
 
 #include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
+#include "optdsl/Transforms/Passes.h"
 #include "optrt/CudaKernels.h"
 
 #include <optional>

@@ -1,7 +1,9 @@
 // The CUDA backend's stages, from the host kernels of KernelGen to PTX:
-//   buildCudaKernels   one gpu.module: the rule's per-phase functions as
-//                      device functions, and the kernels of the device ABI
-//                      (runtime/include/optrt/CudaKernels.h) around them;
+//   buildCudaKernels   one gpu.module: the rule's uniform functions as
+//                      device functions, each phase's element code
+//                      (codegen::emitElementBody) in a grid-stride loop, and
+//                      the kernels of the device ABI
+//                      (runtime/include/optrt/CudaKernels.h);
 //   lowerCudaToNVVM    gpu/func/scf/vector/arith/math → LLVM + NVVM dialects,
 //                      with IEEE sqrt and division (see CUDALowering.cpp);
 //   serializeToPtx     NVPTX backend (LLVM), libdevice linked, one arch.
@@ -21,10 +23,12 @@ namespace optdsl {
 /// is unrolled for it.
 inline constexpr int kCudaBlockSize = 256;
 
-/// Builds the device module from `hostKernels` (buildKernels' result, not yet
-/// lowered) and fills the entry names and strides of `facts` (images stay
-/// empty). Returns null after emitting an error.
-mlir::OwningOpRef<mlir::ModuleOp> buildCudaKernels(mlir::ModuleOp hostKernels,
+/// Builds the device module from `optModule` (the rule after the
+/// opt-kernel-prep pipeline: its phases' element code) and `hostKernels`
+/// (buildKernels' result for it, not yet lowered: its uniform and
+/// scalar-update functions), and fills the entry names and strides of
+/// `facts` (images stay empty). Returns null after emitting an error.
+mlir::OwningOpRef<mlir::ModuleOp> buildCudaKernels(mlir::ModuleOp optModule, mlir::ModuleOp hostKernels,
                                                     const KernelSignature &signature,
                                                     optrt::CudaKernels &facts);
 

@@ -3,8 +3,8 @@
 // The returned table keeps the compiled code alive.
 #pragma once
 
-#include "optdsl/MLIRGen.h"
 #include "optdsl/Sema.h"
+#include "optdsl/Transforms/Passes.h"
 #include "optrt/RuleKernels.h"
 
 #include <memory>

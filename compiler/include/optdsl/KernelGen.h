@@ -35,10 +35,11 @@ std::string scalarUpdateFunctionName(const std::string &rule);
 /// Elements per vector iteration of the element kernels.
 inline constexpr int64_t kVectorWidth = 16;
 
-/// Builds the kernels of the single opt.rule in `optModule` into a new module.
-/// Returns null after emitting an error at the offending operation's
-/// location when the rule cannot be compiled (e.g. a start-of-step state
-/// value needed after an earlier phase overwrote it).
+/// Builds the kernels of the single opt.rule in `optModule`, in the explicit
+/// form the opt-kernel-prep pipeline produces (buildKernelPrepPipeline in
+/// optdsl/Transforms/Passes.h), into a new module. Returns null after
+/// emitting an error at the offending operation's location when the rule is
+/// not in that form.
 mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature);
 
 /// scf/vector/arith/math/func → LLVM dialect.

@@ -9,23 +9,16 @@
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/IR/OwningOpRef.h"
 
-#include <map>
-#include <string>
 
 namespace optdsl {
 
 /// The dialects a rule's module uses: opt, arith, math.
 void registerOptDSLDialects(mlir::DialectRegistry &registry);
 
-/// Hypers whose value is fixed when the kernels are built: their reads
-/// become constants, so branches on them fold away (AdamW's amsgrad = 0
-/// drops max_exp_avg_sq's loads and stores).
-using FixedHypers = std::map<std::string, double>;
-
-/// Returns the module, verified; null (after emitting the verifier's
-/// diagnostics through the context) if it does not verify. Throws
-/// std::invalid_argument when `fixed` names a hyper the rule does not have.
-mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &context, const CheckedRule &rule,
-                                              const FixedHypers &fixed = {});
+/// Returns the module with the flat update (every hyper read as
+/// opt.get_hyper; fixing hypers is opt-specialize-hypers' job), verified;
+/// null (after emitting the verifier's diagnostics through the context) if
+/// it does not verify.
+mlir::OwningOpRef<mlir::ModuleOp> buildModule(mlir::MLIRContext &context, const CheckedRule &rule);
 
 } // namespace optdsl

@@ -3,6 +3,7 @@
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
+#include "optdsl/Transforms/Passes.h"
 
 #include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
@@ -11,7 +12,6 @@
 #include "mlir/Pass/PassManager.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
-#include "mlir/Transforms/Passes.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/Support/raw_ostream.h"
 
@@ -49,6 +49,7 @@ template <typename Fn> Fn lookup(mlir::ExecutionEngine &engine, const std::strin
 
 std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
                                                       const FixedHypers &fixed) {
+  checkFixedHypers(rule, fixed);
   initializeNativeTarget();
   auto result = std::make_shared<JitRuleKernels>();
   result->context = std::make_unique<mlir::MLIRContext>();
@@ -62,14 +63,13 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
                               rendered.str());
   };
 
-  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context, rule, fixed);
+  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context, rule);
   if (!optModule)
     throw fail("the opt module does not verify");
-  mlir::PassManager cleanup(&context);
-  cleanup.addPass(mlir::createCanonicalizerPass());
-  cleanup.addPass(mlir::createCSEPass());
-  if (mlir::failed(cleanup.run(*optModule)))
-    throw fail("canonicalization failed");
+  mlir::PassManager prep(&context);
+  buildKernelPrepPipeline(prep, fixed);
+  if (mlir::failed(prep.run(*optModule)))
+    throw fail("the opt passes failed");
   KernelSignature signature;
   mlir::OwningOpRef<mlir::ModuleOp> kernels = buildKernels(*optModule, signature);
   if (!kernels)

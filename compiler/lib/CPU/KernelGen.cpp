@@ -1,10 +1,11 @@
-// Splits an opt.update into the runtime's functions. The update is one SSA
-// graph; each value is uniform (same for the whole tensor: hypers, step,
-// scalar states, reductions, and what is computed from them only) or
-// elementwise. Per phase, the element kernel recomputes the elementwise
-// values it needs from its buffers and takes the uniform values it needs,
-// rounded to f32, from the uniform function of that phase.
+// Lowers a rule in the explicit opt form (one opt.phase per pass over
+// memory, uniform work hoisted: see OptOps.td) to the runtime's functions:
+// each phase's uniform region becomes a host function, its element region a
+// 16-wide loop with a scalar tail (through codegen::emitElementBody), the
+// operations after the phases the scalar-state update.
 #include "optdsl/KernelGen.h"
+
+#include "optdsl/Codegen/PhaseBody.h"
 
 #include "optdsl/Dialect/OptDialect.h"
 
@@ -18,9 +19,11 @@
 #include "mlir/IR/IRMapping.h"
 
 #include "llvm/ADT/DenseMap.h"
+#include "llvm/ADT/StringMap.h"
 
 #include <limits>
 #include <map>
+#include <optional>
 
 namespace optdsl {
 
@@ -46,28 +49,6 @@ optrt::ReductionKind reductionKind(StringRef kind) {
   return optrt::ReductionKind::Max;
 }
 
-constexpr int kParamBuffer = 0;
-constexpr int kGradBuffer = 1;
-
-/// What the update reads and writes, by index in the runtime's arrays.
-struct RuleFacts {
-  opt::RuleOp rule;
-  opt::UpdateOp update;
-  std::map<std::string, int> hyperIndex;
-  std::map<std::string, int> bufferOfState; // elementwise states: 2 + k
-  std::map<std::string, int> scalarIndex;   // scalar states
-  llvm::DenseSet<Value> elementwise;
-  llvm::DenseMap<Operation *, int> reductionIndex;
-  struct Store {
-    int buffer;   // elementwise store, or -1
-    int scalar;   // scalar-state store, or -1
-    int64_t phase;
-    Value value;
-    Location loc;
-  };
-  std::vector<Store> stores; // program order
-};
-
 class KernelBuilder {
 public:
   KernelBuilder(ModuleOp optModule, KernelSignature &signature)
@@ -76,15 +57,15 @@ public:
   OwningOpRef<ModuleOp> run() {
     if (failed(analyse()))
       return nullptr;
-    OwningOpRef<ModuleOp> module = ModuleOp::create(facts_.rule.getLoc());
+    OwningOpRef<ModuleOp> module = ModuleOp::create(rule_.getLoc());
     builder_.setInsertionPointToEnd(module->getBody());
     buildInit();
-    for (int phase = 0; phase < signature_.numPhases; ++phase) {
-      std::vector<Value> uniformInputs;
-      if (failed(buildKernel(phase, uniformInputs)))
+    for (auto [index, phase] : llvm::enumerate(phases_)) {
+      int p = static_cast<int>(index);
+      buildUniforms(p, phase);
+      if (failed(buildKernel(p, phase)))
         return nullptr;
-      buildUniforms(phase, uniformInputs);
-      signature_.numUniforms.push_back(static_cast<int>(uniformInputs.size()));
+      signature_.numUniforms.push_back(static_cast<int>(phase.getElementBody().getNumArguments()));
     }
     buildScalarUpdate();
     return module;
@@ -100,76 +81,40 @@ private:
     auto rules = optModule_.getOps<opt::RuleOp>();
     if (std::distance(rules.begin(), rules.end()) != 1)
       return optModule_.emitError("expected exactly one opt.rule");
-    facts_.rule = *rules.begin();
-    signature_.rule = facts_.rule.getSymName().str();
-    signature_.numPhases = static_cast<int>(facts_.rule.getNumPhases());
-    for (Operation &op : facts_.rule.getBody().front()) {
+    rule_ = *rules.begin();
+    buffers_.emplace(rule_);
+    signature_.rule = rule_.getSymName().str();
+    for (Operation &op : rule_.getBody().front()) {
       if (auto hyper = dyn_cast<opt::HyperOp>(op)) {
-        facts_.hyperIndex[hyper.getSymName().str()] = static_cast<int>(signature_.hypers.size());
-        signature_.hypers.push_back({hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(),
-                                     hyper->hasAttr("fixed")});
+        hyperIndex_[hyper.getSymName()] = static_cast<int>(signature_.hypers.size());
+        signature_.hypers.push_back(
+            {hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(), hyper.getFixed()});
       } else if (auto state = dyn_cast<opt::StateOp>(op)) {
-        std::string name = state.getSymName().str();
         if (state.getScalar())
-          facts_.scalarIndex[name] = static_cast<int>(facts_.scalarIndex.size());
-        else
-          facts_.bufferOfState[name] = 2 + static_cast<int>(facts_.bufferOfState.size());
-        signature_.states.push_back({name, state.getScalar()});
+          scalarIndex_[state.getSymName()] = static_cast<int>(scalarIndex_.size());
+        signature_.states.push_back({state.getSymName().str(), state.getScalar()});
       } else if (auto update = dyn_cast<opt::UpdateOp>(op)) {
-        facts_.update = update;
+        update_ = update;
       }
     }
-    if (!facts_.update)
-      return facts_.rule.emitError("rule has no opt.update");
-    for (Operation &op : facts_.update.getBody().front()) {
-      bool perElement = isa<opt::ParamOp, opt::GradOp>(op) ||
-                        (isa<opt::LoadStateOp>(op) && op.getResult(0).getType().isF32());
-      if (!isa<opt::ReduceOp>(op))
-        for (Value operand : op.getOperands())
-          perElement = perElement || facts_.elementwise.contains(operand);
-      if (perElement)
-        for (Value result : op.getResults())
-          facts_.elementwise.insert(result);
-      if (auto reduce = dyn_cast<opt::ReduceOp>(op)) {
-        facts_.reductionIndex[reduce] = static_cast<int>(signature_.reductions.size());
-        signature_.reductions.push_back(
-            {reductionKind(reduce.getKind()), static_cast<int>(reduce.getPhase())});
-      } else if (auto store = dyn_cast<opt::StoreParamOp>(op)) {
-        facts_.stores.push_back({kParamBuffer, -1, static_cast<int64_t>(store.getPhase()),
-                                 store.getValue(), store.getLoc()});
-      } else if (auto store = dyn_cast<opt::StoreStateOp>(op)) {
-        std::string name = store.getState().str();
-        // Writing back the start-of-step value changes nothing; dropping the
-        // store saves its memory traffic (what is left of `s = flag ? … : s`
-        // once the flag is fixed).
-        if (auto load = store.getValue().getDefiningOp<opt::LoadStateOp>();
-            load && load.getState() == store.getState())
-          continue;
-        bool scalar = facts_.scalarIndex.count(name);
-        facts_.stores.push_back({scalar ? -1 : facts_.bufferOfState[name],
-                                 scalar ? facts_.scalarIndex[name] : -1,
-                                 static_cast<int64_t>(store.getPhase()), store.getValue(),
-                                 store.getLoc()});
+    if (!update_)
+      return rule_.emitError("rule has no opt.update");
+    for (opt::PhaseOp phase : update_.getBody().front().getOps<opt::PhaseOp>()) {
+      for (auto [k, kind] : llvm::enumerate(phase.getReduce())) {
+        reductionIndex_[phase.getResult(k)] = static_cast<int>(signature_.reductions.size());
+        signature_.reductions.push_back({reductionKind(cast<StringAttr>(kind).getValue()),
+                                         static_cast<int>(phases_.size())});
       }
+      phases_.push_back(phase);
     }
-    std::stable_sort(signature_.reductions.begin(), signature_.reductions.end(),
-                     [](const auto &a, const auto &b) { return a.phase < b.phase; });
-    // Keep reductionIndex consistent with the sorted order.
-    std::vector<std::pair<Operation *, int>> byPhase(facts_.reductionIndex.begin(),
-                                                     facts_.reductionIndex.end());
-    std::stable_sort(byPhase.begin(), byPhase.end(), [](const auto &a, const auto &b) {
-      auto phaseOf = [](Operation *op) { return cast<opt::ReduceOp>(op).getPhase(); };
-      return phaseOf(a.first) != phaseOf(b.first) ? phaseOf(a.first) < phaseOf(b.first)
-                                                  : a.second < b.second;
-    });
-    for (size_t i = 0; i < byPhase.size(); ++i)
-      facts_.reductionIndex[byPhase[i].first] = static_cast<int>(i);
+    if (phases_.empty())
+      return update_.emitError("the update has no opt.phase; run the opt-kernel-prep pipeline first");
+    signature_.numPhases = static_cast<int>(phases_.size());
     return success();
   }
 
   func::FuncOp startFunction(const std::string &name, TypeRange inputs) {
-    auto function = builder_.create<func::FuncOp>(facts_.rule.getLoc(), name,
-                                                  builder_.getFunctionType(inputs, {}));
+    auto function = builder_.create<func::FuncOp>(rule_.getLoc(), name, builder_.getFunctionType(inputs, {}));
     builder_.setInsertionPointToStart(function.addEntryBlock());
     return function;
   }
@@ -187,184 +132,118 @@ private:
     builder_.create<LLVM::StoreOp>(loc, value, elementPointer(loc, base, constantI64(loc, index), value.getType()));
   }
 
-  /// Clones the uniform computation of `value` (scalar f64/f32/i1 ops) at the
-  /// builder's insertion point; `leaf` provides hypers, step, scalar states
-  /// and reduction results.
-  Value uniform(Value value, IRMapping &mapping, const std::function<Value(Operation *)> &leaf) {
+  /// The host's view of uniform values: where hypers, `step`, start-of-step
+  /// scalar states and finished reductions come from.
+  struct HostInputs {
+    Value hypers, step, scalars, reductions;
+  };
+
+  /// Clones the uniform computation of `value` (scalar f64/f32/i1 ops) at
+  /// the builder's insertion point, reading its leaves from `inputs`.
+  Value uniform(Value value, IRMapping &mapping, const HostInputs &inputs) {
     if (Value mapped = mapping.lookupOrNull(value))
       return mapped;
     Operation *op = value.getDefiningOp();
+    Location loc = value.getLoc();
     Value result;
-    if (isa<opt::GetHyperOp, opt::StepOp, opt::LoadStateOp, opt::ReduceOp>(op)) {
-      result = leaf(op);
+    if (auto hyper = dyn_cast<opt::GetHyperOp>(op)) {
+      result = loadAt(loc, f64(), inputs.hypers, hyperIndex_.lookup(hyper.getHyper()));
+    } else if (isa<opt::StepOp>(op)) {
+      result = inputs.step;
+    } else if (auto load = dyn_cast<opt::LoadStateOp>(op)) {
+      result = loadAt(loc, f64(), inputs.scalars, scalarIndex_.lookup(load.getState()));
+    } else if (isa<opt::PhaseOp>(op)) {
+      result = loadAt(loc, f64(), inputs.reductions, reductionIndex_.lookup(value));
     } else {
       for (Value operand : op->getOperands())
-        uniform(operand, mapping, leaf);
-      result = builder_.clone(*op, mapping)->getResult(0);
+        uniform(operand, mapping, inputs);
+      result = builder_.clone(*op, mapping)->getResult(cast<OpResult>(value).getResultNumber());
     }
     mapping.map(value, result);
     return result;
   }
 
-  std::function<Value(Operation *)> hostLeaves(Value hypers, Value step, Value scalars, Value reductions) {
-    return [=, this](Operation *op) -> Value {
-      Location loc = op->getLoc();
-      if (auto hyper = dyn_cast<opt::GetHyperOp>(op))
-        return loadAt(loc, f64(), hypers, facts_.hyperIndex.at(hyper.getHyper().str()));
-      if (isa<opt::StepOp>(op))
-        return step;
-      if (auto load = dyn_cast<opt::LoadStateOp>(op))
-        return loadAt(loc, f64(), scalars, facts_.scalarIndex.at(load.getState().str()));
-      return loadAt(loc, f64(), reductions, facts_.reductionIndex.lookup(op));
-    };
-  }
-
   void buildInit() {
     OpBuilder::InsertionGuard guard(builder_);
     func::FuncOp function = startFunction(initFunctionName(signature_.rule), {ptr(), ptr(), ptr()});
-    Value hypers = function.getArgument(0), elementwiseInit = function.getArgument(1),
-          scalarInit = function.getArgument(2);
-    auto leaf = hostLeaves(hypers, Value(), Value(), Value());
-    for (Operation &op : facts_.rule.getBody().front()) {
-      auto state = dyn_cast<opt::StateOp>(op);
-      if (!state)
-        continue;
+    HostInputs inputs{function.getArgument(0), Value(), Value(), Value()};
+    Value elementwiseInit = function.getArgument(1), scalarInit = function.getArgument(2);
+    int elementwise = 0;
+    for (opt::StateOp state : rule_.getBody().getOps<opt::StateOp>()) {
       Location loc = state.getLoc();
-      std::string name = state.getSymName().str();
       Value value;
       if (state.getInit().empty()) {
         value = builder_.create<arith::ConstantOp>(loc, builder_.getF64FloatAttr(0));
       } else {
         IRMapping mapping;
         auto yield = cast<opt::YieldOp>(state.getInit().front().getTerminator());
-        value = uniform(yield.getValue(), mapping, leaf);
+        value = uniform(yield.getValues().front(), mapping, inputs);
       }
-      if (state.getScalar()) {
-        storeAt(loc, value, scalarInit, facts_.scalarIndex.at(name));
-      } else {
-        Value narrow = builder_.create<arith::TruncFOp>(loc, f32(), value);
-        storeAt(loc, narrow, elementwiseInit, facts_.bufferOfState.at(name) - 2);
-      }
+      if (state.getScalar())
+        storeAt(loc, value, scalarInit, scalarIndex_.lookup(state.getSymName()));
+      else
+        storeAt(loc, builder_.create<arith::TruncFOp>(loc, f32(), value), elementwiseInit, elementwise++);
     }
-    builder_.create<func::ReturnOp>(facts_.rule.getLoc());
+    builder_.create<func::ReturnOp>(rule_.getLoc());
   }
 
-  void buildUniforms(int phase, const std::vector<Value> &inputs) {
+  /// The phase's uniform region on the host; its yielded values go to the
+  /// kernel as f32 (truth values as 0/1).
+  void buildUniforms(int p, opt::PhaseOp phase) {
     OpBuilder::InsertionGuard guard(builder_);
-    func::FuncOp function = startFunction(uniformsFunctionName(signature_.rule, phase),
+    func::FuncOp function = startFunction(uniformsFunctionName(signature_.rule, p),
                                           {ptr(), f64(), ptr(), ptr(), ptr()});
-    auto leaf = hostLeaves(function.getArgument(0), function.getArgument(1),
-                           function.getArgument(2), function.getArgument(3));
+    HostInputs inputs{function.getArgument(0), function.getArgument(1), function.getArgument(2),
+                      function.getArgument(3)};
     IRMapping mapping;
-    for (size_t k = 0; k < inputs.size(); ++k) {
-      Location loc = inputs[k].getLoc();
-      Value value = uniform(inputs[k], mapping, leaf);
+    Block &body = phase.getUniformBody();
+    for (auto [argument, input] : llvm::zip(body.getArguments(), phase.getInputs()))
+      mapping.map(argument, uniform(input, mapping, inputs));
+    for (auto [k, yielded] : llvm::enumerate(body.getTerminator()->getOperands())) {
+      Location loc = yielded.getLoc();
+      Value value = uniform(yielded, mapping, inputs);
       if (value.getType().isInteger(1))
         value = builder_.create<arith::UIToFPOp>(loc, f32(), value);
-      else if (value.getType().isF64())
-        value = builder_.create<arith::TruncFOp>(loc, f32(), value);
       storeAt(loc, value, function.getArgument(4), static_cast<int64_t>(k));
     }
-    builder_.create<func::ReturnOp>(facts_.rule.getLoc());
+    builder_.create<func::ReturnOp>(rule_.getLoc());
   }
 
+  /// The update's operations after the phases: the last write of each
+  /// scalar state is its new value.
   void buildScalarUpdate() {
     OpBuilder::InsertionGuard guard(builder_);
     func::FuncOp function = startFunction(scalarUpdateFunctionName(signature_.rule),
                                           {ptr(), f64(), ptr(), ptr(), ptr()});
-    Value scalars = function.getArgument(2), out = function.getArgument(4);
-    auto leaf = hostLeaves(function.getArgument(0), function.getArgument(1), scalars,
-                           function.getArgument(3));
-    std::vector<Value> last(facts_.scalarIndex.size());
-    for (const RuleFacts::Store &store : facts_.stores)
-      if (store.scalar >= 0)
-        last[store.scalar] = store.value;
+    HostInputs inputs{function.getArgument(0), function.getArgument(1), function.getArgument(2),
+                      function.getArgument(3)};
+    std::vector<Value> last(scalarIndex_.size());
+    for (opt::StoreStateOp store : update_.getBody().front().getOps<opt::StoreStateOp>())
+      last[scalarIndex_.lookup(store.getState())] = store.getValue();
     IRMapping mapping;
+    Location loc = rule_.getLoc();
     for (size_t j = 0; j < last.size(); ++j) {
-      Location loc = facts_.rule.getLoc();
-      Value value = last[j] ? uniform(last[j], mapping, leaf) : loadAt(loc, f64(), scalars, j);
-      storeAt(loc, value, out, static_cast<int64_t>(j));
+      Value value = last[j] ? uniform(last[j], mapping, inputs) : loadAt(loc, f64(), inputs.scalars, j);
+      storeAt(loc, value, function.getArgument(4), static_cast<int64_t>(j));
     }
-    builder_.create<func::ReturnOp>(facts_.rule.getLoc());
+    builder_.create<func::ReturnOp>(loc);
   }
 
-  /// One element kernel body, `width` elements at `index`.
-  struct Lane {
-    int64_t width;
-    Value index;
-    IRMapping mapping;
-    std::map<int, Value> loaded; // buffer → its value at index
-  };
-
-  Type laneType(Type scalar, int64_t width) {
-    return width == 1 ? scalar : VectorType::get({width}, scalar);
-  }
-
-  Value laneSplat(Location loc, Value scalar, int64_t width) {
-    if (width == 1)
-      return scalar;
-    return builder_.create<vector::BroadcastOp>(loc, laneType(scalar.getType(), width), scalar);
-  }
-
-  Value loadBuffer(Lane &lane, int buffer, Location loc) {
-    auto it = lane.loaded.find(buffer);
-    if (it != lane.loaded.end())
-      return it->second;
-    Value address = elementPointer(loc, bufferBase_.at(buffer), lane.index, f32());
-    Value value = builder_.create<LLVM::LoadOp>(loc, laneType(f32(), lane.width), address, /*alignment=*/4);
-    lane.loaded[buffer] = value;
-    return value;
-  }
-
-  FailureOr<Value> elementwise(Value value, Lane &lane, int phase) {
-    if (Value mapped = lane.mapping.lookupOrNull(value))
-      return mapped;
-    Operation *op = value.getDefiningOp();
-    Location loc = value.getLoc();
-    Value result;
-    auto reloaded = availableInBuffer_.find(value);
-    if (reloaded != availableInBuffer_.end()) {
-      result = loadBuffer(lane, reloaded->second, loc);
-    } else if (!facts_.elementwise.contains(value)) {
-      result = laneSplat(loc, uniformInputValue(value, loc), lane.width);
-    } else if (isa<opt::ParamOp, opt::LoadStateOp>(op)) {
-      int buffer = isa<opt::ParamOp>(op) ? kParamBuffer
-                                         : facts_.bufferOfState.at(cast<opt::LoadStateOp>(op).getState().str());
-      if (overwrittenBefore(buffer, phase))
-        return op->emitError("the start-of-step value of '")
-               << (buffer == kParamBuffer ? std::string("param") : cast<opt::LoadStateOp>(op).getState().str())
-               << "' is needed in phase " << phase
-               << ", after an earlier phase overwrote it; keep the value you need in a state";
-      result = loadBuffer(lane, buffer, loc);
-    } else if (isa<opt::GradOp>(op)) {
-      result = loadBuffer(lane, kGradBuffer, loc);
-    } else {
-      for (Value operand : op->getOperands())
-        if (failed(elementwise(operand, lane, phase)))
-          return failure();
-      Operation *clone = builder_.clone(*op, lane.mapping);
-      for (OpResult r : clone->getResults())
-        r.setType(laneType(r.getType(), lane.width));
-      result = clone->getResult(0);
-    }
-    lane.mapping.map(value, result);
-    return result;
-  }
-
-  /// A uniform value the kernel reads: a constant is materialised in the
-  /// kernel, anything else comes from the uniform function (as f32).
-  Value uniformInputValue(Value value, Location loc) {
-    if (auto constant = value.getDefiningOp<arith::ConstantOp>()) {
-      if (constant.getType().isF64())
-        return builder_.create<arith::ConstantOp>(
-            loc, builder_.getF32FloatAttr(cast<FloatAttr>(constant.getValue()).getValueAsDouble()));
-      return builder_.create<arith::ConstantOp>(loc, constant.getValue());
-    }
-    auto [it, inserted] = uniformSlot_.try_emplace(value, static_cast<int>(uniformInputs_->size()));
-    if (inserted)
-      uniformInputs_->push_back(value);
-    // Loaded in the kernel's prologue once; see prologueUniform.
-    return prologueUniform(it->second, value.getType(), loc);
+  /// How the CPU kernel reads and writes: raw pointers per buffer, indexed
+  /// by the loop's induction variable; uniform slots loaded once, ahead of
+  /// both loops.
+  codegen::ElementAccess access(Value index, int64_t width) {
+    codegen::ElementAccess access;
+    access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
+      Value address = elementPointer(loc, bufferBase_.at(buffer), index, f32());
+      return builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address, /*alignment=*/4);
+    };
+    access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
+      Value address = elementPointer(loc, bufferBase_.at(buffer), index, f32());
+      builder.create<LLVM::StoreOp>(loc, value, address, /*alignment=*/4);
+    };
+    access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) { return prologueUniform(slot, type, loc); };
+    return access;
   }
 
   Value prologueUniform(int slot, Type type, Location loc) {
@@ -382,43 +261,8 @@ private:
     return value;
   }
 
-  bool overwrittenBefore(int buffer, int phase) const {
-    for (const RuleFacts::Store &store : facts_.stores)
-      if (store.buffer == buffer && store.phase < phase)
-        return true;
-    return false;
-  }
-
-  /// Emits one iteration: returns the reductions' per-lane inputs (f32).
-  FailureOr<std::vector<Value>> iteration(Lane &lane, int phase,
-                                          const std::vector<std::pair<int, Value>> &stores,
-                                          const std::vector<opt::ReduceOp> &reductions) {
-    std::vector<Value> values;
-    for (const auto &[buffer, value] : stores) {
-      FailureOr<Value> computed = elementwise(value, lane, phase);
-      if (failed(computed))
-        return failure();
-      values.push_back(*computed);
-    }
-    std::vector<Value> reductionInputs;
-    for (opt::ReduceOp reduce : reductions) {
-      FailureOr<Value> input = elementwise(reduce.getInput(), lane, phase);
-      if (failed(input))
-        return failure();
-      reductionInputs.push_back(*input);
-    }
-    // Stores after every load of the iteration: a reload never sees this
-    // phase's own writes.
-    for (size_t s = 0; s < stores.size(); ++s) {
-      Location loc = stores[s].second.getLoc();
-      Value address = elementPointer(loc, bufferBase_.at(stores[s].first), lane.index, f32());
-      builder_.create<LLVM::StoreOp>(loc, values[s], address, /*alignment=*/4);
-    }
-    return reductionInputs;
-  }
-
   Value accumulate(Location loc, optrt::ReductionKind kind, Value accumulator, Value input, int64_t width) {
-    Value wide = builder_.create<arith::ExtFOp>(loc, laneType(f64(), width), input);
+    Value wide = builder_.create<arith::ExtFOp>(loc, codegen::laneType(f64(), width), input);
     if (kind == optrt::ReductionKind::Max)
       return builder_.create<arith::MaximumFOp>(loc, accumulator, wide);
     if (kind == optrt::ReductionKind::Norm)
@@ -435,11 +279,8 @@ private:
   }
 
   /// A loop over [lower, upper) in steps of `width`, accumulating reductions.
-  FailureOr<std::vector<Value>> loop(Location loc, Value lower, Value upper, int64_t width, int phase,
-                                     const std::vector<std::pair<int, Value>> &stores,
-                                     const std::vector<opt::ReduceOp> &reductions,
-                                     const std::vector<optrt::ReductionKind> &kinds,
-                                     std::vector<Value> initial) {
+  FailureOr<std::vector<Value>> loop(Location loc, opt::PhaseOp phase, Value lower, Value upper, int64_t width,
+                                     const std::vector<optrt::ReductionKind> &kinds, std::vector<Value> initial) {
     auto forOp = builder_.create<scf::ForOp>(loc, lower, upper, constantI64(loc, width), initial);
     OpBuilder::InsertionGuard guard(builder_);
     // Without iteration arguments the builder adds an empty scf.yield; it is
@@ -450,12 +291,12 @@ private:
       builder_.setInsertionPoint(implicitYield);
     else
       builder_.setInsertionPointToEnd(body);
-    Lane lane{width, forOp.getInductionVar(), {}, {}};
-    FailureOr<std::vector<Value>> inputs = iteration(lane, phase, stores, reductions);
+    FailureOr<SmallVector<Value>> inputs =
+        codegen::emitElementBody(builder_, phase, *buffers_, width, access(forOp.getInductionVar(), width));
     if (failed(inputs))
       return failure();
     std::vector<Value> next;
-    for (size_t r = 0; r < reductions.size(); ++r)
+    for (size_t r = 0; r < kinds.size(); ++r)
       next.push_back(accumulate(loc, kinds[r], forOp.getRegionIterArgs()[r], (*inputs)[r], width));
     builder_.create<scf::YieldOp>(loc, next);
     if (implicitYield)
@@ -463,43 +304,20 @@ private:
     return std::vector<Value>(forOp.getResults().begin(), forOp.getResults().end());
   }
 
-  LogicalResult buildKernel(int phase, std::vector<Value> &uniformInputs) {
-    // What this phase writes: the last store to each buffer in this phase.
-    std::map<int, Value> lastStore;
-    for (const RuleFacts::Store &store : facts_.stores)
-      if (store.buffer >= 0 && store.phase == phase)
-        lastStore[store.buffer] = store.value;
-    std::vector<std::pair<int, Value>> stores(lastStore.begin(), lastStore.end());
-    // What earlier phases left in the buffers.
-    availableInBuffer_.clear();
-    for (const RuleFacts::Store &store : facts_.stores)
-      if (store.buffer >= 0 && store.phase < phase)
-        availableInBuffer_[store.value] = store.buffer;
-    std::vector<opt::ReduceOp> reductions;
+  LogicalResult buildKernel(int p, opt::PhaseOp phase) {
     std::vector<optrt::ReductionKind> kinds;
-    facts_.update.walk([&](opt::ReduceOp reduce) {
-      if (static_cast<int>(reduce.getPhase()) == phase)
-        reductions.push_back(reduce);
-    });
-    std::sort(reductions.begin(), reductions.end(), [&](opt::ReduceOp a, opt::ReduceOp b) {
-      return facts_.reductionIndex.lookup(a) < facts_.reductionIndex.lookup(b);
-    });
-    for (opt::ReduceOp reduce : reductions)
-      kinds.push_back(reductionKind(reduce.getKind()));
+    for (Attribute kind : phase.getReduce())
+      kinds.push_back(reductionKind(cast<StringAttr>(kind).getValue()));
 
     OpBuilder::InsertionGuard guard(builder_);
-    func::FuncOp function = startFunction(kernelFunctionName(signature_.rule, phase),
-                                          {ptr(), ptr(), ptr(), i64(), i64()});
-    Location loc = facts_.rule.getLoc();
+    func::FuncOp function = startFunction(kernelFunctionName(signature_.rule, p), {ptr(), ptr(), ptr(), i64(), i64()});
+    Location loc = rule_.getLoc();
     Value buffers = function.getArgument(0), partials = function.getArgument(2);
     Value begin = function.getArgument(3), end = function.getArgument(4);
     uniformsArg_ = function.getArgument(1);
-    uniformInputs_ = &uniformInputs;
-    uniformSlot_.clear();
     uniformLoads_.clear();
     bufferBase_.clear();
-    int numBuffers = 2 + static_cast<int>(facts_.bufferOfState.size());
-    for (int b = 0; b < numBuffers; ++b)
+    for (int b = 0; b < buffers_->size(); ++b)
       bufferBase_[b] = loadAt(loc, ptr(), buffers, b);
     // Uniform loads are inserted before this marker, ahead of both loops.
     prologueEnd_ = builder_.create<arith::ConstantOp>(loc, builder_.getI64IntegerAttr(kVectorWidth));
@@ -510,8 +328,7 @@ private:
     std::vector<Value> initial;
     for (optrt::ReductionKind kind : kinds)
       initial.push_back(identity(loc, kind, kVectorWidth));
-    FailureOr<std::vector<Value>> vectorAccumulators =
-        loop(loc, begin, vectorEnd, kVectorWidth, phase, stores, reductions, kinds, initial);
+    FailureOr<std::vector<Value>> vectorAccumulators = loop(loc, phase, begin, vectorEnd, kVectorWidth, kinds, initial);
     if (failed(vectorAccumulators))
       return failure();
     std::vector<Value> folded;
@@ -521,8 +338,7 @@ private:
       folded.push_back(builder_.create<vector::ReductionOp>(loc, combining, (*vectorAccumulators)[r]));
     }
     // The scalar tail reads the same uniform values (already loaded).
-    FailureOr<std::vector<Value>> tailAccumulators =
-        loop(loc, vectorEnd, end, 1, phase, stores, reductions, kinds, folded);
+    FailureOr<std::vector<Value>> tailAccumulators = loop(loc, phase, vectorEnd, end, 1, kinds, folded);
     if (failed(tailAccumulators))
       return failure();
     for (size_t r = 0; r < kinds.size(); ++r)
@@ -534,13 +350,16 @@ private:
   ModuleOp optModule_;
   KernelSignature &signature_;
   OpBuilder builder_;
-  RuleFacts facts_;
+  opt::RuleOp rule_;
+  opt::UpdateOp update_;
+  std::vector<opt::PhaseOp> phases_;
+  llvm::StringMap<int> hyperIndex_;
+  llvm::StringMap<int> scalarIndex_;
+  llvm::DenseMap<Value, int> reductionIndex_; // phase result → runtime reduction slot
+  std::optional<codegen::BufferLayout> buffers_;
   // Per kernel being built:
-  llvm::DenseMap<Value, int> availableInBuffer_;
   std::map<int, Value> bufferBase_;
   Value uniformsArg_;
-  std::vector<Value> *uniformInputs_ = nullptr;
-  llvm::DenseMap<Value, int> uniformSlot_;
   std::map<int, Value> uniformLoads_;
   Operation *prologueEnd_ = nullptr;
 };

@@ -5,6 +5,7 @@
 #include "optdsl/CUDAKernelGen.h"
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
+#include "optdsl/Transforms/Passes.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
@@ -35,19 +36,19 @@ public:
   /// The device module, lowered to NVVM when `lower` is set.
   mlir::OwningOpRef<mlir::ModuleOp> deviceModule(const FixedHypers &fixed, bool lower,
                                                  optrt::CudaKernels &facts) {
-    mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context_, rule_, fixed);
+    checkFixedHypers(rule_, fixed);
+    mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context_, rule_);
     if (!optModule)
       throw fail("the opt module does not verify");
-    mlir::PassManager cleanup(&context_);
-    cleanup.addPass(mlir::createCanonicalizerPass());
-    cleanup.addPass(mlir::createCSEPass());
-    if (mlir::failed(cleanup.run(*optModule)))
-      throw fail("canonicalization failed");
+    mlir::PassManager prep(&context_);
+    buildKernelPrepPipeline(prep, fixed);
+    if (mlir::failed(prep.run(*optModule)))
+      throw fail("the opt passes failed");
     KernelSignature signature;
     mlir::OwningOpRef<mlir::ModuleOp> host = buildKernels(*optModule, signature);
     if (!host)
       throw fail("kernel generation failed");
-    mlir::OwningOpRef<mlir::ModuleOp> device = buildCudaKernels(*host, signature, facts);
+    mlir::OwningOpRef<mlir::ModuleOp> device = buildCudaKernels(*optModule, *host, signature, facts);
     if (!device || mlir::failed(device->verify()))
       throw fail("the device module does not verify");
     if (lower && mlir::failed(lowerCudaToNVVM(*device)))

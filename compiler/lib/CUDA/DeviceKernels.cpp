@@ -7,10 +7,11 @@
 //
 // Element kernels: a block per chunk (grid-stride over the chunk table), its
 // threads stride over the chunk's elements, so a warp's accesses are
-// contiguous. Each element runs the phase's element function on [i, i + 1).
-// This reuses KernelGen's element code unchanged until the backend-neutral
-// per-element emitter exists; then the body is emitted at width 4 with
-// 16-byte accesses and a scalar remainder.
+// contiguous. The element code is the backend-neutral one
+// (codegen::emitElementBody): at width 4 with 16-byte accesses
+// (ld.global.v4.f32) where every buffer of the tensor is 16-byte aligned,
+// at width 1 for the chunk's unaligned head and tail, and for tensors whose
+// caller-owned param or grad is not 16-byte aligned.
 //
 // Reductions: each thread accumulates in f64 over its elements in order, the
 // block combines the threads' values in a fixed tree in shared memory, and
@@ -19,6 +20,9 @@
 // Launch shape and block size are fixed, so the result is bitwise
 // reproducible from run to run.
 #include "optdsl/CUDAKernelGen.h"
+
+#include "optdsl/Codegen/PhaseBody.h"
+#include "optdsl/Dialect/OptDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
@@ -32,6 +36,8 @@
 
 #include <algorithm>
 #include <limits>
+#include <map>
+#include <optional>
 
 namespace optdsl {
 
@@ -41,7 +47,9 @@ namespace {
 
 constexpr int64_t kTensorRecord = 4; // {group, firstChunk, endChunk, numElements}
 constexpr int64_t kChunkRecord = 3;  // {tensor, begin, end}
+constexpr unsigned kGlobalAddressSpace = 1;
 constexpr unsigned kSharedAddressSpace = 3;
+constexpr int64_t kVectorLanes = 4; // 16 bytes of f32
 constexpr const char *kSharedName = "optdsl_block_scratch";
 
 std::string entryName(const std::string &rule, const std::string &what) {
@@ -50,32 +58,38 @@ std::string entryName(const std::string &rule, const std::string &what) {
 
 class DeviceKernelBuilder {
 public:
-  DeviceKernelBuilder(ModuleOp host, const KernelSignature &signature, optrt::CudaKernels &facts)
-      : host_(host), sig_(signature), facts_(facts), b_(host.getContext()), loc_(host.getLoc()) {}
+  DeviceKernelBuilder(ModuleOp optModule, ModuleOp host, const KernelSignature &signature,
+                      optrt::CudaKernels &facts)
+      : optModule_(optModule), host_(host), sig_(signature), facts_(facts), b_(host.getContext()),
+        loc_(host.getLoc()) {}
 
   OwningOpRef<ModuleOp> run() {
+    if (failed(findPhases()))
+      return nullptr;
     computeFacts();
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc_);
     (*module)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), b_.getUnitAttr());
     b_.setInsertionPointToEnd(module->getBody());
     auto gpuModule = b_.create<gpu::GPUModuleOp>(loc_, "optdsl_" + sig_.rule + "_cuda");
     b_.setInsertionPointToStart(gpuModule.getBody());
-    // The host module's functions, except init (the runtime fills state
-    // buffers with memset from the host init's values).
+    // The host module's uniform and scalar-update functions (f64, one call
+    // per tensor) become device functions. Not init (the runtime fills state
+    // buffers with memset from the host init's values), nor the CPU element
+    // kernels (the element code is emitted again below, for the GPU).
     for (auto function : host_.getOps<func::FuncOp>()) {
-      if (function.getSymName() == initFunctionName(sig_.rule))
+      StringRef name = function.getSymName();
+      bool uniforms = name.starts_with("optdsl_" + sig_.rule + "_uniforms");
+      if (!uniforms && name != scalarUpdateFunctionName(sig_.rule))
         continue;
-      auto clone = cast<func::FuncOp>(b_.clone(*function));
-      clone.setPrivate();
-      if (clone.getSymName().starts_with("optdsl_" + sig_.rule + "_kernel"))
-        markPrologueInvariant(clone);
+      cast<func::FuncOp>(b_.clone(*function)).setPrivate();
     }
     b_.create<LLVM::GlobalOp>(loc_, LLVM::LLVMArrayType::get(f64(), kCudaBlockSize),
                               /*isConstant=*/false, LLVM::Linkage::Internal, kSharedName,
                               Attribute(), /*alignment=*/8, kSharedAddressSpace);
     for (int phase = 0; phase < sig_.numPhases; ++phase) {
       buildUniformsKernel(phase);
-      buildElementKernel(phase);
+      if (failed(buildElementKernel(phase)))
+        return nullptr;
       if (reductionEnd(phase) > reductionBegin(phase))
         buildFinishKernel(phase);
     }
@@ -121,21 +135,19 @@ private:
     facts_.advanceEntry = entryName(sig_.rule, "advance");
   }
 
-  /// The element function's prologue loads the tensor's buffer bases and
-  /// uniform values (its arguments 0 and 1), which no kernel writes while it
-  /// runs. Marked invariant, LLVM hoists them out of the element loop once
-  /// the function is inlined, instead of reloading them for every element.
-  static void markPrologueInvariant(func::FuncOp function) {
-    Block &entry = function.getBody().front();
-    for (Operation &op : entry) {
-      auto load = dyn_cast<LLVM::LoadOp>(op);
-      if (!load)
-        continue;
-      auto gep = load.getAddr().getDefiningOp<LLVM::GEPOp>();
-      Value base = gep ? gep.getBase() : load.getAddr();
-      if (base == entry.getArgument(0) || base == entry.getArgument(1))
-        load.setInvariant(true);
-    }
+  LogicalResult findPhases() {
+    auto rules = optModule_.getOps<opt::RuleOp>();
+    if (rules.empty())
+      return optModule_.emitError("expected an opt.rule");
+    opt::RuleOp rule = *rules.begin();
+    buffers_.emplace(rule);
+    for (opt::UpdateOp update : rule.getBody().front().getOps<opt::UpdateOp>())
+      for (opt::PhaseOp phase : update.getBody().front().getOps<opt::PhaseOp>())
+        phases_.push_back(phase);
+    if (static_cast<int>(phases_.size()) != sig_.numPhases)
+      return rule.emitError("the opt module has ") << phases_.size() << " phases, the host kernels "
+                                                   << sig_.numPhases << "; run opt-kernel-prep first";
+    return success();
   }
 
   // Reductions of phase p are [reductionBegin(p), reductionEnd(p)) (grouped
@@ -231,21 +243,102 @@ private:
     b_.create<gpu::ReturnOp>(loc_);
   }
 
-  void buildElementKernel(int phase) {
+  /// Reads and writes of the element code: buffer bases in the global
+  /// address space (so PTX uses ld.global/st.global), 16-byte aligned
+  /// accesses at width 4; uniform slots loaded once per chunk.
+  codegen::ElementAccess access(Value index, int64_t width) {
+    codegen::ElementAccess access;
+    unsigned alignment = width == 4 ? 16 : 4;
+    auto address = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
+      Value base = bufferBase_.at(buffer);
+      return builder.create<LLVM::GEPOp>(loc, base.getType(), f32(), base, ValueRange{index});
+    };
+    access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
+      return builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address(builder, loc, buffer),
+                                          alignment);
+    };
+    access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
+      builder.create<LLVM::StoreOp>(loc, value, address(builder, loc, buffer), alignment);
+    };
+    access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) {
+      return chunkUniform(slot, type, loc);
+    };
+    return access;
+  }
+
+  Value chunkUniform(int slot, Type type, Location loc) {
+    auto it = uniformLoads_.find(slot);
+    if (it != uniformLoads_.end())
+      return it->second;
+    OpBuilder::InsertionGuard guard(b_);
+    b_.setInsertionPoint(prologueEnd_);
+    auto value = b_.create<LLVM::LoadOp>(loc, f32(), gep(tensorUniforms_, slot, f32()), 4);
+    // Written by the uniforms kernel before this one starts: read-only here.
+    value.setInvariant(true);
+    Value result = value;
+    if (type.isInteger(1))
+      result = b_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNE, value,
+                                        b_.create<arith::ConstantOp>(loc, b_.getF32FloatAttr(0)));
+    uniformLoads_[slot] = result;
+    return result;
+  }
+
+  /// Adds one element's (or lane's) reduction input to an f64 accumulator,
+  /// as the CPU kernels do: Σx for sum/mean, Σx² for norm, max for max.
+  Value accumulate(optrt::ReductionKind kind, Value accumulator, Value input, int64_t width) {
+    Value wide = b_.create<arith::ExtFOp>(loc_, codegen::laneType(f64(), width), input);
+    if (kind == optrt::ReductionKind::Max)
+      return b_.create<arith::MaximumFOp>(loc_, accumulator, wide);
+    if (kind == optrt::ReductionKind::Norm)
+      wide = b_.create<arith::MulFOp>(loc_, wide, wide);
+    return b_.create<arith::AddFOp>(loc_, accumulator, wide);
+  }
+
+  /// for i in [lower, upper) step `stride`: the element code at `width`
+  /// lanes at i; returns the reduction accumulators.
+  FailureOr<std::vector<Value>> elementLoop(int phase, Value lower, Value upper, int64_t stride, int64_t width,
+                                            const std::vector<optrt::ReductionKind> &kinds,
+                                            std::vector<Value> initial) {
+    auto loop = b_.create<scf::ForOp>(loc_, lower, upper, constI64(stride), initial);
+    OpBuilder::InsertionGuard guard(b_);
+    Block *body = loop.getBody();
+    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
+    if (implicitYield)
+      b_.setInsertionPoint(implicitYield);
+    else
+      b_.setInsertionPointToEnd(body);
+    FailureOr<SmallVector<Value>> inputs =
+        codegen::emitElementBody(b_, phases_[phase], *buffers_, width, access(loop.getInductionVar(), width));
+    if (failed(inputs))
+      return failure();
+    std::vector<Value> next;
+    for (size_t r = 0; r < kinds.size(); ++r)
+      next.push_back(accumulate(kinds[r], loop.getRegionIterArgs()[r], (*inputs)[r], width));
+    b_.create<scf::YieldOp>(loc_, next);
+    if (implicitYield)
+      implicitYield->erase();
+    return std::vector<Value>(loop.getResults().begin(), loop.getResults().end());
+  }
+
+  Value identityOf(optrt::ReductionKind kind, int64_t width) {
+    double value = kind == optrt::ReductionKind::Max ? -std::numeric_limits<double>::infinity() : 0.0;
+    if (width == 1)
+      return constF64(value);
+    auto type = VectorType::get({width}, f64());
+    return b_.create<arith::ConstantOp>(loc_, DenseElementsAttr::get(type, b_.getF64FloatAttr(value)));
+  }
+
+  LogicalResult buildElementKernel(int phase) {
     OpBuilder::InsertionGuard guard(b_);
     auto kernel = startKernel(facts_.elementEntries[phase], {ptr(), i64(), ptr(), ptr(), ptr()});
     Value chunks = kernel.getArgument(0), numChunks = kernel.getArgument(1),
           buffers = kernel.getArgument(2), uniforms = kernel.getArgument(3),
           partials = kernel.getArgument(4);
-    int64_t first = reductionBegin(phase), count = reductionEnd(phase) - first;
     std::vector<optrt::ReductionKind> kinds;
-    for (int64_t r = 0; r < count; ++r)
-      kinds.push_back(sig_.reductions[first + r].kind);
-    // The element function's partials, one element's worth; promoted to
-    // registers once the call is inlined.
-    Value scratch = b_.create<LLVM::AllocaOp>(loc_, ptr(), f64(), constI64(std::max<int64_t>(1, count)), 8);
+    for (Attribute kind : phases_[phase].getReduce())
+      kinds.push_back(reductionKindOf(cast<StringAttr>(kind).getValue()));
+    int64_t count = static_cast<int64_t>(kinds.size());
     Value tid = threadId();
-    Value stride = constI64(kCudaBlockSize);
     // Every thread of a block runs the same chunk iterations, so the
     // barriers of the block reduction below are reached by all of them.
     auto chunkLoop = b_.create<scf::ForOp>(loc_, blockId(), numChunks, gridDim());
@@ -255,37 +348,67 @@ private:
     Value tensor = load(i64(), record);
     Value begin = load(i64(), gep(record, 1, i64()));
     Value end = load(i64(), gep(record, 2, i64()));
-    Value tensorBuffers = gep(buffers, mul(tensor, constI64(facts_.buffersPerTensor)), ptr());
-    Value tensorUniforms = gep(uniforms, mul(tensor, constI64(facts_.uniformStride)), f32());
-    std::vector<Value> initial;
-    for (optrt::ReductionKind kind : kinds)
-      initial.push_back(identity(kind));
-    auto elementLoop = b_.create<scf::ForOp>(loc_, add(begin, tid), end, stride, initial);
-    {
-      OpBuilder::InsertionGuard inner(b_);
-      Block *body = elementLoop.getBody();
-      if (body->mightHaveTerminator())
-        b_.setInsertionPoint(body->getTerminator());
-      else
-        b_.setInsertionPointToEnd(body);
-      Value i = elementLoop.getInductionVar();
-      b_.create<func::CallOp>(loc_, kernelFunctionName(sig_.rule, phase), TypeRange{},
-                              ValueRange{tensorBuffers, tensorUniforms, scratch, i, add(i, constI64(1))});
-      std::vector<Value> next;
-      for (int64_t r = 0; r < count; ++r)
-        next.push_back(combine(kinds[r], elementLoop.getRegionIterArgs()[r], load(f64(), gep(scratch, r, f64()))));
-      if (count > 0) {
-        if (body->mightHaveTerminator())
-          body->getTerminator()->erase();
-        b_.create<scf::YieldOp>(loc_, next);
-      }
+    Value table = gep(buffers, mul(tensor, constI64(facts_.buffersPerTensor)), ptr());
+    auto globalPtr = LLVM::LLVMPointerType::get(b_.getContext(), kGlobalAddressSpace);
+    bufferBase_.clear();
+    uniformLoads_.clear();
+    Value misalignment = constI64(0);
+    for (int buffer = 0; buffer < facts_.buffersPerTensor; ++buffer) {
+      auto base = b_.create<LLVM::LoadOp>(loc_, ptr(), gep(table, buffer, ptr()), 8);
+      base.setInvariant(true);
+      Value bits = b_.create<LLVM::PtrToIntOp>(loc_, i64(), base);
+      misalignment = b_.create<arith::OrIOp>(loc_, misalignment, bits);
+      bufferBase_[buffer] = b_.create<LLVM::AddrSpaceCastOp>(loc_, globalPtr, base);
     }
+    tensorUniforms_ = gep(uniforms, mul(tensor, constI64(facts_.uniformStride)), f32());
+    // Uniform loads go before this marker, ahead of the element loops.
+    prologueEnd_ = constI64(kVectorLanes).getDefiningOp();
+
+    // Elements [vbegin, vend) go 4 at a time when every buffer of the tensor
+    // is 16-byte aligned (element 4k is then too); the rest one at a time.
+    Value aligned = b_.create<arith::CmpIOp>(
+        loc_, arith::CmpIPredicate::eq,
+        b_.create<arith::AndIOp>(loc_, misalignment, constI64(kVectorLanes * sizeof(float) - 1)), constI64(0));
+    Value mask = constI64(-kVectorLanes);
+    Value roundedUp = b_.create<arith::AndIOp>(loc_, add(begin, constI64(kVectorLanes - 1)), mask);
+    Value vbegin = b_.create<arith::MinSIOp>(loc_, roundedUp, end);
+    Value vend = b_.create<arith::MaxSIOp>(loc_, vbegin, b_.create<arith::AndIOp>(loc_, end, mask));
+    vbegin = b_.create<arith::SelectOp>(loc_, aligned, vbegin, end);
+    vend = b_.create<arith::SelectOp>(loc_, aligned, vend, end);
+
+    std::vector<Value> scalarInit, vectorInit;
+    for (optrt::ReductionKind kind : kinds) {
+      scalarInit.push_back(identityOf(kind, 1));
+      vectorInit.push_back(identityOf(kind, kVectorLanes));
+    }
+    FailureOr<std::vector<Value>> head =
+        elementLoop(phase, add(begin, tid), vbegin, kCudaBlockSize, 1, kinds, scalarInit);
+    if (failed(head))
+      return failure();
+    FailureOr<std::vector<Value>> body =
+        elementLoop(phase, add(vbegin, mul(tid, constI64(kVectorLanes))), vend, kCudaBlockSize * kVectorLanes,
+                    kVectorLanes, kinds, vectorInit);
+    if (failed(body))
+      return failure();
+    std::vector<Value> afterBody;
+    for (int64_t r = 0; r < count; ++r) {
+      bool max = kinds[r] == optrt::ReductionKind::Max;
+      Value folded = b_.create<vector::ReductionOp>(
+          loc_, max ? vector::CombiningKind::MAXIMUMF : vector::CombiningKind::ADD, (*body)[r]);
+      afterBody.push_back(max ? b_.create<arith::MaximumFOp>(loc_, (*head)[r], folded).getResult()
+                              : b_.create<arith::AddFOp>(loc_, (*head)[r], folded).getResult());
+    }
+    FailureOr<std::vector<Value>> tail =
+        elementLoop(phase, add(vend, tid), end, kCudaBlockSize, 1, kinds, afterBody);
+    if (failed(tail))
+      return failure();
+
     if (count > 0) {
       Value shared = b_.create<LLVM::AddressOfOp>(
           loc_, LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace), kSharedName);
       Value mine = b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{tid});
       for (int64_t r = 0; r < count; ++r) {
-        store(elementLoop.getResult(r), mine);
+        store((*tail)[r], mine);
         b_.create<gpu::BarrierOp>(loc_);
         for (int64_t half = kCudaBlockSize / 2; half > 0; half /= 2) {
           ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, tid, constI64(half)), [&] {
@@ -305,6 +428,7 @@ private:
     }
     b_.setInsertionPointAfter(chunkLoop);
     b_.create<gpu::ReturnOp>(loc_);
+    return success();
   }
 
   void buildFinishKernel(int phase) {
@@ -379,6 +503,14 @@ private:
     b_.create<gpu::ReturnOp>(loc_);
   }
 
+  static optrt::ReductionKind reductionKindOf(StringRef kind) {
+    if (kind == "sum") return optrt::ReductionKind::Sum;
+    if (kind == "mean") return optrt::ReductionKind::Mean;
+    if (kind == "norm") return optrt::ReductionKind::Norm;
+    return optrt::ReductionKind::Max;
+  }
+
+  ModuleOp optModule_;
   ModuleOp host_;
   const KernelSignature &sig_;
   optrt::CudaKernels &facts_;
@@ -387,17 +519,24 @@ private:
   int64_t numElementwise_ = 0;
   int64_t numScalars_ = 0;
   int64_t numReductions_ = 0;
+  std::optional<codegen::BufferLayout> buffers_;
+  std::vector<opt::PhaseOp> phases_;
+  // Per element kernel being built:
+  std::map<int, Value> bufferBase_;
+  std::map<int, Value> uniformLoads_;
+  Value tensorUniforms_;
+  Operation *prologueEnd_ = nullptr;
 };
 
 } // namespace
 
-OwningOpRef<ModuleOp> buildCudaKernels(ModuleOp hostKernels, const KernelSignature &signature,
-                                       optrt::CudaKernels &facts) {
+OwningOpRef<ModuleOp> buildCudaKernels(ModuleOp optModule, ModuleOp hostKernels,
+                                       const KernelSignature &signature, optrt::CudaKernels &facts) {
   MLIRContext *context = hostKernels.getContext();
   context->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, func::FuncDialect, scf::SCFDialect,
                        LLVM::LLVMDialect, arith::ArithDialect, math::MathDialect,
                        vector::VectorDialect>();
-  return DeviceKernelBuilder(hostKernels, signature, facts).run();
+  return DeviceKernelBuilder(optModule, hostKernels, signature, facts).run();
 }
 
 } // namespace optdsl

@@ -48,12 +48,160 @@ LogicalResult StoreStateOp::verifySymbolUses(SymbolTableCollection &) {
   return verifyStateUse(*this, getStateAttr(), getValue().getType());
 }
 
-LogicalResult ReduceOp::verify() {
-  bool known = llvm::StringSwitch<bool>(getKind())
-                   .Cases("sum", "norm", "mean", "max", true)
-                   .Default(false);
+static LogicalResult verifyReductionKind(Operation *op, StringRef kind) {
+  bool known = llvm::StringSwitch<bool>(kind).Cases("sum", "norm", "mean", "max", true).Default(false);
   if (!known)
-    return emitOpError("unknown reduction '") << getKind() << "' (expected sum, norm, mean or max)";
+    return op->emitOpError("unknown reduction '") << kind << "' (expected sum, norm, mean or max)";
+  return success();
+}
+
+LogicalResult ReduceOp::verify() { return verifyReductionKind(*this, getKind()); }
+
+/// Reads or writes one element's buffer: belongs in a phase's element
+/// region (or, in the flat form, directly in the update).
+static bool isPerElement(Operation *op) {
+  if (isa<ParamOp, GradOp, ReloadOp, StoreParamOp, ReduceOp>(op))
+    return true;
+  if (auto load = dyn_cast<LoadStateOp>(op))
+    return load.getType().isF32();
+  if (auto store = dyn_cast<StoreStateOp>(op))
+    return store.getValue().getType().isF32();
+  return false;
+}
+
+LogicalResult UpdateOp::verify() {
+  Block &body = getBody().front();
+  auto phases = body.getOps<PhaseOp>();
+  if (phases.empty())
+    return success();
+  int64_t previous = -1;
+  for (PhaseOp phase : phases) {
+    if (static_cast<int64_t>(phase.getIndex()) <= previous)
+      return phase.emitOpError("has index ") << phase.getIndex() << ", not after phase " << previous;
+    previous = static_cast<int64_t>(phase.getIndex());
+  }
+  for (Operation &op : body)
+    if (isPerElement(&op))
+      return op.emitOpError("works per element, so it belongs in an opt.phase once the update has phases");
+  return success();
+}
+
+LogicalResult PhaseOp::verify() {
+  Block &uniforms = getUniformBody(), &elements = getElementBody();
+  if (uniforms.getArgumentTypes() != getInputs().getTypes())
+    return emitOpError("uniform region arguments must match the inputs");
+  auto uniformYield = dyn_cast<YieldOp>(uniforms.getTerminator());
+  auto elementYield = dyn_cast<YieldOp>(elements.getTerminator());
+  if (!uniformYield || !elementYield)
+    return emitOpError("regions must end in opt.yield");
+  if (uniformYield.getValues().getTypes() != elements.getArgumentTypes())
+    return uniformYield.emitOpError("yields ")
+           << uniformYield.getValues().size() << " uniform values of types "
+           << uniformYield.getValues().getTypes() << ", but the element region takes "
+           << elements.getArgumentTypes();
+  if (getResults().size() != getReduce().size())
+    return emitOpError("has ") << getReduce().size() << " reductions but " << getResults().size()
+                               << " results";
+  for (Attribute kind : getReduce())
+    if (failed(verifyReductionKind(*this, cast<StringAttr>(kind).getValue())))
+      return failure();
+  if (elementYield.getValues().size() != getReduce().size() ||
+      llvm::any_of(elementYield.getValues().getTypes(), [](Type t) { return !t.isF32(); }))
+    return elementYield.emitOpError("must yield one f32 per reduction of the phase (")
+           << getReduce().size() << ")";
+  WalkResult uniformWalk = uniforms.walk([&](Operation *op) {
+    if (!isPerElement(op) && !isa<StoreStateOp>(op))
+      return WalkResult::advance();
+    op->emitOpError("cannot run in the uniform region of a phase");
+    return WalkResult::interrupt();
+  });
+  if (uniformWalk.wasInterrupted())
+    return failure();
+  WalkResult elementWalk = elements.walk([&](Operation *op) {
+    if (isa<ReduceOp>(op)) {
+      op->emitOpError("cannot run inside a phase: the phase's results are its reductions");
+      return WalkResult::interrupt();
+    }
+    auto store = dyn_cast<StoreStateOp>(op);
+    if (store && store.getValue().getType().isF64()) {
+      op->emitOpError("stores a scalar state: scalar states are updated after the phases");
+      return WalkResult::interrupt();
+    }
+    std::optional<uint64_t> phase;
+    if (store)
+      phase = store.getPhase();
+    else if (auto storeParam = dyn_cast<StoreParamOp>(op))
+      phase = storeParam.getPhase();
+    if (phase && *phase != getIndex()) {
+      op->emitOpError("is marked phase ") << *phase << " inside phase " << getIndex();
+      return WalkResult::interrupt();
+    }
+    return WalkResult::advance();
+  });
+  return failure(elementWalk.wasInterrupted());
+}
+
+LogicalResult YieldOp::verify() {
+  if (isa<StateOp>((*this)->getParentOp()) &&
+      (getValues().size() != 1 || !getValues().front().getType().isF64()))
+    return emitOpError("in a state's init region must yield one f64");
+  return success();
+}
+
+/// Whether `op` writes the buffer `state` (the parameter when null).
+static bool writesBuffer(Operation *op, FlatSymbolRefAttr state) {
+  if (auto store = dyn_cast<StoreStateOp>(op))
+    return state && store.getStateAttr() == state;
+  return !state && isa<StoreParamOp>(op);
+}
+
+LogicalResult ReloadOp::verify() {
+  auto phase = dyn_cast<PhaseOp>((*this)->getParentOp());
+  if (!phase || (*this)->getParentRegion() != &phase.getElements())
+    return emitOpError("must be in the element region of an opt.phase");
+  for (Operation *earlier = phase->getPrevNode(); earlier; earlier = earlier->getPrevNode()) {
+    auto earlierPhase = dyn_cast<PhaseOp>(earlier);
+    if (!earlierPhase)
+      continue;
+    WalkResult found = earlierPhase.getElements().walk([&](Operation *op) {
+      return writesBuffer(op, getStateAttr()) ? WalkResult::interrupt() : WalkResult::advance();
+    });
+    if (found.wasInterrupted())
+      return success();
+  }
+  return emitOpError("reloads '") << (getState() ? *getState() : StringRef("param"))
+                                  << "', which no earlier phase stores";
+}
+
+LogicalResult ReloadOp::verifySymbolUses(SymbolTableCollection &) {
+  if (!getStateAttr())
+    return success();
+  return verifyStateUse(*this, getStateAttr(), getType());
+}
+
+LogicalResult StoreStateOp::canonicalize(StoreStateOp store, PatternRewriter &rewriter) {
+  Value value = store.getValue();
+  bool ownValue = false;
+  if (auto load = value.getDefiningOp<LoadStateOp>())
+    ownValue = load.getStateAttr() == store.getStateAttr();
+  else if (auto reload = value.getDefiningOp<ReloadOp>())
+    ownValue = reload.getStateAttr() == store.getStateAttr();
+  if (!ownValue)
+    return failure();
+  // An earlier store in the same block changed the state: writing the old
+  // value back is then a real write.
+  for (Operation *earlier = store->getPrevNode(); earlier; earlier = earlier->getPrevNode())
+    if (writesBuffer(earlier, store.getStateAttr()))
+      return failure();
+  rewriter.eraseOp(store);
+  return success();
+}
+
+LogicalResult StateOp::canonicalize(StateOp state, PatternRewriter &rewriter) {
+  Operation *rule = state->getParentOp();
+  if (!rule || !SymbolTable::symbolKnownUseEmpty(state.getSymNameAttr(), rule))
+    return failure();
+  rewriter.eraseOp(state);
   return success();
 }
 

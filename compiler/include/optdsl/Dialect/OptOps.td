@@ -25,6 +25,13 @@ def Opt_Dialect : Dialect {
     tensor for one step, as if for a single element. Reductions
     (`opt.reduce`) end a phase: the backends run one pass over the tensor per
     phase.
+
+    The update comes in two forms. As built from the source it is flat: one
+    SSA graph in which uniform and per-element values mix and every write
+    carries its phase. `opt-split-phases` and `opt-hoist-uniforms` turn it
+    into the explicit form the backends lower: one `opt.phase` per pass over
+    memory, each with a uniform region (once per tensor, f64) and an element
+    region (once per element, f32), followed by the scalar-state updates.
   }];
 }
 
@@ -58,12 +65,14 @@ def Opt_HyperOp : Opt_Op<"hyper", [Symbol, HasParent<"RuleOp">]> {
   let summary = "A hyper-parameter with its default value";
   let description = [{
     A per-group scalar the user may change between steps (learning rate,
-    betas, flags as 0/1).
+    betas, flags as 0/1). A `fixed` hyper was folded into the kernels at
+    build time (`opt-specialize-hypers`): its value is `default_value` and
+    the runtime refuses to change it.
 
-    Example: `opt.hyper @lr = 1.000000e-03`
+    Example: `opt.hyper @lr = 1.000000e-03`, `opt.hyper @amsgrad = 0.000000e+00 fixed`
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$default_value);
-  let assemblyFormat = "$sym_name `=` $default_value attr-dict";
+  let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$default_value, UnitAttr:$fixed);
+  let assemblyFormat = "$sym_name `=` $default_value (`fixed` $fixed^)? attr-dict";
 }
 
 def Opt_StateOp : Opt_Op<"state", [Symbol, HasParent<"RuleOp">, NoTerminator,
@@ -72,7 +81,9 @@ def Opt_StateOp : Opt_Op<"state", [Symbol, HasParent<"RuleOp">, NoTerminator,
   let description = [{
     A per-element buffer (f32 arithmetic) or, with `scalar`, one f64 per
     tensor. The optional `init` region computes the initial value from hypers
-    (`opt.yield`); without it the state starts at zero.
+    (`opt.yield`); without it the state starts at zero. A state that the
+    update neither reads nor writes is erased by canonicalization: nothing
+    is allocated for it.
 
     Example:
     ```mlir
@@ -86,6 +97,9 @@ def Opt_StateOp : Opt_Op<"state", [Symbol, HasParent<"RuleOp">, NoTerminator,
   let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$scalar);
   let regions = (region AnyRegion:$init);
   let assemblyFormat = "$sym_name (`scalar` $scalar^)? (`init` $init^)? attr-dict";
+  // A state the update neither reads nor writes keeps its initial value and
+  // influences nothing: it canonicalizes away, so it is never allocated.
+  let hasCanonicalizeMethod = 1;
 }
 
 def Opt_UpdateOp : Opt_Op<"update", [HasParent<"RuleOp">, NoTerminator, SingleBlock,
@@ -95,6 +109,12 @@ def Opt_UpdateOp : Opt_Op<"update", [HasParent<"RuleOp">, NoTerminator, SingleBl
     The statements of the rule in order. Reads of `param`, `grad` and states
     yield the values at the start of the step; writes happen in program
     order and carry the phase in which they run.
+
+    In the explicit form (after `opt-split-phases`) the body holds the
+    `opt.phase` ops, in order, and after them only uniform work: the f64
+    computation of the scalar states' new values from hypers, `step`,
+    start-of-step scalar states and the phases' reductions, and their
+    `opt.store_state`. Per-element operations then live only inside phases.
 
     Example:
     ```mlir
@@ -111,13 +131,82 @@ def Opt_UpdateOp : Opt_Op<"update", [HasParent<"RuleOp">, NoTerminator, SingleBl
   }];
   let regions = (region SizedRegion<1>:$body);
   let assemblyFormat = "attr-dict-with-keyword $body";
+  let hasVerifier = 1;
 }
 
-def Opt_YieldOp : Opt_Op<"yield", [Pure, Terminator, HasParent<"StateOp">]> {
-  let summary = "The initial value of a state";
-  let description = "Example: `opt.yield %zero : f64`";
-  let arguments = (ins F64:$value);
-  let assemblyFormat = "$value attr-dict `:` type($value)";
+def Opt_PhaseOp : Opt_Op<"phase", [HasParent<"UpdateOp">, IsolatedFromAbove,
+                                   RecursiveMemoryEffects]> {
+  let summary = "One pass over a tensor's elements: uniform part, element part";
+  let description = [{
+    The explicit form of one phase of the update (see the dialect). The
+    `uniforms` region runs once per tensor and step: its block arguments are
+    the `inputs` (results of reductions of earlier phases), it reads hypers,
+    `step` and scalar states, and yields the values the element region
+    needs. The `elements` region runs once per element: its block arguments
+    are those yielded values, it reads and writes the per-element buffers and
+    yields one f32 per entry of `reduce`, whose per-tensor reduction is the
+    corresponding result (f64), available to later phases and to the
+    scalar-state updates.
+
+    Within a phase every read sees the buffer as it was when the phase
+    began: `opt.param` and an f32 `opt.load_state` read the start-of-step
+    value (no earlier phase wrote the buffer), `opt.reload` what an earlier
+    phase stored. The writes land when the phase ends.
+
+    After `opt-split-phases` the element region still holds the uniform
+    computations it needs (element arguments are then the f64 inputs passed
+    through); `opt-hoist-uniforms` moves them into the uniform region, and the
+    element arguments become the f32 and i1 values the element code reads.
+    The phase is isolated from above so that folding and CSE never pull a
+    value out of one part into another.
+
+    Example:
+    ```mlir
+    %norm = opt.phase 0 reduce ["norm"] uniforms {
+      %lr = opt.get_hyper @lr : f64
+      %lr32 = arith.truncf %lr : f64 to f32
+      opt.yield %lr32 : f32
+    } elements {
+    ^bb0(%lr32: f32):
+      %m = opt.load_state @m : f32
+      %g = opt.grad : f32
+      %m1 = arith.addf %m, %g : f32
+      opt.store_state @m, %m1 phase 0 : f32
+      opt.yield %m1 : f32
+    } : f64
+    opt.phase 1 (%norm : f64) uniforms {
+    ^bb0(%n: f64):
+      ...
+    } elements { ... }
+    ```
+  }];
+  let arguments = (ins I64Attr:$index, Variadic<F64>:$inputs,
+                       DefaultValuedAttr<StrArrayAttr, "{}">:$reduce);
+  let results = (outs Variadic<F64>:$results);
+  let regions = (region SizedRegion<1>:$uniforms, SizedRegion<1>:$elements);
+  let assemblyFormat = [{
+    $index (`(` $inputs^ `:` type($inputs) `)`)? (`reduce` $reduce^)? attr-dict-with-keyword
+    `uniforms` $uniforms `elements` $elements (`:` type($results)^)?
+  }];
+  let hasVerifier = 1;
+  let extraClassDeclaration = [{
+    ::mlir::Block &getUniformBody() { return getUniforms().front(); }
+    ::mlir::Block &getElementBody() { return getElements().front(); }
+  }];
+}
+
+def Opt_YieldOp : Opt_Op<"yield", [Pure, Terminator, ParentOneOf<["StateOp", "PhaseOp"]>]> {
+  let summary = "Ends a state's init region or a region of a phase";
+  let description = [{
+    In `opt.state`'s init region: the initial value (one f64). In
+    `opt.phase`: the uniform values handed to the element region, or the
+    element values the phase reduces.
+
+    Example: `opt.yield %zero : f64`
+  }];
+  let arguments = (ins Variadic<AnyTypeOf<[F32, F64, I1]>>:$values);
+  let assemblyFormat = "($values^ `:` type($values))? attr-dict";
+  let hasVerifier = 1;
 }
 
 def Opt_GetHyperOp : Opt_Op<"get_hyper", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
@@ -161,12 +250,37 @@ def Opt_LoadStateOp : Opt_Op<"load_state", [Pure, DeclareOpInterfaceMethods<Symb
   let assemblyFormat = "$state attr-dict `:` type($result)";
 }
 
+def Opt_ReloadOp : Opt_Op<"reload", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "A per-element buffer's value as an earlier phase left it";
+  let description = [{
+    In the element region of a phase after the first: the element's value of
+    the state `state`, or of the parameter when `state` is absent, as stored
+    by an earlier phase. This is how a later pass over memory gets a value
+    computed before a reduction without recomputing it from start-of-step
+    values that are gone.
+
+    Example: `%m = opt.reload @exp_avg : f32`, `%p = opt.reload param : f32`
+  }];
+  let arguments = (ins OptionalAttr<FlatSymbolRefAttr>:$state);
+  let results = (outs F32:$result);
+  let assemblyFormat = "($state^):(`param`)? attr-dict `:` type($result)";
+  let hasVerifier = 1;
+}
+
 def Opt_StoreStateOp : Opt_Op<"store_state", [DeclareOpInterfaceMethods<SymbolUserOpInterface>,
                                                MemoryEffects<[MemWrite]>]> {
   let summary = "Writes a state's new value";
-  let description = "Example: `opt.store_state @exp_avg, %m1 phase 0 : f32`";
+  let description = [{
+    Writing back the value the state had when it was read
+    (`store @s, (load_state @s)` with no earlier store to `@s` in the same
+    block) changes nothing and canonicalizes away: that is what is left of
+    `s = flag ? ... : s` once the flag is a fixed hyper.
+
+    Example: `opt.store_state @exp_avg, %m1 phase 0 : f32`
+  }];
   let arguments = (ins FlatSymbolRefAttr:$state, AnyTypeOf<[F32, F64]>:$value, I64Attr:$phase);
   let assemblyFormat = "$state `,` $value `phase` $phase attr-dict `:` type($value)";
+  let hasCanonicalizeMethod = 1;
 }
 
 def Opt_StoreParamOp : Opt_Op<"store_param", [MemoryEffects<[MemWrite]>]> {

@@ -1,0 +1,38 @@
+// The passes over the opt dialect (declared in Passes.td) and the pipeline
+// that prepares a rule for the backends: a flat opt.update in, one opt.phase
+// per pass over memory out, uniform work hoisted, fixed hypers folded.
+#pragma once
+
+#include "optdsl/Dialect/OptDialect.h"
+#include "optdsl/Sema.h"
+
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassManager.h"
+
+#include <map>
+#include <string>
+
+namespace optdsl {
+
+#define GEN_PASS_DECL
+#include "optdsl/Transforms/Passes.h.inc"
+
+/// Hypers whose value is fixed when the kernels are built: their reads
+/// become constants, so branches on them fold away (AdamW's amsgrad = 0
+/// drops max_exp_avg_sq altogether).
+using FixedHypers = std::map<std::string, double>;
+
+/// Throws std::invalid_argument when `fixed` names a hyper the rule does not
+/// have or a value that is not finite (the pass reports the same as an IR
+/// error; callers with a C++ API check first).
+void checkFixedHypers(const CheckedRule &rule, const FixedHypers &fixed);
+
+/// opt-specialize-hypers{fix}, canonicalize, cse, opt-split-phases,
+/// opt-hoist-uniforms, canonicalize, cse: what the backends expect.
+void buildKernelPrepPipeline(mlir::OpPassManager &pm, const FixedHypers &fixed);
+
+/// Registers the passes and the `opt-kernel-prep{fix=...}` pipeline with
+/// MLIR's command-line registry (optc-opt).
+void registerOptDSLPasses();
+
+} // namespace optdsl

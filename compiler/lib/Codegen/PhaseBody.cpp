@@ -1,0 +1,127 @@
+#include "optdsl/Codegen/PhaseBody.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/IRMapping.h"
+
+#include <map>
+
+namespace optdsl::codegen {
+
+using namespace mlir;
+
+BufferLayout::BufferLayout(opt::RuleOp rule) {
+  for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
+    if (!state.getScalar())
+      stateBuffer_[state.getSymName()] = size();
+}
+
+Type laneType(Type scalar, int64_t width) {
+  return width == 1 ? scalar : VectorType::get({width}, scalar);
+}
+
+namespace {
+
+bool isLaneScalar(Type type) { return type.isF32() || type.isInteger(1); }
+
+class BodyEmitter {
+public:
+  BodyEmitter(OpBuilder &builder, const BufferLayout &buffers, int64_t width, const ElementAccess &access)
+      : builder_(builder), buffers_(buffers), width_(width), access_(access) {}
+
+  FailureOr<SmallVector<Value>> run(opt::PhaseOp phase) {
+    Block &body = phase.getElementBody();
+    for (BlockArgument argument : body.getArguments()) {
+      if (!isLaneScalar(argument.getType()))
+        return phase.emitOpError("passes a ")
+               << argument.getType() << " to its element region; run opt-hoist-uniforms first";
+      Location loc = argument.getLoc();
+      Value scalar = access_.uniform(builder_, loc, argument.getArgNumber(), argument.getType());
+      mapping_.map(argument, splat(loc, scalar));
+    }
+    // The last write to each buffer, emitted after every read: reads see
+    // the buffer as the phase found it.
+    std::map<int, std::pair<Location, Value>> writes;
+    for (Operation &op : body.without_terminator()) {
+      if (auto store = dyn_cast<opt::StoreParamOp>(op)) {
+        writes.insert_or_assign(BufferLayout::kParam, std::make_pair(op.getLoc(), mapping_.lookup(store.getValue())));
+      } else if (auto store = dyn_cast<opt::StoreStateOp>(op)) {
+        writes.insert_or_assign(buffers_.state(store.getState()),
+                                std::make_pair(op.getLoc(), mapping_.lookup(store.getValue())));
+      } else if (failed(emit(op))) {
+        return failure();
+      }
+    }
+    for (const auto &[buffer, write] : writes)
+      access_.store(builder_, write.first, buffer, write.second);
+    SmallVector<Value> reductionInputs;
+    for (Value input : body.getTerminator()->getOperands())
+      reductionInputs.push_back(mapping_.lookup(input));
+    return reductionInputs;
+  }
+
+private:
+  Value splat(Location loc, Value scalar) {
+    if (width_ == 1)
+      return scalar;
+    return builder_.create<vector::BroadcastOp>(loc, laneType(scalar.getType(), width_), scalar);
+  }
+
+  Value load(Location loc, int buffer) {
+    auto [it, inserted] = loaded_.try_emplace(buffer);
+    if (inserted)
+      it->second = access_.load(builder_, loc, buffer);
+    return it->second;
+  }
+
+  LogicalResult emit(Operation &op) {
+    Location loc = op.getLoc();
+    Value result;
+    if (isa<opt::ParamOp>(op)) {
+      result = load(loc, BufferLayout::kParam);
+    } else if (isa<opt::GradOp>(op)) {
+      result = load(loc, BufferLayout::kGrad);
+    } else if (auto read = dyn_cast<opt::LoadStateOp>(op); read && read.getType().isF32()) {
+      result = load(loc, buffers_.state(read.getState()));
+    } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
+      result = load(loc, reload.getState() ? buffers_.state(*reload.getState()) : BufferLayout::kParam);
+    } else if (auto constant = dyn_cast<arith::ConstantOp>(op); constant && isLaneScalar(constant.getType())) {
+      result = splatConstant(constant);
+    } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
+               llvm::all_of(op.getResultTypes(), isLaneScalar)) {
+      Operation *clone = builder_.clone(op, mapping_);
+      for (OpResult lane : clone->getResults())
+        lane.setType(laneType(lane.getType(), width_));
+      return success();
+    } else {
+      return op.emitOpError("cannot run per element; run opt-hoist-uniforms first");
+    }
+    mapping_.map(op.getResult(0), result);
+    return success();
+  }
+
+  Value splatConstant(arith::ConstantOp constant) {
+    if (width_ == 1)
+      return builder_.clone(*constant)->getResult(0);
+    auto type = VectorType::get({width_}, constant.getType());
+    return builder_.create<arith::ConstantOp>(constant.getLoc(),
+                                              DenseElementsAttr::get(type, constant.getValue()));
+  }
+
+  OpBuilder &builder_;
+  const BufferLayout &buffers_;
+  int64_t width_;
+  const ElementAccess &access_;
+  IRMapping mapping_;
+  std::map<int, Value> loaded_;
+};
+
+} // namespace
+
+FailureOr<SmallVector<Value>> emitElementBody(OpBuilder &builder, opt::PhaseOp phase, const BufferLayout &buffers,
+                                              int64_t width, const ElementAccess &access) {
+  return BodyEmitter(builder, buffers, width, access).run(phase);
+}
+
+} // namespace optdsl::codegen

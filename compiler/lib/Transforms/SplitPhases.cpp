@@ -1,0 +1,246 @@
+// opt-split-phases: the flat update becomes one opt.phase per pass over
+// memory (see Passes.td). Each phase's element region is rebuilt from what
+// the phase must produce (its stores and reduction inputs), cloning their
+// computation backwards from those roots; values earlier phases left in a
+// buffer are reloaded rather than recomputed.
+#include "optdsl/Transforms/Passes.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/IRMapping.h"
+
+#include <map>
+
+namespace optdsl {
+
+#define GEN_PASS_DEF_SPLITPHASES
+#include "optdsl/Transforms/Passes.h.inc"
+
+namespace {
+
+using namespace mlir;
+
+/// A per-element buffer: a state's symbol, or null for the parameter.
+using Buffer = FlatSymbolRefAttr;
+struct BufferOrder {
+  bool operator()(Buffer a, Buffer b) const { return a.getAsOpaquePointer() < b.getAsOpaquePointer(); }
+};
+template <typename T> using BufferMap = std::map<Buffer, T, BufferOrder>;
+
+/// The f32 writes and reductions of the flat update, in program order.
+struct FlatUpdate {
+  struct Store {
+    Buffer buffer;
+    int64_t phase;
+    Value value;
+    Location loc;
+  };
+  std::vector<Store> stores;
+  std::vector<opt::ReduceOp> reductions;
+
+  explicit FlatUpdate(Block &body) {
+    for (Operation &op : body) {
+      if (auto store = dyn_cast<opt::StoreParamOp>(op))
+        stores.push_back({Buffer(), static_cast<int64_t>(store.getPhase()), store.getValue(), store.getLoc()});
+      else if (auto store = dyn_cast<opt::StoreStateOp>(op); store && store.getValue().getType().isF32())
+        stores.push_back({store.getStateAttr(), static_cast<int64_t>(store.getPhase()), store.getValue(),
+                          store.getLoc()});
+      else if (auto reduce = dyn_cast<opt::ReduceOp>(op))
+        reductions.push_back(reduce);
+    }
+  }
+
+  /// Per buffer, the value of its last write in a phase before `phase`: what
+  /// the buffer holds when `phase` begins.
+  BufferMap<Value> heldAt(int64_t phase) const {
+    BufferMap<Value> held;
+    for (const Store &store : stores)
+      if (store.phase < phase)
+        held[store.buffer] = store.value;
+    return held;
+  }
+
+  /// The last write to each buffer in `phase`, in program order: what the
+  /// phase leaves in memory.
+  std::vector<const Store *> writesOf(int64_t phase) const {
+    BufferMap<const Store *> last;
+    for (const Store &store : stores)
+      if (store.phase == phase)
+        last[store.buffer] = &store;
+    std::vector<const Store *> writes;
+    for (const Store &store : stores)
+      if (store.phase == phase && last[store.buffer] == &store)
+        writes.push_back(&store);
+    return writes;
+  }
+
+  std::vector<opt::ReduceOp> reductionsOf(int64_t phase) const {
+    std::vector<opt::ReduceOp> ours;
+    for (opt::ReduceOp reduce : reductions)
+      if (static_cast<int64_t>(reduce.getPhase()) == phase)
+        ours.push_back(reduce);
+    return ours;
+  }
+};
+
+/// Fills the element region of one phase by cloning flat values into it.
+class ElementCloner {
+public:
+  ElementCloner(opt::PhaseOp phase, const FlatUpdate &flat, const DenseMap<Operation *, Value> &reduced)
+      : phase_(phase), index_(static_cast<int64_t>(phase.getIndex())), held_(flat.heldAt(index_)),
+        reduced_(reduced), builder_(OpBuilder::atBlockEnd(&phase.getElementBody())) {
+    for (const auto &[buffer, value] : held_)
+      heldIn_[value] = buffer;
+  }
+
+  OpBuilder &builder() { return builder_; }
+
+  /// `value` (of the flat update) computed inside the element region.
+  FailureOr<Value> clone(Value value) {
+    if (Value mapped = mapping_.lookupOrNull(value))
+      return mapped;
+    Operation *op = value.getDefiningOp();
+    Value result;
+    if (auto held = heldIn_.find(value); held != heldIn_.end()) {
+      result = builder_.create<opt::ReloadOp>(op->getLoc(), builder_.getF32Type(), held->second);
+    } else if (auto reduce = dyn_cast<opt::ReduceOp>(op)) {
+      FailureOr<Value> input = earlierReduction(reduce);
+      if (failed(input))
+        return failure();
+      result = *input;
+    } else {
+      if (failed(checkStartOfStep(op)))
+        return failure();
+      for (Value operand : op->getOperands())
+        if (failed(clone(operand)))
+          return failure();
+      result = builder_.clone(*op, mapping_)->getResult(cast<OpResult>(value).getResultNumber());
+    }
+    mapping_.map(value, result);
+    return result;
+  }
+
+private:
+  /// An earlier phase's reduction becomes an input of this phase, passed
+  /// through the uniform region to an element argument.
+  FailureOr<Value> earlierReduction(opt::ReduceOp reduce) {
+    Value outer = reduced_.lookup(reduce);
+    if (!outer)
+      return reduce.emitOpError("is used in phase ") << index_ << ", not after the phase that computes it";
+    phase_->insertOperands(phase_->getNumOperands(), outer);
+    Location loc = reduce.getLoc();
+    Block &uniforms = phase_.getUniformBody();
+    BlockArgument passed = uniforms.addArgument(outer.getType(), loc);
+    Operation *yield = uniforms.getTerminator();
+    yield->insertOperands(yield->getNumOperands(), passed);
+    return phase_.getElementBody().addArgument(outer.getType(), loc);
+  }
+
+  /// A start-of-step read is only possible while no earlier phase wrote the
+  /// buffer.
+  LogicalResult checkStartOfStep(Operation *op) {
+    Buffer buffer;
+    std::string name = "param";
+    if (auto load = dyn_cast<opt::LoadStateOp>(op); load && load.getType().isF32()) {
+      buffer = load.getStateAttr();
+      name = load.getState().str();
+    } else if (!isa<opt::ParamOp>(op)) {
+      return success();
+    }
+    if (!held_.count(buffer))
+      return success();
+    return op->emitError("the start-of-step value of '")
+           << name << "' is needed in phase " << index_
+           << ", after an earlier phase overwrote it; keep the value you need in a state";
+  }
+
+  opt::PhaseOp phase_;
+  int64_t index_;
+  BufferMap<Value> held_;
+  DenseMap<Value, Buffer> heldIn_;
+  const DenseMap<Operation *, Value> &reduced_;
+  OpBuilder builder_;
+  IRMapping mapping_;
+};
+
+struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
+  void runOnOperation() override {
+    opt::RuleOp rule = getOperation();
+    for (opt::UpdateOp update : rule.getBody().getOps<opt::UpdateOp>())
+      if (failed(split(rule, update)))
+        return signalPassFailure();
+  }
+
+  LogicalResult split(opt::RuleOp rule, opt::UpdateOp update) {
+    Block &body = update.getBody().front();
+    if (!body.getOps<opt::PhaseOp>().empty())
+      return success(); // already split
+    FlatUpdate flat(body);
+    OpBuilder builder(update.getContext());
+    builder.setInsertionPointToStart(&body);
+    DenseMap<Operation *, Value> reduced; // flat opt.reduce → its phase's result
+    for (int64_t phase = 0; phase < static_cast<int64_t>(rule.getNumPhases()); ++phase) {
+      FailureOr<opt::PhaseOp> built = buildPhase(builder, update.getLoc(), flat, phase, reduced);
+      if (failed(built))
+        return failure();
+      builder.setInsertionPointAfter(*built);
+    }
+    // What stays outside the phases is uniform: the scalar-state updates,
+    // now reading the phases' results.
+    for (opt::ReduceOp reduce : flat.reductions) {
+      reduce.replaceAllUsesWith(reduced.lookup(reduce));
+      reduce.erase();
+    }
+    for (Operation &op : llvm::make_early_inc_range(llvm::reverse(body))) {
+      auto state = dyn_cast<opt::StoreStateOp>(op);
+      if (isa<opt::StoreParamOp>(op) || (state && state.getValue().getType().isF32()) ||
+          (!isa<opt::PhaseOp>(op) && isOpTriviallyDead(&op)))
+        op.erase();
+    }
+    return success();
+  }
+
+  FailureOr<opt::PhaseOp> buildPhase(OpBuilder &builder, Location loc, const FlatUpdate &flat,
+                                     int64_t index, DenseMap<Operation *, Value> &reduced) {
+    std::vector<opt::ReduceOp> reductions = flat.reductionsOf(index);
+    SmallVector<StringRef> kinds;
+    for (opt::ReduceOp reduce : reductions)
+      kinds.push_back(reduce.getKind());
+    SmallVector<Type> resultTypes(reductions.size(), builder.getF64Type());
+    auto phase = builder.create<opt::PhaseOp>(loc, resultTypes, builder.getI64IntegerAttr(index), ValueRange(),
+                                              builder.getStrArrayAttr(kinds));
+    // Until opt-hoist-uniforms runs, the uniform region only hands the
+    // phase's inputs through.
+    OpBuilder::atBlockEnd(builder.createBlock(&phase.getUniforms())).create<opt::YieldOp>(loc, ValueRange());
+    builder.createBlock(&phase.getElements());
+
+    ElementCloner elements(phase, flat, reduced);
+    SmallVector<std::pair<const FlatUpdate::Store *, Value>> writes;
+    for (const FlatUpdate::Store *store : flat.writesOf(index)) {
+      FailureOr<Value> value = elements.clone(store->value);
+      if (failed(value))
+        return failure();
+      writes.emplace_back(store, *value);
+    }
+    SmallVector<Value> reductionInputs;
+    for (opt::ReduceOp reduce : reductions) {
+      FailureOr<Value> input = elements.clone(reduce.getInput());
+      if (failed(input))
+        return failure();
+      reductionInputs.push_back(*input);
+    }
+    OpBuilder &inner = elements.builder();
+    for (const auto &[store, value] : writes) {
+      if (store->buffer)
+        inner.create<opt::StoreStateOp>(store->loc, store->buffer, value, inner.getI64IntegerAttr(index));
+      else
+        inner.create<opt::StoreParamOp>(store->loc, value, inner.getI64IntegerAttr(index));
+    }
+    inner.create<opt::YieldOp>(loc, reductionInputs);
+    for (auto [k, reduce] : llvm::enumerate(reductions))
+      reduced[reduce] = phase.getResult(k);
+    return phase;
+  }
+};
+
+} // namespace
+} // namespace optdsl
