@@ -189,6 +189,10 @@ CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned value, size_t n) {
   return 0;
 }
 CUresult cuStreamSynchronize(void *) { return 0; }
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, void *, int, size_t) {
+  *blocks = static_cast<int>(setting("blocks_per_sm", 8));
+  return 0;
+}
 CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
   CUdeviceptr start = 0;
   const Allocation *a = find(p, &start);

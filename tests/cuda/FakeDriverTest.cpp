@@ -209,7 +209,8 @@ TEST_F(FakeDriverTest, OutOfMemoryLeavesTheStateAsItWas) {
 }
 
 TEST_F(FakeDriverTest, StepLaunchesEveryPhaseOverAllTensorsOnce) {
-  fake().set("multiprocessors", 2); // 2 x 2048 / 256 = 16 resident blocks
+  fake().set("multiprocessors", 2);
+  fake().set("blocks_per_sm", 8); // 16 resident blocks, read when the module loads
   auto device = deviceCopy("lamb");
   optrt::CudaOptimizer optimizer(compiled("lamb").host, device, {-1, 1000});
   std::vector<size_t> sizes = {1, 999, 1001, 20000};

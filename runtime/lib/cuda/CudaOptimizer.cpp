@@ -491,10 +491,11 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
               reductions = base + tl.reductions, partials = base + tl.partials,
               uniforms = base + tl.uniforms;
   unsigned perTensorBlocks = std::numeric_limits<unsigned>::max() / 2;
-  // Enough resident blocks to fill every multiprocessor (2048 threads each);
-  // the element kernels loop over the remaining chunks.
-  unsigned elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * (2048 / k.blockSize)));
   for (int p = 0; p < s.layout.rule().numPhases; ++p) {
+    // Exactly the blocks that fit on the GPU at once: each loops over its
+    // share of the chunks. More would wait for a whole block to finish all
+    // its chunks, and run alone at the end.
+    auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * m.elementBlocksPerSM[p]));
     s.launch(m.uniforms[p], k.uniformsEntries[p], s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
     s.launch(m.element[p], k.elementEntries[p], static_cast<size_t>(numChunks) * k.blockSize, elementBlocks,

@@ -84,6 +84,7 @@ Driver loadDriver(const std::string &library) {
   OPTRT_RESOLVE(cuMemsetD32_v2);
   OPTRT_RESOLVE(cuStreamSynchronize);
   OPTRT_RESOLVE(cuPointerGetAttribute);
+  OPTRT_RESOLVE(cuOccupancyMaxActiveBlocksPerMultiprocessor);
 #undef OPTRT_RESOLVE
   return d;
 }

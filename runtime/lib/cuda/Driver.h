@@ -67,6 +67,7 @@ struct Driver {
   CUresult (*cuMemsetD32_v2)(CUdeviceptr, unsigned, size_t);
   CUresult (*cuStreamSynchronize)(CUstream);
   CUresult (*cuPointerGetAttribute)(void *, int, CUdeviceptr);
+  CUresult (*cuOccupancyMaxActiveBlocksPerMultiprocessor)(int *, CUfunction, int, size_t);
 
   /// The CUresult's name ("CUDA_ERROR_OUT_OF_MEMORY"), or its number.
   std::string errorName(CUresult result) const;

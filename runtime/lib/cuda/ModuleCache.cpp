@@ -2,6 +2,7 @@
 
 #include "DeviceMemory.h"
 
+#include <algorithm>
 #include <map>
 #include <mutex>
 
@@ -142,6 +143,10 @@ std::shared_ptr<const LoadedModule> loadModule(const Driver &d, CUcontext contex
   for (size_t p = 0; p < kernels->elementEntries.size(); ++p) {
     loaded->uniforms.push_back(function(d, loaded->module, kernels->uniformsEntries[p]));
     loaded->element.push_back(function(d, loaded->module, kernels->elementEntries[p]));
+    int blocks = 0;
+    d.check(d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, loaded->element.back(), kernels->blockSize, 0),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+    loaded->elementBlocksPerSM.push_back(std::max(1, blocks));
     loaded->finish.push_back(kernels->finishEntries[p].empty()
                                  ? nullptr
                                  : function(d, loaded->module, kernels->finishEntries[p]));

@@ -19,6 +19,7 @@ struct LoadedModule {
   CUmodule module = nullptr;
   std::string image; // "cubin sm_90", "ptx sm_90 (JIT)"
   std::vector<CUfunction> uniforms, element, finish; // finish[p] null without reductions
+  std::vector<int> elementBlocksPerSM; // resident blocks of element[p] per multiprocessor
   CUfunction scalars = nullptr, advance = nullptr;
   ~LoadedModule();
 };
