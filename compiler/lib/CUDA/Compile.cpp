@@ -27,9 +27,14 @@ public:
   std::runtime_error fail(const std::string &what) {
     std::ostringstream rendered;
     diags_.print(rendered);
-    std::string message = "cannot compile rule '" + rule_.name() + "' for CUDA: " + what;
-    if (!rendered.str().empty())
-      message += "\n" + rendered.str();
+    std::string message = "cannot compile rule '";
+    message += rule_.name();
+    message += "' for CUDA: ";
+    message += what;
+    if (!rendered.str().empty()) {
+      message += '\n';
+      message += rendered.str();
+    }
     return std::runtime_error(message);
   }
 

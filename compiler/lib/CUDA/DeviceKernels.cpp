@@ -243,6 +243,29 @@ private:
     b_.create<gpu::ReturnOp>(loc_);
   }
 
+  /// Combines every thread's `value` in a fixed tree in shared memory and
+  /// calls `use` with the block's total on thread 0. All threads of the
+  /// block must reach it (it has barriers).
+  template <typename Use> void blockReduce(optrt::ReductionKind kind, Value value, Value tid, Use use) {
+    Value shared = b_.create<LLVM::AddressOfOp>(
+        loc_, LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace), kSharedName);
+    Value mine = b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{tid});
+    store(value, mine);
+    b_.create<gpu::BarrierOp>(loc_);
+    for (int64_t half = kCudaBlockSize / 2; half > 0; half /= 2) {
+      ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, tid, constI64(half)), [&] {
+        Value other =
+            b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{add(tid, constI64(half))});
+        store(combine(kind, load(f64(), mine), load(f64(), other)), mine);
+      });
+      b_.create<gpu::BarrierOp>(loc_);
+    }
+    ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, tid, constI64(0)),
+           [&] { use(load(f64(), shared)); });
+    // The next use overwrites the scratch.
+    b_.create<gpu::BarrierOp>(loc_);
+  }
+
   /// Reads and writes of the element code: buffer bases in the global
   /// address space (so PTX uses ld.global/st.global), 16-byte aligned
   /// accesses at width 4; uniform slots loaded once per chunk.
@@ -403,71 +426,55 @@ private:
     if (failed(tail))
       return failure();
 
-    if (count > 0) {
-      Value shared = b_.create<LLVM::AddressOfOp>(
-          loc_, LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace), kSharedName);
-      Value mine = b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{tid});
-      for (int64_t r = 0; r < count; ++r) {
-        store((*tail)[r], mine);
-        b_.create<gpu::BarrierOp>(loc_);
-        for (int64_t half = kCudaBlockSize / 2; half > 0; half /= 2) {
-          ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, tid, constI64(half)), [&] {
-            Value other = b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared,
-                                                 ValueRange{add(tid, constI64(half))});
-            store(combine(kinds[r], load(f64(), mine), load(f64(), other)), mine);
-          });
-          b_.create<gpu::BarrierOp>(loc_);
-        }
-        ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, tid, constI64(0)), [&] {
-          Value slot = gep(partials, add(mul(c, constI64(facts_.partialStride)), constI64(r)), f64());
-          store(load(f64(), shared), slot);
-        });
-        // The next reduction (or chunk) overwrites the scratch.
-        b_.create<gpu::BarrierOp>(loc_);
-      }
-    }
+    for (int64_t r = 0; r < count; ++r)
+      blockReduce(kinds[r], (*tail)[r], tid, [&](Value total) {
+        store(total, gep(partials, add(mul(c, constI64(facts_.partialStride)), constI64(r)), f64()));
+      });
     b_.setInsertionPointAfter(chunkLoop);
     b_.create<gpu::ReturnOp>(loc_);
     return success();
   }
 
+  /// A block per tensor (grid-stride over tensors): its threads combine the
+  /// tensor's chunk partials, thread j chunks j, j + 256, ... in order, then
+  /// the block's tree; thread 0 finishes (mean divides by the element count,
+  /// norm takes the square root). A thread per tensor would walk a large
+  /// tensor's thousands of chunks alone, one load latency each.
   void buildFinishKernel(int phase) {
     OpBuilder::InsertionGuard guard(b_);
     auto kernel = startKernel(facts_.finishEntries[phase], {i64(), ptr(), ptr(), ptr()});
     Value numTensors = kernel.getArgument(0), tensors = kernel.getArgument(1),
           partials = kernel.getArgument(2), reductions = kernel.getArgument(3);
-    Value t = globalThread();
-    ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, t, numTensors), [&] {
-      Value record = gep(tensors, mul(t, constI64(kTensorRecord)), i64());
-      Value firstChunk = load(i64(), gep(record, 1, i64()));
-      Value endChunk = load(i64(), gep(record, 2, i64()));
-      Value size = load(i64(), gep(record, 3, i64()));
-      Value pStride = constI64(facts_.partialStride);
-      int64_t first = reductionBegin(phase), last = reductionEnd(phase);
-      for (int64_t r = first; r < last; ++r) {
-        optrt::ReductionKind kind = sig_.reductions[r].kind;
-        Value local = constI64(r - first);
-        Value acc = load(f64(), gep(partials, add(mul(firstChunk, pStride), local), f64()));
-        // Chunk order, as the CPU runtime combines.
-        auto loop = b_.create<scf::ForOp>(loc_, add(firstChunk, constI64(1)), endChunk, constI64(1),
-                                          ValueRange{acc});
-        {
-          OpBuilder::InsertionGuard inner(b_);
-          Block *body = loop.getBody();
-          if (body->mightHaveTerminator())
-            body->getTerminator()->erase();
-          b_.setInsertionPointToEnd(body);
-          Value partial = load(f64(), gep(partials, add(mul(loop.getInductionVar(), pStride), local), f64()));
-          b_.create<scf::YieldOp>(loc_, combine(kind, loop.getRegionIterArgs()[0], partial));
-        }
-        Value result = loop.getResult(0);
-        if (kind == optrt::ReductionKind::Mean)
-          result = b_.create<arith::DivFOp>(loc_, result, b_.create<arith::SIToFPOp>(loc_, f64(), size));
-        else if (kind == optrt::ReductionKind::Norm)
-          result = b_.create<math::SqrtOp>(loc_, result);
-        store(result, gep(reductions, add(mul(t, constI64(numReductions_)), constI64(r)), f64()));
+    Value tid = threadId();
+    auto tensorLoop = b_.create<scf::ForOp>(loc_, blockId(), numTensors, gridDim());
+    b_.setInsertionPoint(tensorLoop.getBody()->getTerminator());
+    Value t = tensorLoop.getInductionVar();
+    Value record = gep(tensors, mul(t, constI64(kTensorRecord)), i64());
+    Value firstChunk = load(i64(), gep(record, 1, i64()));
+    Value endChunk = load(i64(), gep(record, 2, i64()));
+    Value size = load(i64(), gep(record, 3, i64()));
+    Value pStride = constI64(facts_.partialStride);
+    int64_t first = reductionBegin(phase), last = reductionEnd(phase);
+    for (int64_t r = first; r < last; ++r) {
+      optrt::ReductionKind kind = sig_.reductions[r].kind;
+      Value local = constI64(r - first);
+      auto loop = b_.create<scf::ForOp>(loc_, add(firstChunk, tid), endChunk, constI64(kCudaBlockSize),
+                                        ValueRange{identityOf(kind, 1)});
+      {
+        OpBuilder::InsertionGuard inner(b_);
+        b_.setInsertionPointToEnd(loop.getBody());
+        Value partial = load(f64(), gep(partials, add(mul(loop.getInductionVar(), pStride), local), f64()));
+        b_.create<scf::YieldOp>(loc_, combine(kind, loop.getRegionIterArgs()[0], partial));
       }
-    });
+      blockReduce(kind, loop.getResult(0), tid, [&](Value total) {
+        if (kind == optrt::ReductionKind::Mean)
+          total = b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), size));
+        else if (kind == optrt::ReductionKind::Norm)
+          total = b_.create<math::SqrtOp>(loc_, total);
+        store(total, gep(reductions, add(mul(t, constI64(numReductions_)), constI64(r)), f64()));
+      });
+    }
+    b_.setInsertionPointAfter(tensorLoop);
     b_.create<gpu::ReturnOp>(loc_);
   }
 

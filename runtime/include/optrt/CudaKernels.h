@@ -23,8 +23,9 @@
 //     finish[p](T, tensors, partials, reductions)             if p has reductions
 //   scalars(T, tensors, hypers, counter, scalars, reductions) if the rule has scalar states
 //   advance(counter)                                          one thread
-// The per-tensor kernels (uniforms, finish, scalars) take one thread per
-// tensor; launch them with blockSize threads and ceil(T / blockSize) blocks.
+// uniforms and scalars take one thread per tensor: launch them with
+// blockSize threads and ceil(T / blockSize) blocks. finish[p] takes a block
+// per tensor (T blocks; it loops if given fewer).
 // element[p] takes a block per chunk, in a grid-stride loop over chunks, and
 // must be launched with exactly blockSize threads (its block reduction is
 // compiled for that size).

@@ -501,7 +501,7 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
     s.launch(m.element[p], k.elementEntries[p], static_cast<size_t>(numChunks) * k.blockSize, elementBlocks,
              cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials});
     if (m.finish[p])
-      s.launch(m.finish[p], k.finishEntries[p], s.tensors.size(), perTensorBlocks, cuStream,
+      s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
                {&numTensors, &tensors, &partials, &reductions});
   }
   if (m.scalars)
