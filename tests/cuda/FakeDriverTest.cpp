@@ -244,6 +244,26 @@ TEST_F(FakeDriverTest, StepLaunchesEveryPhaseOverAllTensorsOnce) {
   EXPECT_EQ(optimizer.stepCount(), 1);
 }
 
+TEST_F(FakeDriverTest, HypersLiveInDeviceMemoryPerGroup) {
+  optrt::CudaOptimizer optimizer(compiled("adamw").host, deviceCopy("adamw"));
+  DevicePtr a = fake().alloc(64), b = fake().alloc(64), grad = fake().alloc(64);
+  optimizer.addGroup({a}, {16}, {{"lr", 0.5}});
+  optimizer.addGroup({b}, {16}, {{"lr", 0.25}});
+  auto deviceValue = [&](const char *name, int group) {
+    return *reinterpret_cast<const double *>(optimizer.hyperAddress(name, group)); // fake: host memory
+  };
+  EXPECT_EQ(deviceValue("lr", 0), 0.5);
+  EXPECT_EQ(deviceValue("lr", 1), 0.25);
+  EXPECT_EQ(deviceValue("beta2", 1), 0.999);
+  optimizer.setHyper("lr", 0.125, 1);
+  EXPECT_EQ(deviceValue("lr", 1), 0.25); // reaches the device with the next step
+  optimizer.step({{grad}, {grad}});
+  EXPECT_EQ(deviceValue("lr", 1), 0.125);
+  EXPECT_EQ(deviceValue("lr", 0), 0.5);
+  EXPECT_THROW(optimizer.hyperAddress("learning_rate", 0), std::invalid_argument);
+  EXPECT_THROW(optimizer.hyperAddress("lr", 2), std::out_of_range);
+}
+
 TEST_F(FakeDriverTest, BadGradientIsNamedBeforeAnyLaunch) {
   optrt::CudaOptimizer optimizer(compiled("nadam").host, deviceCopy("nadam"));
   DevicePtr param = fake().alloc(64 * sizeof(float)), grad = fake().alloc(64 * sizeof(float)),

@@ -99,6 +99,12 @@ public:
   /// As optrt::Optimizer; the new value reaches the device with the next step.
   void setHyper(const std::string &name, double value, int group = -1);
   double hyper(const std::string &name, int group) const;
+  /// The device address of hyper `name` of `group` (one double), for LR
+  /// schedules inside a captured graph: write it on the device (a kernel, or
+  /// a copy from pinned memory captured with the step) instead of calling
+  /// setHyper. Valid until the next addGroup; a later setHyper of the same
+  /// hyper overwrites it at the next step.
+  DevicePtr hyperAddress(const std::string &name, int group) const;
 
   /// Copies of state, taken after everything enqueued so far has finished
   /// (these synchronize the context).

@@ -530,6 +530,15 @@ double CudaOptimizer::hyper(const std::string &name, int group) const {
   return impl_->checkedGroup(group, caller).hypers[index];
 }
 
+DevicePtr CudaOptimizer::hyperAddress(const std::string &name, int group) const {
+  static const char *caller = "optrt::CudaOptimizer::hyperAddress";
+  const Impl &s = *impl_;
+  size_t index = s.layout.hyperIndex(name, caller);
+  s.checkedGroup(group, caller);
+  return s.tables.get() + s.tableLayout.hypers +
+         (static_cast<size_t>(group) * s.layout.numHypers() + index) * sizeof(double);
+}
+
 std::vector<float> CudaOptimizer::state(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::CudaOptimizer::state";
   const Impl &s = *impl_;
