@@ -177,12 +177,6 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   state.counters["threads"] = threads;
 }
 
-/// Rule file → callable kernels, in process (parse, check, MLIR, LLVM O3).
-void BM_JitCompile(benchmark::State &state, const std::string &rule) {
-  for (auto _ : state)
-    benchmark::DoNotOptimize(optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt"));
-}
-
 void registerAll() {
   for (const char *rule : {"adamw", "ademamix", "lion"})
     for (const char *shapeName : {"flat16M", "gpt2s"})
@@ -191,9 +185,6 @@ void registerAll() {
           ->Unit(benchmark::kMillisecond)
           ->UseRealTime()
           ->MinTime(2.0);
-  for (const char *rule : {"adamw", "ademamix"})
-    benchmark::RegisterBenchmark(("jit/" + std::string(rule)).c_str(), BM_JitCompile, rule)
-        ->Unit(benchmark::kMillisecond);
 }
 
 const bool registered = (registerAll(), true);

@@ -1,9 +1,11 @@
 // optc: the OptDSL compiler driver. Checks a rule file and emits one of its
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
+#include "optdsl/Artifact.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
+#include "optdsl/NativeCode.h"
 #include "optdsl/Sema.h"
 #include "optdsl/Transforms/Passes.h"
 #include "optdsl/Version.h"
@@ -41,6 +43,15 @@ options:
                              uniform work hoisted)
                     lowered  the CPU kernels (func/scf/vector/arith/math)
                     llvm     the CPU kernels as LLVM IR
+                    asm      the kernel artifact's native assembly
+                    so       the kernel artifact: a shared library with the
+                             C ABI of optrt/artifact_abi.h (default output
+                             libopt_<rule>.so)
+  --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
+                  x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
+                  CPU name LLVM knows (skylake-avx512, znver4, ...)
+  --layout=TEXT   storage layout to compile into the artifact (repeatable;
+                  default f32), written as in docs: f32, param=bf16,...
                     gpu      the CUDA kernels (gpu.module) before lowering
                     nvvm     the CUDA kernels in the LLVM and NVVM dialects
                     ptx      the CUDA kernels as PTX for --gpu-arch
@@ -58,11 +69,46 @@ int usageError(const std::string &message) {
   return 2;
 }
 
+/// Runs one of the artifact builders, turning its exceptions into the exit
+/// status: 2 for a bad option value (unknown CPU, layout, fixed hyper), 1 for
+/// a rule that does not compile or a file that cannot be written.
+template <typename Build> int reportErrors(Build &&build) {
+  try {
+    build();
+    return 0;
+  } catch (const std::invalid_argument &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 2;
+  } catch (const std::exception &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 1;
+  }
+}
+
+int emitArtifact(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
+                 const std::string &output) {
+  return reportErrors([&] { optdsl::buildArtifact(rule, options, output); });
+}
+
+int emitAssembly(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
+                 std::ostream &out) {
+  int status = reportErrors([&] {
+    llvm::LLVMContext llvmContext;
+    optdsl::ArtifactModule compiled = optdsl::compileArtifactModule(rule, options, llvmContext);
+    std::vector<char> text =
+        optdsl::emitNativeCode(*compiled.module, *compiled.machine, optdsl::NativeFileKind::Assembly);
+    out.write(text.data(), static_cast<std::streamsize>(text.size()));
+  });
+  return status != 0 ? status : out.good() ? 0 : 1;
+}
+
 } // namespace
 
 int main(int argc, char **argv) {
   std::string emit = "check", input, output, gpuArch = "sm_90";
   optdsl::FixedHypers fixed;
+  optdsl::ArtifactOptions artifact;
+  bool layoutGiven = false;
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -76,13 +122,23 @@ int main(int argc, char **argv) {
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
       if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "opt" && emit != "lowered" &&
-          emit != "llvm" && emit != "gpu" && emit != "nvvm" && emit != "ptx")
+          emit != "llvm" && emit != "asm" && emit != "so" && emit != "gpu" && emit != "nvvm" &&
+          emit != "ptx")
         return usageError("unknown emit kind '" + emit +
-                          "' (expected check, ast, mlir, opt, lowered, llvm, gpu, nvvm or ptx)");
+                          "' (expected check, ast, mlir, opt, lowered, llvm, asm, so, gpu, nvvm or ptx)");
     } else if (arg.rfind("--gpu-arch=", 0) == 0) {
       gpuArch = arg.substr(11);
       if (gpuArch.rfind("sm_", 0) != 0 || gpuArch.size() < 5)
         return usageError("--gpu-arch expects sm_NN (e.g. sm_80, sm_90), got '" + gpuArch + "'");
+    } else if (arg.rfind("--cpu=", 0) == 0) {
+      artifact.cpu = arg.substr(6);
+      if (artifact.cpu.empty())
+        return usageError("--cpu needs a CPU name");
+    } else if (arg.rfind("--layout=", 0) == 0) {
+      if (!layoutGiven)
+        artifact.layouts.clear();
+      layoutGiven = true;
+      artifact.layouts.push_back(arg.substr(9));
     } else if (arg == "--fix") {
       if (++i == argc)
         return usageError("--fix needs NAME=VALUE");
@@ -120,6 +176,9 @@ int main(int argc, char **argv) {
     return 1;
   if (emit == "check")
     return 0;
+  artifact.fixed = fixed;
+  if (emit == "so")
+    return emitArtifact(*rule, artifact, output.empty() ? "libopt_" + rule->name() + ".so" : output);
 
   std::ofstream fileOut;
   if (!output.empty()) {
@@ -150,6 +209,8 @@ int main(int argc, char **argv) {
     }
     return out.good() ? 0 : 1;
   }
+  if (emit == "asm")
+    return emitAssembly(*rule, artifact, out);
   mlir::MLIRContext context;
   optdsl::DiagnosticEngine irDiagnostics(*file);
   optdsl::MLIRDiagnosticBridge bridge(context, irDiagnostics);
@@ -167,6 +228,7 @@ int main(int argc, char **argv) {
   llvm::raw_os_ostream stream(out);
   if (emit == "mlir") {
     module->print(stream);
+    stream << "\n";
     stream.flush();
     return out.good() ? 0 : 1;
   }
@@ -178,6 +240,7 @@ int main(int argc, char **argv) {
   }
   if (emit == "opt") {
     module->print(stream);
+    stream << "\n";
     stream.flush();
     return out.good() ? 0 : 1;
   }

@@ -49,7 +49,7 @@ std::string tensorName(size_t tensor, int group) {
 
 struct Optimizer::Impl {
   Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
-      : layout(std::move(kernels)), chunks(options.chunkElements),
+      : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
         pool(resolveThreads(options.threads)) {}
 
   RuleLayout layout;
@@ -63,7 +63,7 @@ struct Optimizer::Impl {
   int64_t stepCount = 0;
 
   // Scratch of step(), kept between steps so a step allocates nothing.
-  std::vector<float *> buffers; // [param, grad, elementwise states] per tensor
+  std::vector<void *> buffers; // the layout's buffers, per tensor
   std::vector<float> uniforms;
   std::vector<double> partials;
   std::vector<double> reductions;
@@ -289,9 +289,9 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const float *>> 
   for (size_t t = 0; t < numTensors; ++t) {
     const Tensor &tensor = tensors[t];
     const Group &group = groups[tensor.group];
-    float **slot = &buffers[t * perTensor];
+    void **slot = &buffers[t * perTensor];
     slot[0] = tensor.param;
-    // Kernels never write the gradient; the buffer table is float* only so
+    // Kernels never write the gradient; the buffer table is void* only so
     // one table type serves every buffer.
     slot[1] = const_cast<float *>(gradsPerGroup[tensor.group][t - group.firstTensor]);
     size_t padded = StateArena::paddedFloats(tensor.size);
@@ -309,7 +309,7 @@ void Optimizer::Impl::runPhase(int phase, double step) {
     uniformsFn(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
                reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
 
-  KernelFn kernel = rule.kernels[phase];
+  KernelFn kernel = layout.layout().kernels[phase];
   size_t perTensor = buffersPerTensor();
   size_t uStride = uniformStride();
   size_t pStride = partialStride();

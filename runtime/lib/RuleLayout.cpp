@@ -36,7 +36,8 @@ void checkPhaseTable(const RuleKernels &rule, const char *field, size_t length) 
 
 } // namespace
 
-RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels) : kernels_(std::move(kernels)) {
+RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels, const std::string &layout)
+    : kernels_(std::move(kernels)) {
   if (!kernels_)
     throw std::invalid_argument("optrt::Optimizer: RuleKernels is null");
   const RuleKernels &rule = *kernels_;
@@ -44,7 +45,6 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels) : kernels_(st
     fail(rule, "numPhases is " + std::to_string(rule.numPhases) + ", must be at least 1");
   checkPhaseTable(rule, "numUniforms", rule.numUniforms.size());
   checkPhaseTable(rule, "uniforms", rule.uniforms.size());
-  checkPhaseTable(rule, "kernels", rule.kernels.size());
   if (!rule.init)
     fail(rule, "init is null");
   for (int p = 0; p < rule.numPhases; ++p) {
@@ -52,8 +52,6 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels) : kernels_(st
       fail(rule, "numUniforms[" + std::to_string(p) + "] is negative");
     if (!rule.uniforms[p])
       fail(rule, "uniforms[" + std::to_string(p) + "] is null");
-    if (!rule.kernels[p])
-      fail(rule, "kernels[" + std::to_string(p) + "] is null");
     maxUniforms_ = std::max(maxUniforms_, static_cast<size_t>(rule.numUniforms[p]));
   }
 
@@ -93,6 +91,34 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels) : kernels_(st
     maxReductionsPerPhase_ = std::max(maxReductionsPerPhase_, phaseReductions_[p + 1]);
     phaseReductions_[p + 1] += phaseReductions_[p];
   }
+  selectLayout(layout);
+}
+
+void RuleLayout::selectLayout(const std::string &text) {
+  const RuleKernels &rule = *kernels_;
+  std::string wanted = Layout::parse(text).str();
+  std::string compiled;
+  for (const LayoutKernels &candidate : rule.layouts) {
+    compiled += (compiled.empty() ? "" : "; ") + candidate.name;
+    if (candidate.name == wanted)
+      layout_ = &candidate;
+  }
+  if (!layout_)
+    throw std::invalid_argument(
+        "optrt::Optimizer: rule '" + rule.name + "' was not compiled for layout '" + wanted + "'" +
+        (compiled.empty() ? "; it has no layouts" : "; its layouts are: " + compiled));
+  const LayoutKernels &chosen = *layout_;
+  checkPhaseTable(rule, ("layout " + chosen.name + ": kernels").c_str(), chosen.kernels.size());
+  for (int p = 0; p < rule.numPhases; ++p)
+    if (!chosen.kernels[p])
+      fail(rule, "layout " + chosen.name + ": kernels[" + std::to_string(p) + "] is null");
+  // Storage other than f32 (issue: precision layouts) needs conversions this
+  // runtime does not perform yet: refuse rather than hand kernels the wrong
+  // buffers.
+  if (chosen.buffers != f32Buffers(rule.states))
+    fail(rule, "layout " + chosen.name +
+                   ": its buffers are not the f32 layout's (param, grad, elementwise states); this "
+                   "runtime runs f32 storage only");
 }
 
 size_t RuleLayout::hyperIndex(const std::string &name, const char *caller) const {

@@ -2,7 +2,8 @@
 // consistent (so a step never meets a null function or a reduction outside
 // its phase), where each state lives (elementwise slot in the arena, or
 // scalar slot), which reductions each phase accumulates, and lookups by name
-// whose errors list the names that do exist.
+// whose errors list the names that do exist; and which of the rule's layouts
+// a step runs.
 #pragma once
 
 #include "optrt/RuleKernels.h"
@@ -21,10 +22,13 @@ struct StateSlot {
 
 class RuleLayout {
 public:
-  /// Throws std::invalid_argument naming the first inconsistency.
-  explicit RuleLayout(std::shared_ptr<const RuleKernels> kernels);
+  /// Throws std::invalid_argument naming the first inconsistency, or when
+  /// the rule was not compiled for `layout` (a written layout, Layout.h).
+  RuleLayout(std::shared_ptr<const RuleKernels> kernels, const std::string &layout);
 
   const RuleKernels &rule() const { return *kernels_; }
+  /// The layout a step runs.
+  const LayoutKernels &layout() const { return *layout_; }
   size_t numHypers() const { return kernels_->hypers.size(); }
   size_t numElementwise() const { return numElementwise_; }
   size_t numScalar() const { return numScalar_; }
@@ -45,7 +49,10 @@ public:
   StateSlot stateSlot(const std::string &name, const char *caller) const;
 
 private:
+  void selectLayout(const std::string &layout);
+
   std::shared_ptr<const RuleKernels> kernels_;
+  const LayoutKernels *layout_ = nullptr;
   std::vector<StateSlot> stateSlots_; // by StateInfo index
   std::vector<size_t> phaseReductions_;
   size_t numElementwise_ = 0;

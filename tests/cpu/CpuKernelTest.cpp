@@ -7,41 +7,22 @@
 // (AdamW's param: the decay factor rounded to f32, the decayed product, the
 // subtraction of the update; NAdam: two subtractions and the L2 term), each
 // at most half a unit: 4 x 2^-24 |value|.
+#include "common/BranchHypers.h"
 #include "optdsl/Interpreter.h"
 #include "optdsl/JIT.h"
 #include "optrt/Optimizer.h"
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
 #include <random>
+#include <sstream>
 
 namespace optdsl {
 namespace {
-
-/// Hyper values that switch every branch on (flags set, decoupled weight
-/// decay, warm-ups), so the kernels are tested where the rules are most
-/// complex. Coupled L2 decay (g = grad + weight_decay * param) stays 0 here:
-/// where grad is close to -weight_decay * param the sum cancels, and f32 loses
-/// digits there that float64 keeps (torch's own f32 loses the same ones), so
-/// an element-by-element bound from f32 rounding cannot hold. The golden
-/// cases check coupled decay against the peers' f32 instead (adam_l2,
-/// sgd_nesterov, sgd_dampening, rmsprop_centered_momentum, adagrad_decay,
-/// nadam_basic, radam_basic all decay).
-const std::map<std::string, std::map<std::string, double>> kHypers = {
-    {"sgd", {{"momentum", 0.9}, {"nesterov", 1}}},
-    {"adam", {{"amsgrad", 1}}},
-    {"adamw", {{"amsgrad", 1}}},
-    {"ademamix", {{"alpha_warmup", 10}, {"beta3_warmup", 10}, {"weight_decay", 0.1}, {"alpha", 5}}},
-    {"nadam", {}},
-    {"radam", {}},
-    {"rmsprop", {{"centered", 1}, {"momentum", 0.9}}},
-    {"adagrad", {{"lr_decay", 0.01}, {"initial_accumulator_value", 0.1}}},
-    {"lion", {{"weight_decay", 0.1}}},
-    {"lamb", {}},
-};
 
 struct Case {
   CheckedRule rule;
@@ -116,31 +97,41 @@ void expectClose(const std::vector<double> &before, const std::vector<double> &r
   EXPECT_EQ(bad, 0u) << what << ": elements outside the bound";
 }
 
-void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
-                            unsigned seed) {
-  SCOPED_TRACE("rule " + name + ", seed " + std::to_string(seed));
-  const Case &c = compiled(name);
+bool allocated(const optrt::RuleKernels &kernels, const std::string &state) {
+  return std::any_of(kernels.states.begin(), kernels.states.end(),
+                     [&](const optrt::StateInfo &info) { return info.name == state; });
+}
+
+/// Steps the kernels and the interpreter side by side. A state the kernels
+/// do not allocate (specialisation dropped it) is given to the interpreter
+/// at its initial value, and must still hold it after every step.
+void compareWithInterpreter(const Case &c, const std::map<std::string, double> &hyperValues,
+                            const std::vector<size_t> &sizes, int steps, unsigned seed) {
+  SCOPED_TRACE("rule " + c.rule.name() + ", seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   Tensors tensors(sizes, rng);
   optrt::Optimizer optimizer(c.kernels, {2, 4096});
-  optimizer.addGroup(tensors.pointers, sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.pointers, sizes, hyperValues);
   Interpreter interpreter(c.rule);
   HyperValues hypers = interpreter.defaultHypers();
-  for (const auto &[hyper, value] : kHypers.at(name))
+  for (const auto &[hyper, value] : hyperValues)
     interpreter.setHyper(hypers, hyper, value);
+  auto name = [&](int id) { return c.rule.symbol(id).name; };
 
   for (int step = 1; step <= steps; ++step) {
     // The interpreter starts from exactly the kernels' state.
     std::vector<TensorState> states;
     for (size_t k = 0; k < sizes.size(); ++k) {
-      TensorState state;
-      state.param.assign(tensors.pointers[k], tensors.pointers[k] + sizes[k]);
-      for (int id : c.rule.states) {
-        auto span = optimizer.state(c.rule.symbol(id).name, 0, k);
-        state.states.emplace_back(span.begin(), span.end());
-      }
-      for (int id : c.rule.scalarStates)
-        state.scalarStates.push_back(optimizer.scalarState(c.rule.symbol(id).name, 0, k));
+      TensorState state = interpreter.initTensor(
+          std::vector<double>(tensors.pointers[k], tensors.pointers[k] + sizes[k]), hypers);
+      for (size_t s = 0; s < c.rule.states.size(); ++s)
+        if (allocated(*c.kernels, name(c.rule.states[s]))) {
+          auto span = optimizer.state(name(c.rule.states[s]), 0, k);
+          state.states[s].assign(span.begin(), span.end());
+        }
+      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s)
+        if (allocated(*c.kernels, name(c.rule.scalarStates[s])))
+          state.scalarStates[s] = optimizer.scalarState(name(c.rule.scalarStates[s]), 0, k);
       states.push_back(std::move(state));
     }
     std::vector<TensorState> before = states;
@@ -153,17 +144,30 @@ void compareWithInterpreter(const std::string &name, const std::vector<size_t> &
     for (size_t k = 0; k < sizes.size(); ++k) {
       std::string where = "step " + std::to_string(step) + " tensor " + std::to_string(k);
       expectClose(before[k].param, states[k].param, tensors.pointers[k], where + " param");
-      for (size_t s = 0; s < c.rule.states.size(); ++s)
-        expectClose(before[k].states[s], states[k].states[s],
-                    optimizer.state(c.rule.symbol(c.rule.states[s]).name, 0, k).data(),
-                    where + " state " + c.rule.symbol(c.rule.states[s]).name);
-      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s)
-        EXPECT_DOUBLE_EQ(optimizer.scalarState(c.rule.symbol(c.rule.scalarStates[s]).name, 0, k),
-                         states[k].scalarStates[s]);
+      for (size_t s = 0; s < c.rule.states.size(); ++s) {
+        std::string state = name(c.rule.states[s]);
+        if (allocated(*c.kernels, state))
+          expectClose(before[k].states[s], states[k].states[s], optimizer.state(state, 0, k).data(),
+                      where + " state " + state);
+        else
+          EXPECT_EQ(states[k].states[s], before[k].states[s]) << where << ": unallocated " << state << " changed";
+      }
+      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s) {
+        std::string state = name(c.rule.scalarStates[s]);
+        if (allocated(*c.kernels, state))
+          EXPECT_DOUBLE_EQ(optimizer.scalarState(state, 0, k), states[k].scalarStates[s]);
+        else
+          EXPECT_EQ(states[k].scalarStates[s], before[k].scalarStates[s]) << where << ": unallocated " << state;
+      }
     }
     if (::testing::Test::HasFailure())
       return;
   }
+}
+
+void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
+                            unsigned seed) {
+  compareWithInterpreter(compiled(name), test::kBranchHypers.at(name), sizes, steps, seed);
 }
 
 class EveryRule : public ::testing::TestWithParam<std::string> {};
@@ -194,7 +198,7 @@ std::vector<float> runWithThreads(const std::string &name, unsigned threads) {
   std::mt19937 rng(99);
   Tensors tensors({1, 5000, 77777, 3}, rng);
   optrt::Optimizer optimizer(c.kernels, {threads, 1000});
-  optimizer.addGroup(tensors.pointers, tensors.sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.pointers, tensors.sizes, test::kBranchHypers.at(name));
   for (int step = 1; step <= 3; ++step)
     optimizer.step({tensors.drawGrads(rng, step)});
   std::vector<float> result = tensors.storage;
@@ -235,6 +239,50 @@ TEST(Specialisation, FixedHyperMatchesFreeHyperAndCannotChange) {
   EXPECT_EQ(std::memcmp(a.storage.data(), b.storage.data(), a.storage.size() * sizeof(float)), 0);
   EXPECT_THROW(withFixed.setHyper("amsgrad", 1), std::invalid_argument);
   EXPECT_NO_THROW(withFixed.setHyper("amsgrad", 0));
+}
+
+/// AdEMAMix with beta1 fixed to 0 keeps no fast EMA (as the reference):
+/// `m1 = beta1 != 0 ? ... : m1` folds to a store of m1's own value, which is
+/// dropped, and then nothing reads or writes m1, so it is not allocated.
+TEST(Specialisation, AdemamixWithoutFastEmaAllocatesNoM1) {
+  Case withoutFastEma{loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/ademamix.opt"), nullptr};
+  withoutFastEma.kernels = jitCompile(withoutFastEma.rule, {{"beta1", 0}});
+  std::vector<std::string> states;
+  for (const optrt::StateInfo &state : withoutFastEma.kernels->states)
+    states.push_back(state.name);
+  EXPECT_EQ(states, (std::vector<std::string>{"m2", "nu"}));
+
+  std::mt19937 rng(3);
+  Tensors tensors({4096, 1024}, rng); // whole cache lines: no arena padding
+  optrt::Optimizer specialised(withoutFastEma.kernels, {1, 4096}), full(compiled("ademamix").kernels, {1, 4096});
+  specialised.addGroup(tensors.pointers, tensors.sizes);
+  full.addGroup(tensors.pointers, tensors.sizes);
+  EXPECT_EQ(specialised.stateBytesPerParam(), 8.0);
+  EXPECT_EQ(full.stateBytesPerParam(), 12.0);
+  EXPECT_THROW(specialised.state("m1", 0, 0), std::invalid_argument);
+
+  std::map<std::string, double> hypers = test::kBranchHypers.at("ademamix");
+  hypers["beta1"] = 0;
+  compareWithInterpreter(withoutFastEma, hypers, {1, 7, 15, 16, 17, 1000}, 3, 17);
+}
+
+/// A reduction that only feeds a scalar state needs no second pass over the
+/// elements: the phase it would start has no work and is not run.
+TEST(Phases, APhaseWithNothingToDoIsNotRun) {
+  auto file = std::make_shared<const SourceFile>("lastsum.opt", R"(
+    optimizer lastsum {
+      scalar total = 0;
+      param = param - 0.5 * grad;
+      total = total + sum(grad);
+    })");
+  std::ostringstream diagnostics;
+  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
+  ASSERT_TRUE(rule) << diagnostics.str();
+  ASSERT_EQ(rule->numPhases, 2);
+  Case lastSum{std::move(*rule), nullptr};
+  lastSum.kernels = jitCompile(lastSum.rule);
+  EXPECT_EQ(lastSum.kernels->numPhases, 1);
+  compareWithInterpreter(lastSum, {}, {1, 17, 1000}, 3, 23);
 }
 
 TEST(Jit, UnknownFixedHyperIsNamed) {

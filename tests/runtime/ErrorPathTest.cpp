@@ -300,13 +300,19 @@ TEST(ErrorPathConstruction, InconsistentTablesAreNamed) {
   };
   std::vector<Case> cases = {
       {[](RuleKernels &r) { r.numPhases = 0; }, {"numPhases is 0"}},
-      {[](RuleKernels &r) { r.kernels.pop_back(); }, {"kernels has 1 entries", "numPhases is 2"}},
+      {[](RuleKernels &r) { r.layouts[0].kernels.pop_back(); },
+       {"layout f32: kernels has 1 entries", "numPhases is 2"}},
       {[](RuleKernels &r) { r.uniforms.push_back(r.uniforms[0]); }, {"uniforms has 3 entries"}},
       {[](RuleKernels &r) { r.numUniforms = {2}; }, {"numUniforms has 1 entries"}},
       {[](RuleKernels &r) { r.numUniforms[1] = -1; }, {"numUniforms[1] is negative"}},
       {[](RuleKernels &r) { r.init = nullptr; }, {"init is null"}},
       {[](RuleKernels &r) { r.uniforms[1] = nullptr; }, {"uniforms[1] is null"}},
-      {[](RuleKernels &r) { r.kernels[0] = nullptr; }, {"kernels[0] is null"}},
+      {[](RuleKernels &r) { r.layouts[0].kernels[0] = nullptr; }, {"layout f32: kernels[0] is null"}},
+      {[](RuleKernels &r) { r.layouts.clear(); }, {"not compiled for layout 'f32'", "no layouts"}},
+      {[](RuleKernels &r) { r.layouts[0].name = "state=bf16"; },
+       {"not compiled for layout 'f32'", "its layouts are: state=bf16"}},
+      {[](RuleKernels &r) { r.layouts[0].buffers[2].dtype = Dtype::BF16; },
+       {"layout f32", "runs f32 storage only"}},
       {[](RuleKernels &r) { r.scalarUpdate = nullptr; }, {"scalarUpdate is null"}},
       {[](RuleKernels &r) { r.reductions[1].phase = 2; }, {"reduction 1 is in phase 2"}},
       {[](RuleKernels &r) {

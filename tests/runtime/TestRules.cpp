@@ -19,7 +19,8 @@ void sgdUniforms(const double *hypers, double, const double *, const double *, f
   u[1] = static_cast<float>(hypers[1]);
 }
 
-void sgdKernel(float *const *buffers, const float *u, double *, int64_t begin, int64_t end) {
+void sgdKernel(void *const *rawBuffers, const float *u, double *, int64_t begin, int64_t end) {
+  auto buffers = reinterpret_cast<float *const *>(rawBuffers);
   float *param = buffers[0];
   const float *grad = buffers[1];
   float *m = buffers[2];
@@ -47,8 +48,9 @@ void lambUniforms0(const double *hypers, double, const double *, const double *,
   u[1] = static_cast<float>(1.0 - hypers[Beta1]);
 }
 
-void lambKernel0(float *const *buffers, const float *u, double *partials, int64_t begin,
+void lambKernel0(void *const *rawBuffers, const float *u, double *partials, int64_t begin,
                  int64_t end) {
+  auto buffers = reinterpret_cast<float *const *>(rawBuffers);
   const float *param = buffers[0];
   const float *grad = buffers[1];
   float *m = buffers[2];
@@ -72,7 +74,8 @@ void lambUniforms1(const double *hypers, double step, const double *scalars,
   u[2] = static_cast<float>(hypers[Eps]);
 }
 
-void lambKernel1(float *const *buffers, const float *u, double *, int64_t begin, int64_t end) {
+void lambKernel1(void *const *rawBuffers, const float *u, double *, int64_t begin, int64_t end) {
+  auto buffers = reinterpret_cast<float *const *>(rawBuffers);
   float *param = buffers[0];
   const float *m = buffers[2];
   float *v = buffers[3];
@@ -96,8 +99,9 @@ void statsUniforms(const double *hypers, double, const double *, const double *,
   u[0] = static_cast<float>(hypers[0]);
 }
 
-void statsKernel(float *const *buffers, const float *u, double *partials, int64_t begin,
+void statsKernel(void *const *rawBuffers, const float *u, double *partials, int64_t begin,
                  int64_t end) {
+  auto buffers = reinterpret_cast<float *const *>(rawBuffers);
   float *param = buffers[0];
   const float *grad = buffers[1];
   double sum = 0.0, sumSquares = 0.0;
@@ -135,8 +139,9 @@ void recorderUniforms(const double *, double step, const double *, const double 
   u[0] = static_cast<float>(step);
 }
 
-void recorderKernel(float *const *buffers, const float *u, double *partials, int64_t begin,
+void recorderKernel(void *const *rawBuffers, const float *u, double *partials, int64_t begin,
                     int64_t end) {
+  auto buffers = reinterpret_cast<float *const *>(rawBuffers);
   partials[0] = static_cast<double>(end - begin);
   std::lock_guard lock(recordMutex);
   recordedCalls.push_back(
@@ -164,7 +169,7 @@ std::shared_ptr<const RuleKernels> recorderKernels() {
   rule->numUniforms = {1};
   rule->init = recorderInit;
   rule->uniforms = {recorderUniforms};
-  rule->kernels = {recorderKernel};
+  rule->layouts = {{"f32", f32Buffers(rule->states), {recorderKernel}}};
   rule->scalarUpdate = recorderScalarUpdate;
   return rule;
 }
@@ -178,7 +183,7 @@ std::shared_ptr<const RuleKernels> sgdMomentumKernels() {
   rule->numUniforms = {2};
   rule->init = sgdInit;
   rule->uniforms = {sgdUniforms};
-  rule->kernels = {sgdKernel};
+  rule->layouts = {{"f32", f32Buffers(rule->states), {sgdKernel}}};
   return rule;
 }
 
@@ -192,7 +197,7 @@ std::shared_ptr<const RuleKernels> lambLikeKernels() {
   rule->numUniforms = {2, 3};
   rule->init = lambInit;
   rule->uniforms = {lambUniforms0, lambUniforms1};
-  rule->kernels = {lambKernel0, lambKernel1};
+  rule->layouts = {{"f32", f32Buffers(rule->states), {lambKernel0, lambKernel1}}};
   rule->scalarUpdate = lambScalarUpdate;
   return rule;
 }
@@ -210,7 +215,7 @@ std::shared_ptr<const RuleKernels> gradStatsKernels() {
   rule->numUniforms = {1};
   rule->init = statsInit;
   rule->uniforms = {statsUniforms};
-  rule->kernels = {statsKernel};
+  rule->layouts = {{"f32", f32Buffers(rule->states), {statsKernel}}};
   rule->scalarUpdate = statsScalarUpdate;
   return rule;
 }

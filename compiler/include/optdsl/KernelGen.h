@@ -1,5 +1,6 @@
-// Turns a rule in the opt dialect into host code for the runtime's calling
-// convention (runtime/include/optrt/RuleKernels.h): per phase a uniform
+// Turns a rule in the explicit form of the opt dialect (one opt.phase per
+// pass over memory: docs/opt-dialect.md) into host code for the runtime's
+// calling convention (runtime/include/optrt/RuleKernels.h): per phase a uniform
 // function (f64, once per tensor and step) and an element kernel (f32,
 // vectorised, over [begin, end)), plus state initialisation and the scalar
 // state update. The result uses func/arith/math/scf/vector/llvm and lowers to

@@ -155,20 +155,51 @@ static bool writesBuffer(Operation *op, FlatSymbolRefAttr state) {
   return !state && isa<StoreParamOp>(op);
 }
 
-LogicalResult ReloadOp::verify() {
-  auto phase = dyn_cast<PhaseOp>((*this)->getParentOp());
-  if (!phase || (*this)->getParentRegion() != &phase.getElements())
-    return emitOpError("must be in the element region of an opt.phase");
+/// The phase whose element region holds `op`, if any.
+static PhaseOp elementPhaseOf(Operation *op) {
+  auto phase = dyn_cast_or_null<PhaseOp>(op->getParentOp());
+  return phase && op->getParentRegion() == &phase.getElements() ? phase : PhaseOp();
+}
+
+/// Whether a phase before `phase` writes the buffer `state` (the parameter
+/// when null).
+static bool earlierPhaseWrites(PhaseOp phase, FlatSymbolRefAttr state) {
   for (Operation *earlier = phase->getPrevNode(); earlier; earlier = earlier->getPrevNode()) {
     auto earlierPhase = dyn_cast<PhaseOp>(earlier);
     if (!earlierPhase)
       continue;
     WalkResult found = earlierPhase.getElements().walk([&](Operation *op) {
-      return writesBuffer(op, getStateAttr()) ? WalkResult::interrupt() : WalkResult::advance();
+      return writesBuffer(op, state) ? WalkResult::interrupt() : WalkResult::advance();
     });
     if (found.wasInterrupted())
-      return success();
+      return true;
   }
+  return false;
+}
+
+/// A start-of-step read inside a phase is only possible while no earlier
+/// phase wrote the buffer.
+static LogicalResult verifyStartOfStepRead(Operation *op, FlatSymbolRefAttr state) {
+  PhaseOp phase = elementPhaseOf(op);
+  if (!phase || !earlierPhaseWrites(phase, state))
+    return success();
+  return op->emitOpError("reads the start-of-step value of '")
+         << (state ? state.getValue() : StringRef("param"))
+         << "', which an earlier phase overwrote (opt.reload reads what it stored)";
+}
+
+LogicalResult ParamOp::verify() { return verifyStartOfStepRead(*this, FlatSymbolRefAttr()); }
+
+LogicalResult LoadStateOp::verify() {
+  return getType().isF32() ? verifyStartOfStepRead(*this, getStateAttr()) : success();
+}
+
+LogicalResult ReloadOp::verify() {
+  PhaseOp phase = elementPhaseOf(*this);
+  if (!phase)
+    return emitOpError("must be in the element region of an opt.phase");
+  if (earlierPhaseWrites(phase, getStateAttr()))
+    return success();
   return emitOpError("reloads '") << (getState() ? *getState() : StringRef("param"))
                                   << "', which no earlier phase stores";
 }

@@ -33,13 +33,17 @@ struct OptimizerOptions {
   /// spread a large tensor over threads, large enough that per-chunk costs
   /// (a call, a partials slot) vanish.
   size_t chunkElements = 65536;
+  /// The storage layout to run, in the written form of Layout.h; the rule
+  /// must have been compiled for it.
+  std::string layout = "f32";
 };
 
 class Optimizer {
 public:
   /// Throws std::invalid_argument when kernels is null or inconsistent
   /// (per-phase tables of the wrong length, null functions, reductions out of
-  /// phase order, duplicate names) or when options.chunkElements is 0.
+  /// phase order, duplicate names), when it was not compiled for
+  /// options.layout, or when options.chunkElements is 0.
   explicit Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options = {});
   ~Optimizer();
   Optimizer(Optimizer &&) noexcept;

@@ -1,16 +1,19 @@
 // The compiled form of one rule, as the runtime sees it: plain C function
 // pointers and a description of the rule. The compiler fills it in-process
-// (JIT) today; a kernel artifact (.so) exports the same table. Nothing here
-// depends on MLIR or LLVM.
+// (JIT); loadArtifact fills it from a kernel artifact (.so) whose C ABI
+// (artifact_abi.h) carries the same table. Nothing here depends on MLIR or
+// LLVM.
 //
 // One step of one tensor, with P = numPhases:
 //   for p in 0..P-1:
 //     uniforms[p](hypers, step, scalars, reductions, u)   // host, per tensor
-//     kernel[p](buffers, u, partials, begin, end)         // per chunk of elements
+//     kernel[p](buffers, u, partials, begin, end)         // per chunk, of the layout
 //     combine the chunks' partials of this phase, in chunk order, then finish
 //     each reduction (sum: Σ, mean: Σ/n, norm: sqrt(Σ), max: max)
 //   scalarUpdate(hypers, step, scalars, reductions, scalarsOut)
 #pragma once
+
+#include "optrt/Layout.h"
 
 #include <cstdint>
 #include <string>
@@ -44,12 +47,12 @@ struct ReductionInfo {
 using UniformsFn = void (*)(const double *hypers, double step, const double *scalars,
                             const double *reductions, float *uniformsOut);
 
-/// buffers: float* [param, grad, elementwise states in StateInfo order]
-/// (scalar states excluded), each already offset to the tensor's first
-/// element. Processes elements [begin, end). partials: one double per
+/// buffers: one pointer per BufferDesc of the layout, each already offset to
+/// the tensor's first element (the f32 layout: param, grad, then the
+/// elementwise states in StateInfo order). Processes elements [begin, end). partials: one double per
 /// reduction of this phase (in ReductionInfo order), overwritten with this
 /// range's partial: Σx for sum/mean, Σx² for norm, max x for max.
-using KernelFn = void (*)(float *const *buffers, const float *uniforms, double *partials,
+using KernelFn = void (*)(void *const *buffers, const float *uniforms, double *partials,
                           int64_t begin, int64_t end);
 
 /// New values of the scalar states after a step.
@@ -58,6 +61,17 @@ using ScalarUpdateFn = void (*)(const double *hypers, double step, const double 
 
 /// Initial values: one float per elementwise state, one double per scalar state.
 using InitFn = void (*)(const double *hypers, float *elementwiseInit, double *scalarInit);
+
+/// The kernels of one storage layout.
+struct LayoutKernels {
+  std::string name;                // canonical written form (Layout::str())
+  std::vector<BufferDesc> buffers; // what a kernel's buffers argument holds
+  std::vector<KernelFn> kernels;   // per phase
+};
+
+/// The f32 layout's buffers for these states: param, grad, then each
+/// elementwise state in order.
+std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states);
 
 struct RuleKernels {
   std::string name;
@@ -68,8 +82,10 @@ struct RuleKernels {
   std::vector<int> numUniforms;          // per phase
   InitFn init = nullptr;
   std::vector<UniformsFn> uniforms;      // per phase
-  std::vector<KernelFn> kernels;         // per phase
   ScalarUpdateFn scalarUpdate = nullptr;
+  std::vector<LayoutKernels> layouts;    // at least one
+  /// The CPU the kernels were compiled for ("host" = this process's CPU).
+  std::string cpu = "host";
 };
 
 } // namespace optrt

@@ -112,7 +112,8 @@ void checkConsistent(const RuleLayout &layout, const CudaKernels *k) {
 struct CudaOptimizer::Impl {
   Impl(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
        size_t chunkElements)
-      : layout(std::move(host)), kernels(std::move(device)), chunks(chunkElements) {}
+      // The CUDA kernels exist for the f32 layout only, so far.
+      : layout(std::move(host), "f32"), kernels(std::move(device)), chunks(chunkElements) {}
   ~Impl() {
     // Device memory and the module go while the context is still retained.
     tables = DeviceMemory();

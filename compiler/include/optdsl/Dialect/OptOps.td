@@ -43,7 +43,10 @@ def Opt_RuleOp : Opt_Op<"rule", [Symbol, SymbolTable, NoTerminator, SingleBlock,
   let summary = "An optimizer rule";
   let description = [{
     Holds the rule's declarations and its update. `num_phases` is the number
-    of passes over a tensor per step (1 + the depth of reductions).
+    of passes over a tensor per step the flat update implies (1 + the depth
+    of reductions). In the explicit form the `opt.phase` ops decide: a phase
+    with nothing to do (no write, no reduction anything reads) canonicalizes
+    away, and the backends run one pass per remaining `opt.phase`.
 
     Example:
     ```mlir
@@ -226,9 +229,15 @@ def Opt_StepOp : Opt_Op<"step", [Pure]> {
 
 def Opt_ParamOp : Opt_Op<"param", [Pure]> {
   let summary = "The element's parameter at the start of the step";
-  let description = "Example: `%p = opt.param : f32`";
+  let description = [{
+    In a phase, only while no earlier phase wrote the parameter (after that,
+    `opt.reload param` reads what it wrote).
+
+    Example: `%p = opt.param : f32`
+  }];
   let results = (outs F32:$result);
   let assemblyFormat = "attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def Opt_GradOp : Opt_Op<"grad", [Pure]> {
@@ -241,13 +250,16 @@ def Opt_GradOp : Opt_Op<"grad", [Pure]> {
 def Opt_LoadStateOp : Opt_Op<"load_state", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "A state's value at the start of the step";
   let description = [{
-    f32 for a per-element state, f64 for a scalar state.
+    f32 for a per-element state, f64 for a scalar state. In a phase, a
+    per-element state is only read so while no earlier phase wrote it (after
+    that, `opt.reload` reads what it wrote).
 
     Example: `%m = opt.load_state @exp_avg : f32`
   }];
   let arguments = (ins FlatSymbolRefAttr:$state);
   let results = (outs AnyTypeOf<[F32, F64]>:$result);
   let assemblyFormat = "$state attr-dict `:` type($result)";
+  let hasVerifier = 1;
 }
 
 def Opt_ReloadOp : Opt_Op<"reload", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
@@ -295,7 +307,8 @@ def Opt_ReduceOp : Opt_Op<"reduce", [Pure]> {
   let description = [{
     `kind` is one of sum, norm (L2), mean, max. The result is uniform (f64)
     and available from phase `phase` + 1 on, where `phase` is the pass that
-    computes the argument.
+    computes the argument. Flat form only: `opt-split-phases` turns each
+    reduction into a result of its `opt.phase`.
 
     Example: `%n = opt.reduce norm %u phase 0 : f32 -> f64`
   }];

@@ -1,0 +1,57 @@
+// Compile latency: a rule file to callable kernels in process (the JIT), and
+// to a kernel artifact by the optc process a build runs (parse, check, MLIR,
+// LLVM O3, object, link with cc), start-up of libMLIR/libLLVM included.
+#include "optdsl/JIT.h"
+
+#include <benchmark/benchmark.h>
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+extern char **environ;
+
+namespace {
+
+std::string rulePath(const std::string &rule) { return std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt"; }
+
+void BM_JitCompile(benchmark::State &state, const std::string &rule) {
+  for (auto _ : state)
+    benchmark::DoNotOptimize(optdsl::jitCompileFile(rulePath(rule)));
+}
+
+void BM_OptcToSo(benchmark::State &state, const std::string &rule) {
+  std::string output = "/tmp/optdsl-bench-" + std::to_string(getpid()) + "-libopt_" + rule + ".so";
+  std::vector<std::string> args = {OPTDSL_OPTC, rulePath(rule), "--emit=so", "-o", output};
+  std::vector<char *> argv;
+  for (std::string &arg : args)
+    argv.push_back(arg.data());
+  argv.push_back(nullptr);
+  for (auto _ : state) {
+    pid_t pid;
+    int status = 0;
+    if (posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ) != 0 ||
+        waitpid(pid, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      state.SkipWithError("optc failed");
+      break;
+    }
+  }
+  unlink(output.c_str());
+}
+
+void registerAll() {
+  for (const char *rule : {"adamw", "ademamix"}) {
+    benchmark::RegisterBenchmark(("jit/" + std::string(rule)).c_str(), BM_JitCompile, rule)
+        ->Unit(benchmark::kMillisecond);
+    benchmark::RegisterBenchmark(("optc-so/" + std::string(rule)).c_str(), BM_OptcToSo, rule)
+        ->Unit(benchmark::kMillisecond)
+        ->UseRealTime();
+  }
+}
+
+const bool registered = (registerAll(), true);
+
+} // namespace

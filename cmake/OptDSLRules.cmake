@@ -1,0 +1,106 @@
+# optdsl_add_rule: compile an OptDSL rule into a kernel artifact at build time.
+#
+#   optdsl_add_rule(NAME <name> SOURCE <rule.opt>
+#                   [LAYOUTS <layout>...]      # default: f32 (written as in optrt/Layout.h)
+#                   [TARGETS cpu [cuda]]       # default: cpu
+#                   [FIX <hyper>=<value>...]   # hypers folded into the kernels
+#                   [CPU <cpu>]                # default: ${OPTDSL_CPU}, else host
+#                   [OUTPUT_DIRECTORY <dir>])  # default: the current binary dir
+#
+# Creates the custom target optdsl_rule_<name>, which builds
+# <dir>/libopt_<name>.so with optc; the build reruns optc whenever the .opt
+# file or optc changes. The target's property OPTDSL_ARTIFACT holds the
+# library's path, e.g. for a compile definition of the program that loads it:
+#
+#   add_dependencies(trainer optdsl_rule_adamw)
+#   target_compile_definitions(trainer PRIVATE
+#     ADAMW_SO="$<TARGET_PROPERTY:optdsl_rule_adamw,OPTDSL_ARTIFACT>")
+#
+# Works in OptDSL's own tree (optc target) and in a project that did
+# find_package(OptDSL) (OptDSL::optc). Argument mistakes stop configuration
+# with a message naming them.
+include_guard(GLOBAL)
+
+function(optdsl_add_rule)
+  cmake_parse_arguments(PARSE_ARGV 0 ARG "" "NAME;SOURCE;CPU;OUTPUT_DIRECTORY" "LAYOUTS;TARGETS;FIX")
+  set(where "optdsl_add_rule(${ARG_NAME})")
+  if(ARG_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "${where}: unexpected arguments: ${ARG_UNPARSED_ARGUMENTS} "
+                        "(keywords: NAME SOURCE LAYOUTS TARGETS FIX CPU OUTPUT_DIRECTORY)")
+  endif()
+  if(ARG_KEYWORDS_MISSING_VALUES)
+    message(FATAL_ERROR "${where}: no value after ${ARG_KEYWORDS_MISSING_VALUES}")
+  endif()
+  if(NOT ARG_NAME MATCHES "^[A-Za-z_][A-Za-z0-9_]*$")
+    message(FATAL_ERROR "optdsl_add_rule: NAME '${ARG_NAME}' must be an identifier "
+                        "(it names libopt_<NAME>.so and the target optdsl_rule_<NAME>)")
+  endif()
+  if(TARGET optdsl_rule_${ARG_NAME})
+    message(FATAL_ERROR "${where}: a rule named '${ARG_NAME}' was already added")
+  endif()
+  if(NOT ARG_SOURCE)
+    message(FATAL_ERROR "${where}: SOURCE <file.opt> is required")
+  endif()
+  get_filename_component(source "${ARG_SOURCE}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  if(NOT EXISTS "${source}" OR IS_DIRECTORY "${source}")
+    message(FATAL_ERROR "${where}: SOURCE '${ARG_SOURCE}' is not a file (looked at ${source})")
+  endif()
+
+  set(targets ${ARG_TARGETS})
+  if(NOT targets)
+    set(targets cpu)
+  endif()
+  foreach(target IN LISTS targets)
+    if(target STREQUAL "cuda")
+      message(FATAL_ERROR "${where}: TARGETS cuda: this OptDSL has no CUDA backend yet")
+    elseif(NOT target STREQUAL "cpu")
+      message(FATAL_ERROR "${where}: unknown target '${target}' in TARGETS (expected cpu or cuda)")
+    endif()
+  endforeach()
+
+  set(options)
+  foreach(layout IN LISTS ARG_LAYOUTS)
+    # The full check (known dtypes, state names) is optc's; this catches
+    # list mistakes at configure time.
+    if(NOT layout MATCHES "^(f32|[A-Za-z_][A-Za-z0-9_]*=[a-z0-9]+(,[A-Za-z_][A-Za-z0-9_]*=[a-z0-9]+)*)$")
+      message(FATAL_ERROR "${where}: LAYOUTS item '${layout}' is not a written layout "
+                          "(f32, or KEY=DTYPE items separated by commas, e.g. param=bf16,master=f32)")
+    endif()
+    list(APPEND options "--layout=${layout}")
+  endforeach()
+  foreach(fix IN LISTS ARG_FIX)
+    if(NOT fix MATCHES "^[A-Za-z_][A-Za-z0-9_]*=[-+0-9.eE]+$")
+      message(FATAL_ERROR "${where}: FIX item '${fix}' is not NAME=NUMBER")
+    endif()
+    list(APPEND options --fix "${fix}")
+  endforeach()
+  set(cpu "${ARG_CPU}")
+  if(NOT cpu)
+    set(cpu "${OPTDSL_CPU}")
+  endif()
+  if(NOT cpu)
+    set(cpu host)
+  endif()
+
+  if(TARGET OptDSL::optc)
+    set(optc OptDSL::optc)
+  elseif(TARGET optc)
+    set(optc optc)
+  else()
+    message(FATAL_ERROR "${where}: no optc (call find_package(OptDSL) first)")
+  endif()
+  set(directory "${ARG_OUTPUT_DIRECTORY}")
+  if(NOT directory)
+    set(directory "${CMAKE_CURRENT_BINARY_DIR}")
+  endif()
+  set(artifact "${directory}/libopt_${ARG_NAME}.so")
+  add_custom_command(
+    OUTPUT "${artifact}"
+    COMMAND "${CMAKE_COMMAND}" -E make_directory "${directory}"
+    COMMAND ${optc} "${source}" --emit=so "--cpu=${cpu}" ${options} -o "${artifact}"
+    DEPENDS "${source}" ${optc}
+    COMMENT "optc: ${ARG_NAME} (${ARG_SOURCE}) -> libopt_${ARG_NAME}.so"
+    VERBATIM)
+  add_custom_target(optdsl_rule_${ARG_NAME} ALL DEPENDS "${artifact}")
+  set_target_properties(optdsl_rule_${ARG_NAME} PROPERTIES OPTDSL_ARTIFACT "${artifact}")
+endfunction()

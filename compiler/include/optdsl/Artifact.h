@@ -1,0 +1,64 @@
+// The kernel artifact: one shared library per rule exporting the C ABI of
+// runtime/include/optrt/artifact_abi.h (`optc FILE --emit=so`). The kernels
+// are compiled as for the JIT; a constant descriptor emitted next to them in
+// LLVM IR tells a loader everything else. The object is linked into a shared
+// library by the system's C compiler driver ($OPTDSL_LINKER, default cc).
+#pragma once
+
+#include "optdsl/KernelGen.h"
+#include "optdsl/Sema.h"
+#include "optdsl/Transforms/Passes.h"
+
+#include "llvm/IR/Module.h"
+#include "llvm/Target/TargetMachine.h"
+
+#include <memory>
+
+#include <string>
+#include <vector>
+
+namespace optdsl {
+
+/// The descriptor's contents beyond the kernels' signature.
+struct ArtifactInfo {
+  std::string cpu;          // the CPU name the code was compiled for
+  std::string cpuFeatures;  // requiredCpuFeatures of the target machine
+  std::vector<std::string> layouts; // canonical layout names, each compiled in
+};
+
+/// Adds the descriptor and the two exported functions (optdsl_abi_version,
+/// optdsl_artifact_descriptor) to a module holding the kernels of `signature`, and
+/// hides every other symbol. Throws std::logic_error when a kernel function
+/// the signature promises is missing from the module.
+void addArtifactDescriptor(llvm::Module &module, const KernelSignature &signature,
+                           const ArtifactInfo &info);
+
+/// Links an object file into a shared library at `output`. Throws
+/// std::runtime_error naming the linker and its exit status.
+void linkSharedLibrary(const std::string &objectPath, const std::string &output);
+
+struct ArtifactOptions {
+  std::string cpu = "host";
+  std::vector<std::string> layouts = {"f32"}; // written layouts (optrt/Layout.h)
+  FixedHypers fixed;
+};
+
+/// The artifact's code before it becomes an object: kernels plus
+/// descriptor, optimised for the target machine.
+struct ArtifactModule {
+  std::unique_ptr<llvm::TargetMachine> machine;
+  std::unique_ptr<llvm::Module> module;
+};
+
+/// Throws as buildArtifact.
+ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOptions &options,
+                                     llvm::LLVMContext &llvmContext);
+
+/// Checked rule → kernel artifact at `output`. Throws std::invalid_argument
+/// for bad options (unknown CPU, a layout this compiler cannot build yet, a
+/// fixed hyper the rule lacks) and std::runtime_error carrying the
+/// diagnostics when compilation fails.
+void buildArtifact(const CheckedRule &rule, const ArtifactOptions &options,
+                   const std::string &output);
+
+} // namespace optdsl

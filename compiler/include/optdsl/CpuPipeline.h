@@ -1,0 +1,26 @@
+// The one path from a checked rule to its CPU kernels in the LLVM dialect,
+// shared by the in-process JIT and the kernel artifact so both run the same
+// code: opt module (MLIRGen) → opt-kernel-prep (fixed hypers, phases,
+// hoisting) → kernels (KernelGen) → LLVM dialect.
+#pragma once
+
+#include "optdsl/KernelGen.h"
+#include "optdsl/Sema.h"
+#include "optdsl/Transforms/Passes.h"
+
+#include "mlir/IR/MLIRContext.h"
+
+namespace optdsl {
+
+struct CpuKernelModule {
+  mlir::OwningOpRef<mlir::ModuleOp> module; // LLVM dialect
+  KernelSignature signature;
+};
+
+/// Throws std::invalid_argument for a fixed hyper the rule does not have and
+/// std::runtime_error carrying the rendered diagnostics (file:line:col) when
+/// a stage fails.
+CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
+                                     const FixedHypers &fixed);
+
+} // namespace optdsl

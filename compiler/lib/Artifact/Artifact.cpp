@@ -1,0 +1,135 @@
+#include "optdsl/Artifact.h"
+
+#include "optdsl/CpuPipeline.h"
+#include "optdsl/NativeCode.h"
+#include "optrt/Layout.h"
+
+#include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/IR/LLVMContext.h"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+
+extern char **environ;
+
+namespace optdsl {
+
+namespace {
+
+/// Runs argv[0] from PATH and waits; returns its exit status, or throws when
+/// it cannot be started.
+int runProgram(const std::vector<std::string> &args) {
+  std::vector<char *> argv;
+  for (const std::string &arg : args)
+    argv.push_back(const_cast<char *>(arg.c_str()));
+  argv.push_back(nullptr);
+  pid_t pid;
+  int error = posix_spawnp(&pid, argv[0], nullptr, nullptr, argv.data(), environ);
+  if (error != 0)
+    throw std::runtime_error("cannot run the linker '" + args[0] + "': " + std::strerror(error) +
+                             " (set OPTDSL_LINKER to a C compiler driver, e.g. cc or clang)");
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    if (errno != EINTR)
+      throw std::runtime_error("waiting for the linker failed: " + std::string(std::strerror(errno)));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+void writeFile(const std::string &path, const std::vector<char> &bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  out.close();
+  if (!out)
+    throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
+}
+
+/// The canonical names of the layouts asked for, each once. Only f32 storage
+/// has kernels today; refuse the rest by name rather than emit f32 kernels
+/// under another layout's name.
+std::vector<std::string> checkedLayouts(const std::vector<std::string> &written) {
+  std::vector<std::string> names;
+  for (const std::string &text : written) {
+    std::string name = optrt::Layout::parse(text).str();
+    if (name != "f32")
+      throw std::invalid_argument("layout '" + name +
+                                  "': this compiler builds f32 storage only so far (precision "
+                                  "layouts are the next step; see docs/status.md)");
+    if (std::find(names.begin(), names.end(), name) == names.end())
+      names.push_back(name);
+  }
+  if (names.empty())
+    throw std::invalid_argument("no layout to build");
+  return names;
+}
+
+} // namespace
+
+void linkSharedLibrary(const std::string &objectPath, const std::string &output) {
+  const char *linker = std::getenv("OPTDSL_LINKER");
+  std::string driver = linker && *linker ? linker : "cc";
+  // -lm: the uniform functions call pow/exp/log from the C math library.
+  int status = runProgram({driver, "-shared", "-o", output, objectPath, "-lm"});
+  if (status != 0)
+    throw std::runtime_error("linking '" + output + "' failed: '" + driver + "' exited with status " +
+                             std::to_string(status));
+}
+
+ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOptions &options,
+                                     llvm::LLVMContext &llvmContext) {
+  ArtifactModule result;
+  ArtifactInfo info;
+  info.layouts = checkedLayouts(options.layouts);
+  result.machine = createCpuTargetMachine(options.cpu);
+  llvm::TargetMachine *machine = result.machine.get();
+  info.cpu = machine->getTargetCPU().str();
+  info.cpuFeatures = requiredCpuFeatures(*machine);
+
+  mlir::MLIRContext context;
+  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed);
+  mlir::registerBuiltinDialectTranslation(context);
+  mlir::registerLLVMDialectTranslation(context);
+  result.module = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);
+  if (!result.module)
+    throw std::runtime_error("cannot compile rule '" + rule.name() + "': translation to LLVM IR failed");
+  addArtifactDescriptor(*result.module, kernels.signature, info);
+  optimizeForTarget(*result.module, *machine);
+  return result;
+}
+
+void buildArtifact(const CheckedRule &rule, const ArtifactOptions &options, const std::string &output) {
+  llvm::LLVMContext llvmContext;
+  ArtifactModule compiled = compileArtifactModule(rule, options, llvmContext);
+  std::vector<char> object = emitNativeCode(*compiled.module, *compiled.machine, NativeFileKind::Object);
+
+  // Link from a private temporary next to the output, then rename: a build
+  // that fails or is interrupted never leaves a half-written library behind.
+  std::string objectPath = output + ".o." + std::to_string(getpid());
+  std::string libraryPath = output + ".tmp." + std::to_string(getpid());
+  try {
+    writeFile(objectPath, object);
+    linkSharedLibrary(objectPath, libraryPath);
+  } catch (...) {
+    std::remove(objectPath.c_str());
+    std::remove(libraryPath.c_str());
+    throw;
+  }
+  std::remove(objectPath.c_str());
+  if (std::rename(libraryPath.c_str(), output.c_str()) != 0) {
+    int error = errno;
+    std::remove(libraryPath.c_str());
+    throw std::runtime_error("cannot write '" + output + "': " + std::strerror(error));
+  }
+}
+
+} // namespace optdsl

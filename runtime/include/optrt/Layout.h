@@ -1,0 +1,73 @@
+// A precision layout: how each buffer of a rule is stored between steps
+// (arithmetic is always f32). Its written form is shared by optc (--layout),
+// CMake (optdsl_add_rule LAYOUTS) and the runtime (OptimizerOptions::layout):
+//
+//   f32                          everything f32 (the default)
+//   param=bf16,master=f32        bf16 params with an f32 master copy
+//   state=q8                     every elementwise state 8-bit block-wise
+//   m1=q8,nu=f32                 per state, by name
+//
+// Keys: param, grad, master, state (all states), or a state's name; values:
+// f32 bf16 f16 q8, and none for master. Later keys override earlier ones.
+// The canonical form lists only what differs from f32, in the order param,
+// grad, master, state, then named states in alphabetical order.
+#pragma once
+
+#include "optrt/artifact_abi.h"
+
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace optrt {
+
+enum class Dtype : uint32_t {
+  F32 = OPTDSL_DTYPE_F32,
+  BF16 = OPTDSL_DTYPE_BF16,
+  F16 = OPTDSL_DTYPE_F16,
+  Q8Signed = OPTDSL_DTYPE_Q8_SIGNED,
+  Q8Unsigned = OPTDSL_DTYPE_Q8_UNSIGNED,
+};
+
+enum class BufferRole : uint32_t {
+  Param = OPTDSL_BUFFER_PARAM,
+  Grad = OPTDSL_BUFFER_GRAD,
+  Master = OPTDSL_BUFFER_MASTER,
+  State = OPTDSL_BUFFER_STATE,
+  StateAbsmax = OPTDSL_BUFFER_STATE_ABSMAX,
+};
+
+/// "f32", "bf16", "f16", "q8" (either signedness), "q8s"/"q8u" when it matters.
+std::string dtypeName(Dtype dtype);
+
+/// One buffer a kernel receives, in the order of its buffers argument.
+struct BufferDesc {
+  BufferRole role;
+  Dtype dtype;
+  int state = -1;              // index into RuleKernels::states for State/StateAbsmax
+  uint32_t blockElements = 0;  // absmax block of a q8 state
+  bool operator==(const BufferDesc &) const = default;
+};
+
+/// A parsed layout, before it meets a rule (which says whether a named state
+/// exists and whether q8 is signed).
+struct Layout {
+  Dtype param = Dtype::F32;
+  Dtype grad = Dtype::F32;
+  std::optional<Dtype> master; // none unless written
+  std::optional<Dtype> states; // every state, unless overridden by name
+  std::map<std::string, Dtype> stateOverrides;
+
+  /// Throws std::invalid_argument naming the offending item: an unknown key
+  /// or dtype, an empty item, a dtype the key cannot take (q8 params, a
+  /// master that is not f32).
+  static Layout parse(std::string_view text);
+  /// The canonical written form ("f32" when everything is f32).
+  std::string str() const;
+  /// The storage of state `name`.
+  Dtype stateDtype(const std::string &name) const;
+  bool allF32() const { return str() == "f32"; }
+};
+
+} // namespace optrt

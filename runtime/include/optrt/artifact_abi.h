@@ -1,0 +1,136 @@
+/* The C ABI of an OptDSL kernel artifact: the shared library that
+ * `optc RULE.opt --emit=so` writes (libopt_<rule>.so). It exports exactly two
+ * functions:
+ *
+ *   uint32_t optdsl_abi_version(void);             always safe to call
+ *   const optdsl_artifact *optdsl_artifact_descriptor(void);  when it matches
+ *
+ * A loader first checks optdsl_abi_version() == OPTDSL_ABI_VERSION, so a
+ * future layout of these structs is refused by name instead of misread.
+ * Everything the descriptor points to is constant data inside the library,
+ * valid while it stays loaded.
+ *
+ * The runtime (optrt::loadArtifact) turns this into an optrt::RuleKernels;
+ * the compiler emits it as constant LLVM data next to the kernels. C, not
+ * C++, so artifacts stay loadable from any language. */
+#ifndef OPTDSL_ARTIFACT_ABI_H
+#define OPTDSL_ARTIFACT_ABI_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define OPTDSL_ABI_VERSION 1u
+#define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
+#define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
+
+/* Storage of one buffer. Arithmetic is always f32; these say how a value is
+ * kept in memory between steps. */
+typedef enum optdsl_dtype {
+  OPTDSL_DTYPE_F32 = 0,
+  OPTDSL_DTYPE_BF16 = 1,
+  OPTDSL_DTYPE_F16 = 2,
+  OPTDSL_DTYPE_Q8_SIGNED = 3,   /* 8-bit block-wise, signed dynamic map */
+  OPTDSL_DTYPE_Q8_UNSIGNED = 4  /* 8-bit block-wise, unsigned dynamic map */
+} optdsl_dtype;
+
+/* What a kernel buffer holds. */
+typedef enum optdsl_buffer_role {
+  OPTDSL_BUFFER_PARAM = 0,
+  OPTDSL_BUFFER_GRAD = 1,        /* read only */
+  OPTDSL_BUFFER_MASTER = 2,      /* full-precision copy of a reduced-precision param */
+  OPTDSL_BUFFER_STATE = 3,       /* elementwise state `state` */
+  OPTDSL_BUFFER_STATE_ABSMAX = 4 /* per-block scales of a q8 state `state` */
+} optdsl_buffer_role;
+
+typedef enum optdsl_reduction_kind {
+  OPTDSL_REDUCE_SUM = 0,  /* partial: sum x;   result: the sum */
+  OPTDSL_REDUCE_MEAN = 1, /* partial: sum x;   result: sum / n */
+  OPTDSL_REDUCE_NORM = 2, /* partial: sum x^2; result: sqrt */
+  OPTDSL_REDUCE_MAX = 3   /* partial: max x;   result: the max */
+} optdsl_reduction_kind;
+
+/* One step of one tensor with P phases:
+ *   for p in 0..P-1:
+ *     uniforms[p](hypers, step, scalars, reductions, u)     host, per tensor
+ *     kernel[p](buffers, u, partials, begin, end)           per chunk of elements
+ *     combine the chunks' partials of phase p in chunk order, finish each
+ *   scalar_update(hypers, step, scalars, reductions, scalars_out)
+ * hypers: one double per hyper; scalars: one double per scalar state
+ * (start-of-step values); reductions: one double per reduction.
+ * buffers: one pointer per buffer of the layout, in the layout's order, each
+ * at the tensor's first element; the kernel processes elements [begin, end)
+ * and writes one partial per reduction of its phase. */
+typedef void (*optdsl_init_fn)(const double *hypers, float *elementwise_init, double *scalar_init);
+typedef void (*optdsl_uniforms_fn)(const double *hypers, double step, const double *scalars,
+                                   const double *reductions, float *uniforms_out);
+typedef void (*optdsl_kernel_fn)(void *const *buffers, const float *uniforms, double *partials,
+                                 int64_t begin, int64_t end);
+typedef void (*optdsl_scalar_update_fn)(const double *hypers, double step, const double *scalars,
+                                        const double *reductions, double *scalars_out);
+
+typedef struct optdsl_hyper {
+  const char *name;
+  double default_value;
+  uint32_t fixed; /* 1: folded into the kernels at default_value */
+  uint32_t reserved;
+} optdsl_hyper;
+
+typedef struct optdsl_state {
+  const char *name;
+  uint32_t scalar; /* 1: one double per tensor; 0: one value per element */
+  uint32_t reserved;
+} optdsl_state;
+
+typedef struct optdsl_reduction {
+  uint32_t kind; /* optdsl_reduction_kind */
+  int32_t phase; /* accumulated in this phase; usable from phase + 1 */
+} optdsl_reduction;
+
+typedef struct optdsl_buffer {
+  uint32_t role;           /* optdsl_buffer_role */
+  uint32_t dtype;          /* optdsl_dtype */
+  int32_t state;           /* index into states for STATE/STATE_ABSMAX, else -1 */
+  uint32_t block_elements; /* elements per absmax block of a q8 state, else 0 */
+} optdsl_buffer;
+
+/* One storage layout the kernels were compiled for. */
+typedef struct optdsl_layout {
+  const char *name; /* canonical text, e.g. "f32" or "param=bf16,master=f32" */
+  uint32_t num_buffers;
+  uint32_t reserved;
+  const optdsl_buffer *buffers;
+  const optdsl_kernel_fn *kernels; /* one per phase */
+} optdsl_layout;
+
+typedef struct optdsl_artifact {
+  uint32_t abi_version; /* OPTDSL_ABI_VERSION */
+  uint32_t num_hypers;
+  const char *rule;     /* the rule's name */
+  const char *producer; /* "OptDSL <version> (MLIR/LLVM <version>)" */
+  const char *cpu;      /* the CPU the kernels were compiled for, e.g. "x86-64-v3" */
+  /* Comma-separated instruction-set features the kernels need, from a fixed
+   * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
+   * avx512dq avx512vl. */
+  const char *cpu_features;
+  const optdsl_hyper *hypers;
+  uint32_t num_states;
+  uint32_t num_reductions;
+  const optdsl_state *states;
+  const optdsl_reduction *reductions;
+  int32_t num_phases;
+  uint32_t num_layouts;
+  const int32_t *num_uniforms; /* one per phase */
+  optdsl_init_fn init;
+  const optdsl_uniforms_fn *uniforms; /* one per phase */
+  optdsl_scalar_update_fn scalar_update;
+  const optdsl_layout *layouts;
+} optdsl_artifact;
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* OPTDSL_ARTIFACT_ABI_H */

@@ -1,0 +1,142 @@
+// loadArtifact: dlopen, the ABI version handshake, and a copy of the C
+// descriptor into an optrt::RuleKernels. Every pointer and count of the
+// descriptor is checked before use: a damaged or foreign library gives an
+// error naming the field, not a crash inside a step.
+#include "optrt/Artifact.h"
+
+#include "optrt/artifact_abi.h"
+
+#include <dlfcn.h>
+
+#include <span>
+#include <stdexcept>
+
+namespace optrt {
+
+namespace {
+
+/// The table plus the library its function pointers live in.
+struct ArtifactKernels : RuleKernels {
+  void *library = nullptr;
+  ArtifactKernels() = default;
+  ArtifactKernels(const ArtifactKernels &) = delete;
+  ArtifactKernels &operator=(const ArtifactKernels &) = delete;
+  ~ArtifactKernels() {
+    if (library)
+      dlclose(library);
+  }
+};
+
+class DescriptorReader {
+public:
+  DescriptorReader(const std::string &path, const optdsl_artifact &artifact)
+      : path_(path), artifact_(artifact) {}
+
+  void read(RuleKernels &rule) {
+    rule.name = string(artifact_.rule, "rule");
+    rule.cpu = string(artifact_.cpu, "cpu");
+    for (const optdsl_hyper &hyper : array(artifact_.hypers, artifact_.num_hypers, "hypers"))
+      rule.hypers.push_back({string(hyper.name, "hyper name"), hyper.default_value, hyper.fixed != 0});
+    for (const optdsl_state &state : array(artifact_.states, artifact_.num_states, "states"))
+      rule.states.push_back({string(state.name, "state name"), state.scalar != 0});
+    for (const optdsl_reduction &reduction :
+         array(artifact_.reductions, artifact_.num_reductions, "reductions")) {
+      if (reduction.kind > OPTDSL_REDUCE_MAX)
+        fail("reduction kind " + std::to_string(reduction.kind) + " is unknown");
+      rule.reductions.push_back({static_cast<ReductionKind>(reduction.kind), reduction.phase});
+    }
+    if (artifact_.num_phases < 1)
+      fail("num_phases is " + std::to_string(artifact_.num_phases));
+    size_t phases = static_cast<size_t>(artifact_.num_phases);
+    rule.numPhases = artifact_.num_phases;
+    for (int32_t count : array(artifact_.num_uniforms, phases, "num_uniforms"))
+      rule.numUniforms.push_back(count);
+    rule.init = artifact_.init;
+    for (optdsl_uniforms_fn fn : array(artifact_.uniforms, phases, "uniforms"))
+      rule.uniforms.push_back(fn);
+    rule.scalarUpdate = artifact_.scalar_update;
+    for (const optdsl_layout &layout : array(artifact_.layouts, artifact_.num_layouts, "layouts"))
+      rule.layouts.push_back(readLayout(layout, phases, rule.states.size()));
+  }
+
+private:
+  [[noreturn]] void fail(const std::string &problem) const {
+    throw std::runtime_error("kernel artifact '" + path_ + "': malformed descriptor: " + problem);
+  }
+
+  std::string string(const char *text, const char *field) const {
+    if (!text)
+      fail(std::string(field) + " is null");
+    return text;
+  }
+
+  template <typename T> std::span<const T> array(const T *data, size_t count, const char *field) const {
+    if (count > 0 && !data)
+      fail(std::string(field) + " is null with " + std::to_string(count) + " entries");
+    return {data, count};
+  }
+
+  LayoutKernels readLayout(const optdsl_layout &layout, size_t phases, size_t numStates) const {
+    LayoutKernels result;
+    result.name = string(layout.name, "layout name");
+    for (const optdsl_buffer &buffer : array(layout.buffers, layout.num_buffers, "layout buffers")) {
+      if (buffer.role > OPTDSL_BUFFER_STATE_ABSMAX || buffer.dtype > OPTDSL_DTYPE_Q8_UNSIGNED)
+        fail("layout " + result.name + " has a buffer of unknown role or dtype");
+      if (buffer.state >= static_cast<int32_t>(numStates))
+        fail("layout " + result.name + " names state " + std::to_string(buffer.state));
+      result.buffers.push_back({static_cast<BufferRole>(buffer.role),
+                                static_cast<Dtype>(buffer.dtype), buffer.state,
+                                buffer.block_elements});
+    }
+    for (optdsl_kernel_fn fn : array(layout.kernels, phases, "layout kernels"))
+      result.kernels.push_back(fn);
+    return result;
+  }
+
+  const std::string &path_;
+  const optdsl_artifact &artifact_;
+};
+
+} // namespace
+
+std::shared_ptr<const RuleKernels> loadArtifact(const std::string &path) {
+  auto fail = [&](const std::string &problem) {
+    return std::runtime_error("kernel artifact '" + path + "': " + problem);
+  };
+  auto result = std::make_shared<ArtifactKernels>();
+  // RTLD_LOCAL: two artifacts of the same rule (other layouts, other fixed
+  // hypers) export the same kernel names and must not bind to each other.
+  result->library = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+  if (!result->library) {
+    const char *why = dlerror();
+    throw fail(std::string("cannot load: ") + (why ? why : "dlopen failed"));
+  }
+  dlerror();
+  auto version = reinterpret_cast<uint32_t (*)()>(dlsym(result->library, OPTDSL_ABI_VERSION_SYMBOL));
+  if (!version)
+    throw fail("not an OptDSL kernel artifact (it has no " OPTDSL_ABI_VERSION_SYMBOL
+               " symbol); build one with optc FILE.opt --emit=so");
+  uint32_t abi = version();
+  if (abi != OPTDSL_ABI_VERSION)
+    throw fail("built for artifact ABI version " + std::to_string(abi) +
+               ", but this runtime reads version " + std::to_string(OPTDSL_ABI_VERSION) +
+               "; rebuild it with the optc of this OptDSL");
+  auto describe =
+      reinterpret_cast<const optdsl_artifact *(*)()>(dlsym(result->library, OPTDSL_ARTIFACT_SYMBOL));
+  const optdsl_artifact *artifact = describe ? describe() : nullptr;
+  if (!artifact)
+    throw fail("no descriptor (" OPTDSL_ARTIFACT_SYMBOL " missing or null)");
+  if (artifact->abi_version != OPTDSL_ABI_VERSION)
+    throw fail("its descriptor says ABI version " + std::to_string(artifact->abi_version) +
+               ", its " OPTDSL_ABI_VERSION_SYMBOL " says " + std::to_string(abi));
+  DescriptorReader(path, *artifact).read(*result);
+  std::string features = artifact->cpu_features ? artifact->cpu_features : "";
+  std::string missing = missingCpuFeatures(features);
+  if (!missing.empty())
+    throw fail("compiled for CPU '" + result->cpu + "', whose features " + missing +
+               " this CPU lacks; rebuild it for this machine (optc --cpu=host) or a "
+               "portable level (--cpu=x86-64-v2)");
+  return result;
+}
+
+} // namespace optrt

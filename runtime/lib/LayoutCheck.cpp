@@ -1,0 +1,38 @@
+#include "optrt/LayoutCheck.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+namespace optrt {
+
+namespace {
+
+std::string stateList(const std::vector<StateInfo> &states) {
+  std::string list;
+  for (const StateInfo &s : states)
+    list += (list.empty() ? "" : ", ") + s.name + (s.scalar ? " (scalar)" : "");
+  return list.empty() ? "none" : list;
+}
+
+} // namespace
+
+void validateLayout(const Layout &layout, const std::vector<StateInfo> &states,
+                    const std::string &ruleName) {
+  auto fail = [&](const std::string &problem) {
+    throw std::invalid_argument("layout '" + layout.str() + "' for " + ruleName + ": " + problem);
+  };
+  for (const auto &[name, dtype] : layout.stateOverrides) {
+    auto found = std::find_if(states.begin(), states.end(),
+                              [&](const StateInfo &s) { return s.name == name; });
+    if (found == states.end())
+      fail("no state '" + name + "' (its states: " + stateList(states) + ")");
+    if (found->scalar && dtype != Dtype::F32)
+      fail("state '" + name + "' is a per-tensor scalar (one f64 per tensor) and cannot be " +
+           dtypeName(dtype));
+  }
+  if (layout.master && layout.param == Dtype::F32)
+    fail("master=f32 with f32 params would duplicate them; write param=bf16 or param=f16 "
+         "with it, or leave master out");
+}
+
+} // namespace optrt

@@ -1,0 +1,148 @@
+// Artifacts built at build time by optdsl_add_rule, loaded through the C ABI,
+// against the same rules compiled in-process by the JIT. Both run the same
+// IEEE f32 code from the same pipeline, so the descriptor must say what the
+// JIT's table says and every step must give the same bits, whatever
+// instruction set the artifact was compiled for.
+#include "common/BranchHypers.h"
+#include "optdsl/JIT.h"
+#include "optrt/Artifact.h"
+#include "optrt/Optimizer.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+
+namespace optdsl {
+namespace {
+
+std::string artifactPath(const std::string &name) {
+  return std::string(ARTIFACT_DIR) + "/libopt_" + name + ".so";
+}
+
+std::shared_ptr<const optrt::RuleKernels> jit(const std::string &rule, const FixedHypers &fixed = {}) {
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
+  std::string key = rule + (fixed.empty() ? "" : "+fixed");
+  auto &slot = cache[key];
+  if (!slot)
+    slot = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed);
+  return slot;
+}
+
+void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels &b) {
+  EXPECT_EQ(a.name, b.name);
+  ASSERT_EQ(a.hypers.size(), b.hypers.size());
+  for (size_t i = 0; i < a.hypers.size(); ++i) {
+    EXPECT_EQ(a.hypers[i].name, b.hypers[i].name);
+    EXPECT_EQ(a.hypers[i].defaultValue, b.hypers[i].defaultValue) << a.hypers[i].name;
+    EXPECT_EQ(a.hypers[i].fixed, b.hypers[i].fixed) << a.hypers[i].name;
+  }
+  ASSERT_EQ(a.states.size(), b.states.size());
+  for (size_t i = 0; i < a.states.size(); ++i) {
+    EXPECT_EQ(a.states[i].name, b.states[i].name);
+    EXPECT_EQ(a.states[i].scalar, b.states[i].scalar) << a.states[i].name;
+  }
+  ASSERT_EQ(a.reductions.size(), b.reductions.size());
+  for (size_t i = 0; i < a.reductions.size(); ++i) {
+    EXPECT_EQ(a.reductions[i].kind, b.reductions[i].kind);
+    EXPECT_EQ(a.reductions[i].phase, b.reductions[i].phase);
+  }
+  EXPECT_EQ(a.numPhases, b.numPhases);
+  EXPECT_EQ(a.numUniforms, b.numUniforms);
+  ASSERT_EQ(a.layouts.size(), 1u);
+  ASSERT_EQ(b.layouts.size(), 1u);
+  EXPECT_EQ(a.layouts[0].name, "f32");
+  EXPECT_EQ(a.layouts[0].buffers, b.layouts[0].buffers);
+}
+
+/// Steps both tables over the same 50 odd-sized, misaligned tensors and
+/// requires identical params and states after every step.
+void expectSameSteps(std::shared_ptr<const optrt::RuleKernels> artifact,
+                     std::shared_ptr<const optrt::RuleKernels> reference,
+                     const std::map<std::string, double> &hypers, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::vector<size_t> sizes;
+  size_t total = 1;
+  for (int k = 0; k < 50; ++k)
+    total += sizes.emplace_back(1 + rng() % 3000) + 1;
+  std::normal_distribution<float> normal;
+  std::vector<float> storageA(total), grads(total);
+  for (float &x : storageA)
+    x = normal(rng);
+  std::vector<float> storageB = storageA;
+  std::vector<float *> paramsA, paramsB;
+  std::vector<const float *> gradPointers;
+  for (size_t k = 0, offset = 1; k < sizes.size(); offset += sizes[k++] + 1) {
+    paramsA.push_back(storageA.data() + offset);
+    paramsB.push_back(storageB.data() + offset);
+    gradPointers.push_back(grads.data() + offset);
+  }
+  optrt::Optimizer a(artifact, {2, 4096}), b(reference, {2, 4096});
+  a.addGroup(paramsA, sizes, hypers);
+  b.addGroup(paramsB, sizes, hypers);
+  for (int step = 1; step <= 4; ++step) {
+    for (float &g : grads)
+      g = normal(rng) * 1e-2f;
+    a.step({gradPointers});
+    b.step({gradPointers});
+    ASSERT_EQ(std::memcmp(storageA.data(), storageB.data(), total * sizeof(float)), 0)
+        << "params differ after step " << step;
+    for (const optrt::StateInfo &state : artifact->states) {
+      for (size_t k = 0; k < sizes.size(); ++k) {
+        if (state.scalar) {
+          double sa = a.scalarState(state.name, 0, k), sb = b.scalarState(state.name, 0, k);
+          ASSERT_EQ(std::memcmp(&sa, &sb, sizeof sa), 0) << state.name << " of tensor " << k;
+        } else {
+          auto sa = a.state(state.name, 0, k), sb = b.state(state.name, 0, k);
+          ASSERT_EQ(std::memcmp(sa.data(), sb.data(), sa.size_bytes()), 0)
+              << state.name << " of tensor " << k << " after step " << step;
+        }
+      }
+    }
+  }
+}
+
+class EveryRuleArtifact : public testing::TestWithParam<std::string> {};
+
+TEST_P(EveryRuleArtifact, DescribesWhatTheJitDescribes) {
+  auto artifact = optrt::loadArtifact(artifactPath(GetParam()));
+  expectSameDescription(*artifact, *jit(GetParam()));
+}
+
+TEST_P(EveryRuleArtifact, StepsBitwiseLikeTheJit) {
+  expectSameSteps(optrt::loadArtifact(artifactPath(GetParam())), jit(GetParam()),
+                  test::kBranchHypers.at(GetParam()), 7);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, EveryRuleArtifact,
+                         testing::Values("sgd", "adam", "adamw", "ademamix", "nadam", "radam",
+                                         "rmsprop", "adagrad", "lion", "lamb"));
+
+TEST(Artifact, AnotherInstructionSetGivesTheSameBits) {
+  auto sse = optrt::loadArtifact(artifactPath("ademamix_sse"));
+  EXPECT_EQ(sse->cpu, "x86-64-v2");
+  expectSameSteps(sse, jit("ademamix"), test::kBranchHypers.at("ademamix"), 11);
+}
+
+TEST(Artifact, FixedHyperIsFixedInTheDescriptor) {
+  auto artifact = optrt::loadArtifact(artifactPath("adamw_no_amsgrad"));
+  expectSameDescription(*artifact, *jit("adamw", {{"amsgrad", 0}}));
+  expectSameSteps(artifact, jit("adamw", {{"amsgrad", 0}}), {{"weight_decay", 0.1}}, 3);
+  float param = 1;
+  optrt::Optimizer optimizer(artifact);
+  optimizer.addGroup({&param}, {1});
+  EXPECT_THROW(optimizer.setHyper("amsgrad", 1), std::invalid_argument);
+}
+
+TEST(Artifact, StaysLoadedWhileAnOptimizerUsesIt) {
+  std::vector<float> params(100, 1.0f), grads(100, 0.5f);
+  optrt::Optimizer optimizer(optrt::loadArtifact(artifactPath("sgd")));
+  optimizer.addGroup({params.data()}, {params.size()}, {{"lr", 0.1}});
+  optimizer.step({{grads.data()}});
+  EXPECT_FLOAT_EQ(params[0], 1.0f - 0.1f * 0.5f);
+}
+
+} // namespace
+} // namespace optdsl

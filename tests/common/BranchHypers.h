@@ -1,0 +1,32 @@
+// Hyper values of each library rule that switch every branch on; shared by
+// the tests that run the rules' kernels.
+#pragma once
+
+#include <map>
+#include <string>
+
+namespace optdsl::test {
+
+/// Hyper values that switch every branch on (flags set, decoupled weight
+/// decay, warm-ups), so the kernels are tested where the rules are most
+/// complex. Coupled L2 decay (g = grad + weight_decay * param) stays 0 here:
+/// where grad is close to -weight_decay * param the sum cancels, and f32 loses
+/// digits there that float64 keeps (torch's own f32 loses the same ones), so
+/// an element-by-element bound from f32 rounding cannot hold. The golden
+/// cases check coupled decay against the peers' f32 instead (adam_l2,
+/// sgd_nesterov, sgd_dampening, rmsprop_centered_momentum, adagrad_decay,
+/// nadam_basic, radam_basic all decay).
+inline const std::map<std::string, std::map<std::string, double>> kBranchHypers = {
+    {"sgd", {{"momentum", 0.9}, {"nesterov", 1}}},
+    {"adam", {{"amsgrad", 1}}},
+    {"adamw", {{"amsgrad", 1}}},
+    {"ademamix", {{"alpha_warmup", 10}, {"beta3_warmup", 10}, {"weight_decay", 0.1}, {"alpha", 5}}},
+    {"nadam", {}},
+    {"radam", {}},
+    {"rmsprop", {{"centered", 1}, {"momentum", 0.9}}},
+    {"adagrad", {{"lr_decay", 0.01}, {"initial_accumulator_value", 0.1}}},
+    {"lion", {{"weight_decay", 0.1}}},
+    {"lamb", {}},
+};
+
+} // namespace optdsl::test
