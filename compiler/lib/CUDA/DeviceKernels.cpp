@@ -1,9 +1,10 @@
-// Builds the gpu.module of a rule: the host kernels' per-phase functions
-// become device functions, and gpu.func kernels implement the device ABI of
-// runtime/include/optrt/CudaKernels.h around them. Everything a step needs
-// (the step number, hypers, scalar states, reductions) is read from device
-// memory, so a step is a fixed sequence of launches with fixed arguments: it
-// can be captured in a CUDA graph and replayed.
+// Builds the gpu.module of a rule: the host kernels' uniform and
+// scalar-update functions (f64) become device functions, each phase's
+// element code is emitted again for the GPU, and gpu.func kernels implement
+// the device ABI of runtime/include/optrt/CudaKernels.h. Everything a step
+// needs (the step number, hypers, scalar states, reductions) is read from
+// device memory, so a step is a fixed sequence of launches with fixed
+// arguments: it can be captured in a CUDA graph and replayed.
 //
 // Element kernels: a block per chunk (grid-stride over the chunk table), its
 // threads stride over the chunk's elements, so a warp's accesses are
@@ -16,9 +17,10 @@
 // Reductions: each thread accumulates in f64 over its elements in order, the
 // block combines the threads' values in a fixed tree in shared memory, and
 // one partial per chunk lands in the partials table; finish[p] then combines
-// a tensor's chunks in chunk order, as the CPU runtime does (Reduction.h).
-// Launch shape and block size are fixed, so the result is bitwise
-// reproducible from run to run.
+// a tensor's chunk partials the same way (threads over chunks, then the
+// tree) and finishes mean and norm. Launch shape and block size are fixed,
+// so the result is bitwise reproducible from run to run (though not equal to
+// the CPU's, which sums in another order).
 #include "optdsl/CUDAKernelGen.h"
 
 #include "optdsl/Codegen/PhaseBody.h"
