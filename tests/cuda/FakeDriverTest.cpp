@@ -128,6 +128,20 @@ TEST_F(FakeDriverTest, MalformedKernelsAreRefusedBeforeTheDriver) {
                std::invalid_argument);
   EXPECT_THROW(optrt::CudaOptimizer(compiled("sgd").host, deviceCopy("sgd", [](auto &k) { k.images.clear(); })),
                std::invalid_argument);
+  // Built with amsgrad fixed on one side only.
+  EXPECT_THROW(optrt::CudaOptimizer(compiled("adamw").host,
+                                    deviceCopy("adamw", [](auto &k) { k.fixedHypers = {{"amsgrad", 0.0}}; })),
+               std::invalid_argument);
+}
+
+TEST_F(FakeDriverTest, FixedHypersAgreeWhenBuiltAlike) {
+  optdsl::CheckedRule rule = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
+  optdsl::FixedHypers fixed = {{"amsgrad", 0}};
+  auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, fixed));
+  ASSERT_EQ(device->fixedHypers, (std::vector<std::pair<std::string, double>>{{"amsgrad", 0.0}}));
+  optrt::CudaOptimizer optimizer(optdsl::jitCompile(rule, fixed), device);
+  EXPECT_THROW(optimizer.setHyper("amsgrad", 1), std::invalid_argument); // folded into the code
+  EXPECT_THROW(optrt::CudaOptimizer(compiled("adamw").host, device), std::invalid_argument);
 }
 
 TEST_F(FakeDriverTest, NoDeviceIsNamed) {

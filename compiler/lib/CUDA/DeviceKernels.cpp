@@ -118,6 +118,10 @@ private:
     for (int phase = 0; phase < sig_.numPhases; ++phase)
       maxPerPhase = std::max(maxPerPhase, reductionEnd(phase) - reductionBegin(phase));
     facts_.rule = sig_.rule;
+    facts_.fixedHypers.clear();
+    for (const optrt::HyperInfo &hyper : sig_.hypers)
+      if (hyper.fixed)
+        facts_.fixedHypers.emplace_back(hyper.name, hyper.defaultValue);
     facts_.blockSize = kCudaBlockSize;
     facts_.buffersPerTensor = static_cast<int>(2 + numElementwise_);
     facts_.uniformStride = std::max(1, maxUniforms);

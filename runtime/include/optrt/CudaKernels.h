@@ -32,6 +32,7 @@
 #pragma once
 
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace optrt {
@@ -46,6 +47,9 @@ struct CudaImage {
 
 struct CudaKernels {
   std::string rule;
+  /// Hypers folded into the code when it was built, with their values: the
+  /// host description (RuleKernels) must say the same.
+  std::vector<std::pair<std::string, double>> fixedHypers;
   std::vector<CudaImage> images; // ascending arch
   // Entry names, per phase (finish[p] is empty when phase p has no reduction).
   std::vector<std::string> uniformsEntries;

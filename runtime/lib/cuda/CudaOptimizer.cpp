@@ -82,6 +82,15 @@ void checkConsistent(const RuleLayout &layout, const CudaKernels *k) {
   const RuleKernels &rule = layout.rule();
   if (k->rule != rule.name)
     fail("the CUDA kernels are for rule '" + k->rule + "', the host kernels for '" + rule.name + "'");
+  // The same rule built with other fixed hypers has other uniform slots,
+  // and setHyper would silently miss a hyper folded on one side only.
+  std::vector<std::pair<std::string, double>> hostFixed;
+  for (const HyperInfo &hyper : rule.hypers)
+    if (hyper.fixed)
+      hostFixed.emplace_back(hyper.name, hyper.defaultValue);
+  if (hostFixed != k->fixedHypers)
+    fail("the CUDA kernels and the host kernels of rule '" + rule.name +
+         "' were built with different fixed hypers");
   size_t phases = static_cast<size_t>(rule.numPhases);
   if (k->uniformsEntries.size() != phases || k->elementEntries.size() != phases ||
       k->finishEntries.size() != phases)
