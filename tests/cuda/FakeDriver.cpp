@@ -19,7 +19,8 @@ using CUdeviceptr = unsigned long long;
 
 struct Allocation {
   size_t size;
-  void *context;
+  void *context; // null: virtual-memory-API memory, owned by a device
+  int device;
 };
 
 struct State {
@@ -55,11 +56,11 @@ const Allocation *find(CUdeviceptr p, CUdeviceptr *start) {
   return &it->second;
 }
 
-CUdeviceptr allocate(size_t bytes, void *context) {
+CUdeviceptr allocate(size_t bytes, void *context, int device = 0) {
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   std::memset(p, 0xA5, bytes); // like device memory: not zero
   auto address = reinterpret_cast<CUdeviceptr>(p);
-  state().allocations[address] = {bytes, context};
+  state().allocations[address] = {bytes, context, device};
   state().liveBytes += bytes;
   return address;
 }
@@ -83,6 +84,8 @@ size_t fake_cuda_live_bytes() { return state().liveBytes; }
 const char *fake_cuda_last_module_kind() { return state().lastModuleKind.c_str(); }
 /// Device memory of another context.
 CUdeviceptr fake_cuda_alloc_foreign(size_t bytes) { return allocate(bytes, &foreignContextTag); }
+/// Memory mapped with the virtual memory API on `device`: no context.
+CUdeviceptr fake_cuda_alloc_mapped(size_t bytes, int device) { return allocate(bytes, nullptr, device); }
 /// Device memory of the optimizer's context, as a framework would allocate.
 CUdeviceptr fake_cuda_alloc(size_t bytes) { return allocate(bytes, &contextTag); }
 
@@ -200,6 +203,7 @@ CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
     return 1;
   switch (attribute) {
   case 1: *static_cast<void **>(data) = a->context; return 0;
+  case 9: *static_cast<int *>(data) = a->device; return 0;
   case 11: *static_cast<CUdeviceptr *>(data) = start; return 0;
   case 12: *static_cast<size_t *>(data) = a->size; return 0;
   }

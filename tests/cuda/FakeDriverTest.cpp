@@ -31,6 +31,7 @@ struct Fake {
   size_t (*liveBytes)();
   DevicePtr (*allocForeign)(size_t);
   DevicePtr (*alloc)(size_t);
+  DevicePtr (*allocMapped)(size_t, int);
 
   static Fake &get() {
     static Fake fake = [] {
@@ -51,6 +52,7 @@ struct Fake {
       sym(f.liveBytes, "fake_cuda_live_bytes");
       sym(f.allocForeign, "fake_cuda_alloc_foreign");
       sym(f.alloc, "fake_cuda_alloc");
+      sym(f.allocMapped, "fake_cuda_alloc_mapped");
       return f;
     }();
     return fake;
@@ -199,11 +201,15 @@ TEST_F(FakeDriverTest, BadParamPointersAreNamedAndChangeNothing) {
       << e.what();
   expectCudaError(CudaErrc::BadPointer, [&] { optimizer.addGroup({good + 2}, {10}); });
   expectCudaError(CudaErrc::WrongContext, [&] { optimizer.addGroup({fake().allocForeign(400)}, {100}); });
+  CudaError other = expectCudaError(CudaErrc::WrongContext, [&] { optimizer.addGroup({fake().allocMapped(400, 1)}, {100}); });
+  EXPECT_NE(std::string(other.what()).find("memory of CUDA device 1"), std::string::npos) << other.what();
   EXPECT_EQ(optimizer.numGroups(), 0);
   EXPECT_EQ(optimizer.stateBytes(), 0u);
-  EXPECT_EQ(fake().liveBytes(), live + 400); // only the foreign allocation
+  EXPECT_EQ(fake().liveBytes(), live + 800); // only the foreign and the other device's allocations
   EXPECT_EQ(optimizer.addGroup({good}, {100}), 0);
   EXPECT_EQ(optimizer.state("exp_avg", 0, 0), std::vector<float>(100, 0.0f));
+  // Virtual-memory-API memory of this device (no context) is accepted.
+  EXPECT_EQ(optimizer.addGroup({fake().allocMapped(400, 0)}, {100}), 1);
 }
 
 TEST_F(FakeDriverTest, OutOfMemoryLeavesTheStateAsItWas) {

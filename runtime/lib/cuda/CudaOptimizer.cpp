@@ -193,9 +193,19 @@ void CudaOptimizer::Impl::checkDevicePointer(DevicePtr pointer, size_t bytes,
                         d->errorName(result) + ")",
                     "cuPointerGetAttribute", result);
   d->check(result, "cuPointerGetAttribute");
-  if (owner != context)
+  if (!owner) {
+    // Memory mapped with the virtual memory API (cuMemCreate/cuMemMap, as
+    // PyTorch's expandable segments) belongs to a device, not a context.
+    int ordinal = -1;
+    d->check(d->cuPointerGetAttribute(&ordinal, CU_POINTER_ATTRIBUTE_DEVICE_ORDINAL, pointer),
+             "cuPointerGetAttribute");
+    if (ordinal != device)
+      throw CudaError(CudaErrc::WrongContext, what + " is memory of CUDA device " + std::to_string(ordinal) +
+                                                   ", the optimizer runs on device " + std::to_string(device));
+  } else if (owner != context) {
     throw CudaError(CudaErrc::WrongContext,
                     what + " belongs to another CUDA context than the optimizer's");
+  }
   CUdeviceptr start = 0;
   size_t size = 0;
   d->check(d->cuPointerGetAttribute(&start, CU_POINTER_ATTRIBUTE_RANGE_START_ADDR, pointer),
