@@ -47,14 +47,14 @@ options:
                     so       the kernel artifact: a shared library with the
                              C ABI of optrt/artifact_abi.h (default output
                              libopt_<rule>.so)
+                    gpu      the CUDA kernels (gpu.module) before lowering
+                    nvvm     the CUDA kernels in the LLVM and NVVM dialects
+                    ptx      the CUDA kernels as PTX for --gpu-arch
   --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
                   x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
                   CPU name LLVM knows (skylake-avx512, znver4, ...)
   --layout=TEXT   storage layout to compile into the artifact (repeatable;
                   default f32), written as in docs: f32, param=bf16,...
-                    gpu      the CUDA kernels (gpu.module) before lowering
-                    nvvm     the CUDA kernels in the LLVM and NVVM dialects
-                    ptx      the CUDA kernels as PTX for --gpu-arch
   --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
