@@ -283,8 +283,12 @@ private:
       return builder.create<LLVM::GEPOp>(loc, base.getType(), f32(), base, ValueRange{index});
     };
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
-      return builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address(builder, loc, buffer),
-                                          alignment);
+      auto load = builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address(builder, loc, buffer),
+                                               alignment);
+      // No kernel writes the gradient: the read-only data path may serve it.
+      if (buffer == codegen::BufferLayout::kGrad)
+        load.setInvariant(true);
+      return load;
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
       builder.create<LLVM::StoreOp>(loc, value, address(builder, loc, buffer), alignment);
