@@ -1,6 +1,7 @@
 // optc: the OptDSL compiler driver. Checks a rule file and emits one of its
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
 #include "optdsl/Artifact.h"
+#include "optdsl/CUDACompile.h"
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
@@ -46,11 +47,15 @@ options:
                     so       the kernel artifact: a shared library with the
                              C ABI of optrt/artifact_abi.h (default output
                              libopt_<rule>.so)
+                    gpu      the CUDA kernels (gpu.module) before lowering
+                    nvvm     the CUDA kernels in the LLVM and NVVM dialects
+                    ptx      the CUDA kernels as PTX for --gpu-arch
   --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
                   x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
                   CPU name LLVM knows (skylake-avx512, znver4, ...)
   --layout=TEXT   storage layout to compile into the artifact (repeatable;
                   default f32), written as in docs: f32, param=bf16,...
+  --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
                   branches on it fold away, as do states it leaves untouched
@@ -100,7 +105,7 @@ int emitAssembly(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions 
 } // namespace
 
 int main(int argc, char **argv) {
-  std::string emit = "check", input, output;
+  std::string emit = "check", input, output, gpuArch = "sm_90";
   optdsl::FixedHypers fixed;
   optdsl::ArtifactOptions artifact;
   bool layoutGiven = false;
@@ -117,9 +122,14 @@ int main(int argc, char **argv) {
     if (arg.rfind("--emit=", 0) == 0) {
       emit = arg.substr(7);
       if (emit != "check" && emit != "ast" && emit != "mlir" && emit != "opt" && emit != "lowered" &&
-          emit != "llvm" && emit != "asm" && emit != "so")
+          emit != "llvm" && emit != "asm" && emit != "so" && emit != "gpu" && emit != "nvvm" &&
+          emit != "ptx")
         return usageError("unknown emit kind '" + emit +
-                          "' (expected check, ast, mlir, opt, lowered, llvm, asm or so)");
+                          "' (expected check, ast, mlir, opt, lowered, llvm, asm, so, gpu, nvvm or ptx)");
+    } else if (arg.rfind("--gpu-arch=", 0) == 0) {
+      gpuArch = arg.substr(11);
+      if (gpuArch.rfind("sm_", 0) != 0 || gpuArch.size() < 5)
+        return usageError("--gpu-arch expects sm_NN (e.g. sm_80, sm_90), got '" + gpuArch + "'");
     } else if (arg.rfind("--cpu=", 0) == 0) {
       artifact.cpu = arg.substr(6);
       if (artifact.cpu.empty())
@@ -181,6 +191,22 @@ int main(int argc, char **argv) {
   std::ostream &out = output.empty() ? std::cout : fileOut;
   if (emit == "ast") {
     optdsl::ast::print(out, rule->ast, *file);
+    return out.good() ? 0 : 1;
+  }
+  if (emit == "gpu" || emit == "nvvm" || emit == "ptx") {
+    try {
+      if (emit == "ptx") {
+        optdsl::CudaCompileOptions options;
+        options.archs = {gpuArch};
+        options.assemble = false;
+        out << optdsl::cudaCompile(*rule, fixed, options).images.at(0).ptx;
+      } else {
+        out << optdsl::cudaModuleText(*rule, fixed, emit);
+      }
+    } catch (const std::exception &e) {
+      std::cerr << "optc: error: " << e.what() << "\n";
+      return 1;
+    }
     return out.good() ? 0 : 1;
   }
   if (emit == "asm")

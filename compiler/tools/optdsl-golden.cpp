@@ -2,9 +2,11 @@
 // (torch.optim, the AdEMAMix reference) through our rules and reports, per
 // case and backend, the error against the peer and the limit it must meet.
 #include "GoldenCase.h"
+#include "GoldenCuda.h"
 
 #include "optdsl/Interpreter.h"
 #include "optdsl/JIT.h"
+#include "optrt/CudaError.h"
 #include "optrt/Optimizer.h"
 
 #include <cmath>
@@ -16,7 +18,7 @@
 
 namespace {
 
-const char *kUsage = R"(usage: optdsl-golden [--backend interp|cpu|all] [--dsl DIR] CASE.json...
+const char *kUsage = R"(usage: optdsl-golden [--backend interp|cpu|cuda|all] [--dsl DIR] CASE.json...
 
 Runs each golden case on the rule dsl/<rule>.opt and compares the parameters
 after every step with the peer's. Exits 1 if any case fails.
@@ -25,7 +27,11 @@ options:
   --backend NAME  interp  the float64 reference interpreter (the default; limit 1e-9)
                   cpu     the rule JIT-compiled to f32 CPU kernels, run by the
                           runtime (limit max(4 x the peer's own f32 error, 1e-6))
-                  all     both
+                  cuda    the rule compiled to f32 CUDA kernels, run by
+                          optrt::CudaOptimizer on GPU 0 (same limit as cpu);
+                          without a GPU every case prints SKIP and the exit
+                          status is 77
+                  all     interp and cpu
   --dsl DIR       where the rule files are (default: the source tree's dsl/)
 )";
 
@@ -97,11 +103,11 @@ int main(int argc, char **argv) {
   std::vector<std::string> backends;
   if (backend == "all")
     backends = {"interp", "cpu"};
-  else if (backend == "interp" || backend == "cpu")
+  else if (backend == "interp" || backend == "cpu" || backend == "cuda")
     backends = {backend};
   else {
     std::cerr << "optdsl-golden: error: unknown backend '" << backend
-              << "' (available: interp, cpu, all)\n";
+              << "' (available: interp, cpu, cuda, all)\n";
     return 2;
   }
   if (cases.empty()) {
@@ -109,25 +115,34 @@ int main(int argc, char **argv) {
     return 2;
   }
 
-  unsigned failures = 0;
+  unsigned failures = 0, skipped = 0;
   for (const std::string &path : cases) {
     for (const std::string &name : backends) {
       try {
         optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
         optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
         bool float64 = name == "interp";
-        optdsl::Trajectory ours = float64 ? runOnInterpreter(golden, rule) : runOnCpu(golden, rule);
+        optdsl::Trajectory ours = float64          ? runOnInterpreter(golden, rule)
+                                  : name == "cuda" ? optdsl::runOnCuda(golden, rule)
+                                                   : runOnCpu(golden, rule);
         double error = optdsl::trajectoryError(golden, ours);
         double limit = optdsl::errorLimit(golden, float64);
         bool pass = error <= limit; // false for NaN
         failures += !pass;
         std::printf("%s  %-28s backend=%-7s error=%.3e  limit=%.1e\n", pass ? "PASS" : "FAIL",
                     golden.name.c_str(), name.c_str(), error, limit);
+      } catch (const optrt::CudaError &e) {
+        // No GPU here: not a pass, not a failure of the rule.
+        bool noGpu = e.code() == optrt::CudaErrc::NoDriver || e.code() == optrt::CudaErrc::NoDevice;
+        (noGpu ? skipped : failures) += 1;
+        std::printf("%s  %-28s backend=%-7s %s\n", noGpu ? "SKIP" : "FAIL", path.c_str(), name.c_str(), e.what());
       } catch (const std::exception &e) {
         ++failures;
         std::printf("FAIL  %-28s backend=%-7s %s\n", path.c_str(), name.c_str(), e.what());
       }
     }
   }
-  return failures ? 1 : 0;
+  if (failures)
+    return 1;
+  return skipped ? 77 : 0;
 }

@@ -15,3 +15,8 @@ config.substitutions.append(("%optc", os.path.join(config.optdsl_bin_dir, "optc"
 config.substitutions.append(("%dsl", os.path.join(config.optdsl_src_root, "dsl")))
 config.environment["PATH"] = os.pathsep.join(
     [config.llvm_tools_dir, config.optdsl_bin_dir, config.environment.get("PATH", "")])
+
+# PTX generation links libdevice from a CUDA toolkit; no GPU is needed.
+_cuda_roots = [os.environ.get("CUDA_HOME", ""), os.environ.get("CUDA_PATH", ""), "/usr/local/cuda"]
+if any(r and os.path.isfile(os.path.join(r, "nvvm", "libdevice", "libdevice.10.bc")) for r in _cuda_roots):
+    config.available_features.add("cuda-toolkit")

@@ -1,0 +1,166 @@
+// Optimizer step speed on the GPU: `step/<rule>/f32/<shape>`, run by
+// optrt::CudaOptimizer on GPU 0 with one device allocation per tensor (as a
+// framework's allocator gives them). Counters: GBps (the step's minimal bytes
+// / time), copy_GBps (a device-to-device copy moving the same bytes, read +
+// write, measured in the same process right after: the bandwidth ceiling)
+// and roofline = GBps / copy_GBps. Each iteration is one step followed by a
+// context synchronize, timed on the host (a step is ~1 ms at 124M params, the
+// synchronize some microseconds). Exits with a message where there is no GPU.
+#include "optdsl/CUDACompile.h"
+#include "optdsl/JIT.h"
+#include "optrt/CudaOptimizer.h"
+
+#include "cuda/DeviceMemory.h"
+#include "cuda/Driver.h"
+
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using namespace optrt::cuda;
+
+/// Tensor sizes of a model, as in its PyTorch state dict.
+std::vector<size_t> shape(const std::string &name) {
+  // GPT-2 small (124M) and a GPT-3 XL-like 1.3B (d 2048, 24 layers, 2048 context).
+  size_t d = name == "gpt2s" ? 768 : 2048, layers = name == "gpt2s" ? 12 : 24,
+         context = name == "gpt2s" ? 1024 : 2048;
+  std::vector<size_t> sizes{50257 * d, context * d};
+  for (size_t layer = 0; layer < layers; ++layer)
+    for (size_t size : {d, d, d * 3 * d, 3 * d, d * d, d, d, d, d * 4 * d, 4 * d, 4 * d * d, d})
+      sizes.push_back(size);
+  sizes.push_back(d);
+  sizes.push_back(d);
+  return sizes;
+}
+
+/// f32 streams per element the step must touch (hypers fixed as below).
+struct Traffic {
+  int readOnly;  // grad
+  int readWrite; // param and the states the step updates
+};
+const std::map<std::string, Traffic> kTraffic = {
+    {"adamw", {1, 3}},    // 28 B/param
+    {"ademamix", {1, 4}}, // 36 B/param
+};
+const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}};
+
+struct Gpu {
+  const Driver *d = nullptr;
+  CUcontext context = nullptr;
+  std::string name;
+};
+
+Gpu &gpu() {
+  static Gpu g = [] {
+    Gpu g;
+    g.d = &driver();
+    CUdevice device = 0;
+    g.d->check(g.d->cuDeviceGet(&device, 0), "cuDeviceGet");
+    g.d->check(g.d->cuDevicePrimaryCtxRetain(&g.context, device), "cuDevicePrimaryCtxRetain");
+    g.d->check(g.d->cuCtxPushCurrent_v2(g.context), "cuCtxPushCurrent_v2");
+    return g;
+  }();
+  return g;
+}
+
+/// GBps of cuMemcpyDtoD moving `bytes` in total (bytes / 2 read, bytes / 2
+/// written), through one pair of buffers of at most 2 GiB reused, so the
+/// ceiling costs no more memory than it must.
+double copyGBps(double bytes, int repetitions) {
+  const Driver &d = *gpu().d;
+  size_t half = static_cast<size_t>(bytes / 2);
+  size_t piece = std::min<size_t>(half, size_t(2) << 30);
+  DeviceMemory from(d, gpu().context, piece, "copy source"), to(d, gpu().context, piece, "copy target");
+  auto copyAll = [&] {
+    for (size_t done = 0; done < half; done += piece)
+      d.check(d.cuMemcpyDtoD_v2(to.get(), from.get(), std::min(piece, half - done)), "cuMemcpyDtoD_v2");
+  };
+  copyAll();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < repetitions; ++r)
+    copyAll();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return 2.0 * static_cast<double>(half) * repetitions / seconds / 1e9;
+}
+
+void BM_Step(benchmark::State &state, const std::string &rule, const std::string &shapeName) {
+  const Driver &d = *gpu().d;
+  std::vector<size_t> sizes = shape(shapeName);
+  size_t elements = 0;
+  for (size_t size : sizes)
+    elements += size;
+  optdsl::CheckedRule checked = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt");
+  auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(checked, kFixedHypers.at(rule)));
+  optrt::CudaOptimizer optimizer(optdsl::jitCompile(checked, kFixedHypers.at(rule)), device);
+  std::vector<DeviceMemory> params, grads;
+  std::vector<optrt::DevicePtr> paramPointers, gradPointers;
+  float paramValue = 0.02f, gradValue = 1e-3f;
+  unsigned paramBits, gradBits;
+  std::memcpy(&paramBits, &paramValue, 4);
+  std::memcpy(&gradBits, &gradValue, 4);
+  for (size_t size : sizes) {
+    params.emplace_back(d, gpu().context, size * sizeof(float), "param");
+    grads.emplace_back(d, gpu().context, size * sizeof(float), "grad");
+    d.check(d.cuMemsetD32_v2(params.back().get(), paramBits, size), "cuMemsetD32_v2");
+    d.check(d.cuMemsetD32_v2(grads.back().get(), gradBits, size), "cuMemsetD32_v2");
+    paramPointers.push_back(params.back().get());
+    gradPointers.push_back(grads.back().get());
+  }
+  optimizer.addGroup(paramPointers, sizes);
+  for (int warm = 0; warm < 3; ++warm)
+    optimizer.step({gradPointers});
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  double total = 0;
+  for (auto _ : state) {
+    auto start = std::chrono::steady_clock::now();
+    optimizer.step({gradPointers});
+    d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    state.SetIterationTime(seconds);
+    total += seconds;
+  }
+  const Traffic &traffic = kTraffic.at(rule);
+  double bytesPerStep = 4.0 * elements * (traffic.readOnly + 2 * traffic.readWrite);
+  double gbps = bytesPerStep * static_cast<double>(state.iterations()) / total / 1e9;
+  params.clear();
+  grads.clear();
+  double ceiling = copyGBps(bytesPerStep, static_cast<int>(std::min<int64_t>(state.iterations(), 50)));
+  state.counters["GBps"] = gbps;
+  state.counters["copy_GBps"] = ceiling;
+  state.counters["roofline"] = gbps / ceiling;
+  state.counters["bytes_per_param"] = bytesPerStep / static_cast<double>(elements);
+  state.counters["params_M"] = static_cast<double>(elements) / 1e6;
+  state.SetLabel(optimizer.imageInUse());
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  try {
+    gpu();
+  } catch (const optrt::CudaError &e) {
+    std::fprintf(stderr, "optdsl-gpu-bench: no GPU to measure on: %s\n", e.what());
+    return 77;
+  }
+  for (const char *rule : {"adamw", "ademamix"})
+    for (const char *shapeName : {"gpt2s", "gpt1.3b"})
+      benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/f32/" + shapeName).c_str(), BM_Step, rule,
+                                   shapeName)
+          ->Unit(benchmark::kMillisecond)
+          ->UseManualTime()
+          ->MinTime(2.0);
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,45 @@
+"""Turns one run of benchmarks/gpu/run.sh (Google Benchmark JSON from
+optdsl-gpu-bench, JSON lines from torch_adamw_fused.py) into the markdown
+section for docs/benchmarks.md, with the date and device of the run.
+    python3 report.py BENCH.json TORCH.jsonl DEVICE"""
+import datetime
+import json
+import sys
+
+
+def main(bench_path, torch_path, device):
+    bench = json.load(open(bench_path))
+    torch_rows = {}
+    try:
+        for line in open(torch_path):
+            if line.strip().startswith("{"):
+                row = json.loads(line)
+                torch_rows[row["shape"]] = row
+    except FileNotFoundError:
+        pass
+    date = datetime.date.today().isoformat()
+    out = [f"### {date}, {device}", "",
+           "`benchmarks/gpu/run.sh`: optdsl-gpu-bench (one step + synchronize per iteration, host clock), "
+           "copy = cuMemcpyDtoD moving the same bytes in the same process; torch = "
+           "torch_adamw_fused.py, timed the same way. Targets: roofline >= 0.90, "
+           "speed-up over torch fused AdamW >= 1.3.", "",
+           "| benchmark | params | image | ms/step | GB/s | copy GB/s | roofline | torch fused ms/step | speed-up |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for b in bench["benchmarks"]:
+        # "step/adamw/f32/gpt2s/min_time:2.000/manual_time" → step/adamw/f32/gpt2s
+        name = "/".join(b["name"].split("/")[:4])
+        scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
+        ms = b["real_time"] * scale
+        shape = name.split("/")[3]
+        peer = torch_rows.get(shape) if "/adamw/" in name else None
+        peer_ms = f"{peer['ms_per_step']:.3f}" if peer else "—"
+        speedup = f"{peer['ms_per_step'] / ms:.2f}×" if peer else "—"
+        out.append(f"| {name} | {b['params_M']:.1f}M | {b.get('label', '')} | {ms:.3f} | {b['GBps']:.0f} | "
+                   f"{b['copy_GBps']:.0f} | {b['roofline']:.3f} | {peer_ms} | {speedup} |")
+    if torch_rows:
+        out += ["", "Peer: " + next(iter(torch_rows.values()))["peer"] + "."]
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])

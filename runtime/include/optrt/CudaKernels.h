@@ -1,0 +1,67 @@
+// The CUDA form of one rule, as the runtime sees it: device code per GPU
+// architecture (PTX text, and a cubin where ptxas was at hand), the entry
+// names of its kernels, and the facts a launch needs. Nothing here depends
+// on CUDA, MLIR or LLVM; the rule's description (hypers, states, reductions,
+// phases) and its host init function stay in RuleKernels.
+//
+// Device ABI (every kernel is 1-D; pointers are device pointers, i64 is
+// int64_t). The runtime owns these tables in one device allocation:
+//   tensors:    int64 [T][4]  {group, firstChunk, endChunk, numElements}
+//   chunks:     int64 [C][3]  {tensor, begin, end}   (element range of the tensor)
+//   buffers:    float*[T][buffersPerTensor]  {param, grad, elementwise states}
+//   hypers:     double[G][numHypers]                  per group
+//   counter:    double[1]     steps completed; kernels use step = counter + 1
+//   scalars:    double[T][numScalarStates]
+//   reductions: double[T][max(1, numReductions)]
+//   uniforms:   float [T][uniformStride]
+//   partials:   double[C][partialStride]
+// One step, on one stream, with nothing read back to the host (so a whole
+// step can be captured in a CUDA graph):
+//   for p in phases:
+//     uniforms[p](T, tensors, hypers, counter, scalars, reductions, uniforms)
+//     element[p](chunks, C, buffers, uniforms, partials)      blockSize threads
+//     finish[p](T, tensors, partials, reductions)             if p has reductions
+//   scalars(T, tensors, hypers, counter, scalars, reductions) if the rule has scalar states
+//   advance(counter)                                          one thread
+// uniforms and scalars take one thread per tensor: launch them with
+// blockSize threads and ceil(T / blockSize) blocks. finish[p] takes a block
+// per tensor (T blocks; it loops if given fewer).
+// element[p] takes a block per chunk, in a grid-stride loop over chunks, and
+// must be launched with exactly blockSize threads (its block reduction is
+// compiled for that size).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace optrt {
+
+/// Device code for one GPU architecture.
+struct CudaImage {
+  std::string arch;       // "sm_80", "sm_90": the oldest GPU it runs on
+  std::string ptx;        // always present; the driver JITs it where no cubin fits
+  int ptxVersion = 0;     // PTX ISA version times 10 (78 = 7.8), for "driver too old"
+  std::string cubin;      // ptxas output for exactly `arch`; empty when ptxas was absent
+};
+
+struct CudaKernels {
+  std::string rule;
+  /// Hypers folded into the code when it was built, with their values: the
+  /// host description (RuleKernels) must say the same.
+  std::vector<std::pair<std::string, double>> fixedHypers;
+  std::vector<CudaImage> images; // ascending arch
+  // Entry names, per phase (finish[p] is empty when phase p has no reduction).
+  std::vector<std::string> uniformsEntries;
+  std::vector<std::string> elementEntries;
+  std::vector<std::string> finishEntries;
+  std::string scalarsEntry;      // empty when the rule has no scalar state
+  std::string advanceEntry;
+  // Launch facts and strides of the tables above, fixed when the code was built.
+  int blockSize = 256;
+  int buffersPerTensor = 2;
+  int uniformStride = 1;
+  int partialStride = 1;
+};
+
+} // namespace optrt

@@ -1,0 +1,123 @@
+// optrt::CudaOptimizer: the GPU counterpart of optrt::Optimizer. It owns the
+// optimizer state of one rule in device memory for caller-owned device
+// tensors, and runs the rule's CUDA kernels (CudaKernels.h) on a stream the
+// caller gives.
+//
+// Why a class of its own rather than a device backend of optrt::Optimizer:
+// the two share the rule description, the chunk table and the hyper checks
+// (RuleLayout, ChunkTable), but almost nothing of a step: here memory is
+// device memory, a step is asynchronous on a stream, state reads copy to the
+// host, and pointers are checked against a CUDA context. One interface over
+// both would make every call answer "which memory is this?".
+//
+// The driver is loaded at run time (libcuda.so.1, dlopen): a program built
+// with this class runs on machines without a GPU and gets a named CudaError
+// (CudaErrc::NoDriver / NoDevice) when it tries to make one.
+//
+// A step is a fixed sequence of kernel launches whose arguments never change
+// between steps (the step number, hypers, scalar states and reductions live
+// in device memory), and it reads nothing back to the host: it can be
+// captured in a CUDA graph and replayed (torch's `capturable`), provided
+// nothing needs uploading during the captured step, i.e. the gradient
+// pointers are those of the previous step and no setHyper came in between.
+// A replay advances the device's step counter, not stepCount().
+//
+// Every call checks its arguments before it changes anything or launches
+// anything: an exception leaves parameters, state and settings as they were.
+// Not safe to use from two threads at once.
+#pragma once
+
+#include "optrt/CudaError.h"
+#include "optrt/CudaKernels.h"
+#include "optrt/RuleKernels.h"
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace optrt {
+
+/// A device address (CUdeviceptr).
+using DevicePtr = std::uint64_t;
+/// A CUstream; nullptr is the legacy default stream.
+using CudaStream = void *;
+
+struct CudaOptimizerOptions {
+  /// -1: the CUDA context current on the calling thread, or device 0's
+  /// primary context when none is current. N >= 0: device N's primary context.
+  int device = -1;
+  /// The most elements of one tensor that one block updates per chunk.
+  /// Small, so that the chunks of a step spread evenly over the resident
+  /// blocks (a block's last chunk is the step's tail: with 64K-element
+  /// chunks GPT-2 small has ~1.8 chunks per block of an H100, and blocks
+  /// with 2 set the time; with 4K ~29, so at most one chunk in 29 is lost).
+  size_t chunkElements = 4096;
+};
+
+class CudaOptimizer {
+public:
+  /// `host` describes the rule and provides its init function; `device` is
+  /// its CUDA code, built from the same rule with the same fixed hypers.
+  /// Throws std::invalid_argument for null or inconsistent kernels (checked
+  /// first, without touching the driver), then CudaError: NoDriver, NoDevice,
+  /// NoBinaryForGpu (no image for this GPU's architecture), DriverTooOld
+  /// (the driver cannot JIT the PTX), DriverCall.
+  CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
+                CudaOptimizerOptions options = {});
+  ~CudaOptimizer();
+  CudaOptimizer(CudaOptimizer &&) noexcept;
+  CudaOptimizer &operator=(CudaOptimizer &&) noexcept;
+
+  const RuleKernels &rule() const;
+  /// "cubin sm_90" or "ptx sm_80 (JIT)": which image the driver runs.
+  const std::string &imageInUse() const;
+
+  /// Adds a group of device tensors (sizes[i] floats at params[i], in the
+  /// optimizer's context, kept alive by the caller). Synchronizes the
+  /// context. Throws std::invalid_argument as optrt::Optimizer::addGroup
+  /// does, CudaError BadPointer (not a device pointer, not 4-byte aligned,
+  /// or its allocation ends before the tensor does), WrongContext, and
+  /// OutOfMemory when the grown state arena or tables do not fit.
+  int addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
+               std::map<std::string, double> hyperOverrides = {});
+
+  int numGroups() const;
+  size_t numTensors(int group) const;
+
+  /// Enqueues one step of every tensor on `stream`; returns without waiting.
+  /// gradsPerGroup[g][i]: the device gradient of tensor i of group g, never
+  /// written. Gradient pointers that differ from the previous step's are
+  /// checked like params. Throws std::logic_error before any addGroup,
+  /// std::invalid_argument for wrong counts or null pointers, CudaError.
+  void step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream = nullptr);
+  /// step() calls so far.
+  int64_t stepCount() const;
+
+  /// As optrt::Optimizer; the new value reaches the device with the next step.
+  void setHyper(const std::string &name, double value, int group = -1);
+  double hyper(const std::string &name, int group) const;
+  /// The device address of hyper `name` of `group` (one double), for LR
+  /// schedules inside a captured graph: write it on the device (a kernel, or
+  /// a copy from pinned memory captured with the step) instead of calling
+  /// setHyper. Valid until the next addGroup; a later setHyper of the same
+  /// hyper overwrites it at the next step.
+  DevicePtr hyperAddress(const std::string &name, int group) const;
+
+  /// Copies of state, taken after everything enqueued so far has finished
+  /// (these synchronize the context).
+  std::vector<float> state(const std::string &name, int group, size_t tensor) const;
+  double scalarState(const std::string &name, int group, size_t tensor) const;
+
+  /// Device bytes of optimizer state: the arena (padding included) plus scalars.
+  size_t stateBytes() const;
+  size_t numParams() const;
+
+private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+} // namespace optrt

@@ -1,0 +1,213 @@
+// A stand-in for libcuda.so.1 that runs no kernels: device memory is host
+// memory, launches are recorded by name and shape, and each failure a test
+// needs (no device, an old driver, a refused cubin, a full device, a pointer
+// of another context) is switched on through fake_cuda_set. It lets the
+// runtime's host side (driver loading, error naming, pointer checks, tables,
+// the launch sequence, state left untouched on failure) be tested on
+// machines without a GPU. Loaded by the runtime through OPTDSL_LIBCUDA.
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace {
+
+using CUresult = int;
+using CUdeviceptr = unsigned long long;
+
+struct Allocation {
+  size_t size;
+  void *context; // null: virtual-memory-API memory, owned by a device
+  int device;
+};
+
+struct State {
+  std::map<std::string, long long> settings;
+  std::map<CUdeviceptr, Allocation> allocations;
+  std::vector<std::string> launches;
+  std::vector<unsigned> launchGrids;
+  std::string lastModuleKind;
+  size_t liveBytes = 0;
+};
+
+int contextTag, foreignContextTag; // their addresses are the fake contexts
+
+State &state() {
+  static State s;
+  return s;
+}
+
+long long setting(const char *key, long long fallback) {
+  auto it = state().settings.find(key);
+  return it == state().settings.end() ? fallback : it->second;
+}
+
+const Allocation *find(CUdeviceptr p, CUdeviceptr *start) {
+  auto &allocations = state().allocations;
+  auto it = allocations.upper_bound(p);
+  if (it == allocations.begin())
+    return nullptr;
+  --it;
+  if (p >= it->first + it->second.size)
+    return nullptr;
+  *start = it->first;
+  return &it->second;
+}
+
+CUdeviceptr allocate(size_t bytes, void *context, int device = 0) {
+  void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
+  std::memset(p, 0xA5, bytes); // like device memory: not zero
+  auto address = reinterpret_cast<CUdeviceptr>(p);
+  state().allocations[address] = {bytes, context, device};
+  state().liveBytes += bytes;
+  return address;
+}
+
+} // namespace
+
+extern "C" {
+
+// --- control, for the tests -------------------------------------------------
+void fake_cuda_reset() {
+  State &s = state();
+  s.settings.clear();
+  s.launches.clear();
+  s.launchGrids.clear();
+}
+void fake_cuda_set(const char *key, long long value) { state().settings[key] = value; }
+size_t fake_cuda_num_launches() { return state().launches.size(); }
+const char *fake_cuda_launch(size_t i) { return state().launches.at(i).c_str(); }
+unsigned fake_cuda_launch_grid(size_t i) { return state().launchGrids.at(i); }
+size_t fake_cuda_live_bytes() { return state().liveBytes; }
+const char *fake_cuda_last_module_kind() { return state().lastModuleKind.c_str(); }
+/// Device memory of another context.
+CUdeviceptr fake_cuda_alloc_foreign(size_t bytes) { return allocate(bytes, &foreignContextTag); }
+/// Memory mapped with the virtual memory API on `device`: no context.
+CUdeviceptr fake_cuda_alloc_mapped(size_t bytes, int device) { return allocate(bytes, nullptr, device); }
+/// Device memory of the optimizer's context, as a framework would allocate.
+CUdeviceptr fake_cuda_alloc(size_t bytes) { return allocate(bytes, &contextTag); }
+
+// --- the driver API subset the runtime resolves ------------------------------
+CUresult cuInit(unsigned) { return static_cast<CUresult>(setting("init_result", 0)); }
+CUresult cuDriverGetVersion(int *v) {
+  *v = static_cast<int>(setting("driver_version", 12040));
+  return 0;
+}
+CUresult cuGetErrorName(CUresult r, const char **name) {
+  static const std::map<int, const char *> names = {
+      {0, "CUDA_SUCCESS"}, {1, "CUDA_ERROR_INVALID_VALUE"}, {2, "CUDA_ERROR_OUT_OF_MEMORY"},
+      {100, "CUDA_ERROR_NO_DEVICE"}, {209, "CUDA_ERROR_NO_BINARY_FOR_GPU"},
+      {218, "CUDA_ERROR_INVALID_PTX"}, {222, "CUDA_ERROR_UNSUPPORTED_PTX_VERSION"}};
+  auto it = names.find(r);
+  if (it == names.end())
+    return 1;
+  *name = it->second;
+  return 0;
+}
+CUresult cuDeviceGetCount(int *n) {
+  *n = static_cast<int>(setting("device_count", 1));
+  return 0;
+}
+CUresult cuDeviceGet(int *d, int ordinal) {
+  *d = ordinal;
+  return 0;
+}
+CUresult cuDeviceGetAttribute(int *value, int attribute, int) {
+  switch (attribute) {
+  case 16: *value = static_cast<int>(setting("multiprocessors", 4)); return 0;
+  case 75: *value = static_cast<int>(setting("cc_major", 9)); return 0;
+  case 76: *value = static_cast<int>(setting("cc_minor", 0)); return 0;
+  }
+  return 1;
+}
+CUresult cuDevicePrimaryCtxRetain(void **context, int) {
+  *context = &contextTag;
+  return 0;
+}
+CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+CUresult cuCtxGetCurrent(void **context) {
+  *context = nullptr;
+  return 0;
+}
+CUresult cuCtxGetDevice(int *d) {
+  *d = 0;
+  return 0;
+}
+CUresult cuCtxPushCurrent_v2(void *) { return 0; }
+CUresult cuCtxPopCurrent_v2(void **) { return 0; }
+CUresult cuCtxSynchronize() { return 0; }
+CUresult cuModuleLoadDataEx(void **module, const void *image, unsigned, int *, void **) {
+  bool cubin = std::memcmp(image, "\x7f" "ELF", 4) == 0;
+  state().lastModuleKind = cubin ? "cubin" : "ptx";
+  CUresult r = static_cast<CUresult>(setting(cubin ? "cubin_result" : "ptx_result", 0));
+  if (r == 0)
+    *module = &contextTag;
+  return r;
+}
+CUresult cuModuleUnload(void *) { return 0; }
+CUresult cuModuleGetFunction(void **f, void *, const char *name) {
+  *f = strdup(name); // the handle is the name; a few bytes per test, never freed
+  return 0;
+}
+CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
+                        void *, void **, void **) {
+  state().launches.push_back(static_cast<const char *>(f));
+  state().launchGrids.push_back(gx);
+  return 0;
+}
+CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
+  long long limit = setting("memory_limit", -1);
+  if (limit >= 0 && state().liveBytes + bytes > static_cast<size_t>(limit))
+    return 2;
+  *p = allocate(bytes, &contextTag);
+  return 0;
+}
+CUresult cuMemFree_v2(CUdeviceptr p) {
+  auto it = state().allocations.find(p);
+  if (it == state().allocations.end())
+    return 1;
+  state().liveBytes -= it->second.size;
+  std::free(reinterpret_cast<void *>(p));
+  state().allocations.erase(it);
+  return 0;
+}
+CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr to, const void *from, size_t bytes, void *) {
+  std::memcpy(reinterpret_cast<void *>(to), from, bytes);
+  return 0;
+}
+CUresult cuMemcpyDtoH_v2(void *to, CUdeviceptr from, size_t bytes) {
+  std::memcpy(to, reinterpret_cast<const void *>(from), bytes);
+  return 0;
+}
+CUresult cuMemcpyDtoD_v2(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
+  std::memcpy(reinterpret_cast<void *>(to), reinterpret_cast<const void *>(from), bytes);
+  return 0;
+}
+CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned value, size_t n) {
+  auto *words = reinterpret_cast<unsigned *>(p);
+  for (size_t i = 0; i < n; ++i)
+    words[i] = value;
+  return 0;
+}
+CUresult cuStreamSynchronize(void *) { return 0; }
+CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, void *, int, size_t) {
+  *blocks = static_cast<int>(setting("blocks_per_sm", 8));
+  return 0;
+}
+CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
+  CUdeviceptr start = 0;
+  const Allocation *a = find(p, &start);
+  if (!a)
+    return 1;
+  switch (attribute) {
+  case 1: *static_cast<void **>(data) = a->context; return 0;
+  case 9: *static_cast<int *>(data) = a->device; return 0;
+  case 11: *static_cast<CUdeviceptr *>(data) = start; return 0;
+  case 12: *static_cast<size_t *>(data) = a->size; return 0;
+  }
+  return 1;
+}
+
+} // extern "C"
