@@ -2,7 +2,8 @@
 #
 #   optdsl_add_rule(NAME <name> SOURCE <rule.opt>
 #                   [LAYOUTS <layout>...]      # default: f32 (written as in optrt/Layout.h)
-#                   [TARGETS cpu [cuda]]       # default: cpu
+#                   [TARGETS cpu [cuda]]       # default: cpu; cuda embeds PTX/cubins
+#                                              # (needs the CUDA toolkit, not a GPU)
 #                   [FIX <hyper>=<value>...]   # hypers folded into the kernels
 #                   [CPU <cpu>]                # default: ${OPTDSL_CPU}, else host
 #                   [OUTPUT_DIRECTORY <dir>])  # default: the current binary dir
@@ -50,15 +51,16 @@ function(optdsl_add_rule)
   if(NOT targets)
     set(targets cpu)
   endif()
+  set(options)
   foreach(target IN LISTS targets)
     if(target STREQUAL "cuda")
-      message(FATAL_ERROR "${where}: TARGETS cuda: this OptDSL has no CUDA backend yet")
+      # The CPU kernels are always built (the host functions serve both).
+      list(APPEND options --cuda)
     elseif(NOT target STREQUAL "cpu")
       message(FATAL_ERROR "${where}: unknown target '${target}' in TARGETS (expected cpu or cuda)")
     endif()
   endforeach()
 
-  set(options)
   foreach(layout IN LISTS ARG_LAYOUTS)
     # The full check (known dtypes, state names) is optc's; this catches
     # list mistakes at configure time.

@@ -56,6 +56,9 @@ options:
   --layout=TEXT   storage layout to compile into the artifact (repeatable;
                   default f32), written as in docs: f32, param=bf16,...
   --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
+  --cuda          with --emit=so: also embed the CUDA kernels (PTX for sm_80
+                  and sm_90, cubins where ptxas is found; needs the CUDA
+                  toolkit's libdevice, not a GPU)
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
                   branches on it fold away, as do states it leaves untouched
@@ -130,6 +133,8 @@ int main(int argc, char **argv) {
       gpuArch = arg.substr(11);
       if (gpuArch.rfind("sm_", 0) != 0 || gpuArch.size() < 5)
         return usageError("--gpu-arch expects sm_NN (e.g. sm_80, sm_90), got '" + gpuArch + "'");
+    } else if (arg == "--cuda") {
+      artifact.cuda = true;
     } else if (arg.rfind("--cpu=", 0) == 0) {
       artifact.cpu = arg.substr(6);
       if (artifact.cpu.empty())

@@ -4,6 +4,7 @@
 // error naming the field, not a crash inside a step.
 #include "optrt/Artifact.h"
 
+#include "optrt/CudaKernels.h"
 #include "optrt/artifact_abi.h"
 
 #include <dlfcn.h>
@@ -90,6 +91,48 @@ private:
     }
     for (optdsl_kernel_fn fn : array(layout.kernels, phases, "layout kernels"))
       result.kernels.push_back(fn);
+    if (layout.cuda)
+      result.cuda = readCuda(*layout.cuda, phases, result.name);
+    return result;
+  }
+
+  std::shared_ptr<const CudaKernels> readCuda(const optdsl_cuda &cuda, size_t phases,
+                                              const std::string &layout) const {
+    auto result = std::make_shared<CudaKernels>();
+    std::string where = "layout " + layout + " cuda ";
+    result->rule = string(artifact_.rule, "rule");
+    for (const optdsl_cuda_image &image : array(cuda.images, cuda.num_images, (where + "images").c_str())) {
+      CudaImage copy;
+      copy.arch = string(image.arch, (where + "arch").c_str());
+      copy.ptx = string(image.ptx, (where + "ptx").c_str());
+      copy.ptxVersion = image.ptx_version;
+      if (image.cubin_size > 0) {
+        const char *bytes = array(static_cast<const char *>(image.cubin), image.cubin_size,
+                                  (where + "cubin").c_str()).data();
+        copy.cubin.assign(bytes, image.cubin_size);
+      }
+      result->images.push_back(std::move(copy));
+    }
+    auto names = [&](const char *const *table, const char *field) {
+      std::vector<std::string> list;
+      for (const char *name : array(table, phases, (where + field).c_str()))
+        list.push_back(string(name, (where + field).c_str()));
+      return list;
+    };
+    result->uniformsEntries = names(cuda.uniforms_entries, "uniforms_entries");
+    result->elementEntries = names(cuda.element_entries, "element_entries");
+    result->finishEntries = names(cuda.finish_entries, "finish_entries");
+    result->scalarsEntry = string(cuda.scalars_entry, (where + "scalars_entry").c_str());
+    result->advanceEntry = string(cuda.advance_entry, (where + "advance_entry").c_str());
+    result->blockSize = cuda.block_size;
+    result->buffersPerTensor = cuda.buffers_per_tensor;
+    result->uniformStride = cuda.uniform_stride;
+    result->partialStride = cuda.partial_stride;
+    auto fixedNames = array(cuda.fixed_hyper_names, cuda.num_fixed_hypers, (where + "fixed_hyper_names").c_str());
+    auto fixedValues = array(cuda.fixed_hyper_values, cuda.num_fixed_hypers, (where + "fixed_hyper_values").c_str());
+    for (size_t i = 0; i < fixedNames.size(); ++i)
+      result->fixedHypers.emplace_back(string(fixedNames[i], (where + "fixed_hyper_names").c_str()),
+                                       fixedValues[i]);
     return result;
   }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include "optdsl/KernelGen.h"
+#include "optrt/CudaKernels.h"
 #include "optdsl/Sema.h"
 #include "optdsl/Transforms/Passes.h"
 
@@ -24,6 +25,8 @@ struct ArtifactInfo {
   std::string cpu;          // the CPU name the code was compiled for
   std::string cpuFeatures;  // requiredCpuFeatures of the target machine
   std::vector<std::string> layouts; // canonical layout names, each compiled in
+  /// The CUDA kernels, embedded with every layout; null without the CUDA target.
+  std::shared_ptr<const optrt::CudaKernels> cuda;
 };
 
 /// Adds the descriptor and the two exported functions (optdsl_abi_version,
@@ -41,6 +44,9 @@ struct ArtifactOptions {
   std::string cpu = "host";
   std::vector<std::string> layouts = {"f32"}; // written layouts (optrt/Layout.h)
   FixedHypers fixed;
+  /// Also embed CUDA kernels (PTX for sm_80 and sm_90, cubins where ptxas
+  /// is found): needs the CUDA toolkit's libdevice, never a GPU.
+  bool cuda = false;
 };
 
 /// The artifact's code before it becomes an object: kernels plus

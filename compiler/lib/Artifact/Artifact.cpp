@@ -1,5 +1,6 @@
 #include "optdsl/Artifact.h"
 
+#include "optdsl/CUDACompile.h"
 #include "optdsl/CpuPipeline.h"
 #include "optdsl/NativeCode.h"
 #include "optrt/Layout.h"
@@ -94,6 +95,8 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   llvm::TargetMachine *machine = result.machine.get();
   info.cpu = machine->getTargetCPU().str();
   info.cpuFeatures = requiredCpuFeatures(*machine);
+  if (options.cuda)
+    info.cuda = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed));
 
   mlir::MLIRContext context;
   CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed);

@@ -44,7 +44,7 @@ public:
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
     }
     for (const std::string &layout : info.layouts)
-      layouts.push_back(layoutRecord(signature, layout));
+      layouts.push_back(layoutRecord(signature, layout, info.cuda.get()));
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
                    array(hypers), u32(states.size()), u32(reductions.size()), array(states),
@@ -65,7 +65,8 @@ public:
   }
 
 private:
-  llvm::Constant *layoutRecord(const KernelSignature &signature, const std::string &layout) {
+  llvm::Constant *layoutRecord(const KernelSignature &signature, const std::string &layout,
+                               const optrt::CudaKernels *cuda) {
     // Only the f32 layout is generated today; buildArtifact refuses others.
     std::vector<llvm::Constant *> buffers, kernels;
     for (const optrt::BufferDesc &buffer : optrt::f32Buffers(signature.states))
@@ -74,7 +75,40 @@ private:
                                 u32(buffer.blockElements)}));
     for (int phase = 0; phase < signature.numPhases; ++phase)
       kernels.push_back(function(kernelFunctionName(signature.rule, phase)));
-    return record({string(layout), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_)});
+    llvm::Constant *device = cuda ? global(cudaRecord(*cuda), "optdsl.cuda")
+                                  : static_cast<llvm::Constant *>(llvm::ConstantPointerNull::get(ptr_));
+    return record({string(layout), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_),
+                   device});
+  }
+
+  llvm::Constant *cudaRecord(const optrt::CudaKernels &cuda) {
+    std::vector<llvm::Constant *> images, fixedNames, fixedValues;
+    for (const optrt::CudaImage &image : cuda.images) {
+      llvm::Constant *cubin = llvm::ConstantPointerNull::get(ptr_);
+      if (!image.cubin.empty())
+        cubin = global(llvm::ConstantDataArray::getRaw(image.cubin, image.cubin.size(),
+                                                       llvm::Type::getInt8Ty(context_)),
+                       "optdsl.cubin");
+      images.push_back(record({string(image.arch), string(image.ptx), s32(image.ptxVersion), u32(0),
+                               cubin, llvm::ConstantInt::get(llvm::Type::getInt64Ty(context_),
+                                                             image.cubin.size())}));
+    }
+    for (const auto &[name, value] : cuda.fixedHypers) {
+      fixedNames.push_back(string(name));
+      fixedValues.push_back(llvm::ConstantFP::get(f64_, value));
+    }
+    return record({u32(images.size()), s32(cuda.blockSize), array(images),
+                   strings(cuda.uniformsEntries), strings(cuda.elementEntries),
+                   strings(cuda.finishEntries), string(cuda.scalarsEntry), string(cuda.advanceEntry),
+                   s32(cuda.buffersPerTensor), s32(cuda.uniformStride), s32(cuda.partialStride),
+                   u32(fixedNames.size()), array(fixedNames, ptr_), array(fixedValues, f64_)});
+  }
+
+  llvm::Constant *strings(const std::vector<std::string> &texts) {
+    std::vector<llvm::Constant *> pointers;
+    for (const std::string &text : texts)
+      pointers.push_back(string(text));
+    return array(pointers, ptr_);
   }
 
   llvm::Constant *u32(uint32_t value) { return llvm::ConstantInt::get(i32_, value); }

@@ -67,6 +67,11 @@ public:
   /// (the driver cannot JIT the PTX), DriverCall.
   CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
                 CudaOptimizerOptions options = {});
+  /// The CUDA kernels an artifact built with the CUDA target carries
+  /// (LayoutKernels::cuda of its f32 layout). Throws std::invalid_argument
+  /// naming the rule when it has none (build it with optc --cuda or
+  /// optdsl_add_rule(... TARGETS cpu cuda)), then as above.
+  explicit CudaOptimizer(std::shared_ptr<const RuleKernels> artifact, CudaOptimizerOptions options = {});
   ~CudaOptimizer();
   CudaOptimizer(CudaOptimizer &&) noexcept;
   CudaOptimizer &operator=(CudaOptimizer &&) noexcept;

@@ -16,6 +16,7 @@
 #include "optrt/Layout.h"
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -62,11 +63,16 @@ using ScalarUpdateFn = void (*)(const double *hypers, double step, const double 
 /// Initial values: one float per elementwise state, one double per scalar state.
 using InitFn = void (*)(const double *hypers, float *elementwiseInit, double *scalarInit);
 
+struct CudaKernels; // optrt/CudaKernels.h
+
 /// The kernels of one storage layout.
 struct LayoutKernels {
   std::string name;                // canonical written form (Layout::str())
   std::vector<BufferDesc> buffers; // what a kernel's buffers argument holds
   std::vector<KernelFn> kernels;   // per phase
+  /// The same layout's CUDA kernels, for optrt::CudaOptimizer; null when the
+  /// rule was built without the CUDA target.
+  std::shared_ptr<const CudaKernels> cuda;
 };
 
 /// The f32 layout's buffers for these states: param, grad, then each

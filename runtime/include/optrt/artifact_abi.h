@@ -96,6 +96,36 @@ typedef struct optdsl_buffer {
   uint32_t block_elements; /* elements per absmax block of a q8 state, else 0 */
 } optdsl_buffer;
 
+/* Device code of a layout for one GPU architecture. */
+typedef struct optdsl_cuda_image {
+  const char *arch;       /* "sm_80", "sm_90": the oldest GPU it runs on */
+  const char *ptx;        /* NUL-terminated PTX; the driver JITs it where no cubin fits */
+  int32_t ptx_version;    /* PTX ISA version times 10 (78 = 7.8) */
+  uint32_t reserved;
+  const void *cubin;      /* ptxas output for exactly `arch`, or null */
+  uint64_t cubin_size;
+} optdsl_cuda_image;
+
+/* A layout's CUDA kernels: device code per architecture and the entry
+ * names and launch facts of optrt/CudaKernels.h (which documents the
+ * device ABI these kernels follow). */
+typedef struct optdsl_cuda {
+  uint32_t num_images;
+  int32_t block_size;
+  const optdsl_cuda_image *images;       /* ascending arch */
+  const char *const *uniforms_entries;   /* one per phase */
+  const char *const *element_entries;    /* one per phase */
+  const char *const *finish_entries;     /* one per phase, "" where no reduction */
+  const char *scalars_entry;             /* "" when the rule has no scalar state */
+  const char *advance_entry;
+  int32_t buffers_per_tensor;
+  int32_t uniform_stride;
+  int32_t partial_stride;
+  uint32_t num_fixed_hypers;
+  const char *const *fixed_hyper_names;  /* hypers folded into the device code */
+  const double *fixed_hyper_values;
+} optdsl_cuda;
+
 /* One storage layout the kernels were compiled for. */
 typedef struct optdsl_layout {
   const char *name; /* canonical text, e.g. "f32" or "param=bf16,master=f32" */
@@ -103,6 +133,7 @@ typedef struct optdsl_layout {
   uint32_t reserved;
   const optdsl_buffer *buffers;
   const optdsl_kernel_fn *kernels; /* one per phase */
+  const optdsl_cuda *cuda;         /* null when built without the CUDA target */
 } optdsl_layout;
 
 typedef struct optdsl_artifact {

@@ -271,6 +271,24 @@ CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host,
   impl_ = std::move(impl);
 }
 
+namespace {
+
+std::shared_ptr<const CudaKernels> embeddedCudaKernels(const std::shared_ptr<const RuleKernels> &artifact) {
+  if (!artifact)
+    throw std::invalid_argument("optrt::CudaOptimizer: RuleKernels is null");
+  for (const LayoutKernels &layout : artifact->layouts)
+    if (layout.name == "f32" && layout.cuda)
+      return layout.cuda;
+  throw std::invalid_argument("optrt::CudaOptimizer: rule '" + artifact->name +
+                              "' carries no CUDA kernels; build it with the CUDA target (optc "
+                              "--emit=so --cuda, or optdsl_add_rule(... TARGETS cpu cuda))");
+}
+
+} // namespace
+
+CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> artifact, CudaOptimizerOptions options)
+    : CudaOptimizer(artifact, embeddedCudaKernels(artifact), options) {}
+
 CudaOptimizer::~CudaOptimizer() = default;
 CudaOptimizer::CudaOptimizer(CudaOptimizer &&) noexcept = default;
 CudaOptimizer &CudaOptimizer::operator=(CudaOptimizer &&) noexcept = default;

@@ -1,0 +1,66 @@
+// An artifact built with TARGETS cpu cuda carries, next to its CPU kernels,
+// the CUDA kernels of compiler/lib/CUDA: the same PTX per architecture, the
+// cubins ptxas made, the entries and launch facts — what CudaOptimizer runs.
+#include "optdsl/CUDACompile.h"
+#include "optrt/Artifact.h"
+#include "optrt/CudaKernels.h"
+#include "optrt/CudaOptimizer.h"
+
+#include <gtest/gtest.h>
+
+namespace optdsl {
+namespace {
+
+TEST(ArtifactCuda, CarriesTheCompilersCudaKernels) {
+#ifndef OPTDSL_HAVE_CUDA_TOOLKIT
+  GTEST_SKIP() << "no CUDA toolkit (libdevice) at configure time: no TARGETS cuda artifact built";
+#else
+  auto host = optrt::loadArtifact(std::string(ARTIFACT_DIR) + "/libopt_ademamix_cuda.so");
+  ASSERT_EQ(host->layouts.size(), 1u);
+  ASSERT_TRUE(host->layouts[0].cuda) << "the f32 layout has no CUDA kernels";
+  const optrt::CudaKernels &loaded = *host->layouts[0].cuda;
+  optrt::CudaKernels expected =
+      cudaCompile(loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/ademamix.opt"), {{"beta1", 0}});
+
+  EXPECT_EQ(loaded.rule, "ademamix");
+  EXPECT_EQ(loaded.fixedHypers, expected.fixedHypers);
+  EXPECT_EQ(loaded.uniformsEntries, expected.uniformsEntries);
+  EXPECT_EQ(loaded.elementEntries, expected.elementEntries);
+  EXPECT_EQ(loaded.finishEntries, expected.finishEntries);
+  EXPECT_EQ(loaded.scalarsEntry, expected.scalarsEntry);
+  EXPECT_EQ(loaded.advanceEntry, expected.advanceEntry);
+  EXPECT_EQ(loaded.blockSize, expected.blockSize);
+  EXPECT_EQ(loaded.buffersPerTensor, expected.buffersPerTensor);
+  EXPECT_EQ(loaded.uniformStride, expected.uniformStride);
+  EXPECT_EQ(loaded.partialStride, expected.partialStride);
+  ASSERT_EQ(loaded.images.size(), expected.images.size());
+  for (size_t i = 0; i < loaded.images.size(); ++i) {
+    SCOPED_TRACE(loaded.images[i].arch);
+    EXPECT_EQ(loaded.images[i].arch, expected.images[i].arch);
+    EXPECT_EQ(loaded.images[i].ptxVersion, expected.images[i].ptxVersion);
+    EXPECT_EQ(loaded.images[i].ptx, expected.images[i].ptx);
+    // A cubin embeds nothing time-dependent: the same PTX gives the same bytes.
+    EXPECT_EQ(loaded.images[i].cubin, expected.images[i].cubin);
+    if (findPtxas())
+      EXPECT_EQ(loaded.images[i].cubin.substr(0, 4), "\x7f" "ELF") << "the cubin is not an ELF image";
+  }
+  // beta1 fixed to 0 drops the fast EMA on the device too: the host layout
+  // and the device tables agree on the buffers.
+  EXPECT_EQ(static_cast<size_t>(loaded.buffersPerTensor), host->layouts[0].buffers.size());
+#endif
+}
+
+TEST(ArtifactCuda, ACpuOnlyArtifactCannotRunOnTheGpu) {
+  auto cpuOnly = optrt::loadArtifact(std::string(ARTIFACT_DIR) + "/libopt_adamw.so");
+  try {
+    optrt::CudaOptimizer optimizer(cpuOnly);
+    FAIL() << "a CPU-only artifact was accepted by CudaOptimizer";
+  } catch (const std::invalid_argument &e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("rule 'adamw' carries no CUDA kernels"), std::string::npos) << message;
+    EXPECT_NE(message.find("TARGETS cpu cuda"), std::string::npos) << message;
+  }
+}
+
+} // namespace
+} // namespace optdsl
