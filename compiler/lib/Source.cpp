@@ -65,8 +65,12 @@ std::string_view SourceFile::lineText(uint32_t line) const {
   if (line == 0 || line > lineStarts_.size())
     return {};
   uint32_t begin = lineStarts_[line - 1];
-  uint32_t end = line < lineStarts_.size() ? lineStarts_[line] - 1 : text_.size();
-  if (end > begin && text_[end - 1] == '\r')
+  bool endsWithNewline = line < lineStarts_.size();
+  uint32_t end = endsWithNewline ? lineStarts_[line] - 1 : text_.size();
+  // The CR of a CRLF ending is not part of the line; a CR that ends the file
+  // with no LF after it is an ordinary (control) character of the last line,
+  // and takes its column like any other.
+  if (endsWithNewline && end > begin && text_[end - 1] == '\r')
     --end;
   return std::string_view(text_).substr(begin, end - begin);
 }

@@ -342,6 +342,21 @@ TEST(ParserComments, CrLfLineEndings) {
   EXPECT_EQ(shape(*parsed.rule->stmts[1].value), "(* a 2)");
 }
 
+TEST(ParserComments, ALoneCrAtTheEndOfTheFileKeepsItsColumn) {
+  // Found by MutationFuzz (seed 322349505): a file ending in "\r" with no
+  // "\n" had its CR dropped from the shown line like a CRLF's, so the caret
+  // of an error at the end of the file stood one column left of where the
+  // diagnostic said.
+  Parsed parsed = parse("# Adam,}\r");
+  EXPECT_FALSE(parsed.rule);
+  EXPECT_EQ(parsed.messages(), "test.opt:1:10: error: expected 'optimizer' NAME '{' at the start of "
+                               "the file\n# Adam,}?\n         ^\n");
+  // A CRLF's CR is still not part of the line.
+  SourceFile crlf("test.opt", "abc\r\ndef");
+  EXPECT_EQ(crlf.lineText(1), "abc");
+  EXPECT_EQ(crlf.lineText(2), "def");
+}
+
 // --- Source ranges ----------------------------------------------------------
 
 TEST(ParserRanges, NamesCallsParenthesesAndOperators) {

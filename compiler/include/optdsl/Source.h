@@ -36,7 +36,7 @@ public:
   LineCol lineCol(uint32_t offset) const;
   /// The byte offset of a 1-based line and column, clamped to the file.
   uint32_t offsetOf(LineCol position) const;
-  /// The text of a 1-based line, without its newline.
+  /// The text of a 1-based line, without its newline (LF or CRLF).
   std::string_view lineText(uint32_t line) const;
 
 private:
