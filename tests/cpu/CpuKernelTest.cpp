@@ -8,6 +8,7 @@
 // subtraction of the update; NAdam: two subtractions and the L2 term), each
 // at most half a unit: 4 x 2^-24 |value|.
 #include "common/BranchHypers.h"
+#include "common/ElementBound.h"
 #include "optdsl/Interpreter.h"
 #include "optdsl/JIT.h"
 #include "optrt/Optimizer.h"
@@ -80,21 +81,9 @@ struct Tensors {
   }
 };
 
-/// |ours - ref| <= 1e-5 * (the largest change of this tensor in this step)
-///               + 4 * 2^-24 * |ref|  (roundings at the value's magnitude)
 void expectClose(const std::vector<double> &before, const std::vector<double> &reference,
                  const float *ours, const std::string &what) {
-  double largestChange = 0;
-  for (size_t i = 0; i < reference.size(); ++i)
-    largestChange = std::max(largestChange, std::fabs(reference[i] - before[i]));
-  size_t bad = 0;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    double bound = 1e-5 * largestChange + 4 * std::ldexp(std::fabs(reference[i]), -24);
-    if (!(std::fabs(ours[i] - reference[i]) <= bound) && bad++ < 3)
-      ADD_FAILURE() << what << " element " << i << ": kernel " << ours[i] << ", interpreter "
-                    << reference[i] << ", bound " << bound;
-  }
-  EXPECT_EQ(bad, 0u) << what << ": elements outside the bound";
+  test::expectWithinElementBound(before, reference, ours, what);
 }
 
 bool allocated(const optrt::RuleKernels &kernels, const std::string &state) {

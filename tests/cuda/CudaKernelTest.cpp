@@ -4,6 +4,8 @@
 // GPU's own f32 state, so each step is compared from identical inputs.
 // Skipped, with the reason, where there is no GPU.
 #include "GpuTestSupport.h"
+#include "common/BranchHypers.h"
+#include "common/ElementBound.h"
 
 #include "optdsl/Interpreter.h"
 #include "optrt/CudaOptimizer.h"
@@ -16,20 +18,6 @@
 
 namespace optdsl::gputest {
 namespace {
-
-/// Every branch on, as in the CPU test (same reasons for coupled decay 0).
-const std::map<std::string, std::map<std::string, double>> kHypers = {
-    {"sgd", {{"momentum", 0.9}, {"nesterov", 1}}},
-    {"adam", {{"amsgrad", 1}}},
-    {"adamw", {{"amsgrad", 1}}},
-    {"ademamix", {{"alpha_warmup", 10}, {"beta3_warmup", 10}, {"weight_decay", 0.1}, {"alpha", 5}}},
-    {"nadam", {}},
-    {"radam", {}},
-    {"rmsprop", {{"centered", 1}, {"momentum", 0.9}}},
-    {"adagrad", {{"lr_decay", 0.01}, {"initial_accumulator_value", 0.1}}},
-    {"lion", {{"weight_decay", 0.1}}},
-    {"lamb", {}},
-};
 
 /// Tensors carved out of one device allocation. Aligned: each starts on a
 /// 16-byte boundary (the 4-wide path); otherwise one float apart, so param
@@ -88,21 +76,10 @@ struct DeviceTensors {
   }
 };
 
-/// |ours - ref| <= 1e-5 * (the largest change of this tensor in this step)
-///               + 4 * 2^-24 * |ref|, as the CPU kernels.
+/// The CPU kernels' bound (tests/common/ElementBound.h).
 void expectClose(const std::vector<double> &before, const std::vector<double> &reference,
                  const std::vector<float> &ours, const std::string &what) {
-  double largestChange = 0;
-  for (size_t i = 0; i < reference.size(); ++i)
-    largestChange = std::max(largestChange, std::fabs(reference[i] - before[i]));
-  size_t bad = 0;
-  for (size_t i = 0; i < reference.size(); ++i) {
-    double bound = 1e-5 * largestChange + 4 * std::ldexp(std::fabs(reference[i]), -24);
-    if (!(std::fabs(ours[i] - reference[i]) <= bound) && bad++ < 3)
-      ADD_FAILURE() << what << " element " << i << ": GPU " << ours[i] << ", interpreter " << reference[i]
-                    << ", bound " << bound;
-  }
-  EXPECT_EQ(bad, 0u) << what << ": elements outside the bound";
+  test::expectWithinElementBound(before, reference, ours.data(), what, "GPU");
 }
 
 void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps, unsigned seed,
@@ -112,10 +89,10 @@ void compareWithInterpreter(const std::string &name, const std::vector<size_t> &
   std::mt19937 rng(seed);
   DeviceTensors tensors(sizes, aligned, rng);
   optrt::CudaOptimizer optimizer(c.host, c.device, {-1, chunkElements});
-  optimizer.addGroup(tensors.paramPointers(), sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.paramPointers(), sizes, test::kBranchHypers.at(name));
   Interpreter interpreter(c.rule);
   HyperValues hypers = interpreter.defaultHypers();
-  for (const auto &[hyper, value] : kHypers.at(name))
+  for (const auto &[hyper, value] : test::kBranchHypers.at(name))
     interpreter.setHyper(hypers, hyper, value);
 
   for (int step = 1; step <= steps; ++step) {
@@ -190,7 +167,7 @@ std::vector<float> runThreeSteps(const std::string &name, optrt::CudaStream stre
   std::mt19937 rng(99);
   DeviceTensors tensors({1, 5000, 77777, 3}, true, rng);
   optrt::CudaOptimizer optimizer(c.host, c.device, {-1, 1000});
-  optimizer.addGroup(tensors.paramPointers(), tensors.sizes, kHypers.at(name));
+  optimizer.addGroup(tensors.paramPointers(), tensors.sizes, test::kBranchHypers.at(name));
   for (int step = 1; step <= 3; ++step) {
     std::vector<optrt::DevicePtr> grads;
     tensors.drawGrads(rng, step, grads);
