@@ -49,8 +49,10 @@ options:
   --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
                   x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
                   CPU name LLVM knows (skylake-avx512, znver4, ...)
-  --layout=TEXT   storage layout to compile into the artifact (repeatable;
-                  default f32), written as in docs: f32, param=bf16,...
+  --layout=TEXT   storage layout to compile (repeatable; default f32),
+                  written as in docs/layouts.md: f32, param=bf16,master=f32,
+                  state=q8, m1=q8,nu=f32, ...; a q8 layout brings its
+                  small-tensor fallback (q8 states in f32) along
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
                   branches on it fold away, as do states it leaves untouched
@@ -219,7 +221,13 @@ int main(int argc, char **argv) {
     return out.good() ? 0 : 1;
   }
   optdsl::KernelSignature signature;
-  mlir::OwningOpRef<mlir::ModuleOp> kernels = optdsl::buildKernels(*module, signature);
+  mlir::OwningOpRef<mlir::ModuleOp> kernels;
+  try {
+    kernels = optdsl::buildKernels(*module, signature, artifact.layouts);
+  } catch (const std::invalid_argument &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 2;
+  }
   if (!kernels) {
     irDiagnostics.print(std::cerr);
     return 1;

@@ -43,7 +43,7 @@ public:
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
     }
-    for (const std::string &layout : info.layouts)
+    for (const KernelSignature::Layout &layout : signature.layouts)
       layouts.push_back(layoutRecord(signature, layout));
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
@@ -65,16 +65,15 @@ public:
   }
 
 private:
-  llvm::Constant *layoutRecord(const KernelSignature &signature, const std::string &layout) {
-    // Only the f32 layout is generated today; buildArtifact refuses others.
+  llvm::Constant *layoutRecord(const KernelSignature &signature, const KernelSignature::Layout &layout) {
     std::vector<llvm::Constant *> buffers, kernels;
-    for (const optrt::BufferDesc &buffer : optrt::f32Buffers(signature.states))
+    for (const optrt::BufferDesc &buffer : layout.buffers)
       buffers.push_back(record({u32(static_cast<uint32_t>(buffer.role)),
                                 u32(static_cast<uint32_t>(buffer.dtype)), s32(buffer.state),
                                 u32(buffer.blockElements)}));
     for (int phase = 0; phase < signature.numPhases; ++phase)
-      kernels.push_back(function(kernelFunctionName(signature.rule, phase)));
-    return record({string(layout), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_)});
+      kernels.push_back(function(kernelFunctionName(signature.rule, phase, layout.name)));
+    return record({string(layout.name), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_)});
   }
 
   llvm::Constant *u32(uint32_t value) { return llvm::ConstantInt::get(i32_, value); }

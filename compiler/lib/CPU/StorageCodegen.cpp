@@ -1,0 +1,211 @@
+#include "StorageCodegen.h"
+
+#include "optrt/Storage.h"
+
+#include "mlir/Dialect/Arith/IR/Arith.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/Vector/IR/VectorOps.h"
+#include "mlir/IR/BuiltinTypes.h"
+
+#include <cmath>
+
+namespace optdsl::cpu {
+
+using namespace mlir;
+using optrt::Dtype;
+
+namespace {
+
+Type lanes(Type scalar, int64_t width) { return width == 1 ? scalar : VectorType::get({width}, scalar); }
+int64_t widthOf(Value value) {
+  auto vector = dyn_cast<VectorType>(value.getType());
+  return vector ? vector.getNumElements() : 1;
+}
+
+Value splatInt(OpBuilder &builder, Location loc, Type scalar, int64_t value, int64_t width) {
+  if (width == 1)
+    return builder.create<arith::ConstantOp>(loc, builder.getIntegerAttr(scalar, value));
+  auto type = VectorType::get({width}, scalar);
+  return builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, builder.getIntegerAttr(scalar, value)));
+}
+Value splatF32(OpBuilder &builder, Location loc, float value, int64_t width) {
+  if (width == 1)
+    return builder.create<arith::ConstantOp>(loc, builder.getF32FloatAttr(value));
+  auto type = VectorType::get({width}, builder.getF32Type());
+  return builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, builder.getF32FloatAttr(value)));
+}
+Value broadcast(OpBuilder &builder, Location loc, Value scalar, int64_t width) {
+  if (width == 1)
+    return scalar;
+  return builder.create<vector::BroadcastOp>(loc, VectorType::get({width}, scalar.getType()), scalar);
+}
+
+Value pointer(OpBuilder &builder, Location loc, Value base, Value index, Type element) {
+  auto ptr = LLVM::LLVMPointerType::get(builder.getContext());
+  return builder.create<LLVM::GEPOp>(loc, ptr, element, base, ValueRange{index});
+}
+
+/// table[index] for i32 lanes `index`: a load, or a gather of `width` lanes.
+Value lookup(OpBuilder &builder, Location loc, Value table, Value index) {
+  Type f32 = builder.getF32Type();
+  int64_t width = widthOf(index);
+  if (width == 1)
+    return builder.create<LLVM::LoadOp>(loc, f32, pointer(builder, loc, table, index, f32), 4);
+  auto ptr = LLVM::LLVMPointerType::get(builder.getContext());
+  Type pointers = LLVM::getVectorType(ptr, width);
+  Value addresses = builder.create<LLVM::GEPOp>(loc, pointers, f32, table, ValueRange{index});
+  auto maskType = VectorType::get({width}, builder.getI1Type());
+  Value all = builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(maskType, true));
+  return builder.create<LLVM::masked_gather>(loc, lanes(f32, width), addresses, all, ValueRange{},
+                                             static_cast<uint32_t>(4));
+}
+
+} // namespace
+
+bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
+
+Type storageType(MLIRContext *context, Dtype dtype) {
+  switch (dtype) {
+  case Dtype::F32:
+    return Float32Type::get(context);
+  case Dtype::BF16:
+  case Dtype::F16:
+    return IntegerType::get(context, 16);
+  case Dtype::Q8Signed:
+  case Dtype::Q8Unsigned:
+    return IntegerType::get(context, 8);
+  }
+  return {};
+}
+
+Value loadAsF32(OpBuilder &builder, Location loc, Value base, Value index, int64_t width, Dtype dtype) {
+  Type element = storageType(builder.getContext(), dtype);
+  Value address = pointer(builder, loc, base, index, element);
+  unsigned alignment = dtype == Dtype::F32 ? 4 : 2;
+  Value raw = builder.create<LLVM::LoadOp>(loc, lanes(element, width), address, alignment);
+  Type f32 = lanes(builder.getF32Type(), width);
+  if (dtype == Dtype::F32)
+    return raw;
+  if (dtype == Dtype::BF16) {
+    // A bf16 is the high half of the f32 with the same value.
+    Type i32 = lanes(builder.getI32Type(), width);
+    Value wide = builder.create<arith::ExtUIOp>(loc, i32, raw);
+    Value high = builder.create<arith::ShLIOp>(loc, wide, splatInt(builder, loc, builder.getI32Type(), 16, width));
+    return builder.create<arith::BitcastOp>(loc, f32, high);
+  }
+  // f16 -> f32 is exact; LLVM's fpext (vcvtph2ps with F16C) gives the bits of
+  // optrt::f16ToF32 for every pattern (tested on all 65536).
+  Value half = builder.create<arith::BitcastOp>(loc, lanes(builder.getF16Type(), width), raw);
+  return builder.create<arith::ExtFOp>(loc, f32, half);
+}
+
+void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Value value, Dtype dtype) {
+  int64_t width = widthOf(value);
+  Type element = storageType(builder.getContext(), dtype);
+  Value address = pointer(builder, loc, base, index, element);
+  if (dtype == Dtype::F32) {
+    builder.create<LLVM::StoreOp>(loc, value, address, 4);
+    return;
+  }
+  Type i16 = lanes(builder.getIntegerType(16), width);
+  Value stored;
+  if (dtype == Dtype::BF16) {
+    // optrt::f32ToBf16 on the bit pattern: adding 0x7FFF plus the bit that
+    // becomes the lsb rounds to nearest even, the carry running into the
+    // exponent (and to Inf) as it must; a NaN instead keeps its top payload
+    // and gets the quiet bit, since the bias could carry it into Inf.
+    Type i32s = builder.getI32Type();
+    Type i32 = lanes(i32s, width);
+    Value bits = builder.create<arith::BitcastOp>(loc, i32, value);
+    Value sixteen = splatInt(builder, loc, i32s, 16, width);
+    Value high = builder.create<arith::ShRUIOp>(loc, bits, sixteen);
+    Value lsb = builder.create<arith::AndIOp>(loc, high, splatInt(builder, loc, i32s, 1, width));
+    Value bias = builder.create<arith::AddIOp>(loc, lsb, splatInt(builder, loc, i32s, 0x7FFF, width));
+    Value rounded = builder.create<arith::ShRUIOp>(loc, builder.create<arith::AddIOp>(loc, bits, bias), sixteen);
+    Value quiet = builder.create<arith::OrIOp>(loc, high, splatInt(builder, loc, i32s, 0x40, width));
+    Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, value, value);
+    Value chosen = builder.create<arith::SelectOp>(loc, isNan, quiet, rounded);
+    stored = builder.create<arith::TruncIOp>(loc, i16, chosen);
+  } else {
+    // LLVM's fptrunc rounds to nearest even with correct subnormals and
+    // overflow, and keeps a NaN's top payload with the quiet bit: the bits
+    // of optrt::f32ToF16 (tests/layouts checks the kernels against it).
+    Value half = builder.create<arith::TruncFOp>(loc, lanes(builder.getF16Type(), width), value);
+    stored = builder.create<arith::BitcastOp>(loc, i16, half);
+  }
+  builder.create<LLVM::StoreOp>(loc, stored, address, 2);
+}
+
+Value Q8Tables::values(OpBuilder &builder, Location loc, bool isSigned) {
+  return address(builder, loc, isSigned, false);
+}
+Value Q8Tables::thresholds(OpBuilder &builder, Location loc, bool isSigned) {
+  return address(builder, loc, isSigned, true);
+}
+
+Value Q8Tables::address(OpBuilder &builder, Location loc, bool isSigned, bool thresholds) {
+  std::string name = std::string("optdsl_q8_") + (isSigned ? "signed" : "unsigned") +
+                     (thresholds ? "_thresholds" : "_map");
+  if (!module_.lookupSymbol(name)) {
+    const optrt::Q8Map &map = optrt::q8Map(isSigned);
+    std::vector<float> data = thresholds
+                                  ? std::vector<float>(map.thresholds().begin(), map.thresholds().end())
+                                  : std::vector<float>(map.values().begin(), map.values().end());
+    OpBuilder::InsertionGuard guard(builder);
+    builder.setInsertionPointToStart(module_.getBody());
+    Type f32 = builder.getF32Type();
+    auto tensor = RankedTensorType::get({static_cast<int64_t>(data.size())}, f32);
+    builder.create<LLVM::GlobalOp>(loc, LLVM::LLVMArrayType::get(f32, data.size()), /*isConstant=*/true,
+                                   LLVM::Linkage::Internal, name,
+                                   DenseElementsAttr::get(tensor, llvm::ArrayRef<float>(data)), 64);
+  }
+  return builder.create<LLVM::AddressOfOp>(loc, LLVM::LLVMPointerType::get(builder.getContext()), name);
+}
+
+Value dequantizeQ8(OpBuilder &builder, Location loc, Value map, Value codes, Value index, int64_t width,
+                   Value absmax) {
+  Type i8 = builder.getIntegerType(8);
+  Value raw = builder.create<LLVM::LoadOp>(loc, lanes(i8, width), pointer(builder, loc, codes, index, i8), 1);
+  Value code = builder.create<arith::ExtUIOp>(loc, lanes(builder.getI32Type(), width), raw);
+  return builder.create<arith::MulFOp>(loc, lookup(builder, loc, map, code), broadcast(builder, loc, absmax, width));
+}
+
+Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSigned, Value x, Value absmax) {
+  int64_t width = widthOf(x);
+  Type i32s = builder.getI32Type();
+  const optrt::Q8Map &map = optrt::q8Map(isSigned);
+  // n = fl(x / absmax), IEEE division as the reference. absmax 0 makes every
+  // finite x (then 0) a NaN, which stores the 0 entry as the reference does;
+  // +-Inf stay +-Inf and count all or none of the thresholds: the largest
+  // entry and code 0 (the most negative entry, or the unsigned map's 0).
+  Value n = builder.create<arith::DivFOp>(loc, x, broadcast(builder, loc, absmax, width));
+  // code = the number of thresholds <= n, by binary search over the 255
+  // ascending thresholds: 8 halvings. The first is one constant; the rest
+  // look the threshold up (a gather per halving).
+  Value t127 = splatF32(builder, loc, map.thresholds()[127], width);
+  Value above = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t127, n);
+  Value code = builder.create<arith::SelectOp>(loc, above, splatInt(builder, loc, i32s, 128, width),
+                                               splatInt(builder, loc, i32s, 0, width));
+  for (int step = 64; step >= 1; step /= 2) {
+    Value probe = builder.create<arith::AddIOp>(loc, code, splatInt(builder, loc, i32s, step - 1, width));
+    Value t = lookup(builder, loc, thresholds, probe);
+    Value le = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t, n);
+    Value next = builder.create<arith::AddIOp>(loc, code, splatInt(builder, loc, i32s, step, width));
+    code = builder.create<arith::SelectOp>(loc, le, next, code);
+  }
+  Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, n, n);
+  code = builder.create<arith::SelectOp>(loc, isNan, splatInt(builder, loc, i32s, map.zeroCode(), width), code);
+  return builder.create<arith::TruncIOp>(loc, lanes(builder.getIntegerType(8), width), code);
+}
+
+Value finiteMagnitude(OpBuilder &builder, Location loc, Value x) {
+  int64_t width = widthOf(x);
+  Value magnitude = builder.create<math::AbsFOp>(loc, x);
+  // Ordered less-than Inf: false for Inf and NaN.
+  Value finite = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT, magnitude,
+                                               splatF32(builder, loc, INFINITY, width));
+  return builder.create<arith::SelectOp>(loc, finite, magnitude, splatF32(builder, loc, 0.0f, width));
+}
+
+} // namespace optdsl::cpu

@@ -1,0 +1,334 @@
+// The JIT's per-layout kernels (bf16/f16 params and grads, f32 master, bf16,
+// f16 and q8 states) against the same rule's f32 kernels and the storage
+// reference (optrt/Storage.h).
+//
+// Bit for bit, per step: an f32 "shadow" optimizer is given, before every
+// step, exactly the values the layout's optimizer holds (decoded params or
+// master, decoded states, decoded grads). Arithmetic is always f32 and the
+// element code is the same, so after the step the layout's stored bits must
+// be exactly the storage reference applied to the shadow's new f32 values:
+// f32ToBf16 / f32ToF16 of each value (round to nearest even), the master equal
+// to the shadow's param, and q8 states equal to quantizeBlockwise of the
+// shadow's new state (compared decoded: the maps are strictly increasing, so
+// equal decoded values with equal absmax are equal codes). Gradients include
+// +-Inf and NaN in one block, which the q8 policy keeps from its neighbours.
+//
+// Per-step error bounds that follow from the formats are then asserted on
+// the same data: bf16 within 2^-8 |x| of the f32 value (half an ulp of 8
+// significant bits), f16 within 2^-11 |x| + 2^-25 (normal / subnormal),
+// q8 within optrt::q8ErrorBound of the value in its block.
+#include "optdsl/JIT.h"
+#include "optrt/Optimizer.h"
+#include "optrt/Storage.h"
+
+#include <gtest/gtest.h>
+
+#include <bit>
+#include <cmath>
+#include <cstring>
+#include <map>
+#include <random>
+
+namespace optdsl {
+namespace {
+
+using optrt::Dtype;
+
+std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule,
+                                                     const std::vector<std::string> &layouts,
+                                                     const FixedHypers &fixed = {}) {
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
+  std::string key = rule;
+  for (const std::string &layout : layouts)
+    key += ";" + layout;
+  for (const auto &[name, value] : fixed)
+    key += ";" + name + "=" + std::to_string(value);
+  auto &entry = cache[key];
+  if (!entry)
+    entry = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed, layouts);
+  return entry;
+}
+
+bool isQ8(Dtype d) { return d == Dtype::Q8Signed || d == Dtype::Q8Unsigned; }
+
+/// Caller-owned storage of one tensor in the layout's dtype.
+struct Stored {
+  Dtype dtype;
+  std::vector<uint16_t> half;
+  std::vector<float> full;
+  void *data() { return dtype == Dtype::F32 ? static_cast<void *>(full.data()) : half.data(); }
+  void encode(const std::vector<float> &values) {
+    if (dtype == Dtype::F32)
+      full = values;
+    else {
+      half.resize(values.size());
+      optrt::encodeF32(dtype, values, half.data(), nullptr);
+    }
+  }
+  std::vector<float> decode() const {
+    if (dtype == Dtype::F32)
+      return full;
+    std::vector<float> out(half.size());
+    optrt::decodeToF32(dtype, half.data(), nullptr, out);
+    return out;
+  }
+};
+
+uint32_t bits(float x) { return std::bit_cast<uint32_t>(x); }
+
+/// Per-step bound of a value stored in `dtype` from the exact f32 value x
+/// (block absmax a for q8).
+double formatBound(Dtype dtype, float x, float absmax) {
+  switch (dtype) {
+  case Dtype::F32:
+    return 0;
+  case Dtype::BF16:
+    return std::ldexp(std::fabs(x), -8);
+  case Dtype::F16:
+    return std::ldexp(std::fabs(x), -11) + std::ldexp(1.0, -25);
+  default:
+    return optrt::q8ErrorBound(optrt::q8MapFor(dtype), x, absmax);
+  }
+}
+
+struct LayoutCase {
+  std::string rule;
+  std::string layout;
+};
+
+void PrintTo(const LayoutCase &c, std::ostream *os) { *os << c.rule << " / " << c.layout; }
+
+class LayoutKernel : public ::testing::TestWithParam<LayoutCase> {};
+
+void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels, const std::string &text) {
+  optrt::Layout layout = optrt::Layout::parse(text);
+  // 100: under the small-tensor threshold (q8 states stay f32); 5000: a
+  // partial last block with a scalar tail; 70001: several chunks.
+  std::vector<size_t> sizes = {100, 5000, 70001};
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal;
+
+  std::vector<Stored> params;
+  std::vector<std::vector<float>> shadowParams;
+  for (size_t n : sizes) {
+    std::vector<float> values(n);
+    for (float &v : values)
+      v = normal(rng);
+    params.push_back({layout.param, {}, {}});
+    params.back().encode(values);
+    shadowParams.push_back(params.back().decode());
+  }
+  optrt::Optimizer optimizer(kernels, {.threads = 2, .chunkElements = 4096, .layout = text});
+  optrt::Optimizer shadow(kernels, {.threads = 1, .chunkElements = 4096, .layout = "f32"});
+  std::vector<void *> stored;
+  std::vector<float *> shadowPointers;
+  for (size_t k = 0; k < sizes.size(); ++k) {
+    stored.push_back(params[k].data());
+    shadowPointers.push_back(shadowParams[k].data());
+  }
+  optimizer.addGroupStored(stored, sizes);
+  shadow.addGroup(shadowPointers, sizes);
+  EXPECT_EQ(optimizer.tensorLayout(0, 0),
+            optrt::hasQ8States(layout, kernels->states) ? optrt::smallTensorLayout(layout).str()
+                                                        : layout.str());
+  EXPECT_EQ(optimizer.tensorLayout(0, 2), layout.str());
+
+  std::vector<std::string> states;
+  for (const optrt::StateInfo &s : kernels->states)
+    if (!s.scalar)
+      states.push_back(s.name);
+
+  for (int step = 1; step <= 4; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    // The shadow starts from exactly what the layout holds.
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      std::vector<float> start = layout.master ? std::vector<float>(optimizer.master(0, k).begin(),
+                                                                    optimizer.master(0, k).end())
+                                               : params[k].decode();
+      shadowParams[k] = start;
+      for (const std::string &s : states) {
+        std::vector<float> value = optimizer.readState(s, 0, k);
+        std::copy(value.begin(), value.end(), shadow.state(s, 0, k).begin());
+      }
+    }
+    std::vector<Stored> grads;
+    std::vector<std::vector<float>> shadowGrads;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      std::vector<float> g(sizes[k]);
+      float scale = std::pow(10.0f, static_cast<float>((k + step) % 5) - 3.0f);
+      for (float &v : g)
+        v = normal(rng) * scale;
+      if (k == 2 && step == 3) { // non-finite gradients inside one block
+        g[2 * 256 + 5] = INFINITY;
+        g[2 * 256 + 9] = -INFINITY;
+        g[2 * 256 + 77] = NAN;
+      }
+      grads.push_back({layout.grad, {}, {}});
+      grads.back().encode(g);
+      shadowGrads.push_back(grads.back().decode());
+    }
+    std::vector<const void *> g;
+    std::vector<const float *> sg;
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      g.push_back(grads[k].data());
+      sg.push_back(shadowGrads[k].data());
+    }
+    optimizer.stepStored({g});
+    shadow.step({sg});
+
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      SCOPED_TRACE("tensor " + std::to_string(k));
+      size_t n = sizes[k];
+      // Params (and master).
+      std::vector<float> expected = shadowParams[k];
+      if (layout.master) {
+        auto master = optimizer.master(0, k);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; ++i)
+          bad += bits(master[i]) != bits(expected[i]);
+        EXPECT_EQ(bad, 0u) << "master differs from the f32 step";
+      }
+      Stored reference{layout.param, {}, {}};
+      reference.encode(expected);
+      size_t bad = 0;
+      if (layout.param == Dtype::F32)
+        for (size_t i = 0; i < n; ++i)
+          bad += bits(params[k].full[i]) != bits(expected[i]);
+      else
+        bad = std::memcmp(params[k].half.data(), reference.half.data(), 2 * n) != 0;
+      EXPECT_EQ(bad, 0u) << "param bits differ from the reference rounding of the f32 step";
+      std::vector<float> decoded = params[k].decode();
+      for (size_t i = 0, reported = 0; i < n; ++i)
+        if (std::isfinite(expected[i]) &&
+            !(std::fabs(decoded[i] - expected[i]) <= formatBound(layout.param, expected[i], 0)) &&
+            reported++ < 3)
+          ADD_FAILURE() << "param " << i << ": " << decoded[i] << " vs f32 " << expected[i];
+
+      // States.
+      for (const std::string &s : states) {
+        std::string small = optimizer.tensorLayout(0, k);
+        Dtype dtype = optrt::Layout::parse(small).stateDtype(s);
+        std::vector<float> exact(shadow.state(s, 0, k).begin(), shadow.state(s, 0, k).end());
+        std::vector<float> ours = optimizer.readState(s, 0, k);
+        std::vector<float> ref(n);
+        std::vector<float> absmax(optrt::q8Blocks(n));
+        if (isQ8(dtype)) {
+          // The kernel's own choice of map (the descriptor's dtype).
+          Dtype actual = Dtype::Q8Signed;
+          for (const auto &layoutKernels : kernels->layouts)
+            if (layoutKernels.name == small)
+              for (const auto &b : layoutKernels.buffers)
+                if (b.role == optrt::BufferRole::State && kernels->states[b.state].name == s)
+                  actual = b.dtype;
+          dtype = actual;
+          std::vector<uint8_t> codes(n);
+          optrt::quantizeBlockwise(optrt::q8MapFor(dtype), exact, codes, absmax);
+          optrt::dequantizeBlockwise(optrt::q8MapFor(dtype), codes, absmax, ref);
+        } else {
+          std::vector<uint16_t> raw(n);
+          if (dtype == Dtype::F32)
+            ref = exact;
+          else {
+            optrt::encodeF32(dtype, exact, raw.data(), nullptr);
+            optrt::decodeToF32(dtype, raw.data(), nullptr, ref);
+          }
+        }
+        size_t differ = 0;
+        for (size_t i = 0; i < n; ++i)
+          differ += bits(ours[i]) != bits(ref[i]);
+        EXPECT_EQ(differ, 0u) << "state " << s << " (" << optrt::dtypeName(dtype)
+                              << ") differs from the reference encoding of the f32 step";
+        for (size_t i = 0, reported = 0; i < n; ++i) {
+          if (!std::isfinite(exact[i]))
+            continue;
+          float a = isQ8(dtype) ? absmax[i / 256] : 0.0f;
+          if (!(std::fabs(ours[i] - exact[i]) <= formatBound(dtype, exact[i], a)) && reported++ < 3)
+            ADD_FAILURE() << "state " << s << " element " << i << ": " << ours[i] << " vs f32 " << exact[i];
+        }
+      }
+    }
+  }
+}
+
+TEST_P(LayoutKernel, StoresTheReferenceRoundingOfTheF32Step) {
+  const LayoutCase &c = GetParam();
+  checkAgainstShadow(kernelsFor(c.rule, {"f32", c.layout}), c.layout);
+}
+
+std::vector<LayoutCase> cases() {
+  std::vector<LayoutCase> result;
+  for (std::string layout : {"param=bf16,master=f32", "param=bf16", "param=f16,grad=f16", "grad=bf16",
+                             "state=bf16", "state=f16", "state=q8", "param=bf16,master=f32,state=q8"})
+    for (std::string rule : {"adamw", "ademamix", "sgd", "lion", "rmsprop", "nadam"})
+      result.push_back({rule, layout});
+  result.push_back({"ademamix", "m1=q8,m2=bf16,nu=f32"});
+  return result;
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, LayoutKernel, ::testing::ValuesIn(cases()),
+                         [](const ::testing::TestParamInfo<LayoutCase> &info) {
+                           std::string name = info.param.rule + "_" + info.param.layout;
+                           for (char &ch : name)
+                             if (!std::isalnum(static_cast<unsigned char>(ch)))
+                               ch = '_';
+                           return name;
+                         });
+
+/// The unsigned map is used exactly where the sign analysis proves the state
+/// non-negative: AdamW's exp_avg_sq once beta2 is a constant in [0, 1]
+/// (hypers are otherwise unconstrained numbers), never exp_avg.
+TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
+  auto dtypes = [](const optrt::RuleKernels &k) {
+    std::map<std::string, Dtype> result;
+    for (const auto &layout : k.layouts)
+      if (layout.name == "state=q8")
+        for (const auto &b : layout.buffers)
+          if (b.role == optrt::BufferRole::State)
+            result[k.states[b.state].name] = b.dtype;
+    return result;
+  };
+  auto free = dtypes(*kernelsFor("adamw", {"state=q8"}));
+  EXPECT_EQ(free.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(free.at("exp_avg_sq"), Dtype::Q8Signed);
+  auto fixed = dtypes(*kernelsFor("adamw", {"state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}));
+  EXPECT_EQ(fixed.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(fixed.at("exp_avg_sq"), Dtype::Q8Unsigned);
+}
+
+/// The fixed-beta build runs with the unsigned map, bit for bit as the
+/// reference (the map choice is part of the kernel).
+TEST(LayoutKernelSign, UnsignedStateMatchesTheReference) {
+  checkAgainstShadow(kernelsFor("adamw", {"f32", "state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}),
+                     "state=q8");
+}
+
+TEST(LayoutKernelErrors, NamedErrors) {
+  auto kernels = kernelsFor("adamw", {"f32", "param=bf16,master=f32", "state=q8"});
+  std::vector<float> param(10, 0.0f);
+  // A float* call on a bf16-param layout.
+  optrt::Optimizer bf16(kernels, {.layout = "param=bf16,master=f32"});
+  try {
+    bf16.addGroup({param.data()}, {10});
+    FAIL() << "float params accepted on a bf16 layout";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("addGroupStored"), std::string::npos) << e.what();
+  }
+  // Direct f32 access to a q8 state.
+  std::vector<float> big(5000, 1.0f);
+  optrt::Optimizer q8(kernels, {.layout = "state=q8"});
+  q8.addGroup({big.data()}, {big.size()});
+  EXPECT_THROW(q8.state("exp_avg", 0, 0), std::invalid_argument);
+  EXPECT_EQ(q8.readState("exp_avg", 0, 0).size(), 5000u);
+  // q8 needs chunks of whole blocks.
+  EXPECT_THROW(optrt::Optimizer(kernels, {.chunkElements = 1000, .layout = "state=q8"}), std::invalid_argument);
+  // Not compiled.
+  EXPECT_THROW(optrt::Optimizer(kernels, {.layout = "state=bf16"}), std::invalid_argument);
+  // A layout the rule cannot take, at compile time.
+  EXPECT_THROW(kernelsFor("nadam", {"mu_product=q8"}), std::invalid_argument);
+  EXPECT_THROW(kernelsFor("adamw", {"state=q4"}), std::invalid_argument);
+}
+
+} // namespace
+} // namespace optdsl
