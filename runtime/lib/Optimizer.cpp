@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <stdexcept>
 #include <thread>
@@ -65,7 +66,8 @@ std::string tensorName(size_t tensor, int group) {
 struct Optimizer::Impl {
   Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
       : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
-        pool(resolveThreads(options.threads)), smallTensorElements(options.smallTensorElements) {
+        pool(resolveThreads(options.threads)), smallTensorElements(options.smallTensorElements),
+        seed(options.seed) {
     // A q8 block must never span two chunks: each chunk's kernel quantises
     // whole blocks.
     if (layout.layout().buffers.size() > 0 &&
@@ -95,8 +97,12 @@ struct Optimizer::Impl {
   std::vector<double> scalarsOut;
 
   size_t smallTensorElements;
+  uint32_t seed;
   size_t buffersPerTensor() const { return layout.layout().buffers.size(); }
-  size_t uniformStride() const { return std::max<size_t>(1, layout.maxUniforms()); }
+  // One more slot for the stochastic-rounding key of layouts that need it.
+  size_t uniformStride() const {
+    return std::max<size_t>(1, layout.maxUniforms() + (layout.parsedLayout().stochastic ? 1 : 0));
+  }
   size_t partialStride() const {
     size_t lines =
         std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);
@@ -399,6 +405,13 @@ void Optimizer::Impl::runPhase(int phase, double step) {
   for (size_t t = 0; t < tensors.size(); ++t)
     uniformsFn(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
                reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
+  if (layout.parsedLayout().stochastic) {
+    size_t slot = static_cast<size_t>(rule.numUniforms[phase]);
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      uint32_t key = stochasticBits(seed, static_cast<uint64_t>(step), t);
+      std::memcpy(&uniforms[t * uniformStride() + slot], &key, sizeof key);
+    }
+  }
 
   size_t perTensor = buffersPerTensor();
   size_t uStride = uniformStride();

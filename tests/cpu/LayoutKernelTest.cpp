@@ -93,6 +93,45 @@ double formatBound(Dtype dtype, float x, float absmax) {
   }
 }
 
+/// The reference encoding of one tensor's buffer as the kernel must write
+/// it: round to nearest, or for rounding=stochastic bf16 the stochastic
+/// rounding with the documented bits (Optimizer.h: key =
+/// stochasticBits(seed, step, tensor), buffer b's stream key ^ b*0x9E3779B9).
+std::vector<uint16_t> reference16(Dtype dtype, const std::vector<float> &x, bool stochastic, uint32_t seed,
+                                  uint64_t step, size_t tensor, size_t buffer) {
+  std::vector<uint16_t> out(x.size());
+  if (stochastic && dtype == Dtype::BF16) {
+    uint32_t key = optrt::stochasticBits(seed, step, tensor) ^ static_cast<uint32_t>(buffer * 0x9E3779B9u);
+    for (size_t i = 0; i < x.size(); ++i)
+      out[i] = optrt::f32ToBf16Stochastic(x[i], optrt::stochasticBitsFromKey(key, i));
+  } else {
+    optrt::encodeF32(dtype, x, out.data(), nullptr);
+  }
+  return out;
+}
+
+/// The index of the buffer with `role` (and state `state`) in layout `name`.
+size_t bufferIndex(const optrt::RuleKernels &k, const std::string &name, optrt::BufferRole role,
+                   int state = -1) {
+  for (const auto &layout : k.layouts)
+    if (layout.name == name)
+      for (size_t b = 0; b < layout.buffers.size(); ++b)
+        if (layout.buffers[b].role == role && (state < 0 || layout.buffers[b].state == state))
+          return b;
+  ADD_FAILURE() << "no such buffer in " << name;
+  return 0;
+}
+
+size_t stateIndex(const optrt::RuleKernels &k, const std::string &name) {
+  for (size_t s = 0; s < k.states.size(); ++s)
+    if (k.states[s].name == name)
+      return s;
+  return k.states.size();
+}
+
+/// Stochastic rounding is within one ulp, not half: 2^-7 |x| for bf16.
+double stochasticBound(Dtype dtype, float x) { return dtype == Dtype::BF16 ? std::ldexp(std::fabs(x), -7) : 0; }
+
 struct LayoutCase {
   std::string rule;
   std::string layout;
@@ -102,8 +141,10 @@ void PrintTo(const LayoutCase &c, std::ostream *os) { *os << c.rule << " / " << 
 
 class LayoutKernel : public ::testing::TestWithParam<LayoutCase> {};
 
-void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels, const std::string &text) {
+void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels, const std::string &text,
+                        unsigned threads = 2) {
   optrt::Layout layout = optrt::Layout::parse(text);
+  const uint32_t seed = 1234;
   // 100: under the small-tensor threshold (q8 states stay f32); 5000: a
   // partial last block with a scalar tail; 70001: several chunks.
   std::vector<size_t> sizes = {100, 5000, 70001};
@@ -120,7 +161,7 @@ void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels
     params.back().encode(values);
     shadowParams.push_back(params.back().decode());
   }
-  optrt::Optimizer optimizer(kernels, {.threads = 2, .chunkElements = 4096, .layout = text});
+  optrt::Optimizer optimizer(kernels, {.threads = threads, .chunkElements = 4096, .layout = text, .seed = seed});
   optrt::Optimizer shadow(kernels, {.threads = 1, .chunkElements = 4096, .layout = "f32"});
   std::vector<void *> stored;
   std::vector<float *> shadowPointers;
@@ -190,19 +231,24 @@ void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels
           bad += bits(master[i]) != bits(expected[i]);
         EXPECT_EQ(bad, 0u) << "master differs from the f32 step";
       }
-      Stored reference{layout.param, {}, {}};
-      reference.encode(expected);
       size_t bad = 0;
-      if (layout.param == Dtype::F32)
+      std::string tensorLayout = optimizer.tensorLayout(0, k);
+      if (layout.param == Dtype::F32) {
         for (size_t i = 0; i < n; ++i)
           bad += bits(params[k].full[i]) != bits(expected[i]);
-      else
-        bad = std::memcmp(params[k].half.data(), reference.half.data(), 2 * n) != 0;
+      } else {
+        std::vector<uint16_t> reference =
+            reference16(layout.param, expected, layout.stochastic, seed, step, k,
+                        bufferIndex(*kernels, tensorLayout, optrt::BufferRole::Param));
+        for (size_t i = 0; i < n; ++i)
+          bad += params[k].half[i] != reference[i];
+      }
       EXPECT_EQ(bad, 0u) << "param bits differ from the reference rounding of the f32 step";
       std::vector<float> decoded = params[k].decode();
       for (size_t i = 0, reported = 0; i < n; ++i)
         if (std::isfinite(expected[i]) &&
-            !(std::fabs(decoded[i] - expected[i]) <= formatBound(layout.param, expected[i], 0)) &&
+            !(std::fabs(decoded[i] - expected[i]) <=
+              (layout.stochastic ? stochasticBound(layout.param, expected[i]) : formatBound(layout.param, expected[i], 0))) &&
             reported++ < 3)
           ADD_FAILURE() << "param " << i << ": " << decoded[i] << " vs f32 " << expected[i];
 
@@ -227,11 +273,12 @@ void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels
           optrt::quantizeBlockwise(optrt::q8MapFor(dtype), exact, codes, absmax);
           optrt::dequantizeBlockwise(optrt::q8MapFor(dtype), codes, absmax, ref);
         } else {
-          std::vector<uint16_t> raw(n);
           if (dtype == Dtype::F32)
             ref = exact;
           else {
-            optrt::encodeF32(dtype, exact, raw.data(), nullptr);
+            size_t buffer = bufferIndex(*kernels, small, optrt::BufferRole::State,
+                                        static_cast<int>(stateIndex(*kernels, s)));
+            std::vector<uint16_t> raw = reference16(dtype, exact, layout.stochastic, seed, step, k, buffer);
             optrt::decodeToF32(dtype, raw.data(), nullptr, ref);
           }
         }
@@ -244,7 +291,9 @@ void checkAgainstShadow(const std::shared_ptr<const optrt::RuleKernels> &kernels
           if (!std::isfinite(exact[i]))
             continue;
           float a = isQ8(dtype) ? absmax[i / 256] : 0.0f;
-          if (!(std::fabs(ours[i] - exact[i]) <= formatBound(dtype, exact[i], a)) && reported++ < 3)
+          double bound = layout.stochastic && !isQ8(dtype) ? stochasticBound(dtype, exact[i])
+                                                           : formatBound(dtype, exact[i], a);
+          if (!(std::fabs(ours[i] - exact[i]) <= bound) && reported++ < 3)
             ADD_FAILURE() << "state " << s << " element " << i << ": " << ours[i] << " vs f32 " << exact[i];
         }
       }
@@ -264,6 +313,10 @@ std::vector<LayoutCase> cases() {
     for (std::string rule : {"adamw", "ademamix", "sgd", "lion", "rmsprop", "nadam"})
       result.push_back({rule, layout});
   result.push_back({"ademamix", "m1=q8,m2=bf16,nu=f32"});
+  for (std::string rule : {"adamw", "ademamix", "sgd"}) {
+    result.push_back({rule, "param=bf16,state=bf16,rounding=stochastic"});
+    result.push_back({rule, "param=bf16,master=f32,state=q8,rounding=stochastic"});
+  }
   return result;
 }
 
@@ -302,6 +355,67 @@ TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
 TEST(LayoutKernelSign, UnsignedStateMatchesTheReference) {
   checkAgainstShadow(kernelsFor("adamw", {"f32", "state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}),
                      "state=q8");
+}
+
+/// Stochastic rounding gives the same bits for any number of threads (the
+/// bits depend on seed, step, tensor and element only).
+TEST(LayoutKernelStochastic, SameBitsFor1To3Threads) {
+  auto kernels = kernelsFor("adamw", {"f32", "param=bf16,state=bf16,rounding=stochastic"});
+  std::vector<std::vector<uint16_t>> results;
+  for (unsigned threads : {1u, 2u, 3u}) {
+    std::vector<uint16_t> a(70001, optrt::f32ToBf16(0.5f)), b(5000, optrt::f32ToBf16(-2.0f));
+    optrt::Optimizer optimizer(kernels, {.threads = threads, .chunkElements = 1024,
+                                         .layout = "param=bf16,state=bf16,rounding=stochastic", .seed = 9});
+    optimizer.addGroupStored({a.data(), b.data()}, {a.size(), b.size()});
+    std::mt19937 rng(5);
+    std::normal_distribution<float> normal;
+    for (int step = 0; step < 3; ++step) {
+      std::vector<float> ga(a.size()), gb(b.size());
+      for (float &g : ga)
+        g = normal(rng);
+      for (float &g : gb)
+        g = normal(rng);
+      std::vector<uint16_t> sa(ga.size()), sb(gb.size());
+      optimizer.step({{ga.data(), gb.data()}});
+    }
+    std::vector<uint16_t> all = a;
+    all.insert(all.end(), b.begin(), b.end());
+    for (const char *state : {"exp_avg", "exp_avg_sq"})
+      for (size_t t = 0; t < 2; ++t)
+        for (float v : optimizer.readState(state, 0, t))
+          all.push_back(static_cast<uint16_t>(bits(v) >> 16));
+    results.push_back(all);
+  }
+  EXPECT_EQ(results[0], results[1]);
+  EXPECT_EQ(results[0], results[2]);
+}
+
+/// In the kernel, stochastic rounding is unbiased where round-to-nearest is
+/// stuck: SGD steps of 2^-10 from a bf16 1.0 (a quarter of the spacing
+/// 2^-8 below 1) never move a round-to-nearest param; stochastically the
+/// mean over 2^16 elements lands on 1 - 2^-10 within 6 standard deviations
+/// of the mean (each element is 1 with probability 3/4, else 1 - 2^-8).
+TEST(LayoutKernelStochastic, UnbiasedWhereNearestIsStuck) {
+  auto kernels = kernelsFor("sgd", {"f32", "param=bf16", "param=bf16,rounding=stochastic"});
+  const size_t n = 65536;
+  std::vector<float> grad(n, 0x1p-10f);
+  for (bool stochastic : {false, true}) {
+    std::vector<uint16_t> param(n, optrt::f32ToBf16(1.0f));
+    std::string layout = stochastic ? "param=bf16,rounding=stochastic" : "param=bf16";
+    optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = layout, .seed = 77});
+    optimizer.addGroupStored({param.data()}, {n}, {{"lr", 1.0}, {"momentum", 0}, {"weight_decay", 0}});
+    optimizer.step({{grad.data()}});
+    double mean = 0;
+    for (uint16_t p : param)
+      mean += optrt::bf16ToF32(p);
+    mean /= n;
+    if (!stochastic) {
+      EXPECT_EQ(mean, 1.0) << "round to nearest absorbs the step";
+    } else {
+      double sigma = std::ldexp(1.0, -8) * std::sqrt(0.75 * 0.25 / n);
+      EXPECT_NEAR(mean, 1.0 - std::ldexp(1.0, -10), 6 * sigma);
+    }
+  }
 }
 
 TEST(LayoutKernelErrors, NamedErrors) {

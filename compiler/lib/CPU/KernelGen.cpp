@@ -97,6 +97,7 @@ private:
     std::vector<optrt::Dtype> dtype;        // per element-code buffer
     std::map<int, int> absmax;              // q8 element-code buffer -> its absmax buffer
     int master = -1;                        // the master's buffer, or -1
+    bool stochastic = false;                // bf16 writes round stochastically
     bool blockwise() const { return !absmax.empty(); }
   };
 
@@ -109,6 +110,7 @@ private:
           return;
       LayoutPlan plan;
       plan.name = name;
+      plan.stochastic = layout.stochastic;
       plan.buffers = optrt::layoutBuffers(layout, signature_.states, nonNegative);
       plan.storage.assign(buffers_->size(), -1);
       plan.dtype.assign(buffers_->size(), optrt::Dtype::F32);
@@ -145,6 +147,15 @@ private:
     for (const std::string &text : written) {
       optrt::Layout layout = optrt::Layout::parse(text);
       optrt::validateLayout(layout, signature_.states, "rule '" + signature_.rule + "'");
+      if (layout.stochastic) {
+        bool f16 = layout.param == optrt::Dtype::F16;
+        for (const optrt::StateInfo &state : signature_.states)
+          f16 = f16 || (!state.scalar && layout.stateDtype(state.name) == optrt::Dtype::F16);
+        if (f16)
+          throw std::invalid_argument("layout '" + layout.str() +
+                                      "': the CPU kernels round f16 stochastically not yet (bf16 only); "
+                                      "use bf16 or rounding=nearest");
+      }
       add(layout);
       // Tensors under the small-tensor threshold keep q8 states in f32: their
       // kernels come with the layout (ABI v1: an ordinary layout entry).
@@ -336,7 +347,16 @@ private:
       if (buffer == codegen::BufferLayout::kParam && plan.master >= 0)
         cpu::storeFromF32(builder, loc, bufferBase_.at(plan.master), index, value, optrt::Dtype::F32);
       if (!cpu::isQ8(dtype)) {
-        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype);
+        Value random;
+        if (plan.stochastic && dtype == optrt::Dtype::BF16) {
+          // Per buffer b of the layout its own stream: the tensor's key
+          // xor b * 0x9E3779B9, so a param and its states never share bits.
+          uint32_t salt = static_cast<uint32_t>(plan.storage[buffer]) * 0x9E3779B9u;
+          Value key = builder.create<arith::XOrIOp>(
+              loc, stochasticKey_, builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(static_cast<int32_t>(salt))));
+          random = cpu::stochasticBits(builder, loc, key, index, width);
+        }
+        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype, random);
         return;
       }
       Value offset = builder.create<arith::SubIOp>(loc, index, blockStart_);
@@ -426,12 +446,15 @@ private:
     bufferBase_.clear();
     for (int b = 0; b < static_cast<int>(plan.buffers.size()); ++b)
       bufferBase_[b] = loadAt(loc, ptr(), buffers, b);
+    // Stochastic rounding's per-tensor key: the u32 the runtime stores in
+    // the uniform slot right after the rule's own (bit-cast into the f32
+    // array).
+    if (plan.stochastic)
+      stochasticKey_ = loadAt(loc, builder_.getI32Type(), uniformsArg_,
+                              static_cast<int64_t>(phase.getElementBody().getNumArguments()));
     // Uniform loads are inserted before this marker, ahead of both loops.
     prologueEnd_ = builder_.create<arith::ConstantOp>(loc, builder_.getI64IntegerAttr(kVectorWidth));
 
-    std::vector<Value> initial;
-    for (optrt::ReductionKind kind : kinds)
-      initial.push_back(identity(loc, kind, kVectorWidth));
     std::vector<Value> accumulators;
     if (plan.blockwise()) {
       FailureOr<std::vector<Value>> result = blockwiseLoops(loc, phase, plan, kinds, begin, end);
@@ -439,6 +462,9 @@ private:
         return failure();
       accumulators = *result;
     } else {
+      std::vector<Value> initial;
+      for (optrt::ReductionKind kind : kinds)
+        initial.push_back(identity(loc, kind, kVectorWidth));
       Value count = builder_.create<arith::SubIOp>(loc, end, begin);
       Value remainder = builder_.create<arith::RemSIOp>(loc, count, prologueEnd_->getResult(0));
       Value vectorEnd = builder_.create<arith::SubIOp>(loc, end, remainder);
@@ -612,6 +638,7 @@ private:
   // accumulators (allocas), and the current block's start and stored absmax.
   std::map<int, Value> q8Values_, q8Thresholds_, scratch_, vectorMax_, tailMax_, blockAbsmax_;
   Value blockStart_;
+  Value stochasticKey_;
   Value uniformsArg_;
   std::map<int, Value> uniformLoads_;
   Operation *prologueEnd_ = nullptr;

@@ -100,7 +100,8 @@ Value loadAsF32(OpBuilder &builder, Location loc, Value base, Value index, int64
   return builder.create<arith::ExtFOp>(loc, f32, half);
 }
 
-void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Value value, Dtype dtype) {
+void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Value value, Dtype dtype,
+                  Value random) {
   int64_t width = widthOf(value);
   Type element = storageType(builder.getContext(), dtype);
   Value address = pointer(builder, loc, base, index, element);
@@ -123,6 +124,17 @@ void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Val
     Value lsb = builder.create<arith::AndIOp>(loc, high, splatInt(builder, loc, i32s, 1, width));
     Value bias = builder.create<arith::AddIOp>(loc, lsb, splatInt(builder, loc, i32s, 0x7FFF, width));
     Value rounded = builder.create<arith::ShRUIOp>(loc, builder.create<arith::AddIOp>(loc, bits, bias), sixteen);
+    if (random) {
+      // optrt::f32ToBf16Stochastic: the truncated pattern is |x| rounded
+      // toward zero, the low 16 bits are frac * 2^16, and the neighbour away
+      // from zero (pattern + 1) is taken iff random < frac * 2^32, i.e.
+      // (random >> 16) < low. Inf has no low bits and stays Inf.
+      Value low = builder.create<arith::AndIOp>(loc, bits, splatInt(builder, loc, i32s, 0xFFFF, width));
+      Value draw = builder.create<arith::ShRUIOp>(loc, random, sixteen);
+      Value away = builder.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ult, draw, low);
+      Value up = builder.create<arith::AddIOp>(loc, high, splatInt(builder, loc, i32s, 1, width));
+      rounded = builder.create<arith::SelectOp>(loc, away, up, high);
+    }
     Value quiet = builder.create<arith::OrIOp>(loc, high, splatInt(builder, loc, i32s, 0x40, width));
     Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, value, value);
     Value chosen = builder.create<arith::SelectOp>(loc, isNan, quiet, rounded);
@@ -135,6 +147,41 @@ void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Val
     stored = builder.create<arith::BitcastOp>(loc, i16, half);
   }
   builder.create<LLVM::StoreOp>(loc, stored, address, 2);
+}
+
+namespace {
+/// lowbias32, as optrt's StorageStochastic.cpp.
+Value mix(OpBuilder &builder, Location loc, Value x, int64_t width) {
+  Type i32 = builder.getI32Type();
+  auto xorShift = [&](Value v, int64_t shift) {
+    return builder.create<arith::XOrIOp>(loc, v, builder.create<arith::ShRUIOp>(loc, v, splatInt(builder, loc, i32, shift, width)));
+  };
+  x = xorShift(x, 16);
+  x = builder.create<arith::MulIOp>(loc, x, splatInt(builder, loc, i32, 0x7feb352d, width));
+  x = xorShift(x, 15);
+  x = builder.create<arith::MulIOp>(loc, x, splatInt(builder, loc, i32, static_cast<int32_t>(0x846ca68bu), width));
+  return xorShift(x, 16);
+}
+} // namespace
+
+Value stochasticBits(OpBuilder &builder, Location loc, Value key, Value index, int64_t width) {
+  Type i64 = builder.getI64Type();
+  Value lanesIndex = broadcast(builder, loc, index, width);
+  if (width > 1) {
+    std::vector<int64_t> iota(width);
+    for (int64_t i = 0; i < width; ++i)
+      iota[i] = i;
+    auto type = VectorType::get({width}, i64);
+    lanesIndex = builder.create<arith::AddIOp>(
+        loc, lanesIndex, builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, llvm::ArrayRef<int64_t>(iota))));
+  }
+  Type i32 = lanes(builder.getI32Type(), width);
+  Value lo = builder.create<arith::TruncIOp>(loc, i32, lanesIndex);
+  Value hi = builder.create<arith::TruncIOp>(
+      loc, i32, builder.create<arith::ShRUIOp>(loc, lanesIndex, splatInt(builder, loc, i64, 32, width)));
+  Value keyLanes = broadcast(builder, loc, key, width);
+  Value first = mix(builder, loc, builder.create<arith::XOrIOp>(loc, keyLanes, lo), width);
+  return mix(builder, loc, builder.create<arith::XOrIOp>(loc, first, hi), width);
 }
 
 Value Q8Tables::values(OpBuilder &builder, Location loc, bool isSigned) {

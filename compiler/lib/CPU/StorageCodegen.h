@@ -23,9 +23,17 @@ mlir::Value loadAsF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value 
                       mlir::Value index, int64_t width, optrt::Dtype dtype);
 
 /// Writes f32 lanes to base[index] as f32, bf16 or f16, rounding to nearest
-/// even exactly as optrt::f32ToBf16 / f32ToF16 do (NaN kept, quiet).
+/// even exactly as optrt::f32ToBf16 / f32ToF16 do (NaN kept, quiet). With
+/// `random` (i32 lanes) a bf16 write rounds stochastically instead, exactly
+/// as optrt::f32ToBf16Stochastic.
 void storeFromF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base,
-                  mlir::Value index, mlir::Value value, optrt::Dtype dtype);
+                  mlir::Value index, mlir::Value value, optrt::Dtype dtype,
+                  mlir::Value random = {});
+
+/// optrt::stochasticBitsFromKey(key, index + lane) for `width` lanes: key an
+/// i32 scalar, index the i64 element index of lane 0.
+mlir::Value stochasticBits(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key,
+                           mlir::Value index, int64_t width);
 
 /// The constant tables of the q8 maps, created once per module: the 256
 /// entries (dequantisation) and the 255 thresholds (quantisation) of
