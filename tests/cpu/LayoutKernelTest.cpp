@@ -418,6 +418,25 @@ TEST(LayoutKernelStochastic, UnbiasedWhereNearestIsStuck) {
   }
 }
 
+/// The runtime's report is optrt::memoryReport over its own tensors: a
+/// 100-element tensor keeps q8 states in f32, a 5000-element one pays 1 byte
+/// plus an f32 absmax per block of 256 for each of AdamW's three states.
+TEST(LayoutKernelMemory, OptimizerReportsItsTensors) {
+  auto kernels = kernelsFor("adamw", {"param=bf16,master=f32,state=q8"});
+  std::vector<uint16_t> a(100), b(5000);
+  optrt::Optimizer optimizer(kernels, {.layout = "param=bf16,master=f32,state=q8"});
+  optimizer.addGroupStored({a.data(), b.data()}, {100, 5000});
+  optrt::MemoryReport r = optimizer.memoryReport();
+  EXPECT_EQ(r.numParams, 5100u);
+  EXPECT_DOUBLE_EQ(r.param, 2.0);
+  EXPECT_DOUBLE_EQ(r.grad, 4.0);
+  EXPECT_DOUBLE_EQ(r.master, 4.0);
+  EXPECT_DOUBLE_EQ(r.state, (3 * 400.0 + 3 * (5000.0 + 4 * 20)) / 5100);
+  EXPECT_EQ(optimizer.tensorLayout(0, 0), "param=bf16,master=f32");
+  // What the arena holds (padded to cache lines) is at least that.
+  EXPECT_GE(optimizer.stateBytes(), static_cast<size_t>((r.master + r.state) * 5100));
+}
+
 TEST(LayoutKernelErrors, NamedErrors) {
   auto kernels = kernelsFor("adamw", {"f32", "param=bf16,master=f32", "state=q8"});
   std::vector<float> param(10, 0.0f);
