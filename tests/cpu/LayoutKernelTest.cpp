@@ -28,6 +28,7 @@
 #include <cstring>
 #include <map>
 #include <random>
+#include <sstream>
 
 namespace optdsl {
 namespace {
@@ -435,6 +436,92 @@ TEST(LayoutKernelMemory, OptimizerReportsItsTensors) {
   EXPECT_EQ(optimizer.tensorLayout(0, 0), "param=bf16,master=f32");
   // What the arena holds (padded to cache lines) is at least that.
   EXPECT_GE(optimizer.stateBytes(), static_cast<size_t>((r.master + r.state) * 5100));
+}
+
+/// State saved with its layout tag: restored bit for bit under the same
+/// layout, refused by name under another unless converting, converted
+/// exactly (decoded) into f32; a damaged stream changes nothing.
+TEST(LayoutKernelState, SaveAndLoadWithTheLayoutTag) {
+  auto kernels = kernelsFor("ademamix", {"f32", "param=bf16,master=f32,state=q8"});
+  const std::string q8 = "param=bf16,master=f32,state=q8";
+  std::vector<size_t> sizes = {100, 5000};
+  std::mt19937 rng(8);
+  std::normal_distribution<float> normal;
+  auto randomVector = [&](size_t n, float scale) {
+    std::vector<float> v(n);
+    for (float &x : v)
+      x = normal(rng) * scale;
+    return v;
+  };
+  std::vector<std::vector<uint16_t>> params;
+  for (size_t n : sizes) {
+    params.emplace_back(n);
+    optrt::encodeF32(Dtype::BF16, randomVector(n, 1), params.back().data(), nullptr);
+  }
+  auto pointers = [](std::vector<std::vector<uint16_t>> &p) {
+    return std::vector<void *>{p[0].data(), p[1].data()};
+  };
+  optrt::Optimizer source(kernels, {.threads = 2, .layout = q8});
+  source.addGroupStored(pointers(params), sizes);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<float> g0 = randomVector(100, 0.1f), g1 = randomVector(5000, 0.1f);
+    source.step({{g0.data(), g1.data()}});
+  }
+  std::stringstream saved;
+  source.saveState(saved);
+  std::string bytes = saved.str();
+
+  // Same layout: every bit back, then the same next step.
+  std::vector<std::vector<uint16_t>> copy = params;
+  optrt::Optimizer restored(kernels, {.threads = 3, .layout = q8});
+  restored.addGroupStored(pointers(copy), sizes);
+  std::stringstream in(bytes);
+  restored.loadState(in);
+  EXPECT_EQ(restored.stepCount(), 3);
+  for (size_t t = 0; t < 2; ++t)
+    for (const char *state : {"m1", "m2", "nu"})
+      EXPECT_EQ(restored.readState(state, 0, t), source.readState(state, 0, t)) << state;
+  std::vector<float> g0 = randomVector(100, 0.1f), g1 = randomVector(5000, 0.1f);
+  source.step({{g0.data(), g1.data()}});
+  restored.step({{g0.data(), g1.data()}});
+  EXPECT_EQ(copy, params);
+  EXPECT_EQ(restored.readState("nu", 0, 1), source.readState("nu", 0, 1));
+
+  // Another layout: refused by name, nothing changed.
+  std::vector<float> f32Params(5100, 0.5f);
+  optrt::Optimizer other(kernels, {.threads = 1, .layout = "f32"});
+  other.addGroup({f32Params.data(), f32Params.data() + 100}, sizes);
+  std::vector<float> before = other.readState("m1", 0, 1);
+  std::stringstream again(bytes);
+  try {
+    other.loadState(again);
+    FAIL() << "loaded q8 state into f32 without convert";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("saved under layout '" + q8 + "'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("convert = true"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(other.readState("m1", 0, 1), before);
+  EXPECT_EQ(other.stepCount(), 0);
+  // Converting: the f32 optimizer holds exactly the decoded q8 values.
+  std::stringstream third(bytes);
+  other.loadState(third, /*convert=*/true);
+  std::stringstream fourth(bytes);
+  optrt::Optimizer check(kernels, {.threads = 1, .layout = q8});
+  std::vector<std::vector<uint16_t>> copy2 = params;
+  check.addGroupStored(pointers(copy2), sizes);
+  // (source has stepped since; the reference is a fresh load of the bytes)
+  check.loadState(fourth);
+  EXPECT_EQ(other.readState("m1", 0, 1), check.readState("m1", 0, 1));
+  EXPECT_EQ(other.readState("nu", 0, 0), check.readState("nu", 0, 0));
+  EXPECT_EQ(other.stepCount(), 3);
+
+  // A truncated stream: a named error, nothing changed.
+  std::vector<float> kept = check.readState("m2", 0, 1);
+  std::stringstream cut(bytes.substr(0, bytes.size() - 10));
+  EXPECT_THROW(check.loadState(cut), std::invalid_argument);
+  EXPECT_EQ(check.readState("m2", 0, 1), kept);
+  std::stringstream foreign("not a state stream at all");
+  EXPECT_THROW(check.loadState(foreign), std::invalid_argument);
 }
 
 TEST(LayoutKernelErrors, NamedErrors) {

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <span>
@@ -135,6 +136,21 @@ public:
   /// The scalar state `name` of one tensor. Throws std::invalid_argument for
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
+
+  /// Writes the step count and every tensor's state (master copies, each
+  /// state in its storage, q8 absmax, scalar states) with the rule's name
+  /// and the layout it is stored in. Params and hypers are the caller's.
+  void saveState(std::ostream &out) const;
+  /// Reads state written by saveState into this optimizer, which must run the
+  /// same rule over tensors of the same sizes in the same order. State saved
+  /// under another layout throws std::invalid_argument naming both unless
+  /// `convert` is true: then each buffer is decoded from its saved storage
+  /// and re-encoded into this layout's (narrowing loses precision; a master
+  /// this layout has but the file lacks keeps its value from addGroup). A
+  /// truncated or foreign stream, another rule or other tensors throw
+  /// std::invalid_argument too. The whole stream is read and checked before
+  /// anything changes.
+  void loadState(std::istream &in, bool convert = false);
 
   /// Bytes of optimizer state: the arena (padding included; master copies
   /// too) plus the scalar states.
