@@ -18,6 +18,7 @@
 // significant bits), f16 within 2^-11 |x| + 2^-25 (normal / subnormal),
 // q8 within optrt::q8ErrorBound of the value in its block.
 #include "optdsl/JIT.h"
+#include "optdsl/Sema.h"
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
@@ -29,6 +30,7 @@
 #include <map>
 #include <random>
 #include <sstream>
+#include <iostream>
 
 namespace optdsl {
 namespace {
@@ -522,6 +524,69 @@ TEST(LayoutKernelState, SaveAndLoadWithTheLayoutTag) {
   EXPECT_EQ(check.readState("m2", 0, 1), kept);
   std::stringstream foreign("not a state stream at all");
   EXPECT_THROW(check.loadState(foreign), std::invalid_argument);
+}
+
+/// The kernel's quantiser at every decision boundary of both maps: a rule
+/// that stores the gradient as its q8 state (`s = grad`), blocks whose first
+/// element is 1 (so absmax is 1 and n is the value itself), filled with every
+/// threshold, its f32 neighbours, every map entry, their negatives, 0, -0,
+/// tiny and subnormal values, +-1, +-Inf and NaN. Codes must be
+/// quantizeBlockwise's exactly.
+TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
+  static const char *source = R"(optimizer copy_grad {
+  hyper lr = 0;
+  state s;
+  state v;
+  s = grad;
+  v = max(grad, 0);
+  param = param - lr * s;
+})";
+  auto rule = compileSource(std::make_shared<const SourceFile>("copy_grad.opt", source), std::cerr);
+  ASSERT_TRUE(rule);
+  auto kernels = jitCompile(*rule, {{"lr", 0}}, {"state=q8"});
+  ASSERT_EQ(kernels->layouts[0].buffers[2].dtype, Dtype::Q8Signed);   // s
+  ASSERT_EQ(kernels->layouts[0].buffers[3].dtype, Dtype::Q8Unsigned); // v
+  for (bool isSigned : {true, false}) {
+    const optrt::Q8Map &map = optrt::q8Map(isSigned);
+    std::vector<float> values = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN};
+    for (float t : map.thresholds())
+      for (float x : {t, std::nextafter(t, -2.0f), std::nextafter(t, 2.0f)})
+        for (float sign : {1.0f, -1.0f})
+          values.push_back(sign * x);
+    for (float v : map.values())
+      values.push_back(v);
+    // Blocks of 256 starting with 1.0 (absmax 1 whatever follows).
+    std::vector<float> grad;
+    for (size_t i = 0; i < values.size(); ++i) {
+      if (grad.size() % 256 == 0)
+        grad.push_back(1.0f);
+      grad.push_back(values[i]);
+    }
+    while (grad.size() < 4096)
+      grad.push_back(0.25f);
+    // v = max(grad, 0) is proved non-negative: it runs the unsigned map, s
+    // the signed one.
+    std::vector<float> param(grad.size(), 0.0f);
+    optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
+    optimizer.addGroup({param.data()}, {param.size()});
+    optimizer.step({{grad.data()}});
+    std::vector<float> exact = grad;
+    std::string state = isSigned ? "s" : "v";
+    if (!isSigned)
+      for (float &x : exact)
+        x = std::isnan(x) ? x : std::fmax(x, 0.0f);
+    std::vector<uint8_t> codes(exact.size());
+    std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
+    optrt::quantizeBlockwise(map, exact, codes, absmax);
+    optrt::dequantizeBlockwise(map, codes, absmax, ref);
+    std::vector<float> ours = optimizer.readState(state, 0, 0);
+    size_t differ = 0;
+    for (size_t i = 0; i < ours.size(); ++i)
+      if (bits(ours[i]) != bits(ref[i]) && differ++ < 5)
+        ADD_FAILURE() << (isSigned ? "signed" : "unsigned") << " element " << i << " = " << exact[i]
+                      << ": kernel " << ours[i] << ", reference " << ref[i];
+    EXPECT_EQ(differ, 0u);
+  }
 }
 
 TEST(LayoutKernelErrors, NamedErrors) {
