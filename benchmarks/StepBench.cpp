@@ -187,7 +187,9 @@ double sameTrafficGBps(const std::vector<Stream> &streams, size_t elements, unsi
 }
 
 std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule) {
-  static std::map<std::string, std::shared_ptr<const optrt::RuleKernels>> cache;
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
   auto &slot = cache[rule];
   if (!slot)
     slot = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", kFixedHypers.at(rule),

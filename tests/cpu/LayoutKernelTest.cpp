@@ -530,7 +530,9 @@ TEST(LayoutKernelState, SaveAndLoadWithTheLayoutTag) {
 /// that stores the gradient as its q8 state (`s = grad`), blocks whose first
 /// element is 1 (so absmax is 1 and n is the value itself), filled with every
 /// threshold, its f32 neighbours, every map entry, their negatives, 0, -0,
-/// tiny and subnormal values, +-1, +-Inf and NaN. Codes must be
+/// tiny and subnormal values, +-1, +-Inf, NaN and a dense log-uniform sweep
+/// (the quantiser estimates the code from the map's decade structure and
+/// settles it with two threshold lookups: this is its proof). Codes must be
 /// quantizeBlockwise's exactly.
 TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   static const char *source = R"(optimizer copy_grad {
@@ -555,6 +557,11 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
           values.push_back(sign * x);
     for (float v : map.values())
       values.push_back(v);
+    // And a dense log-uniform sweep of both signs over 1e-9 ... 1.
+    std::mt19937 rng(12);
+    std::uniform_real_distribution<float> exponent(-9.0f, 0.0f);
+    for (int i = 0; i < 40000; ++i)
+      values.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(rng)));
     // Blocks of 256 starting with 1.0 (absmax 1 whatever follows).
     std::vector<float> grad;
     for (size_t i = 0; i < values.size(); ++i) {

@@ -218,31 +218,100 @@ Value dequantizeQ8(OpBuilder &builder, Location loc, Value map, Value codes, Val
   return builder.create<arith::MulFOp>(loc, lookup(builder, loc, map, code), broadcast(builder, loc, absmax, width));
 }
 
+namespace {
+
+/// The dynamic map's layout by decade, read off the map itself: its positive
+/// entries below 1 fall into 7 decades (1e-7, 1e-6], ..., (0.1, 1), each an
+/// almost evenly spaced run of entries. Decade i (counted as the number of
+/// bounds 1e-6 ... 0.1 at or below a value) starts at code base, value v0,
+/// with `count` entries spaced about `spacing` apart.
+struct Decade {
+  float base, v0, inverseSpacing, lastIndex;
+};
+constexpr float kDecadeBounds[6] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f};
+
+int decadeOf(float a) {
+  int i = 0;
+  for (float bound : kDecadeBounds)
+    i += a >= bound;
+  return i;
+}
+
+std::vector<Decade> decades(const optrt::Q8Map &map) {
+  const auto &v = map.values();
+  std::vector<int> first(7, -1), last(7, -1);
+  for (int code = map.zeroCode() + 1; code < 255; ++code) {
+    int i = decadeOf(v[code]);
+    if (first[i] < 0)
+      first[i] = code;
+    last[i] = code;
+  }
+  std::vector<Decade> result;
+  for (int i = 0; i < 7; ++i) {
+    int count = last[i] - first[i] + 1;
+    float spacing = count > 1 ? (v[last[i]] - v[first[i]]) / static_cast<float>(count - 1) : 1.0f;
+    result.push_back({static_cast<float>(first[i]), v[first[i]], 1.0f / spacing, static_cast<float>(count - 1)});
+  }
+  return result;
+}
+
+} // namespace
+
 Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSigned, Value x, Value absmax) {
   int64_t width = widthOf(x);
   Type i32s = builder.getI32Type();
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
+  auto f = [&](float value) { return splatF32(builder, loc, value, width); };
+  auto lt = [&](Value l, Value r) { return builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT, l, r); };
+  auto select = [&](Value c, Value t, Value e) { return builder.create<arith::SelectOp>(loc, c, t, e); };
   // n = fl(x / absmax), IEEE division as the reference. absmax 0 makes every
   // finite x (then 0) a NaN, which stores the 0 entry as the reference does;
   // +-Inf stay +-Inf and count all or none of the thresholds: the largest
   // entry and code 0 (the most negative entry, or the unsigned map's 0).
   Value n = builder.create<arith::DivFOp>(loc, x, broadcast(builder, loc, absmax, width));
-  // code = the number of thresholds <= n, by binary search over the 255
-  // ascending thresholds: 8 halvings. The first is one constant; the rest
-  // look the threshold up (a gather per halving).
-  Value t127 = splatF32(builder, loc, map.thresholds()[127], width);
-  Value above = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t127, n);
-  Value code = builder.create<arith::SelectOp>(loc, above, splatInt(builder, loc, i32s, 128, width),
-                                               splatInt(builder, loc, i32s, 0, width));
-  for (int step = 64; step >= 1; step /= 2) {
-    Value probe = builder.create<arith::AddIOp>(loc, code, splatInt(builder, loc, i32s, step - 1, width));
-    Value t = lookup(builder, loc, thresholds, probe);
-    Value le = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t, n);
-    Value next = builder.create<arith::AddIOp>(loc, code, splatInt(builder, loc, i32s, step, width));
-    code = builder.create<arith::SelectOp>(loc, le, next, code);
+  // The code is the number of thresholds <= n. Instead of a binary search
+  // (8 table lookups), locate n among the map's entries from its decade
+  // structure with constants only: the decade of |n| by six compares, then
+  // p = (|n| - first entry) / spacing, so entry floor(p) lies at or below |n|
+  // and entry floor(p) + 1 above it, up to the rounding of p, which only
+  // matters when |n| is close to an entry, far from any threshold. The one
+  // threshold between those two entries, t[P] with P = base + floor(p),
+  // settles it: code = P + [t[P] <= n]. (If p rounded across an entry e, P is
+  // e - 1 or e and both give e.) Between two decades floor(p) is -1 or the
+  // decade's last index, and t[P] is the threshold between the decades.
+  // Negative n mirrors: entries are symmetric around the 0 entry, so the
+  // threshold between the mirrored pair is t[2 zeroCode - P - 1]. The
+  // unsigned map has no negative entries: every negative n counts no
+  // threshold (index 0). tests/cpu: QuantiserAtEveryBoundary.
+  Value a = builder.create<math::AbsFOp>(loc, n);
+  std::vector<Decade> table = decades(map);
+  Value base = f(table[0].base), v0 = f(table[0].v0), inverse = f(table[0].inverseSpacing),
+        lastIndex = f(table[0].lastIndex);
+  for (int i = 1; i < 7; ++i) {
+    Value in = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, a, f(kDecadeBounds[i - 1]));
+    base = select(in, f(table[i].base), base);
+    v0 = select(in, f(table[i].v0), v0);
+    inverse = select(in, f(table[i].inverseSpacing), inverse);
+    lastIndex = select(in, f(table[i].lastIndex), lastIndex);
   }
+  Value position = builder.create<arith::MulFOp>(loc, builder.create<arith::SubFOp>(loc, a, v0), inverse);
+  Value k = builder.create<math::FloorOp>(loc, position);
+  // Clamped with ordered compares so NaN and Inf give finite indices.
+  k = select(lt(f(-1.0f), k), k, f(-1.0f));
+  k = select(lt(k, lastIndex), k, lastIndex);
+  Value index = builder.create<arith::AddFOp>(loc, base, k);
+  Value negative = lt(n, f(0.0f));
+  Value mirrored =
+      isSigned ? builder.create<arith::SubFOp>(loc, f(2.0f * map.zeroCode() - 1.0f), index).getResult() : f(0.0f);
+  index = select(negative, mirrored, index);
+  index = select(lt(index, f(0.0f)), f(0.0f), index);
+  index = select(lt(f(254.0f), index), f(254.0f), index);
+  Value probe = builder.create<arith::FPToSIOp>(loc, lanes(i32s, width), index);
+  Value t = lookup(builder, loc, thresholds, probe);
+  Value le = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t, n);
+  Value code = builder.create<arith::AddIOp>(loc, probe, builder.create<arith::ExtUIOp>(loc, lanes(i32s, width), le));
   Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, n, n);
-  code = builder.create<arith::SelectOp>(loc, isNan, splatInt(builder, loc, i32s, map.zeroCode(), width), code);
+  code = select(isNan, splatInt(builder, loc, i32s, map.zeroCode(), width), code);
   return builder.create<arith::TruncIOp>(loc, lanes(builder.getIntegerType(8), width), code);
 }
 
