@@ -7,6 +7,7 @@
 // bytes_per_param (moved per step) and state_bytes_per_param (resident
 // optimizer state, Optimizer::memoryReport).
 #include "optdsl/JIT.h"
+#include "optrt/MemoryReport.h"
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
@@ -49,14 +50,7 @@ std::vector<size_t> shape(const std::string &name) {
   if (name == "flat16M")
     return {16777216};
   // GPT-2 small (124M parameters), as in its PyTorch state dict.
-  std::vector<size_t> sizes{50257 * 768, 1024 * 768};
-  for (int layer = 0; layer < 12; ++layer)
-    for (size_t size : {768, 768, 768 * 2304, 2304, 768 * 768, 768, 768, 768, 768 * 3072, 3072,
-                        3072 * 768, 768})
-      sizes.push_back(size);
-  sizes.push_back(768);
-  sizes.push_back(768);
-  return sizes;
+  return optrt::gpt2SmallTensorSizes();
 }
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
