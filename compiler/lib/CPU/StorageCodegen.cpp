@@ -223,10 +223,14 @@ namespace {
 /// The dynamic map's layout by decade, read off the map itself: its positive
 /// entries below 1 fall into 7 decades (1e-7, 1e-6], ..., (0.1, 1), each an
 /// almost evenly spaced run of entries. Decade i (counted as the number of
-/// bounds 1e-6 ... 0.1 at or below a value) starts at code base, value v0,
-/// with `count` entries spaced about `spacing` apart.
+/// bounds 1e-6 ... 0.1 at or below a value) starts at code `base` with entry
+/// v0, spaced about `spacing`: the code of the entry at or below a is about
+/// base + floor((a - v0) / spacing) = floor(a * inverseSpacing + offset).
+/// Over the decade's own range [bound, 10 bound) that is base - 1 at the
+/// bottom (the first entry sits half a spacing above the bound) and the
+/// decade's last code at the top, so no clamping per decade is needed.
 struct Decade {
-  float base, v0, inverseSpacing, lastIndex;
+  float inverseSpacing, offset;
 };
 constexpr float kDecadeBounds[6] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f};
 
@@ -249,8 +253,11 @@ std::vector<Decade> decades(const optrt::Q8Map &map) {
   std::vector<Decade> result;
   for (int i = 0; i < 7; ++i) {
     int count = last[i] - first[i] + 1;
-    float spacing = count > 1 ? (v[last[i]] - v[first[i]]) / static_cast<float>(count - 1) : 1.0f;
-    result.push_back({static_cast<float>(first[i]), v[first[i]], 1.0f / spacing, static_cast<float>(count - 1)});
+    // A decade of one entry (the signed map's lowest): its spacing is the
+    // decade's width, so any a in [0, 1e-6) lands on base - 1 or base.
+    double spacing = count > 1 ? (static_cast<double>(v[last[i]]) - v[first[i]]) / (count - 1) : 9e-7;
+    double inverse = 1.0 / spacing;
+    result.push_back({static_cast<float>(inverse), static_cast<float>(first[i] - v[first[i]] * inverse)});
   }
   return result;
 }
@@ -272,39 +279,34 @@ Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSign
   // The code is the number of thresholds <= n. Instead of a binary search
   // (8 table lookups), locate n among the map's entries from its decade
   // structure with constants only: the decade of |n| by six compares, then
-  // p = (|n| - first entry) / spacing, so entry floor(p) lies at or below |n|
-  // and entry floor(p) + 1 above it, up to the rounding of p, which only
-  // matters when |n| is close to an entry, far from any threshold. The one
-  // threshold between those two entries, t[P] with P = base + floor(p),
-  // settles it: code = P + [t[P] <= n]. (If p rounded across an entry e, P is
-  // e - 1 or e and both give e.) Between two decades floor(p) is -1 or the
-  // decade's last index, and t[P] is the threshold between the decades.
+  // P = floor(|n| / spacing + offset) (Decade) is the code of the entry at or
+  // below |n|, and P + 1 of the one above, up to roundings that only matter
+  // when |n| is close to an entry, far from any threshold. The one threshold
+  // between those two entries settles it: code = P + [t[P] <= n]. (If the
+  // rounding crossed an entry e, P is e - 1 or e and both give e.) At a
+  // decade's edges P is the code below its first entry or its last code, and
+  // t[P] the threshold between the decades.
   // Negative n mirrors: entries are symmetric around the 0 entry, so the
   // threshold between the mirrored pair is t[2 zeroCode - P - 1]. The
   // unsigned map has no negative entries: every negative n counts no
   // threshold (index 0). tests/cpu: QuantiserAtEveryBoundary.
   Value a = builder.create<math::AbsFOp>(loc, n);
   std::vector<Decade> table = decades(map);
-  Value base = f(table[0].base), v0 = f(table[0].v0), inverse = f(table[0].inverseSpacing),
-        lastIndex = f(table[0].lastIndex);
+  Value inverse = f(table[0].inverseSpacing), offset = f(table[0].offset);
   for (int i = 1; i < 7; ++i) {
     Value in = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, a, f(kDecadeBounds[i - 1]));
-    base = select(in, f(table[i].base), base);
-    v0 = select(in, f(table[i].v0), v0);
     inverse = select(in, f(table[i].inverseSpacing), inverse);
-    lastIndex = select(in, f(table[i].lastIndex), lastIndex);
+    offset = select(in, f(table[i].offset), offset);
   }
-  Value position = builder.create<arith::MulFOp>(loc, builder.create<arith::SubFOp>(loc, a, v0), inverse);
-  Value k = builder.create<math::FloorOp>(loc, position);
-  // Clamped with ordered compares so NaN and Inf give finite indices.
-  k = select(lt(f(-1.0f), k), k, f(-1.0f));
-  k = select(lt(k, lastIndex), k, lastIndex);
-  Value index = builder.create<arith::AddFOp>(loc, base, k);
+  Value index = builder.create<math::FloorOp>(
+      loc, builder.create<arith::AddFOp>(loc, builder.create<arith::MulFOp>(loc, a, inverse), offset));
   Value negative = lt(n, f(0.0f));
   Value mirrored =
       isSigned ? builder.create<arith::SubFOp>(loc, f(2.0f * map.zeroCode() - 1.0f), index).getResult() : f(0.0f);
   index = select(negative, mirrored, index);
-  index = select(lt(index, f(0.0f)), f(0.0f), index);
+  // Into [0, 254] with ordered compares: NaN goes to 0 (and stores the 0
+  // entry below), +Inf to 254 (then counts every threshold).
+  index = select(lt(f(0.0f), index), index, f(0.0f));
   index = select(lt(f(254.0f), index), f(254.0f), index);
   Value probe = builder.create<arith::FPToSIOp>(loc, lanes(i32s, width), index);
   Value t = lookup(builder, loc, thresholds, probe);
