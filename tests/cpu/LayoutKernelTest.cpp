@@ -103,10 +103,13 @@ double formatBound(Dtype dtype, float x, float absmax) {
 std::vector<uint16_t> reference16(Dtype dtype, const std::vector<float> &x, bool stochastic, uint32_t seed,
                                   uint64_t step, size_t tensor, size_t buffer) {
   std::vector<uint16_t> out(x.size());
-  if (stochastic && dtype == Dtype::BF16) {
+  if (stochastic && dtype != Dtype::F32) {
     uint32_t key = optrt::stochasticBits(seed, step, tensor) ^ static_cast<uint32_t>(buffer * 0x9E3779B9u);
-    for (size_t i = 0; i < x.size(); ++i)
-      out[i] = optrt::f32ToBf16Stochastic(x[i], optrt::stochasticBitsFromKey(key, i));
+    for (size_t i = 0; i < x.size(); ++i) {
+      uint32_t random = optrt::stochasticBitsFromKey(key, i);
+      out[i] = dtype == Dtype::BF16 ? optrt::f32ToBf16Stochastic(x[i], random)
+                                    : optrt::f32ToF16Stochastic(x[i], random);
+    }
   } else {
     optrt::encodeF32(dtype, x, out.data(), nullptr);
   }
@@ -132,8 +135,15 @@ size_t stateIndex(const optrt::RuleKernels &k, const std::string &name) {
   return k.states.size();
 }
 
-/// Stochastic rounding is within one ulp, not half: 2^-7 |x| for bf16.
-double stochasticBound(Dtype dtype, float x) { return dtype == Dtype::BF16 ? std::ldexp(std::fabs(x), -7) : 0; }
+/// Stochastic rounding is within one ulp, not half: 2^-7 |x| for bf16,
+/// 2^-10 |x| + 2^-24 for f16.
+double stochasticBound(Dtype dtype, float x) {
+  if (dtype == Dtype::BF16)
+    return std::ldexp(std::fabs(x), -7);
+  if (dtype == Dtype::F16)
+    return std::ldexp(std::fabs(x), -10) + std::ldexp(1.0, -24);
+  return 0;
+}
 
 struct LayoutCase {
   std::string rule;
@@ -341,6 +351,7 @@ std::vector<LayoutCase> cases() {
     result.push_back({"lamb", layout});
   for (std::string rule : {"adamw", "ademamix", "sgd"}) {
     result.push_back({rule, "param=bf16,state=bf16,rounding=stochastic"});
+    result.push_back({rule, "param=f16,grad=f16,state=f16,rounding=stochastic"});
     result.push_back({rule, "param=bf16,master=f32,state=q8,rounding=stochastic"});
   }
   return result;
@@ -619,6 +630,45 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   }
 }
 
+/// f16 and bf16 stochastic rounding in the kernel over every range: f16
+/// normals, subnormals, values far below the smallest subnormal, above the
+/// largest finite value, f32 subnormals, zeros, +-Inf and NaN, each stored by
+/// `s = grad` and compared with the reference at the documented bits.
+TEST(LayoutKernelStochastic, EveryRangeLikeTheReference) {
+  static const char *source = R"(optimizer copy_grad {
+  hyper lr = 0;
+  state s;
+  s = grad;
+  param = param - lr * s;
+})";
+  auto rule = compileSource(std::make_shared<const SourceFile>("copy_grad.opt", source), std::cerr);
+  ASSERT_TRUE(rule);
+  std::vector<float> grad = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 65504.0f, 65519.0f, 65520.0f, 65535.0f,
+                             65536.0f, -70000.0f, 1e-45f, 1e-40f, 0x1p-24f, 0x1p-25f, 0x1p-14f, 6.1e-5f};
+  std::mt19937 rng(21);
+  std::uniform_real_distribution<float> exponent(-48.0f, 17.0f);
+  while (grad.size() < 60000)
+    grad.push_back((grad.size() % 2 ? -1.0f : 1.0f) * std::exp2(exponent(rng)));
+  for (std::string dtype : {"f16", "bf16"}) {
+    SCOPED_TRACE(dtype);
+    std::string layout = "state=" + dtype + ",rounding=stochastic";
+    auto kernels = jitCompile(*rule, {{"lr", 0}}, {layout});
+    std::vector<float> param(grad.size(), 0.0f);
+    optrt::Optimizer optimizer(kernels, {.threads = 3, .chunkElements = 4096, .layout = layout, .seed = 5});
+    optimizer.addGroup({param.data()}, {param.size()});
+    optimizer.step({{grad.data()}});
+    std::vector<uint16_t> ref = reference16(dtype == "f16" ? Dtype::F16 : Dtype::BF16, grad, true, 5, 1, 0, 2);
+    std::vector<float> decoded(grad.size());
+    optrt::decodeToF32(dtype == "f16" ? Dtype::F16 : Dtype::BF16, ref.data(), nullptr, decoded);
+    std::vector<float> ours = optimizer.readState("s", 0, 0);
+    size_t differ = 0;
+    for (size_t i = 0; i < ours.size(); ++i)
+      if (bits(ours[i]) != bits(decoded[i]) && differ++ < 5)
+        ADD_FAILURE() << "element " << i << " = " << grad[i] << ": kernel " << ours[i] << ", reference " << decoded[i];
+    EXPECT_EQ(differ, 0u);
+  }
+}
+
 TEST(LayoutKernelErrors, NamedErrors) {
   auto kernels = kernelsFor("adamw", {"f32", "param=bf16,master=f32", "state=q8"});
   std::vector<float> param(10, 0.0f);
@@ -640,7 +690,9 @@ TEST(LayoutKernelErrors, NamedErrors) {
   EXPECT_THROW(optrt::Optimizer(kernels, {.chunkElements = 1000, .layout = "state=q8"}), std::invalid_argument);
   // Not compiled.
   EXPECT_THROW(optrt::Optimizer(kernels, {.layout = "state=bf16"}), std::invalid_argument);
-  // A layout the rule cannot take, at compile time.
+  // A layout the rule cannot take, at compile time: nothing to round
+  // stochastically; q8 on a scalar state; an unknown dtype.
+  EXPECT_THROW(kernelsFor("adamw", {"state=q8,rounding=stochastic"}), std::invalid_argument);
   EXPECT_THROW(kernelsFor("nadam", {"mu_product=q8"}), std::invalid_argument);
   EXPECT_THROW(kernelsFor("adamw", {"state=q4"}), std::invalid_argument);
 }

@@ -97,7 +97,7 @@ private:
     std::vector<optrt::Dtype> dtype;        // per element-code buffer
     std::map<int, int> absmax;              // q8 element-code buffer -> its absmax buffer
     int master = -1;                        // the master's buffer, or -1
-    bool stochastic = false;                // bf16 writes round stochastically
+    bool stochastic = false;                // bf16/f16 writes round stochastically
     bool blockwise() const { return !absmax.empty(); }
   };
 
@@ -147,15 +147,6 @@ private:
     for (const std::string &text : written) {
       optrt::Layout layout = optrt::Layout::parse(text);
       optrt::validateLayout(layout, signature_.states, "rule '" + signature_.rule + "'");
-      if (layout.stochastic) {
-        bool f16 = layout.param == optrt::Dtype::F16;
-        for (const optrt::StateInfo &state : signature_.states)
-          f16 = f16 || (!state.scalar && layout.stateDtype(state.name) == optrt::Dtype::F16);
-        if (f16)
-          throw std::invalid_argument("layout '" + layout.str() +
-                                      "': the CPU kernels round f16 stochastically not yet (bf16 only); "
-                                      "use bf16 or rounding=nearest");
-      }
       add(layout);
       // Tensors under the small-tensor threshold keep q8 states in f32: their
       // kernels come with the layout (ABI v1: an ordinary layout entry).
@@ -348,7 +339,7 @@ private:
         cpu::storeFromF32(builder, loc, bufferBase_.at(plan.master), index, value, optrt::Dtype::F32);
       if (!cpu::isQ8(dtype)) {
         Value random;
-        if (plan.stochastic && dtype == optrt::Dtype::BF16) {
+        if (plan.stochastic && (dtype == optrt::Dtype::BF16 || dtype == optrt::Dtype::F16)) {
           // Per buffer b of the layout its own stream: the tensor's key
           // xor b * 0x9E3779B9, so a param and its states never share bits.
           uint32_t salt = static_cast<uint32_t>(plan.storage[buffer]) * 0x9E3779B9u;

@@ -79,6 +79,67 @@ Type storageType(MLIRContext *context, Dtype dtype) {
   return {};
 }
 
+/// optrt::f32ToF16Stochastic on i32 lanes: |x| rounded toward zero (lo, an
+/// f16 magnitude pattern) plus one iff random < frac * 2^32, written as
+/// random < T with T an exact u32 for every range: normal f16 (13 bits cut:
+/// T = low 13 bits << 19), subnormal f16 (|x| = mant * 2^-shift units of
+/// 2^-24: T = rest << (32 - shift) while shift <= 32, else
+/// ceil(rest / 2^(shift - 32)), since random * 2^s < rest <=> random <
+/// ceil(rest / 2^s)). NaN keeps round-to-nearest's pattern (`nearest`), Inf
+/// and |x| >= 65536 give Inf. Shift amounts are clamped below 32 and the
+/// out-of-range results selected away, so no lane is poison.
+Value f16Stochastic(OpBuilder &builder, Location loc, Value value, Value random, Value nearest) {
+  int64_t width = widthOf(value);
+  Type i32s = builder.getI32Type();
+  Type i32 = lanes(i32s, width);
+  auto c = [&](int64_t v) { return splatInt(builder, loc, i32s, v, width); };
+  auto cmp = [&](arith::CmpIPredicate p, Value l, Value r) { return builder.create<arith::CmpIOp>(loc, p, l, r); };
+  auto sel = [&](Value cond, Value t, Value e) { return builder.create<arith::SelectOp>(loc, cond, t, e).getResult(); };
+  auto band = [&](Value l, Value r) { return builder.create<arith::AndIOp>(loc, l, r).getResult(); };
+  auto shl = [&](Value l, Value r) { return builder.create<arith::ShLIOp>(loc, l, r).getResult(); };
+  auto shr = [&](Value l, Value r) { return builder.create<arith::ShRUIOp>(loc, l, r).getResult(); };
+  auto add = [&](Value l, Value r) { return builder.create<arith::AddIOp>(loc, l, r).getResult(); };
+  auto sub = [&](Value l, Value r) { return builder.create<arith::SubIOp>(loc, l, r).getResult(); };
+  auto umin = [&](Value l, Value r) { return builder.create<arith::MinUIOp>(loc, l, r).getResult(); };
+  using P = arith::CmpIPredicate;
+
+  Value bits = builder.create<arith::BitcastOp>(loc, i32, value);
+  Value mag = band(bits, c(0x7FFFFFFF));
+  Value sign = band(shr(bits, c(16)), c(0x8000));
+  // Normal f16 range.
+  Value m = sub(mag, c(0x38000000));
+  Value normalLo = shr(m, c(13));
+  Value normalT = shl(band(m, c(0x1FFF)), c(19));
+  // Subnormal f16 range.
+  Value e = shr(mag, c(23));
+  Value isZeroExponent = cmp(P::eq, e, c(0));
+  Value mant = sel(isZeroExponent, mag, builder.create<arith::OrIOp>(loc, band(mag, c(0x007FFFFF)), c(0x00800000)));
+  Value shift = sel(isZeroExponent, c(125), sub(c(126), umin(e, c(126))));
+  Value wide = cmp(P::uge, shift, c(24)); // mant < 2^24: nothing survives the shift
+  Value shift31 = umin(shift, c(31));
+  Value subLo = sel(wide, c(0), shr(mant, shift31));
+  Value mask = sel(wide, c(-1), sub(shl(c(1), shift31), c(1)));
+  Value rest = band(mant, mask);
+  Value upTo32 = cmp(P::ule, shift, c(32));
+  Value tA = shl(rest, umin(sub(c(32), umin(shift, c(32))), c(31)));
+  Value s = umin(sub(shift, umin(shift, c(32))), c(31));
+  Value ceilShift = shr(add(rest, sub(shl(c(1), s), c(1))), s);
+  Value tB = sel(cmp(P::uge, s, c(24)), builder.create<arith::ExtUIOp>(loc, i32, cmp(P::ne, rest, c(0))), ceilShift);
+  Value subT = sel(upTo32, tA, tB);
+  Value isNormal = cmp(P::uge, mag, c(0x38800000));
+  Value lo = sel(isNormal, normalLo, subLo);
+  Value threshold = sel(isNormal, normalT, subT);
+  Value away = builder.create<arith::ExtUIOp>(loc, i32, cmp(P::ult, random, threshold));
+  Value result = builder.create<arith::OrIOp>(loc, sign, add(lo, away));
+  Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, value, value);
+  Value huge = cmp(P::uge, mag, c(0x47800000));
+  Value inf = builder.create<arith::OrIOp>(loc, sign, c(0x7C00));
+  result = sel(huge, inf, result);
+  Type i16 = lanes(builder.getIntegerType(16), width);
+  Value stochastic = builder.create<arith::TruncIOp>(loc, i16, result);
+  return sel(isNan, nearest, stochastic);
+}
+
 Value loadAsF32(OpBuilder &builder, Location loc, Value base, Value index, int64_t width, Dtype dtype) {
   Type element = storageType(builder.getContext(), dtype);
   Value address = pointer(builder, loc, base, index, element);
@@ -145,6 +206,8 @@ void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Val
     // of optrt::f32ToF16 (tests/layouts checks the kernels against it).
     Value half = builder.create<arith::TruncFOp>(loc, lanes(builder.getF16Type(), width), value);
     stored = builder.create<arith::BitcastOp>(loc, i16, half);
+    if (random)
+      stored = f16Stochastic(builder, loc, value, random, stored);
   }
   builder.create<LLVM::StoreOp>(loc, stored, address, 2);
 }

@@ -24,8 +24,8 @@ mlir::Value loadAsF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value 
 
 /// Writes f32 lanes to base[index] as f32, bf16 or f16, rounding to nearest
 /// even exactly as optrt::f32ToBf16 / f32ToF16 do (NaN kept, quiet). With
-/// `random` (i32 lanes) a bf16 write rounds stochastically instead, exactly
-/// as optrt::f32ToBf16Stochastic.
+/// `random` (i32 lanes) a bf16 or f16 write rounds stochastically instead,
+/// exactly as optrt::f32ToBf16Stochastic / f32ToF16Stochastic.
 void storeFromF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base,
                   mlir::Value index, mlir::Value value, optrt::Dtype dtype,
                   mlir::Value random = {});
