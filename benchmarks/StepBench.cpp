@@ -61,6 +61,7 @@ const std::vector<std::string> kLayouts = {"f32",
                                            "state=q8",
                                            "param=bf16,master=f32",
                                            "param=bf16,grad=bf16,master=f32",
+                                           "param=bf16,master=remainder",
                                            "param=bf16,master=f32,state=q8"};
 
 unsigned benchThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
@@ -77,9 +78,11 @@ struct Stream {
 /// folded away); the param is read and written, except with a master, whose
 /// f32 value is what the step reads: then the 16-bit param is only written.
 std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
+  // With an f32 master the 16-bit param is only written; with remainders it
+  // is half of the master and read too.
   bool master = false;
   for (const optrt::BufferDesc &buffer : layout.buffers)
-    master = master || buffer.role == optrt::BufferRole::Master;
+    master = master || (buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32);
   std::vector<Stream> streams;
   for (const optrt::BufferDesc &buffer : layout.buffers) {
     double bytes = buffer.role == optrt::BufferRole::StateAbsmax

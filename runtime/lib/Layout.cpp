@@ -57,6 +57,8 @@ std::string dtypeName(Dtype dtype) {
   case Dtype::Q8Signed:
   case Dtype::Q8Unsigned:
     return "q8";
+  case Dtype::Remainder:
+    return "remainder";
   }
   return "dtype#" + std::to_string(static_cast<uint32_t>(dtype));
 }
@@ -90,8 +92,10 @@ Layout Layout::parse(std::string_view text) {
         layout.master.reset();
       else if (dtype == Dtype::F32)
         layout.master = Dtype::F32;
+      else if (value == "remainder")
+        layout.master = Dtype::Remainder;
       else
-        fail(text, "master must be f32 or none, not '" + std::string(value) + "'");
+        fail(text, "master must be f32, remainder or none, not '" + std::string(value) + "'");
     } else if (!dtype) {
       fail(text, "unknown dtype '" + std::string(value) + "' for " + std::string(key));
     } else if (key == "param" || key == "grad") {

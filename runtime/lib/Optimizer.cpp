@@ -196,8 +196,12 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
     for (size_t b = 0; b < buffers.size(); ++b) {
       const BufferDesc &buffer = buffers[b];
       if (buffer.role == BufferRole::Master) {
-        // The master starts as the exact value of the stored param.
-        decodeToF32(paramDtype, tensor.param, nullptr, {s.arena.data() + tensor.offsets[b], n});
+        // The master starts as the exact value of the stored param: an f32
+        // copy, or remainders of 0 (the param is the master's high half).
+        if (buffer.dtype == Dtype::Remainder)
+          std::fill_n(reinterpret_cast<uint16_t *>(s.arena.data() + tensor.offsets[b]), n, uint16_t{0});
+        else
+          decodeToF32(paramDtype, tensor.param, nullptr, {s.arena.data() + tensor.offsets[b], n});
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
         std::fill_n(values.begin(), n, elementwiseInit[k]);
@@ -423,13 +427,24 @@ void Optimizer::writeState(const std::string &name, int group, size_t tensor, st
   encodeF32(t.layout->buffers[b].dtype, values, s.bufferAt(t, b), const_cast<float *>(s.absmaxOf(t, b)));
 }
 
-std::span<const float> Optimizer::master(int group, size_t tensor) const {
+std::vector<float> Optimizer::master(int group, size_t tensor) const {
   static const char *caller = "optrt::Optimizer::master";
   const Impl &s = *impl_;
   const Tensor &t = s.checkedTensor(group, tensor, caller);
-  for (size_t b = 0; b < t.layout->buffers.size(); ++b)
-    if (t.layout->buffers[b].role == BufferRole::Master)
-      return {static_cast<const float *>(s.bufferAt(t, b)), t.size};
+  for (size_t b = 0; b < t.layout->buffers.size(); ++b) {
+    if (t.layout->buffers[b].role != BufferRole::Master)
+      continue;
+    if (t.layout->buffers[b].dtype != Dtype::Remainder) {
+      const float *data = static_cast<const float *>(s.bufferAt(t, b));
+      return {data, data + t.size};
+    }
+    const auto *param = static_cast<const uint16_t *>(t.param);
+    const auto *remainder = static_cast<const int16_t *>(s.bufferAt(t, b));
+    std::vector<float> values(t.size);
+    for (size_t i = 0; i < t.size; ++i)
+      values[i] = joinMaster(param[i], remainder[i]);
+    return values;
+  }
   throw std::invalid_argument(std::string(caller) + ": layout '" + t.layout->name + "' has no master copy");
 }
 

@@ -152,8 +152,8 @@ void Optimizer::loadState(std::istream &in, bool convert) {
       uint64_t bytes = reader.get<uint64_t>();
       uint64_t expected = buffer.role == BufferRole::StateAbsmax
                               ? sizeof(float) * q8Blocks(tensor.size)
-                              : (buffer.dtype > Dtype::Q8Unsigned ? 0 : elementBytes(buffer.dtype, tensor.size));
-      if (bytes != expected || buffer.dtype > Dtype::Q8Unsigned)
+                              : (buffer.dtype > Dtype::Remainder ? 0 : elementBytes(buffer.dtype, tensor.size));
+      if (bytes != expected || buffer.dtype > Dtype::Remainder)
         fail("buffer " + std::to_string(b) + " of tensor " + std::to_string(t) + " has " +
              std::to_string(bytes) + " bytes; the stream is damaged");
       buffer.data.resize(bytes);
@@ -197,6 +197,10 @@ void Optimizer::loadState(std::istream &in, bool convert) {
       Apply apply{t, b, {}, nullptr};
       if (found->dtype == desc.dtype && (!isQ8(desc.dtype) || absmax)) {
         apply.raw = found;
+      } else if (found->dtype == Dtype::Remainder || desc.dtype == Dtype::Remainder) {
+        fail("tensor " + std::to_string(t) + ": a master kept as remainders converts to or from "
+             "another master only together with the params, which are the caller's; load it "
+             "under the layout it was saved with");
       } else {
         apply.values.resize(tensor.size);
         decodeToF32(found->dtype, found->data.data(),

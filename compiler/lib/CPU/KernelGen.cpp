@@ -324,8 +324,12 @@ private:
     codegen::ElementAccess access;
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
       const LayoutPlan &plan = *plan_;
-      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0)
+      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
+        if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder)
+          return cpu::loadJoinedMaster(builder, loc, bufferBase_.at(plan.storage[buffer]), bufferBase_.at(plan.master),
+                                       index, width);
         return cpu::loadAsF32(builder, loc, bufferBase_.at(plan.master), index, width, optrt::Dtype::F32);
+      }
       optrt::Dtype dtype = plan.dtype[buffer];
       Value base = bufferBase_.at(plan.storage[buffer]);
       if (cpu::isQ8(dtype))
@@ -335,8 +339,14 @@ private:
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
       const LayoutPlan &plan = *plan_;
       optrt::Dtype dtype = plan.dtype[buffer];
-      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0)
+      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
+        if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder) {
+          cpu::storeSplitMaster(builder, loc, bufferBase_.at(plan.storage[buffer]), bufferBase_.at(plan.master), index,
+                                value);
+          return;
+        }
         cpu::storeFromF32(builder, loc, bufferBase_.at(plan.master), index, value, optrt::Dtype::F32);
+      }
       if (!cpu::isQ8(dtype)) {
         Value random;
         if (plan.stochastic && (dtype == optrt::Dtype::BF16 || dtype == optrt::Dtype::F16)) {

@@ -247,6 +247,48 @@ Value stochasticBits(OpBuilder &builder, Location loc, Value key, Value index, i
   return mix(builder, loc, builder.create<arith::XOrIOp>(loc, first, hi), width);
 }
 
+Value loadJoinedMaster(OpBuilder &builder, Location loc, Value param, Value remainder, Value index,
+                       int64_t width) {
+  Type i16s = builder.getIntegerType(16), i32s = builder.getI32Type();
+  Type i16 = lanes(i16s, width), i32 = lanes(i32s, width);
+  auto c = [&](int64_t v) { return splatInt(builder, loc, i32s, v, width); };
+  Value p = builder.create<LLVM::LoadOp>(loc, i16, pointer(builder, loc, param, index, i16s), 2);
+  Value r = builder.create<LLVM::LoadOp>(loc, i16, pointer(builder, loc, remainder, index, i16s), 2);
+  Value high = builder.create<arith::ExtUIOp>(loc, i32, p);
+  Value low = builder.create<arith::ExtUIOp>(loc, i32, r);
+  // A negative remainder (bit 15 set) means splitMaster rounded the param
+  // up: the master's high half is one less.
+  Value negative = builder.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge, low, c(0x8000));
+  Value adjusted = builder.create<arith::SubIOp>(loc, high, builder.create<arith::ExtUIOp>(loc, i32, negative));
+  Value joined = builder.create<arith::OrIOp>(loc, builder.create<arith::ShLIOp>(loc, adjusted, c(16)), low);
+  // A NaN param stands for a NaN master.
+  Value isNan = builder.create<arith::CmpIOp>(loc, arith::CmpIPredicate::ugt,
+                                              builder.create<arith::AndIOp>(loc, high, c(0x7FFF)), c(0x7F80));
+  Value nan = builder.create<arith::OrIOp>(loc, builder.create<arith::ShLIOp>(loc, high, c(16)), c(0x00400000));
+  Value bits = builder.create<arith::SelectOp>(loc, isNan, nan, joined);
+  return builder.create<arith::BitcastOp>(loc, lanes(builder.getF32Type(), width), bits);
+}
+
+void storeSplitMaster(OpBuilder &builder, Location loc, Value param, Value remainder, Value index, Value value) {
+  int64_t width = widthOf(value);
+  Type i16s = builder.getIntegerType(16), i32s = builder.getI32Type();
+  Type i16 = lanes(i16s, width), i32 = lanes(i32s, width);
+  auto c = [&](int64_t v) { return splatInt(builder, loc, i32s, v, width); };
+  Value bits = builder.create<arith::BitcastOp>(loc, i32, value);
+  Value high = builder.create<arith::ShRUIOp>(loc, bits, c(16));
+  Value negative = builder.create<arith::CmpIOp>(loc, arith::CmpIPredicate::uge,
+                                                 builder.create<arith::AndIOp>(loc, bits, c(0xFFFF)), c(0x8000));
+  Value rounded = builder.create<arith::AddIOp>(loc, high, builder.create<arith::ExtUIOp>(loc, i32, negative));
+  // A NaN's high half + 1 could wrap into -0 or 0: keep it a quiet NaN.
+  Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, value, value);
+  Value quiet = builder.create<arith::OrIOp>(loc, high, c(0x40));
+  Value p = builder.create<arith::SelectOp>(loc, isNan, quiet, rounded);
+  builder.create<LLVM::StoreOp>(loc, builder.create<arith::TruncIOp>(loc, i16, p),
+                                pointer(builder, loc, param, index, i16s), 2);
+  builder.create<LLVM::StoreOp>(loc, builder.create<arith::TruncIOp>(loc, i16, bits),
+                                pointer(builder, loc, remainder, index, i16s), 2);
+}
+
 Value Q8Tables::values(OpBuilder &builder, Location loc, bool isSigned) {
   return address(builder, loc, isSigned, false);
 }

@@ -30,6 +30,15 @@ void storeFromF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base
                   mlir::Value index, mlir::Value value, optrt::Dtype dtype,
                   mlir::Value random = {});
 
+/// The exact f32 master of a bf16 param and its int16 remainder at
+/// base[index] (optrt::joinMaster), and the reverse (optrt::splitMaster:
+/// the param is the master's high half rounded on the low half, ties away
+/// from zero; the remainder the low half).
+mlir::Value loadJoinedMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
+                             mlir::Value remainder, mlir::Value index, int64_t width);
+void storeSplitMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
+                      mlir::Value remainder, mlir::Value index, mlir::Value value);
+
 /// optrt::stochasticBitsFromKey(key, index + lane) for `width` lanes: key an
 /// i32 scalar, index the i64 element index of lane 0.
 mlir::Value stochasticBits(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key,

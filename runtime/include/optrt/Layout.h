@@ -11,7 +11,9 @@
 //                                bf16 writes round stochastically
 //
 // Keys: param, grad, master, state (all states), or a state's name; values:
-// f32 bf16 f16 q8, and none for master; rounding=nearest|stochastic (how
+// f32 bf16 f16 q8; for master f32, remainder (with param=bf16: the 16 low
+// bits that with the bf16 param are the exact f32 master, 2 bytes) or none;
+// rounding=nearest|stochastic (how
 // bf16/f16 writes round; default nearest). Later keys override earlier ones.
 // The canonical form lists only what differs from f32, in the order param,
 // grad, master, state, then named states in alphabetical order, then
@@ -33,6 +35,7 @@ enum class Dtype : uint32_t {
   F16 = OPTDSL_DTYPE_F16,
   Q8Signed = OPTDSL_DTYPE_Q8_SIGNED,
   Q8Unsigned = OPTDSL_DTYPE_Q8_UNSIGNED,
+  Remainder = OPTDSL_DTYPE_REMAINDER, // master only: see artifact_abi.h
 };
 
 enum class BufferRole : uint32_t {

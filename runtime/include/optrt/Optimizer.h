@@ -123,9 +123,10 @@ public:
   /// storage (bf16/f16 round to nearest even; q8 quantised block-wise).
   /// Throws std::invalid_argument also for a wrong length.
   void writeState(const std::string &name, int group, size_t tensor, std::span<const float> values);
-  /// The f32 master copy of one tensor's params; throws std::invalid_argument
-  /// when the layout has no master.
-  std::span<const float> master(int group, size_t tensor) const;
+  /// The f32 master copy of one tensor's params (with master=remainder,
+  /// joined from the params and the remainders); throws
+  /// std::invalid_argument when the layout has no master.
+  std::vector<float> master(int group, size_t tensor) const;
   /// The storage layout tensor `tensor` of `group` runs (the optimizer's, or
   /// its small-tensor fallback), in written form.
   const std::string &tensorLayout(int group, size_t tensor) const;
@@ -146,7 +147,8 @@ public:
   /// under another layout throws std::invalid_argument naming both unless
   /// `convert` is true: then each buffer is decoded from its saved storage
   /// and re-encoded into this layout's (narrowing loses precision; a master
-  /// this layout has but the file lacks keeps its value from addGroup). A
+  /// this layout has but the file lacks keeps its value from addGroup; with
+  /// master=remainder the caller restores the params it had when saving). A
   /// truncated or foreign stream, another rule or other tensors throw
   /// std::invalid_argument too. The whole stream is read and checked before
   /// anything changes.
