@@ -107,7 +107,8 @@ double train(const Problem &problem, const std::string &rule, const std::string 
   if (!kernels)
     kernels = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed,
                              {"f32", "state=bf16", "state=bf16,rounding=stochastic", "state=q8",
-                              "param=bf16,master=f32,state=q8", "param=bf16,master=f32,state=bf16,rounding=stochastic"});
+                              "param=bf16,master=f32,state=q8", "param=bf16,master=f32,state=bf16,rounding=stochastic",
+                              "param=bf16,master=remainder,state=q8"});
   optrt::Layout layout = optrt::Layout::parse(layoutText);
   bool bf16 = layout.param == optrt::Dtype::BF16;
   std::vector<std::vector<float>> x, g;
@@ -143,7 +144,8 @@ double train(const Problem &problem, const std::string &rule, const std::string 
 
 const std::vector<std::string> kAllLayouts = {"state=bf16", "state=bf16,rounding=stochastic", "state=q8",
                                               "param=bf16,master=f32,state=q8",
-                                              "param=bf16,master=f32,state=bf16,rounding=stochastic"};
+                                              "param=bf16,master=f32,state=bf16,rounding=stochastic",
+                                              "param=bf16,master=remainder,state=q8"};
 
 void expectWithin2Percent(const std::string &rule, const std::map<std::string, double> &hypers,
                           const std::vector<std::string> &layouts = kAllLayouts, const FixedHypers &fixed = {}) {
