@@ -2,10 +2,15 @@
 // benchmark reports GBps (the step's minimal bytes / time) and roofline:
 // GBps / the GBps of a same-traffic kernel measured in the same process — a
 // loop over the same streams that reads and writes exactly the bytes the step
-// must, with trivial arithmetic, on the same number of threads and the same
-// thread pool, timed in alternation with the step (see BM_Step).
+// must under the layout (2-byte params, 1-byte q8 codes plus their absmax,
+// ...), with trivial arithmetic, on the same number of threads and the same
+// thread pool, timed in alternation with the step (see BM_Step). Also
+// bytes_per_param (moved per step) and state_bytes_per_param (resident
+// optimizer state, Optimizer::memoryReport).
 #include "optdsl/JIT.h"
+#include "optrt/MemoryReport.h"
 #include "optrt/Optimizer.h"
+#include "optrt/Storage.h"
 
 #include "ThreadPool.h" // the runtime's own pool, so both kernels are scheduled alike
 
@@ -13,6 +18,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
@@ -46,88 +53,134 @@ std::vector<size_t> shape(const std::string &name) {
   if (name == "flat16M")
     return {16777216};
   // GPT-2 small (124M parameters), as in its PyTorch state dict.
-  std::vector<size_t> sizes{50257 * 768, 1024 * 768};
-  for (int layer = 0; layer < 12; ++layer)
-    for (size_t size : {768, 768, 768 * 2304, 2304, 768 * 768, 768, 768, 768, 768 * 3072, 3072,
-                        3072 * 768, 768})
-      sizes.push_back(size);
-  sizes.push_back(768);
-  sizes.push_back(768);
-  return sizes;
+  return optrt::gpt2SmallTensorSizes();
 }
-
-/// Which f32 streams one step of a rule must touch, per element (hypers
-/// fixed as in the benchmark: AdamW without amsgrad).
-struct Traffic {
-  int readOnly;  // grad
-  int readWrite; // param and the states the step updates
-};
-
-const std::map<std::string, Traffic> kTraffic = {
-    {"adamw", {1, 3}},    // grad; param, exp_avg, exp_avg_sq: 28 B/param
-    {"ademamix", {1, 4}}, // grad; param, m1, m2, nu: 36 B/param
-    {"lion", {1, 2}},     // grad; param, exp_avg: 20 B/param
-};
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
     {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}};
 
+const std::vector<std::string> kLayouts = {"f32",
+                                           "state=bf16",
+                                           "state=q8",
+                                           "param=bf16,master=f32",
+                                           "param=bf16,grad=bf16,master=f32",
+                                           "param=bf16,master=remainder",
+                                           "param=bf16,master=f32,state=q8"};
+
 unsigned benchThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-/// Streams for the same-traffic kernel.
-struct Streams {
-  std::vector<HugeBuffer> readOnly, readWrite;
-  size_t size;
+/// One stream a step must touch: bytes per parameter, read and/or written.
+struct Stream {
+  double bytesPerElement;
+  bool read, written;
 };
 
+/// The streams of a layout's kernels, from its buffers: the grad is read;
+/// master and every state (codes and absmax) are read and written (every
+/// state of these rules is updated each step; AdamW's amsgrad state is
+/// folded away); the param is read and written, except with a master, whose
+/// f32 value is what the step reads: then the 16-bit param is only written.
+std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
+  // With an f32 master the 16-bit param is only written; with remainders it
+  // is half of the master and read too.
+  bool master = false;
+  for (const optrt::BufferDesc &buffer : layout.buffers)
+    master = master || (buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32);
+  std::vector<Stream> streams;
+  for (const optrt::BufferDesc &buffer : layout.buffers) {
+    double bytes = buffer.role == optrt::BufferRole::StateAbsmax
+                       ? 4.0 / buffer.blockElements
+                       : static_cast<double>(optrt::elementBytes(buffer.dtype, 1));
+    bool read = !(buffer.role == optrt::BufferRole::Param && master);
+    streams.push_back({bytes, read, buffer.role != optrt::BufferRole::Grad});
+  }
+  return streams;
+}
+
+double bytesPerParam(const std::vector<Stream> &streams) {
+  double bytes = 0;
+  for (const Stream &s : streams)
+    bytes += s.bytesPerElement * ((s.read ? 1 : 0) + (s.written ? 1 : 0));
+  return bytes;
+}
+
 /// Splits [0, size) into one contiguous range per thread of the pool, as a
-/// hand-written OpenMP loop would (schedule(static)).
+/// hand-written OpenMP loop would (schedule(static)); body gets the share too.
 template <typename Body> void parallelFor(optrt::ThreadPool &pool, size_t size, Body body) {
   size_t shares = pool.numThreads();
-  auto task = [&](size_t share) { body(share * size / shares, (share + 1) * size / shares); };
+  auto task = [&](size_t share) { body(share, share * size / shares, (share + 1) * size / shares); };
   pool.parallelFor(shares, task);
 }
 
-/// One pass: each element of every stream read once, each read-write
-/// stream written once (x += g), exactly the traffic the step must have.
-template <int ReadWrite> void sameTrafficPass(Streams &s, size_t begin, size_t end) {
-  const float *g = s.readOnly[0].get();
-  float *x[ReadWrite];
-  for (int k = 0; k < ReadWrite; ++k)
-    x[k] = s.readWrite[k].get();
+/// The same-traffic kernel's memory: each stream as 32-bit words
+/// (elements x bytes per element / 4), first-touched by the threads that
+/// use it.
+struct Streams {
+  std::vector<HugeBuffer> data;
+  std::vector<size_t> words;
+  std::vector<bool> read, written;
+};
+
+/// One pass over thread's share [begin, end) of the elements, stream by
+/// stream: read-only streams summed, read-write ones updated (x += 1e-3),
+/// write-only ones filled.
+/// The bytes are exactly the step's; the reads of read-only streams feed a
+/// sum that is stored so they cannot be removed.
+void sameTrafficPass(Streams &s, size_t begin, size_t end, size_t elements, float *sink) {
+  // An integer xor: a float sum would be one long dependency chain (no
+  // reassociation without fast-math) and make the reference compute-bound.
+  uint32_t sum = 0;
+  for (size_t k = 0; k < s.data.size(); ++k) {
+    size_t from = s.words[k] * begin / elements, to = s.words[k] * end / elements;
+    float *x = s.data[k].get();
+    if (s.written[k] && s.read[k]) {
 #pragma GCC ivdep
-  for (size_t i = begin; i < end; ++i)
-    for (int k = 0; k < ReadWrite; ++k)
-      x[k][i] += g[i];
-}
-
-void sameTraffic(Streams &s, optrt::ThreadPool &pool) {
-  parallelFor(pool, s.size, [&](size_t begin, size_t end) {
-    switch (s.readWrite.size()) {
-    case 2: sameTrafficPass<2>(s, begin, end); break;
-    case 3: sameTrafficPass<3>(s, begin, end); break;
-    case 4: sameTrafficPass<4>(s, begin, end); break;
-    default: throw std::logic_error("same-traffic kernel: unsupported stream count");
+      for (size_t i = from; i < to; ++i)
+        x[i] += 1e-3f;
+    } else if (s.written[k]) {
+      std::fill(x + from, x + to, 1e-3f);
+    } else {
+      const uint32_t *words = reinterpret_cast<const uint32_t *>(x);
+      for (size_t i = from; i < to; ++i)
+        sum ^= words[i];
     }
-  });
+  }
+  std::memcpy(sink, &sum, sizeof sum);
 }
 
-/// The same-traffic kernel's streams, first-touched by the threads that run
-/// it (as the optimizer's arena is by its pool).
-Streams sameTrafficStreams(const Traffic &traffic, size_t elements, optrt::ThreadPool &pool) {
-  Streams s;
-  s.size = elements;
-  for (int i = 0; i < traffic.readOnly; ++i)
-    s.readOnly.push_back(hugeBuffer(elements));
-  for (int i = 0; i < traffic.readWrite; ++i)
-    s.readWrite.push_back(hugeBuffer(elements));
-  parallelFor(pool, elements, [&](size_t begin, size_t end) {
-    for (auto *group : {&s.readOnly, &s.readWrite})
-      for (auto &stream : *group)
-        std::fill(stream.get() + begin, stream.get() + end, 1e-3f);
-  });
-  return s;
-}
+/// The same-traffic kernel of a layout's streams over `elements`, its
+/// memory first-touched by the pool's threads (as the optimizer's arena is).
+class SameTraffic {
+public:
+  SameTraffic(const std::vector<Stream> &streams, size_t elements, optrt::ThreadPool &pool)
+      : elements_(elements), pool_(pool), sinks_(pool.numThreads() * 16) {
+    for (const Stream &stream : streams) {
+      size_t words = static_cast<size_t>(stream.bytesPerElement * static_cast<double>(elements) / 4 + 0.5);
+      s_.data.push_back(hugeBuffer(words));
+      s_.words.push_back(words);
+      s_.read.push_back(stream.read);
+      s_.written.push_back(stream.written);
+    }
+    parallelFor(pool_, elements_, [&](size_t, size_t begin, size_t end) {
+      for (size_t k = 0; k < s_.data.size(); ++k)
+        std::fill(s_.data[k].get() + s_.words[k] * begin / elements_,
+                  s_.data[k].get() + s_.words[k] * end / elements_, 1e-3f);
+    });
+  }
+
+  void pass() {
+    parallelFor(pool_, elements_, [&](size_t share, size_t begin, size_t end) {
+      sameTrafficPass(s_, begin, end, elements_, &sinks_[share * 16]);
+    });
+    benchmark::DoNotOptimize(sinks_.data());
+  }
+
+private:
+  Streams s_;
+  size_t elements_;
+  optrt::ThreadPool &pool_;
+  std::vector<float> sinks_;
+};
 
 template <typename Fn> double secondsOf(Fn &&fn) {
   auto start = std::chrono::steady_clock::now();
@@ -140,67 +193,90 @@ double median(std::vector<double> values) {
   return values[values.size() / 2];
 }
 
+std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule) {
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
+  auto &slot = cache[rule];
+  if (!slot)
+    slot = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", kFixedHypers.at(rule),
+                                  kLayouts);
+  return slot;
+}
+
 /// Each iteration times one optimizer step and then one pass of the
 /// same-traffic kernel on a pool of as many threads, so both see the same
 /// machine (on a shared VM the load drifts within seconds); roofline is the
 /// ratio of the two medians. The reported time is the step's.
-void BM_Step(benchmark::State &state, const std::string &rule, const std::string &shapeName) {
+void BM_Step(benchmark::State &state, const std::string &rule, const std::string &layoutText,
+             const std::string &shapeName) {
   std::vector<size_t> sizes = shape(shapeName);
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;
   unsigned threads = benchThreads();
-  auto kernels = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt",
-                                        kFixedHypers.at(rule));
-  optrt::Optimizer optimizer(kernels, {threads});
+  auto kernels = kernelsFor(rule);
+  optrt::Optimizer optimizer(kernels, {.threads = threads, .layout = layoutText});
+  optrt::Layout layout = optrt::Layout::parse(layoutText);
   std::vector<HugeBuffer> params, grads;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal;
-  std::vector<float *> paramPointers;
-  std::vector<const float *> gradPointers;
+  std::vector<void *> paramPointers;
+  std::vector<const void *> gradPointers;
   for (size_t size : sizes) {
+    std::vector<float> p(size, 0.0f), g(size, 0.0f);
+    for (size_t i = 0; i < size; i += 97) { // sparse values: setup time, not realism
+      p[i] = normal(rng);
+      g[i] = normal(rng) * 1e-2f;
+    }
     params.push_back(hugeBuffer(size));
     grads.push_back(hugeBuffer(size));
-    std::fill(params.back().get(), params.back().get() + size, 0.0f);
-    std::fill(grads.back().get(), grads.back().get() + size, 0.0f);
-    for (size_t i = 0; i < size; i += 97) { // sparse values: setup time, not realism
-      params.back()[i] = normal(rng);
-      grads.back()[i] = normal(rng) * 1e-2f;
-    }
+    optrt::encodeF32(layout.param, p, params.back().get(), nullptr);
+    optrt::encodeF32(layout.grad, g, grads.back().get(), nullptr);
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
-  optimizer.addGroup(paramPointers, sizes);
+  optimizer.addGroupStored(paramPointers, sizes);
+  const optrt::LayoutKernels *chosen = nullptr;
+  for (const auto &candidate : kernels->layouts)
+    if (candidate.name == layout.str())
+      chosen = &candidate;
+  std::vector<Stream> streams = streamsOf(*chosen);
   optrt::ThreadPool pool(threads);
-  const Traffic &traffic = kTraffic.at(rule);
-  Streams streams = sameTrafficStreams(traffic, elements, pool);
-  optimizer.step({gradPointers}); // warm: first touch of the state arena
-  sameTraffic(streams, pool);
+  SameTraffic sameTraffic(streams, elements, pool);
+  optimizer.stepStored({gradPointers}); // warm: first touch of the state arena
+  sameTraffic.pass();
   std::vector<double> stepSeconds, sameTrafficSeconds;
   for (auto _ : state) {
-    double seconds = secondsOf([&] { optimizer.step({gradPointers}); });
+    double seconds = secondsOf([&] { optimizer.stepStored({gradPointers}); });
     state.SetIterationTime(seconds);
     stepSeconds.push_back(seconds);
-    sameTrafficSeconds.push_back(secondsOf([&] { sameTraffic(streams, pool); }));
+    sameTrafficSeconds.push_back(secondsOf([&] { sameTraffic.pass(); }));
   }
-  double bytesPerStep = 4.0 * elements * (traffic.readOnly + 2 * traffic.readWrite);
+  double bytesPerStep = bytesPerParam(streams) * static_cast<double>(elements);
   double gbps = bytesPerStep / median(stepSeconds) / 1e9;
   double rooflineGBps = bytesPerStep / median(sameTrafficSeconds) / 1e9;
+  optrt::MemoryReport memory = optimizer.memoryReport();
   state.counters["GBps"] = gbps;
   state.counters["roofline"] = gbps / rooflineGBps;
   state.counters["same_traffic_GBps"] = rooflineGBps;
   state.counters["bytes_per_param"] = bytesPerStep / static_cast<double>(elements);
+  state.counters["state_bytes_per_param"] = memory.state;
   state.counters["threads"] = threads;
 }
 
 void registerAll() {
+  // OPTDSL_BENCH_MIN_TIME (seconds) shortens runs on a shared machine.
+  const char *minTime = std::getenv("OPTDSL_BENCH_MIN_TIME");
+  double seconds = minTime ? std::atof(minTime) : 2.0;
   for (const char *rule : {"adamw", "ademamix", "lion"})
-    for (const char *shapeName : {"flat16M", "gpt2s"})
-      benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/f32/" + shapeName).c_str(),
-                                   BM_Step, rule, shapeName)
+    for (const std::string &layout : kLayouts)
+      for (const char *shapeName : {"flat16M", "gpt2s"})
+        benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(),
+                                     BM_Step, rule, layout, shapeName)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
-          ->MinTime(2.0);
+          ->MinTime(seconds);
 }
 
 const bool registered = (registerAll(), true);

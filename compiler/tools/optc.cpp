@@ -2,6 +2,8 @@
 // intermediate forms. Exit status: 0 success, 1 errors in the input, 2 usage.
 #include "optdsl/Artifact.h"
 #include "optdsl/CUDACompile.h"
+#include "optdsl/CpuPipeline.h"
+#include "optrt/MemoryReport.h"
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/MLIRGen.h"
@@ -10,6 +12,8 @@
 #include "optdsl/Transforms/Passes.h"
 #include "optdsl/Version.h"
 
+#include <algorithm>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -53,12 +57,19 @@ options:
   --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
                   x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
                   CPU name LLVM knows (skylake-avx512, znver4, ...)
-  --layout=TEXT   storage layout to compile into the artifact (repeatable;
-                  default f32), written as in docs: f32, param=bf16,...
+  --layout=TEXT   storage layout to compile (repeatable; default f32),
+                  written as in docs/layouts.md: f32, param=bf16,master=f32,
+                  state=q8, m1=q8,nu=f32, ...; a q8 layout brings its
+                  small-tensor fallback (q8 states in f32) along
+  --memory        print bytes per parameter (param, grad, master, state) of
+                  each --layout (default: f32, state=bf16, state=q8,
+                  param=bf16,master=f32 and param=bf16,master=f32,state=q8)
+                  over GPT-2 small's tensors, or over --sizes
+  --sizes=N,N,... tensor sizes (elements) for --memory
   --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
-  --cuda          with --emit=so: also embed the CUDA kernels (PTX for sm_80
-                  and sm_90, cubins where ptxas is found; needs the CUDA
-                  toolkit's libdevice, not a GPU)
+  --cuda          with --emit=so: also embed the CUDA kernels of the f32
+                  layout (PTX for sm_80 and sm_90, cubins where ptxas is
+                  found; needs the CUDA toolkit's libdevice, not a GPU)
   --fix NAME=VALUE
                   build the kernels with hyper NAME fixed to VALUE (repeatable):
                   branches on it fold away, as do states it leaves untouched
@@ -88,6 +99,38 @@ template <typename Build> int reportErrors(Build &&build) {
   }
 }
 
+/// `optc --memory`: the memory table of the rule's states (after --fix,
+/// which can drop states) under each layout, from optrt::memoryReport.
+int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
+                std::vector<std::string> layouts, const std::vector<size_t> &sizes, std::ostream &out) {
+  if (layouts.empty())
+    layouts = {"f32", "state=bf16", "state=q8", "param=bf16,master=f32", "param=bf16,master=f32,state=q8"};
+  return reportErrors([&] {
+    mlir::MLIRContext context;
+    // Building the kernels checks each layout against the rule, as --emit=so would.
+    optdsl::CpuKernelModule kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
+    const std::vector<optrt::StateInfo> &states = kernels.signature.states;
+    std::string names;
+    for (const optrt::StateInfo &state : states)
+      names += (names.empty() ? "" : ", ") + state.name;
+    char line[256];
+    std::snprintf(line, sizeof line, "| %-40s | %6s | %6s | %6s | %6s | %6s |\n", "layout", "param", "grad",
+                  "master", "state", "total");
+    out << "rule " << rule.name() << " (states: " << names << ")\n" << line;
+    out << "| ---------------------------------------- | -----: | -----: | -----: | -----: | -----: |\n";
+    size_t params = 0;
+    for (const std::string &text : layouts) {
+      optrt::MemoryReport r = optrt::memoryReport(states, optrt::Layout::parse(text), sizes);
+      std::snprintf(line, sizeof line, "| %-40s | %6.3f | %6.3f | %6.3f | %6.3f | %6.3f |\n",
+                    optrt::Layout::parse(text).str().c_str(), r.param, r.grad, r.master, r.state, r.total());
+      out << line;
+      params = r.numParams;
+    }
+    out << "bytes per parameter over " << params << " parameters in " << sizes.size()
+        << " tensors; q8 states of tensors under 4096 elements are kept in f32\n";
+  });
+}
+
 int emitArtifact(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
                  const std::string &output) {
   return reportErrors([&] { optdsl::buildArtifact(rule, options, output); });
@@ -111,7 +154,9 @@ int main(int argc, char **argv) {
   std::string emit = "check", input, output, gpuArch = "sm_90";
   optdsl::FixedHypers fixed;
   optdsl::ArtifactOptions artifact;
-  bool layoutGiven = false;
+  bool layoutGiven = false, memory = false;
+  std::vector<std::string> memoryLayouts;
+  std::vector<size_t> sizes = optrt::gpt2SmallTensorSizes();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -144,6 +189,22 @@ int main(int argc, char **argv) {
         artifact.layouts.clear();
       layoutGiven = true;
       artifact.layouts.push_back(arg.substr(9));
+      memoryLayouts.push_back(arg.substr(9));
+    } else if (arg == "--memory") {
+      memory = true;
+    } else if (arg.rfind("--sizes=", 0) == 0) {
+      sizes.clear();
+      std::string list = arg.substr(8);
+      for (size_t start = 0; start <= list.size();) {
+        size_t comma = std::min(list.find(',', start), list.size());
+        std::string item = list.substr(start, comma - start);
+        char *end = nullptr;
+        unsigned long long n = std::strtoull(item.c_str(), &end, 10);
+        if (item.empty() || *end || n == 0)
+          return usageError("--sizes expects positive element counts separated by commas, got '" + item + "'");
+        sizes.push_back(static_cast<size_t>(n));
+        start = comma + 1;
+      }
     } else if (arg == "--fix") {
       if (++i == argc)
         return usageError("--fix needs NAME=VALUE");
@@ -179,9 +240,11 @@ int main(int argc, char **argv) {
   std::optional<optdsl::CheckedRule> rule = optdsl::compileSource(file, std::cerr);
   if (!rule)
     return 1;
+  artifact.fixed = fixed;
+  if (memory)
+    return printMemory(*rule, artifact, memoryLayouts, sizes, std::cout);
   if (emit == "check")
     return 0;
-  artifact.fixed = fixed;
   if (emit == "so")
     return emitArtifact(*rule, artifact, output.empty() ? "libopt_" + rule->name() + ".so" : output);
 
@@ -250,7 +313,13 @@ int main(int argc, char **argv) {
     return out.good() ? 0 : 1;
   }
   optdsl::KernelSignature signature;
-  mlir::OwningOpRef<mlir::ModuleOp> kernels = optdsl::buildKernels(*module, signature);
+  mlir::OwningOpRef<mlir::ModuleOp> kernels;
+  try {
+    kernels = optdsl::buildKernels(*module, signature, artifact.layouts);
+  } catch (const std::invalid_argument &e) {
+    std::cerr << "optc: error: " << e.what() << "\n";
+    return 2;
+  }
   if (!kernels) {
     irDiagnostics.print(std::cerr);
     return 1;

@@ -81,7 +81,7 @@ private:
     LayoutKernels result;
     result.name = string(layout.name, "layout name");
     for (const optdsl_buffer &buffer : array(layout.buffers, layout.num_buffers, "layout buffers")) {
-      if (buffer.role > OPTDSL_BUFFER_STATE_ABSMAX || buffer.dtype > OPTDSL_DTYPE_Q8_UNSIGNED)
+      if (buffer.role > OPTDSL_BUFFER_STATE_ABSMAX || buffer.dtype > OPTDSL_DTYPE_REMAINDER)
         fail("layout " + result.name + " has a buffer of unknown role or dtype");
       if (buffer.state >= static_cast<int32_t>(numStates))
         fail("layout " + result.name + " names state " + std::to_string(buffer.state));

@@ -11,7 +11,7 @@ namespace {
   throw std::invalid_argument("layout '" + std::string(text) + "': " + problem +
                               " (expected items KEY=DTYPE separated by commas; keys: param, "
                               "grad, master, state or a state's name; dtypes: f32, bf16, f16, "
-                              "q8, none for master)");
+                              "q8, none for master; rounding=nearest|stochastic)");
 }
 
 std::optional<Dtype> parseDtype(std::string_view name) {
@@ -57,6 +57,8 @@ std::string dtypeName(Dtype dtype) {
   case Dtype::Q8Signed:
   case Dtype::Q8Unsigned:
     return "q8";
+  case Dtype::Remainder:
+    return "remainder";
   }
   return "dtype#" + std::to_string(static_cast<uint32_t>(dtype));
 }
@@ -80,13 +82,20 @@ Layout Layout::parse(std::string_view text) {
     std::string_view key = trim(item.substr(0, equals));
     std::string_view value = trim(item.substr(equals + 1));
     std::optional<Dtype> dtype = parseDtype(value);
-    if (key == "master") {
+    if (key == "rounding") {
+      if (value == "stochastic" || value == "nearest")
+        layout.stochastic = value == "stochastic";
+      else
+        fail(text, "rounding must be nearest or stochastic, not '" + std::string(value) + "'");
+    } else if (key == "master") {
       if (value == "none")
         layout.master.reset();
       else if (dtype == Dtype::F32)
         layout.master = Dtype::F32;
+      else if (value == "remainder")
+        layout.master = Dtype::Remainder;
       else
-        fail(text, "master must be f32 or none, not '" + std::string(value) + "'");
+        fail(text, "master must be f32, remainder or none, not '" + std::string(value) + "'");
     } else if (!dtype) {
       fail(text, "unknown dtype '" + std::string(value) + "' for " + std::string(key));
     } else if (key == "param" || key == "grad") {
@@ -125,6 +134,8 @@ std::string Layout::str() const {
   for (const auto &[name, dtype] : stateOverrides)
     if (dtype != base)
       add(name, dtype);
+  if (stochastic)
+    text += std::string(text.empty() ? "" : ",") + "rounding=stochastic";
   return text.empty() ? "f32" : text;
 }
 

@@ -55,6 +55,17 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
   return report;
 }
 
+std::vector<size_t> gpt2SmallTensorSizes() {
+  std::vector<size_t> sizes = {50257 * 768, 1024 * 768};
+  for (int layer = 0; layer < 12; ++layer)
+    for (size_t n : {768, 768, 768 * 2304, 2304, 768 * 768, 768, 768, 768, 768 * 3072, 3072,
+                     3072 * 768, 768})
+      sizes.push_back(n);
+  sizes.push_back(768);
+  sizes.push_back(768);
+  return sizes;
+}
+
 std::string MemoryReport::str() const {
   char line[160];
   std::string text;

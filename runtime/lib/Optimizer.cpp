@@ -1,97 +1,6 @@
-#include "optrt/Optimizer.h"
-
-#include "ChunkTable.h"
-#include "Reduction.h"
-#include "RuleLayout.h"
-#include "StateArena.h"
-#include "ThreadPool.h"
-
-#include <algorithm>
-#include <cstdint>
-#include <limits>
-#include <stdexcept>
-#include <thread>
-#include <utility>
+#include "OptimizerImpl.h"
 
 namespace optrt {
-
-namespace {
-
-struct Group {
-  std::vector<double> hypers; // by HyperInfo index
-  size_t firstTensor;
-  size_t numTensors;
-};
-
-struct Tensor {
-  float *param;
-  size_t size;
-  size_t group;
-  // Elementwise state k of this tensor starts at arenaOffset + k * padded size.
-  size_t arenaOffset;
-};
-
-// A chunk's partials slot takes whole cache lines, so chunks run by different
-// threads never write the same line.
-constexpr size_t doublesPerLine = StateArena::alignmentBytes / sizeof(double);
-
-unsigned resolveThreads(unsigned requested) {
-  if (requested != 0)
-    return requested;
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
-std::string tensorName(size_t tensor, int group) {
-  return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
-}
-
-} // namespace
-
-struct Optimizer::Impl {
-  Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
-      : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
-        pool(resolveThreads(options.threads)) {}
-
-  RuleLayout layout;
-  ChunkTable chunks;
-  ThreadPool pool;
-  StateArena arena;
-  std::vector<Group> groups;
-  std::vector<Tensor> tensors;
-  std::vector<double> scalars; // numScalar per tensor
-  size_t numParams = 0;
-  int64_t stepCount = 0;
-
-  // Scratch of step(), kept between steps so a step allocates nothing.
-  std::vector<void *> buffers; // the layout's buffers, per tensor
-  std::vector<float> uniforms;
-  std::vector<double> partials;
-  std::vector<double> reductions;
-  std::vector<double> scalarsOut;
-
-  size_t buffersPerTensor() const { return 2 + layout.numElementwise(); }
-  size_t uniformStride() const { return std::max<size_t>(1, layout.maxUniforms()); }
-  size_t partialStride() const {
-    size_t lines =
-        std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);
-    return lines * doublesPerLine;
-  }
-
-  const Group &checkedGroup(int group, const char *caller) const;
-  const Tensor &checkedTensor(int group, size_t tensor, const char *caller) const;
-  size_t elementwiseSlot(const std::string &name, const char *caller) const;
-  // Two chunks writing the same floats from different threads would race, and
-  // a tensor listed twice would be stepped twice: so params may not overlap.
-  // Returns the first clash, or "" when there is none.
-  std::string findOverlap(const std::vector<float *> &params, const std::vector<size_t> &sizes,
-                          int newGroup) const;
-
-  void validateGrads(const std::vector<std::vector<const float *>> &gradsPerGroup) const;
-  void prepareStep(const std::vector<std::vector<const float *>> &gradsPerGroup);
-  void runPhase(int phase, double step);
-  void combinePhase(int phase);
-  void updateScalars(double step);
-};
 
 const Group &Optimizer::Impl::checkedGroup(int group, const char *caller) const {
   if (group < 0 || static_cast<size_t>(group) >= groups.size())
@@ -119,7 +28,26 @@ size_t Optimizer::Impl::elementwiseSlot(const std::string &name, const char *cal
   return slot.index;
 }
 
-std::string Optimizer::Impl::findOverlap(const std::vector<float *> &params,
+size_t Optimizer::Impl::stateBuffer(const Tensor &t, const std::string &name, const char *caller) const {
+  elementwiseSlot(name, caller);
+  int index = static_cast<int>(layout.stateIndex(name));
+  const std::vector<BufferDesc> &buffers = t.layout->buffers;
+  for (size_t b = 0; b < buffers.size(); ++b)
+    if (buffers[b].role == BufferRole::State && buffers[b].state == index)
+      return b;
+  throw std::logic_error(std::string(caller) + ": layout '" + t.layout->name + "' has no buffer for state '" +
+                         name + "'");
+}
+
+const float *Optimizer::Impl::absmaxOf(const Tensor &t, size_t buffer) const {
+  const std::vector<BufferDesc> &buffers = t.layout->buffers;
+  for (size_t b = 0; b < buffers.size(); ++b)
+    if (buffers[b].role == BufferRole::StateAbsmax && buffers[b].state == buffers[buffer].state)
+      return static_cast<const float *>(bufferAt(t, b));
+  return nullptr;
+}
+
+std::string Optimizer::Impl::findOverlap(const std::vector<void *> &params,
                                          const std::vector<size_t> &sizes, int newGroup) const {
   struct Range {
     uintptr_t begin, end;
@@ -132,11 +60,12 @@ std::string Optimizer::Impl::findOverlap(const std::vector<float *> &params,
     for (size_t i = 0; i < groups[g].numTensors; ++i) {
       const Tensor &t = tensors[groups[g].firstTensor + i];
       auto begin = reinterpret_cast<uintptr_t>(t.param);
-      ranges.push_back({begin, begin + t.size * sizeof(float), static_cast<int>(g), i});
+      ranges.push_back({begin, begin + elementBytes(layout.parsedLayout().param, t.size),
+                        static_cast<int>(g), i});
     }
   for (size_t i = 0; i < params.size(); ++i) {
     auto begin = reinterpret_cast<uintptr_t>(params[i]);
-    ranges.push_back({begin, begin + sizes[i] * sizeof(float), newGroup, i});
+    ranges.push_back({begin, begin + elementBytes(layout.parsedLayout().param, sizes[i]), newGroup, i});
   }
   std::sort(ranges.begin(), ranges.end(),
             [](const Range &a, const Range &b) { return a.begin < b.begin; });
@@ -172,8 +101,24 @@ size_t Optimizer::numParams() const { return impl_->numParams; }
 
 int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
                         std::map<std::string, double> hyperOverrides) {
+  const Layout &layout = impl_->layout.parsedLayout();
+  if (layout.param != Dtype::F32)
+    throw std::invalid_argument("optrt::Optimizer::addGroup: layout '" + layout.str() + "' stores params as " +
+                                dtypeName(layout.param) +
+                                "; pass them in that format with addGroupStored, not as float");
+  return impl_->addGroupImpl(std::vector<void *>(params.begin(), params.end()), std::move(sizes),
+                             std::move(hyperOverrides));
+}
+
+int Optimizer::addGroupStored(std::vector<void *> params, std::vector<size_t> sizes,
+                              std::map<std::string, double> hyperOverrides) {
+  return impl_->addGroupImpl(std::move(params), std::move(sizes), std::move(hyperOverrides));
+}
+
+int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
+                                  std::map<std::string, double> hyperOverrides) {
   static const char *caller = "optrt::Optimizer::addGroup";
-  Impl &s = *impl_;
+  Impl &s = *this;
   const RuleKernels &rule = s.layout.rule();
   int groupIndex = static_cast<int>(s.groups.size());
   auto fail = [&](const std::string &problem) -> void {
@@ -209,22 +154,27 @@ int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
     hypers[index] = value;
   }
 
-  size_t numElementwise = s.layout.numElementwise();
   size_t numScalar = s.layout.numScalar();
   size_t arenaFloats = s.arena.numFloats();
   size_t moreChunks = 0;
-  std::vector<size_t> offsets;
-  for (size_t size : sizes) {
-    offsets.push_back(arenaFloats);
-    size_t slice = StateArena::paddedFloats(size);
-    if (__builtin_mul_overflow(slice, numElementwise, &slice) ||
-        __builtin_add_overflow(arenaFloats, slice, &arenaFloats) ||
-        arenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
-      fail("its state would exceed the address space");
-    moreChunks += s.chunks.numChunksFor(size);
+  std::vector<Tensor> added;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const LayoutKernels &chosen = s.layout.layoutFor(sizes[i], s.smallTensorElements);
+    Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}};
+    for (const BufferDesc &buffer : chosen.buffers) {
+      tensor.offsets.push_back(arenaFloats);
+      if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad)
+        continue;
+      size_t floats = bufferFloats(buffer, sizes[i]);
+      if (__builtin_add_overflow(arenaFloats, floats, &arenaFloats) ||
+          arenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
+        fail("its state would exceed the address space");
+    }
+    added.push_back(std::move(tensor));
+    moreChunks += s.chunks.numChunksFor(sizes[i]);
   }
 
-  std::vector<float> elementwiseInit(numElementwise);
+  std::vector<float> elementwiseInit(s.layout.numElementwise());
   std::vector<double> scalarInit(numScalar);
   rule.init(hypers.data(), elementwiseInit.data(), scalarInit.data());
 
@@ -234,26 +184,46 @@ int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
   s.tensors.reserve(s.tensors.size() + params.size());
   s.scalars.reserve(s.scalars.size() + params.size() * numScalar);
   s.chunks.reserve(params.size(), moreChunks);
+  size_t largest = *std::max_element(sizes.begin(), sizes.end());
+  std::vector<float> values(largest);
   s.arena.grow(arenaFloats);
 
   size_t firstTensor = s.tensors.size();
-  for (size_t i = 0; i < params.size(); ++i) {
-    s.tensors.push_back({params[i], sizes[i], static_cast<size_t>(groupIndex), offsets[i]});
-    size_t padded = StateArena::paddedFloats(sizes[i]);
-    for (size_t k = 0; k < numElementwise; ++k) {
-      float *slice = s.arena.data() + offsets[i] + k * padded;
-      std::fill(slice, slice + sizes[i], elementwiseInit[k]);
+  Dtype paramDtype = s.layout.parsedLayout().param;
+  for (Tensor &tensor : added) {
+    size_t n = tensor.size;
+    const std::vector<BufferDesc> &buffers = tensor.layout->buffers;
+    for (size_t b = 0; b < buffers.size(); ++b) {
+      const BufferDesc &buffer = buffers[b];
+      if (buffer.role == BufferRole::Master) {
+        // The master starts as the exact value of the stored param: an f32
+        // copy, or remainders of 0 (the param is the master's high half).
+        if (buffer.dtype == Dtype::Remainder)
+          std::fill_n(reinterpret_cast<uint16_t *>(s.arena.data() + tensor.offsets[b]), n, uint16_t{0});
+        else
+          decodeToF32(paramDtype, tensor.param, nullptr, {s.arena.data() + tensor.offsets[b], n});
+      } else if (buffer.role == BufferRole::State) {
+        size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
+        std::fill_n(values.begin(), n, elementwiseInit[k]);
+        float *absmax = nullptr;
+        if (isQ8(buffer.dtype))
+          for (size_t a = 0; a < buffers.size(); ++a)
+            if (buffers[a].role == BufferRole::StateAbsmax && buffers[a].state == buffer.state)
+              absmax = s.arena.data() + tensor.offsets[a];
+        encodeF32(buffer.dtype, {values.data(), n}, s.arena.data() + tensor.offsets[b], absmax);
+      }
     }
+    s.tensors.push_back(std::move(tensor));
     s.scalars.insert(s.scalars.end(), scalarInit.begin(), scalarInit.end());
-    s.chunks.addTensor(sizes[i]);
-    s.numParams += sizes[i];
+    s.chunks.addTensor(n);
+    s.numParams += n;
   }
   s.groups.push_back({std::move(hypers), firstTensor, params.size()});
   return groupIndex;
 }
 
 void Optimizer::Impl::validateGrads(
-    const std::vector<std::vector<const float *>> &gradsPerGroup) const {
+    const std::vector<std::vector<const void *>> &gradsPerGroup) const {
   static const char *caller = "optrt::Optimizer::step";
   if (groups.empty())
     throw std::logic_error(std::string(caller) +
@@ -275,7 +245,7 @@ void Optimizer::Impl::validateGrads(
   }
 }
 
-void Optimizer::Impl::prepareStep(const std::vector<std::vector<const float *>> &gradsPerGroup) {
+void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup) {
   size_t numTensors = tensors.size();
   size_t perTensor = buffersPerTensor();
   buffers.resize(numTensors * perTensor);
@@ -293,10 +263,9 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const float *>> 
     slot[0] = tensor.param;
     // Kernels never write the gradient; the buffer table is void* only so
     // one table type serves every buffer.
-    slot[1] = const_cast<float *>(gradsPerGroup[tensor.group][t - group.firstTensor]);
-    size_t padded = StateArena::paddedFloats(tensor.size);
-    for (size_t k = 0; k < layout.numElementwise(); ++k)
-      slot[2 + k] = arena.data() + tensor.arenaOffset + k * padded;
+    slot[1] = const_cast<void *>(gradsPerGroup[tensor.group][t - group.firstTensor]);
+    for (size_t b = 2; b < tensor.layout->buffers.size(); ++b)
+      slot[b] = arena.data() + tensor.offsets[b];
   }
 }
 
@@ -308,14 +277,21 @@ void Optimizer::Impl::runPhase(int phase, double step) {
   for (size_t t = 0; t < tensors.size(); ++t)
     uniformsFn(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
                reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
+  if (layout.parsedLayout().stochastic) {
+    size_t slot = static_cast<size_t>(rule.numUniforms[phase]);
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      uint32_t key = stochasticBits(seed, static_cast<uint64_t>(step), t);
+      std::memcpy(&uniforms[t * uniformStride() + slot], &key, sizeof key);
+    }
+  }
 
-  KernelFn kernel = layout.layout().kernels[phase];
   size_t perTensor = buffersPerTensor();
   size_t uStride = uniformStride();
   size_t pStride = partialStride();
   const std::vector<Chunk> &table = chunks.chunks();
   auto runChunk = [&](size_t c) {
     const Chunk &chunk = table[c];
+    KernelFn kernel = tensors[chunk.tensor].layout->kernels[phase];
     kernel(&buffers[chunk.tensor * perTensor], &uniforms[chunk.tensor * uStride],
            &partials[c * pStride], chunk.begin, chunk.end);
   };
@@ -357,7 +333,24 @@ void Optimizer::Impl::updateScalars(double step) {
 }
 
 void Optimizer::step(const std::vector<std::vector<const float *>> &gradsPerGroup) {
-  Impl &s = *impl_;
+  const Layout &layout = impl_->layout.parsedLayout();
+  if (layout.grad != Dtype::F32)
+    throw std::invalid_argument("optrt::Optimizer::step: layout '" + layout.str() + "' takes gradients as " +
+                                dtypeName(layout.grad) +
+                                "; pass them in that format with stepStored, not as float");
+  std::vector<std::vector<const void *>> grads;
+  grads.reserve(gradsPerGroup.size());
+  for (const auto &group : gradsPerGroup)
+    grads.emplace_back(group.begin(), group.end());
+  impl_->stepImpl(grads);
+}
+
+void Optimizer::stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup) {
+  impl_->stepImpl(gradsPerGroup);
+}
+
+void Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup) {
+  Impl &s = *this;
   s.validateGrads(gradsPerGroup);
   s.prepareStep(gradsPerGroup);
   double step = static_cast<double>(s.stepCount + 1);
@@ -399,10 +392,76 @@ std::span<float> Optimizer::state(const std::string &name, int group, size_t ten
 std::span<const float> Optimizer::state(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::Optimizer::state";
   const Impl &s = *impl_;
-  size_t k = s.elementwiseSlot(name, caller);
+  s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
-  const float *begin = s.arena.data() + t.arenaOffset + k * StateArena::paddedFloats(t.size);
-  return {begin, t.size};
+  size_t b = s.stateBuffer(t, name, caller);
+  Dtype dtype = t.layout->buffers[b].dtype;
+  if (dtype != Dtype::F32)
+    throw std::invalid_argument(std::string(caller) + ": state '" + name + "' of " + tensorName(tensor, group) +
+                                " is stored as " + dtypeName(dtype) + " (layout '" + t.layout->name +
+                                "'); read a decoded copy with readState");
+  return {static_cast<const float *>(s.bufferAt(t, b)), t.size};
+}
+
+std::vector<float> Optimizer::readState(const std::string &name, int group, size_t tensor) const {
+  static const char *caller = "optrt::Optimizer::readState";
+  const Impl &s = *impl_;
+  s.elementwiseSlot(name, caller);
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  size_t b = s.stateBuffer(t, name, caller);
+  std::vector<float> values(t.size);
+  decodeToF32(t.layout->buffers[b].dtype, s.bufferAt(t, b), s.absmaxOf(t, b), values);
+  return values;
+}
+
+void Optimizer::writeState(const std::string &name, int group, size_t tensor, std::span<const float> values) {
+  static const char *caller = "optrt::Optimizer::writeState";
+  Impl &s = *impl_;
+  s.elementwiseSlot(name, caller);
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  if (values.size() != t.size)
+    throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for " +
+                                tensorName(tensor, group) + ", which has " + std::to_string(t.size) +
+                                " elements");
+  size_t b = s.stateBuffer(t, name, caller);
+  encodeF32(t.layout->buffers[b].dtype, values, s.bufferAt(t, b), const_cast<float *>(s.absmaxOf(t, b)));
+}
+
+std::vector<float> Optimizer::master(int group, size_t tensor) const {
+  static const char *caller = "optrt::Optimizer::master";
+  const Impl &s = *impl_;
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  for (size_t b = 0; b < t.layout->buffers.size(); ++b) {
+    if (t.layout->buffers[b].role != BufferRole::Master)
+      continue;
+    if (t.layout->buffers[b].dtype != Dtype::Remainder) {
+      const float *data = static_cast<const float *>(s.bufferAt(t, b));
+      return {data, data + t.size};
+    }
+    const auto *param = static_cast<const uint16_t *>(t.param);
+    const auto *remainder = static_cast<const int16_t *>(s.bufferAt(t, b));
+    std::vector<float> values(t.size);
+    for (size_t i = 0; i < t.size; ++i)
+      values[i] = joinMaster(param[i], remainder[i]);
+    return values;
+  }
+  throw std::invalid_argument(std::string(caller) + ": layout '" + t.layout->name + "' has no master copy");
+}
+
+const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
+  return impl_->checkedTensor(group, tensor, "optrt::Optimizer::tensorLayout").layout->name;
+}
+
+MemoryReport Optimizer::memoryReport() const {
+  const Impl &s = *impl_;
+  std::vector<size_t> sizes;
+  for (const Tensor &t : s.tensors)
+    sizes.push_back(t.size);
+  if (sizes.empty())
+    throw std::logic_error("optrt::Optimizer::memoryReport: the optimizer has no parameters");
+  MemoryOptions options;
+  options.smallTensorElements = s.smallTensorElements;
+  return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
 }
 
 double Optimizer::scalarState(const std::string &name, int group, size_t tensor) const {

@@ -1,5 +1,7 @@
 #include "RuleLayout.h"
 
+#include "optrt/LayoutCheck.h"
+
 #include <algorithm>
 #include <charconv>
 #include <cmath>
@@ -94,31 +96,53 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels, const std::st
   selectLayout(layout);
 }
 
-void RuleLayout::selectLayout(const std::string &text) {
+const LayoutKernels &RuleLayout::findLayout(const std::string &wanted, const std::string &why) const {
   const RuleKernels &rule = *kernels_;
-  std::string wanted = Layout::parse(text).str();
   std::string compiled;
   for (const LayoutKernels &candidate : rule.layouts) {
     compiled += (compiled.empty() ? "" : "; ") + candidate.name;
     if (candidate.name == wanted)
-      layout_ = &candidate;
+      return candidate;
   }
-  if (!layout_)
-    throw std::invalid_argument(
-        "optrt::Optimizer: rule '" + rule.name + "' was not compiled for layout '" + wanted + "'" +
-        (compiled.empty() ? "; it has no layouts" : "; its layouts are: " + compiled));
-  const LayoutKernels &chosen = *layout_;
+  throw std::invalid_argument(
+      "optrt::Optimizer: rule '" + rule.name + "' was not compiled for layout '" + wanted + "'" + why +
+      (compiled.empty() ? "; it has no layouts" : "; its layouts are: " + compiled));
+}
+
+void RuleLayout::checkKernels(const LayoutKernels &chosen, const Layout &parsed) const {
+  const RuleKernels &rule = *kernels_;
   checkPhaseTable(rule, ("layout " + chosen.name + ": kernels").c_str(), chosen.kernels.size());
   for (int p = 0; p < rule.numPhases; ++p)
     if (!chosen.kernels[p])
       fail(rule, "layout " + chosen.name + ": kernels[" + std::to_string(p) + "] is null");
-  // Storage other than f32 (issue: precision layouts) needs conversions this
-  // runtime does not perform yet: refuse rather than hand kernels the wrong
-  // buffers.
-  if (chosen.buffers != f32Buffers(rule.states))
+  // The buffers must be the ones this runtime allocates, in its order, or the
+  // kernels would be handed the wrong pointers.
+  if (!buffersMatch(chosen.buffers, parsed, rule.states))
     fail(rule, "layout " + chosen.name +
-                   ": its buffers are not the f32 layout's (param, grad, elementwise states); this "
-                   "runtime runs f32 storage only");
+                   ": its buffers are not in the order this runtime passes them (param, grad, "
+                   "master, elementwise states, q8 absmax with blocks of 256)");
+}
+
+void RuleLayout::selectLayout(const std::string &text) {
+  const RuleKernels &rule = *kernels_;
+  parsed_ = Layout::parse(text);
+  validateLayout(parsed_, rule.states, "rule '" + rule.name + "'");
+  layout_ = &findLayout(parsed_.str(), "");
+  checkKernels(*layout_, parsed_);
+  if (hasQ8States(parsed_, rule.states)) {
+    Layout small = smallTensorLayout(parsed_);
+    fallback_ = &findLayout(small.str(), " (the small-tensor fallback of '" + parsed_.str() +
+                                             "': its q8 states in f32)");
+    checkKernels(*fallback_, small);
+  }
+}
+
+size_t RuleLayout::stateIndex(const std::string &name) const {
+  const std::vector<StateInfo> &states = kernels_->states;
+  for (size_t i = 0; i < states.size(); ++i)
+    if (states[i].name == name)
+      return i;
+  return states.size();
 }
 
 size_t RuleLayout::hyperIndex(const std::string &name, const char *caller) const {

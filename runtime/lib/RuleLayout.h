@@ -29,6 +29,16 @@ public:
   const RuleKernels &rule() const { return *kernels_; }
   /// The layout a step runs.
   const LayoutKernels &layout() const { return *layout_; }
+  /// Its parsed form.
+  const Layout &parsedLayout() const { return parsed_; }
+  /// What a tensor of `elements` elements runs: the layout, or its
+  /// small-tensor fallback (q8 states in f32, optrt::smallTensorLayout) when
+  /// it has q8 states and the tensor is under `smallTensorElements`.
+  const LayoutKernels &layoutFor(size_t elements, size_t smallTensorElements) const {
+    return fallback_ && elements < smallTensorElements ? *fallback_ : *layout_;
+  }
+  /// The StateInfo index of state `name` (which exists).
+  size_t stateIndex(const std::string &name) const;
   size_t numHypers() const { return kernels_->hypers.size(); }
   size_t numElementwise() const { return numElementwise_; }
   size_t numScalar() const { return numScalar_; }
@@ -50,9 +60,13 @@ public:
 
 private:
   void selectLayout(const std::string &layout);
+  const LayoutKernels &findLayout(const std::string &name, const std::string &why) const;
+  void checkKernels(const LayoutKernels &layout, const Layout &parsed) const;
 
   std::shared_ptr<const RuleKernels> kernels_;
   const LayoutKernels *layout_ = nullptr;
+  const LayoutKernels *fallback_ = nullptr;
+  Layout parsed_;
   std::vector<StateSlot> stateSlots_; // by StateInfo index
   std::vector<size_t> phaseReductions_;
   size_t numElementwise_ = 0;

@@ -13,6 +13,7 @@ size_t elementBytes(Dtype dtype, size_t n) {
     return 4 * n;
   case Dtype::BF16:
   case Dtype::F16:
+  case Dtype::Remainder:
     return 2 * n;
   case Dtype::Q8Signed:
   case Dtype::Q8Unsigned:
@@ -56,8 +57,11 @@ size_t encodeF32(Dtype dtype, std::span<const float> in, void *data, float *absm
                              std::span<uint8_t>(static_cast<uint8_t *>(data), in.size()),
                              std::span<float>(absmax, q8Blocks(in.size())))
         .nonFinite;
+  case Dtype::Remainder:
+    break; // means nothing without its param: splitMaster
   }
-  throw std::invalid_argument("unknown dtype #" + std::to_string(static_cast<uint32_t>(dtype)));
+  throw std::invalid_argument("encodeF32: dtype #" + std::to_string(static_cast<uint32_t>(dtype)) +
+                              " is not a storage of values on its own");
 }
 
 void decodeToF32(Dtype dtype, const void *data, const float *absmax, std::span<float> out) {
@@ -80,8 +84,11 @@ void decodeToF32(Dtype dtype, const void *data, const float *absmax, std::span<f
                         std::span<const uint8_t>(static_cast<const uint8_t *>(data), out.size()),
                         std::span<const float>(absmax, q8Blocks(out.size())), out);
     return;
+  case Dtype::Remainder:
+    break; // means nothing without its param: joinMaster
   }
-  throw std::invalid_argument("unknown dtype #" + std::to_string(static_cast<uint32_t>(dtype)));
+  throw std::invalid_argument("decodeToF32: dtype #" + std::to_string(static_cast<uint32_t>(dtype)) +
+                              " is not a storage of values on its own");
 }
 
 } // namespace optrt

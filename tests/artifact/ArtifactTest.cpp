@@ -7,8 +7,12 @@
 #include "optdsl/JIT.h"
 #include "optrt/Artifact.h"
 #include "optrt/Optimizer.h"
+#include "optrt/Storage.h"
+#include "optrt/Layout.h"
 
 #include <gtest/gtest.h>
+
+#include <algorithm>
 
 #include <cstring>
 #include <random>
@@ -124,6 +128,78 @@ TEST(Artifact, AnotherInstructionSetGivesTheSameBits) {
   auto sse = optrt::loadArtifact(artifactPath("ademamix_sse"));
   EXPECT_EQ(sse->cpu, "x86-64-v2");
   expectSameSteps(sse, jit("ademamix"), test::kBranchHypers.at("ademamix"), 11);
+}
+
+/// Every layout of a precision-layout artifact (the q8 ones with their
+/// small-tensor fallbacks) has the JIT's buffers and steps to the JIT's bits.
+TEST(Artifact, PrecisionLayoutsStepLikeTheJit) {
+  auto artifact = optrt::loadArtifact(artifactPath("ademamix_layouts"));
+  std::vector<std::string> written = {"f32", "param=bf16,master=f32,state=q8", "m1=q8,m2=bf16,nu=f32",
+                                      "param=f16,grad=f16,state=f16", "param=bf16,state=bf16,rounding=stochastic"};
+  auto reference = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/ademamix.opt", {}, written);
+  ASSERT_EQ(artifact->layouts.size(), reference->layouts.size());
+  for (size_t l = 0; l < artifact->layouts.size(); ++l) {
+    EXPECT_EQ(artifact->layouts[l].name, reference->layouts[l].name);
+    EXPECT_EQ(artifact->layouts[l].buffers, reference->layouts[l].buffers) << artifact->layouts[l].name;
+  }
+  // The fallbacks came along: q8 layouts' names with q8 states in f32.
+  std::vector<std::string> names;
+  for (const auto &layout : artifact->layouts)
+    names.push_back(layout.name);
+  EXPECT_NE(std::find(names.begin(), names.end(), "param=bf16,master=f32"), names.end());
+  EXPECT_NE(std::find(names.begin(), names.end(), "m2=bf16"), names.end());
+
+  for (const std::string &text : written) {
+    SCOPED_TRACE(text);
+    optrt::Layout layout = optrt::Layout::parse(text);
+    std::vector<size_t> sizes = {300, 5000, 9001};
+    std::mt19937 rng(4);
+    std::normal_distribution<float> normal;
+    std::vector<std::vector<float>> init;
+    for (size_t n : sizes) {
+      init.emplace_back(n);
+      for (float &x : init.back())
+        x = normal(rng);
+    }
+    auto encode = [&](optrt::Dtype dtype, const std::vector<float> &x) {
+      std::vector<uint32_t> raw(x.size()); // room for any dtype
+      optrt::encodeF32(dtype, x, raw.data(), nullptr);
+      return raw;
+    };
+    std::vector<std::vector<uint32_t>> pa, pb;
+    std::vector<void *> va, vb;
+    for (auto &x : init) {
+      pa.push_back(encode(layout.param, x));
+      pb.push_back(pa.back());
+    }
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      va.push_back(pa[k].data());
+      vb.push_back(pb[k].data());
+    }
+    optrt::Optimizer a(artifact, {.threads = 2, .chunkElements = 4096, .layout = text, .seed = 3});
+    optrt::Optimizer b(reference, {.threads = 3, .chunkElements = 4096, .layout = text, .seed = 3});
+    a.addGroupStored(va, sizes);
+    b.addGroupStored(vb, sizes);
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<std::vector<uint32_t>> grads;
+      std::vector<const void *> g;
+      for (size_t n : sizes) {
+        std::vector<float> x(n);
+        for (float &v : x)
+          v = normal(rng) * 1e-2f;
+        grads.push_back(encode(layout.grad, x));
+        g.push_back(grads.back().data());
+      }
+      a.stepStored({g});
+      b.stepStored({g});
+      EXPECT_EQ(pa, pb) << "params differ after step " << step;
+      for (const char *state : {"m1", "m2", "nu"})
+        for (size_t k = 0; k < sizes.size(); ++k) {
+          std::vector<float> sa = a.readState(state, 0, k), sb = b.readState(state, 0, k);
+          ASSERT_EQ(std::memcmp(sa.data(), sb.data(), sa.size() * sizeof(float)), 0) << state << " " << k;
+        }
+    }
+  }
 }
 
 TEST(Artifact, FixedHyperIsFixedInTheDescriptor) {

@@ -13,18 +13,7 @@ namespace {
 
 using namespace optrt;
 
-// GPT-2 small: token and position embeddings, 12 blocks (ln_1 w/b, c_attn
-// w/b, c_proj w/b, ln_2 w/b, c_fc w/b, c_proj w/b), final ln w/b.
-std::vector<size_t> gpt2Small() {
-  std::vector<size_t> sizes = {50257 * 768, 1024 * 768};
-  for (int layer = 0; layer < 12; ++layer)
-    for (size_t n : {768, 768, 768 * 2304, 2304, 768 * 768, 768, 768, 768, 768 * 3072, 3072,
-                     3072 * 768, 768})
-      sizes.push_back(n);
-  sizes.push_back(768);
-  sizes.push_back(768);
-  return sizes;
-}
+std::vector<size_t> gpt2Small() { return gpt2SmallTensorSizes(); }
 
 // A rule's states as its .opt file declares them (`state NAME;`, `scalar
 // NAME = ...;`), so the table follows the rule library.

@@ -312,7 +312,7 @@ TEST(ErrorPathConstruction, InconsistentTablesAreNamed) {
       {[](RuleKernels &r) { r.layouts[0].name = "state=bf16"; },
        {"not compiled for layout 'f32'", "its layouts are: state=bf16"}},
       {[](RuleKernels &r) { r.layouts[0].buffers[2].dtype = Dtype::BF16; },
-       {"layout f32", "runs f32 storage only"}},
+       {"layout f32", "buffers are not in the order this runtime passes them"}},
       {[](RuleKernels &r) { r.scalarUpdate = nullptr; }, {"scalarUpdate is null"}},
       {[](RuleKernels &r) { r.reductions[1].phase = 2; }, {"reduction 1 is in phase 2"}},
       {[](RuleKernels &r) {

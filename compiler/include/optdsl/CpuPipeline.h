@@ -21,6 +21,7 @@ struct CpuKernelModule {
 /// std::runtime_error carrying the rendered diagnostics (file:line:col) when
 /// a stage fails.
 CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
-                                     const FixedHypers &fixed);
+                                     const FixedHypers &fixed,
+                                     const std::vector<std::string> &layouts = {"f32"});
 
 } // namespace optdsl

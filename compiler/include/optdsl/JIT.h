@@ -9,16 +9,21 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace optdsl {
 
-/// Throws std::runtime_error carrying the compiler's diagnostics on failure,
-/// std::invalid_argument for a fixed hyper the rule does not have.
+/// Builds the kernels of every written layout in `layouts` (optrt/Layout.h),
+/// plus each q8 layout's small-tensor fallback. Throws std::runtime_error
+/// carrying the compiler's diagnostics on failure, std::invalid_argument for
+/// a fixed hyper the rule does not have or a layout it cannot take.
 std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
-                                                      const FixedHypers &fixed = {});
+                                                      const FixedHypers &fixed = {},
+                                                      const std::vector<std::string> &layouts = {"f32"});
 
 /// Loads, checks and compiles a .opt file.
 std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path,
-                                                          const FixedHypers &fixed = {});
+                                                          const FixedHypers &fixed = {},
+                                                          const std::vector<std::string> &layouts = {"f32"});
 
 } // namespace optdsl

@@ -25,12 +25,22 @@ struct KernelSignature {
   std::vector<optrt::ReductionInfo> reductions;
   int numPhases = 1;
   std::vector<int> numUniforms; // per phase
+  /// The storage layouts compiled, each with its kernels' buffers
+  /// (optrt::layoutBuffers); kernel p of layout L is
+  /// kernelFunctionName(rule, p, L.name).
+  struct Layout {
+    std::string name; // canonical written form
+    std::vector<optrt::BufferDesc> buffers;
+  };
+  std::vector<Layout> layouts;
 };
 
 /// Symbol names of the generated functions.
 std::string initFunctionName(const std::string &rule);
 std::string uniformsFunctionName(const std::string &rule, int phase);
-std::string kernelFunctionName(const std::string &rule, int phase);
+/// The f32 layout's kernels keep the plain name optdsl_<rule>_kernel<p>;
+/// another layout's append its canonical name with '=' and ',' as '_'.
+std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout = "f32");
 std::string scalarUpdateFunctionName(const std::string &rule);
 
 /// Elements per vector iteration of the element kernels.
@@ -40,8 +50,12 @@ inline constexpr int64_t kVectorWidth = 16;
 /// form the opt-kernel-prep pipeline produces (buildKernelPrepPipeline in
 /// optdsl/Transforms/Passes.h), into a new module. Returns null after
 /// emitting an error at the offending operation's location when the rule is
-/// not in that form.
-mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature);
+/// not in that form. `layouts` are written layouts (optrt/Layout.h); a layout
+/// with q8 states brings its small-tensor fallback (optrt::smallTensorLayout)
+/// along. Throws std::invalid_argument for a layout the rule cannot take
+/// (optrt::validateLayout).
+mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature,
+                                               const std::vector<std::string> &layouts = {"f32"});
 
 /// scf/vector/arith/math/func → LLVM dialect.
 mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module);

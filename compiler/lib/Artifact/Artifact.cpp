@@ -3,7 +3,6 @@
 #include "optdsl/CUDACompile.h"
 #include "optdsl/CpuPipeline.h"
 #include "optdsl/NativeCode.h"
-#include "optrt/Layout.h"
 
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
@@ -55,25 +54,6 @@ void writeFile(const std::string &path, const std::vector<char> &bytes) {
     throw std::runtime_error("cannot write '" + path + "': " + std::strerror(errno));
 }
 
-/// The canonical names of the layouts asked for, each once. Only f32 storage
-/// has kernels today; refuse the rest by name rather than emit f32 kernels
-/// under another layout's name.
-std::vector<std::string> checkedLayouts(const std::vector<std::string> &written) {
-  std::vector<std::string> names;
-  for (const std::string &text : written) {
-    std::string name = optrt::Layout::parse(text).str();
-    if (name != "f32")
-      throw std::invalid_argument("layout '" + name +
-                                  "': this compiler builds f32 storage only so far (precision "
-                                  "layouts are the next step; see docs/status.md)");
-    if (std::find(names.begin(), names.end(), name) == names.end())
-      names.push_back(name);
-  }
-  if (names.empty())
-    throw std::invalid_argument("no layout to build");
-  return names;
-}
-
 } // namespace
 
 void linkSharedLibrary(const std::string &objectPath, const std::string &output) {
@@ -90,7 +70,6 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
                                      llvm::LLVMContext &llvmContext) {
   ArtifactModule result;
   ArtifactInfo info;
-  info.layouts = checkedLayouts(options.layouts);
   result.machine = createCpuTargetMachine(options.cpu);
   llvm::TargetMachine *machine = result.machine.get();
   info.cpu = machine->getTargetCPU().str();
@@ -99,7 +78,11 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
     info.cuda = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed));
 
   mlir::MLIRContext context;
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed);
+  // Layouts are parsed and checked against the rule by the kernel builder,
+  // which also adds each q8 layout's small-tensor fallback.
+  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed, options.layouts);
+  for (const KernelSignature::Layout &layout : kernels.signature.layouts)
+    info.layouts.push_back(layout.name);
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
   result.module = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);

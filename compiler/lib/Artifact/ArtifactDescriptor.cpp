@@ -43,8 +43,9 @@ public:
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
     }
-    for (const std::string &layout : info.layouts)
-      layouts.push_back(layoutRecord(signature, layout, info.cuda.get()));
+    // The CUDA backend builds the f32 layout only: its kernels go with it.
+    for (const KernelSignature::Layout &layout : signature.layouts)
+      layouts.push_back(layoutRecord(signature, layout, layout.name == "f32" ? info.cuda.get() : nullptr));
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
                    array(hypers), u32(states.size()), u32(reductions.size()), array(states),
@@ -65,19 +66,18 @@ public:
   }
 
 private:
-  llvm::Constant *layoutRecord(const KernelSignature &signature, const std::string &layout,
+  llvm::Constant *layoutRecord(const KernelSignature &signature, const KernelSignature::Layout &layout,
                                const optrt::CudaKernels *cuda) {
-    // Only the f32 layout is generated today; buildArtifact refuses others.
     std::vector<llvm::Constant *> buffers, kernels;
-    for (const optrt::BufferDesc &buffer : optrt::f32Buffers(signature.states))
+    for (const optrt::BufferDesc &buffer : layout.buffers)
       buffers.push_back(record({u32(static_cast<uint32_t>(buffer.role)),
                                 u32(static_cast<uint32_t>(buffer.dtype)), s32(buffer.state),
                                 u32(buffer.blockElements)}));
     for (int phase = 0; phase < signature.numPhases; ++phase)
-      kernels.push_back(function(kernelFunctionName(signature.rule, phase)));
+      kernels.push_back(function(kernelFunctionName(signature.rule, phase, layout.name)));
     llvm::Constant *device = cuda ? global(cudaRecord(*cuda), "optdsl.cuda")
                                   : static_cast<llvm::Constant *>(llvm::ConstantPointerNull::get(ptr_));
-    return record({string(layout), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_),
+    return record({string(layout.name), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_),
                    device});
   }
 

@@ -12,7 +12,8 @@
 namespace optdsl {
 
 CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
-                                     const FixedHypers &fixed) {
+                                     const FixedHypers &fixed,
+                                     const std::vector<std::string> &layouts) {
   DiagnosticEngine diags(*rule.source);
   MLIRDiagnosticBridge bridge(context, diags);
   auto fail = [&](const std::string &what) {
@@ -30,7 +31,7 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
   if (mlir::failed(prep.run(*optModule)))
     throw fail("the opt passes failed");
   CpuKernelModule result;
-  result.module = buildKernels(*optModule, result.signature);
+  result.module = buildKernels(*optModule, result.signature, layouts);
   if (!result.module)
     throw fail("kernel generation failed");
   if (mlir::failed(lowerToLLVMDialect(*result.module)))

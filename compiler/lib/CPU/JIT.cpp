@@ -42,12 +42,13 @@ template <typename Fn> Fn lookup(mlir::ExecutionEngine &engine, const std::strin
 } // namespace
 
 std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
-                                                      const FixedHypers &fixed) {
+                                                      const FixedHypers &fixed,
+                                                      const std::vector<std::string> &layouts) {
   initializeNativeTarget();
   auto result = std::make_shared<JitRuleKernels>();
   result->context = std::make_unique<mlir::MLIRContext>();
   mlir::MLIRContext &context = *result->context;
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, fixed);
+  CpuKernelModule kernels = buildCpuKernelModule(context, rule, fixed, layouts);
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 
@@ -69,19 +70,22 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->numUniforms = signature.numUniforms;
   mlir::ExecutionEngine &jit = *result->engine;
   result->init = lookup<optrt::InitFn>(jit, initFunctionName(signature.rule));
-  optrt::LayoutKernels f32{"f32", optrt::f32Buffers(signature.states), {}};
-  for (int phase = 0; phase < signature.numPhases; ++phase) {
+  for (int phase = 0; phase < signature.numPhases; ++phase)
     result->uniforms.push_back(lookup<optrt::UniformsFn>(jit, uniformsFunctionName(signature.rule, phase)));
-    f32.kernels.push_back(lookup<optrt::KernelFn>(jit, kernelFunctionName(signature.rule, phase)));
+  for (const KernelSignature::Layout &layout : signature.layouts) {
+    optrt::LayoutKernels kernels{layout.name, layout.buffers, {}};
+    for (int phase = 0; phase < signature.numPhases; ++phase)
+      kernels.kernels.push_back(lookup<optrt::KernelFn>(jit, kernelFunctionName(signature.rule, phase, layout.name)));
+    result->layouts.push_back(std::move(kernels));
   }
-  result->layouts.push_back(std::move(f32));
   result->scalarUpdate = lookup<optrt::ScalarUpdateFn>(jit, scalarUpdateFunctionName(signature.rule));
   return result;
 }
 
 std::shared_ptr<const optrt::RuleKernels> jitCompileFile(const std::string &path,
-                                                          const FixedHypers &fixed) {
-  return jitCompile(loadRuleFile(path), fixed);
+                                                          const FixedHypers &fixed,
+                                                          const std::vector<std::string> &layouts) {
+  return jitCompile(loadRuleFile(path), fixed, layouts);
 }
 
 } // namespace optdsl

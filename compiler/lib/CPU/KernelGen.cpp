@@ -6,6 +6,11 @@
 #include "optdsl/KernelGen.h"
 
 #include "optdsl/Codegen/PhaseBody.h"
+#include "optdsl/Codegen/StateSign.h"
+
+#include "StorageCodegen.h"
+#include "optrt/LayoutCheck.h"
+#include "optrt/Storage.h"
 
 #include "optdsl/Dialect/OptDialect.h"
 
@@ -24,6 +29,8 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
+#include <stdexcept>
 
 namespace optdsl {
 
@@ -33,8 +40,14 @@ std::string initFunctionName(const std::string &rule) { return "optdsl_" + rule 
 std::string uniformsFunctionName(const std::string &rule, int phase) {
   return "optdsl_" + rule + "_uniforms" + std::to_string(phase);
 }
-std::string kernelFunctionName(const std::string &rule, int phase) {
-  return "optdsl_" + rule + "_kernel" + std::to_string(phase);
+std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout) {
+  std::string name = "optdsl_" + rule + "_kernel" + std::to_string(phase);
+  if (layout == "f32")
+    return name;
+  name += "_";
+  for (char c : layout)
+    name += (c == '=' || c == ',') ? '_' : c;
+  return name;
 }
 std::string scalarUpdateFunctionName(const std::string &rule) {
   return "optdsl_" + rule + "_scalar_update";
@@ -54,17 +67,20 @@ public:
   KernelBuilder(ModuleOp optModule, KernelSignature &signature)
       : optModule_(optModule), signature_(signature), builder_(optModule.getContext()) {}
 
-  OwningOpRef<ModuleOp> run() {
+  OwningOpRef<ModuleOp> run(const std::vector<std::string> &layouts) {
     if (failed(analyse()))
       return nullptr;
+    planLayouts(layouts);
     OwningOpRef<ModuleOp> module = ModuleOp::create(rule_.getLoc());
+    tables_.emplace(*module);
     builder_.setInsertionPointToEnd(module->getBody());
     buildInit();
     for (auto [index, phase] : llvm::enumerate(phases_)) {
       int p = static_cast<int>(index);
       buildUniforms(p, phase);
-      if (failed(buildKernel(p, phase)))
-        return nullptr;
+      for (const LayoutPlan &plan : plans_)
+        if (failed(buildKernel(p, phase, plan)))
+          return nullptr;
       signature_.numUniforms.push_back(static_cast<int>(phase.getElementBody().getNumArguments()));
     }
     buildScalarUpdate();
@@ -72,6 +88,75 @@ public:
   }
 
 private:
+  /// Where each buffer of the element code (codegen::BufferLayout numbering:
+  /// param, grad, elementwise states) lives in one layout's kernels.
+  struct LayoutPlan {
+    std::string name;
+    std::vector<optrt::BufferDesc> buffers; // the kernels' buffers argument
+    std::vector<int> storage;               // per element-code buffer: its buffer
+    std::vector<optrt::Dtype> dtype;        // per element-code buffer
+    std::map<int, int> absmax;              // q8 element-code buffer -> its absmax buffer
+    int master = -1;                        // the master's buffer, or -1
+    bool stochastic = false;                // bf16/f16 writes round stochastically
+    bool blockwise() const { return !absmax.empty(); }
+  };
+
+  void planLayouts(const std::vector<std::string> &written) {
+    std::vector<bool> nonNegative = codegen::provedNonNegative(rule_);
+    auto add = [&](const optrt::Layout &layout) {
+      std::string name = layout.str();
+      for (const LayoutPlan &plan : plans_)
+        if (plan.name == name)
+          return;
+      LayoutPlan plan;
+      plan.name = name;
+      plan.stochastic = layout.stochastic;
+      plan.buffers = optrt::layoutBuffers(layout, signature_.states, nonNegative);
+      plan.storage.assign(buffers_->size(), -1);
+      plan.dtype.assign(buffers_->size(), optrt::Dtype::F32);
+      std::map<int, int> stateBuffer; // StateInfo index -> element-code buffer
+      for (const optrt::StateInfo &state : signature_.states)
+        if (!state.scalar)
+          stateBuffer[static_cast<int>(&state - signature_.states.data())] = buffers_->state(state.name);
+      for (auto [b, buffer] : llvm::enumerate(plan.buffers)) {
+        int index = static_cast<int>(b);
+        switch (buffer.role) {
+        case optrt::BufferRole::Param:
+        case optrt::BufferRole::Grad: {
+          int code = buffer.role == optrt::BufferRole::Param ? codegen::BufferLayout::kParam
+                                                             : codegen::BufferLayout::kGrad;
+          plan.storage[code] = index;
+          plan.dtype[code] = buffer.dtype;
+          break;
+        }
+        case optrt::BufferRole::Master:
+          plan.master = index;
+          break;
+        case optrt::BufferRole::State:
+          plan.storage[stateBuffer.at(buffer.state)] = index;
+          plan.dtype[stateBuffer.at(buffer.state)] = buffer.dtype;
+          break;
+        case optrt::BufferRole::StateAbsmax:
+          plan.absmax[stateBuffer.at(buffer.state)] = index;
+          break;
+        }
+      }
+      signature_.layouts.push_back({plan.name, plan.buffers});
+      plans_.push_back(std::move(plan));
+    };
+    for (const std::string &text : written) {
+      optrt::Layout layout = optrt::Layout::parse(text);
+      optrt::validateLayout(layout, signature_.states, "rule '" + signature_.rule + "'");
+      add(layout);
+      // Tensors under the small-tensor threshold keep q8 states in f32: their
+      // kernels come with the layout (ABI v1: an ordinary layout entry).
+      if (optrt::hasQ8States(layout, signature_.states))
+        add(optrt::smallTensorLayout(layout));
+    }
+    if (plans_.empty())
+      throw std::invalid_argument("no layout to build");
+  }
+
   Type f32() { return builder_.getF32Type(); }
   Type f64() { return builder_.getF64Type(); }
   Type i64() { return builder_.getI64Type(); }
@@ -230,17 +315,58 @@ private:
   }
 
   /// How the CPU kernel reads and writes: raw pointers per buffer, indexed
-  /// by the loop's induction variable; uniform slots loaded once, ahead of
-  /// both loops.
+  /// by the loop's induction variable, converted from and to the layout's
+  /// storage (StorageCodegen.h); uniform slots loaded once, ahead of the
+  /// loops. A q8 state is read from the block's codes and absmax, and
+  /// written to the block's f32 scratch (quantised when the block is done),
+  /// its finite magnitudes folded into the block's absmax as they go.
   codegen::ElementAccess access(Value index, int64_t width) {
     codegen::ElementAccess access;
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
-      Value address = elementPointer(loc, bufferBase_.at(buffer), index, f32());
-      return builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address, /*alignment=*/4);
+      const LayoutPlan &plan = *plan_;
+      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
+        if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder)
+          return cpu::loadJoinedMaster(builder, loc, bufferBase_.at(plan.storage[buffer]), bufferBase_.at(plan.master),
+                                       index, width);
+        return cpu::loadAsF32(builder, loc, bufferBase_.at(plan.master), index, width, optrt::Dtype::F32);
+      }
+      optrt::Dtype dtype = plan.dtype[buffer];
+      Value base = bufferBase_.at(plan.storage[buffer]);
+      if (cpu::isQ8(dtype))
+        return cpu::dequantizeQ8(builder, loc, q8Values_.at(buffer), base, index, width, blockAbsmax_.at(buffer));
+      return cpu::loadAsF32(builder, loc, base, index, width, dtype);
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
-      Value address = elementPointer(loc, bufferBase_.at(buffer), index, f32());
-      builder.create<LLVM::StoreOp>(loc, value, address, /*alignment=*/4);
+      const LayoutPlan &plan = *plan_;
+      optrt::Dtype dtype = plan.dtype[buffer];
+      if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
+        if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder) {
+          cpu::storeSplitMaster(builder, loc, bufferBase_.at(plan.storage[buffer]), bufferBase_.at(plan.master), index,
+                                value);
+          return;
+        }
+        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.master), index, value, optrt::Dtype::F32);
+      }
+      if (!cpu::isQ8(dtype)) {
+        Value random;
+        if (plan.stochastic && (dtype == optrt::Dtype::BF16 || dtype == optrt::Dtype::F16)) {
+          // Per buffer b of the layout its own stream: the tensor's key
+          // xor b * 0x9E3779B9, so a param and its states never share bits.
+          uint32_t salt = static_cast<uint32_t>(plan.storage[buffer]) * 0x9E3779B9u;
+          Value key = builder.create<arith::XOrIOp>(
+              loc, stochasticKey_, builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(static_cast<int32_t>(salt))));
+          random = cpu::stochasticBits(builder, loc, key, index, width);
+        }
+        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype, random);
+        return;
+      }
+      Value offset = builder.create<arith::SubIOp>(loc, index, blockStart_);
+      cpu::storeFromF32(builder, loc, scratch_.at(buffer), offset, value, optrt::Dtype::F32);
+      Value accumulator = width == 1 ? tailMax_.at(buffer) : vectorMax_.at(buffer);
+      Value before = builder.create<LLVM::LoadOp>(loc, value.getType(), accumulator, 4);
+      Value magnitude = cpu::finiteMagnitude(builder, loc, value);
+      Value larger = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, magnitude, before);
+      builder.create<LLVM::StoreOp>(loc, builder.create<arith::SelectOp>(loc, larger, magnitude, before), accumulator, 4);
     };
     access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) { return prologueUniform(slot, type, loc); };
     return access;
@@ -304,47 +430,194 @@ private:
     return std::vector<Value>(forOp.getResults().begin(), forOp.getResults().end());
   }
 
-  LogicalResult buildKernel(int p, opt::PhaseOp phase) {
+  LogicalResult buildKernel(int p, opt::PhaseOp phase, const LayoutPlan &plan) {
     std::vector<optrt::ReductionKind> kinds;
     for (Attribute kind : phase.getReduce())
       kinds.push_back(reductionKind(cast<StringAttr>(kind).getValue()));
 
     OpBuilder::InsertionGuard guard(builder_);
-    func::FuncOp function = startFunction(kernelFunctionName(signature_.rule, p), {ptr(), ptr(), ptr(), i64(), i64()});
+    func::FuncOp function =
+        startFunction(kernelFunctionName(signature_.rule, p, plan.name), {ptr(), ptr(), ptr(), i64(), i64()});
     Location loc = rule_.getLoc();
     Value buffers = function.getArgument(0), partials = function.getArgument(2);
     Value begin = function.getArgument(3), end = function.getArgument(4);
+    plan_ = &plan;
     uniformsArg_ = function.getArgument(1);
     uniformLoads_.clear();
     bufferBase_.clear();
-    for (int b = 0; b < buffers_->size(); ++b)
+    for (int b = 0; b < static_cast<int>(plan.buffers.size()); ++b)
       bufferBase_[b] = loadAt(loc, ptr(), buffers, b);
+    // Stochastic rounding's per-tensor key: the u32 the runtime stores in
+    // the uniform slot right after the rule's own (bit-cast into the f32
+    // array).
+    if (plan.stochastic)
+      stochasticKey_ = loadAt(loc, builder_.getI32Type(), uniformsArg_,
+                              static_cast<int64_t>(phase.getElementBody().getNumArguments()));
     // Uniform loads are inserted before this marker, ahead of both loops.
     prologueEnd_ = builder_.create<arith::ConstantOp>(loc, builder_.getI64IntegerAttr(kVectorWidth));
-    Value count = builder_.create<arith::SubIOp>(loc, end, begin);
-    Value remainder = builder_.create<arith::RemSIOp>(loc, count, prologueEnd_->getResult(0));
-    Value vectorEnd = builder_.create<arith::SubIOp>(loc, end, remainder);
 
-    std::vector<Value> initial;
-    for (optrt::ReductionKind kind : kinds)
-      initial.push_back(identity(loc, kind, kVectorWidth));
-    FailureOr<std::vector<Value>> vectorAccumulators = loop(loc, phase, begin, vectorEnd, kVectorWidth, kinds, initial);
-    if (failed(vectorAccumulators))
-      return failure();
+    std::vector<Value> accumulators;
+    if (plan.blockwise()) {
+      FailureOr<std::vector<Value>> result = blockwiseLoops(loc, phase, plan, kinds, begin, end);
+      if (failed(result))
+        return failure();
+      accumulators = *result;
+    } else {
+      std::vector<Value> initial;
+      for (optrt::ReductionKind kind : kinds)
+        initial.push_back(identity(loc, kind, kVectorWidth));
+      Value count = builder_.create<arith::SubIOp>(loc, end, begin);
+      Value remainder = builder_.create<arith::RemSIOp>(loc, count, prologueEnd_->getResult(0));
+      Value vectorEnd = builder_.create<arith::SubIOp>(loc, end, remainder);
+      FailureOr<std::vector<Value>> vectorAccumulators = loop(loc, phase, begin, vectorEnd, kVectorWidth, kinds, initial);
+      if (failed(vectorAccumulators))
+        return failure();
+      std::vector<Value> folded = fold(loc, kinds, *vectorAccumulators);
+      // The scalar tail reads the same uniform values (already loaded).
+      FailureOr<std::vector<Value>> tailAccumulators = loop(loc, phase, vectorEnd, end, 1, kinds, folded);
+      if (failed(tailAccumulators))
+        return failure();
+      accumulators = *tailAccumulators;
+    }
+    for (size_t r = 0; r < kinds.size(); ++r)
+      storeAt(loc, accumulators[r], partials, static_cast<int64_t>(r));
+    builder_.create<func::ReturnOp>(loc);
+    return success();
+  }
+
+  std::vector<Value> fold(Location loc, const std::vector<optrt::ReductionKind> &kinds, const std::vector<Value> &vectors) {
     std::vector<Value> folded;
     for (size_t r = 0; r < kinds.size(); ++r) {
       auto combining = kinds[r] == optrt::ReductionKind::Max ? vector::CombiningKind::MAXIMUMF
                                                              : vector::CombiningKind::ADD;
-      folded.push_back(builder_.create<vector::ReductionOp>(loc, combining, (*vectorAccumulators)[r]));
+      folded.push_back(builder_.create<vector::ReductionOp>(loc, combining, vectors[r]));
     }
-    // The scalar tail reads the same uniform values (already loaded).
-    FailureOr<std::vector<Value>> tailAccumulators = loop(loc, phase, vectorEnd, end, 1, kinds, folded);
-    if (failed(tailAccumulators))
+    return folded;
+  }
+
+  /// The kernel of a layout with q8 states: one pass over [begin, end) in
+  /// blocks of 256 elements (begin is a multiple of 256; the tensor's last
+  /// block may be partial). Per block, each q8 state's absmax is read once,
+  /// the element code runs 16 lanes at a time (then a scalar tail, in the
+  /// last block only) writing new q8-state values to a 256-float scratch and
+  /// their block absmax to an accumulator, and then each q8 state this phase
+  /// writes is quantised from the scratch and stored with its new absmax.
+  /// Reductions: the vector and the scalar accumulators run through all
+  /// blocks and are combined at the end.
+  FailureOr<std::vector<Value>> blockwiseLoops(Location loc, opt::PhaseOp phase, const LayoutPlan &plan,
+                                               const std::vector<optrt::ReductionKind> &kinds, Value begin,
+                                               Value end) {
+    constexpr int64_t block = optrt::kQ8BlockElements;
+    std::set<int> written;
+    for (auto store : phase.getElementBody().getOps<opt::StoreStateOp>())
+      written.insert(buffers_->state(store.getState()));
+    {
+      OpBuilder::InsertionGuard guard(builder_);
+      builder_.setInsertionPoint(prologueEnd_);
+      scratch_.clear();
+      vectorMax_.clear();
+      tailMax_.clear();
+      q8Values_.clear();
+      q8Thresholds_.clear();
+      Value one = constantI64(loc, 1);
+      for (const auto &[buffer, absmax] : plan.absmax) {
+        bool isSigned = plan.dtype[buffer] == optrt::Dtype::Q8Signed;
+        q8Values_[buffer] = tables_->values(builder_, loc, isSigned);
+        q8Thresholds_[buffer] = tables_->thresholds(builder_, loc, isSigned);
+        scratch_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), constantI64(loc, block), 64);
+        vectorMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), codegen::laneType(f32(), kVectorWidth), one, 64);
+        tailMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), one, 4);
+      }
+    }
+    std::vector<Value> initial;
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(identity(loc, kind, kVectorWidth));
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(identity(loc, kind, 1));
+    size_t numKinds = kinds.size();
+
+    auto blocks = builder_.create<scf::ForOp>(loc, begin, end, constantI64(loc, block), initial);
+    OpBuilder::InsertionGuard guard(builder_);
+    Block *body = blocks.getBody();
+    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
+    if (implicitYield)
+      builder_.setInsertionPoint(implicitYield);
+    else
+      builder_.setInsertionPointToEnd(body);
+    blockStart_ = blocks.getInductionVar();
+    Value blockEnd = builder_.create<arith::MinSIOp>(
+        loc, builder_.create<arith::AddIOp>(loc, blockStart_, constantI64(loc, block)), end);
+    Value blockIndex = builder_.create<arith::DivSIOp>(loc, blockStart_, constantI64(loc, block));
+    Value zeroVector = builder_.create<arith::ConstantOp>(
+        loc, DenseElementsAttr::get(VectorType::get({kVectorWidth}, f32()), builder_.getF32FloatAttr(0)));
+    Value zero = builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(0));
+    blockAbsmax_.clear();
+    for (const auto &[buffer, absmax] : plan.absmax) {
+      blockAbsmax_[buffer] = builder_.create<LLVM::LoadOp>(
+          loc, f32(), elementPointer(loc, bufferBase_.at(absmax), blockIndex, f32()), 4);
+      builder_.create<LLVM::StoreOp>(loc, zeroVector, vectorMax_.at(buffer), 64);
+      builder_.create<LLVM::StoreOp>(loc, zero, tailMax_.at(buffer), 4);
+    }
+    Value count = builder_.create<arith::SubIOp>(loc, blockEnd, blockStart_);
+    Value remainder = builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kVectorWidth));
+    Value vectorEnd = builder_.create<arith::SubIOp>(loc, blockEnd, remainder);
+    auto carried = blocks.getRegionIterArgs();
+    std::vector<Value> vectorIn(carried.begin(), carried.begin() + numKinds);
+    std::vector<Value> tailIn(carried.begin() + numKinds, carried.end());
+    FailureOr<std::vector<Value>> vectorOut = loop(loc, phase, blockStart_, vectorEnd, kVectorWidth, kinds, vectorIn);
+    if (failed(vectorOut))
       return failure();
-    for (size_t r = 0; r < kinds.size(); ++r)
-      storeAt(loc, (*tailAccumulators)[r], partials, static_cast<int64_t>(r));
-    builder_.create<func::ReturnOp>(loc);
-    return success();
+    FailureOr<std::vector<Value>> tailOut = loop(loc, phase, vectorEnd, blockEnd, 1, kinds, tailIn);
+    if (failed(tailOut))
+      return failure();
+    for (int buffer : written) {
+      if (!plan.absmax.count(buffer))
+        continue;
+      Value lanesMax = builder_.create<LLVM::LoadOp>(loc, zeroVector.getType(), vectorMax_.at(buffer), 64);
+      Value vectorMax = builder_.create<vector::ReductionOp>(loc, vector::CombiningKind::MAXIMUMF, lanesMax);
+      Value tailMax = builder_.create<LLVM::LoadOp>(loc, f32(), tailMax_.at(buffer), 4);
+      Value absmax = builder_.create<arith::MaximumFOp>(loc, vectorMax, tailMax);
+      quantiseBlock(loc, plan, buffer, absmax, count, remainder);
+      builder_.create<LLVM::StoreOp>(loc, absmax,
+                                     elementPointer(loc, bufferBase_.at(plan.absmax.at(buffer)), blockIndex, f32()), 4);
+    }
+    std::vector<Value> next(vectorOut->begin(), vectorOut->end());
+    next.insert(next.end(), tailOut->begin(), tailOut->end());
+    builder_.create<scf::YieldOp>(loc, next);
+    if (implicitYield)
+      implicitYield->erase();
+    builder_.setInsertionPointAfter(blocks);
+
+    std::vector<Value> results(blocks.getResults().begin(), blocks.getResults().end());
+    std::vector<Value> folded = fold(loc, kinds, std::vector<Value>(results.begin(), results.begin() + numKinds));
+    std::vector<Value> combined;
+    for (size_t r = 0; r < numKinds; ++r) {
+      Value tail = results[numKinds + r];
+      combined.push_back(kinds[r] == optrt::ReductionKind::Max
+                             ? builder_.create<arith::MaximumFOp>(loc, folded[r], tail).getResult()
+                             : builder_.create<arith::AddFOp>(loc, folded[r], tail).getResult());
+    }
+    return combined;
+  }
+
+  /// Codes of the block's new values of q8 buffer `buffer` from its scratch:
+  /// 16 at a time, then the partial block's tail.
+  void quantiseBlock(Location loc, const LayoutPlan &plan, int buffer, Value absmax, Value count, Value remainder) {
+    bool isSigned = plan.dtype[buffer] == optrt::Dtype::Q8Signed;
+    Value codes = bufferBase_.at(plan.storage[buffer]);
+    Value vectorCount = builder_.create<arith::SubIOp>(loc, count, remainder);
+    auto emit = [&](Value lower, Value upper, int64_t width) {
+      auto forOp = builder_.create<scf::ForOp>(loc, lower, upper, constantI64(loc, width));
+      OpBuilder::InsertionGuard guard(builder_);
+      builder_.setInsertionPoint(forOp.getBody()->getTerminator());
+      Value j = forOp.getInductionVar();
+      Value x = cpu::loadAsF32(builder_, loc, scratch_.at(buffer), j, width, optrt::Dtype::F32);
+      Value code = cpu::quantizeQ8(builder_, loc, q8Thresholds_.at(buffer), isSigned, x, absmax);
+      Value element = builder_.create<arith::AddIOp>(loc, blockStart_, j);
+      builder_.create<LLVM::StoreOp>(loc, code, elementPointer(loc, codes, element, builder_.getIntegerType(8)), 1);
+    };
+    emit(constantI64(loc, 0), vectorCount, kVectorWidth);
+    emit(vectorCount, count, 1);
   }
 
   ModuleOp optModule_;
@@ -357,8 +630,16 @@ private:
   llvm::StringMap<int> scalarIndex_;
   llvm::DenseMap<Value, int> reductionIndex_; // phase result → runtime reduction slot
   std::optional<codegen::BufferLayout> buffers_;
+  std::vector<LayoutPlan> plans_;
+  std::optional<cpu::Q8Tables> tables_;
   // Per kernel being built:
-  std::map<int, Value> bufferBase_;
+  const LayoutPlan *plan_ = nullptr;
+  std::map<int, Value> bufferBase_; // by the layout's buffer index
+  // q8 states, by element-code buffer: tables, per-kernel scratch and absmax
+  // accumulators (allocas), and the current block's start and stored absmax.
+  std::map<int, Value> q8Values_, q8Thresholds_, scratch_, vectorMax_, tailMax_, blockAbsmax_;
+  Value blockStart_;
+  Value stochasticKey_;
   Value uniformsArg_;
   std::map<int, Value> uniformLoads_;
   Operation *prologueEnd_ = nullptr;
@@ -366,11 +647,12 @@ private:
 
 } // namespace
 
-OwningOpRef<ModuleOp> buildKernels(ModuleOp optModule, KernelSignature &signature) {
+OwningOpRef<ModuleOp> buildKernels(ModuleOp optModule, KernelSignature &signature,
+                                   const std::vector<std::string> &layouts) {
   MLIRContext *context = optModule.getContext();
   context->loadDialect<func::FuncDialect, scf::SCFDialect, vector::VectorDialect,
                        LLVM::LLVMDialect, arith::ArithDialect, math::MathDialect>();
-  return KernelBuilder(optModule, signature).run();
+  return KernelBuilder(optModule, signature).run(layouts);
 }
 
 } // namespace optdsl

@@ -7,10 +7,17 @@
 //   state=q8                     every elementwise state 8-bit block-wise
 //   m1=q8,nu=f32                 per state, by name
 //
+//   param=bf16,master=f32,state=bf16,rounding=stochastic
+//                                bf16 writes round stochastically
+//
 // Keys: param, grad, master, state (all states), or a state's name; values:
-// f32 bf16 f16 q8, and none for master. Later keys override earlier ones.
+// f32 bf16 f16 q8; for master f32, remainder (with param=bf16: the 16 low
+// bits that with the bf16 param are the exact f32 master, 2 bytes) or none;
+// rounding=nearest|stochastic (how
+// bf16/f16 writes round; default nearest). Later keys override earlier ones.
 // The canonical form lists only what differs from f32, in the order param,
-// grad, master, state, then named states in alphabetical order.
+// grad, master, state, then named states in alphabetical order, then
+// rounding=stochastic.
 #pragma once
 
 #include "optrt/artifact_abi.h"
@@ -28,6 +35,7 @@ enum class Dtype : uint32_t {
   F16 = OPTDSL_DTYPE_F16,
   Q8Signed = OPTDSL_DTYPE_Q8_SIGNED,
   Q8Unsigned = OPTDSL_DTYPE_Q8_UNSIGNED,
+  Remainder = OPTDSL_DTYPE_REMAINDER, // master only: see artifact_abi.h
 };
 
 enum class BufferRole : uint32_t {
@@ -58,6 +66,9 @@ struct Layout {
   std::optional<Dtype> master; // none unless written
   std::optional<Dtype> states; // every state, unless overridden by name
   std::map<std::string, Dtype> stateOverrides;
+  /// bf16/f16 writes round stochastically (seeded, reproducible:
+  /// docs/layouts.md) instead of to nearest even.
+  bool stochastic = false;
 
   /// Throws std::invalid_argument naming the offending item: an unknown key
   /// or dtype, an empty item, a dtype the key cannot take (q8 params, a

@@ -46,4 +46,9 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
                           const std::vector<size_t> &tensorSizes,
                           const MemoryOptions &options = {});
 
+/// GPT-2 small's 148 parameter tensors (124,439,808 parameters): token and
+/// position embeddings, 12 blocks (ln_1 w/b, c_attn w/b, c_proj w/b, ln_2
+/// w/b, c_fc w/b, c_proj w/b), final ln w/b. The default of `optc --memory`.
+std::vector<size_t> gpt2SmallTensorSizes();
+
 } // namespace optrt

@@ -13,10 +13,12 @@
 // may only be destroyed or assigned to.
 #pragma once
 
+#include "optrt/MemoryReport.h"
 #include "optrt/RuleKernels.h"
 
 #include <cstddef>
 #include <cstdint>
+#include <iosfwd>
 #include <map>
 #include <memory>
 #include <span>
@@ -36,6 +38,19 @@ struct OptimizerOptions {
   /// The storage layout to run, in the written form of Layout.h; the rule
   /// must have been compiled for it.
   std::string layout = "f32";
+  /// Tensors with fewer elements keep q8 states in f32 (bitsandbytes'
+  /// min_8bit_size): they run the layout's small-tensor fallback
+  /// (smallTensorLayout), compiled into every q8 layout's kernels. For q8
+  /// layouts chunkElements must be a multiple of 256 (a block never spans
+  /// two chunks).
+  size_t smallTensorElements = 4096;
+  /// Seed of stochastic rounding (layouts with rounding=stochastic). Tensor t
+  /// (0, 1, ... in addGroup order) at step s gets the key
+  /// stochasticBits(seed, s, t) (Storage.h), passed to its kernels in the
+  /// uniform slot after the rule's own; buffer b of its layout rounds element
+  /// i with stochasticBitsFromKey(key ^ b * 0x9E3779B9, i). Nothing depends
+  /// on threads or chunks: results are reproducible for any thread count.
+  uint32_t seed = 0;
 };
 
 class Optimizer {
@@ -64,6 +79,14 @@ public:
   /// state arena: spans from state() taken earlier are invalid afterwards.
   int addGroup(std::vector<float *> params, std::vector<size_t> sizes,
                std::map<std::string, double> hyperOverrides = {});
+  /// addGroup for params stored in the layout's param dtype (bf16/f16 bit
+  /// patterns for param=bf16/f16; f32 otherwise): sizes count elements. A
+  /// master copy, when the layout has one, starts as the exact f32 value of
+  /// each param. (A separate name: overloads on vector<float *> and
+  /// vector<void *> would make every braced call ambiguous.) The float*
+  /// addGroup throws std::invalid_argument on a layout whose params are not f32.
+  int addGroupStored(std::vector<void *> params, std::vector<size_t> sizes,
+                     std::map<std::string, double> hyperOverrides = {});
 
   int numGroups() const;
   size_t numTensors(int group) const;
@@ -74,6 +97,9 @@ public:
   /// std::invalid_argument when the number of groups or of a group's
   /// gradients is wrong or a gradient is null.
   void step(const std::vector<std::vector<const float *>> &gradsPerGroup);
+  /// step for gradients stored in the layout's grad dtype. The float* step
+  /// throws std::invalid_argument on a layout whose grads are not f32.
+  void stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup);
   /// Steps taken so far; the next step passes stepCount() + 1 to the kernels.
   int64_t stepCount() const;
 
@@ -86,15 +112,50 @@ public:
 
   /// The elementwise state `name` of one tensor (as many floats as the
   /// tensor), valid until the next addGroup. Throws std::invalid_argument
-  /// for an unknown or scalar state, std::out_of_range for bad indices.
+  /// for an unknown or scalar state, or one not stored as f32 for this tensor
+  /// (use readState/writeState), std::out_of_range for bad indices.
   std::span<float> state(const std::string &name, int group, size_t tensor);
   std::span<const float> state(const std::string &name, int group, size_t tensor) const;
+  /// A decoded f32 copy of elementwise state `name` of one tensor, whatever
+  /// its storage (f32, bf16, f16, q8). Errors as state().
+  std::vector<float> readState(const std::string &name, int group, size_t tensor) const;
+  /// Stores `values` (one per element) into state `name`, converting to its
+  /// storage (bf16/f16 round to nearest even; q8 quantised block-wise).
+  /// Throws std::invalid_argument also for a wrong length.
+  void writeState(const std::string &name, int group, size_t tensor, std::span<const float> values);
+  /// The f32 master copy of one tensor's params (with master=remainder,
+  /// joined from the params and the remainders); throws
+  /// std::invalid_argument when the layout has no master.
+  std::vector<float> master(int group, size_t tensor) const;
+  /// The storage layout tensor `tensor` of `group` runs (the optimizer's, or
+  /// its small-tensor fallback), in written form.
+  const std::string &tensorLayout(int group, size_t tensor) const;
+  /// Bytes per parameter of param, grad, master and state over this
+  /// optimizer's tensors (optrt::memoryReport with its small-tensor rule).
+  MemoryReport memoryReport() const;
+
   /// The scalar state `name` of one tensor. Throws std::invalid_argument for
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
 
-  /// Bytes of optimizer state: the arena (padding included) plus the scalar
-  /// states.
+  /// Writes the step count and every tensor's state (master copies, each
+  /// state in its storage, q8 absmax, scalar states) with the rule's name
+  /// and the layout it is stored in. Params and hypers are the caller's.
+  void saveState(std::ostream &out) const;
+  /// Reads state written by saveState into this optimizer, which must run the
+  /// same rule over tensors of the same sizes in the same order. State saved
+  /// under another layout throws std::invalid_argument naming both unless
+  /// `convert` is true: then each buffer is decoded from its saved storage
+  /// and re-encoded into this layout's (narrowing loses precision; a master
+  /// this layout has but the file lacks keeps its value from addGroup; with
+  /// master=remainder the caller restores the params it had when saving). A
+  /// truncated or foreign stream, another rule or other tensors throw
+  /// std::invalid_argument too. The whole stream is read and checked before
+  /// anything changes.
+  void loadState(std::istream &in, bool convert = false);
+
+  /// Bytes of optimizer state: the arena (padding included; master copies
+  /// too) plus the scalar states.
   size_t stateBytes() const;
   /// Parameters (elements) of every tensor of every group.
   size_t numParams() const;

@@ -79,6 +79,30 @@ struct LayoutKernels {
 /// elementwise state in order.
 std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states);
 
+/// The buffers of a layout's kernels, in the ABI's order (artifact_abi.h):
+/// param, grad, master (when the layout has one), then per elementwise state
+/// its storage, then one f32 absmax buffer per q8 state, in state order.
+/// nonNegative[s] (by StateInfo index; empty = none) says the compiler
+/// proved state s never negative: its q8 storage uses the unsigned map.
+/// The layout must have passed validateLayout for these states.
+std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<StateInfo> &states,
+                                      const std::vector<bool> &nonNegative = {});
+
+/// Whether `buffers` has the shape layoutBuffers gives `layout` (q8 of either
+/// signedness, any absmax block).
+bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
+                  const std::vector<StateInfo> &states);
+
+/// True when some elementwise state of `states` is q8 under `layout`.
+bool hasQ8States(const Layout &layout, const std::vector<StateInfo> &states);
+
+/// The layout that tensors under the small-tensor threshold run instead of
+/// `layout` (OptimizerOptions::smallTensorElements): every q8 state kept in
+/// f32, as bitsandbytes does. A q8 layout's kernels are always compiled
+/// together with this one, which is an ordinary layout entry of the artifact
+/// (ABI v1 unchanged): the runtime finds it by its canonical name.
+Layout smallTensorLayout(const Layout &layout);
+
 struct RuleKernels {
   std::string name;
   std::vector<HyperInfo> hypers;

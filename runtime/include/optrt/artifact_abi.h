@@ -33,7 +33,12 @@ typedef enum optdsl_dtype {
   OPTDSL_DTYPE_BF16 = 1,
   OPTDSL_DTYPE_F16 = 2,
   OPTDSL_DTYPE_Q8_SIGNED = 3,   /* 8-bit block-wise, signed dynamic map */
-  OPTDSL_DTYPE_Q8_UNSIGNED = 4  /* 8-bit block-wise, unsigned dynamic map */
+  OPTDSL_DTYPE_Q8_UNSIGNED = 4, /* 8-bit block-wise, unsigned dynamic map */
+  /* int16 low halves of an f32 master whose high halves are the bf16 param
+   * (apex's store_param_remainders; optrt::splitMaster/joinMaster). Added
+   * within ABI version 1: a loader that predates it refuses the layout as
+   * one of unknown dtype. */
+  OPTDSL_DTYPE_REMAINDER = 5
 } optdsl_dtype;
 
 /* What a kernel buffer holds. */

@@ -1,0 +1,78 @@
+// How the CPU element kernels read and write a buffer stored in a precision
+// layout (optrt/Layout.h): the conversions between f32 lanes and bf16, f16 and
+// q8 storage, emitted as arith and LLVM-dialect operations. Each one must give
+// exactly the bits of the runtime's storage reference (optrt/Storage.h), which
+// tests/layouts checks kernel by kernel; the comments say why each step is
+// what it is.
+#pragma once
+
+#include "optrt/Layout.h"
+
+#include "mlir/IR/Builders.h"
+#include "mlir/IR/BuiltinOps.h"
+
+namespace optdsl::cpu {
+
+/// The element type a buffer of `dtype` holds in memory: f32, i16 (bf16 and
+/// f16 bit patterns), i8 (q8 codes).
+mlir::Type storageType(mlir::MLIRContext *context, optrt::Dtype dtype);
+
+/// `width` values (1 = scalar) stored as f32, bf16 or f16 at base[index], as
+/// f32 lanes. Exact.
+mlir::Value loadAsF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base,
+                      mlir::Value index, int64_t width, optrt::Dtype dtype);
+
+/// Writes f32 lanes to base[index] as f32, bf16 or f16, rounding to nearest
+/// even exactly as optrt::f32ToBf16 / f32ToF16 do (NaN kept, quiet). With
+/// `random` (i32 lanes) a bf16 or f16 write rounds stochastically instead,
+/// exactly as optrt::f32ToBf16Stochastic / f32ToF16Stochastic.
+void storeFromF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base,
+                  mlir::Value index, mlir::Value value, optrt::Dtype dtype,
+                  mlir::Value random = {});
+
+/// The exact f32 master of a bf16 param and its int16 remainder at
+/// base[index] (optrt::joinMaster), and the reverse (optrt::splitMaster:
+/// the param is the master's high half rounded on the low half, ties away
+/// from zero; the remainder the low half).
+mlir::Value loadJoinedMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
+                             mlir::Value remainder, mlir::Value index, int64_t width);
+void storeSplitMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
+                      mlir::Value remainder, mlir::Value index, mlir::Value value);
+
+/// optrt::stochasticBitsFromKey(key, index + lane) for `width` lanes: key an
+/// i32 scalar, index the i64 element index of lane 0.
+mlir::Value stochasticBits(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key,
+                           mlir::Value index, int64_t width);
+
+/// The constant tables of the q8 maps, created once per module: the 256
+/// entries (dequantisation) and the 255 thresholds (quantisation) of
+/// optrt::q8Map(signed).
+class Q8Tables {
+public:
+  explicit Q8Tables(mlir::ModuleOp module) : module_(module) {}
+  /// The address of the table (an llvm.ptr), at the builder's insertion point.
+  mlir::Value values(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned);
+  mlir::Value thresholds(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned);
+
+private:
+  mlir::Value address(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned, bool thresholds);
+  mlir::ModuleOp module_;
+};
+
+/// map[codes[index]] * absmax for `width` codes (absmax: one f32 scalar, the
+/// block's): optrt::dequantizeBlockwise.
+mlir::Value dequantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value map,
+                         mlir::Value codes, mlir::Value index, int64_t width, mlir::Value absmax);
+
+/// The codes (i8 lanes) of f32 lanes `x` in a block of absmax `absmax` (f32
+/// scalar): optrt::quantizeBlockwise, non-finite policy included.
+mlir::Value quantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value thresholds,
+                       bool isSigned, mlir::Value x, mlir::Value absmax);
+
+/// |x| where x is finite, else 0: what a value contributes to its block's
+/// absmax.
+mlir::Value finiteMagnitude(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value x);
+
+bool isQ8(optrt::Dtype dtype);
+
+} // namespace optdsl::cpu

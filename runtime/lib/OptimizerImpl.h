@@ -1,0 +1,144 @@
+// The inside of optrt::Optimizer, shared by Optimizer.cpp (groups, steps,
+// state access) and OptimizerState.cpp (saving and loading state).
+#pragma once
+
+#include "optrt/Optimizer.h"
+
+#include "ChunkTable.h"
+#include "Reduction.h"
+#include "RuleLayout.h"
+#include "StateArena.h"
+#include "ThreadPool.h"
+
+#include "optrt/Storage.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <stdexcept>
+#include <thread>
+#include <utility>
+
+namespace optrt {
+
+namespace detail {
+
+struct Group {
+  std::vector<double> hypers; // by HyperInfo index
+  size_t firstTensor;
+  size_t numTensors;
+};
+
+struct Tensor {
+  void *param;
+  size_t size;
+  size_t group;
+  // The layout it runs: the optimizer's, or its small-tensor fallback.
+  const LayoutKernels *layout;
+  // Per buffer of that layout, where it starts in the arena (in floats);
+  // unused for param and grad, which the caller owns.
+  std::vector<size_t> offsets;
+};
+
+inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
+
+/// Arena floats that buffer `buffer` of a tensor of n elements takes: its
+/// bytes rounded up to whole floats, then to whole cache lines.
+inline size_t bufferFloats(const BufferDesc &buffer, size_t n) {
+  size_t bytes = buffer.role == BufferRole::StateAbsmax ? sizeof(float) * q8Blocks(n, buffer.blockElements)
+                                                         : elementBytes(buffer.dtype, n);
+  return StateArena::paddedFloats((bytes + sizeof(float) - 1) / sizeof(float));
+}
+
+// A chunk's partials slot takes whole cache lines, so chunks run by different
+// threads never write the same line.
+constexpr size_t doublesPerLine = StateArena::alignmentBytes / sizeof(double);
+
+inline unsigned resolveThreads(unsigned requested) {
+  if (requested != 0)
+    return requested;
+  return std::max(1u, std::thread::hardware_concurrency());
+}
+
+inline std::string tensorName(size_t tensor, int group) {
+  return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
+}
+
+} // namespace detail
+
+using namespace detail;
+
+struct Optimizer::Impl {
+  Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
+      : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
+        pool(resolveThreads(options.threads)), smallTensorElements(options.smallTensorElements),
+        seed(options.seed) {
+    // A q8 block must never span two chunks: each chunk's kernel quantises
+    // whole blocks.
+    if (layout.layout().buffers.size() > 0 &&
+        hasQ8States(layout.parsedLayout(), layout.rule().states) &&
+        options.chunkElements % kQ8BlockElements != 0)
+      throw std::invalid_argument("optrt::Optimizer: layout '" + layout.layout().name +
+                                  "' has q8 states: chunkElements (" +
+                                  std::to_string(options.chunkElements) +
+                                  ") must be a multiple of 256, the q8 block");
+  }
+
+  RuleLayout layout;
+  ChunkTable chunks;
+  ThreadPool pool;
+  StateArena arena;
+  std::vector<Group> groups;
+  std::vector<Tensor> tensors;
+  std::vector<double> scalars; // numScalar per tensor
+  size_t numParams = 0;
+  int64_t stepCount = 0;
+
+  // Scratch of step(), kept between steps so a step allocates nothing.
+  std::vector<void *> buffers; // the layout's buffers, per tensor
+  std::vector<float> uniforms;
+  std::vector<double> partials;
+  std::vector<double> reductions;
+  std::vector<double> scalarsOut;
+
+  size_t smallTensorElements;
+  uint32_t seed;
+  size_t buffersPerTensor() const { return layout.layout().buffers.size(); }
+  // One more slot for the stochastic-rounding key of layouts that need it.
+  size_t uniformStride() const {
+    return std::max<size_t>(1, layout.maxUniforms() + (layout.parsedLayout().stochastic ? 1 : 0));
+  }
+  size_t partialStride() const {
+    size_t lines =
+        std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);
+    return lines * doublesPerLine;
+  }
+
+  const Group &checkedGroup(int group, const char *caller) const;
+  const Tensor &checkedTensor(int group, size_t tensor, const char *caller) const;
+  size_t elementwiseSlot(const std::string &name, const char *caller) const;
+  // The buffer of elementwise state `name` in tensor t's layout.
+  size_t stateBuffer(const Tensor &t, const std::string &name, const char *caller) const;
+  void *bufferAt(const Tensor &t, size_t buffer) const {
+    return arena.data() + t.offsets[buffer];
+  }
+  const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
+  int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
+                   std::map<std::string, double> hyperOverrides);
+  void stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup);
+  // Two chunks writing the same floats from different threads would race, and
+  // a tensor listed twice would be stepped twice: so params may not overlap.
+  // Returns the first clash, or "" when there is none.
+  std::string findOverlap(const std::vector<void *> &params, const std::vector<size_t> &sizes,
+                          int newGroup) const;
+
+  void validateGrads(const std::vector<std::vector<const void *>> &gradsPerGroup) const;
+  void prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup);
+  void runPhase(int phase, double step);
+  void combinePhase(int phase);
+  void updateScalars(double step);
+};
+
+
+} // namespace optrt
