@@ -123,7 +123,11 @@ struct Streams {
 
 /// One pass over thread's share [begin, end) of the elements, stream by
 /// stream: read-only streams summed, read-write ones updated (x += 1e-3),
-/// write-only ones filled.
+/// write-only ones filled. One stream after another is the strictest
+/// reference we tried on this machine: against a loop touching all streams
+/// per element (as the fused step does) the f32 steps measured 0.98-1.03,
+/// against this one 0.93-1.04, and streams advancing together in blocks of
+/// 2048 elements made a weak reference (steps at 1.33 of it).
 /// The bytes are exactly the step's; the reads of read-only streams feed a
 /// sum that is stored so they cannot be removed.
 void sameTrafficPass(Streams &s, size_t begin, size_t end, size_t elements, float *sink) {
