@@ -6,6 +6,7 @@
 // and roofline = GBps / copy_GBps. Each iteration is one step followed by a
 // context synchronize, timed on the host (a step is ~1 ms at 124M params, the
 // synchronize some microseconds). Exits with a message where there is no GPU.
+#include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
@@ -99,7 +100,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;
-  optdsl::CheckedRule checked = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt");
+  optdsl::CheckedRule checked = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + rule + ".opt");
   auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(checked, kFixedHypers.at(rule)));
   optrt::CudaOptimizer optimizer(optdsl::jitCompile(checked, kFixedHypers.at(rule)), device);
   std::vector<DeviceMemory> params, grads;

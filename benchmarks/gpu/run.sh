@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The CUDA backend on a machine with a GPU, in one go:
-#   1. build (Release, in $BUILD_DIR, default build/);
+#   1. build (Release, in $BUILD_DIR, default build/), or, where
+#      benchmarks/gpu/prepare-carry.sh left prebuilt programs in .gpu-carry/
+#      (a GPU machine that cannot build), use those;
 #   2. the GPU tests: every rule against the interpreter (1 and 50 tensors,
 #      odd sizes, aligned and misaligned), determinism, graph replay, and the
 #      golden cases via optdsl-golden --backend cuda;
@@ -21,9 +23,25 @@ if [ -z "$device" ]; then
 fi
 echo "== device: $device"
 
-echo "== build"
-cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
-cmake --build "$build" --target optdsl-cuda-gpu-tests optdsl-cuda-host-tests optdsl-golden optdsl-gpu-bench optc
+if [ -d "$root/.gpu-carry/bin" ]; then
+  echo "== prebuilt programs from .gpu-carry (benchmarks/gpu/prepare-carry.sh)"
+  build="$root/.gpu-carry"
+  libs=/tmp/optdsl-libs
+  rm -rf "$libs" && mkdir -p "$libs"
+  for deb in "$build"/debs/*.deb; do dpkg -x "$deb" "$libs"; done
+  export LD_LIBRARY_PATH="$libs/usr/lib/x86_64-linux-gnu:$libs/usr/lib/llvm-19/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  # The programs were built elsewhere: point them at this checkout's rules.
+  export OPTDSL_DSL_DIR="$root/dsl"
+  if ldd "$build/bin/optdsl-cuda-gpu-tests" | grep -q "not found"; then
+    ldd "$build/bin/optdsl-cuda-gpu-tests" | grep "not found" >&2
+    echo "run.sh: a carried program misses a library (above); add its package in prepare-carry.sh" >&2
+    exit 1
+  fi
+else
+  echo "== build"
+  cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
+  cmake --build "$build" --target optdsl-cuda-gpu-tests optdsl-cuda-host-tests optdsl-golden optdsl-gpu-bench optc
+fi
 
 echo "== GPU tests"
 log=$(mktemp)
@@ -39,7 +57,7 @@ fi
 OPTDSL_LIBCUDA="$build/lib/liboptdsl-fake-cuda.so" "$build/bin/optdsl-cuda-host-tests" --gtest_brief=1
 
 echo "== golden cases on the GPU"
-"$build/bin/optdsl-golden" --backend cuda tests/golden/cases/*.json
+"$build/bin/optdsl-golden" --backend cuda --dsl "$root/dsl" tests/golden/cases/*.json
 
 echo "== benchmarks"
 results=benchmarks/gpu/results

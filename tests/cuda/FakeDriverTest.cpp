@@ -3,6 +3,7 @@
 // launch sequence of a step, and that a failing call leaves the optimizer as
 // it was. Runs without a GPU; what the kernels compute is tested on a GPU
 // (CudaKernelTest.cpp).
+#include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
@@ -69,7 +70,7 @@ const Rule &compiled(const std::string &name) {
   static auto &cache = *new std::map<std::string, Rule>();
   auto it = cache.find(name);
   if (it == cache.end()) {
-    optdsl::CheckedRule rule = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + name + ".opt");
+    optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
     it = cache.emplace(name, Rule{optdsl::jitCompile(rule), optdsl::cudaCompile(rule)}).first;
   }
   return it->second;
@@ -137,7 +138,7 @@ TEST_F(FakeDriverTest, MalformedKernelsAreRefusedBeforeTheDriver) {
 }
 
 TEST_F(FakeDriverTest, FixedHypersAgreeWhenBuiltAlike) {
-  optdsl::CheckedRule rule = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
+  optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/adamw.opt");
   optdsl::FixedHypers fixed = {{"amsgrad", 0}};
   auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, fixed));
   ASSERT_EQ(device->fixedHypers, (std::vector<std::pair<std::string, double>>{{"amsgrad", 0.0}}));

@@ -1,3 +1,4 @@
+#include "common/RuleLibrary.h"
 #include "GpuTestSupport.h"
 
 #include <stdexcept>
@@ -67,7 +68,7 @@ const CompiledRule &compiledRule(const std::string &name) {
   static auto &cache = *new std::map<std::string, CompiledRule>();
   auto it = cache.find(name);
   if (it == cache.end()) {
-    CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + name + ".opt");
+    CheckedRule rule = loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
     auto host = jitCompile(rule);
     auto device = std::make_shared<optrt::CudaKernels>(cudaCompile(rule));
     it = cache.emplace(name, CompiledRule{std::move(rule), host, device}).first;

@@ -1,6 +1,7 @@
 // Without libcuda.so.1 (OPTDSL_LIBCUDA points at a file that does not exist,
 // so this holds on GPU machines too), making a CudaOptimizer is a named
 // error that says what is missing.
+#include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
@@ -26,7 +27,7 @@ TEST(NoDriver, LoadingAMissingLibraryIsNamed) {
 TEST(NoDriver, CudaOptimizerSaysSo) {
   if (!optdsl::findCudaToolkit())
     GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-  optdsl::CheckedRule rule = optdsl::loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
+  optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/adamw.opt");
   auto host = optdsl::jitCompile(rule);
   auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule));
   try {
