@@ -3,20 +3,11 @@
 namespace optrt {
 
 const Group &Optimizer::Impl::checkedGroup(int group, const char *caller) const {
-  if (group < 0 || static_cast<size_t>(group) >= groups.size())
-    throw std::out_of_range(std::string(caller) + ": group " + std::to_string(group) +
-                            " does not exist; the optimizer has " + std::to_string(groups.size()) +
-                            " groups");
-  return groups[group];
+  return detail::checkedGroup(groups, group, caller);
 }
 
 const Tensor &Optimizer::Impl::checkedTensor(int group, size_t tensor, const char *caller) const {
-  const Group &g = checkedGroup(group, caller);
-  if (tensor >= g.numTensors)
-    throw std::out_of_range(std::string(caller) + ": " + tensorName(tensor, group) +
-                            " does not exist; the group has " + std::to_string(g.numTensors) +
-                            " tensors");
-  return tensors[g.firstTensor + tensor];
+  return detail::checkedTensor(groups, tensors, group, tensor, caller);
 }
 
 size_t Optimizer::Impl::elementwiseSlot(const std::string &name, const char *caller) const {

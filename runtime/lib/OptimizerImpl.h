@@ -17,18 +17,14 @@
 #include <cstring>
 #include <limits>
 #include <stdexcept>
+#include "GroupTable.h"
+
 #include <thread>
 #include <utility>
 
 namespace optrt {
 
 namespace detail {
-
-struct Group {
-  std::vector<double> hypers; // by HyperInfo index
-  size_t firstTensor;
-  size_t numTensors;
-};
 
 struct Tensor {
   void *param;
@@ -59,10 +55,6 @@ inline unsigned resolveThreads(unsigned requested) {
   if (requested != 0)
     return requested;
   return std::max(1u, std::thread::hardware_concurrency());
-}
-
-inline std::string tensorName(size_t tensor, int group) {
-  return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
 }
 
 } // namespace detail

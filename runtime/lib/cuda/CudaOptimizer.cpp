@@ -1,6 +1,7 @@
 #include "optrt/CudaOptimizer.h"
 
 #include "../ChunkTable.h"
+#include "../GroupTable.h"
 #include "../RuleLayout.h"
 #include "../StateArena.h"
 #include "DeviceMemory.h"
@@ -16,14 +17,10 @@
 namespace optrt {
 
 using namespace cuda;
+using detail::Group;
+using detail::tensorName;
 
 namespace {
-
-struct Group {
-  std::vector<double> hypers;
-  size_t firstTensor;
-  size_t numTensors;
-};
 
 struct Tensor {
   DevicePtr param;
@@ -37,10 +34,6 @@ struct Tensor {
 constexpr size_t kSegmentAlign = 256;
 
 size_t alignUp(size_t n, size_t alignment) { return (n + alignment - 1) / alignment * alignment; }
-
-std::string tensorName(size_t tensor, size_t group) {
-  return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
-}
 
 /// Byte offsets of the tables of CudaKernels.h in one device allocation.
 struct TableLayout {
@@ -164,20 +157,11 @@ struct CudaOptimizer::Impl {
 };
 
 const Group &CudaOptimizer::Impl::checkedGroup(int group, const char *caller) const {
-  if (group < 0 || static_cast<size_t>(group) >= groups.size())
-    throw std::out_of_range(std::string(caller) + ": group " + std::to_string(group) +
-                            " does not exist; the optimizer has " + std::to_string(groups.size()) +
-                            " groups");
-  return groups[group];
+  return detail::checkedGroup(groups, group, caller);
 }
 
 const Tensor &CudaOptimizer::Impl::checkedTensor(int group, size_t tensor, const char *caller) const {
-  const Group &g = checkedGroup(group, caller);
-  if (tensor >= g.numTensors)
-    throw std::out_of_range(std::string(caller) + ": " + tensorName(tensor, group) +
-                            " does not exist; the group has " + std::to_string(g.numTensors) +
-                            " tensors");
-  return tensors[g.firstTensor + tensor];
+  return detail::checkedTensor(groups, tensors, group, tensor, caller);
 }
 
 void CudaOptimizer::Impl::checkDevicePointer(DevicePtr pointer, size_t bytes,
