@@ -11,12 +11,7 @@ const Tensor &Optimizer::Impl::checkedTensor(int group, size_t tensor, const cha
 }
 
 size_t Optimizer::Impl::elementwiseSlot(const std::string &name, const char *caller) const {
-  StateSlot slot = layout.stateSlot(name, caller);
-  if (slot.scalar)
-    throw std::invalid_argument(std::string(caller) + ": state '" + name +
-                                "' is a scalar state (one value per tensor); read it with "
-                                "scalarState");
-  return slot.index;
+  return layout.elementwiseIndex(name, caller);
 }
 
 size_t Optimizer::Impl::stateBuffer(const Tensor &t, const std::string &name, const char *caller) const {
@@ -458,13 +453,10 @@ MemoryReport Optimizer::memoryReport() const {
 double Optimizer::scalarState(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::Optimizer::scalarState";
   const Impl &s = *impl_;
-  StateSlot slot = s.layout.stateSlot(name, caller);
-  if (!slot.scalar)
-    throw std::invalid_argument(std::string(caller) + ": state '" + name +
-                                "' is elementwise (one value per element); read it with state");
+  size_t index = s.layout.scalarIndex(name, caller);
   const Group &g = s.checkedGroup(group, caller);
   s.checkedTensor(group, tensor, caller);
-  return s.scalars[(g.firstTensor + tensor) * s.layout.numScalar() + slot.index];
+  return s.scalars[(g.firstTensor + tensor) * s.layout.numScalar() + index];
 }
 
 size_t Optimizer::stateBytes() const {

@@ -179,4 +179,20 @@ StateSlot RuleLayout::stateSlot(const std::string &name, const char *caller) con
       (states.empty() ? "it has no states" : "its states are: " + nameList(states)));
 }
 
+size_t RuleLayout::elementwiseIndex(const std::string &name, const char *caller) const {
+  StateSlot slot = stateSlot(name, caller);
+  if (slot.scalar)
+    throw std::invalid_argument(std::string(caller) + ": state '" + name +
+                                "' is a scalar state (one value per tensor); read it with scalarState");
+  return slot.index;
+}
+
+size_t RuleLayout::scalarIndex(const std::string &name, const char *caller) const {
+  StateSlot slot = stateSlot(name, caller);
+  if (!slot.scalar)
+    throw std::invalid_argument(std::string(caller) + ": state '" + name +
+                                "' is elementwise (one value per element); read it with state");
+  return slot.index;
+}
+
 } // namespace optrt

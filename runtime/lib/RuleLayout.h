@@ -57,6 +57,11 @@ public:
   /// another value, which the kernels would silently ignore.
   void checkHyperValue(size_t index, double value, const char *caller) const;
   StateSlot stateSlot(const std::string &name, const char *caller) const;
+  /// The index of `name` among the elementwise (or the scalar) states; also
+  /// throws std::invalid_argument when it is of the other kind, naming the
+  /// accessor that reads it.
+  size_t elementwiseIndex(const std::string &name, const char *caller) const;
+  size_t scalarIndex(const std::string &name, const char *caller) const;
 
 private:
   void selectLayout(const std::string &layout);

@@ -564,16 +564,13 @@ DevicePtr CudaOptimizer::hyperAddress(const std::string &name, int group) const 
 std::vector<float> CudaOptimizer::state(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::CudaOptimizer::state";
   const Impl &s = *impl_;
-  StateSlot slot = s.layout.stateSlot(name, caller);
-  if (slot.scalar)
-    throw std::invalid_argument(std::string(caller) + ": state '" + name +
-                                "' is a scalar state (one value per tensor); read it with scalarState");
+  size_t stateIndex = s.layout.elementwiseIndex(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
   std::vector<float> values(t.size);
-  CUdeviceptr from = s.arena.get() + (t.arenaOffset + slot.index * StateArena::paddedFloats(t.size)) * sizeof(float);
+  CUdeviceptr from = s.arena.get() + (t.arenaOffset + stateIndex * StateArena::paddedFloats(t.size)) * sizeof(float);
   d.check(d.cuMemcpyDtoH_v2(values.data(), from, t.size * sizeof(float)), "cuMemcpyDtoH_v2");
   return values;
 }
@@ -581,17 +578,14 @@ std::vector<float> CudaOptimizer::state(const std::string &name, int group, size
 double CudaOptimizer::scalarState(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::CudaOptimizer::scalarState";
   const Impl &s = *impl_;
-  StateSlot slot = s.layout.stateSlot(name, caller);
-  if (!slot.scalar)
-    throw std::invalid_argument(std::string(caller) + ": state '" + name +
-                                "' is elementwise (one value per element); read it with state");
+  size_t stateIndex = s.layout.scalarIndex(name, caller);
   const Group &g = s.checkedGroup(group, caller);
   s.checkedTensor(group, tensor, caller);
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
   double value = 0;
-  size_t index = (g.firstTensor + tensor) * s.layout.numScalar() + slot.index;
+  size_t index = (g.firstTensor + tensor) * s.layout.numScalar() + stateIndex;
   d.check(d.cuMemcpyDtoH_v2(&value, s.tables.get() + s.tableLayout.scalars + index * sizeof(double), sizeof(double)),
           "cuMemcpyDtoH_v2");
   return value;
