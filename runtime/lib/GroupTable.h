@@ -4,7 +4,13 @@
 // validate indices with messages that name what exists.
 #pragma once
 
+#include "RuleLayout.h"
+
+#include <algorithm>
 #include <cstddef>
+#include <cstdint>
+#include <limits>
+#include <map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -39,6 +45,59 @@ const Tensor &checkedTensor(const std::vector<Group> &groups, const std::vector<
     throw std::out_of_range(std::string(caller) + ": " + tensorName(tensor, static_cast<size_t>(group)) +
                             " does not exist; the group has " + std::to_string(g.numTensors) + " tensors");
   return tensors[g.firstTensor + tensor];
+}
+
+/// What is wrong with the tensors of a new group before anything else is
+/// looked at (no tensor, count mismatch, a null pointer, an empty or absurd
+/// size), or "" when nothing is. Pointer: a host or a device pointer.
+template <typename Pointer>
+std::string newGroupProblem(const std::vector<Pointer> &params, const std::vector<size_t> &sizes) {
+  if (params.empty())
+    return "has no tensors";
+  if (params.size() != sizes.size())
+    return std::to_string(params.size()) + " param pointers but " + std::to_string(sizes.size()) + " sizes";
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (!params[i])
+      return "param pointer of tensor " + std::to_string(i) + " is null";
+    if (sizes[i] == 0)
+      return "tensor " + std::to_string(i) + " has size 0; every tensor needs elements";
+    if (sizes[i] > static_cast<size_t>(std::numeric_limits<int64_t>::max()) / sizeof(float))
+      return "tensor " + std::to_string(i) + " has size " + std::to_string(sizes[i]) +
+             ", more than memory can hold";
+  }
+  return {};
+}
+
+/// The bytes [begin, end) of one tensor's params.
+struct ParamRange {
+  uintptr_t begin, end;
+  size_t group, tensor;
+};
+
+/// Two tensors whose params overlap would be stepped twice, or raced on by
+/// two threads: the first such pair, or "" when there is none.
+inline std::string firstOverlap(std::vector<ParamRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(), [](const ParamRange &a, const ParamRange &b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      return "the params of " + tensorName(ranges[i - 1].tensor, ranges[i - 1].group) + " and " +
+             tensorName(ranges[i].tensor, ranges[i].group) + " overlap";
+  return {};
+}
+
+/// A new group's hypers: the rule's defaults with `overrides` applied, each
+/// checked (known name, finite, not a change of a fixed hyper).
+inline std::vector<double> groupHypers(const RuleLayout &layout, const std::map<std::string, double> &overrides,
+                                       const char *caller) {
+  std::vector<double> hypers;
+  for (const HyperInfo &hyper : layout.rule().hypers)
+    hypers.push_back(hyper.defaultValue);
+  for (const auto &[name, value] : overrides) {
+    size_t index = layout.hyperIndex(name, caller);
+    layout.checkHyperValue(index, value, caller);
+    hypers[index] = value;
+  }
+  return hypers;
 }
 
 } // namespace optrt::detail

@@ -35,31 +35,20 @@ const float *Optimizer::Impl::absmaxOf(const Tensor &t, size_t buffer) const {
 
 std::string Optimizer::Impl::findOverlap(const std::vector<void *> &params,
                                          const std::vector<size_t> &sizes, int newGroup) const {
-  struct Range {
-    uintptr_t begin, end;
-    int group;
-    size_t tensor;
-  };
-  std::vector<Range> ranges;
+  Dtype param = layout.parsedLayout().param;
+  std::vector<ParamRange> ranges;
   ranges.reserve(tensors.size() + params.size());
   for (size_t g = 0; g < groups.size(); ++g)
     for (size_t i = 0; i < groups[g].numTensors; ++i) {
       const Tensor &t = tensors[groups[g].firstTensor + i];
       auto begin = reinterpret_cast<uintptr_t>(t.param);
-      ranges.push_back({begin, begin + elementBytes(layout.parsedLayout().param, t.size),
-                        static_cast<int>(g), i});
+      ranges.push_back({begin, begin + elementBytes(param, t.size), g, i});
     }
   for (size_t i = 0; i < params.size(); ++i) {
     auto begin = reinterpret_cast<uintptr_t>(params[i]);
-    ranges.push_back({begin, begin + elementBytes(layout.parsedLayout().param, sizes[i]), newGroup, i});
+    ranges.push_back({begin, begin + elementBytes(param, sizes[i]), static_cast<size_t>(newGroup), i});
   }
-  std::sort(ranges.begin(), ranges.end(),
-            [](const Range &a, const Range &b) { return a.begin < b.begin; });
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].begin < ranges[i - 1].end)
-      return "the params of " + tensorName(ranges[i - 1].tensor, ranges[i - 1].group) + " and " +
-             tensorName(ranges[i].tensor, ranges[i].group) + " overlap";
-  return {};
+  return firstOverlap(std::move(ranges));
 }
 
 Optimizer::Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options) {
@@ -113,32 +102,11 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   };
 
   // Everything is checked before anything changes.
-  if (params.empty())
-    fail("has no tensors");
-  if (params.size() != sizes.size())
-    fail(std::to_string(params.size()) + " param pointers but " + std::to_string(sizes.size()) +
-         " sizes");
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i])
-      fail("param pointer of tensor " + std::to_string(i) + " is null");
-    if (sizes[i] == 0)
-      fail("tensor " + std::to_string(i) + " has size 0; every tensor needs elements");
-    if (sizes[i] > static_cast<size_t>(std::numeric_limits<int64_t>::max()) / sizeof(float))
-      fail("tensor " + std::to_string(i) + " has size " + std::to_string(sizes[i]) +
-           ", more than memory can hold");
-  }
-
+  if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
+    fail(problem);
   if (std::string clash = s.findOverlap(params, sizes, groupIndex); !clash.empty())
     fail(clash);
-
-  std::vector<double> hypers;
-  for (const HyperInfo &hyper : rule.hypers)
-    hypers.push_back(hyper.defaultValue);
-  for (const auto &[name, value] : hyperOverrides) {
-    size_t index = s.layout.hyperIndex(name, caller);
-    s.layout.checkHyperValue(index, value, caller);
-    hypers[index] = value;
-  }
+  std::vector<double> hypers = groupHypers(s.layout, hyperOverrides, caller);
 
   size_t numScalar = s.layout.numScalar();
   size_t arenaFloats = s.arena.numFloats();

@@ -17,8 +17,7 @@
 namespace optrt {
 
 using namespace cuda;
-using detail::Group;
-using detail::tensorName;
+using namespace detail;
 
 namespace {
 
@@ -298,47 +297,19 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   };
 
   // Plain argument checks first: no driver call for a malformed request.
-  if (params.empty())
-    fail("has no tensors");
-  if (params.size() != sizes.size())
-    fail(std::to_string(params.size()) + " param pointers but " + std::to_string(sizes.size()) + " sizes");
-  for (size_t i = 0; i < params.size(); ++i) {
-    if (!params[i])
-      fail("param pointer of tensor " + std::to_string(i) + " is null");
-    if (sizes[i] == 0)
-      fail("tensor " + std::to_string(i) + " has size 0; every tensor needs elements");
-    if (sizes[i] > static_cast<size_t>(std::numeric_limits<int64_t>::max()) / sizeof(float))
-      fail("tensor " + std::to_string(i) + " has size " + std::to_string(sizes[i]) +
-           ", more than memory can hold");
-  }
-  {
-    // Overlapping params would be stepped twice, or raced on by two blocks.
-    struct Range {
-      DevicePtr begin, end;
-      size_t group, tensor;
-    };
-    std::vector<Range> ranges;
-    for (size_t g = 0; g < s.groups.size(); ++g)
-      for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
-        const Tensor &t = s.tensors[s.groups[g].firstTensor + i];
-        ranges.push_back({t.param, t.param + t.size * sizeof(float), g, i});
-      }
-    for (size_t i = 0; i < params.size(); ++i)
-      ranges.push_back({params[i], params[i] + sizes[i] * sizeof(float), groupIndex, i});
-    std::sort(ranges.begin(), ranges.end(), [](const Range &a, const Range &b) { return a.begin < b.begin; });
-    for (size_t i = 1; i < ranges.size(); ++i)
-      if (ranges[i].begin < ranges[i - 1].end)
-        fail("the params of " + tensorName(ranges[i - 1].tensor, ranges[i - 1].group) + " and " +
-             tensorName(ranges[i].tensor, ranges[i].group) + " overlap");
-  }
-  std::vector<double> hypers;
-  for (const HyperInfo &hyper : rule.hypers)
-    hypers.push_back(hyper.defaultValue);
-  for (const auto &[name, value] : hyperOverrides) {
-    size_t index = s.layout.hyperIndex(name, caller);
-    s.layout.checkHyperValue(index, value, caller);
-    hypers[index] = value;
-  }
+  if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
+    fail(problem);
+  std::vector<ParamRange> ranges;
+  for (size_t g = 0; g < s.groups.size(); ++g)
+    for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
+      const Tensor &t = s.tensors[s.groups[g].firstTensor + i];
+      ranges.push_back({t.param, t.param + t.size * sizeof(float), g, i});
+    }
+  for (size_t i = 0; i < params.size(); ++i)
+    ranges.push_back({params[i], params[i] + sizes[i] * sizeof(float), groupIndex, i});
+  if (std::string clash = firstOverlap(std::move(ranges)); !clash.empty())
+    fail(clash);
+  std::vector<double> hypers = groupHypers(s.layout, hyperOverrides, caller);
 
   size_t numElementwise = s.layout.numElementwise(), numScalar = s.layout.numScalar();
   size_t newArenaFloats = s.arenaFloats;
