@@ -47,7 +47,7 @@ Value pointer(OpBuilder &builder, Location loc, Value base, Value index, Type el
 }
 
 /// table[index] for i32 lanes `index`: a load, or a gather of `width` lanes.
-Value lookup(OpBuilder &builder, Location loc, Value table, Value index) {
+Value gather(OpBuilder &builder, Location loc, Value table, Value index) {
   Type f32 = builder.getF32Type();
   int64_t width = widthOf(index);
   if (width == 1)
@@ -289,13 +289,6 @@ void storeSplitMaster(OpBuilder &builder, Location loc, Value param, Value remai
                                 pointer(builder, loc, remainder, index, i16s), 2);
 }
 
-Value Q8Tables::values(OpBuilder &builder, Location loc, bool isSigned) {
-  return address(builder, loc, isSigned, false);
-}
-Value Q8Tables::thresholds(OpBuilder &builder, Location loc, bool isSigned) {
-  return address(builder, loc, isSigned, true);
-}
-
 Value Q8Tables::address(OpBuilder &builder, Location loc, bool isSigned, bool thresholds) {
   std::string name = std::string("optdsl_q8_") + (isSigned ? "signed" : "unsigned") +
                      (thresholds ? "_thresholds" : "_map");
@@ -315,12 +308,52 @@ Value Q8Tables::address(OpBuilder &builder, Location loc, bool isSigned, bool th
   return builder.create<LLVM::AddressOfOp>(loc, LLVM::LLVMPointerType::get(builder.getContext()), name);
 }
 
-Value dequantizeQ8(OpBuilder &builder, Location loc, Value map, Value codes, Value index, int64_t width,
-                   Value absmax) {
+Value Q8Tables::lookup(OpBuilder &builder, Location loc, bool isSigned, bool thresholds, Value index) {
+  if (permute_ && widthOf(index) == 16)
+    return permuteLookup(builder, loc, isSigned, thresholds, index);
+  return gather(builder, loc, address(builder, loc, isSigned, thresholds), index);
+}
+
+/// The table as 16 constant vectors of 16 (thresholds padded with +Inf, an
+/// index never used): vpermi2ps picks from a pair by the index's low 5 bits,
+/// and bits 5, 6, 7 select among the eight results. The constants end up in
+/// registers or as memory operands of the permutes; either way no gather.
+Value Q8Tables::permuteLookup(OpBuilder &builder, Location loc, bool isSigned, bool thresholds, Value index) {
+  const optrt::Q8Map &map = optrt::q8Map(isSigned);
+  std::vector<float> data = thresholds ? std::vector<float>(map.thresholds().begin(), map.thresholds().end())
+                                       : std::vector<float>(map.values().begin(), map.values().end());
+  data.resize(256, INFINITY);
+  auto type = VectorType::get({16}, builder.getF32Type());
+  auto part = [&](int k) -> Value {
+    return builder.create<arith::ConstantOp>(
+        loc, DenseElementsAttr::get(type, llvm::ArrayRef<float>(data.data() + 16 * k, 16)));
+  };
+  std::vector<Value> level;
+  for (int pair = 0; pair < 8; ++pair)
+    level.push_back(builder
+                        .create<LLVM::CallIntrinsicOp>(loc, type, "llvm.x86.avx512.vpermi2var.ps.512",
+                                                       ValueRange{part(2 * pair), index, part(2 * pair + 1)})
+                        .getResult(0));
+  Type i32 = builder.getI32Type();
+  for (int bit = 5; bit < 8; ++bit) {
+    Value set = builder.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne, builder.create<arith::AndIOp>(loc, index, splatInt(builder, loc, i32, 1 << bit, 16)),
+        splatInt(builder, loc, i32, 0, 16));
+    std::vector<Value> next;
+    for (size_t i = 0; i < level.size(); i += 2)
+      next.push_back(builder.create<arith::SelectOp>(loc, set, level[i + 1], level[i]));
+    level = next;
+  }
+  return level[0];
+}
+
+Value dequantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSigned, Value codes, Value index,
+                   int64_t width, Value absmax) {
   Type i8 = builder.getIntegerType(8);
   Value raw = builder.create<LLVM::LoadOp>(loc, lanes(i8, width), pointer(builder, loc, codes, index, i8), 1);
   Value code = builder.create<arith::ExtUIOp>(loc, lanes(builder.getI32Type(), width), raw);
-  return builder.create<arith::MulFOp>(loc, lookup(builder, loc, map, code), broadcast(builder, loc, absmax, width));
+  return builder.create<arith::MulFOp>(loc, tables.lookup(builder, loc, isSigned, false, code),
+                                       broadcast(builder, loc, absmax, width));
 }
 
 namespace {
@@ -369,7 +402,7 @@ std::vector<Decade> decades(const optrt::Q8Map &map) {
 
 } // namespace
 
-Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSigned, Value x, Value absmax) {
+Value quantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSigned, Value x, Value absmax) {
   int64_t width = widthOf(x);
   Type i32s = builder.getI32Type();
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
@@ -414,7 +447,7 @@ Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSign
   index = select(lt(f(0.0f), index), index, f(0.0f));
   index = select(lt(f(254.0f), index), f(254.0f), index);
   Value probe = builder.create<arith::FPToSIOp>(loc, lanes(i32s, width), index);
-  Value t = lookup(builder, loc, thresholds, probe);
+  Value t = tables.lookup(builder, loc, isSigned, true, probe);
   Value le = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t, n);
   Value code = builder.create<arith::AddIOp>(loc, probe, builder.create<arith::ExtUIOp>(loc, lanes(i32s, width), le));
   Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, n, n);
