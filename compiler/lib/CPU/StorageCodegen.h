@@ -57,6 +57,8 @@ public:
   /// table[index] for i32 lanes `index` (in [0, 255]; thresholds: [0, 254]).
   mlir::Value lookup(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned, bool thresholds,
                      mlir::Value index);
+  /// Whether lookups of `width` lanes use the permutes.
+  bool permutes(int64_t width) const { return permute_ && width == 16; }
 
 private:
   mlir::Value address(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned, bool thresholds);
