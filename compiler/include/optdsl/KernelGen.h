@@ -53,9 +53,12 @@ inline constexpr int64_t kVectorWidth = 16;
 /// not in that form. `layouts` are written layouts (optrt/Layout.h); a layout
 /// with q8 states brings its small-tensor fallback (optrt::smallTensorLayout)
 /// along. Throws std::invalid_argument for a layout the rule cannot take
-/// (optrt::validateLayout).
+/// (optrt::validateLayout). `avx512`: the code will run on a target with
+/// AVX-512F, so the q8 kernels may use its permutes (cpu::Q8Tables); false
+/// gives code for any target.
 mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature,
-                                               const std::vector<std::string> &layouts = {"f32"});
+                                               const std::vector<std::string> &layouts = {"f32"},
+                                               bool avx512 = false);
 
 /// scf/vector/arith/math/func → LLVM dialect.
 mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module);

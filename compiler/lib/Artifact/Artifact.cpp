@@ -8,6 +8,7 @@
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/IR/LLVMContext.h"
+#include "llvm/MC/MCSubtargetInfo.h"
 
 #include <spawn.h>
 #include <sys/wait.h>
@@ -80,7 +81,8 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   mlir::MLIRContext context;
   // Layouts are parsed and checked against the rule by the kernel builder,
   // which also adds each q8 layout's small-tensor fallback.
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed, options.layouts);
+  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed, options.layouts,
+                                                 machine->getMCSubtargetInfo()->checkFeatures("+avx512f"));
   for (const KernelSignature::Layout &layout : kernels.signature.layouts)
     info.layouts.push_back(layout.name);
   mlir::registerBuiltinDialectTranslation(context);

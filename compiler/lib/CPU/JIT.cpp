@@ -8,6 +8,7 @@
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
 #include "llvm/Support/TargetSelect.h"
+#include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <mutex>
@@ -48,7 +49,9 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   auto result = std::make_shared<JitRuleKernels>();
   result->context = std::make_unique<mlir::MLIRContext>();
   mlir::MLIRContext &context = *result->context;
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, fixed, layouts);
+  // The ExecutionEngine compiles for this host with its features.
+  llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
+  CpuKernelModule kernels = buildCpuKernelModule(context, rule, fixed, layouts, host.lookup("avx512f"));
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 

@@ -64,15 +64,15 @@ optrt::ReductionKind reductionKind(StringRef kind) {
 
 class KernelBuilder {
 public:
-  KernelBuilder(ModuleOp optModule, KernelSignature &signature)
-      : optModule_(optModule), signature_(signature), builder_(optModule.getContext()) {}
+  KernelBuilder(ModuleOp optModule, KernelSignature &signature, bool avx512)
+      : optModule_(optModule), signature_(signature), builder_(optModule.getContext()), avx512_(avx512) {}
 
   OwningOpRef<ModuleOp> run(const std::vector<std::string> &layouts) {
     if (failed(analyse()))
       return nullptr;
     planLayouts(layouts);
     OwningOpRef<ModuleOp> module = ModuleOp::create(rule_.getLoc());
-    tables_.emplace(*module);
+    tables_.emplace(*module, avx512_);
     builder_.setInsertionPointToEnd(module->getBody());
     buildInit();
     for (auto [index, phase] : llvm::enumerate(phases_)) {
@@ -333,7 +333,8 @@ private:
       optrt::Dtype dtype = plan.dtype[buffer];
       Value base = bufferBase_.at(plan.storage[buffer]);
       if (cpu::isQ8(dtype))
-        return cpu::dequantizeQ8(builder, loc, q8Values_.at(buffer), base, index, width, blockAbsmax_.at(buffer));
+        return cpu::dequantizeQ8(builder, loc, *tables_, plan.dtype[buffer] == optrt::Dtype::Q8Signed, base, index, width,
+                                 blockAbsmax_.at(buffer));
       return cpu::loadAsF32(builder, loc, base, index, width, dtype);
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
@@ -517,13 +518,8 @@ private:
       scratch_.clear();
       vectorMax_.clear();
       tailMax_.clear();
-      q8Values_.clear();
-      q8Thresholds_.clear();
       Value one = constantI64(loc, 1);
       for (const auto &[buffer, absmax] : plan.absmax) {
-        bool isSigned = plan.dtype[buffer] == optrt::Dtype::Q8Signed;
-        q8Values_[buffer] = tables_->values(builder_, loc, isSigned);
-        q8Thresholds_[buffer] = tables_->thresholds(builder_, loc, isSigned);
         scratch_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), constantI64(loc, block), 64);
         vectorMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), codegen::laneType(f32(), kVectorWidth), one, 64);
         tailMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), one, 4);
@@ -574,7 +570,14 @@ private:
       if (!plan.absmax.count(buffer))
         continue;
       Value lanesMax = builder_.create<LLVM::LoadOp>(loc, zeroVector.getType(), vectorMax_.at(buffer), 64);
-      Value vectorMax = builder_.create<vector::ReductionOp>(loc, vector::CombiningKind::MAXIMUMF, lanesMax);
+      // The lanes are finite magnitudes (never NaN or -0), which order as
+      // their bit patterns do: an unsigned integer max is the same value and
+      // a 4-step shuffle tree, where maximumf's NaN handling makes LLVM emit a
+      // serial chain of 15 compares and blends per block.
+      auto lanesI32 = VectorType::get({kVectorWidth}, builder_.getI32Type());
+      Value bitsMax = builder_.create<vector::ReductionOp>(
+          loc, vector::CombiningKind::MAXUI, builder_.create<arith::BitcastOp>(loc, lanesI32, lanesMax));
+      Value vectorMax = builder_.create<arith::BitcastOp>(loc, f32(), bitsMax);
       Value tailMax = builder_.create<LLVM::LoadOp>(loc, f32(), tailMax_.at(buffer), 4);
       Value absmax = builder_.create<arith::MaximumFOp>(loc, vectorMax, tailMax);
       quantiseBlock(loc, plan, buffer, absmax, count, remainder);
@@ -612,7 +615,7 @@ private:
       builder_.setInsertionPoint(forOp.getBody()->getTerminator());
       Value j = forOp.getInductionVar();
       Value x = cpu::loadAsF32(builder_, loc, scratch_.at(buffer), j, width, optrt::Dtype::F32);
-      Value code = cpu::quantizeQ8(builder_, loc, q8Thresholds_.at(buffer), isSigned, x, absmax);
+      Value code = cpu::quantizeQ8(builder_, loc, *tables_, isSigned, x, absmax);
       Value element = builder_.create<arith::AddIOp>(loc, blockStart_, j);
       builder_.create<LLVM::StoreOp>(loc, code, elementPointer(loc, codes, element, builder_.getIntegerType(8)), 1);
     };
@@ -631,13 +634,14 @@ private:
   llvm::DenseMap<Value, int> reductionIndex_; // phase result → runtime reduction slot
   std::optional<codegen::BufferLayout> buffers_;
   std::vector<LayoutPlan> plans_;
+  bool avx512_;
   std::optional<cpu::Q8Tables> tables_;
   // Per kernel being built:
   const LayoutPlan *plan_ = nullptr;
   std::map<int, Value> bufferBase_; // by the layout's buffer index
-  // q8 states, by element-code buffer: tables, per-kernel scratch and absmax
+  // q8 states, by element-code buffer: per-kernel scratch and absmax
   // accumulators (allocas), and the current block's start and stored absmax.
-  std::map<int, Value> q8Values_, q8Thresholds_, scratch_, vectorMax_, tailMax_, blockAbsmax_;
+  std::map<int, Value> scratch_, vectorMax_, tailMax_, blockAbsmax_;
   Value blockStart_;
   Value stochasticKey_;
   Value uniformsArg_;
@@ -648,11 +652,11 @@ private:
 } // namespace
 
 OwningOpRef<ModuleOp> buildKernels(ModuleOp optModule, KernelSignature &signature,
-                                   const std::vector<std::string> &layouts) {
+                                   const std::vector<std::string> &layouts, bool avx512) {
   MLIRContext *context = optModule.getContext();
   context->loadDialect<func::FuncDialect, scf::SCFDialect, vector::VectorDialect,
                        LLVM::LLVMDialect, arith::ArithDialect, math::MathDialect>();
-  return KernelBuilder(optModule, signature).run(layouts);
+  return KernelBuilder(optModule, signature, avx512).run(layouts);
 }
 
 } // namespace optdsl

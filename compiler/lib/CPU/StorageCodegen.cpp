@@ -8,7 +8,9 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 
+#include <array>
 #include <cmath>
+#include <cstring>
 
 namespace optdsl::cpu {
 
@@ -46,8 +48,24 @@ Value pointer(OpBuilder &builder, Location loc, Value base, Value index, Type el
   return builder.create<LLVM::GEPOp>(loc, ptr, element, base, ValueRange{index});
 }
 
+/// table[index & 15] (vpermps) and table[index & 31] (vpermi2ps) for 16 i32
+/// lanes `index`, the table a constant: AVX-512F only (Q8Tables::permutes).
+Value permute16(OpBuilder &builder, Location loc, llvm::ArrayRef<float> table, Value index) {
+  auto type = VectorType::get({16}, builder.getF32Type());
+  Value constant = builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, table.take_front(16)));
+  return builder.create<LLVM::CallIntrinsicOp>(loc, type, "llvm.x86.avx512.permvar.sf.512", ValueRange{constant, index})
+      .getResult(0);
+}
+Value permute32(OpBuilder &builder, Location loc, llvm::ArrayRef<float> table, Value index) {
+  auto type = VectorType::get({16}, builder.getF32Type());
+  Value low = builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, table.slice(0, 16)));
+  Value high = builder.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, table.slice(16, 16)));
+  return builder.create<LLVM::CallIntrinsicOp>(loc, type, "llvm.x86.avx512.vpermi2var.ps.512", ValueRange{low, index, high})
+      .getResult(0);
+}
+
 /// table[index] for i32 lanes `index`: a load, or a gather of `width` lanes.
-Value lookup(OpBuilder &builder, Location loc, Value table, Value index) {
+Value gather(OpBuilder &builder, Location loc, Value table, Value index) {
   Type f32 = builder.getF32Type();
   int64_t width = widthOf(index);
   if (width == 1)
@@ -289,13 +307,6 @@ void storeSplitMaster(OpBuilder &builder, Location loc, Value param, Value remai
                                 pointer(builder, loc, remainder, index, i16s), 2);
 }
 
-Value Q8Tables::values(OpBuilder &builder, Location loc, bool isSigned) {
-  return address(builder, loc, isSigned, false);
-}
-Value Q8Tables::thresholds(OpBuilder &builder, Location loc, bool isSigned) {
-  return address(builder, loc, isSigned, true);
-}
-
 Value Q8Tables::address(OpBuilder &builder, Location loc, bool isSigned, bool thresholds) {
   std::string name = std::string("optdsl_q8_") + (isSigned ? "signed" : "unsigned") +
                      (thresholds ? "_thresholds" : "_map");
@@ -315,12 +326,44 @@ Value Q8Tables::address(OpBuilder &builder, Location loc, bool isSigned, bool th
   return builder.create<LLVM::AddressOfOp>(loc, LLVM::LLVMPointerType::get(builder.getContext()), name);
 }
 
-Value dequantizeQ8(OpBuilder &builder, Location loc, Value map, Value codes, Value index, int64_t width,
-                   Value absmax) {
+Value Q8Tables::lookup(OpBuilder &builder, Location loc, bool isSigned, bool thresholds, Value index) {
+  if (permute_ && widthOf(index) == 16)
+    return permuteLookup(builder, loc, isSigned, thresholds, index);
+  return gather(builder, loc, address(builder, loc, isSigned, thresholds), index);
+}
+
+/// The table as 16 constant vectors of 16 (thresholds padded with +Inf, an
+/// index never used): vpermi2ps picks from a pair by the index's low 5 bits,
+/// and bits 5, 6, 7 select among the eight results. The constants end up in
+/// registers or as memory operands of the permutes; either way no gather.
+Value Q8Tables::permuteLookup(OpBuilder &builder, Location loc, bool isSigned, bool thresholds, Value index) {
+  const optrt::Q8Map &map = optrt::q8Map(isSigned);
+  std::vector<float> data = thresholds ? std::vector<float>(map.thresholds().begin(), map.thresholds().end())
+                                       : std::vector<float>(map.values().begin(), map.values().end());
+  data.resize(256, INFINITY);
+  std::vector<Value> level;
+  for (int pair = 0; pair < 8; ++pair)
+    level.push_back(permute32(builder, loc, llvm::ArrayRef<float>(data).slice(32 * pair, 32), index));
+  Type i32 = builder.getI32Type();
+  for (int bit = 5; bit < 8; ++bit) {
+    Value set = builder.create<arith::CmpIOp>(
+        loc, arith::CmpIPredicate::ne, builder.create<arith::AndIOp>(loc, index, splatInt(builder, loc, i32, 1 << bit, 16)),
+        splatInt(builder, loc, i32, 0, 16));
+    std::vector<Value> next;
+    for (size_t i = 0; i < level.size(); i += 2)
+      next.push_back(builder.create<arith::SelectOp>(loc, set, level[i + 1], level[i]));
+    level = next;
+  }
+  return level[0];
+}
+
+Value dequantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSigned, Value codes, Value index,
+                   int64_t width, Value absmax) {
   Type i8 = builder.getIntegerType(8);
   Value raw = builder.create<LLVM::LoadOp>(loc, lanes(i8, width), pointer(builder, loc, codes, index, i8), 1);
   Value code = builder.create<arith::ExtUIOp>(loc, lanes(builder.getI32Type(), width), raw);
-  return builder.create<arith::MulFOp>(loc, lookup(builder, loc, map, code), broadcast(builder, loc, absmax, width));
+  return builder.create<arith::MulFOp>(loc, tables.lookup(builder, loc, isSigned, false, code),
+                                       broadcast(builder, loc, absmax, width));
 }
 
 namespace {
@@ -369,7 +412,7 @@ std::vector<Decade> decades(const optrt::Q8Map &map) {
 
 } // namespace
 
-Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSigned, Value x, Value absmax) {
+Value quantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSigned, Value x, Value absmax) {
   int64_t width = widthOf(x);
   Type i32s = builder.getI32Type();
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
@@ -397,11 +440,53 @@ Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSign
   // threshold (index 0). tests/cpu: QuantiserAtEveryBoundary.
   Value a = builder.create<math::AbsFOp>(loc, n);
   std::vector<Decade> table = decades(map);
-  Value inverse = f(table[0].inverseSpacing), offset = f(table[0].offset);
-  for (int i = 1; i < 7; ++i) {
-    Value in = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, a, f(kDecadeBounds[i - 1]));
-    inverse = select(in, f(table[i].inverseSpacing), inverse);
-    offset = select(in, f(table[i].offset), offset);
+  Value inverse, offset;
+  if (tables.permutes(width)) {
+    // With permutes, the decade by |n|'s binade instead of six compares and
+    // twelve selects: a binade holds at most one decade bound, so decade =
+    // lower[binade] + [|n| >= bound[binade]] (bound +Inf where there is
+    // none), and the decade's (inverse, offset) are one vpermps each. The
+    // biased exponents 107 (2^-20, holding 1e-6) to 123 (2^-4, holding 0.1)
+    // are 17 lanes of a 32-lane table at E mod 32; exponents are clamped
+    // into them, which is exact: no bound lies below 2^-20 or at or above
+    // 2^-3, so binade 107 decides every smaller |n| (zero included) and 123
+    // every larger one (NaN: any decade, the code is the 0 entry anyway).
+    Type i32 = lanes(i32s, width);
+    auto ci = [&](int64_t v) { return splatInt(builder, loc, i32s, v, width); };
+    Value exponent = builder.create<arith::ShRUIOp>(loc, builder.create<arith::BitcastOp>(loc, i32, a), ci(23));
+    exponent = builder.create<arith::MinSIOp>(loc, builder.create<arith::MaxSIOp>(loc, exponent, ci(107)), ci(123));
+    std::array<float, 32> bounds, lower;
+    bounds.fill(INFINITY);
+    lower.fill(0.0f);
+    for (int e = 107; e <= 123; ++e) {
+      float start = std::ldexp(1.0f, e - 127);
+      for (float b : kDecadeBounds)
+        if (b >= start && b < 2 * start)
+          bounds[e % 32] = b;
+      // The decade as an i32 bit pattern: permutes only move bits.
+      int decade = decadeOf(start);
+      std::memcpy(&lower[e % 32], &decade, sizeof decade);
+    }
+    std::array<float, 16> inverses, offsets;
+    inverses.fill(0.0f);
+    offsets.fill(0.0f);
+    for (int i = 0; i < 7; ++i) {
+      inverses[i] = table[i].inverseSpacing;
+      offsets[i] = table[i].offset;
+    }
+    Value above = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, a, permute32(builder, loc, bounds, exponent));
+    Value decade = builder.create<arith::BitcastOp>(loc, i32, permute32(builder, loc, lower, exponent));
+    decade = builder.create<arith::AddIOp>(loc, decade, builder.create<arith::ExtUIOp>(loc, i32, above));
+    inverse = permute16(builder, loc, inverses, decade);
+    offset = permute16(builder, loc, offsets, decade);
+  } else {
+    inverse = f(table[0].inverseSpacing);
+    offset = f(table[0].offset);
+    for (int i = 1; i < 7; ++i) {
+      Value in = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGE, a, f(kDecadeBounds[i - 1]));
+      inverse = select(in, f(table[i].inverseSpacing), inverse);
+      offset = select(in, f(table[i].offset), offset);
+    }
   }
   Value index = builder.create<math::FloorOp>(
       loc, builder.create<arith::AddFOp>(loc, builder.create<arith::MulFOp>(loc, a, inverse), offset));
@@ -414,7 +499,7 @@ Value quantizeQ8(OpBuilder &builder, Location loc, Value thresholds, bool isSign
   index = select(lt(f(0.0f), index), index, f(0.0f));
   index = select(lt(f(254.0f), index), f(254.0f), index);
   Value probe = builder.create<arith::FPToSIOp>(loc, lanes(i32s, width), index);
-  Value t = lookup(builder, loc, thresholds, probe);
+  Value t = tables.lookup(builder, loc, isSigned, true, probe);
   Value le = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLE, t, n);
   Value code = builder.create<arith::AddIOp>(loc, probe, builder.create<arith::ExtUIOp>(loc, lanes(i32s, width), le));
   Value isNan = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNO, n, n);
