@@ -5,6 +5,7 @@
 // operations after the phases the scalar-state update.
 #include "optdsl/KernelGen.h"
 
+#include "optdsl/Codegen/ElementLoop.h"
 #include "optdsl/Codegen/PhaseBody.h"
 #include "optdsl/Codegen/StateSign.h"
 
@@ -54,13 +55,6 @@ std::string scalarUpdateFunctionName(const std::string &rule) {
 }
 
 namespace {
-
-optrt::ReductionKind reductionKind(StringRef kind) {
-  if (kind == "sum") return optrt::ReductionKind::Sum;
-  if (kind == "mean") return optrt::ReductionKind::Mean;
-  if (kind == "norm") return optrt::ReductionKind::Norm;
-  return optrt::ReductionKind::Max;
-}
 
 class KernelBuilder {
 public:
@@ -187,7 +181,7 @@ private:
     for (opt::PhaseOp phase : update_.getBody().front().getOps<opt::PhaseOp>()) {
       for (auto [k, kind] : llvm::enumerate(phase.getReduce())) {
         reductionIndex_[phase.getResult(k)] = static_cast<int>(signature_.reductions.size());
-        signature_.reductions.push_back({reductionKind(cast<StringAttr>(kind).getValue()),
+        signature_.reductions.push_back({codegen::reductionKind(cast<StringAttr>(kind).getValue()),
                                          static_cast<int>(phases_.size())});
       }
       phases_.push_back(phase);
@@ -388,53 +382,15 @@ private:
     return value;
   }
 
-  Value accumulate(Location loc, optrt::ReductionKind kind, Value accumulator, Value input, int64_t width) {
-    Value wide = builder_.create<arith::ExtFOp>(loc, codegen::laneType(f64(), width), input);
-    if (kind == optrt::ReductionKind::Max)
-      return builder_.create<arith::MaximumFOp>(loc, accumulator, wide);
-    if (kind == optrt::ReductionKind::Norm)
-      wide = builder_.create<arith::MulFOp>(loc, wide, wide);
-    return builder_.create<arith::AddFOp>(loc, accumulator, wide);
-  }
-
-  Value identity(Location loc, optrt::ReductionKind kind, int64_t width) {
-    double value = kind == optrt::ReductionKind::Max ? -std::numeric_limits<double>::infinity() : 0.0;
-    if (width == 1)
-      return builder_.create<arith::ConstantOp>(loc, builder_.getF64FloatAttr(value));
-    auto type = VectorType::get({width}, f64());
-    return builder_.create<arith::ConstantOp>(loc, DenseElementsAttr::get(type, builder_.getF64FloatAttr(value)));
-  }
-
   /// A loop over [lower, upper) in steps of `width`, accumulating reductions.
   FailureOr<std::vector<Value>> loop(Location loc, opt::PhaseOp phase, Value lower, Value upper, int64_t width,
                                      const std::vector<optrt::ReductionKind> &kinds, std::vector<Value> initial) {
-    auto forOp = builder_.create<scf::ForOp>(loc, lower, upper, constantI64(loc, width), initial);
-    OpBuilder::InsertionGuard guard(builder_);
-    // Without iteration arguments the builder adds an empty scf.yield; it is
-    // replaced by ours below.
-    Block *body = forOp.getBody();
-    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
-    if (implicitYield)
-      builder_.setInsertionPoint(implicitYield);
-    else
-      builder_.setInsertionPointToEnd(body);
-    FailureOr<SmallVector<Value>> inputs =
-        codegen::emitElementBody(builder_, phase, *buffers_, width, access(forOp.getInductionVar(), width));
-    if (failed(inputs))
-      return failure();
-    std::vector<Value> next;
-    for (size_t r = 0; r < kinds.size(); ++r)
-      next.push_back(accumulate(loc, kinds[r], forOp.getRegionIterArgs()[r], (*inputs)[r], width));
-    builder_.create<scf::YieldOp>(loc, next);
-    if (implicitYield)
-      implicitYield->erase();
-    return std::vector<Value>(forOp.getResults().begin(), forOp.getResults().end());
+    return codegen::emitElementLoop(builder_, loc, phase, *buffers_, lower, upper, constantI64(loc, width), width,
+                                    kinds, initial, [&](Value index) { return access(index, width); });
   }
 
   LogicalResult buildKernel(int p, opt::PhaseOp phase, const LayoutPlan &plan) {
-    std::vector<optrt::ReductionKind> kinds;
-    for (Attribute kind : phase.getReduce())
-      kinds.push_back(reductionKind(cast<StringAttr>(kind).getValue()));
+    std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phase);
 
     OpBuilder::InsertionGuard guard(builder_);
     func::FuncOp function =
@@ -466,7 +422,7 @@ private:
     } else {
       std::vector<Value> initial;
       for (optrt::ReductionKind kind : kinds)
-        initial.push_back(identity(loc, kind, kVectorWidth));
+        initial.push_back(codegen::reductionIdentity(builder_, loc, kind, kVectorWidth));
       Value count = builder_.create<arith::SubIOp>(loc, end, begin);
       Value remainder = builder_.create<arith::RemSIOp>(loc, count, prologueEnd_->getResult(0));
       Value vectorEnd = builder_.create<arith::SubIOp>(loc, end, remainder);
@@ -527,9 +483,9 @@ private:
     }
     std::vector<Value> initial;
     for (optrt::ReductionKind kind : kinds)
-      initial.push_back(identity(loc, kind, kVectorWidth));
+      initial.push_back(codegen::reductionIdentity(builder_, loc, kind, kVectorWidth));
     for (optrt::ReductionKind kind : kinds)
-      initial.push_back(identity(loc, kind, 1));
+      initial.push_back(codegen::reductionIdentity(builder_, loc, kind, 1));
     size_t numKinds = kinds.size();
 
     auto blocks = builder_.create<scf::ForOp>(loc, begin, end, constantI64(loc, block), initial);

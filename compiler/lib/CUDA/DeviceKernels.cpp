@@ -23,6 +23,7 @@
 // the CPU's, which sums in another order).
 #include "optdsl/CUDAKernelGen.h"
 
+#include "optdsl/Codegen/ElementLoop.h"
 #include "optdsl/Codegen/PhaseBody.h"
 #include "optdsl/Dialect/OptDialect.h"
 
@@ -215,11 +216,6 @@ private:
     return b_.create<arith::SelectOp>(loc_, take, partial, acc);
   }
 
-  Value identity(optrt::ReductionKind kind) {
-    return constF64(kind == optrt::ReductionKind::Max ? -std::numeric_limits<double>::infinity()
-                                                      : 0.0);
-  }
-
   /// {hypers of the tensor's group, step} for per-tensor kernels.
   std::pair<Value, Value> hypersAndStep(Value tensors, Value hypers, Value counter, Value t) {
     Value group = load(i64(), gep(tensors, mul(t, constI64(kTensorRecord)), i64()));
@@ -316,49 +312,13 @@ private:
     return result;
   }
 
-  /// Adds one element's (or lane's) reduction input to an f64 accumulator,
-  /// as the CPU kernels do: Σx for sum/mean, Σx² for norm, max for max.
-  Value accumulate(optrt::ReductionKind kind, Value accumulator, Value input, int64_t width) {
-    Value wide = b_.create<arith::ExtFOp>(loc_, codegen::laneType(f64(), width), input);
-    if (kind == optrt::ReductionKind::Max)
-      return b_.create<arith::MaximumFOp>(loc_, accumulator, wide);
-    if (kind == optrt::ReductionKind::Norm)
-      wide = b_.create<arith::MulFOp>(loc_, wide, wide);
-    return b_.create<arith::AddFOp>(loc_, accumulator, wide);
-  }
-
   /// for i in [lower, upper) step `stride`: the element code at `width`
   /// lanes at i; returns the reduction accumulators.
   FailureOr<std::vector<Value>> elementLoop(int phase, Value lower, Value upper, int64_t stride, int64_t width,
                                             const std::vector<optrt::ReductionKind> &kinds,
                                             std::vector<Value> initial) {
-    auto loop = b_.create<scf::ForOp>(loc_, lower, upper, constI64(stride), initial);
-    OpBuilder::InsertionGuard guard(b_);
-    Block *body = loop.getBody();
-    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
-    if (implicitYield)
-      b_.setInsertionPoint(implicitYield);
-    else
-      b_.setInsertionPointToEnd(body);
-    FailureOr<SmallVector<Value>> inputs =
-        codegen::emitElementBody(b_, phases_[phase], *buffers_, width, access(loop.getInductionVar(), width));
-    if (failed(inputs))
-      return failure();
-    std::vector<Value> next;
-    for (size_t r = 0; r < kinds.size(); ++r)
-      next.push_back(accumulate(kinds[r], loop.getRegionIterArgs()[r], (*inputs)[r], width));
-    b_.create<scf::YieldOp>(loc_, next);
-    if (implicitYield)
-      implicitYield->erase();
-    return std::vector<Value>(loop.getResults().begin(), loop.getResults().end());
-  }
-
-  Value identityOf(optrt::ReductionKind kind, int64_t width) {
-    double value = kind == optrt::ReductionKind::Max ? -std::numeric_limits<double>::infinity() : 0.0;
-    if (width == 1)
-      return constF64(value);
-    auto type = VectorType::get({width}, f64());
-    return b_.create<arith::ConstantOp>(loc_, DenseElementsAttr::get(type, b_.getF64FloatAttr(value)));
+    return codegen::emitElementLoop(b_, loc_, phases_[phase], *buffers_, lower, upper, constI64(stride), width,
+                                    kinds, initial, [&](Value index) { return access(index, width); });
   }
 
   LogicalResult buildElementKernel(int phase) {
@@ -367,9 +327,7 @@ private:
     Value chunks = kernel.getArgument(0), numChunks = kernel.getArgument(1),
           buffers = kernel.getArgument(2), uniforms = kernel.getArgument(3),
           partials = kernel.getArgument(4);
-    std::vector<optrt::ReductionKind> kinds;
-    for (Attribute kind : phases_[phase].getReduce())
-      kinds.push_back(reductionKindOf(cast<StringAttr>(kind).getValue()));
+    std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phases_[phase]);
     int64_t count = static_cast<int64_t>(kinds.size());
     Value tid = threadId();
     // Every thread of a block runs the same chunk iterations, so the
@@ -411,8 +369,8 @@ private:
 
     std::vector<Value> scalarInit, vectorInit;
     for (optrt::ReductionKind kind : kinds) {
-      scalarInit.push_back(identityOf(kind, 1));
-      vectorInit.push_back(identityOf(kind, kVectorLanes));
+      scalarInit.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
+      vectorInit.push_back(codegen::reductionIdentity(b_, loc_, kind, kVectorLanes));
     }
     FailureOr<std::vector<Value>> head =
         elementLoop(phase, add(begin, tid), vbegin, kCudaBlockSize, 1, kinds, scalarInit);
@@ -469,7 +427,7 @@ private:
       optrt::ReductionKind kind = sig_.reductions[r].kind;
       Value local = constI64(r - first);
       auto loop = b_.create<scf::ForOp>(loc_, add(firstChunk, tid), endChunk, constI64(kCudaBlockSize),
-                                        ValueRange{identityOf(kind, 1)});
+                                        ValueRange{codegen::reductionIdentity(b_, loc_, kind, 1)});
       {
         OpBuilder::InsertionGuard inner(b_);
         b_.setInsertionPointToEnd(loop.getBody());
@@ -518,13 +476,6 @@ private:
       store(b_.create<arith::AddFOp>(loc_, load(f64(), counter), constF64(1.0)), counter);
     });
     b_.create<gpu::ReturnOp>(loc_);
-  }
-
-  static optrt::ReductionKind reductionKindOf(StringRef kind) {
-    if (kind == "sum") return optrt::ReductionKind::Sum;
-    if (kind == "mean") return optrt::ReductionKind::Mean;
-    if (kind == "norm") return optrt::ReductionKind::Norm;
-    return optrt::ReductionKind::Max;
   }
 
   ModuleOp optModule_;
