@@ -100,4 +100,17 @@ inline std::vector<double> groupHypers(const RuleLayout &layout, const std::map<
   return hypers;
 }
 
+/// Sets hyper `name` of one group, or of every group when group is -1, after
+/// the same checks as groupHypers; std::out_of_range for a bad group.
+inline void setGroupHyper(std::vector<Group> &groups, const RuleLayout &layout, const std::string &name,
+                          double value, int group, const char *caller) {
+  size_t index = layout.hyperIndex(name, caller);
+  layout.checkHyperValue(index, value, caller);
+  if (group != -1)
+    checkedGroup(groups, group, caller);
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (group == -1 || static_cast<size_t>(group) == g)
+      groups[g].hypers[index] = value;
+}
+
 } // namespace optrt::detail

@@ -317,17 +317,7 @@ void Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>> &gra
 }
 
 void Optimizer::setHyper(const std::string &name, double value, int group) {
-  static const char *caller = "optrt::Optimizer::setHyper";
-  Impl &s = *impl_;
-  size_t index = s.layout.hyperIndex(name, caller);
-  s.layout.checkHyperValue(index, value, caller);
-  if (group == -1) {
-    for (Group &g : s.groups)
-      g.hypers[index] = value;
-    return;
-  }
-  s.checkedGroup(group, caller);
-  s.groups[group].hypers[index] = value;
+  setGroupHyper(impl_->groups, impl_->layout, name, value, group, "optrt::Optimizer::setHyper");
 }
 
 double Optimizer::hyper(const std::string &name, int group) const {

@@ -373,11 +373,7 @@ private:
       return it->second;
     OpBuilder::InsertionGuard guard(builder_);
     builder_.setInsertionPoint(prologueEnd_);
-    Value value = loadAt(loc, f32(), uniformsArg_, slot);
-    if (type.isInteger(1)) {
-      Value zero = builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(0));
-      value = builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNE, value, zero);
-    }
+    Value value = codegen::uniformAsType(builder_, loc, loadAt(loc, f32(), uniformsArg_, slot), type);
     uniformLoads_[slot] = value;
     return value;
   }

@@ -304,10 +304,7 @@ private:
     auto value = b_.create<LLVM::LoadOp>(loc, f32(), gep(tensorUniforms_, slot, f32()), 4);
     // Written by the uniforms kernel before this one starts: read-only here.
     value.setInvariant(true);
-    Value result = value;
-    if (type.isInteger(1))
-      result = b_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNE, value,
-                                        b_.create<arith::ConstantOp>(loc, b_.getF32FloatAttr(0)));
+    Value result = codegen::uniformAsType(b_, loc, value, type);
     uniformLoads_[slot] = result;
     return result;
   }

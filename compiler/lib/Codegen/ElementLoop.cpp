@@ -46,6 +46,13 @@ Value accumulateReduction(OpBuilder &builder, Location loc, optrt::ReductionKind
   return builder.create<arith::AddFOp>(loc, accumulator, wide);
 }
 
+Value uniformAsType(OpBuilder &builder, Location loc, Value slotValue, Type type) {
+  if (!type.isInteger(1))
+    return slotValue;
+  Value zero = builder.create<arith::ConstantOp>(loc, builder.getF32FloatAttr(0));
+  return builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNE, slotValue, zero);
+}
+
 FailureOr<std::vector<Value>> emitElementLoop(OpBuilder &builder, Location loc, opt::PhaseOp phase,
                                               const BufferLayout &buffers, Value lower, Value upper, Value step,
                                               int64_t width, const std::vector<optrt::ReductionKind> &kinds,

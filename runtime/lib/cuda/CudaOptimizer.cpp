@@ -505,16 +505,9 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
 }
 
 void CudaOptimizer::setHyper(const std::string &name, double value, int group) {
-  static const char *caller = "optrt::CudaOptimizer::setHyper";
-  Impl &s = *impl_;
-  size_t index = s.layout.hyperIndex(name, caller);
-  s.layout.checkHyperValue(index, value, caller);
-  if (group != -1)
-    s.checkedGroup(group, caller);
-  for (size_t g = 0; g < s.groups.size(); ++g)
-    if (group == -1 || static_cast<size_t>(group) == g)
-      s.groups[g].hypers[index] = value;
-  s.hypersDirty = true;
+  setGroupHyper(impl_->groups, impl_->layout, name, value, group, "optrt::CudaOptimizer::setHyper");
+  // The device copy is refreshed by the next step.
+  impl_->hypersDirty = true;
 }
 
 double CudaOptimizer::hyper(const std::string &name, int group) const {

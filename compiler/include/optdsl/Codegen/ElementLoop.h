@@ -27,6 +27,10 @@ mlir::Value reductionIdentity(mlir::OpBuilder &builder, mlir::Location loc, optr
 mlir::Value accumulateReduction(mlir::OpBuilder &builder, mlir::Location loc, optrt::ReductionKind kind,
                                 mlir::Value accumulator, mlir::Value input, int64_t width);
 
+/// A uniform as the element code wants it (ElementAccess::uniform's type):
+/// uniform slots hold f32, and an i1 uniform is stored as 0 or 1.
+mlir::Value uniformAsType(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value slotValue, mlir::Type type);
+
 /// Emits the loop and returns the accumulators after it (one per entry of
 /// `kinds`, starting from `initial`). `access(i)` says how the element code
 /// reaches its buffers at induction value i. Fails as emitElementBody.
