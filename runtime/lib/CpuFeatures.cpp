@@ -31,6 +31,8 @@ bool cpuHas(std::string_view feature) {
     return __builtin_cpu_supports("avx512dq");
   if (feature == "avx512vl")
     return __builtin_cpu_supports("avx512vl");
+  if (feature == "avx512vbmi")
+    return __builtin_cpu_supports("avx512vbmi");
 #endif
   return false;
 }

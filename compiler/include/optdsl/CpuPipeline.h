@@ -19,10 +19,10 @@ struct CpuKernelModule {
 
 /// Throws std::invalid_argument for a fixed hyper the rule does not have and
 /// std::runtime_error carrying the rendered diagnostics (file:line:col) when
-/// a stage fails. `avx512` as in buildKernels.
+/// a stage fails. `isa` as in buildKernels.
 CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
                                      const FixedHypers &fixed,
                                      const std::vector<std::string> &layouts = {"f32"},
-                                     bool avx512 = false);
+                                     CpuVectorIsa isa = {});
 
 } // namespace optdsl

@@ -46,6 +46,16 @@ std::string scalarUpdateFunctionName(const std::string &rule);
 /// Elements per vector iteration of the element kernels.
 inline constexpr int64_t kVectorWidth = 16;
 
+/// The vector instructions beyond x86-64 the q8 kernels may use. `avx512`:
+/// AVX-512F permutes for 16-lane table lookups (cpu::Q8Tables); `avx512vbmi`
+/// (with AVX-512BW): byte permutes, 64 q8 elements at a time
+/// (cpu/Q8BytePlanes.h). An artifact lists the features its target has, so a
+/// loader refuses code built with either on a CPU without it.
+struct CpuVectorIsa {
+  bool avx512 = false;
+  bool avx512vbmi = false;
+};
+
 /// Builds the kernels of the single opt.rule in `optModule`, in the explicit
 /// form the opt-kernel-prep pipeline produces (buildKernelPrepPipeline in
 /// optdsl/Transforms/Passes.h), into a new module. Returns null after
@@ -53,12 +63,11 @@ inline constexpr int64_t kVectorWidth = 16;
 /// not in that form. `layouts` are written layouts (optrt/Layout.h); a layout
 /// with q8 states brings its small-tensor fallback (optrt::smallTensorLayout)
 /// along. Throws std::invalid_argument for a layout the rule cannot take
-/// (optrt::validateLayout). `avx512`: the code will run on a target with
-/// AVX-512F, so the q8 kernels may use its permutes (cpu::Q8Tables); false
-/// gives code for any target.
+/// (optrt::validateLayout). `isa`: what the target offers the q8 kernels;
+/// the default gives code for any target.
 mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelSignature &signature,
                                                const std::vector<std::string> &layouts = {"f32"},
-                                               bool avx512 = false);
+                                               CpuVectorIsa isa = {});
 
 /// scf/vector/arith/math/func → LLVM dialect.
 mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module);

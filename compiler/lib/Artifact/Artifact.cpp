@@ -81,8 +81,10 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   mlir::MLIRContext context;
   // Layouts are parsed and checked against the rule by the kernel builder,
   // which also adds each q8 layout's small-tensor fallback.
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed, options.layouts,
-                                                 machine->getMCSubtargetInfo()->checkFeatures("+avx512f"));
+  const llvm::MCSubtargetInfo &subtarget = *machine->getMCSubtargetInfo();
+  CpuKernelModule kernels = buildCpuKernelModule(
+      context, rule, options.fixed, options.layouts,
+      {.avx512 = subtarget.checkFeatures("+avx512f"), .avx512vbmi = subtarget.checkFeatures("+avx512bw,+avx512vbmi")});
   for (const KernelSignature::Layout &layout : kernels.signature.layouts)
     info.layouts.push_back(layout.name);
   mlir::registerBuiltinDialectTranslation(context);

@@ -13,7 +13,7 @@ namespace optdsl {
 
 CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
                                      const FixedHypers &fixed,
-                                     const std::vector<std::string> &layouts, bool avx512) {
+                                     const std::vector<std::string> &layouts, CpuVectorIsa isa) {
   DiagnosticEngine diags(*rule.source);
   MLIRDiagnosticBridge bridge(context, diags);
   auto fail = [&](const std::string &what) {
@@ -31,7 +31,7 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
   if (mlir::failed(prep.run(*optModule)))
     throw fail("the opt passes failed");
   CpuKernelModule result;
-  result.module = buildKernels(*optModule, result.signature, layouts, avx512);
+  result.module = buildKernels(*optModule, result.signature, layouts, isa);
   if (!result.module)
     throw fail("kernel generation failed");
   if (mlir::failed(lowerToLLVMDialect(*result.module)))

@@ -51,7 +51,9 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   mlir::MLIRContext &context = *result->context;
   // The ExecutionEngine compiles for this host with its features.
   llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
-  CpuKernelModule kernels = buildCpuKernelModule(context, rule, fixed, layouts, host.lookup("avx512f"));
+  CpuKernelModule kernels = buildCpuKernelModule(
+      context, rule, fixed, layouts,
+      {.avx512 = host.lookup("avx512f"), .avx512vbmi = host.lookup("avx512bw") && host.lookup("avx512vbmi")});
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 

@@ -9,6 +9,7 @@
 #include "optdsl/Codegen/PhaseBody.h"
 #include "optdsl/Codegen/StateSign.h"
 
+#include "Q8BytePlanes.h"
 #include "StorageCodegen.h"
 #include "optrt/LayoutCheck.h"
 #include "optrt/Storage.h"
@@ -31,6 +32,7 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <tuple>
 #include <stdexcept>
 
 namespace optdsl {
@@ -56,17 +58,20 @@ std::string scalarUpdateFunctionName(const std::string &rule) {
 
 namespace {
 
+/// q8 elements per step of the byte-permute paths (cpu/Q8BytePlanes.h).
+constexpr int64_t kBytePlaneWidth = 64;
+
 class KernelBuilder {
 public:
-  KernelBuilder(ModuleOp optModule, KernelSignature &signature, bool avx512)
-      : optModule_(optModule), signature_(signature), builder_(optModule.getContext()), avx512_(avx512) {}
+  KernelBuilder(ModuleOp optModule, KernelSignature &signature, CpuVectorIsa isa)
+      : optModule_(optModule), signature_(signature), builder_(optModule.getContext()), isa_(isa) {}
 
   OwningOpRef<ModuleOp> run(const std::vector<std::string> &layouts) {
     if (failed(analyse()))
       return nullptr;
     planLayouts(layouts);
     OwningOpRef<ModuleOp> module = ModuleOp::create(rule_.getLoc());
-    tables_.emplace(*module, avx512_);
+    tables_.emplace(*module, isa_.avx512);
     builder_.setInsertionPointToEnd(module->getBody());
     buildInit();
     for (auto [index, phase] : llvm::enumerate(phases_)) {
@@ -326,6 +331,9 @@ private:
       }
       optrt::Dtype dtype = plan.dtype[buffer];
       Value base = bufferBase_.at(plan.storage[buffer]);
+      if (cpu::isQ8(dtype) && isa_.avx512vbmi)
+        return cpu::loadAsF32(builder, loc, scratch_.at(buffer), builder.create<arith::SubIOp>(loc, index, blockStart_),
+                              width, optrt::Dtype::F32);
       if (cpu::isQ8(dtype))
         return cpu::dequantizeQ8(builder, loc, *tables_, plan.dtype[buffer] == optrt::Dtype::Q8Signed, base, index, width,
                                  blockAbsmax_.at(buffer));
@@ -461,9 +469,15 @@ private:
                                                const std::vector<optrt::ReductionKind> &kinds, Value begin,
                                                Value end) {
     constexpr int64_t block = optrt::kQ8BlockElements;
-    std::set<int> written;
+    std::set<int> written, read;
     for (auto store : phase.getElementBody().getOps<opt::StoreStateOp>())
       written.insert(buffers_->state(store.getState()));
+    for (Operation &op : phase.getElementBody().without_terminator()) {
+      if (auto load = dyn_cast<opt::LoadStateOp>(op); load && load.getType().isF32())
+        read.insert(buffers_->state(load.getState()));
+      if (auto reload = dyn_cast<opt::ReloadOp>(op); reload && reload.getState())
+        read.insert(buffers_->state(*reload.getState()));
+    }
     {
       OpBuilder::InsertionGuard guard(builder_);
       builder_.setInsertionPoint(prologueEnd_);
@@ -509,6 +523,10 @@ private:
     Value count = builder_.create<arith::SubIOp>(loc, blockEnd, blockStart_);
     Value remainder = builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kVectorWidth));
     Value vectorEnd = builder_.create<arith::SubIOp>(loc, blockEnd, remainder);
+    if (isa_.avx512vbmi)
+      for (int buffer : read)
+        if (plan.absmax.count(buffer))
+          decodeBlock(loc, plan, buffer, count, remainder);
     auto carried = blocks.getRegionIterArgs();
     std::vector<Value> vectorIn(carried.begin(), carried.begin() + numKinds);
     std::vector<Value> tailIn(carried.begin() + numKinds, carried.end());
@@ -555,24 +573,75 @@ private:
     return combined;
   }
 
+  /// With byte permutes (isa_.avx512vbmi): the block's values of q8 buffer
+  /// `buffer` into its scratch, 64 at a time (then 16 and one at a time, in
+  /// a partial block), where the element loop reads them and writes the new
+  /// ones over them (a phase reads its states before it writes any).
+  void decodeBlock(Location loc, const LayoutPlan &plan, int buffer, Value count, Value remainder) {
+    bool isSigned = plan.dtype[buffer] == optrt::Dtype::Q8Signed;
+    Value codes = bufferBase_.at(plan.storage[buffer]), absmax = blockAbsmax_.at(buffer);
+    Value wideCount = builder_.create<arith::SubIOp>(
+        loc, count, builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kBytePlaneWidth)));
+    Value vectorCount = builder_.create<arith::SubIOp>(loc, count, remainder);
+    eachStep(loc, constantI64(loc, 0), wideCount, kBytePlaneWidth, [&](Value j) {
+      cpu::Lanes64 values = cpu::dequantizeQ8x64(builder_, loc, isSigned, codes,
+                                                 builder_.create<arith::AddIOp>(loc, blockStart_, j), absmax);
+      for (int k = 0; k < 4; ++k)
+        cpu::storeFromF32(builder_, loc, scratch_.at(buffer),
+                          builder_.create<arith::AddIOp>(loc, j, constantI64(loc, 16 * k)), values[k],
+                          optrt::Dtype::F32);
+    });
+    for (auto [lower, upper, width] : {std::tuple{wideCount, vectorCount, kVectorWidth}, std::tuple{vectorCount, count, int64_t{1}}})
+      eachStep(loc, lower, upper, width, [&, width = width](Value j) {
+        Value element = builder_.create<arith::AddIOp>(loc, blockStart_, j);
+        Value values = cpu::dequantizeQ8(builder_, loc, *tables_, isSigned, codes, element, width, absmax);
+        cpu::storeFromF32(builder_, loc, scratch_.at(buffer), j, values, optrt::Dtype::F32);
+      });
+  }
+
+  /// A loop over [lower, upper) in steps of `step`, `body` given the index.
+  void eachStep(Location loc, Value lower, Value upper, int64_t step, llvm::function_ref<void(Value)> body) {
+    auto forOp = builder_.create<scf::ForOp>(loc, lower, upper, constantI64(loc, step));
+    OpBuilder::InsertionGuard guard(builder_);
+    builder_.setInsertionPoint(forOp.getBody()->getTerminator());
+    body(forOp.getInductionVar());
+  }
+
   /// Codes of the block's new values of q8 buffer `buffer` from its scratch:
-  /// 16 at a time, then the partial block's tail.
+  /// with byte permutes 64 at a time first (cpu::quantizeQ8x64), then 16 at
+  /// a time, then the partial block's tail.
   void quantiseBlock(Location loc, const LayoutPlan &plan, int buffer, Value absmax, Value count, Value remainder) {
     bool isSigned = plan.dtype[buffer] == optrt::Dtype::Q8Signed;
     Value codes = bufferBase_.at(plan.storage[buffer]);
     Value vectorCount = builder_.create<arith::SubIOp>(loc, count, remainder);
-    auto emit = [&](Value lower, Value upper, int64_t width) {
-      auto forOp = builder_.create<scf::ForOp>(loc, lower, upper, constantI64(loc, width));
-      OpBuilder::InsertionGuard guard(builder_);
-      builder_.setInsertionPoint(forOp.getBody()->getTerminator());
-      Value j = forOp.getInductionVar();
-      Value x = cpu::loadAsF32(builder_, loc, scratch_.at(buffer), j, width, optrt::Dtype::F32);
-      Value code = cpu::quantizeQ8(builder_, loc, *tables_, isSigned, x, absmax);
-      Value element = builder_.create<arith::AddIOp>(loc, blockStart_, j);
-      builder_.create<LLVM::StoreOp>(loc, code, elementPointer(loc, codes, element, builder_.getIntegerType(8)), 1);
-    };
-    emit(constantI64(loc, 0), vectorCount, kVectorWidth);
-    emit(vectorCount, count, 1);
+    Value wideCount = constantI64(loc, 0);
+    if (isa_.avx512vbmi) {
+      wideCount = builder_.create<arith::SubIOp>(
+          loc, count, builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kBytePlaneWidth)));
+      Value reciprocal = builder_.create<arith::DivFOp>(loc, builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(1.0f)), absmax);
+      // Outside [2^-126, 2^126] 1/absmax is Inf or subnormal (absmax 0 too:
+      // then every code comes from the division, as the reference's).
+      auto bound = [&](float v) { return builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(v)); };
+      Value divide = builder_.create<arith::OrIOp>(
+          loc, builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::ULT, absmax, bound(0x1p-126f)),
+          builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UGT, absmax, bound(0x1p126f)));
+      eachStep(loc, constantI64(loc, 0), wideCount, kBytePlaneWidth, [&](Value j) {
+        cpu::Lanes64 x;
+        for (int k = 0; k < 4; ++k)
+          x[k] = cpu::loadAsF32(builder_, loc, scratch_.at(buffer),
+                                builder_.create<arith::AddIOp>(loc, j, constantI64(loc, 16 * k)), kVectorWidth,
+                                optrt::Dtype::F32);
+        cpu::quantizeQ8x64(builder_, loc, isSigned, x, absmax, reciprocal, divide, codes,
+                           builder_.create<arith::AddIOp>(loc, blockStart_, j));
+      });
+    }
+    for (auto [lower, upper, width] : {std::tuple{wideCount, vectorCount, kVectorWidth}, std::tuple{vectorCount, count, int64_t{1}}})
+      eachStep(loc, lower, upper, width, [&, width = width](Value j) {
+        Value x = cpu::loadAsF32(builder_, loc, scratch_.at(buffer), j, width, optrt::Dtype::F32);
+        Value code = cpu::quantizeQ8(builder_, loc, *tables_, isSigned, x, absmax);
+        Value element = builder_.create<arith::AddIOp>(loc, blockStart_, j);
+        builder_.create<LLVM::StoreOp>(loc, code, elementPointer(loc, codes, element, builder_.getIntegerType(8)), 1);
+      });
   }
 
   ModuleOp optModule_;
@@ -586,7 +655,7 @@ private:
   llvm::DenseMap<Value, int> reductionIndex_; // phase result → runtime reduction slot
   std::optional<codegen::BufferLayout> buffers_;
   std::vector<LayoutPlan> plans_;
-  bool avx512_;
+  CpuVectorIsa isa_;
   std::optional<cpu::Q8Tables> tables_;
   // Per kernel being built:
   const LayoutPlan *plan_ = nullptr;
@@ -604,11 +673,11 @@ private:
 } // namespace
 
 OwningOpRef<ModuleOp> buildKernels(ModuleOp optModule, KernelSignature &signature,
-                                   const std::vector<std::string> &layouts, bool avx512) {
+                                   const std::vector<std::string> &layouts, CpuVectorIsa isa) {
   MLIRContext *context = optModule.getContext();
   context->loadDialect<func::FuncDialect, scf::SCFDialect, vector::VectorDialect,
                        LLVM::LLVMDialect, arith::ArithDialect, math::MathDialect>();
-  return KernelBuilder(optModule, signature, avx512).run(layouts);
+  return KernelBuilder(optModule, signature, isa).run(layouts);
 }
 
 } // namespace optdsl

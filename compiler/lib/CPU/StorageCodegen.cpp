@@ -366,8 +366,6 @@ Value dequantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSi
                                        broadcast(builder, loc, absmax, width));
 }
 
-namespace {
-
 /// The dynamic map's layout by decade, read off the map itself: its positive
 /// entries below 1 fall into 7 decades (1e-7, 1e-6], ..., (0.1, 1), each an
 /// almost evenly spaced run of entries. Decade i (counted as the number of
@@ -377,9 +375,6 @@ namespace {
 /// Over the decade's own range [bound, 10 bound) that is base - 1 at the
 /// bottom (the first entry sits half a spacing above the bound) and the
 /// decade's last code at the top, so no clamping per decade is needed.
-struct Decade {
-  float inverseSpacing, offset;
-};
 constexpr float kDecadeBounds[6] = {1e-6f, 1e-5f, 1e-4f, 1e-3f, 1e-2f, 1e-1f};
 
 int decadeOf(float a) {
@@ -409,8 +404,6 @@ std::vector<Decade> decades(const optrt::Q8Map &map) {
   }
   return result;
 }
-
-} // namespace
 
 Value quantizeQ8(OpBuilder &builder, Location loc, Q8Tables &tables, bool isSigned, Value x, Value absmax) {
   int64_t width = widthOf(x);

@@ -7,9 +7,12 @@
 #pragma once
 
 #include "optrt/Layout.h"
+#include "optrt/Storage.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
+
+#include <vector>
 
 namespace optdsl::cpu {
 
@@ -77,6 +80,17 @@ mlir::Value dequantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables 
 /// scalar): optrt::quantizeBlockwise, non-finite policy included.
 mlir::Value quantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables &tables, bool isSigned,
                        mlir::Value x, mlir::Value absmax);
+
+/// The dynamic map's decades, as quantizeQ8 locates n among the entries:
+/// decade i holds the magnitudes with i of the bounds 1e-6 ... 0.1 at or
+/// below them (decadeOf), and floor(|n| * inverseSpacing + offset) of its
+/// model is about the code of the entry at or below |n| (comments in
+/// StorageCodegen.cpp). Also used by the 64-lane quantiser (Q8BytePlanes.h).
+struct Decade {
+  float inverseSpacing, offset;
+};
+std::vector<Decade> decades(const optrt::Q8Map &map);
+int decadeOf(float magnitude);
 
 /// |x| where x is finite, else 0: what a value contributes to its block's
 /// absmax.

@@ -149,7 +149,8 @@ typedef struct optdsl_artifact {
   const char *cpu;      /* the CPU the kernels were compiled for, e.g. "x86-64-v3" */
   /* Comma-separated instruction-set features the kernels need, from a fixed
    * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
-   * avx512dq avx512vl. */
+   * avx512dq avx512vl avx512vbmi (the last added within ABI version 1: an
+   * older loader refuses an artifact naming it, as it should). */
   const char *cpu_features;
   const optdsl_hyper *hypers;
   uint32_t num_states;
