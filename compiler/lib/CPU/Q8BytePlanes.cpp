@@ -11,6 +11,7 @@
 #include "mlir/IR/BuiltinTypes.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -19,6 +20,9 @@ namespace optdsl::cpu {
 using namespace mlir;
 
 namespace {
+
+/// _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC.
+constexpr int32_t kRoundDown = 9;
 
 VectorType bytes64(OpBuilder &builder) { return VectorType::get({64}, builder.getIntegerType(8)); }
 
@@ -69,8 +73,7 @@ int packedElement(int q) { return 16 * ((q >> 2) & 3) + 4 * (q >> 4) + (q & 3); 
 /// vectors in element order: per byte plane of the 256 f32 entries, two
 /// vpermi2b over its halves and a blend on the code's bit 7; then the
 /// planes are interleaved into f32 lanes.
-Lanes64 lookupPacked(OpBuilder &builder, Location loc, std::vector<float> table, Value packed) {
-  table.resize(256, INFINITY);
+Lanes64 lookupPacked(OpBuilder &builder, Location loc, const std::array<float, 256> &table, Value packed) {
   Value high = builder.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, packed,
                                              byteConstant(builder, loc, std::vector<int8_t>(64, 0)));
   std::array<Value, 4> planes;
@@ -149,11 +152,13 @@ Value packLowBytes(OpBuilder &builder, Location loc, const std::array<Value, 4> 
 /// last code below). The binades are those of 2^-20 .. 2^-4 clamped into 16
 /// (2^-19 takes all below it, its pair (1e-7 decade, 1e-6 decade) being
 /// right there too; 2^-4 all above), so four vpermps give the two models.
-/// |n| is capped at 2 (NaN too: its code is the 0 entry anyway) so P is
-/// finite. Checked exhaustively for every f32 in [-2, 2] and for both maps
-/// against the thresholds (code = P + [t[P] <= n]), and that every n within
-/// 8 ulps of a threshold probes that threshold, which the reciprocal's
-/// fix-up relies on.
+/// |n| is capped at 1 (NaN too: its code is the 0 entry anyway), which
+/// keeps P in [0, 254] and its mirror in [-1, 253]; -1 probes the byte 255,
+/// whose threshold is -Inf (every n counts it: code 0), so no clamping.
+/// Checked exhaustively for every f32 in [-2, 2] and for both maps against
+/// the thresholds (code = P + [t[P] <= n]), and that every n within 8 ulps
+/// of a threshold probes that threshold, which the reciprocal's fix-up
+/// relies on.
 std::pair<std::array<Value, 4>, Value> codesOf(OpBuilder &builder, Location loc, bool isSigned, const Lanes64 &n) {
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
   std::vector<Decade> models = decades(map);
@@ -173,28 +178,33 @@ std::pair<std::array<Value, 4>, Value> codesOf(OpBuilder &builder, Location loc,
   std::array<Value, 4> probes;
   for (int k = 0; k < 4; ++k) {
     Value a = builder.create<math::AbsFOp>(loc, n[k]);
-    Value two = f32Splat(builder, loc, 2.0f);
-    a = select(cmpf(arith::CmpFPredicate::OLT, a, two), a, two);
+    Value one = f32Splat(builder, loc, 1.0f);
+    a = select(cmpf(arith::CmpFPredicate::OLT, a, one), a, one);
     Value exponent = builder.create<arith::ShRUIOp>(loc, bitsOf(a), i32Splat(builder, loc, 23));
     exponent = builder.create<arith::MinSIOp>(
         loc, builder.create<arith::MaxSIOp>(loc, exponent, i32Splat(builder, loc, 108)), i32Splat(builder, loc, 123));
     auto model = [&](llvm::ArrayRef<float> inverse, llvm::ArrayRef<float> offset) {
-      return builder.create<arith::AddFOp>(
-          loc, builder.create<arith::MulFOp>(loc, a, permute16(builder, loc, inverse, exponent)),
-          permute16(builder, loc, offset, exponent));
+      return builder.create<math::FmaOp>(loc, a, permute16(builder, loc, inverse, exponent),
+                                         permute16(builder, loc, offset, exponent));
     };
     Value below = model(inverseLow, offsetLow), above = model(inverseHigh, offsetHigh);
     Value smaller = select(cmpf(arith::CmpFPredicate::OLT, below, above), below, above);
-    Value probe = builder.create<arith::FPToSIOp>(loc, i32Type, builder.create<math::FloorOp>(loc, smaller));
+    // floor and conversion in one vcvtps2dq, rounding toward -Inf.
+    Value probe = builder.create<LLVM::CallIntrinsicOp>(
+                             loc, i32Type, "llvm.x86.avx512.mask.cvtps2dq.512",
+                             ValueRange{smaller, i32Splat(builder, loc, 0),
+                                        builder.create<arith::ConstantOp>(loc, builder.getI16IntegerAttr(-1)),
+                                        builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(kRoundDown))})
+                      .getResult(0);
     // Negative n: the mirrored threshold (quantizeQ8), none for the unsigned map.
     Value mirrored = isSigned ? builder.create<arith::SubIOp>(loc, i32Splat(builder, loc, 2 * map.zeroCode() - 1), probe)
                                     .getResult()
                               : i32Splat(builder, loc, 0);
-    probe = select(cmpf(arith::CmpFPredicate::OLT, n[k], f32Splat(builder, loc, 0.0f)), mirrored, probe);
-    probes[k] = builder.create<arith::MinSIOp>(
-        loc, builder.create<arith::MaxSIOp>(loc, probe, i32Splat(builder, loc, 0)), i32Splat(builder, loc, 254));
+    probes[k] = select(cmpf(arith::CmpFPredicate::OLT, n[k], f32Splat(builder, loc, 0.0f)), mirrored, probe);
   }
-  std::vector<float> thresholds(map.thresholds().begin(), map.thresholds().end());
+  std::array<float, 256> thresholds;
+  std::copy(map.thresholds().begin(), map.thresholds().end(), thresholds.begin());
+  thresholds[255] = -INFINITY;
   Lanes64 t = lookupPacked(builder, loc, thresholds, packLowBytes(builder, loc, probes));
   std::array<Value, 4> codes;
   Value near;
@@ -225,7 +235,7 @@ Lanes64 dequantizeQ8x64(OpBuilder &builder, Location loc, bool isSigned, Value c
                                                        ValueRange{raw, byteConstant(builder, loc, order)})
                      .getResult(0);
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
-  Lanes64 values = lookupPacked(builder, loc, std::vector<float>(map.values().begin(), map.values().end()), packed);
+  Lanes64 values = lookupPacked(builder, loc, map.values(), packed);
   Value scale = broadcast16(builder, loc, absmax);
   for (Value &v : values)
     v = builder.create<arith::MulFOp>(loc, v, scale);
