@@ -633,6 +633,77 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   }
 }
 
+/// The same boundaries with absmax far from a power of two, where the
+/// 64-lane quantiser's x * fl(1 / absmax) often differs from fl(x / absmax)
+/// by an ulp or two (it divides again only for groups with a value within a
+/// few ulps of a threshold), and with absmax where it always divides
+/// (subnormal, above 2^126, 0): per absmax a, blocks starting with a and
+/// holding fl(t a) and its 6 f32 neighbours either side for every threshold
+/// t, both signs, and uniform values in [-a, a]. Codes must be
+/// quantizeBlockwise's exactly.
+TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
+  static const char *source = R"(optimizer copy_grad {
+  hyper lr = 0;
+  state s;
+  state v;
+  s = grad;
+  v = max(grad, 0);
+  param = param - lr * s;
+})";
+  auto rule = compileSource(std::make_shared<const SourceFile>("copy_grad.opt", source), std::cerr);
+  ASSERT_TRUE(rule);
+  auto kernels = jitCompile(*rule, {{"lr", 0}}, {"state=q8"});
+  std::mt19937 rng(34);
+  std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
+  for (bool isSigned : {true, false}) {
+    const optrt::Q8Map &map = optrt::q8Map(isSigned);
+    std::vector<float> grad;
+    for (float a : {0.7f, 3.3f, 1.0f / 3.0f, 0.9999999f, 1.37e-20f, 6.1e25f, 0x1.8p-126f, 0x1.8p-130f, 0x1.8p126f,
+                    0x1.fffffep127f, 0.0f}) {
+      std::vector<float> values;
+      for (float t : map.thresholds())
+        for (float sign : {1.0f, -1.0f}) {
+          float x = sign * t * a;
+          for (int step = 0; step < 6; ++step)
+            x = std::nextafter(x, -2.0f * std::fabs(x));
+          for (int step = 0; step < 13; ++step, x = std::nextafter(x, 2.0f * std::fabs(x) + 1e-45f))
+            if (std::fabs(x) <= a)
+              values.push_back(x);
+        }
+      for (int i = 0; i < 2000; ++i)
+        values.push_back(uniform(rng) * a);
+      // Blocks of 256 starting with a (absmax a whatever follows), padded
+      // with 0 to whole blocks.
+      for (size_t i = 0; i < values.size(); ++i) {
+        if (grad.size() % 256 == 0)
+          grad.push_back(a);
+        grad.push_back(values[i]);
+      }
+      while (grad.size() % 256 != 0)
+        grad.push_back(0.0f);
+    }
+    std::vector<float> param(grad.size(), 0.0f);
+    optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
+    optimizer.addGroup({param.data()}, {param.size()});
+    optimizer.step({{grad.data()}});
+    std::vector<float> exact = grad;
+    if (!isSigned)
+      for (float &x : exact)
+        x = std::fmax(x, 0.0f);
+    std::vector<uint8_t> codes(exact.size());
+    std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
+    optrt::quantizeBlockwise(map, exact, codes, absmax);
+    optrt::dequantizeBlockwise(map, codes, absmax, ref);
+    std::vector<float> ours = optimizer.readState(isSigned ? "s" : "v", 0, 0);
+    size_t differ = 0;
+    for (size_t i = 0; i < ours.size(); ++i)
+      if (bits(ours[i]) != bits(ref[i]) && differ++ < 5)
+        ADD_FAILURE() << (isSigned ? "signed" : "unsigned") << " element " << i << " = " << exact[i] << " (absmax "
+                      << absmax[i / 256] << "): kernel " << ours[i] << ", reference " << ref[i];
+    EXPECT_EQ(differ, 0u);
+  }
+}
+
 /// f16 and bf16 stochastic rounding in the kernel over every range: f16
 /// normals, subnormals, values far below the smallest subnormal, above the
 /// largest finite value, f32 subnormals, zeros, +-Inf and NaN, each stored by
