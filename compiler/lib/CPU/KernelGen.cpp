@@ -316,9 +316,10 @@ private:
   /// How the CPU kernel reads and writes: raw pointers per buffer, indexed
   /// by the loop's induction variable, converted from and to the layout's
   /// storage (StorageCodegen.h); uniform slots loaded once, ahead of the
-  /// loops. A q8 state is read from the block's codes and absmax, and
-  /// written to the block's f32 scratch (quantised when the block is done),
-  /// its finite magnitudes folded into the block's absmax as they go.
+  /// loops. A q8 state is read from the block's codes and absmax (with byte
+  /// permutes: from the scratch the block was decoded into), and written to
+  /// the block's f32 scratch (quantised when the block is done), its finite
+  /// magnitudes folded into the block's absmax as they go.
   codegen::ElementAccess access(Value index, int64_t width) {
     codegen::ElementAccess access;
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
@@ -458,8 +459,9 @@ private:
 
   /// The kernel of a layout with q8 states: one pass over [begin, end) in
   /// blocks of 256 elements (begin is a multiple of 256; the tensor's last
-  /// block may be partial). Per block, each q8 state's absmax is read once,
-  /// the element code runs 16 lanes at a time (then a scalar tail, in the
+  /// block may be partial). Per block, each q8 state's absmax is read once
+  /// (with byte permutes, each q8 state the phase reads is decoded into its
+  /// scratch), the element code runs 16 lanes at a time (then a scalar tail, in the
   /// last block only) writing new q8-state values to a 256-float scratch and
   /// their block absmax to an accumulator, and then each q8 state this phase
   /// writes is quantised from the scratch and stored with its new absmax.
