@@ -637,10 +637,11 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
 /// 64-lane quantiser's x * fl(1 / absmax) often differs from fl(x / absmax)
 /// by an ulp or two (it divides again only for groups with a value within a
 /// few ulps of a threshold), and with absmax where it always divides
-/// (subnormal, above 2^126, 0): per absmax a, blocks starting with a and
-/// holding fl(t a) and its 6 f32 neighbours either side for every threshold
-/// t, both signs, and uniform values in [-a, a]. Codes must be
-/// quantizeBlockwise's exactly.
+/// (subnormal, above 2^126) and where it must give the division's NaN and
+/// +-Inf (absmax 0): per absmax a, blocks starting with a and holding fl(t a)
+/// and its 6 f32 neighbours either side for every threshold t, both signs,
+/// and uniform values in [-a, a]; and a block of zeros with +-Inf and NaN.
+/// Codes must be quantizeBlockwise's exactly.
 TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
   static const char *source = R"(optimizer copy_grad {
   hyper lr = 0;
@@ -682,6 +683,14 @@ TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
       while (grad.size() % 256 != 0)
         grad.push_back(0.0f);
     }
+    // A block of absmax 0 holding +-Inf and NaN (0 * Inf: the reciprocal of
+    // 0 is Inf, and x * Inf must give x / 0's codes).
+    size_t zeroBlock = grad.size();
+    grad.resize(zeroBlock + 256, 0.0f);
+    grad[zeroBlock + 1] = -0.0f;
+    grad[zeroBlock + 70] = INFINITY;
+    grad[zeroBlock + 130] = -INFINITY;
+    grad[zeroBlock + 200] = NAN;
     std::vector<float> param(grad.size(), 0.0f);
     optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
     optimizer.addGroup({param.data()}, {param.size()});
@@ -689,7 +698,7 @@ TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
     std::vector<float> exact = grad;
     if (!isSigned)
       for (float &x : exact)
-        x = std::fmax(x, 0.0f);
+        x = std::isnan(x) ? x : std::fmax(x, 0.0f);
     std::vector<uint8_t> codes(exact.size());
     std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
     optrt::quantizeBlockwise(map, exact, codes, absmax);

@@ -621,12 +621,15 @@ private:
       wideCount = builder_.create<arith::SubIOp>(
           loc, count, builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kBytePlaneWidth)));
       Value reciprocal = builder_.create<arith::DivFOp>(loc, builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(1.0f)), absmax);
-      // Outside [2^-126, 2^126] 1/absmax is Inf or subnormal (absmax 0 too:
-      // then every code comes from the division, as the reference's).
+      // Outside [2^-126, 2^126] 1/absmax is Inf or subnormal: divide. Not
+      // for absmax 0 (all-zero blocks are common): 1/0 = Inf, and x * Inf is
+      // x / 0 for every x such a block holds (+-0 -> NaN, +-Inf, NaN).
       auto bound = [&](float v) { return builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(v)); };
+      Value tiny = builder_.create<arith::AndIOp>(
+          loc, builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, absmax, bound(0.0f)),
+          builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OLT, absmax, bound(0x1p-126f)));
       Value divide = builder_.create<arith::OrIOp>(
-          loc, builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::ULT, absmax, bound(0x1p-126f)),
-          builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UGT, absmax, bound(0x1p126f)));
+          loc, tiny, builder_.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UGT, absmax, bound(0x1p126f)));
       eachStep(loc, constantI64(loc, 0), wideCount, kBytePlaneWidth, [&](Value j) {
         cpu::Lanes64 x;
         for (int k = 0; k < 4; ++k)

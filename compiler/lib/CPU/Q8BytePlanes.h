@@ -23,8 +23,8 @@ Lanes64 dequantizeQ8x64(mlir::OpBuilder &builder, mlir::Location loc, bool isSig
 /// The codes of 64 f32 values x in a block of absmax `absmax`, as
 /// quantizeQ8 gives them (n = fl(x / absmax), IEEE division), stored at
 /// codes[index]. `reciprocal` is fl(1 / absmax) and `divide` (i1) says the
-/// block must divide (absmax outside [2^-126, 2^126], where x * reciprocal
-/// can be more than a few ulps from n): otherwise the codes come from
+/// block must divide (absmax outside [2^-126, 2^126] and not 0, where
+/// x * reciprocal can be more than a few ulps from n): otherwise the codes come from
 /// x * reciprocal, and only a group of 64 with an element within 8 ulps of a
 /// threshold divides (a branch taken for 0.25-0.5% of groups on random data).
 void quantizeQ8x64(mlir::OpBuilder &builder, mlir::Location loc, bool isSigned, const Lanes64 &x,
