@@ -14,6 +14,7 @@
 
 #include <algorithm>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 
@@ -194,6 +195,61 @@ TEST(Artifact, PrecisionLayoutsStepLikeTheJit) {
       b.stepStored({g});
       EXPECT_EQ(pa, pb) << "params differ after step " << step;
       for (const char *state : {"m1", "m2", "nu"})
+        for (size_t k = 0; k < sizes.size(); ++k) {
+          std::vector<float> sa = a.readState(state, 0, k), sb = b.readState(state, 0, k);
+          ASSERT_EQ(std::memcmp(sa.data(), sb.data(), sa.size() * sizeof(float)), 0) << state << " " << k;
+        }
+    }
+  }
+}
+
+/// The q8 kernels of an AVX-512F target without VBMI (x86-64-v4: 16-lane
+/// vpermi2ps lookups, x / absmax) step to the bits of the JIT's (on a VBMI
+/// host: 64-lane byte permutes, x * (1 / absmax) with its fix-up), over
+/// whole and partial blocks, several chunks and a block of zeros.
+TEST(Artifact, Q8WithoutVbmiStepsLikeTheJit) {
+  auto artifact = optrt::loadArtifact(artifactPath("adamw_q8_v4"));
+  EXPECT_EQ(artifact->cpu, "x86-64-v4");
+  std::vector<std::string> written = {"state=q8", "param=bf16,master=f32,state=q8"};
+  auto reference = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt", {{"amsgrad", 0}}, written);
+  for (const std::string &text : written) {
+    SCOPED_TRACE(text);
+    optrt::Layout layout = optrt::Layout::parse(text);
+    std::vector<size_t> sizes = {5000, 70001};
+    std::mt19937 rng(9);
+    std::normal_distribution<float> normal;
+    std::vector<std::vector<uint32_t>> pa, pb;
+    std::vector<void *> va, vb;
+    for (size_t n : sizes) {
+      std::vector<float> x(n);
+      for (float &v : x)
+        v = normal(rng);
+      std::vector<uint32_t> raw(n);
+      optrt::encodeF32(layout.param, x, raw.data(), nullptr);
+      pa.push_back(raw);
+      pb.push_back(raw);
+    }
+    for (size_t k = 0; k < sizes.size(); ++k) {
+      va.push_back(pa[k].data());
+      vb.push_back(pb[k].data());
+    }
+    optrt::Optimizer a(artifact, {.threads = 2, .chunkElements = 4096, .layout = text});
+    optrt::Optimizer b(reference, {.threads = 2, .chunkElements = 4096, .layout = text});
+    a.addGroupStored(va, sizes);
+    b.addGroupStored(vb, sizes);
+    for (int step = 1; step <= 3; ++step) {
+      std::vector<std::vector<float>> grads;
+      std::vector<const void *> g;
+      for (size_t n : sizes) {
+        grads.emplace_back(n);
+        for (size_t i = 0; i < n; ++i)
+          grads.back()[i] = i / 256 == 3 ? 0.0f : normal(rng) * std::exp2(static_cast<float>(i % 40) - 20.0f);
+        g.push_back(grads.back().data());
+      }
+      a.stepStored({g});
+      b.stepStored({g});
+      EXPECT_EQ(pa, pb) << "params differ after step " << step;
+      for (const char *state : {"exp_avg", "exp_avg_sq"})
         for (size_t k = 0; k < sizes.size(); ++k) {
           std::vector<float> sa = a.readState(state, 0, k), sb = b.readState(state, 0, k);
           ASSERT_EQ(std::memcmp(sa.data(), sb.data(), sa.size() * sizeof(float)), 0) << state << " " << k;
