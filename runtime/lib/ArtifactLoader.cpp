@@ -124,6 +124,7 @@ private:
     result->finishEntries = names(cuda.finish_entries, "finish_entries");
     result->scalarsEntry = string(cuda.scalars_entry, (where + "scalars_entry").c_str());
     result->advanceEntry = string(cuda.advance_entry, (where + "advance_entry").c_str());
+    result->layout = layout;
     result->blockSize = cuda.block_size;
     result->buffersPerTensor = cuda.buffers_per_tensor;
     result->uniformStride = cuda.uniform_stride;

@@ -75,16 +75,22 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   llvm::TargetMachine *machine = result.machine.get();
   info.cpu = machine->getTargetCPU().str();
   info.cpuFeatures = requiredCpuFeatures(*machine);
-  if (options.cuda)
-    info.cuda = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed));
 
   mlir::MLIRContext context;
   // Layouts are parsed and checked against the rule by the kernel builder,
   // which also adds each q8 layout's small-tensor fallback.
   CpuKernelModule kernels = buildCpuKernelModule(context, rule, options.fixed, options.layouts,
                                                  machine->getMCSubtargetInfo()->checkFeatures("+avx512f"));
-  for (const KernelSignature::Layout &layout : kernels.signature.layouts)
+  for (const KernelSignature::Layout &layout : kernels.signature.layouts) {
     info.layouts.push_back(layout.name);
+    // Each layout's CUDA kernels (small-tensor fallbacks included) are a
+    // device module of their own.
+    if (options.cuda) {
+      CudaCompileOptions cudaOptions;
+      cudaOptions.layout = layout.name;
+      info.cuda[layout.name] = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed, cudaOptions));
+    }
+  }
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
   result.module = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);

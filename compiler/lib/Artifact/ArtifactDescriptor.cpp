@@ -43,9 +43,10 @@ public:
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
     }
-    // The CUDA backend builds the f32 layout only: its kernels go with it.
-    for (const KernelSignature::Layout &layout : signature.layouts)
-      layouts.push_back(layoutRecord(signature, layout, layout.name == "f32" ? info.cuda.get() : nullptr));
+    for (const KernelSignature::Layout &layout : signature.layouts) {
+      auto cuda = info.cuda.find(layout.name);
+      layouts.push_back(layoutRecord(signature, layout, cuda == info.cuda.end() ? nullptr : cuda->second.get()));
+    }
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
                    array(hypers), u32(states.size()), u32(reductions.size()), array(states),

@@ -1,9 +1,9 @@
 // How the CPU element kernels read and write a buffer stored in a precision
 // layout (optrt/Layout.h): the conversions between f32 lanes and bf16, f16 and
-// q8 storage, emitted as arith and LLVM-dialect operations. Each one must give
-// exactly the bits of the runtime's storage reference (optrt/Storage.h), which
-// tests/layouts checks kernel by kernel; the comments say why each step is
-// what it is.
+// q8 storage: the loads, stores and table lookups around the backend-neutral
+// arithmetic of Codegen/StorageArith.h. Each one must give exactly the bits
+// of the runtime's storage reference (optrt/Storage.h), which tests/layouts
+// checks kernel by kernel.
 #pragma once
 
 #include "optrt/Layout.h"
@@ -39,11 +39,6 @@ mlir::Value loadJoinedMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir:
 void storeSplitMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
                       mlir::Value remainder, mlir::Value index, mlir::Value value);
 
-/// optrt::stochasticBitsFromKey(key, index + lane) for `width` lanes: key an
-/// i32 scalar, index the i64 element index of lane 0.
-mlir::Value stochasticBits(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key,
-                           mlir::Value index, int64_t width);
-
 /// The constant tables of the q8 maps, created once per module: the 256
 /// entries (dequantisation) and the 255 thresholds (quantisation) of
 /// optrt::q8Map(signed), and how the kernels look them up.
@@ -77,11 +72,5 @@ mlir::Value dequantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables 
 /// scalar): optrt::quantizeBlockwise, non-finite policy included.
 mlir::Value quantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables &tables, bool isSigned,
                        mlir::Value x, mlir::Value absmax);
-
-/// |x| where x is finite, else 0: what a value contributes to its block's
-/// absmax.
-mlir::Value finiteMagnitude(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value x);
-
-bool isQ8(optrt::Dtype dtype);
 
 } // namespace optdsl::cpu
