@@ -64,11 +64,6 @@ struct SavedTensor {
   std::vector<SavedBuffer> buffers;
 };
 
-size_t bufferBytes(const BufferDesc &buffer, size_t n) {
-  return buffer.role == BufferRole::StateAbsmax ? sizeof(float) * q8Blocks(n, buffer.blockElements)
-                                                : elementBytes(buffer.dtype, n);
-}
-
 } // namespace
 
 void Optimizer::saveState(std::ostream &out) const {
