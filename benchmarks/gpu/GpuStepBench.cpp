@@ -1,15 +1,22 @@
-// Optimizer step speed on the GPU: `step/<rule>/f32/<shape>`, run by
+// Optimizer step speed on the GPU: `step/<rule>/<layout>/<shape>`, run by
 // optrt::CudaOptimizer on GPU 0 with one device allocation per tensor (as a
-// framework's allocator gives them). Counters: GBps (the step's minimal bytes
-// / time), copy_GBps (a device-to-device copy moving the same bytes, read +
-// write, measured in the same process right after: the bandwidth ceiling)
-// and roofline = GBps / copy_GBps. Each iteration is one step followed by a
-// context synchronize, timed on the host (a step is ~1 ms at 124M params, the
-// synchronize some microseconds). Exits with a message where there is no GPU.
+// framework's allocator gives them), params and gradients stored in the
+// layout's dtypes. Counters: GBps (the step's minimal bytes / time: every
+// buffer of the layout's kernels read once and, but for the gradient and a
+// param that has an f32 master, written once), copy_GBps (the same-traffic
+// reference of the layout: a device-to-device copy moving the same bytes,
+// read + write, measured in the same process right after: the bandwidth
+// ceiling) and roofline = GBps / copy_GBps; bytes_per_param (that traffic)
+// and state_bytes_per_param (resident master + states, memoryReport). Each
+// iteration is one step followed by a context synchronize, timed on the host
+// (a step is ~1 ms at 124M params, the synchronize some microseconds). Exits
+// with a message where there is no GPU.
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
+#include "optrt/Layout.h"
+#include "optrt/Storage.h"
 
 #include "cuda/DeviceMemory.h"
 #include "cuda/Driver.h"
@@ -41,15 +48,31 @@ std::vector<size_t> shape(const std::string &name) {
   return sizes;
 }
 
-/// f32 streams per element the step must touch (hypers fixed as below).
-struct Traffic {
-  int readOnly;  // grad
-  int readWrite; // param and the states the step updates
-};
-const std::map<std::string, Traffic> kTraffic = {
-    {"adamw", {1, 3}},    // 28 B/param
-    {"ademamix", {1, 4}}, // 36 B/param
-};
+/// The layouts measured: f32, 16-bit states, bf16 params with an f32 or a
+/// 16-bit-remainder master, q8 states.
+const std::vector<std::string> kLayouts = {"f32", "state=bf16", "param=bf16,master=f32",
+                                           "param=bf16,master=f32,state=q8",
+                                           "param=bf16,grad=bf16,master=remainder,state=q8"};
+
+/// Bytes a step of `layout` must move for a tensor of n elements: each
+/// buffer of its kernels read and written once, except the gradient (read
+/// only) and a param that has an f32 master (written only: the kernel reads
+/// the master).
+double stepBytes(const optrt::LayoutKernels &layout, size_t n) {
+  bool f32Master = false;
+  for (const optrt::BufferDesc &buffer : layout.buffers)
+    f32Master |= buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32;
+  double bytes = 0;
+  for (const optrt::BufferDesc &buffer : layout.buffers) {
+    double once = buffer.role == optrt::BufferRole::StateAbsmax
+                      ? 4.0 * static_cast<double>(optrt::q8Blocks(n, buffer.blockElements))
+                      : static_cast<double>(optrt::elementBytes(buffer.dtype, n));
+    bool readOnce = buffer.role == optrt::BufferRole::Grad || (buffer.role == optrt::BufferRole::Param && f32Master);
+    bytes += readOnce ? once : 2 * once;
+  }
+  return bytes;
+}
+
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
     {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}};
 
@@ -94,26 +117,47 @@ double copyGBps(double bytes, int repetitions) {
   return 2.0 * static_cast<double>(half) * repetitions / seconds / 1e9;
 }
 
-void BM_Step(benchmark::State &state, const std::string &rule, const std::string &shapeName) {
+/// A device buffer of n elements of `dtype`, every element `value`.
+DeviceMemory filled(optrt::Dtype dtype, size_t n, float value, const char *what) {
+  const Driver &d = *gpu().d;
+  size_t words = (optrt::elementBytes(dtype, n) + 3) / 4;
+  DeviceMemory memory(d, gpu().context, words * 4, what);
+  uint32_t pattern = 0;
+  if (dtype == optrt::Dtype::F32) {
+    std::memcpy(&pattern, &value, 4);
+  } else {
+    uint16_t half = dtype == optrt::Dtype::BF16 ? optrt::f32ToBf16(value) : optrt::f32ToF16(value);
+    pattern = static_cast<uint32_t>(half) * 0x10001u;
+  }
+  d.check(d.cuMemsetD32_v2(memory.get(), pattern, words), "cuMemsetD32_v2");
+  return memory;
+}
+
+void BM_Step(benchmark::State &state, const std::string &rule, const std::string &layoutText,
+             const std::string &shapeName) {
   const Driver &d = *gpu().d;
   std::vector<size_t> sizes = shape(shapeName);
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;
   optdsl::CheckedRule checked = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + rule + ".opt");
-  auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(checked, kFixedHypers.at(rule)));
-  optrt::CudaOptimizer optimizer(optdsl::jitCompile(checked, kFixedHypers.at(rule)), device);
+  auto host = optdsl::jitCompile(checked, kFixedHypers.at(rule), {layoutText});
+  std::vector<std::shared_ptr<const optrt::CudaKernels>> device;
+  for (const optrt::LayoutKernels &layout : host->layouts) {
+    optdsl::CudaCompileOptions options;
+    options.layout = layout.name;
+    device.push_back(std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(checked, kFixedHypers.at(rule), options)));
+  }
+  optrt::CudaOptimizerOptions options;
+  options.layout = layoutText;
+  optrt::CudaOptimizer optimizer(host, device, options);
+  optrt::Layout layout = optrt::Layout::parse(layoutText);
   std::vector<DeviceMemory> params, grads;
   std::vector<optrt::DevicePtr> paramPointers, gradPointers;
-  float paramValue = 0.02f, gradValue = 1e-3f;
-  unsigned paramBits, gradBits;
-  std::memcpy(&paramBits, &paramValue, 4);
-  std::memcpy(&gradBits, &gradValue, 4);
+  double bytesPerStep = 0;
   for (size_t size : sizes) {
-    params.emplace_back(d, gpu().context, size * sizeof(float), "param");
-    grads.emplace_back(d, gpu().context, size * sizeof(float), "grad");
-    d.check(d.cuMemsetD32_v2(params.back().get(), paramBits, size), "cuMemsetD32_v2");
-    d.check(d.cuMemsetD32_v2(grads.back().get(), gradBits, size), "cuMemsetD32_v2");
+    params.push_back(filled(layout.param, size, 0.02f, "param"));
+    grads.push_back(filled(layout.grad, size, 1e-3f, "grad"));
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
@@ -130,8 +174,13 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     state.SetIterationTime(seconds);
     total += seconds;
   }
-  const Traffic &traffic = kTraffic.at(rule);
-  double bytesPerStep = 4.0 * elements * (traffic.readOnly + 2 * traffic.readWrite);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    const std::string &name = optimizer.tensorLayout(0, t);
+    for (const optrt::LayoutKernels &kernels : host->layouts)
+      if (kernels.name == name)
+        bytesPerStep += stepBytes(kernels, sizes[t]);
+  }
+  optrt::MemoryReport memory = optimizer.memoryReport();
   double gbps = bytesPerStep * static_cast<double>(state.iterations()) / total / 1e9;
   params.clear();
   grads.clear();
@@ -140,6 +189,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   state.counters["copy_GBps"] = ceiling;
   state.counters["roofline"] = gbps / ceiling;
   state.counters["bytes_per_param"] = bytesPerStep / static_cast<double>(elements);
+  state.counters["state_bytes_per_param"] = memory.master + memory.state;
   state.counters["params_M"] = static_cast<double>(elements) / 1e6;
   state.SetLabel(optimizer.imageInUse());
 }
@@ -154,9 +204,10 @@ int main(int argc, char **argv) {
     return 77;
   }
   for (const char *rule : {"adamw", "ademamix"})
-    for (const char *shapeName : {"gpt2s", "gpt1.3b"})
-      benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/f32/" + shapeName).c_str(), BM_Step, rule,
-                                   shapeName)
+    for (const std::string &layout : kLayouts)
+      for (const char *shapeName : {"gpt2s", "gpt1.3b"})
+        benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(), BM_Step,
+                                     rule, layout, shapeName)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
           ->MinTime(2.0);

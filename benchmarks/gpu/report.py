@@ -23,18 +23,22 @@ def main(bench_path, torch_path, device):
            "copy = cuMemcpyDtoD moving the same bytes in the same process; torch = "
            "torch_adamw_fused.py, timed the same way. Targets: roofline >= 0.90, "
            "speed-up over torch fused AdamW >= 1.3.", "",
-           "| benchmark | params | image | ms/step | GB/s | copy GB/s | roofline | torch fused ms/step | speed-up |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           "| benchmark | params | image | state B/param | step B/param | ms/step | GB/s | copy GB/s | roofline "
+           "| torch fused ms/step | speed-up |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for b in bench["benchmarks"]:
-        # "step/adamw/f32/gpt2s/min_time:2.000/manual_time" → step/adamw/f32/gpt2s
+        # "step/adamw/state=q8/gpt2s/min_time:2.000/manual_time" → step/adamw/state=q8/gpt2s
         name = "/".join(b["name"].split("/")[:4])
+        layout = name.split("/")[2]
         scale = {"ns": 1e-6, "us": 1e-3, "ms": 1.0, "s": 1e3}[b.get("time_unit", "ns")]
         ms = b["real_time"] * scale
         shape = name.split("/")[3]
-        peer = torch_rows.get(shape) if "/adamw/" in name else None
+        # torch's fused AdamW keeps f32 params and states: the f32 layout's peer.
+        peer = torch_rows.get(shape) if "/adamw/" in name and layout == "f32" else None
         peer_ms = f"{peer['ms_per_step']:.3f}" if peer else "—"
         speedup = f"{peer['ms_per_step'] / ms:.2f}×" if peer else "—"
-        out.append(f"| {name} | {b['params_M']:.1f}M | {b.get('label', '')} | {ms:.3f} | {b['GBps']:.0f} | "
+        out.append(f"| {name} | {b['params_M']:.1f}M | {b.get('label', '')} | "
+                   f"{b['state_bytes_per_param']:.3f} | {b['bytes_per_param']:.2f} | {ms:.3f} | {b['GBps']:.0f} | "
                    f"{b['copy_GBps']:.0f} | {b['roofline']:.3f} | {peer_ms} | {speedup} |")
     if torch_rows:
         out += ["", "Peer: " + next(iter(torch_rows.values()))["peer"] + "."]
