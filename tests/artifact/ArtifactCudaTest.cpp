@@ -50,6 +50,42 @@ TEST(ArtifactCuda, CarriesTheCompilersCudaKernels) {
 #endif
 }
 
+TEST(ArtifactCuda, EveryLayoutCarriesItsOwnCudaKernels) {
+#ifndef OPTDSL_HAVE_CUDA_TOOLKIT
+  GTEST_SKIP() << "no CUDA toolkit (libdevice) at configure time: no TARGETS cuda artifact built";
+#else
+  auto host = optrt::loadArtifact(std::string(ARTIFACT_DIR) + "/libopt_adamw_cuda_layouts.so");
+  // Four layouts and the q8 layout's small-tensor fallback.
+  ASSERT_EQ(host->layouts.size(), 5u);
+  CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
+  for (const optrt::LayoutKernels &layout : host->layouts) {
+    SCOPED_TRACE(layout.name);
+    ASSERT_TRUE(layout.cuda) << "no CUDA kernels";
+    EXPECT_EQ(layout.cuda->layout, layout.name);
+    EXPECT_EQ(static_cast<size_t>(layout.cuda->buffersPerTensor), layout.buffers.size());
+    CudaCompileOptions options;
+    options.layout = layout.name;
+    options.assemble = false;
+    optrt::CudaKernels expected = cudaCompile(rule, {}, options);
+    EXPECT_EQ(layout.cuda->elementEntries, expected.elementEntries);
+    EXPECT_EQ(layout.cuda->uniformStride, expected.uniformStride);
+    ASSERT_EQ(layout.cuda->images.size(), expected.images.size());
+    for (size_t i = 0; i < expected.images.size(); ++i)
+      EXPECT_EQ(layout.cuda->images[i].ptx, expected.images[i].ptx) << expected.images[i].arch;
+  }
+  // A layout the artifact was not built for is refused by name before any
+  // driver call (this machine may have none).
+  optrt::CudaOptimizerOptions options;
+  options.layout = "state=f16";
+  try {
+    optrt::CudaOptimizer optimizer(host, options);
+    FAIL() << "a layout the artifact lacks was accepted";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("state=f16"), std::string::npos) << e.what();
+  }
+#endif
+}
+
 TEST(ArtifactCuda, ACpuOnlyArtifactCannotRunOnTheGpu) {
   auto cpuOnly = optrt::loadArtifact(std::string(ARTIFACT_DIR) + "/libopt_adamw.so");
   try {
