@@ -8,6 +8,7 @@
 // and 70001 elements (several chunks). Skipped, with the reason, where there
 // is no GPU.
 #include "GpuTestSupport.h"
+#include "common/RandomValues.h"
 #include "common/RuleLibrary.h"
 
 #include "optdsl/CUDACompile.h"
@@ -74,14 +75,6 @@ struct StoredArray {
   }
 };
 
-std::vector<float> draw(size_t n, std::mt19937 &rng, float scale) {
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(n);
-  for (float &x : values)
-    x = normal(rng);
-  return values;
-}
-
 std::vector<uint32_t> bits(const std::vector<float> &values) {
   std::vector<uint32_t> result(values.size());
   std::memcpy(result.data(), values.data(), values.size() * sizeof(float));
@@ -122,7 +115,7 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
   std::mt19937 rng(seed);
   std::vector<StoredArray> params;
   for (size_t n : sizes)
-    params.emplace_back(layout.param, draw(n, rng, 1.0f));
+    params.emplace_back(layout.param, test::normalValues(n, rng, 1.0f));
 
   optrt::OptimizerOptions cpuOptions;
   cpuOptions.layout = c.layout;
@@ -145,7 +138,7 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
   for (int step = 1; step <= 4; ++step) {
     std::vector<StoredArray> grads;
     for (size_t k = 0; k < sizes.size(); ++k) {
-      std::vector<float> g = draw(sizes[k], rng, std::pow(10.0f, static_cast<float>((k + step) % 5) - 3.0f));
+      std::vector<float> g = test::normalValues(sizes[k], rng, std::pow(10.0f, static_cast<float>((k + step) % 5) - 3.0f));
       if (k == 1 && step == 2) {
         // Non-finite gradients inside one q8 block: they must not change
         // how the block's other elements are stored.

@@ -5,6 +5,7 @@
 // memoryReport, the launches of both runs, and the named errors of misuse.
 // What the kernels compute is compared with the CPU kernels on a GPU
 // (CudaLayoutTest.cpp).
+#include "common/RandomValues.h"
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
@@ -47,6 +48,13 @@ LayoutRule compileLayouts(const std::string &name, const std::vector<std::string
   return result;
 }
 
+/// The optimizer of `layout` over the rule's CUDA kernels.
+optrt::CudaOptimizer optimizerFor(const LayoutRule &rule, const std::string &layout) {
+  optrt::CudaOptimizerOptions options;
+  options.layout = layout;
+  return optrt::CudaOptimizer(rule.host, rule.device, options);
+}
+
 /// n bf16 params of fresh random values at a fake device address.
 DevicePtr bf16Params(size_t n, std::mt19937 &random) {
   DevicePtr p = Fake::get().alloc(n * 2);
@@ -55,14 +63,6 @@ DevicePtr bf16Params(size_t n, std::mt19937 &random) {
   for (size_t i = 0; i < n; ++i)
     bits[i] = optrt::f32ToBf16(normal(random));
   return p;
-}
-
-std::vector<float> randomValues(size_t n, std::mt19937 &random, float scale) {
-  std::normal_distribution<float> normal(0.0f, scale);
-  std::vector<float> values(n);
-  for (float &v : values)
-    v = normal(random);
-  return values;
 }
 
 /// What storing `values` in `dtype` and reading them back gives (the
@@ -100,9 +100,7 @@ TEST_F(FakeDriverLayoutTest, Bf16MasterQ8KeepsEveryBufferApart) {
   const std::string layout = "param=bf16,master=f32,state=q8";
   LayoutRule rule = compileLayouts("adamw", {layout});
   std::string fallback = optrt::smallTensorLayout(optrt::Layout::parse(layout)).str();
-  optrt::CudaOptimizerOptions options;
-  options.layout = layout;
-  optrt::CudaOptimizer optimizer(rule.host, rule.device, options);
+  optrt::CudaOptimizer optimizer = optimizerFor(rule, layout);
   std::mt19937 random(7);
   const std::vector<size_t> sizes = {5000, 100, 70001};
   std::vector<DevicePtr> params;
@@ -128,7 +126,7 @@ TEST_F(FakeDriverLayoutTest, Bf16MasterQ8KeepsEveryBufferApart) {
   std::map<std::pair<std::string, size_t>, std::vector<float>> written;
   for (size_t t = 0; t < sizes.size(); ++t)
     for (const std::string &name : states) {
-      std::vector<float> values = randomValues(sizes[t], random, 1.0f + static_cast<float>(t));
+      std::vector<float> values = optdsl::test::normalValues(sizes[t], random, 1.0f + static_cast<float>(t));
       optimizer.writeState(name, 0, t, values);
       written[{name, t}] = values;
     }
@@ -148,9 +146,7 @@ TEST_F(FakeDriverLayoutTest, Bf16MasterQ8KeepsEveryBufferApart) {
 TEST_F(FakeDriverLayoutTest, StepRunsTheLayoutAndItsFallbackOverTheirOwnChunks) {
   const std::string layout = "param=bf16,grad=bf16,state=q8";
   LayoutRule rule = compileLayouts("ademamix", {layout});
-  optrt::CudaOptimizerOptions options;
-  options.layout = layout;
-  optrt::CudaOptimizer optimizer(rule.host, rule.device, options);
+  optrt::CudaOptimizer optimizer = optimizerFor(rule, layout);
   std::mt19937 random(3);
   const std::vector<size_t> sizes = {100, 9000, 200};
   std::vector<DevicePtr> params, grads;
@@ -184,9 +180,7 @@ TEST_F(FakeDriverLayoutTest, StepRunsTheLayoutAndItsFallbackOverTheirOwnChunks) 
 TEST_F(FakeDriverLayoutTest, RemainderMasterStartsAtZeroRemainders) {
   const std::string layout = "param=bf16,master=remainder";
   LayoutRule rule = compileLayouts("lion", {layout});
-  optrt::CudaOptimizerOptions options;
-  options.layout = layout;
-  optrt::CudaOptimizer optimizer(rule.host, rule.device, options);
+  optrt::CudaOptimizer optimizer = optimizerFor(rule, layout);
   std::mt19937 random(5);
   DevicePtr param = bf16Params(3000, random);
   optimizer.addGroup({param}, {3000});
@@ -232,9 +226,7 @@ TEST_F(FakeDriverLayoutTest, MisuseIsNamed) {
 TEST_F(FakeDriverLayoutTest, PointersAreCheckedInTheirDtype) {
   const std::string layout = "param=bf16,master=f32";
   LayoutRule rule = compileLayouts("sgd", {layout});
-  optrt::CudaOptimizerOptions options;
-  options.layout = layout;
-  optrt::CudaOptimizer optimizer(rule.host, rule.device, options);
+  optrt::CudaOptimizer optimizer = optimizerFor(rule, layout);
   auto expectBadPointer = [](const std::string &needle, auto &&call) {
     try {
       call();
