@@ -22,6 +22,8 @@
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
+#include "common/Q8BoundaryValues.h"
+
 #include <gtest/gtest.h>
 
 #include <bit>
@@ -587,18 +589,7 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   ASSERT_EQ(kernels->layouts[0].buffers[3].dtype, Dtype::Q8Unsigned); // v
   for (bool isSigned : {true, false}) {
     const optrt::Q8Map &map = optrt::q8Map(isSigned);
-    std::vector<float> values = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN};
-    for (float t : map.thresholds())
-      for (float x : {t, std::nextafter(t, -2.0f), std::nextafter(t, 2.0f)})
-        for (float sign : {1.0f, -1.0f})
-          values.push_back(sign * x);
-    for (float v : map.values())
-      values.push_back(v);
-    // And a dense log-uniform sweep of both signs over 1e-9 ... 1.
-    std::mt19937 rng(12);
-    std::uniform_real_distribution<float> exponent(-9.0f, 0.0f);
-    for (int i = 0; i < 40000; ++i)
-      values.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(rng)));
+    std::vector<float> values = test::q8BoundaryValues(map, 12);
     // Blocks of 256 starting with 1.0 (absmax 1 whatever follows).
     std::vector<float> grad;
     for (size_t i = 0; i < values.size(); ++i) {

@@ -7,6 +7,7 @@
 // remainder split, and the q8 quantiser with the default decade selection
 // and a plain table lookup at one lane (a GPU thread per element). What is
 // left to a GPU is loads, stores, shuffles and shared memory.
+#include "common/Q8BoundaryValues.h"
 #include "optdsl/Codegen/StorageArith.h"
 #include "optdsl/KernelGen.h"
 #include "optrt/Storage.h"
@@ -274,17 +275,7 @@ TEST(StorageArith, QuantiserAtOneLaneLikeTheReference) {
           },
           globals);
     };
-    std::vector<float> values = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN};
-    for (float t : map.thresholds())
-      for (float x : {t, std::nextafter(t, -2.0f), std::nextafter(t, 2.0f)})
-        for (float sign : {1.0f, -1.0f})
-          values.push_back(sign * x);
-    for (float v : map.values())
-      values.push_back(v);
-    std::mt19937 rng(21);
-    std::uniform_real_distribution<float> exponent(-9.0f, 0.0f);
-    for (int i = 0; i < 40000; ++i)
-      values.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(rng)));
+    std::vector<float> values = test::q8BoundaryValues(map, 21);
     for (float absmax : {1.0f, 0.0f}) {
       Harness quantise = quantiser(absmax);
       std::vector<int32_t> codes(values.size());
