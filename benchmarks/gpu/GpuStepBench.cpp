@@ -1,16 +1,16 @@
 // Optimizer step speed on the GPU: `step/<rule>/<layout>/<shape>`, run by
 // optrt::CudaOptimizer on GPU 0 with one device allocation per tensor (as a
 // framework's allocator gives them), params and gradients stored in the
-// layout's dtypes. Counters: GBps (the step's minimal bytes / time: every
-// buffer of the layout's kernels read once and, but for the gradient and a
-// param that has an f32 master, written once), copy_GBps (the same-traffic
-// reference of the layout: a device-to-device copy moving the same bytes,
-// read + write, measured in the same process right after: the bandwidth
-// ceiling) and roofline = GBps / copy_GBps; bytes_per_param (that traffic)
-// and state_bytes_per_param (resident master + states, memoryReport). Each
-// iteration is one step followed by a context synchronize, timed on the host
-// (a step is ~1 ms at 124M params, the synchronize some microseconds). Exits
-// with a message where there is no GPU.
+// layout's dtypes. Counters: GBps (the step's minimal bytes / time: the
+// streams of LayoutStreams.h, each tensor in the layout it runs),
+// same_traffic_GBps (the same-traffic kernel of SameTrafficKernel.h moving
+// exactly those streams, in the same process right after) and roofline =
+// GBps / same_traffic_GBps; copy_GBps (a device-to-device copy of as many
+// bytes: the bandwidth ceiling) and copy_roofline; bytes_per_param (the
+// traffic) and state_bytes_per_param (resident master + states,
+// memoryReport). Each iteration is one step followed by a context
+// synchronize, timed on the host (a step is ~1 ms at 124M params, the
+// synchronize some microseconds). Exits with a message where there is no GPU.
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
@@ -18,12 +18,16 @@
 #include "optrt/Layout.h"
 #include "optrt/Storage.h"
 
+#include "LayoutStreams.h"
+#include "SameTrafficKernel.h"
+
 #include "cuda/DeviceMemory.h"
 #include "cuda/Driver.h"
 
 #include <benchmark/benchmark.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -33,6 +37,7 @@
 namespace {
 
 using namespace optrt::cuda;
+namespace bench = optdsl::bench;
 
 /// Tensor sizes of a model, as in its PyTorch state dict.
 std::vector<size_t> shape(const std::string &name) {
@@ -53,25 +58,6 @@ std::vector<size_t> shape(const std::string &name) {
 const std::vector<std::string> kLayouts = {"f32", "state=bf16", "param=bf16,master=f32",
                                            "param=bf16,master=f32,state=q8",
                                            "param=bf16,grad=bf16,master=remainder,state=q8"};
-
-/// Bytes a step of `layout` must move for a tensor of n elements: each
-/// buffer of its kernels read and written once, except the gradient (read
-/// only) and a param that has an f32 master (written only: the kernel reads
-/// the master).
-double stepBytes(const optrt::LayoutKernels &layout, size_t n) {
-  bool f32Master = false;
-  for (const optrt::BufferDesc &buffer : layout.buffers)
-    f32Master |= buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32;
-  double bytes = 0;
-  for (const optrt::BufferDesc &buffer : layout.buffers) {
-    double once = buffer.role == optrt::BufferRole::StateAbsmax
-                      ? 4.0 * static_cast<double>(optrt::q8Blocks(n, buffer.blockElements))
-                      : static_cast<double>(optrt::elementBytes(buffer.dtype, n));
-    bool readOnce = buffer.role == optrt::BufferRole::Grad || (buffer.role == optrt::BufferRole::Param && f32Master);
-    bytes += readOnce ? once : 2 * once;
-  }
-  return bytes;
-}
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
     {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}};
@@ -115,6 +101,66 @@ double copyGBps(double bytes, int repetitions) {
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
   double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return 2.0 * static_cast<double>(half) * repetitions / seconds / 1e9;
+}
+
+/// GBps of the same-traffic kernel (SameTrafficKernel.h) over `streams`
+/// (each with its tensor's element count), in fresh device memory: the
+/// layout's step without its arithmetic.
+double sameTrafficGBps(const std::vector<std::pair<bench::Stream, size_t>> &streams, int repetitions) {
+  const Driver &d = *gpu().d;
+  CUdevice device = 0;
+  int major = 0, multiprocessors = 1;
+  d.check(d.cuCtxGetDevice(&device), "cuCtxGetDevice");
+  d.check(d.cuDeviceGetAttribute(&major, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, device), "cuDeviceGetAttribute");
+  d.check(d.cuDeviceGetAttribute(&multiprocessors, CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT, device),
+          "cuDeviceGetAttribute");
+  static std::map<std::string, std::string> ptxByArch;
+  std::string arch = major >= 9 ? "sm_90" : "sm_80";
+  if (!ptxByArch.count(arch))
+    ptxByArch[arch] = bench::sameTrafficPtx(arch);
+  CUmodule module = nullptr;
+  d.check(d.cuModuleLoadDataEx(&module, ptxByArch[arch].c_str(), 0, nullptr, nullptr), "cuModuleLoadDataEx");
+  CUfunction kernel = nullptr;
+  d.check(d.cuModuleGetFunction(&kernel, module, bench::kSameTrafficEntry), "cuModuleGetFunction");
+  // One allocation, each stream on its own 256-byte boundary; its bytes
+  // rounded up to whole 16-byte words.
+  std::vector<size_t> words;
+  size_t bytes = 0;
+  double moved = 0;
+  for (const auto &[stream, n] : streams) {
+    words.push_back((static_cast<size_t>(std::ceil(stream.bytesPerElement * static_cast<double>(n))) + 15) / 16);
+    bytes += (words.back() * 16 + 255) / 256 * 256;
+    moved += static_cast<double>(words.back() * 16) * ((stream.read ? 1 : 0) + (stream.written ? 1 : 0));
+  }
+  DeviceMemory memory(d, gpu().context, bytes, "same-traffic streams");
+  d.check(d.cuMemsetD32_v2(memory.get(), 0, bytes / 4), "cuMemsetD32_v2");
+  std::vector<int64_t> records;
+  CUdeviceptr at = memory.get();
+  for (size_t i = 0; i < streams.size(); ++i) {
+    records.insert(records.end(), {static_cast<int64_t>(at), static_cast<int64_t>(words[i]),
+                                   streams[i].first.read ? 1 : 0, streams[i].first.written ? 1 : 0});
+    at += (words[i] * 16 + 255) / 256 * 256;
+  }
+  DeviceMemory table(d, gpu().context, records.size() * sizeof(int64_t) + 16, "same-traffic table");
+  d.check(d.cuMemcpyHtoDAsync_v2(table.get(), records.data(), records.size() * sizeof(int64_t), nullptr),
+          "cuMemcpyHtoDAsync_v2");
+  CUdeviceptr recordsAt = table.get(), sink = table.get() + records.size() * sizeof(int64_t);
+  auto numStreams = static_cast<int64_t>(streams.size());
+  void *args[] = {&recordsAt, &numStreams, &sink};
+  auto launch = [&] {
+    d.check(d.cuLaunchKernel(kernel, static_cast<unsigned>(multiprocessors * 8), 1, 1, 256, 1, 1, 0, nullptr, args,
+                             nullptr),
+            "cuLaunchKernel(optdsl_same_traffic)");
+  };
+  launch();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < repetitions; ++r)
+    launch();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  d.check(d.cuModuleUnload(module), "cuModuleUnload");
+  return moved * repetitions / seconds / 1e9;
 }
 
 /// A device buffer of n elements of `dtype`, every element `value`.
@@ -174,20 +220,29 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     state.SetIterationTime(seconds);
     total += seconds;
   }
-  for (size_t t = 0; t < sizes.size(); ++t) {
-    const std::string &name = optimizer.tensorLayout(0, t);
+  // Each tensor's streams, in the layout it runs (the small-tensor
+  // fallback's for small ones).
+  std::vector<std::pair<bench::Stream, size_t>> streams;
+  for (size_t t = 0; t < sizes.size(); ++t)
     for (const optrt::LayoutKernels &kernels : host->layouts)
-      if (kernels.name == name)
-        bytesPerStep += stepBytes(kernels, sizes[t]);
-  }
+      if (kernels.name == optimizer.tensorLayout(0, t))
+        for (const bench::Stream &stream : bench::streamsOf(kernels)) {
+          streams.emplace_back(stream, sizes[t]);
+          bytesPerStep += stream.bytesPerElement * static_cast<double>(sizes[t]) *
+                          ((stream.read ? 1 : 0) + (stream.written ? 1 : 0));
+        }
   optrt::MemoryReport memory = optimizer.memoryReport();
   double gbps = bytesPerStep * static_cast<double>(state.iterations()) / total / 1e9;
   params.clear();
   grads.clear();
-  double ceiling = copyGBps(bytesPerStep, static_cast<int>(std::min<int64_t>(state.iterations(), 50)));
+  int repetitions = static_cast<int>(std::min<int64_t>(state.iterations(), 50));
+  double reference = sameTrafficGBps(streams, repetitions);
+  double ceiling = copyGBps(bytesPerStep, repetitions);
   state.counters["GBps"] = gbps;
+  state.counters["same_traffic_GBps"] = reference;
   state.counters["copy_GBps"] = ceiling;
-  state.counters["roofline"] = gbps / ceiling;
+  state.counters["roofline"] = gbps / reference;
+  state.counters["copy_roofline"] = gbps / ceiling;
   state.counters["bytes_per_param"] = bytesPerStep / static_cast<double>(elements);
   state.counters["state_bytes_per_param"] = memory.master + memory.state;
   state.counters["params_M"] = static_cast<double>(elements) / 1e6;
@@ -197,6 +252,13 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
 } // namespace
 
 int main(int argc, char **argv) {
+  // --same-traffic-ptx=ARCH: print the reference kernel's PTX (CI assembles
+  // it with ptxas; no GPU needed).
+  for (int i = 1; i < argc; ++i)
+    if (std::string(argv[i]).rfind("--same-traffic-ptx=", 0) == 0) {
+      std::fputs(optdsl::bench::sameTrafficPtx(std::string(argv[i]).substr(19)).c_str(), stdout);
+      return 0;
+    }
   try {
     gpu();
   } catch (const optrt::CudaError &e) {
