@@ -191,6 +191,26 @@ TEST_F(FakeDriverLayoutTest, RemainderMasterStartsAtZeroRemainders) {
   EXPECT_EQ(optimizer.stateBytes() >= 3000 * 2 + 3000 * 4, true); // remainders + f32 exp_avg
 }
 
+TEST_F(FakeDriverLayoutTest, StatesStartAtTheirEncodedInitValue) {
+  // Adagrad's accumulator starts at a hyper's value: every element (and
+  // every q8 block's absmax) must hold its encoding, for any tensor size.
+  for (const std::string layout : {"state=bf16", "state=f16", "state=q8"}) {
+    SCOPED_TRACE(layout);
+    LayoutRule rule = compileLayouts("adagrad", {layout});
+    optrt::CudaOptimizer optimizer = optimizerFor(rule, layout);
+    const std::vector<size_t> sizes = {4097, 70001, 9};
+    std::vector<DevicePtr> params;
+    for (size_t n : sizes)
+      params.push_back(Fake::get().alloc(n * 4));
+    optimizer.addGroup(params, sizes, {{"initial_accumulator_value", 0.1}});
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      optrt::Dtype dtype = stateDtype(*rule.host, optimizer.tensorLayout(0, t), "sum");
+      EXPECT_EQ(optimizer.readState("sum", 0, t), roundTrip(dtype, std::vector<float>(sizes[t], 0.1f)))
+          << "tensor " << t;
+    }
+  }
+}
+
 TEST_F(FakeDriverLayoutTest, MisuseIsNamed) {
   const std::string layout = "state=q8";
   LayoutRule rule = compileLayouts("adamw", {"f32", layout});

@@ -446,7 +446,9 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   size_t fallbackPerTensor = s.runs.size() > 1 ? s.runs[1].perTensor() : 0;
   TableLayout tl = TableLayout::make(numTensors, numChunks, s.groups.size() + 1, s.layout, s.kernels(),
                                      fallbackPerTensor);
-  DeviceMemory newArena(d, s.context, std::max<size_t>(newArenaBytes, 1), "optimizer state arena");
+  // Rounded up to whole segments: the last buffer's padding too (fill).
+  DeviceMemory newArena(d, s.context, std::max<size_t>(alignUp(newArenaBytes, kSegmentAlign), kSegmentAlign),
+                        "optimizer state arena");
   DeviceMemory newTables(d, s.context, tl.bytes, "optimizer tables");
 
   // Host images of the new tables; the counter and scalar states come back
@@ -494,7 +496,11 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   auto upload = [&](size_t offset, const void *data, size_t bytes) { uploadTo(newTables.get() + offset, data, bytes); };
   if (s.arena.get())
     d.check(d.cuMemcpyDtoD_v2(newArena.get(), s.arena.get(), s.arenaBytes), "cuMemcpyDtoD_v2");
-  std::vector<float> values;
+  // `bytes` bytes at `to` set to the repeated 32-bit `pattern`; the last
+  // word may run up to 3 bytes past them, into the buffer's 256-byte padding.
+  auto fill = [&](CUdeviceptr to, uint32_t pattern, size_t bytes) {
+    d.check(d.cuMemsetD32_v2(to, pattern, (bytes + 3) / 4), "cuMemsetD32_v2");
+  };
   for (size_t t = s.tensors.size(); t < numTensors; ++t) {
     const Tensor &tensor = newTensors[t];
     size_t n = tensor.size;
@@ -505,33 +511,34 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
       if (buffer.role == BufferRole::Master) {
         // The master starts as the exact value of the stored param: an f32
         // copy, or remainders of 0 (the param is the master's high half).
-        std::vector<uint8_t> bytes(elementBytes(buffer.dtype, n));
-        if (buffer.dtype != Dtype::Remainder) {
-          std::vector<uint8_t> param(elementBytes(paramDtype, n));
-          d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param, param.size()), "cuMemcpyDtoH_v2");
-          decodeToF32(paramDtype, param.data(), nullptr, {reinterpret_cast<float *>(bytes.data()), n});
-        }
-        uploadTo(at, bytes.data(), bytes.size());
-        staged.push_back(std::move(bytes));
-      } else if (buffer.role == BufferRole::State) {
-        size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
-        if (buffer.dtype == Dtype::F32) {
-          unsigned bits = 0;
-          std::memcpy(&bits, &elementwiseInit[k], sizeof(bits));
-          d.check(d.cuMemsetD32_v2(at, bits, n), "cuMemsetD32_v2");
+        if (buffer.dtype == Dtype::Remainder) {
+          fill(at, 0, elementBytes(buffer.dtype, n));
           continue;
         }
-        values.assign(n, elementwiseInit[k]);
+        std::vector<uint8_t> param(elementBytes(paramDtype, n));
+        std::vector<uint8_t> bytes(elementBytes(buffer.dtype, n));
+        d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param, param.size()), "cuMemcpyDtoH_v2");
+        decodeToF32(paramDtype, param.data(), nullptr, {reinterpret_cast<float *>(bytes.data()), n});
+        uploadTo(at, bytes.data(), bytes.size());
+        // Moving a vector keeps its storage, which the upload reads.
+        staged.push_back(std::move(bytes));
+      } else if (buffer.role == BufferRole::State) {
+        // Every element starts at the same value, so every element is
+        // stored alike (and every q8 block has the same absmax): the
+        // encoding of one block, repeated by memset, whatever the size.
+        size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
+        std::vector<float> block(kQ8BlockElements, elementwiseInit[k]);
+        std::vector<uint8_t> data(elementBytes(buffer.dtype, block.size()));
+        float absmax = 0;
+        encodeF32(buffer.dtype, block, data.data(), &absmax);
+        uint32_t pattern = 0;
+        std::memcpy(&pattern, data.data(), sizeof pattern);
+        fill(at, pattern, elementBytes(buffer.dtype, n));
         int a = findBuffer(buffers, BufferRole::StateAbsmax, buffer.state);
-        std::vector<uint8_t> data(elementBytes(buffer.dtype, n));
-        std::vector<uint8_t> absmax(a < 0 ? 0 : bufferBytes(buffers[a], n));
-        encodeF32(buffer.dtype, values, data.data(), a < 0 ? nullptr : reinterpret_cast<float *>(absmax.data()));
-        uploadTo(at, data.data(), data.size());
-        if (a >= 0)
-          uploadTo(newArena.get() + tensor.offsets[a], absmax.data(), absmax.size());
-        // Moving a vector keeps its storage, which the uploads read.
-        staged.push_back(std::move(data));
-        staged.push_back(std::move(absmax));
+        if (a >= 0) {
+          std::memcpy(&pattern, &absmax, sizeof pattern);
+          fill(newArena.get() + tensor.offsets[a], pattern, bufferBytes(buffers[a], n));
+        }
       }
     }
   }
