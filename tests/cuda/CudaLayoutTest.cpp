@@ -24,6 +24,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <ostream>
 #include <random>
 
 namespace optdsl::gputest {
@@ -33,6 +34,9 @@ struct Case {
   std::string rule;
   std::string layout;
 };
+
+/// How gtest names a case in its output.
+void PrintTo(const Case &c, std::ostream *out) { *out << c.rule << " [" << c.layout << "]"; }
 
 std::vector<Case> cases() {
   const std::vector<std::string> every = {
