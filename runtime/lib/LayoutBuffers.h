@@ -11,6 +11,8 @@
 
 namespace optrt::detail {
 
+inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
+
 /// Bytes of buffer `buffer` for a tensor of n elements (absmax: one f32 per
 /// q8 block).
 inline size_t bufferBytes(const BufferDesc &buffer, size_t n) {

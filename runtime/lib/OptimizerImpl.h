@@ -38,8 +38,6 @@ struct Tensor {
   std::vector<size_t> offsets;
 };
 
-inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
-
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
 /// bytes rounded up to whole floats, then to whole cache lines.
 inline size_t bufferFloats(const BufferDesc &buffer, size_t n) {

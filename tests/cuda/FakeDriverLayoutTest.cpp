@@ -12,6 +12,7 @@
 #include "optrt/CudaOptimizer.h"
 #include "optrt/Layout.h"
 #include "optrt/MemoryReport.h"
+#include "optrt/Optimizer.h"
 #include "optrt/RuleKernels.h"
 #include "optrt/Storage.h"
 
@@ -21,6 +22,7 @@
 
 #include <cstring>
 #include <random>
+#include <sstream>
 
 namespace {
 
@@ -209,6 +211,61 @@ TEST_F(FakeDriverLayoutTest, StatesStartAtTheirEncodedInitValue) {
           << "tensor " << t;
     }
   }
+}
+
+/// State saved by the CPU optimizer loads into the GPU optimizer bit for bit
+/// (states, q8 absmax, masters, NAdam's per-tensor scalar, the step count),
+/// and the GPU optimizer saves it back as the very same stream; another
+/// layout needs `convert`.
+TEST_F(FakeDriverLayoutTest, StateMovesBetweenTheCpuAndTheGpuOptimizer) {
+  const std::string layout = "param=bf16,master=f32,state=q8";
+  LayoutRule rule = compileLayouts("nadam", {layout});
+  const std::vector<size_t> sizes = {5000, 100};
+  std::mt19937 random(11);
+  std::vector<DevicePtr> params;
+  for (size_t n : sizes)
+    params.push_back(bf16Params(n, random));
+  optrt::OptimizerOptions cpuOptions;
+  cpuOptions.layout = layout;
+  optrt::Optimizer cpu(rule.host, cpuOptions);
+  // Host copies of the params for the CPU optimizer to step.
+  std::vector<std::vector<uint16_t>> cpuParams;
+  for (size_t t = 0; t < sizes.size(); ++t)
+    cpuParams.emplace_back(reinterpret_cast<const uint16_t *>(params[t]),
+                           reinterpret_cast<const uint16_t *>(params[t]) + sizes[t]);
+  cpu.addGroupStored({cpuParams[0].data(), cpuParams[1].data()}, sizes);
+  for (int step = 0; step < 3; ++step) {
+    std::vector<std::vector<float>> grads;
+    for (size_t n : sizes)
+      grads.push_back(optdsl::test::normalValues(n, random, 0.1f));
+    cpu.step({{grads[0].data(), grads[1].data()}});
+  }
+  std::stringstream saved;
+  cpu.saveState(saved);
+
+  optrt::CudaOptimizer gpu = optimizerFor(rule, layout);
+  gpu.addGroup(params, sizes);
+  gpu.loadState(saved);
+  EXPECT_EQ(gpu.stepCount(), 3);
+  for (size_t t = 0; t < sizes.size(); ++t) {
+    EXPECT_EQ(gpu.master(0, t), cpu.master(0, t)) << t;
+    EXPECT_EQ(gpu.scalarState("mu_product", 0, t), cpu.scalarState("mu_product", 0, t)) << t;
+    for (const optrt::StateInfo &state : rule.host->states)
+      if (!state.scalar)
+        EXPECT_EQ(gpu.readState(state.name, 0, t), cpu.readState(state.name, 0, t)) << state.name << " of " << t;
+  }
+  std::stringstream back;
+  gpu.saveState(back);
+  EXPECT_TRUE(back.str() == saved.str()) << "the GPU optimizer saved another stream";
+
+  LayoutRule bf16 = compileLayouts("nadam", {"param=bf16,master=f32,state=bf16"});
+  optrt::CudaOptimizer other = optimizerFor(bf16, "param=bf16,master=f32,state=bf16");
+  other.addGroup({bf16Params(5000, random), bf16Params(100, random)}, sizes);
+  std::stringstream again(saved.str());
+  EXPECT_THROW(other.loadState(again), std::invalid_argument);
+  std::stringstream converted(saved.str());
+  other.loadState(converted, /*convert=*/true);
+  EXPECT_EQ(other.readState("exp_avg", 0, 0), roundTrip(optrt::Dtype::BF16, cpu.readState("exp_avg", 0, 0)));
 }
 
 TEST_F(FakeDriverLayoutTest, MisuseIsNamed) {

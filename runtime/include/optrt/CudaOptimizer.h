@@ -34,8 +34,10 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <istream>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -148,6 +150,13 @@ public:
   /// Bytes per parameter, as Optimizer::memoryReport (optrt::memoryReport
   /// with smallTensorElements). std::logic_error before any addGroup.
   MemoryReport memoryReport() const;
+
+  /// Optimizer::saveState/loadState on the device's state, in the same
+  /// stream format: state saved by either optimizer loads into the other
+  /// (same rule, tensors and layout, or `convert`). Both synchronize; the
+  /// step count loaded is also the device's step counter.
+  void saveState(std::ostream &out) const;
+  void loadState(std::istream &in, bool convert = false);
 
   /// Device bytes of optimizer state: the arena (padding included) plus scalars.
   size_t stateBytes() const;

@@ -3,6 +3,7 @@
 #include "../GroupTable.h"
 #include "../LayoutBuffers.h"
 #include "../RuleLayout.h"
+#include "../StateStream.h"
 #include "DeviceMemory.h"
 #include "optrt/Storage.h"
 #include "Driver.h"
@@ -791,6 +792,79 @@ MemoryReport CudaOptimizer::memoryReport() const {
   MemoryOptions options;
   options.smallTensorElements = s.smallTensorElements;
   return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
+}
+
+namespace {
+
+/// The device's state as the state stream (StateStream.h) sees it. A
+/// template so that the member functions below, which may name the private
+/// CudaOptimizer::Impl, are what instantiate it.
+template <typename Impl> class CudaStateAccess : public StateAccess {
+public:
+  explicit CudaStateAccess(Impl &s) : s_(s) {}
+  const RuleLayout &rule() const override { return s_.layout; }
+  size_t numTensors() const override { return s_.tensors.size(); }
+  size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
+  const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
+  int64_t stepCount() const override { return s_.stepCount; }
+  std::vector<double> scalars(size_t t) const override {
+    size_t n = s_.layout.numScalar();
+    std::vector<double> values(n);
+    if (n > 0)
+      s_.d->check(s_.d->cuMemcpyDtoH_v2(values.data(), s_.tables.get() + s_.tableLayout.scalars + t * n * sizeof(double),
+                                        n * sizeof(double)),
+                  "cuMemcpyDtoH_v2");
+    return values;
+  }
+  void withBuffer(size_t t, size_t b, const std::function<void(const void *, size_t)> &use) const override {
+    std::vector<uint8_t> bytes = s_.download(s_.tensors[t], static_cast<int>(b));
+    use(bytes.data(), bytes.size());
+  }
+  void writeBuffer(size_t t, size_t b, const void *data) override {
+    const Tensor &tensor = s_.tensors[t];
+    size_t bytes = bufferBytes(s_.hostLayout(tensor).buffers[b], tensor.size);
+    s_.d->check(s_.d->cuMemcpyHtoDAsync_v2(s_.arena.get() + tensor.offsets[b], data, bytes, nullptr),
+                "cuMemcpyHtoDAsync_v2");
+    // `data` may go as soon as this returns.
+    s_.d->check(s_.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  }
+  void finishLoad(int64_t stepCount, const std::vector<std::vector<double>> &scalars) override {
+    std::vector<double> table;
+    for (const std::vector<double> &tensor : scalars)
+      table.insert(table.end(), tensor.begin(), tensor.end());
+    double counter = static_cast<double>(stepCount);
+    const Driver &d = *s_.d;
+    CUdeviceptr base = s_.tables.get();
+    d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.counter, &counter, sizeof counter, nullptr),
+            "cuMemcpyHtoDAsync_v2");
+    if (!table.empty())
+      d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.scalars, table.data(), table.size() * sizeof(double),
+                                     nullptr),
+              "cuMemcpyHtoDAsync_v2");
+    d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+    s_.stepCount = stepCount;
+  }
+
+private:
+  Impl &s_;
+};
+
+} // namespace
+
+void CudaOptimizer::saveState(std::ostream &out) const {
+  Impl &s = *impl_; // the stream only reads it
+  ContextScope scope(*s.d, s.context);
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  writeStateStream(out, CudaStateAccess<Impl>(s), "optrt::CudaOptimizer::saveState");
+}
+
+void CudaOptimizer::loadState(std::istream &in, bool convert) {
+  Impl &s = *impl_;
+  ContextScope scope(*s.d, s.context);
+  // Steps in flight use the state being replaced.
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  CudaStateAccess<Impl> access(s);
+  readStateStream(in, access, convert, "optrt::CudaOptimizer::loadState");
 }
 
 double CudaOptimizer::scalarState(const std::string &name, int group, size_t tensor) const {
