@@ -4,8 +4,9 @@
 // caller gives.
 //
 // Why a class of its own rather than a device backend of optrt::Optimizer:
-// the two share the rule description, the chunk table and the hyper checks
-// (RuleLayout, ChunkTable), but almost nothing of a step: here memory is
+// the two share the rule description, the chunk table, the groups and hyper
+// checks, the layouts' buffers and the state stream (RuleLayout, ChunkTable,
+// GroupTable.h, LayoutBuffers.h, StateStream.h), but almost nothing of a step: here memory is
 // device memory, a step is asynchronous on a stream, state reads copy to the
 // host, and pointers are checked against a CUDA context. One interface over
 // both would make every call answer "which memory is this?".

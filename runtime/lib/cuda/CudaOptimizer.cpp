@@ -1,5 +1,6 @@
 #include "optrt/CudaOptimizer.h"
 
+#include "../ChunkTable.h"
 #include "../GroupTable.h"
 #include "../LayoutBuffers.h"
 #include "../RuleLayout.h"
@@ -408,29 +409,32 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   std::vector<double> scalarInit(numScalar);
   rule.init(hypers.data(), elementwiseInit.data(), scalarInit.data());
 
-  // The chunk table: the layout's tensors' chunks, then the fallback's, each
-  // tensor's chunks contiguous and in element order.
+  // The chunk table: the layout's tensors' chunks, then the fallback's (a
+  // ChunkTable per run, over its tensors in order), each tensor's chunks
+  // contiguous and in element order.
   size_t numTensors = newTensors.size();
   std::vector<int64_t> chunkRecords;
   std::vector<int64_t> tensorRecords(numTensors * 4);
   std::vector<std::pair<size_t, size_t>> runChunks;
   for (int run = 0; run < static_cast<int>(s.runs.size()); ++run) {
+    ChunkTable table(s.chunkElements);
+    std::vector<size_t> global; // the run's k-th tensor is tensor global[k]
+    for (size_t t = 0; t < numTensors; ++t)
+      if (newTensors[t].run == run) {
+        global.push_back(t);
+        table.addTensor(newTensors[t].size);
+      }
     size_t first = chunkRecords.size() / 3;
-    for (size_t t = 0; t < numTensors; ++t) {
-      const Tensor &tensor = newTensors[t];
-      if (tensor.run != run)
-        continue;
-      size_t firstChunk = chunkRecords.size() / 3;
-      for (size_t begin = 0; begin < tensor.size; begin += s.chunkElements)
-        chunkRecords.insert(chunkRecords.end(), {static_cast<int64_t>(t), static_cast<int64_t>(begin),
-                                                 static_cast<int64_t>(std::min(tensor.size, begin + s.chunkElements))});
-      int64_t *record = &tensorRecords[t * 4];
-      record[0] = static_cast<int64_t>(tensor.group);
-      record[1] = static_cast<int64_t>(firstChunk);
-      record[2] = static_cast<int64_t>(chunkRecords.size() / 3);
-      record[3] = static_cast<int64_t>(tensor.size);
+    for (const Chunk &chunk : table.chunks())
+      chunkRecords.insert(chunkRecords.end(), {static_cast<int64_t>(global[chunk.tensor]), chunk.begin, chunk.end});
+    for (size_t k = 0; k < global.size(); ++k) {
+      int64_t *record = &tensorRecords[global[k] * 4];
+      record[0] = static_cast<int64_t>(newTensors[global[k]].group);
+      record[1] = static_cast<int64_t>(first + table.firstChunk(k));
+      record[2] = static_cast<int64_t>(first + table.endChunk(k));
+      record[3] = static_cast<int64_t>(newTensors[global[k]].size);
     }
-    runChunks.emplace_back(first, chunkRecords.size() / 3 - first);
+    runChunks.emplace_back(first, table.chunks().size());
   }
   size_t numChunks = chunkRecords.size() / 3;
 
