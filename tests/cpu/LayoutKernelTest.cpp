@@ -29,6 +29,7 @@
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -54,6 +55,24 @@ std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule,
   if (!entry)
     entry = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed, layouts);
   return entry;
+}
+
+std::string readRuleSource(const std::string &rule) {
+  std::ifstream in(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// The kernels of a rule given as text (a variant of a library rule).
+std::shared_ptr<const optrt::RuleKernels> kernelsForSource(const std::string &text,
+                                                           const std::vector<std::string> &layouts,
+                                                           const FixedHypers &fixed = {}) {
+  std::ostringstream rendered;
+  auto rule = compileSource(std::make_shared<SourceFile>("variant.opt", text), rendered);
+  if (!rule)
+    throw std::runtime_error(rendered.str());
+  return jitCompile(*rule, fixed, layouts);
 }
 
 bool isQ8(Dtype d) { return d == Dtype::Q8Signed || d == Dtype::Q8Unsigned; }
@@ -372,8 +391,9 @@ INSTANTIATE_TEST_SUITE_P(Rules, LayoutKernel, ::testing::ValuesIn(cases()),
                          });
 
 /// The unsigned map is used exactly where the sign analysis proves the state
-/// non-negative: AdamW's exp_avg_sq once beta2 is a constant in [0, 1]
-/// (hypers are otherwise unconstrained numbers), never exp_avg.
+/// non-negative: AdamW's exp_avg_sq, from beta2's declared range [0, 1)
+/// (or, in a copy of the rule without ranges, once beta2 is fixed), never
+/// exp_avg.
 TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
   auto dtypes = [](const optrt::RuleKernels &k) {
     std::map<std::string, Dtype> result;
@@ -384,10 +404,18 @@ TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
             result[k.states[b.state].name] = b.dtype;
     return result;
   };
-  auto free = dtypes(*kernelsFor("adamw", {"state=q8"}));
-  EXPECT_EQ(free.at("exp_avg"), Dtype::Q8Signed);
-  EXPECT_EQ(free.at("exp_avg_sq"), Dtype::Q8Signed);
-  auto fixed = dtypes(*kernelsFor("adamw", {"state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}));
+  auto ranged = dtypes(*kernelsFor("adamw", {"state=q8"}));
+  EXPECT_EQ(ranged.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(ranged.at("exp_avg_sq"), Dtype::Q8Unsigned);
+  EXPECT_EQ(ranged.at("max_exp_avg_sq"), Dtype::Q8Unsigned);
+  // Without the ranges beta2 is any number: 1 - beta2 could be negative.
+  std::string source = readRuleSource("adamw");
+  for (size_t at; (at = source.find(" in [")) != std::string::npos;)
+    source.erase(at, source.find(';', at) - at);
+  auto unranged = dtypes(*kernelsForSource(source, {"state=q8"}));
+  EXPECT_EQ(unranged.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(unranged.at("exp_avg_sq"), Dtype::Q8Signed);
+  auto fixed = dtypes(*kernelsForSource(source, {"state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}));
   EXPECT_EQ(fixed.at("exp_avg"), Dtype::Q8Signed);
   EXPECT_EQ(fixed.at("exp_avg_sq"), Dtype::Q8Unsigned);
 }

@@ -34,7 +34,11 @@ public:
     std::vector<llvm::Constant *> hypers, states, reductions, numUniforms, uniforms, layouts;
     for (const optrt::HyperInfo &hyper : signature.hypers)
       hypers.push_back(record({string(hyper.name), llvm::ConstantFP::get(f64_, hyper.defaultValue),
-                               u32(hyper.fixed ? 1 : 0), u32(0)}));
+                               u32(hyper.fixed ? 1 : 0),
+                               u32((hyper.range.lowerOpen ? OPTDSL_RANGE_LOWER_OPEN : 0) |
+                                   (hyper.range.upperOpen ? OPTDSL_RANGE_UPPER_OPEN : 0)),
+                               llvm::ConstantFP::get(f64_, hyper.range.lower),
+                               llvm::ConstantFP::get(f64_, hyper.range.upper)}));
     for (const optrt::StateInfo &state : signature.states)
       states.push_back(record({string(state.name), u32(state.scalar ? 1 : 0), u32(0)}));
     for (const optrt::ReductionInfo &reduction : signature.reductions)

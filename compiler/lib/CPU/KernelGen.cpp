@@ -125,8 +125,8 @@ private:
     for (Operation &op : rule_.getBody().front()) {
       if (auto hyper = dyn_cast<opt::HyperOp>(op)) {
         hyperIndex_[hyper.getSymName()] = static_cast<int>(signature_.hypers.size());
-        signature_.hypers.push_back(
-            {hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(), hyper.getFixed()});
+        signature_.hypers.push_back({hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(),
+                                     hyper.getFixed(), opt::hyperRange(hyper)});
       } else if (auto state = dyn_cast<opt::StateOp>(op)) {
         if (state.getScalar())
           scalarIndex_[state.getSymName()] = static_cast<int>(scalarIndex_.size());
