@@ -82,6 +82,20 @@ Gpu &gpu() {
   return g;
 }
 
+/// GBps of `run` moving `bytes` each time: once to warm up, then
+/// `repetitions` times between two synchronizes, on the host clock.
+template <typename Run> double timedGBps(double bytes, int repetitions, Run run) {
+  const Driver &d = *gpu().d;
+  run();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  auto start = std::chrono::steady_clock::now();
+  for (int r = 0; r < repetitions; ++r)
+    run();
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return bytes * repetitions / seconds / 1e9;
+}
+
 /// GBps of cuMemcpyDtoD moving `bytes` in total (bytes / 2 read, bytes / 2
 /// written), through one pair of buffers of at most 2 GiB reused, so the
 /// ceiling costs no more memory than it must.
@@ -94,14 +108,7 @@ double copyGBps(double bytes, int repetitions) {
     for (size_t done = 0; done < half; done += piece)
       d.check(d.cuMemcpyDtoD_v2(to.get(), from.get(), std::min(piece, half - done)), "cuMemcpyDtoD_v2");
   };
-  copyAll();
-  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
-  auto start = std::chrono::steady_clock::now();
-  for (int r = 0; r < repetitions; ++r)
-    copyAll();
-  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  return 2.0 * static_cast<double>(half) * repetitions / seconds / 1e9;
+  return timedGBps(2.0 * static_cast<double>(half), repetitions, copyAll);
 }
 
 /// GBps of the same-traffic kernel (SameTrafficKernel.h) over `streams`
@@ -153,15 +160,9 @@ double sameTrafficGBps(const std::vector<std::pair<bench::Stream, size_t>> &stre
                              nullptr),
             "cuLaunchKernel(optdsl_same_traffic)");
   };
-  launch();
-  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
-  auto start = std::chrono::steady_clock::now();
-  for (int r = 0; r < repetitions; ++r)
-    launch();
-  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
-  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  double gbps = timedGBps(moved, repetitions, launch);
   d.check(d.cuModuleUnload(module), "cuModuleUnload");
-  return moved * repetitions / seconds / 1e9;
+  return gbps;
 }
 
 /// A device buffer of n elements of `dtype`, every element `value`.
