@@ -4,8 +4,9 @@
 // each of four steps the stored params, the masters and every state (decoded
 // from bf16/f16/q8) must be the CPU's bits. Rules without reductions only
 // (a reduction sums in another order on the GPU). Tensors of 100 (the
-// small-tensor fallback), 5000 (a partial q8 block, unaligned vector tail)
-// and 70001 elements (several chunks). Skipped, with the reason, where there
+// small-tensor fallback), 5000 (a partial q8 block; its param and grad one
+// element off alignment: the one-element path) and 70001 elements (several
+// chunks). Skipped, with the reason, where there
 // is no GPU.
 #include "GpuTestSupport.h"
 #include "common/RandomValues.h"
@@ -56,26 +57,27 @@ std::vector<Case> cases() {
   return result;
 }
 
-/// n elements of dtype as raw bytes on the host and on the device.
+/// n elements of dtype as raw bytes on the host and on the device; on the
+/// device one element past a 256-byte boundary when `misaligned` (the
+/// kernels' one-element path, as for a tensor of a flat parameter store).
 struct StoredArray {
   std::vector<uint8_t> host;
+  size_t offset;
   DeviceFloats device;
-  StoredArray(optrt::Dtype dtype, const std::vector<float> &values)
-      : host(optrt::elementBytes(dtype, values.size())), device((host.size() + 3) / 4) {
+  StoredArray(optrt::Dtype dtype, const std::vector<float> &values, bool misaligned)
+      : host(optrt::elementBytes(dtype, values.size())), offset(misaligned ? optrt::elementBytes(dtype, 1) : 0),
+        device((offset + host.size() + 3) / 4) {
     optrt::encodeF32(dtype, values, host.data(), nullptr);
-    upload();
-  }
-  void upload() {
-    std::vector<float> words((host.size() + 3) / 4);
-    std::memcpy(words.data(), host.data(), host.size());
+    std::vector<float> words((offset + host.size() + 3) / 4);
+    std::memcpy(reinterpret_cast<uint8_t *>(words.data()) + offset, host.data(), host.size());
     device.upload(0, words.data(), words.size());
   }
+  optrt::DevicePtr address() const { return device.at(0) + offset; }
   std::vector<uint8_t> downloaded() const {
-    std::vector<float> words((host.size() + 3) / 4);
+    std::vector<float> words((offset + host.size() + 3) / 4);
     device.download(0, words.data(), words.size());
-    std::vector<uint8_t> bytes(host.size());
-    std::memcpy(bytes.data(), words.data(), bytes.size());
-    return bytes;
+    const uint8_t *from = reinterpret_cast<const uint8_t *>(words.data()) + offset;
+    return {from, from + host.size()};
   }
 };
 
@@ -119,7 +121,7 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
   std::mt19937 rng(seed);
   std::vector<StoredArray> params;
   for (size_t n : sizes)
-    params.emplace_back(layout.param, test::normalValues(n, rng, 1.0f));
+    params.emplace_back(layout.param, test::normalValues(n, rng, 1.0f), /*misaligned=*/n == sizes[1]);
 
   optrt::OptimizerOptions cpuOptions;
   cpuOptions.layout = c.layout;
@@ -136,7 +138,7 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
   optrt::CudaOptimizer gpu(host, device, gpuOptions);
   std::vector<optrt::DevicePtr> gpuParams;
   for (StoredArray &p : params)
-    gpuParams.push_back(p.device.at(0));
+    gpuParams.push_back(p.address());
   gpu.addGroup(gpuParams, sizes);
 
   for (int step = 1; step <= 4; ++step) {
@@ -150,13 +152,13 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
         g[301] = std::numeric_limits<float>::infinity();
         g[302] = -std::numeric_limits<float>::infinity();
       }
-      grads.emplace_back(layout.grad, g);
+      grads.emplace_back(layout.grad, g, /*misaligned=*/k == 1);
     }
     std::vector<const void *> cpuGrads;
     std::vector<optrt::DevicePtr> gpuGrads;
     for (StoredArray &g : grads) {
       cpuGrads.push_back(g.host.data());
-      gpuGrads.push_back(g.device.at(0));
+      gpuGrads.push_back(g.address());
     }
     cpu.stepStored({cpuGrads});
     gpu.step({gpuGrads});
