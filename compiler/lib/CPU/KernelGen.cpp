@@ -43,14 +43,16 @@ std::string initFunctionName(const std::string &rule) { return "optdsl_" + rule 
 std::string uniformsFunctionName(const std::string &rule, int phase) {
   return "optdsl_" + rule + "_uniforms" + std::to_string(phase);
 }
-std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout) {
-  std::string name = "optdsl_" + rule + "_kernel" + std::to_string(phase);
+std::string layoutSuffix(const std::string &layout) {
   if (layout == "f32")
-    return name;
-  name += "_";
+    return "";
+  std::string suffix = "_";
   for (char c : layout)
-    name += (c == '=' || c == ',') ? '_' : c;
-  return name;
+    suffix += (c == '=' || c == ',') ? '_' : c;
+  return suffix;
+}
+std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout) {
+  return "optdsl_" + rule + "_kernel" + std::to_string(phase) + layoutSuffix(layout);
 }
 std::string scalarUpdateFunctionName(const std::string &rule) {
   return "optdsl_" + rule + "_scalar_update";

@@ -71,16 +71,6 @@ constexpr const char *kSharedName = "optdsl_block_scratch";
 constexpr const char *kWarpMaxName = "optdsl_warp_max";
 constexpr int64_t kWarps = kCudaBlockSize / 32;
 
-/// "" for f32, else the layout's text made an identifier ("_param_bf16_master_f32").
-std::string layoutSuffix(const std::string &layout) {
-  if (layout == "f32")
-    return "";
-  std::string suffix = "_";
-  for (char c : layout)
-    suffix += (c == '=' || c == ',') ? '_' : c;
-  return suffix;
-}
-
 /// The element type of a buffer of `dtype` in memory.
 Type storageType(MLIRContext *context, optrt::Dtype dtype) {
   switch (dtype) {
@@ -151,7 +141,7 @@ private:
 
   void computeFacts() {
     for (const optrt::StateInfo &state : sig_.states)
-      (state.scalar ? numScalars_ : numElementwise_) += 1;
+      numScalars_ += state.scalar ? 1 : 0;
     numReductions_ = static_cast<int64_t>(sig_.reductions.size());
     int maxUniforms = 0;
     for (int n : sig_.numUniforms)
@@ -782,7 +772,6 @@ private:
   optrt::CudaKernels &facts_;
   OpBuilder b_;
   Location loc_;
-  int64_t numElementwise_ = 0;
   int64_t numScalars_ = 0;
   int64_t numReductions_ = 0;
   std::optional<codegen::BufferLayout> buffers_;
