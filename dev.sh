@@ -53,8 +53,10 @@ demo() {
   echo "   $(ls dsl/*.opt | wc -l) rules ok"
   echo
   echo "== charlm: a character-level language model trained with AdamW and with AdEMAMix,"
-  echo "   same data, initialisation and schedule (how to read it: examples/README.md)"
-  "$BUILD_DIR/bin/charlm" --plot "$BUILD_DIR/charlm-loss.svg" --csv "$BUILD_DIR/charlm-loss.csv"
+  echo "   each with f32 and with 8-bit block-wise states (state=q8), same data,"
+  echo "   initialisation and schedule (how to read it: examples/README.md)"
+  "$BUILD_DIR/bin/charlm" --layout f32 --layout state=q8 \
+    --plot "$BUILD_DIR/charlm-loss.svg" --csv "$BUILD_DIR/charlm-loss.csv"
 }
 
 case "${1:-}" in

@@ -9,6 +9,7 @@
 // optimizer state, Optimizer::memoryReport).
 #include "optdsl/JIT.h"
 #include "optrt/MemoryReport.h"
+#include "LayoutStreams.h"
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
@@ -73,40 +74,9 @@ const std::vector<std::string> kLayouts = {"f32",
 
 unsigned benchThreads() { return std::max(1u, std::thread::hardware_concurrency()); }
 
-/// One stream a step must touch: bytes per parameter, read and/or written.
-struct Stream {
-  double bytesPerElement;
-  bool read, written;
-};
-
-/// The streams of a layout's kernels, from its buffers: the grad is read;
-/// master and every state (codes and absmax) are read and written (every
-/// state of these rules is updated each step; AdamW's amsgrad state is
-/// folded away); the param is read and written, except with a master, whose
-/// f32 value is what the step reads: then the 16-bit param is only written.
-std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
-  // With an f32 master the 16-bit param is only written; with remainders it
-  // is half of the master and read too.
-  bool master = false;
-  for (const optrt::BufferDesc &buffer : layout.buffers)
-    master = master || (buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32);
-  std::vector<Stream> streams;
-  for (const optrt::BufferDesc &buffer : layout.buffers) {
-    double bytes = buffer.role == optrt::BufferRole::StateAbsmax
-                       ? 4.0 / buffer.blockElements
-                       : static_cast<double>(optrt::elementBytes(buffer.dtype, 1));
-    bool read = !(buffer.role == optrt::BufferRole::Param && master);
-    streams.push_back({bytes, read, buffer.role != optrt::BufferRole::Grad});
-  }
-  return streams;
-}
-
-double bytesPerParam(const std::vector<Stream> &streams) {
-  double bytes = 0;
-  for (const Stream &s : streams)
-    bytes += s.bytesPerElement * ((s.read ? 1 : 0) + (s.written ? 1 : 0));
-  return bytes;
-}
+using optdsl::bench::Stream;
+using optdsl::bench::streamsOf;
+using optdsl::bench::bytesPerParam;
 
 /// Splits [0, size) into one contiguous range per thread of the pool, as a
 /// hand-written OpenMP loop would (schedule(static)); body gets the share too.

@@ -8,6 +8,8 @@
 #   run(command="benchmarks/gpu/run.sh", carry=[".gpu-carry"])
 # run.sh unpacks the packages under /tmp (never into /) and uses the carried
 # programs instead of building. About 55 MB, under the 64 MiB a call carries.
+# With --bnb it also downloads bitsandbytes' wheel into .whl/ for the
+# 8-bit peer rows, carried in a call of its own (benchmarks/gpu/bnb_8bit.py).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 build=${BUILD_DIR:-$root/build}
@@ -27,3 +29,13 @@ cp "$build/lib/liboptdsl-fake-cuda.so" "$carry/lib/"
 (cd "$carry/debs" && apt-get download libllvm19 libmlir-19 libz3-4 2>/dev/null)
 du -sh "$carry"
 echo "device call: run(command=\"benchmarks/gpu/run.sh\", carry=[\".gpu-carry\"])"
+if [ "${1:-}" = "--bnb" ]; then
+  grep -qx "/.whl/" "$root/.git/info/exclude" 2>/dev/null || echo "/.whl/" >>"$root/.git/info/exclude"
+  rm -rf "$root/.whl" && mkdir -p "$root/.whl"
+  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_24_x86_64 --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$root/.whl" bitsandbytes==0.50.2
+  du -sh "$root/.whl"
+  echo "first: run(command=\"python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl\", carry=[\".whl\"])"
+  echo "then:  run(command=\"PYTHONPATH=/tmp/site benchmarks/gpu/run.sh\", carry=[\".gpu-carry\"])"
+fi

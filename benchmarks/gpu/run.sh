@@ -69,6 +69,13 @@ if python3 -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1
 else
   echo "run.sh: torch with CUDA not found: no peer column" >&2
 fi
+# bitsandbytes' 8-bit AdamW and AdEMAMix, where its wheel was carried
+# (bnb_8bit.py says how); their rows join the torch ones.
+if python3 -c "import bitsandbytes" 2>/dev/null; then
+  (cd benchmarks/gpu && python3 bnb_8bit.py) | tee -a "$results/$stamp-torch.jsonl"
+else
+  echo "run.sh: bitsandbytes not importable: no 8-bit peer rows (benchmarks/gpu/bnb_8bit.py)" >&2
+fi
 python3 benchmarks/gpu/report.py "$results/$stamp-bench.json" "$results/$stamp-torch.jsonl" "$device" \
   | tee "$results/$stamp.md"
 echo "== done: $results/$stamp.md (paste it into docs/benchmarks.md)"

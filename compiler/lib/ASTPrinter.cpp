@@ -58,6 +58,12 @@ public:
       out_ << "  " << spelling(stmt.kind) << " '" << stmt.name << "' " << loc(stmt.range) << "\n";
       if (stmt.value)
         expr(*stmt.value, 2);
+      if (const Interval *interval = stmt.interval.get()) {
+        out_ << "    Interval " << (interval->lowerOpen ? "(" : "[") << " " << (interval->upperOpen ? ")" : "]")
+             << " " << loc(interval->range) << "\n";
+        expr(*interval->lower, 3);
+        expr(*interval->upper, 3);
+      }
     }
   }
 

@@ -88,7 +88,10 @@ const x3::rule<struct LogicalAndOpId, Operation> logicalAndOp = "operation";
 const x3::rule<struct LogicalOrOpId, Operation> logicalOrOp = "operation";
 const x3::rule<struct BranchId, Branch> branch = "conditional branch";
 
-const x3::rule<struct OptionalValueId, boost::optional<Conditional>> optionalValue =
+struct IntervalId : Annotate {};
+const x3::rule<IntervalId, Interval> interval = "range";
+const x3::rule<struct ValueClauseId, ValueClause> valueClause = "expression";
+const x3::rule<struct OptionalValueId, boost::optional<ValueClause>> optionalValue =
     "'=' or ';'";
 const x3::rule<StatementId, Statement> statement = "statement";
 
@@ -170,21 +173,31 @@ const auto branch_def = '?' > expression > ':' > logicalOr;
 /// expression ::= logicalOr { branch }
 const auto expression_def = logicalOr >> *branch;
 
-/// optionalValue ::= '=' expression ';' | ';'
+/// interval ::= 'in' ('[' | '(') expression ',' expression (']' | ')')
+const auto intervalOpen = x3::rule<struct IntervalOpenId, char>("'[' or '('") = char_("[(");
+const auto intervalClose = x3::rule<struct IntervalCloseId, char>("']' or ')'") = char_("])");
+const auto interval_def = keyword("in") > intervalOpen > expression > ',' > expression > intervalClose;
+
+/// valueClause ::= expression [ interval ]
+const auto valueClause_def = expression > -interval;
+
+/// optionalValue ::= '=' valueClause ';' | ';'
 /// (one rule, so that `hyper lr 1;` is "expected '=' or ';'", not "expected ';'")
-const auto optionalValue_def = ('=' > expression > ';') | ';';
+const auto optionalValue_def = ('=' > valueClause > ';') | ';';
 
 /// statement ::= ('hyper' | 'state') name optionalValue
-///             | ('scalar' | 'let') name '=' expression ';'
-///             | name '=' expression ';'
+///             | ('scalar' | 'let') name '=' valueClause ';'
+///             | name '=' valueClause ';'
+/// (an interval after anything but a hyper's value is refused by sema, with
+/// a clearer message than a syntax error)
 const auto declKeyword = lexeme[(string("hyper") | string("state") | string("scalar") |
                                  string("let")) >>
                                 !identChar];
 const auto optionalValueKeyword = lexeme[(string("hyper") | string("state")) >> !identChar];
 const auto valueKeyword = lexeme[(string("scalar") | string("let")) >> !identChar];
 const auto statement_def = (optionalValueKeyword > name > optionalValue) |
-                           (valueKeyword > name > '=' > expression > ';') |
-                           (x3::attr(std::string()) >> name > '=' > expression > ';');
+                           (valueKeyword > name > '=' > valueClause > ';') |
+                           (x3::attr(std::string()) >> name > '=' > valueClause > ';');
 
 /// header ::= 'optimizer' name '{'
 const auto header = keyword("optimizer") > name > '{';
@@ -192,6 +205,6 @@ const auto header = keyword("optimizer") > name > '{';
 BOOST_SPIRIT_DEFINE(name, number, arguments, call, primary, paren, exponent, prefixed, powerOp, power,
                     multiplicativeOp, multiplicative, additiveOp, additive, relationalOp, relational,
                     equalityOp, equality, logicalAndOp, logicalAnd, logicalOrOp, logicalOr, branch,
-                    expression, optionalValue, statement)
+                    expression, interval, valueClause, optionalValue, statement)
 
 } // namespace optdsl::grammar

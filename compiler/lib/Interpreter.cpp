@@ -162,6 +162,10 @@ void Interpreter::setHyper(HyperValues &hypers, const std::string &name, double 
   }
   if (!std::isfinite(value))
     throw std::invalid_argument("hyper '" + name + "' must be finite");
+  const optrt::HyperRange &range = rule_.symbol(rule_.hypers[slot]).range;
+  if (!range.contains(value))
+    throw std::invalid_argument("hyper '" + name + "' of optimizer '" + rule_.name() + "' set to " +
+                                optrt::HyperRange::format(value) + ", outside its range " + range.str());
   hypers.at(slot) = value;
 }
 

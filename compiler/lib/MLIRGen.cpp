@@ -56,9 +56,12 @@ private:
   void declarations() {
     for (const ast::Stmt &stmt : rule_.ast.stmts) {
       if (stmt.kind == ast::StmtKind::Hyper) {
-        builder_.create<opt::HyperOp>(loc(stmt.range), builder_.getStringAttr(stmt.name),
-                                      builder_.getF64FloatAttr(rule_.symbol(stmt.symbol).defaultValue),
-                                      /*fixed=*/UnitAttr());
+        const Symbol &symbol = rule_.symbol(stmt.symbol);
+        auto hyper = builder_.create<opt::HyperOp>(loc(stmt.range), builder_.getStringAttr(stmt.name),
+                                                   builder_.getF64FloatAttr(symbol.defaultValue),
+                                                   /*fixed=*/UnitAttr(), FloatAttr(), FloatAttr(), UnitAttr(),
+                                                   UnitAttr());
+        opt::setHyperRange(hyper, symbol.range);
       } else if (stmt.kind == ast::StmtKind::State || stmt.kind == ast::StmtKind::Scalar) {
         auto state = builder_.create<opt::StateOp>(
             loc(stmt.range), builder_.getStringAttr(stmt.name),

@@ -459,10 +459,22 @@ private:
     stmt.nameRange = {parsed.name.begin, parsed.name.end};
     stmt.kind = kindOf(parsed.keyword);
     if (parsed.value) {
-      stmt.value = folder_.fold(*parsed.value);
+      stmt.value = folder_.fold(parsed.value->value);
       if (!stmt.value) {
         declareDespiteError(begin, rule);
         return;
+      }
+      if (const auto &interval = parsed.value->interval) {
+        stmt.interval = std::make_unique<ast::Interval>();
+        stmt.interval->range = {interval->begin, interval->end};
+        stmt.interval->lowerOpen = interval->open == '(';
+        stmt.interval->upperOpen = interval->close == ')';
+        stmt.interval->lower = folder_.fold(interval->lower);
+        stmt.interval->upper = folder_.fold(interval->upper);
+        if (!stmt.interval->lower || !stmt.interval->upper) {
+          declareDespiteError(begin, rule);
+          return;
+        }
       }
     }
     rule.stmts.push_back(std::move(stmt));

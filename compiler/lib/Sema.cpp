@@ -3,6 +3,8 @@
 #include "optdsl/Parser.h"
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <map>
 #include <sstream>
 #include <stdexcept>
@@ -147,6 +149,13 @@ private:
   void declareAll() {
     for (size_t i = 0; i < result_.ast.stmts.size(); ++i) {
       ast::Stmt &stmt = result_.ast.stmts[i];
+      if (stmt.interval && stmt.kind != ast::StmtKind::Hyper)
+        diags_.error(stmt.interval->range,
+                     "only a hyper declares a range of values; '" + stmt.name + "' is " +
+                         (stmt.kind == ast::StmtKind::Assign  ? "assigned here"
+                          : stmt.kind == ast::StmtKind::Let   ? "a let"
+                          : stmt.kind == ast::StmtKind::State ? "a state"
+                                                              : "a scalar state"));
       switch (stmt.kind) {
       case ast::StmtKind::Hyper:
         if (declarable(stmt.name, stmt.nameRange, SymbolClass::Hyper))
@@ -175,23 +184,62 @@ private:
     Symbol &symbol = result_.symbols[id];
     symbol.slot = static_cast<int>(result_.hypers.size());
     result_.hypers.push_back(id);
-    const ast::Expr *value = stmt.value.get();
-    if (!value) {
+    if (!stmt.value) {
       diags_.error(stmt.nameRange, "hyper '" + stmt.name + "' needs a default value: hyper " +
                                        stmt.name + " = NUMBER;");
       return;
     }
-    double sign = 1;
-    if (value->kind == ast::ExprKind::Unary && value->unaryOp != ast::UnaryOp::Not) {
-      sign = value->unaryOp == ast::UnaryOp::Negate ? -1 : 1;
-      value = value->operands[0].get();
-    }
-    if (value->kind != ast::ExprKind::Number) {
+    std::optional<double> value = signedNumber(*stmt.value, /*allowInfinity=*/false);
+    if (!value) {
       diags_.error(stmt.value->range,
                    "the default value of hyper '" + stmt.name + "' must be a number");
       return;
     }
-    symbol.defaultValue = sign * value->number;
+    symbol.defaultValue = *value;
+    if (stmt.interval)
+      declareRange(stmt, symbol);
+  }
+
+  /// `in [lower, upper)`: bounds are numbers or inf, the range holds a
+  /// value, and the default lies in it (the compiler relies on the range).
+  void declareRange(const ast::Stmt &stmt, Symbol &symbol) {
+    const ast::Interval &interval = *stmt.interval;
+    std::optional<double> lower = signedNumber(*interval.lower, true);
+    std::optional<double> upper = signedNumber(*interval.upper, true);
+    for (auto [bound, expr] : {std::pair{&lower, interval.lower.get()}, std::pair{&upper, interval.upper.get()}})
+      if (!*bound)
+        diags_.error(expr->range, "a bound of the range of hyper '" + stmt.name + "' must be a number or inf");
+    if (!lower || !upper)
+      return;
+    optrt::HyperRange range{*lower, *upper, interval.lowerOpen, interval.upperOpen};
+    bool empty = *lower > *upper || (*lower == *upper && (range.lowerOpen || range.upperOpen)) ||
+                 (std::isinf(*lower) && *lower > 0) || (std::isinf(*upper) && *upper < 0);
+    if (empty) {
+      diags_.error(interval.range, "the range " + range.str() + " of hyper '" + stmt.name + "' holds no value");
+      return;
+    }
+    if (!range.contains(symbol.defaultValue)) {
+      diags_.error(stmt.value->range, "the default value " + optrt::HyperRange::format(symbol.defaultValue) +
+                                          " of hyper '" + stmt.name + "' is outside its range " + range.str());
+      diags_.note(interval.range, "the range is declared here");
+      return;
+    }
+    symbol.range = range;
+  }
+
+  /// A number with at most one '+' or '-' in front; `inf` too where allowed.
+  static std::optional<double> signedNumber(const ast::Expr &expr, bool allowInfinity) {
+    const ast::Expr *value = &expr;
+    double sign = 1;
+    if (value->kind == ast::ExprKind::Unary && value->unaryOp != ast::UnaryOp::Not) {
+      sign *= value->unaryOp == ast::UnaryOp::Negate ? -1 : 1;
+      value = value->operands[0].get();
+    }
+    if (value->kind == ast::ExprKind::Number)
+      return sign * value->number;
+    if (allowInfinity && value->kind == ast::ExprKind::Name && value->name == "inf")
+      return sign * std::numeric_limits<double>::infinity();
+    return std::nullopt;
   }
 
   void declareState(ast::Stmt &stmt) {

@@ -74,10 +74,24 @@ struct Call : Tagged {
   std::vector<Conditional> args;
 };
 
+/// `in [lower, upper)`: the values a hyper allows; '(' or ')' exclude the bound.
+struct Interval : Tagged {
+  char open = '[';
+  Conditional lower;
+  Conditional upper;
+  char close = ']';
+};
+
+/// `= value [in interval]`
+struct ValueClause {
+  Conditional value;
+  boost::optional<Interval> interval;
+};
+
 struct Statement : Tagged {
   std::string keyword; // empty for an assignment
   Name name;
-  boost::optional<Conditional> value;
+  boost::optional<ValueClause> value;
 };
 
 } // namespace optdsl::syntax
@@ -88,4 +102,6 @@ BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Chain, first, rest)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Branch, then, otherwise)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Conditional, first, rest)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Call, callee, args)
+BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Interval, open, lower, upper, close)
+BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::ValueClause, value, interval)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Statement, keyword, name, value)

@@ -54,6 +54,7 @@ options:
                     gpu      the CUDA kernels (gpu.module) before lowering
                     nvvm     the CUDA kernels in the LLVM and NVVM dialects
                     ptx      the CUDA kernels as PTX for --gpu-arch
+                  (gpu, nvvm, ptx: of the one --layout given, default f32)
   --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
                   x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
                   CPU name LLVM knows (skylake-avx512, znver4, ...)
@@ -67,7 +68,7 @@ options:
                   over GPT-2 small's tensors, or over --sizes
   --sizes=N,N,... tensor sizes (elements) for --memory
   --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
-  --cuda          with --emit=so: also embed the CUDA kernels of the f32
+  --cuda          with --emit=so: also embed the CUDA kernels of every
                   layout (PTX for sm_80 and sm_90, cubins where ptxas is
                   found; needs the CUDA toolkit's libdevice, not a GPU)
   --fix NAME=VALUE
@@ -262,14 +263,21 @@ int main(int argc, char **argv) {
     return out.good() ? 0 : 1;
   }
   if (emit == "gpu" || emit == "nvvm" || emit == "ptx") {
+    // One device module per layout: these print one.
+    if (artifact.layouts.size() != 1) {
+      std::cerr << "optc: error: --emit=" << emit << " prints the kernels of one layout; got "
+                << artifact.layouts.size() << " --layout options\n";
+      return 2;
+    }
     try {
       if (emit == "ptx") {
         optdsl::CudaCompileOptions options;
         options.archs = {gpuArch};
         options.assemble = false;
+        options.layout = artifact.layouts.front();
         out << optdsl::cudaCompile(*rule, fixed, options).images.at(0).ptx;
       } else {
-        out << optdsl::cudaModuleText(*rule, fixed, emit);
+        out << optdsl::cudaModuleText(*rule, fixed, emit, artifact.layouts.front());
       }
     } catch (const std::exception &e) {
       std::cerr << "optc: error: " << e.what() << "\n";

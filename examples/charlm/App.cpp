@@ -88,24 +88,45 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   if (options.rules.empty())
     options.rules = builtinRules();
 
+  if (options.layouts.empty())
+    options.layouts = {"f32"};
+
   // Everything that can be wrong with the input is found before training.
-  std::vector<LoadedRule> rules;
+  std::vector<LoadedRule> loaded;
   std::set<std::string> labels;
   for (const std::string &spec : options.rules) {
     try {
-      rules.push_back(loadRule(spec));
+      loaded.push_back(loadRule(spec, options.layouts));
     } catch (const std::exception &e) {
       return inputError(e.what());
     }
-    if (!labels.insert(rules.back().label).second)
-      return usageError("two rules of this run are named '" + rules.back().label +
+    if (!labels.insert(loaded.back().label).second)
+      return usageError("two rules of this run are named '" + loaded.back().label +
                         "'; rename the optimizer in one of the files");
   }
-  std::vector<std::map<std::string, double>> hypers;
+  std::vector<std::map<std::string, double>> loadedHypers;
   try {
-    hypers = resolveHypers(rules, options.hypers, options.steps);
+    loadedHypers = resolveHypers(loaded, options.hypers, options.steps);
   } catch (const UsageError &e) {
     return usageError(e.what());
+  }
+  // One run per rule and layout, each rule's layouts together.
+  std::vector<LoadedRule> rules;
+  std::vector<std::map<std::string, double>> hypers;
+  for (size_t r = 0; r < loaded.size(); ++r) {
+    for (const std::string &layout : options.layouts) {
+      const auto &built = loaded[r].kernels->layouts;
+      if (std::none_of(built.begin(), built.end(), [&](const auto &l) { return l.name == layout; })) {
+        std::string names;
+        for (const auto &l : built)
+          names += (names.empty() ? "" : ", ") + l.name;
+        return inputError(loaded[r].label + " (" + loaded[r].origin + ") has no kernels for layout " + layout +
+                          " (it has: " + names + ")");
+      }
+      rules.push_back(loaded[r]);
+      rules.back().layout = layout;
+      hypers.push_back(loadedHypers[r]);
+    }
   }
   Corpus corpus;
   try {
@@ -154,7 +175,7 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
       << config.warmupSteps << " steps then cosine to " << config.minLrFraction << " x peak, seed " << config.seed
       << ", " << config.threads << " threads\n";
   for (size_t r = 0; r < rules.size(); ++r) {
-    out << "rule       " << rules[r].label << " (" << rules[r].origin << ")";
+    out << "rule       " << rules[r].runName() << " (" << rules[r].origin << ")";
     for (const auto &[name, value] : hypers[r])
       out << " " << name << "=" << format("%g", value);
     out << "\n";
@@ -166,7 +187,7 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     try {
       results.push_back(train(corpus, config, {rules[r], hypers[r]}, &out));
     } catch (const std::exception &e) {
-      return inputError(rules[r].label + ": " + e.what());
+      return inputError(rules[r].runName() + ": " + e.what());
     }
   }
 

@@ -67,6 +67,9 @@ std::vector<std::map<std::string, double>> resolveHypers(const std::vector<Loade
       if (hyper->fixed && setting.value != hyper->defaultValue)
         throw UsageError("--hyper " + setting.name + ": " + rules[r].label + " was compiled with " +
                          setting.name + " fixed to " + std::to_string(hyper->defaultValue));
+      if (!hyper->range.contains(setting.value))
+        throw UsageError("--hyper " + setting.name + ": " + rules[r].label + " allows " + setting.name + " in " +
+                         hyper->range.str() + " only");
       result[r][setting.name] = setting.value;
       applied = true;
     }

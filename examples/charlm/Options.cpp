@@ -1,5 +1,8 @@
 #include "Options.h"
 
+#include "optrt/Layout.h"
+
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <limits>
@@ -19,6 +22,11 @@ rules:
   --hyper [RULE:]NAME=VALUE
                         set a hyper for every rule of the run that has NAME, or
                         for RULE only (repeatable); lr is the schedule's peak
+  --layout TEXT         state storage to run every rule with (repeatable: one
+                        run per rule and layout; default f32): state=bf16,
+                        state=q8 (8-bit block-wise), or per state, e.g.
+                        m1=q8,m2=bf16 (docs/layouts.md); params and grads stay
+                        f32. Built-in rules carry f32, state=bf16, state=q8
 data and model:
   --corpus PATH         a file, or a directory whose regular files are read in
                         sorted order (default /usr/share/common-licenses)
@@ -81,6 +89,22 @@ HyperSetting parseHyper(const std::string &text) {
   return setting;
 }
 
+/// The canonical form of a layout the trainer can run: params and grads in
+/// f32, no master (the model computes on its f32 params).
+std::string parseLayout(const std::string &text) {
+  optrt::Layout layout;
+  try {
+    layout = optrt::Layout::parse(text);
+  } catch (const std::invalid_argument &e) {
+    throw UsageError(std::string("--layout: ") + e.what());
+  }
+  if (layout.param != optrt::Dtype::F32 || layout.grad != optrt::Dtype::F32 || layout.master)
+    throw UsageError("--layout " + text +
+                     ": charlm keeps params and grads in f32 (its model computes on them); a layout may "
+                     "choose the states' storage only, e.g. state=q8 or m1=q8,nu=bf16");
+  return layout.str();
+}
+
 } // namespace
 
 Options parseOptions(const std::vector<std::string> &args) {
@@ -99,6 +123,11 @@ Options parseOptions(const std::vector<std::string> &args) {
       options.rules.push_back(value());
     } else if (arg == "--hyper") {
       options.hypers.push_back(parseHyper(value()));
+    } else if (arg == "--layout") {
+      std::string layout = parseLayout(value());
+      if (std::find(options.layouts.begin(), options.layouts.end(), layout) != options.layouts.end())
+        throw UsageError("--layout " + layout + " is given twice");
+      options.layouts.push_back(layout);
     } else if (arg == "--corpus") {
       options.corpus = value();
     } else if (arg == "--validation") {

@@ -25,6 +25,7 @@ struct Options {
   double validationFraction = 0.1;
   std::vector<std::string> rules; // built-in names or .opt paths; empty: adamw, ademamix
   std::vector<HyperSetting> hypers;
+  std::vector<std::string> layouts; // canonical written forms; empty: f32
   int steps = 3000;
   int batch = 256;
   int context = 16;

@@ -17,7 +17,13 @@ const std::vector<std::string> &builtinRules() {
   return names;
 }
 
-LoadedRule loadRule(const std::string &spec) {
+const std::vector<std::string> &builtinLayouts() {
+  // Keep in step with LAYOUTS in examples/charlm/CMakeLists.txt.
+  static const std::vector<std::string> layouts{"f32", "state=bf16", "state=q8"};
+  return layouts;
+}
+
+LoadedRule loadRule(const std::string &spec, const std::vector<std::string> &layouts) {
   const auto &builtins = builtinRules();
   if (std::find(builtins.begin(), builtins.end(), spec) != builtins.end()) {
     // AMSGrad is fixed off in the AdamW artifact: its branch and its
@@ -25,7 +31,7 @@ LoadedRule loadRule(const std::string &spec) {
     auto kernels = optrt::loadArtifact(spec == "adamw" ? CHARLM_ADAMW_SO : CHARLM_ADEMAMIX_SO);
     return {kernels->name, "built-in", kernels};
   }
-  auto kernels = optdsl::jitCompileFile(spec);
+  auto kernels = optdsl::jitCompileFile(spec, {}, layouts);
   return {kernels->name, spec, kernels};
 }
 

@@ -19,14 +19,25 @@ struct LoadedRule {
   std::string label;  // the rule's name as declared in its file
   std::string origin; // "built-in" or the file it was compiled from
   std::shared_ptr<const optrt::RuleKernels> kernels;
+  std::string layout = "f32"; // the storage layout it runs (optrt/Layout.h)
+
+  /// The run's name in tables and plots: the rule, and its layout unless f32.
+  std::string runName() const { return layout == "f32" ? label : label + " " + layout; }
 };
 
 /// The names loadRule accepts without a path.
 const std::vector<std::string> &builtinRules();
 
-/// spec: a built-in rule's name or a path to a .opt file. Throws
-/// std::runtime_error when the file cannot be read, or carrying the
-/// compiler's diagnostics (file:line:col: error: ...) when it has errors.
-LoadedRule loadRule(const std::string &spec);
+/// The layouts the built-in rules' artifacts were compiled for: those that
+/// keep params and grads in f32 (the model computes on them).
+const std::vector<std::string> &builtinLayouts();
+
+/// spec: a built-in rule's name or a path to a .opt file, whose kernels
+/// are compiled for `layouts` (canonical written forms; a built-in rule
+/// has builtinLayouts()). Throws std::runtime_error when the file cannot be
+/// read, or carrying the compiler's diagnostics (file:line:col: error: ...)
+/// when it has errors, std::invalid_argument for a layout the rule cannot
+/// take.
+LoadedRule loadRule(const std::string &spec, const std::vector<std::string> &layouts = {"f32"});
 
 } // namespace charlm

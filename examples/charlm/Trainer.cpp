@@ -76,6 +76,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   }
   optrt::OptimizerOptions options;
   options.threads = config.threads;
+  options.layout = spec.rule.layout;
   optrt::Optimizer optimizer(spec.rule.kernels, options);
   std::map<std::string, double> plainHypers = spec.hypers;
   if (hasHyper(*spec.rule.kernels, "weight_decay"))
@@ -90,7 +91,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
                     config.minLrFraction};
 
   RunResult result;
-  result.label = spec.rule.label;
+  result.label = spec.rule.runName();
   result.params = optimizer.numParams();
   result.stateBytesPerParam = optimizer.stateBytesPerParam();
   std::vector<size_t> curvePositions = validationPositions(corpus, config.model.context, config.evalPositions);
@@ -132,7 +133,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
         char line[256];
         std::snprintf(line, sizeof line,
                       "  %-10s step %5d/%d  lr %.2e  train %.3f  val %.3f  %6.1f steps/s  optimizer %.3f ms/step\n",
-                      spec.rule.label.c_str(), step, config.steps, scheduled ? schedule.at(step) : 0.0,
+                      spec.rule.runName().c_str(), step, config.steps, scheduled ? schedule.at(step) : 0.0,
                       intervalLoss / intervalSteps, valLoss, intervalSteps / (intervalModel + intervalOptimizer),
                       1e3 * intervalOptimizer / intervalSteps);
         *progress << line << std::flush;

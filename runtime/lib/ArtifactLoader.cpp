@@ -7,6 +7,7 @@
 #include "optrt/CudaKernels.h"
 #include "optrt/artifact_abi.h"
 
+#include <cmath>
 #include <dlfcn.h>
 
 #include <span>
@@ -36,8 +37,15 @@ public:
   void read(RuleKernels &rule) {
     rule.name = string(artifact_.rule, "rule");
     rule.cpu = string(artifact_.cpu, "cpu");
-    for (const optdsl_hyper &hyper : array(artifact_.hypers, artifact_.num_hypers, "hypers"))
-      rule.hypers.push_back({string(hyper.name, "hyper name"), hyper.default_value, hyper.fixed != 0});
+    for (const optdsl_hyper &hyper : array(artifact_.hypers, artifact_.num_hypers, "hypers")) {
+      HyperRange range{hyper.lower, hyper.upper, (hyper.range_flags & OPTDSL_RANGE_LOWER_OPEN) != 0,
+                       (hyper.range_flags & OPTDSL_RANGE_UPPER_OPEN) != 0};
+      std::string name = string(hyper.name, "hyper name");
+      if (std::isnan(range.lower) || std::isnan(range.upper) || !range.contains(hyper.default_value))
+        fail("hyper '" + name + "' has the default " + HyperRange::format(hyper.default_value) +
+             " outside its range " + range.str());
+      rule.hypers.push_back({name, hyper.default_value, hyper.fixed != 0, range});
+    }
     for (const optdsl_state &state : array(artifact_.states, artifact_.num_states, "states"))
       rule.states.push_back({string(state.name, "state name"), state.scalar != 0});
     for (const optdsl_reduction &reduction :
@@ -124,6 +132,7 @@ private:
     result->finishEntries = names(cuda.finish_entries, "finish_entries");
     result->scalarsEntry = string(cuda.scalars_entry, (where + "scalars_entry").c_str());
     result->advanceEntry = string(cuda.advance_entry, (where + "advance_entry").c_str());
+    result->layout = layout;
     result->blockSize = cuda.block_size;
     result->buffersPerTensor = cuda.buffers_per_tensor;
     result->uniformStride = cuda.uniform_stride;

@@ -16,21 +16,16 @@ size_t Optimizer::Impl::elementwiseSlot(const std::string &name, const char *cal
 
 size_t Optimizer::Impl::stateBuffer(const Tensor &t, const std::string &name, const char *caller) const {
   elementwiseSlot(name, caller);
-  int index = static_cast<int>(layout.stateIndex(name));
-  const std::vector<BufferDesc> &buffers = t.layout->buffers;
-  for (size_t b = 0; b < buffers.size(); ++b)
-    if (buffers[b].role == BufferRole::State && buffers[b].state == index)
-      return b;
+  int b = findBuffer(t.layout->buffers, BufferRole::State, static_cast<int>(layout.stateIndex(name)));
+  if (b >= 0)
+    return static_cast<size_t>(b);
   throw std::logic_error(std::string(caller) + ": layout '" + t.layout->name + "' has no buffer for state '" +
                          name + "'");
 }
 
 const float *Optimizer::Impl::absmaxOf(const Tensor &t, size_t buffer) const {
-  const std::vector<BufferDesc> &buffers = t.layout->buffers;
-  for (size_t b = 0; b < buffers.size(); ++b)
-    if (buffers[b].role == BufferRole::StateAbsmax && buffers[b].state == buffers[buffer].state)
-      return static_cast<const float *>(bufferAt(t, b));
-  return nullptr;
+  int b = findBuffer(t.layout->buffers, BufferRole::StateAbsmax, t.layout->buffers[buffer].state);
+  return b < 0 ? nullptr : static_cast<const float *>(bufferAt(t, static_cast<size_t>(b)));
 }
 
 std::string Optimizer::Impl::findOverlap(const std::vector<void *> &params,
@@ -159,11 +154,8 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
         std::fill_n(values.begin(), n, elementwiseInit[k]);
-        float *absmax = nullptr;
-        if (isQ8(buffer.dtype))
-          for (size_t a = 0; a < buffers.size(); ++a)
-            if (buffers[a].role == BufferRole::StateAbsmax && buffers[a].state == buffer.state)
-              absmax = s.arena.data() + tensor.offsets[a];
+        int a = findBuffer(buffers, BufferRole::StateAbsmax, buffer.state);
+        float *absmax = a < 0 ? nullptr : s.arena.data() + tensor.offsets[a];
         encodeF32(buffer.dtype, {values.data(), n}, s.arena.data() + tensor.offsets[b], absmax);
       }
     }

@@ -6,6 +6,7 @@
 
 #include "ChunkTable.h"
 #include "Reduction.h"
+#include "LayoutBuffers.h"
 #include "RuleLayout.h"
 #include "StateArena.h"
 #include "ThreadPool.h"
@@ -37,13 +38,10 @@ struct Tensor {
   std::vector<size_t> offsets;
 };
 
-inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
-
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
 /// bytes rounded up to whole floats, then to whole cache lines.
 inline size_t bufferFloats(const BufferDesc &buffer, size_t n) {
-  size_t bytes = buffer.role == BufferRole::StateAbsmax ? sizeof(float) * q8Blocks(n, buffer.blockElements)
-                                                         : elementBytes(buffer.dtype, n);
+  size_t bytes = bufferBytes(buffer, n);
   return StateArena::paddedFloats((bytes + sizeof(float) - 1) / sizeof(float));
 }
 

@@ -63,6 +63,9 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels, const std::st
       fail(rule, "hyper '" + hyper.name + "' is declared twice");
     if (!std::isfinite(hyper.defaultValue))
       fail(rule, "hyper '" + hyper.name + "' has a non-finite default");
+    if (!hyper.range.contains(hyper.defaultValue))
+      fail(rule, "hyper '" + hyper.name + "' has the default " + formatNumber(hyper.defaultValue) +
+                     " outside its range " + hyper.range.str());
   }
   std::set<std::string> stateNames;
   for (const StateInfo &state : rule.states) {
@@ -160,6 +163,10 @@ void RuleLayout::checkHyperValue(size_t index, double value, const char *caller)
   if (!std::isfinite(value))
     throw std::invalid_argument(std::string(caller) + ": hyper '" + hyper.name + "' set to " +
                                 formatNumber(value) + "; hypers must be finite");
+  if (!hyper.range.contains(value))
+    throw std::invalid_argument(std::string(caller) + ": hyper '" + hyper.name + "' of rule '" +
+                                kernels_->name + "' set to " + formatNumber(value) + ", outside its range " +
+                                hyper.range.str() + " (the kernels rely on it)");
   if (hyper.fixed && value != hyper.defaultValue)
     throw std::invalid_argument(std::string(caller) + ": hyper '" + hyper.name + "' of rule '" +
                                 kernels_->name + "' is fixed at " +

@@ -8,6 +8,8 @@
 
 #include <gtest/gtest.h>
 
+#include <regex>
+
 namespace optdsl {
 namespace {
 
@@ -47,6 +49,50 @@ TEST(ArtifactCuda, CarriesTheCompilersCudaKernels) {
   // beta1 fixed to 0 drops the fast EMA on the device too: the host layout
   // and the device tables agree on the buffers.
   EXPECT_EQ(static_cast<size_t>(loaded.buffersPerTensor), host->layouts[0].buffers.size());
+#endif
+}
+
+/// PTX without the NVPTX backend's "// callseq N, M" comments, whose
+/// numbers count calls across every compilation in the process.
+std::string withoutCallSequenceComments(const std::string &ptx) {
+  return std::regex_replace(ptx, std::regex("// callseq [0-9]+(, [0-9]+)?"), "");
+}
+
+TEST(ArtifactCuda, EveryLayoutCarriesItsOwnCudaKernels) {
+#ifndef OPTDSL_HAVE_CUDA_TOOLKIT
+  GTEST_SKIP() << "no CUDA toolkit (libdevice) at configure time: no TARGETS cuda artifact built";
+#else
+  auto host = optrt::loadArtifact(std::string(ARTIFACT_DIR) + "/libopt_adamw_cuda_layouts.so");
+  // Four layouts and the q8 layout's small-tensor fallback.
+  ASSERT_EQ(host->layouts.size(), 5u);
+  CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
+  for (const optrt::LayoutKernels &layout : host->layouts) {
+    SCOPED_TRACE(layout.name);
+    ASSERT_TRUE(layout.cuda) << "no CUDA kernels";
+    EXPECT_EQ(layout.cuda->layout, layout.name);
+    EXPECT_EQ(static_cast<size_t>(layout.cuda->buffersPerTensor), layout.buffers.size());
+    CudaCompileOptions options;
+    options.layout = layout.name;
+    options.assemble = false;
+    optrt::CudaKernels expected = cudaCompile(rule, {}, options);
+    EXPECT_EQ(layout.cuda->elementEntries, expected.elementEntries);
+    EXPECT_EQ(layout.cuda->uniformStride, expected.uniformStride);
+    ASSERT_EQ(layout.cuda->images.size(), expected.images.size());
+    for (size_t i = 0; i < expected.images.size(); ++i)
+      EXPECT_EQ(withoutCallSequenceComments(layout.cuda->images[i].ptx),
+                withoutCallSequenceComments(expected.images[i].ptx))
+          << expected.images[i].arch;
+  }
+  // A layout the artifact was not built for is refused by name before any
+  // driver call (this machine may have none).
+  optrt::CudaOptimizerOptions options;
+  options.layout = "state=f16";
+  try {
+    optrt::CudaOptimizer optimizer(host, options);
+    FAIL() << "a layout the artifact lacks was accepted";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("state=f16"), std::string::npos) << e.what();
+  }
 #endif
 }
 

@@ -48,11 +48,16 @@ TEST(ArtifactErrors, ALibraryThatIsNoArtifact) {
 
 TEST(ArtifactErrors, AnotherAbiVersion) {
   expectParts(loadError(fake("fake_future_abi")),
-              {"ABI version 2", "reads version 1", "rebuild"});
+              {"ABI version 3", "reads version 2", "rebuild"});
 }
 
 TEST(ArtifactErrors, AMalformedDescriptor) {
   expectParts(loadError(fake("fake_null_rule")), {"malformed descriptor", "rule is null"});
+}
+
+TEST(ArtifactErrors, ADefaultOutsideItsRange) {
+  expectParts(loadError(fake("fake_default_outside")),
+              {"malformed descriptor", "hyper 'lr'", "default 0.5", "outside its range (0, 0.25]"});
 }
 
 TEST(ArtifactErrors, ACpuFeatureThisMachineLacks) {
@@ -71,6 +76,7 @@ TEST(ArtifactErrors, HandWrittenDescriptorLoadsAndSteps) {
   ASSERT_EQ(rule->hypers.size(), 1u);
   EXPECT_EQ(rule->hypers[0].name, "lr");
   EXPECT_EQ(rule->hypers[0].defaultValue, 0.5);
+  EXPECT_EQ(rule->hypers[0].range.str(), "(0, 1]");
   std::vector<float> params = {1, 2, 3}, grads = {1, 1, -2};
   Optimizer optimizer(rule);
   optimizer.addGroup({params.data()}, {3});

@@ -126,6 +126,33 @@ TEST(BadInput, MalformedOptions) {
   EXPECT_NE(run.err.find("--steps expects an integer"), std::string::npos) << run.err;
 }
 
+TEST(BadInput, LayoutsTheTrainerCannotRun) {
+  Outcome run = runCharlm({"--layout", "param=bf16,master=f32"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("charlm keeps params and grads in f32"), std::string::npos) << run.err;
+  run = runCharlm({"--layout", "state=q4"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--layout: "), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("unknown dtype 'q4'"), std::string::npos) << run.err;
+  run = runCharlm({"--layout", "state=q8", "--layout", "state=q8"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--layout state=q8 is given twice"), std::string::npos) << run.err;
+  // A layout the built-in artifacts were not compiled for: named, with theirs.
+  run = runCharlm({"--layout", "state=f16"});
+  EXPECT_NE(run.status, 0);
+  EXPECT_NE(run.err.find("adamw (built-in) has no kernels for layout state=f16 (it has: f32, state=bf16, state=q8"),
+            std::string::npos)
+      << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
+TEST(BadInput, HyperOutsideItsDeclaredRange) {
+  Outcome run = runCharlm({"--hyper", "beta2=1"});
+  EXPECT_EQ(run.status, 2);
+  EXPECT_NE(run.err.find("--hyper beta2: adamw allows beta2 in [0, 1) only"), std::string::npos) << run.err;
+  EXPECT_FALSE(trained(run));
+}
+
 // The good path of the same entry point, with a user's rule file compiled at
 // run time next to a built-in one: both train, the table and plot come out.
 TEST(GoodInput, UserRuleFileTrainsNextToABuiltInRule) {
@@ -135,6 +162,17 @@ TEST(GoodInput, UserRuleFileTrainsNextToABuiltInRule) {
   EXPECT_NE(run.out.find("cautious_adamw ("), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("lr=0.003"), std::string::npos) << run.out;
   EXPECT_NE(run.out.find("loss curves: "), std::string::npos) << run.out;
+  EXPECT_TRUE(trained(run));
+}
+
+// Each rule once per layout: the runs are named by both, and the table gives
+// each its state bytes per parameter (8-bit states: about 2 for AdamW's two
+// states, plus the small tensors kept in f32).
+TEST(GoodInput, EveryRuleRunsUnderEveryLayout) {
+  Outcome run = runCharlm({"--layout", "f32", "--layout", "state=q8"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  for (const char *name : {"adamw  ", "adamw state=q8", "ademamix  ", "ademamix state=q8"})
+    EXPECT_NE(run.out.find(name), std::string::npos) << name << "\n" << run.out;
   EXPECT_TRUE(trained(run));
 }
 

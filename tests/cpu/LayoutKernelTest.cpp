@@ -22,11 +22,14 @@
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
+#include "common/Q8BoundaryValues.h"
+
 #include <gtest/gtest.h>
 
 #include <bit>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <map>
 #include <random>
 #include <sstream>
@@ -52,6 +55,24 @@ std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule,
   if (!entry)
     entry = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed, layouts);
   return entry;
+}
+
+std::string readRuleSource(const std::string &rule) {
+  std::ifstream in(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+/// The kernels of a rule given as text (a variant of a library rule).
+std::shared_ptr<const optrt::RuleKernels> kernelsForSource(const std::string &text,
+                                                           const std::vector<std::string> &layouts,
+                                                           const FixedHypers &fixed = {}) {
+  std::ostringstream rendered;
+  auto rule = compileSource(std::make_shared<SourceFile>("variant.opt", text), rendered);
+  if (!rule)
+    throw std::runtime_error(rendered.str());
+  return jitCompile(*rule, fixed, layouts);
 }
 
 bool isQ8(Dtype d) { return d == Dtype::Q8Signed || d == Dtype::Q8Unsigned; }
@@ -370,8 +391,9 @@ INSTANTIATE_TEST_SUITE_P(Rules, LayoutKernel, ::testing::ValuesIn(cases()),
                          });
 
 /// The unsigned map is used exactly where the sign analysis proves the state
-/// non-negative: AdamW's exp_avg_sq once beta2 is a constant in [0, 1]
-/// (hypers are otherwise unconstrained numbers), never exp_avg.
+/// non-negative: AdamW's exp_avg_sq, from beta2's declared range [0, 1)
+/// (or, in a copy of the rule without ranges, once beta2 is fixed), never
+/// exp_avg.
 TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
   auto dtypes = [](const optrt::RuleKernels &k) {
     std::map<std::string, Dtype> result;
@@ -382,10 +404,18 @@ TEST(LayoutKernelSign, UnsignedMapOnlyWhereProved) {
             result[k.states[b.state].name] = b.dtype;
     return result;
   };
-  auto free = dtypes(*kernelsFor("adamw", {"state=q8"}));
-  EXPECT_EQ(free.at("exp_avg"), Dtype::Q8Signed);
-  EXPECT_EQ(free.at("exp_avg_sq"), Dtype::Q8Signed);
-  auto fixed = dtypes(*kernelsFor("adamw", {"state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}));
+  auto ranged = dtypes(*kernelsFor("adamw", {"state=q8"}));
+  EXPECT_EQ(ranged.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(ranged.at("exp_avg_sq"), Dtype::Q8Unsigned);
+  EXPECT_EQ(ranged.at("max_exp_avg_sq"), Dtype::Q8Unsigned);
+  // Without the ranges beta2 is any number: 1 - beta2 could be negative.
+  std::string source = readRuleSource("adamw");
+  for (size_t at; (at = source.find(" in [")) != std::string::npos;)
+    source.erase(at, source.find(';', at) - at);
+  auto unranged = dtypes(*kernelsForSource(source, {"state=q8"}));
+  EXPECT_EQ(unranged.at("exp_avg"), Dtype::Q8Signed);
+  EXPECT_EQ(unranged.at("exp_avg_sq"), Dtype::Q8Signed);
+  auto fixed = dtypes(*kernelsForSource(source, {"state=q8"}, {{"beta1", 0.9}, {"beta2", 0.999}, {"amsgrad", 0}}));
   EXPECT_EQ(fixed.at("exp_avg"), Dtype::Q8Signed);
   EXPECT_EQ(fixed.at("exp_avg_sq"), Dtype::Q8Unsigned);
 }
@@ -587,18 +617,7 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   ASSERT_EQ(kernels->layouts[0].buffers[3].dtype, Dtype::Q8Unsigned); // v
   for (bool isSigned : {true, false}) {
     const optrt::Q8Map &map = optrt::q8Map(isSigned);
-    std::vector<float> values = {0.0f, -0.0f, 1e-30f, -1e-30f, 1e-40f, -1e-40f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN};
-    for (float t : map.thresholds())
-      for (float x : {t, std::nextafter(t, -2.0f), std::nextafter(t, 2.0f)})
-        for (float sign : {1.0f, -1.0f})
-          values.push_back(sign * x);
-    for (float v : map.values())
-      values.push_back(v);
-    // And a dense log-uniform sweep of both signs over 1e-9 ... 1.
-    std::mt19937 rng(12);
-    std::uniform_real_distribution<float> exponent(-9.0f, 0.0f);
-    for (int i = 0; i < 40000; ++i)
-      values.push_back((i % 2 ? -1.0f : 1.0f) * std::pow(10.0f, exponent(rng)));
+    std::vector<float> values = test::q8BoundaryValues(map, 12);
     // Blocks of 256 starting with 1.0 (absmax 1 whatever follows).
     std::vector<float> grad;
     for (size_t i = 0; i < values.size(); ++i) {

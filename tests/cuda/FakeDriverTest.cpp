@@ -8,6 +8,7 @@
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
 
+#include "cuda/FakeDriverControl.h"
 #include "cuda/ModuleCache.h"
 
 #include <gtest/gtest.h>
@@ -21,44 +22,7 @@ namespace {
 using optrt::CudaErrc;
 using optrt::CudaError;
 using optrt::DevicePtr;
-
-/// The fake's control functions, from the library the runtime loads too.
-struct Fake {
-  void (*reset)();
-  void (*set)(const char *, long long);
-  size_t (*numLaunches)();
-  const char *(*launch)(size_t);
-  unsigned (*launchGrid)(size_t);
-  size_t (*liveBytes)();
-  DevicePtr (*allocForeign)(size_t);
-  DevicePtr (*alloc)(size_t);
-  DevicePtr (*allocMapped)(size_t, int);
-
-  static Fake &get() {
-    static Fake fake = [] {
-      void *handle = dlopen(std::getenv("OPTDSL_LIBCUDA"), RTLD_NOW | RTLD_LOCAL);
-      if (!handle)
-        throw std::runtime_error("the fake driver is not loadable: set OPTDSL_LIBCUDA");
-      Fake f{};
-      auto sym = [&](auto &fn, const char *name) {
-        fn = reinterpret_cast<std::remove_reference_t<decltype(fn)>>(dlsym(handle, name));
-        if (!fn)
-          throw std::runtime_error(std::string("fake driver lacks ") + name);
-      };
-      sym(f.reset, "fake_cuda_reset");
-      sym(f.set, "fake_cuda_set");
-      sym(f.numLaunches, "fake_cuda_num_launches");
-      sym(f.launch, "fake_cuda_launch");
-      sym(f.launchGrid, "fake_cuda_launch_grid");
-      sym(f.liveBytes, "fake_cuda_live_bytes");
-      sym(f.allocForeign, "fake_cuda_alloc_foreign");
-      sym(f.alloc, "fake_cuda_alloc");
-      sym(f.allocMapped, "fake_cuda_alloc_mapped");
-      return f;
-    }();
-    return fake;
-  }
-};
+using optdsl::test::Fake;
 
 struct Rule {
   std::shared_ptr<const optrt::RuleKernels> host;

@@ -205,6 +205,18 @@ TEST_F(ErrorPath, SetHyperNonFinite) {
   expectUnchanged();
 }
 
+TEST_F(ErrorPath, SetHyperOutsideItsRange) {
+  // beta1 is declared in [0, 1): kernels may rely on it (a state proved
+  // non-negative from it is stored with the unsigned q8 map).
+  for (double bad : {1.0, -0.25, 7.0})
+    expectThrow<std::invalid_argument>([&] { run.optimizer.setHyper("beta1", bad); },
+                                       {"hyper 'beta1'", "outside its range [0, 1)", "rely on it"});
+  expectThrow<std::invalid_argument>([&] { run.optimizer.setHyper("beta1", 1.5, 1); }, {"[0, 1)"});
+  expectUnchanged();
+  run.optimizer.setHyper("beta1", 0.0);
+  EXPECT_EQ(run.optimizer.hyper("beta1", 0), 0.0) << "the closed end is allowed";
+}
+
 TEST_F(ErrorPath, SetHyperBadGroup) {
   expectThrow<std::out_of_range>([&] { run.optimizer.setHyper("lr", 0.1, 2); },
                                  {"group 2 does not exist", "has 2 groups"});
@@ -325,6 +337,8 @@ TEST(ErrorPathConstruction, InconsistentTablesAreNamed) {
        {"hyper 'lr' is declared twice"}},
       {[](RuleKernels &r) { r.hypers[2].defaultValue = std::nan(""); },
        {"hyper 'eps' has a non-finite default"}},
+      {[](RuleKernels &r) { r.hypers[1].defaultValue = 1.0; },
+       {"hyper 'beta1' has the default 1 outside its range [0, 1)"}},
       {[](RuleKernels &r) {
          r.states.push_back({"v", true});
        },

@@ -190,7 +190,7 @@ std::shared_ptr<const RuleKernels> sgdMomentumKernels() {
 std::shared_ptr<const RuleKernels> lambLikeKernels() {
   auto rule = std::make_shared<RuleKernels>();
   rule->name = "lamb_like";
-  rule->hypers = {{"lr", 0.01}, {"beta1", 0.9}, {"eps", 1e-6}, {"v0", 0.1}};
+  rule->hypers = {{"lr", 0.01}, {"beta1", 0.9, false, {0.0, 1.0, false, true}}, {"eps", 1e-6}, {"v0", 0.1}};
   rule->states = {{"m", false}, {"count", true}, {"v", false}, {"lastNorm", true}};
   rule->reductions = {{ReductionKind::Norm, 0}, {ReductionKind::Max, 0}};
   rule->numPhases = 2;

@@ -675,8 +675,27 @@ TEST(InterpreterPeers, RmspropVariants) {
   compareWithPeer({"rmsprop", {}, 4}, {702});
   compareWithPeer({"rmsprop", {{"centered", 1}, {"lr", 1e-3}}, 4}, {703});
   compareWithPeer({"rmsprop", {{"momentum", 0.5}}, 4}, {704});
-  // torch tests momentum > 0: a negative momentum is no momentum.
-  compareWithPeer({"rmsprop", {{"momentum", -0.5}}, 3}, {705});
+}
+
+TEST(InterpreterHypers, OutsideTheDeclaredRangeIsRefusedAsTorchDoes) {
+  // torch raises "Invalid momentum value" for momentum < 0 and "Invalid
+  // beta parameter" outside [0, 1); the rules declare the same ranges.
+  Interpreter rmsprop(libraryRule("rmsprop"));
+  HyperValues values = rmsprop.defaultHypers(), original = values;
+  try {
+    rmsprop.setHyper(values, "momentum", -0.5);
+    ADD_FAILURE() << "momentum -0.5 accepted";
+  } catch (const std::invalid_argument &error) {
+    EXPECT_NE(std::string(error.what()).find("'momentum'"), std::string::npos) << error.what();
+    EXPECT_NE(std::string(error.what()).find("-0.5, outside its range [0, inf)"), std::string::npos) << error.what();
+  }
+  EXPECT_EQ(values, original) << "a refused value changes nothing";
+  Interpreter adam(libraryRule("adam"));
+  HyperValues adamValues = adam.defaultHypers();
+  EXPECT_THROW(adam.setHyper(adamValues, "beta2", 1.0), std::invalid_argument) << "[0, 1) excludes 1";
+  EXPECT_THROW(adam.setHyper(adamValues, "beta1", -1e-9), std::invalid_argument);
+  EXPECT_NO_THROW(adam.setHyper(adamValues, "beta2", 0.0)) << "[0, 1) includes 0";
+  EXPECT_NO_THROW(adam.setHyper(adamValues, "beta2", 0.9999999));
 }
 
 TEST(InterpreterPeers, AdagradDecayAndInitialAccumulator) {
@@ -811,7 +830,7 @@ TEST(InterpreterHypers, SetHyperRejectsUnknownNamesAndNonFiniteValues) {
   EXPECT_THROW(interpreter.setHyper(values, "LR", 1), std::invalid_argument);
   EXPECT_THROW(interpreter.setHyper(values, "exp_avg", 1), std::invalid_argument);
   EXPECT_THROW(interpreter.setHyper(values, "step", 1), std::invalid_argument);
-  EXPECT_NO_THROW(interpreter.setHyper(values, "lr", -1e300)) << "finite is enough";
+  EXPECT_NO_THROW(interpreter.setHyper(values, "lr", 1e300)) << "finite and in [0, inf) is enough";
 }
 
 // --- Checks before a step ---------------------------------------------------

@@ -50,12 +50,20 @@ using ExprPtr = std::unique_ptr<Expr>;
 enum class StmtKind { Hyper, State, Scalar, Let, Assign };
 const char *spelling(StmtKind kind);
 
+/// `in [lower, upper)` after a hyper's value: the values it allows.
+struct Interval {
+  SourceRange range;
+  ExprPtr lower, upper;
+  bool lowerOpen = false, upperOpen = false;
+};
+
 struct Stmt {
   StmtKind kind;
   SourceRange range;
   std::string name;
   SourceRange nameRange;
   ExprPtr value; // null for `state NAME;`
+  std::unique_ptr<Interval> interval; // null unless written
 
   // Filled by sema.
   int symbol = -1;

@@ -13,6 +13,7 @@
 #include "llvm/IR/Module.h"
 #include "llvm/Target/TargetMachine.h"
 
+#include <map>
 #include <memory>
 
 #include <string>
@@ -25,8 +26,9 @@ struct ArtifactInfo {
   std::string cpu;          // the CPU name the code was compiled for
   std::string cpuFeatures;  // requiredCpuFeatures of the target machine
   std::vector<std::string> layouts; // canonical layout names, each compiled in
-  /// The CUDA kernels, embedded with every layout; null without the CUDA target.
-  std::shared_ptr<const optrt::CudaKernels> cuda;
+  /// The CUDA kernels of each layout (by canonical name); empty without the
+  /// CUDA target.
+  std::map<std::string, std::shared_ptr<const optrt::CudaKernels>> cuda;
 };
 
 /// Adds the descriptor and the two exported functions (optdsl_abi_version,

@@ -21,6 +21,9 @@ struct CudaCompileOptions {
   std::string toolkitPath;
   /// Assemble each PTX with ptxas into a cubin when ptxas is found.
   bool assemble = true;
+  /// The storage layout (optrt/Layout.h's written form) the kernels read
+  /// and write; refused by name when the rule cannot take it.
+  std::string layout = "f32";
 };
 
 /// The toolkit root that holds libdevice, or nullopt.
@@ -37,6 +40,7 @@ optrt::CudaKernels cudaCompile(const CheckedRule &rule, const FixedHypers &fixed
 
 /// The generated module at a stage, for optc: "gpu" (gpu.module before
 /// lowering) or "nvvm" (after). Throws like cudaCompile.
-std::string cudaModuleText(const CheckedRule &rule, const FixedHypers &fixed, const std::string &stage);
+std::string cudaModuleText(const CheckedRule &rule, const FixedHypers &fixed, const std::string &stage,
+                           const std::string &layout = "f32");
 
 } // namespace optdsl

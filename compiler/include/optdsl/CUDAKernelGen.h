@@ -23,13 +23,14 @@ namespace optdsl {
 /// is unrolled for it.
 inline constexpr int kCudaBlockSize = 256;
 
-/// Builds the device module from `optModule` (the rule after the
+/// Builds the device module of storage layout `layout` (written as in
+/// optrt/Layout.h, already validated) from `optModule` (the rule after the
 /// opt-kernel-prep pipeline: its phases' element code) and `hostKernels`
 /// (buildKernels' result for it, not yet lowered: its uniform and
 /// scalar-update functions), and fills the entry names and strides of
 /// `facts` (images stay empty). Returns null after emitting an error.
 mlir::OwningOpRef<mlir::ModuleOp> buildCudaKernels(mlir::ModuleOp optModule, mlir::ModuleOp hostKernels,
-                                                    const KernelSignature &signature,
+                                                    const KernelSignature &signature, const std::string &layout,
                                                     optrt::CudaKernels &facts);
 
 /// Lowers the gpu.module of `module` in place to the LLVM and NVVM dialects.

@@ -41,6 +41,9 @@ std::string uniformsFunctionName(const std::string &rule, int phase);
 /// The f32 layout's kernels keep the plain name optdsl_<rule>_kernel<p>;
 /// another layout's append its canonical name with '=' and ',' as '_'.
 std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout = "f32");
+/// What a layout adds to a kernel's name: "" for f32, else its canonical
+/// text made an identifier ("_param_bf16_master_f32").
+std::string layoutSuffix(const std::string &layout);
 std::string scalarUpdateFunctionName(const std::string &rule);
 
 /// Elements per vector iteration of the element kernels.

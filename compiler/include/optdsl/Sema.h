@@ -7,6 +7,7 @@
 #include "optdsl/AST.h"
 #include "optdsl/Builtins.h"
 #include "optdsl/Diagnostics.h"
+#include "optrt/HyperRange.h"
 
 #include <iosfwd>
 #include <memory>
@@ -26,6 +27,7 @@ struct Symbol {
   SourceRange declRange;       // empty for built-ins
   ValueKind kind = ValueKind::Uniform;
   double defaultValue = 0;     // Hyper
+  optrt::HyperRange range;     // Hyper: the values it allows
   const ast::Expr *init = nullptr; // State, ScalarState: initial value (null: 0)
   int slot = -1;               // index among hypers / states / scalar states
   bool read = false;

@@ -75,8 +75,6 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   llvm::TargetMachine *machine = result.machine.get();
   info.cpu = machine->getTargetCPU().str();
   info.cpuFeatures = requiredCpuFeatures(*machine);
-  if (options.cuda)
-    info.cuda = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed));
 
   mlir::MLIRContext context;
   // Layouts are parsed and checked against the rule by the kernel builder,
@@ -85,8 +83,16 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   CpuKernelModule kernels = buildCpuKernelModule(
       context, rule, options.fixed, options.layouts,
       {.avx512 = subtarget.checkFeatures("+avx512f"), .avx512vbmi = subtarget.checkFeatures("+avx512bw,+avx512vbmi")});
-  for (const KernelSignature::Layout &layout : kernels.signature.layouts)
+  for (const KernelSignature::Layout &layout : kernels.signature.layouts) {
     info.layouts.push_back(layout.name);
+    // Each layout's CUDA kernels (small-tensor fallbacks included) are a
+    // device module of their own.
+    if (options.cuda) {
+      CudaCompileOptions cudaOptions;
+      cudaOptions.layout = layout.name;
+      info.cuda[layout.name] = std::make_shared<const optrt::CudaKernels>(cudaCompile(rule, options.fixed, cudaOptions));
+    }
+  }
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
   result.module = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);

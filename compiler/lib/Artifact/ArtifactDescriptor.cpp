@@ -34,7 +34,11 @@ public:
     std::vector<llvm::Constant *> hypers, states, reductions, numUniforms, uniforms, layouts;
     for (const optrt::HyperInfo &hyper : signature.hypers)
       hypers.push_back(record({string(hyper.name), llvm::ConstantFP::get(f64_, hyper.defaultValue),
-                               u32(hyper.fixed ? 1 : 0), u32(0)}));
+                               u32(hyper.fixed ? 1 : 0),
+                               u32((hyper.range.lowerOpen ? OPTDSL_RANGE_LOWER_OPEN : 0) |
+                                   (hyper.range.upperOpen ? OPTDSL_RANGE_UPPER_OPEN : 0)),
+                               llvm::ConstantFP::get(f64_, hyper.range.lower),
+                               llvm::ConstantFP::get(f64_, hyper.range.upper)}));
     for (const optrt::StateInfo &state : signature.states)
       states.push_back(record({string(state.name), u32(state.scalar ? 1 : 0), u32(0)}));
     for (const optrt::ReductionInfo &reduction : signature.reductions)
@@ -43,9 +47,10 @@ public:
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
     }
-    // The CUDA backend builds the f32 layout only: its kernels go with it.
-    for (const KernelSignature::Layout &layout : signature.layouts)
-      layouts.push_back(layoutRecord(signature, layout, layout.name == "f32" ? info.cuda.get() : nullptr));
+    for (const KernelSignature::Layout &layout : signature.layouts) {
+      auto cuda = info.cuda.find(layout.name);
+      layouts.push_back(layoutRecord(signature, layout, cuda == info.cuda.end() ? nullptr : cuda->second.get()));
+    }
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
                    array(hypers), u32(states.size()), u32(reductions.size()), array(states),

@@ -6,8 +6,10 @@
 #include "optdsl/KernelGen.h"
 
 #include "optdsl/Codegen/ElementLoop.h"
+#include "optdsl/Codegen/LayoutPlan.h"
 #include "optdsl/Codegen/PhaseBody.h"
 #include "optdsl/Codegen/StateSign.h"
+#include "optdsl/Codegen/StorageArith.h"
 
 #include "Q8BytePlanes.h"
 #include "StorageCodegen.h"
@@ -43,14 +45,16 @@ std::string initFunctionName(const std::string &rule) { return "optdsl_" + rule 
 std::string uniformsFunctionName(const std::string &rule, int phase) {
   return "optdsl_" + rule + "_uniforms" + std::to_string(phase);
 }
-std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout) {
-  std::string name = "optdsl_" + rule + "_kernel" + std::to_string(phase);
+std::string layoutSuffix(const std::string &layout) {
   if (layout == "f32")
-    return name;
-  name += "_";
+    return "";
+  std::string suffix = "_";
   for (char c : layout)
-    name += (c == '=' || c == ',') ? '_' : c;
-  return name;
+    suffix += (c == '=' || c == ',') ? '_' : c;
+  return suffix;
+}
+std::string kernelFunctionName(const std::string &rule, int phase, const std::string &layout) {
+  return "optdsl_" + rule + "_kernel" + std::to_string(phase) + layoutSuffix(layout);
 }
 std::string scalarUpdateFunctionName(const std::string &rule) {
   return "optdsl_" + rule + "_scalar_update";
@@ -87,18 +91,7 @@ public:
   }
 
 private:
-  /// Where each buffer of the element code (codegen::BufferLayout numbering:
-  /// param, grad, elementwise states) lives in one layout's kernels.
-  struct LayoutPlan {
-    std::string name;
-    std::vector<optrt::BufferDesc> buffers; // the kernels' buffers argument
-    std::vector<int> storage;               // per element-code buffer: its buffer
-    std::vector<optrt::Dtype> dtype;        // per element-code buffer
-    std::map<int, int> absmax;              // q8 element-code buffer -> its absmax buffer
-    int master = -1;                        // the master's buffer, or -1
-    bool stochastic = false;                // bf16/f16 writes round stochastically
-    bool blockwise() const { return !absmax.empty(); }
-  };
+  using LayoutPlan = codegen::LayoutPlan;
 
   void planLayouts(const std::vector<std::string> &written) {
     std::vector<bool> nonNegative = codegen::provedNonNegative(rule_);
@@ -107,39 +100,7 @@ private:
       for (const LayoutPlan &plan : plans_)
         if (plan.name == name)
           return;
-      LayoutPlan plan;
-      plan.name = name;
-      plan.stochastic = layout.stochastic;
-      plan.buffers = optrt::layoutBuffers(layout, signature_.states, nonNegative);
-      plan.storage.assign(buffers_->size(), -1);
-      plan.dtype.assign(buffers_->size(), optrt::Dtype::F32);
-      std::map<int, int> stateBuffer; // StateInfo index -> element-code buffer
-      for (const optrt::StateInfo &state : signature_.states)
-        if (!state.scalar)
-          stateBuffer[static_cast<int>(&state - signature_.states.data())] = buffers_->state(state.name);
-      for (auto [b, buffer] : llvm::enumerate(plan.buffers)) {
-        int index = static_cast<int>(b);
-        switch (buffer.role) {
-        case optrt::BufferRole::Param:
-        case optrt::BufferRole::Grad: {
-          int code = buffer.role == optrt::BufferRole::Param ? codegen::BufferLayout::kParam
-                                                             : codegen::BufferLayout::kGrad;
-          plan.storage[code] = index;
-          plan.dtype[code] = buffer.dtype;
-          break;
-        }
-        case optrt::BufferRole::Master:
-          plan.master = index;
-          break;
-        case optrt::BufferRole::State:
-          plan.storage[stateBuffer.at(buffer.state)] = index;
-          plan.dtype[stateBuffer.at(buffer.state)] = buffer.dtype;
-          break;
-        case optrt::BufferRole::StateAbsmax:
-          plan.absmax[stateBuffer.at(buffer.state)] = index;
-          break;
-        }
-      }
+      LayoutPlan plan = codegen::planLayout(layout, signature_.states, nonNegative, *buffers_);
       signature_.layouts.push_back({plan.name, plan.buffers});
       plans_.push_back(std::move(plan));
     };
@@ -171,8 +132,8 @@ private:
     for (Operation &op : rule_.getBody().front()) {
       if (auto hyper = dyn_cast<opt::HyperOp>(op)) {
         hyperIndex_[hyper.getSymName()] = static_cast<int>(signature_.hypers.size());
-        signature_.hypers.push_back(
-            {hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(), hyper.getFixed()});
+        signature_.hypers.push_back({hyper.getSymName().str(), hyper.getDefaultValue().convertToDouble(),
+                                     hyper.getFixed(), opt::hyperRange(hyper)});
       } else if (auto state = dyn_cast<opt::StateOp>(op)) {
         if (state.getScalar())
           scalarIndex_[state.getSymName()] = static_cast<int>(scalarIndex_.size());
@@ -332,10 +293,10 @@ private:
       }
       optrt::Dtype dtype = plan.dtype[buffer];
       Value base = bufferBase_.at(plan.storage[buffer]);
-      if (cpu::isQ8(dtype) && isa_.avx512vbmi)
+      if (codegen::isQ8(dtype) && isa_.avx512vbmi)
         return cpu::loadAsF32(builder, loc, scratch_.at(buffer), builder.create<arith::SubIOp>(loc, index, blockStart_),
                               width, optrt::Dtype::F32);
-      if (cpu::isQ8(dtype))
+      if (codegen::isQ8(dtype))
         return cpu::dequantizeQ8(builder, loc, *tables_, plan.dtype[buffer] == optrt::Dtype::Q8Signed, base, index, width,
                                  blockAbsmax_.at(buffer));
       return cpu::loadAsF32(builder, loc, base, index, width, dtype);
@@ -351,15 +312,15 @@ private:
         }
         cpu::storeFromF32(builder, loc, bufferBase_.at(plan.master), index, value, optrt::Dtype::F32);
       }
-      if (!cpu::isQ8(dtype)) {
+      if (!codegen::isQ8(dtype)) {
         Value random;
         if (plan.stochastic && (dtype == optrt::Dtype::BF16 || dtype == optrt::Dtype::F16)) {
           // Per buffer b of the layout its own stream: the tensor's key
           // xor b * 0x9E3779B9, so a param and its states never share bits.
-          uint32_t salt = static_cast<uint32_t>(plan.storage[buffer]) * 0x9E3779B9u;
           Value key = builder.create<arith::XOrIOp>(
-              loc, stochasticKey_, builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(static_cast<int32_t>(salt))));
-          random = cpu::stochasticBits(builder, loc, key, index, width);
+              loc, stochasticKey_,
+              builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(codegen::stochasticSalt(plan.storage[buffer]))));
+          random = codegen::stochasticBits(builder, loc, key, index, width);
         }
         cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype, random);
         return;
@@ -368,7 +329,7 @@ private:
       cpu::storeFromF32(builder, loc, scratch_.at(buffer), offset, value, optrt::Dtype::F32);
       Value accumulator = width == 1 ? tailMax_.at(buffer) : vectorMax_.at(buffer);
       Value before = builder.create<LLVM::LoadOp>(loc, value.getType(), accumulator, 4);
-      Value magnitude = cpu::finiteMagnitude(builder, loc, value);
+      Value magnitude = codegen::finiteMagnitude(builder, loc, value);
       Value larger = builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::OGT, magnitude, before);
       builder.create<LLVM::StoreOp>(loc, builder.create<arith::SelectOp>(loc, larger, magnitude, before), accumulator, 4);
     };

@@ -1,6 +1,6 @@
 #include "Q8BytePlanes.h"
 
-#include "StorageCodegen.h"
+#include "optdsl/Codegen/StorageArith.h"
 #include "optrt/Storage.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -144,7 +144,7 @@ Value packLowBytes(OpBuilder &builder, Location loc, const std::array<Value, 4> 
 ///
 /// The probe P, the code of the entry at or below |n| up to a rounding that
 /// only matters next to an entry, comes from the decades' linear models
-/// (decades()) without finding the decade: within one binade of |n| (at most
+/// (codegen::q8Decades) without finding the decade: within one binade of |n| (at most
 /// one decade bound b in it) it is the smaller of the models of the decades
 /// below and above b. The model of the finer decade below b rises ten times
 /// as fast, and the two cross next to b, so the smaller is the right one on
@@ -161,11 +161,11 @@ Value packLowBytes(OpBuilder &builder, Location loc, const std::array<Value, 4> 
 /// relies on.
 std::pair<std::array<Value, 4>, Value> codesOf(OpBuilder &builder, Location loc, bool isSigned, const Lanes64 &n) {
   const optrt::Q8Map &map = optrt::q8Map(isSigned);
-  std::vector<Decade> models = decades(map);
+  std::vector<codegen::Q8Decade> models = codegen::q8Decades(map);
   std::array<float, 16> inverseLow, offsetLow, inverseHigh, offsetHigh;
   for (int e = 108; e <= 123; ++e) {
-    int low = e == 108 ? 0 : decadeOf(std::ldexp(1.0f, e - 127));
-    int high = e == 123 ? 6 : decadeOf(std::nextafter(std::ldexp(1.0f, e - 126), 0.0f));
+    int low = e == 108 ? 0 : codegen::q8DecadeOf(std::ldexp(1.0f, e - 127));
+    int high = e == 123 ? 6 : codegen::q8DecadeOf(std::nextafter(std::ldexp(1.0f, e - 126), 0.0f));
     inverseLow[e % 16] = models[low].inverseSpacing;
     offsetLow[e % 16] = models[low].offset;
     inverseHigh[e % 16] = models[high].inverseSpacing;

@@ -1,18 +1,15 @@
 // How the CPU element kernels read and write a buffer stored in a precision
 // layout (optrt/Layout.h): the conversions between f32 lanes and bf16, f16 and
-// q8 storage, emitted as arith and LLVM-dialect operations. Each one must give
-// exactly the bits of the runtime's storage reference (optrt/Storage.h), which
-// tests/layouts checks kernel by kernel; the comments say why each step is
-// what it is.
+// q8 storage: the loads, stores and table lookups around the backend-neutral
+// arithmetic of Codegen/StorageArith.h. Each one must give exactly the bits
+// of the runtime's storage reference (optrt/Storage.h), which tests/layouts
+// checks kernel by kernel.
 #pragma once
 
 #include "optrt/Layout.h"
-#include "optrt/Storage.h"
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/BuiltinOps.h"
-
-#include <vector>
 
 namespace optdsl::cpu {
 
@@ -41,11 +38,6 @@ mlir::Value loadJoinedMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir:
                              mlir::Value remainder, mlir::Value index, int64_t width);
 void storeSplitMaster(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value param,
                       mlir::Value remainder, mlir::Value index, mlir::Value value);
-
-/// optrt::stochasticBitsFromKey(key, index + lane) for `width` lanes: key an
-/// i32 scalar, index the i64 element index of lane 0.
-mlir::Value stochasticBits(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key,
-                           mlir::Value index, int64_t width);
 
 /// The constant tables of the q8 maps, created once per module: the 256
 /// entries (dequantisation) and the 255 thresholds (quantisation) of
@@ -80,22 +72,5 @@ mlir::Value dequantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables 
 /// scalar): optrt::quantizeBlockwise, non-finite policy included.
 mlir::Value quantizeQ8(mlir::OpBuilder &builder, mlir::Location loc, Q8Tables &tables, bool isSigned,
                        mlir::Value x, mlir::Value absmax);
-
-/// The dynamic map's decades, as quantizeQ8 locates n among the entries:
-/// decade i holds the magnitudes with i of the bounds 1e-6 ... 0.1 at or
-/// below them (decadeOf), and floor(|n| * inverseSpacing + offset) of its
-/// model is about the code of the entry at or below |n| (comments in
-/// StorageCodegen.cpp). Also used by the 64-lane quantiser (Q8BytePlanes.h).
-struct Decade {
-  float inverseSpacing, offset;
-};
-std::vector<Decade> decades(const optrt::Q8Map &map);
-int decadeOf(float magnitude);
-
-/// |x| where x is finite, else 0: what a value contributes to its block's
-/// absmax.
-mlir::Value finiteMagnitude(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value x);
-
-bool isQ8(optrt::Dtype dtype);
 
 } // namespace optdsl::cpu

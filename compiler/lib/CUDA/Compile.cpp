@@ -6,6 +6,7 @@
 #include "optdsl/KernelGen.h"
 #include "optdsl/MLIRDiagnostics.h"
 #include "optdsl/Transforms/Passes.h"
+#include "optrt/Layout.h"
 
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Pass/PassManager.h"
@@ -39,7 +40,7 @@ public:
   }
 
   /// The device module, lowered to NVVM when `lower` is set.
-  mlir::OwningOpRef<mlir::ModuleOp> deviceModule(const FixedHypers &fixed, bool lower,
+  mlir::OwningOpRef<mlir::ModuleOp> deviceModule(const FixedHypers &fixed, const std::string &layout, bool lower,
                                                  optrt::CudaKernels &facts) {
     checkFixedHypers(rule_, fixed);
     mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context_, rule_);
@@ -50,10 +51,12 @@ public:
     if (mlir::failed(prep.run(*optModule)))
       throw fail("the opt passes failed");
     KernelSignature signature;
-    mlir::OwningOpRef<mlir::ModuleOp> host = buildKernels(*optModule, signature);
+    // The host kernels of the layout (validated there, refused by name):
+    // the device module takes their uniform and scalar-update functions.
+    mlir::OwningOpRef<mlir::ModuleOp> host = buildKernels(*optModule, signature, {layout});
     if (!host)
       throw fail("kernel generation failed");
-    mlir::OwningOpRef<mlir::ModuleOp> device = buildCudaKernels(*optModule, *host, signature, facts);
+    mlir::OwningOpRef<mlir::ModuleOp> device = buildCudaKernels(*optModule, *host, signature, optrt::Layout::parse(layout).str(), facts);
     if (!device || mlir::failed(device->verify()))
       throw fail("the device module does not verify");
     if (lower && mlir::failed(lowerCudaToNVVM(*device)))
@@ -79,7 +82,7 @@ optrt::CudaKernels cudaCompile(const CheckedRule &rule, const FixedHypers &fixed
   if (!toolkit)
     throw compilation.fail("no CUDA toolkit with nvvm/libdevice/libdevice.10.bc (set CUDA_HOME)");
   optrt::CudaKernels kernels;
-  mlir::OwningOpRef<mlir::ModuleOp> device = compilation.deviceModule(fixed, /*lower=*/true, kernels);
+  mlir::OwningOpRef<mlir::ModuleOp> device = compilation.deviceModule(fixed, options.layout, /*lower=*/true, kernels);
   std::optional<std::string> ptxas = options.assemble ? findPtxas(*toolkit) : std::nullopt;
   for (const std::string &arch : options.archs) {
     mlir::FailureOr<std::string> ptx = serializeToPtx(*device, arch, *toolkit);
@@ -93,10 +96,11 @@ optrt::CudaKernels cudaCompile(const CheckedRule &rule, const FixedHypers &fixed
   return kernels;
 }
 
-std::string cudaModuleText(const CheckedRule &rule, const FixedHypers &fixed, const std::string &stage) {
+std::string cudaModuleText(const CheckedRule &rule, const FixedHypers &fixed, const std::string &stage,
+                           const std::string &layout) {
   CudaCompilation compilation(rule);
   optrt::CudaKernels kernels;
-  mlir::OwningOpRef<mlir::ModuleOp> device = compilation.deviceModule(fixed, stage == "nvvm", kernels);
+  mlir::OwningOpRef<mlir::ModuleOp> device = compilation.deviceModule(fixed, layout, stage == "nvvm", kernels);
   std::string text;
   llvm::raw_string_ostream stream(text);
   device->print(stream);

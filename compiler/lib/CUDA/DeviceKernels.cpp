@@ -14,6 +14,15 @@
 // at width 1 for the chunk's unaligned head and tail, and for tensors whose
 // caller-owned param or grad is not 16-byte aligned.
 //
+// Precision layouts (optrt/Layout.h): one gpu.module per layout, its buffers
+// those of the layout's CPU kernels (codegen::LayoutPlan), converted to and
+// from f32 with the backend-neutral arithmetic of Codegen/StorageArith.h, so
+// the stored bits are the CPU kernels'. A layout with q8 states goes block by
+// block instead (blockwiseBody): one q8 block of 256 elements per iteration,
+// a thread per element, the new values' finite magnitudes combined into the
+// block's absmax by warp shuffles and shared memory, then quantised; the map
+// and the thresholds are copied once per thread block into shared memory.
+//
 // Reductions: each thread accumulates in f64 over its elements in order, the
 // block combines the threads' values in a fixed tree in shared memory, and
 // one partial per chunk lands in the partials table; finish[p] then combines
@@ -24,7 +33,11 @@
 #include "optdsl/CUDAKernelGen.h"
 
 #include "optdsl/Codegen/ElementLoop.h"
+#include "optdsl/Codegen/LayoutPlan.h"
 #include "optdsl/Codegen/PhaseBody.h"
+#include "optdsl/Codegen/StateSign.h"
+#include "optdsl/Codegen/StorageArith.h"
+#include "optrt/Storage.h"
 #include "optdsl/Dialect/OptDialect.h"
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
@@ -41,6 +54,7 @@
 #include <limits>
 #include <map>
 #include <optional>
+#include <set>
 
 namespace optdsl {
 
@@ -54,17 +68,28 @@ constexpr unsigned kGlobalAddressSpace = 1;
 constexpr unsigned kSharedAddressSpace = 3;
 constexpr int64_t kVectorLanes = 4; // 16 bytes of f32
 constexpr const char *kSharedName = "optdsl_block_scratch";
+constexpr const char *kWarpMaxName = "optdsl_warp_max";
+constexpr int64_t kWarps = kCudaBlockSize / 32;
 
-std::string entryName(const std::string &rule, const std::string &what) {
-  return "optdsl_" + rule + "_cuda_" + what;
+/// The element type of a buffer of `dtype` in memory.
+Type storageType(MLIRContext *context, optrt::Dtype dtype) {
+  switch (dtype) {
+  case optrt::Dtype::F32:
+    return Float32Type::get(context);
+  case optrt::Dtype::Q8Signed:
+  case optrt::Dtype::Q8Unsigned:
+    return IntegerType::get(context, 8);
+  default:
+    return IntegerType::get(context, 16);
+  }
 }
 
 class DeviceKernelBuilder {
 public:
   DeviceKernelBuilder(ModuleOp optModule, ModuleOp host, const KernelSignature &signature,
-                      optrt::CudaKernels &facts)
-      : optModule_(optModule), host_(host), sig_(signature), facts_(facts), b_(host.getContext()),
-        loc_(host.getLoc()) {}
+                      const std::string &layout, optrt::CudaKernels &facts)
+      : optModule_(optModule), host_(host), sig_(signature), layoutText_(layout), facts_(facts),
+        b_(host.getContext()), loc_(host.getLoc()) {}
 
   OwningOpRef<ModuleOp> run() {
     if (failed(findPhases()))
@@ -73,7 +98,7 @@ public:
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc_);
     (*module)->setAttr(gpu::GPUDialect::getContainerModuleAttrName(), b_.getUnitAttr());
     b_.setInsertionPointToEnd(module->getBody());
-    auto gpuModule = b_.create<gpu::GPUModuleOp>(loc_, "optdsl_" + sig_.rule + "_cuda");
+    auto gpuModule = b_.create<gpu::GPUModuleOp>(loc_, "optdsl_" + sig_.rule + "_cuda" + layoutSuffix(plan_.name));
     b_.setInsertionPointToStart(gpuModule.getBody());
     // The host module's uniform and scalar-update functions (f64, one call
     // per tensor) become device functions. Not init (the runtime fills state
@@ -89,6 +114,8 @@ public:
     b_.create<LLVM::GlobalOp>(loc_, LLVM::LLVMArrayType::get(f64(), kCudaBlockSize),
                               /*isConstant=*/false, LLVM::Linkage::Internal, kSharedName,
                               Attribute(), /*alignment=*/8, kSharedAddressSpace);
+    if (plan_.blockwise())
+      buildQ8Tables();
     for (int phase = 0; phase < sig_.numPhases; ++phase) {
       buildUniformsKernel(phase);
       if (failed(buildElementKernel(phase)))
@@ -108,9 +135,13 @@ private:
   Type i64() { return b_.getI64Type(); }
   Type ptr() { return LLVM::LLVMPointerType::get(b_.getContext()); }
 
+  std::string entryName(const std::string &what) const {
+    return "optdsl_" + sig_.rule + "_cuda_" + what + layoutSuffix(plan_.name);
+  }
+
   void computeFacts() {
     for (const optrt::StateInfo &state : sig_.states)
-      (state.scalar ? numScalars_ : numElementwise_) += 1;
+      numScalars_ += state.scalar ? 1 : 0;
     numReductions_ = static_cast<int64_t>(sig_.reductions.size());
     int maxUniforms = 0;
     for (int n : sig_.numUniforms)
@@ -119,27 +150,30 @@ private:
     for (int phase = 0; phase < sig_.numPhases; ++phase)
       maxPerPhase = std::max(maxPerPhase, reductionEnd(phase) - reductionBegin(phase));
     facts_.rule = sig_.rule;
+    facts_.layout = plan_.name;
     facts_.fixedHypers.clear();
     for (const optrt::HyperInfo &hyper : sig_.hypers)
       if (hyper.fixed)
         facts_.fixedHypers.emplace_back(hyper.name, hyper.defaultValue);
     facts_.blockSize = kCudaBlockSize;
-    facts_.buffersPerTensor = static_cast<int>(2 + numElementwise_);
-    facts_.uniformStride = std::max(1, maxUniforms);
+    facts_.buffersPerTensor = static_cast<int>(plan_.buffers.size());
+    // Stochastic rounding's per-tensor key goes in the slot after the rule's
+    // uniforms, as on the CPU.
+    facts_.uniformStride = std::max(1, maxUniforms + (plan_.stochastic ? 1 : 0));
     facts_.partialStride = static_cast<int>(std::max<int64_t>(1, maxPerPhase));
     facts_.uniformsEntries.clear();
     facts_.elementEntries.clear();
     facts_.finishEntries.clear();
     for (int phase = 0; phase < sig_.numPhases; ++phase) {
       std::string p = std::to_string(phase);
-      facts_.uniformsEntries.push_back(entryName(sig_.rule, "uniforms" + p));
-      facts_.elementEntries.push_back(entryName(sig_.rule, "element" + p));
+      facts_.uniformsEntries.push_back(entryName("uniforms" + p));
+      facts_.elementEntries.push_back(entryName("element" + p));
       facts_.finishEntries.push_back(reductionEnd(phase) > reductionBegin(phase)
-                                         ? entryName(sig_.rule, "finish" + p)
+                                         ? entryName("finish" + p)
                                          : std::string());
     }
-    facts_.scalarsEntry = numScalars_ > 0 ? entryName(sig_.rule, "scalars") : std::string();
-    facts_.advanceEntry = entryName(sig_.rule, "advance");
+    facts_.scalarsEntry = numScalars_ > 0 ? entryName("scalars") : std::string();
+    facts_.advanceEntry = entryName("advance");
   }
 
   LogicalResult findPhases() {
@@ -148,6 +182,8 @@ private:
       return optModule_.emitError("expected an opt.rule");
     opt::RuleOp rule = *rules.begin();
     buffers_.emplace(rule);
+    optrt::Layout layout = optrt::Layout::parse(layoutText_);
+    plan_ = codegen::planLayout(layout, sig_.states, codegen::provedNonNegative(rule), *buffers_);
     for (opt::UpdateOp update : rule.getBody().front().getOps<opt::UpdateOp>())
       for (opt::PhaseOp phase : update.getBody().front().getOps<opt::PhaseOp>())
         phases_.push_back(phase);
@@ -176,7 +212,7 @@ private:
   Value gep(Value base, int64_t index, Type element) { return gep(base, constI64(index), element); }
   // Alignment spelled out: without it, LLVM's default data layout (which the
   // gpu.module is translated with) aligns i64 to 4 and splits the access.
-  static unsigned alignOf(Type type) { return type.isF32() ? 4 : 8; }
+  static unsigned alignOf(Type type) { return type.isF32() || type.isInteger(32) ? 4 : 8; }
   Value load(Type type, Value address) { return b_.create<LLVM::LoadOp>(loc_, type, address, alignOf(type)); }
   void store(Value value, Value address) {
     b_.create<LLVM::StoreOp>(loc_, value, address, alignOf(value.getType()));
@@ -241,6 +277,16 @@ private:
           ValueRange{groupHypers, step, gep(scalars, mul(t, constI64(numScalars_)), f64()),
                      gep(reductions, mul(t, constI64(numReductions_)), f64()),
                      gep(uniforms, mul(t, constI64(facts_.uniformStride)), f32())});
+      if (plan_.stochastic) {
+        // optrt::stochasticBits(seed, step, t), the CPU runtime's per-tensor
+        // key, here because the step lives on the device. The seed is the
+        // u32 after the step counter.
+        Value seed = load(b_.getI32Type(), gep(counter, 2, b_.getI32Type()));
+        Value stepIndex = b_.create<arith::FPToUIOp>(loc_, i64(), step);
+        Value key = codegen::stochasticKeyBits(b_, loc_, seed, stepIndex, t);
+        Value slot = add(mul(t, constI64(facts_.uniformStride)), constI64(sig_.numUniforms[phase]));
+        store(key, gep(uniforms, slot, b_.getI32Type()));
+      }
     });
     b_.create<gpu::ReturnOp>(loc_);
   }
@@ -268,26 +314,89 @@ private:
     b_.create<gpu::BarrierOp>(loc_);
   }
 
-  /// Reads and writes of the element code: buffer bases in the global
-  /// address space (so PTX uses ld.global/st.global), 16-byte aligned
-  /// accesses at width 4; uniform slots loaded once per chunk.
+  // --- element access ---------------------------------------------------------
+  /// `width` elements of the layout's buffer `buffer` at `index`, raw (f32,
+  /// i16 patterns, i8 codes), with 16-byte accesses of f32 at width 4.
+  Value loadRaw(OpBuilder &builder, Location loc, int buffer, Value index, int64_t width, bool invariant) {
+    Type element = storageType(builder.getContext(), plan_.buffers[buffer].dtype);
+    Value base = bufferBase_.at(buffer);
+    Value address = builder.create<LLVM::GEPOp>(loc, base.getType(), element, base, ValueRange{index});
+    unsigned alignment = static_cast<unsigned>(width * element.getIntOrFloatBitWidth() / 8);
+    auto load = builder.create<LLVM::LoadOp>(loc, codegen::lanesOf(element, width), address, alignment);
+    // No kernel writes the gradient: the read-only data path may serve it.
+    if (invariant)
+      load.setInvariant(true);
+    return load;
+  }
+  void storeRaw(OpBuilder &builder, Location loc, int buffer, Value index, Value value) {
+    Type element = storageType(builder.getContext(), plan_.buffers[buffer].dtype);
+    Value base = bufferBase_.at(buffer);
+    Value address = builder.create<LLVM::GEPOp>(loc, base.getType(), element, base, ValueRange{index});
+    unsigned alignment = static_cast<unsigned>(codegen::widthOf(value) * element.getIntOrFloatBitWidth() / 8);
+    builder.create<LLVM::StoreOp>(loc, value, address, alignment);
+  }
+
+  /// Reads and writes of the element code in the layout's storage: buffer
+  /// bases in the global address space (so PTX uses ld.global/st.global),
+  /// conversions from Codegen/StorageArith.h (f16 NaNs decoded and encoded
+  /// in integer arithmetic: PTX's cvt does not promise to keep a payload),
+  /// uniform slots loaded once per chunk. A q8 state reads its block's codes
+  /// and absmax and writes its new value to a register (q8Value_), quantised
+  /// when the block is done.
   codegen::ElementAccess access(Value index, int64_t width) {
     codegen::ElementAccess access;
-    unsigned alignment = width == 4 ? 16 : 4;
-    auto address = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
-      Value base = bufferBase_.at(buffer);
-      return builder.create<LLVM::GEPOp>(loc, base.getType(), f32(), base, ValueRange{index});
-    };
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
-      auto load = builder.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), width), address(builder, loc, buffer),
-                                               alignment);
-      // No kernel writes the gradient: the read-only data path may serve it.
-      if (buffer == codegen::BufferLayout::kGrad)
-        load.setInvariant(true);
-      return load;
+      if (buffer == codegen::BufferLayout::kParam && plan_.master >= 0) {
+        Value master = loadRaw(builder, loc, plan_.master, index, width, false);
+        if (!plan_.remainderMaster())
+          return master;
+        return codegen::joinMaster(builder, loc, loadRaw(builder, loc, plan_.storage[buffer], index, width, false),
+                                   master);
+      }
+      optrt::Dtype dtype = plan_.dtype[buffer];
+      Value raw = loadRaw(builder, loc, plan_.storage[buffer], index, width, buffer == codegen::BufferLayout::kGrad);
+      switch (dtype) {
+      case optrt::Dtype::F32:
+        return raw;
+      case optrt::Dtype::BF16:
+        return codegen::widenBf16(builder, loc, raw);
+      case optrt::Dtype::F16:
+        return codegen::widenF16(builder, loc, raw, /*exactNan=*/true);
+      default: {
+        // q8 (width 1): map[code] * absmax, as optrt::dequantizeBlockwise.
+        Value code = builder.create<arith::ExtUIOp>(loc, builder.getI32Type(), raw);
+        Value entry = sharedTableLoad(builder, loc, dtype == optrt::Dtype::Q8Signed, false, code);
+        return builder.create<arith::MulFOp>(loc, entry, blockAbsmax_.at(buffer));
+      }
+      }
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
-      builder.create<LLVM::StoreOp>(loc, value, address(builder, loc, buffer), alignment);
+      if (buffer == codegen::BufferLayout::kParam && plan_.master >= 0) {
+        if (plan_.remainderMaster()) {
+          auto [param, remainder] = codegen::splitMaster(builder, loc, value);
+          storeRaw(builder, loc, plan_.storage[buffer], index, param);
+          storeRaw(builder, loc, plan_.master, index, remainder);
+          return;
+        }
+        storeRaw(builder, loc, plan_.master, index, value);
+      }
+      optrt::Dtype dtype = plan_.dtype[buffer];
+      int storage = plan_.storage[buffer];
+      if (codegen::isQ8(dtype)) {
+        builder.create<LLVM::StoreOp>(loc, value, q8Value_.at(buffer), 4);
+        return;
+      }
+      Value random;
+      if (plan_.stochastic && dtype != optrt::Dtype::F32) {
+        Value salt = builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(codegen::stochasticSalt(storage)));
+        Value key = builder.create<arith::XOrIOp>(loc, stochasticKey(loc), salt);
+        random = codegen::stochasticBits(builder, loc, key, index, width);
+      }
+      if (dtype == optrt::Dtype::BF16)
+        value = codegen::narrowBf16(builder, loc, value, random);
+      else if (dtype == optrt::Dtype::F16)
+        value = codegen::narrowF16(builder, loc, value, random, /*exactNan=*/true);
+      storeRaw(builder, loc, storage, index, value);
     };
     access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) {
       return chunkUniform(slot, type, loc);
@@ -309,6 +418,103 @@ private:
     return result;
   }
 
+  /// The tensor's stochastic-rounding key (the u32 in the slot after the
+  /// rule's uniforms), loaded once per chunk.
+  Value stochasticKey(Location loc) {
+    if (stochasticKey_)
+      return stochasticKey_;
+    OpBuilder::InsertionGuard guard(b_);
+    b_.setInsertionPoint(prologueEnd_);
+    auto key = b_.create<LLVM::LoadOp>(loc, b_.getI32Type(),
+                                       gep(tensorUniforms_, sig_.numUniforms[currentPhase_], b_.getI32Type()), 4);
+    key.setInvariant(true);
+    stochasticKey_ = key;
+    return stochasticKey_;
+  }
+
+  // --- q8 tables and block maximum ------------------------------------------------
+  static std::string tableName(bool isSigned, bool thresholds, bool shared) {
+    return std::string("optdsl_q8_") + (isSigned ? "signed" : "unsigned") + (thresholds ? "_thresholds" : "_map") +
+           (shared ? "_shared" : "");
+  }
+  std::set<bool> q8Signs() const {
+    std::set<bool> signs;
+    for (const auto &[buffer, absmax] : plan_.absmax)
+      signs.insert(plan_.dtype[buffer] == optrt::Dtype::Q8Signed);
+    return signs;
+  }
+
+  /// The maps and thresholds the layout uses (256 f32 each, thresholds
+  /// padded with +Inf), as constant global data and as the shared-memory
+  /// copies the element kernels look them up in (divergent indices: the
+  /// constant cache would serialise them), plus the warps' maxima.
+  void buildQ8Tables() {
+    auto shared = static_cast<unsigned>(kSharedAddressSpace);
+    for (bool isSigned : q8Signs())
+      for (bool thresholds : {false, true}) {
+        const optrt::Q8Map &map = optrt::q8Map(isSigned);
+        std::vector<float> data = thresholds ? std::vector<float>(map.thresholds().begin(), map.thresholds().end())
+                                             : std::vector<float>(map.values().begin(), map.values().end());
+        data.resize(256, std::numeric_limits<float>::infinity());
+        auto type = LLVM::LLVMArrayType::get(f32(), 256);
+        auto tensor = RankedTensorType::get({256}, f32());
+        b_.create<LLVM::GlobalOp>(loc_, type, /*isConstant=*/true, LLVM::Linkage::Internal,
+                                  tableName(isSigned, thresholds, false),
+                                  DenseElementsAttr::get(tensor, llvm::ArrayRef<float>(data)), 16, kGlobalAddressSpace);
+        b_.create<LLVM::GlobalOp>(loc_, type, /*isConstant=*/false, LLVM::Linkage::Internal,
+                                  tableName(isSigned, thresholds, true), Attribute(), 16, shared);
+      }
+    b_.create<LLVM::GlobalOp>(loc_, LLVM::LLVMArrayType::get(f32(), kWarps), /*isConstant=*/false,
+                              LLVM::Linkage::Internal, kWarpMaxName, Attribute(), 16, shared);
+  }
+
+  /// Every thread copies entry tid of each table into shared memory.
+  void copyQ8Tables(Value tid) {
+    for (bool isSigned : q8Signs())
+      for (bool thresholds : {false, true}) {
+        Value from = b_.create<LLVM::AddressOfOp>(loc_, LLVM::LLVMPointerType::get(b_.getContext(), kGlobalAddressSpace),
+                                                  tableName(isSigned, thresholds, false));
+        Value to = b_.create<LLVM::AddressOfOp>(loc_, LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace),
+                                                tableName(isSigned, thresholds, true));
+        Value value = load(f32(), b_.create<LLVM::GEPOp>(loc_, from.getType(), f32(), from, ValueRange{tid}));
+        store(value, b_.create<LLVM::GEPOp>(loc_, to.getType(), f32(), to, ValueRange{tid}));
+      }
+    b_.create<gpu::BarrierOp>(loc_);
+  }
+
+  Value sharedTableLoad(OpBuilder &builder, Location loc, bool isSigned, bool thresholds, Value index) {
+    Value table = builder.create<LLVM::AddressOfOp>(
+        loc, LLVM::LLVMPointerType::get(builder.getContext(), kSharedAddressSpace), tableName(isSigned, thresholds, true));
+    Value address = builder.create<LLVM::GEPOp>(loc, table.getType(), f32(), table, ValueRange{index});
+    return builder.create<LLVM::LoadOp>(loc, f32(), address, 4);
+  }
+
+  /// The maximum of every thread's `value` (finite magnitudes: no NaN), on
+  /// every thread: butterfly shuffles within each warp, then the warps'
+  /// maxima through shared memory. All threads of the block must reach it.
+  Value blockMax(Value value, Value tid) {
+    for (int32_t offset = 16; offset >= 1; offset /= 2) {
+      auto shuffle = b_.create<gpu::ShuffleOp>(loc_, value, offset, 32, gpu::ShuffleMode::XOR);
+      value = b_.create<arith::MaxNumFOp>(loc_, value, shuffle.getShuffleResult());
+    }
+    auto sharedPtr = LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace);
+    Value warpMax = b_.create<LLVM::AddressOfOp>(loc_, sharedPtr, kWarpMaxName);
+    Value lane = b_.create<arith::AndIOp>(loc_, tid, constI64(31));
+    Value warp = b_.create<arith::ShRUIOp>(loc_, tid, constI64(5));
+    ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, lane, constI64(0)), [&] {
+      store(value, b_.create<LLVM::GEPOp>(loc_, sharedPtr, f32(), warpMax, ValueRange{warp}));
+    });
+    b_.create<gpu::BarrierOp>(loc_);
+    Value total = load(f32(), warpMax);
+    for (int64_t w = 1; w < kWarps; ++w)
+      total = b_.create<arith::MaxNumFOp>(
+          loc_, total, load(f32(), b_.create<LLVM::GEPOp>(loc_, sharedPtr, f32(), warpMax, ValueRange{constI64(w)})));
+    // The next block maximum overwrites the warps' maxima.
+    b_.create<gpu::BarrierOp>(loc_);
+    return total;
+  }
+
+  // --- element kernels ------------------------------------------------------------
   /// for i in [lower, upper) step `stride`: the element code at `width`
   /// lanes at i; returns the reduction accumulators.
   FailureOr<std::vector<Value>> elementLoop(int phase, Value lower, Value upper, int64_t stride, int64_t width,
@@ -324,9 +530,18 @@ private:
     Value chunks = kernel.getArgument(0), numChunks = kernel.getArgument(1),
           buffers = kernel.getArgument(2), uniforms = kernel.getArgument(3),
           partials = kernel.getArgument(4);
+    currentPhase_ = phase;
     std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phases_[phase]);
     int64_t count = static_cast<int64_t>(kinds.size());
     Value tid = threadId();
+    if (plan_.blockwise()) {
+      copyQ8Tables(tid);
+      // One register per q8 state for its new value (an alloca that SROA
+      // promotes), outside every loop.
+      q8Value_.clear();
+      for (const auto &[buffer, absmax] : plan_.absmax)
+        q8Value_[buffer] = b_.create<LLVM::AllocaOp>(loc_, ptr(), f32(), constI64(1), 4);
+    }
     // Every thread of a block runs the same chunk iterations, so the
     // barriers of the block reduction below are reached by all of them.
     auto chunkLoop = b_.create<scf::ForOp>(loc_, blockId(), numChunks, gridDim());
@@ -340,6 +555,7 @@ private:
     auto globalPtr = LLVM::LLVMPointerType::get(b_.getContext(), kGlobalAddressSpace);
     bufferBase_.clear();
     uniformLoads_.clear();
+    stochasticKey_ = Value();
     Value misalignment = constI64(0);
     for (int buffer = 0; buffer < facts_.buffersPerTensor; ++buffer) {
       auto base = b_.create<LLVM::LoadOp>(loc_, ptr(), gep(table, buffer, ptr()), 8);
@@ -352,8 +568,26 @@ private:
     // Uniform loads go before this marker, ahead of the element loops.
     prologueEnd_ = constI64(kVectorLanes).getDefiningOp();
 
-    // Elements [vbegin, vend) go 4 at a time when every buffer of the tensor
-    // is 16-byte aligned (element 4k is then too); the rest one at a time.
+    FailureOr<std::vector<Value>> totals = plan_.blockwise()
+                                               ? blockwiseBody(phase, kinds, begin, end, tid)
+                                               : stridedBody(phase, kinds, begin, end, tid, misalignment);
+    if (failed(totals))
+      return failure();
+    for (int64_t r = 0; r < count; ++r)
+      blockReduce(kinds[r], (*totals)[r], tid, [&](Value total) {
+        store(total, gep(partials, add(mul(c, constI64(facts_.partialStride)), constI64(r)), f64()));
+      });
+    b_.setInsertionPointAfter(chunkLoop);
+    b_.create<gpu::ReturnOp>(loc_);
+    return success();
+  }
+
+  /// The chunk's elements, threads striding over them: 4 at a time where
+  /// every buffer of the tensor is 16-byte aligned (element 4k is then at
+  /// least 8-byte aligned in every dtype), one at a time for the unaligned
+  /// head and tail.
+  FailureOr<std::vector<Value>> stridedBody(int phase, const std::vector<optrt::ReductionKind> &kinds, Value begin,
+                                            Value end, Value tid, Value misalignment) {
     Value aligned = b_.create<arith::CmpIOp>(
         loc_, arith::CmpIPredicate::eq,
         b_.create<arith::AndIOp>(loc_, misalignment, constI64(kVectorLanes * sizeof(float) - 1)), constI64(0));
@@ -379,25 +613,81 @@ private:
     if (failed(body))
       return failure();
     std::vector<Value> afterBody;
-    for (int64_t r = 0; r < count; ++r) {
+    for (size_t r = 0; r < kinds.size(); ++r) {
       bool max = kinds[r] == optrt::ReductionKind::Max;
       Value folded = b_.create<vector::ReductionOp>(
           loc_, max ? vector::CombiningKind::MAXIMUMF : vector::CombiningKind::ADD, (*body)[r]);
       afterBody.push_back(max ? b_.create<arith::MaximumFOp>(loc_, (*head)[r], folded).getResult()
                               : b_.create<arith::AddFOp>(loc_, (*head)[r], folded).getResult());
     }
-    FailureOr<std::vector<Value>> tail =
-        elementLoop(phase, add(vend, tid), end, kCudaBlockSize, 1, kinds, afterBody);
-    if (failed(tail))
-      return failure();
+    return elementLoop(phase, add(vend, tid), end, kCudaBlockSize, 1, kinds, afterBody);
+  }
 
-    for (int64_t r = 0; r < count; ++r)
-      blockReduce(kinds[r], (*tail)[r], tid, [&](Value total) {
-        store(total, gep(partials, add(mul(c, constI64(facts_.partialStride)), constI64(r)), f64()));
+  /// A layout with q8 states: the chunk (begin a multiple of 256) one q8
+  /// block at a time, thread tid on element blockStart + tid. Each q8
+  /// state's absmax is read once per block; the element code writes the new
+  /// values of q8 states to registers; then for each q8 state this phase
+  /// writes, the block's maximum finite magnitude is the new absmax (so a
+  /// NaN or Inf poisons nothing else, as on the CPU), each thread stores its
+  /// element's code and thread 0 the absmax. The barriers inside blockMax
+  /// also order every thread's read of the old absmax before its overwrite.
+  FailureOr<std::vector<Value>> blockwiseBody(int phase, const std::vector<optrt::ReductionKind> &kinds, Value begin,
+                                              Value end, Value tid) {
+    constexpr int64_t block = optrt::kQ8BlockElements;
+    static_assert(block == kCudaBlockSize, "one thread per element of a q8 block");
+    std::set<int> written;
+    for (auto store : phases_[phase].getElementBody().getOps<opt::StoreStateOp>())
+      if (plan_.absmax.count(buffers_->state(store.getState())))
+        written.insert(buffers_->state(store.getState()));
+    std::vector<Value> initial;
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
+    auto blocks = b_.create<scf::ForOp>(loc_, begin, end, constI64(block), initial);
+    OpBuilder::InsertionGuard guard(b_);
+    Block *body = blocks.getBody();
+    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
+    if (implicitYield)
+      b_.setInsertionPoint(implicitYield);
+    else
+      b_.setInsertionPointToEnd(body);
+    Value blockStart = blocks.getInductionVar();
+    Value index = add(blockStart, tid);
+    Value blockEnd = b_.create<arith::MinSIOp>(loc_, add(blockStart, constI64(block)), end);
+    Value blockIndex = b_.create<arith::DivSIOp>(loc_, blockStart, constI64(block));
+    Value zero = b_.create<arith::ConstantOp>(loc_, b_.getF32FloatAttr(0));
+    blockAbsmax_.clear();
+    for (const auto &[buffer, absmax] : plan_.absmax) {
+      blockAbsmax_[buffer] = load(f32(), b_.create<LLVM::GEPOp>(loc_, bufferBase_.at(absmax).getType(), f32(),
+                                                              bufferBase_.at(absmax), ValueRange{blockIndex}));
+      store(zero, q8Value_.at(buffer));
+    }
+    FailureOr<std::vector<Value>> out =
+        elementLoop(phase, index, blockEnd, block, 1, kinds,
+                    std::vector<Value>(blocks.getRegionIterArgs().begin(), blocks.getRegionIterArgs().end()));
+    if (failed(out))
+      return failure();
+    Value inRange = b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, index, blockEnd);
+    for (int buffer : written) {
+      bool isSigned = plan_.dtype[buffer] == optrt::Dtype::Q8Signed;
+      Value value = load(f32(), q8Value_.at(buffer));
+      Value absmax = blockMax(codegen::finiteMagnitude(b_, loc_, value), tid);
+      ifThen(inRange, [&] {
+        codegen::Q8Lookups lookups;
+        lookups.threshold = [&](OpBuilder &builder, Location loc, Value probe) {
+          return sharedTableLoad(builder, loc, isSigned, true, probe);
+        };
+        Value code = codegen::quantizeQ8(b_, loc_, isSigned, value, absmax, lookups);
+        storeRaw(b_, loc_, plan_.storage[buffer], index, b_.create<arith::TruncIOp>(loc_, b_.getI8Type(), code));
       });
-    b_.setInsertionPointAfter(chunkLoop);
-    b_.create<gpu::ReturnOp>(loc_);
-    return success();
+      ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, tid, constI64(0)), [&] {
+        Value base = bufferBase_.at(plan_.absmax.at(buffer));
+        store(absmax, b_.create<LLVM::GEPOp>(loc_, base.getType(), f32(), base, ValueRange{blockIndex}));
+      });
+    }
+    b_.create<scf::YieldOp>(loc_, *out);
+    if (implicitYield)
+      implicitYield->erase();
+    return std::vector<Value>(blocks.getResults().begin(), blocks.getResults().end());
   }
 
   /// A block per tensor (grid-stride over tensors): its threads combine the
@@ -478,16 +768,21 @@ private:
   ModuleOp optModule_;
   ModuleOp host_;
   const KernelSignature &sig_;
+  std::string layoutText_;
   optrt::CudaKernels &facts_;
   OpBuilder b_;
   Location loc_;
-  int64_t numElementwise_ = 0;
   int64_t numScalars_ = 0;
   int64_t numReductions_ = 0;
   std::optional<codegen::BufferLayout> buffers_;
   std::vector<opt::PhaseOp> phases_;
+  codegen::LayoutPlan plan_;
   // Per element kernel being built:
-  std::map<int, Value> bufferBase_;
+  int currentPhase_ = 0;
+  std::map<int, Value> bufferBase_; // by the layout's buffer index
+  std::map<int, Value> q8Value_;    // q8 element-code buffer -> its new value's alloca
+  std::map<int, Value> blockAbsmax_;
+  Value stochasticKey_;
   std::map<int, Value> uniformLoads_;
   Value tensorUniforms_;
   Operation *prologueEnd_ = nullptr;
@@ -496,12 +791,13 @@ private:
 } // namespace
 
 OwningOpRef<ModuleOp> buildCudaKernels(ModuleOp optModule, ModuleOp hostKernels,
-                                       const KernelSignature &signature, optrt::CudaKernels &facts) {
+                                       const KernelSignature &signature, const std::string &layout,
+                                       optrt::CudaKernels &facts) {
   MLIRContext *context = hostKernels.getContext();
   context->loadDialect<gpu::GPUDialect, NVVM::NVVMDialect, func::FuncDialect, scf::SCFDialect,
                        LLVM::LLVMDialect, arith::ArithDialect, math::MathDialect,
                        vector::VectorDialect>();
-  return DeviceKernelBuilder(optModule, hostKernels, signature, facts).run();
+  return DeviceKernelBuilder(optModule, hostKernels, signature, layout, facts).run();
 }
 
 } // namespace optdsl

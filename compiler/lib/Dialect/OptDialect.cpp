@@ -4,6 +4,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/StringSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace optdsl::opt;
 
@@ -234,6 +236,25 @@ LogicalResult StateOp::canonicalize(StateOp state, PatternRewriter &rewriter) {
     return failure();
   rewriter.eraseOp(state);
   return success();
+}
+
+optrt::HyperRange optdsl::opt::hyperRange(HyperOp hyper) {
+  optrt::HyperRange range;
+  if (auto lower = hyper.getLowerAttr())
+    range.lower = lower.getValueAsDouble();
+  if (auto upper = hyper.getUpperAttr())
+    range.upper = upper.getValueAsDouble();
+  range.lowerOpen = hyper.getLowerOpen();
+  range.upperOpen = hyper.getUpperOpen();
+  return range;
+}
+
+void optdsl::opt::setHyperRange(HyperOp hyper, const optrt::HyperRange &range) {
+  Builder builder(hyper.getContext());
+  hyper.setLowerAttr(std::isinf(range.lower) ? FloatAttr() : builder.getF64FloatAttr(range.lower));
+  hyper.setUpperAttr(std::isinf(range.upper) ? FloatAttr() : builder.getF64FloatAttr(range.upper));
+  hyper.setLowerOpen(range.lowerOpen);
+  hyper.setUpperOpen(range.upperOpen);
 }
 
 #define GET_OP_CLASSES

@@ -50,6 +50,10 @@ struct SpecializeHypersPass : impl::SpecializeHypersBase<SpecializeHypersPass> {
     if (!hyper)
       return rule.emitError("cannot fix hyper '")
              << name << "': optimizer '" << rule.getSymName() << "' has no such hyper";
+    optrt::HyperRange range = opt::hyperRange(hyper);
+    if (!range.contains(value))
+      return rule.emitError("cannot fix hyper '")
+             << name << "' at " << optrt::HyperRange::format(value) << ": outside its range " << range.str();
     OpBuilder builder(rule.getContext());
     hyper.setDefaultValueAttr(builder.getF64FloatAttr(value));
     hyper.setFixed(true);

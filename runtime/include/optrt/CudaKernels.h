@@ -8,9 +8,11 @@
 // int64_t). The runtime owns these tables in one device allocation:
 //   tensors:    int64 [T][4]  {group, firstChunk, endChunk, numElements}
 //   chunks:     int64 [C][3]  {tensor, begin, end}   (element range of the tensor)
-//   buffers:    float*[T][buffersPerTensor]  {param, grad, elementwise states}
+//   buffers:    void* [T][buffersPerTensor]  the layout's buffers (optrt::layoutBuffers:
+//               param, grad, master, elementwise states, q8 absmax), each at the
+//               tensor's element 0
+//   counter:    double[1] steps completed, then the u32 stochastic-rounding seed
 //   hypers:     double[G][numHypers]                  per group
-//   counter:    double[1]     steps completed; kernels use step = counter + 1
 //   scalars:    double[T][numScalarStates]
 //   reductions: double[T][max(1, numReductions)]
 //   uniforms:   float [T][uniformStride]
@@ -28,7 +30,11 @@
 // per tensor (T blocks; it loops if given fewer).
 // element[p] takes a block per chunk, in a grid-stride loop over chunks, and
 // must be launched with exactly blockSize threads (its block reduction is
-// compiled for that size).
+// compiled for that size). A layout with q8 states needs every chunk's begin
+// to be a multiple of 256 (a q8 block never spans two chunks). Kernels use
+// step = counter + 1. With stochastic rounding, uniforms[p] also writes the
+// tensor's key (optrt::stochasticBits(seed, step, t)) as a u32 after the
+// phase's own uniform values.
 #pragma once
 
 #include <string>
@@ -47,6 +53,9 @@ struct CudaImage {
 
 struct CudaKernels {
   std::string rule;
+  /// The storage layout the kernels read and write (canonical text of
+  /// optrt/Layout.h); their buffers are optrt::layoutBuffers of it.
+  std::string layout = "f32";
   /// Hypers folded into the code when it was built, with their values: the
   /// host description (RuleKernels) must say the same.
   std::vector<std::pair<std::string, double>> fixedHypers;

@@ -4,8 +4,9 @@
 // caller gives.
 //
 // Why a class of its own rather than a device backend of optrt::Optimizer:
-// the two share the rule description, the chunk table and the hyper checks
-// (RuleLayout, ChunkTable), but almost nothing of a step: here memory is
+// the two share the rule description, the chunk table, the groups and hyper
+// checks, the layouts' buffers and the state stream (RuleLayout, ChunkTable,
+// GroupTable.h, LayoutBuffers.h, StateStream.h), but almost nothing of a step: here memory is
 // device memory, a step is asynchronous on a stream, state reads copy to the
 // host, and pointers are checked against a CUDA context. One interface over
 // both would make every call answer "which memory is this?".
@@ -29,12 +30,15 @@
 
 #include "optrt/CudaError.h"
 #include "optrt/CudaKernels.h"
+#include "optrt/MemoryReport.h"
 #include "optrt/RuleKernels.h"
 
 #include <cstddef>
 #include <cstdint>
+#include <istream>
 #include <map>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -55,6 +59,16 @@ struct CudaOptimizerOptions {
   /// chunks GPT-2 small has ~1.8 chunks per block of an H100, and blocks
   /// with 2 set the time; with 4K ~29, so at most one chunk in 29 is lost).
   size_t chunkElements = 4096;
+  /// The storage layout (written as in optrt/Layout.h), as
+  /// OptimizerOptions::layout: its CUDA kernels (and, for q8 states, those of
+  /// its small-tensor fallback) must have been built. Params and gradients
+  /// are the caller's device buffers in the layout's dtypes.
+  std::string layout = "f32";
+  /// Tensors under this many elements keep q8 states in f32, as on the CPU.
+  size_t smallTensorElements = 4096;
+  /// Stochastic rounding's seed (OptimizerOptions::seed): the same seed gives
+  /// the CPU optimizer's bits.
+  uint32_t seed = 0;
 };
 
 class CudaOptimizer {
@@ -67,10 +81,17 @@ public:
   /// (the driver cannot JIT the PTX), DriverCall.
   CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
                 CudaOptimizerOptions options = {});
+  /// As above with the CUDA kernels of several layouts: the optimizer takes
+  /// those of options.layout and of its small-tensor fallback, and throws
+  /// std::invalid_argument naming the layout (and listing the ones given)
+  /// when one is missing. The host kernels must carry the same layouts.
+  CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::vector<std::shared_ptr<const CudaKernels>> device,
+                CudaOptimizerOptions options = {});
   /// The CUDA kernels an artifact built with the CUDA target carries
-  /// (LayoutKernels::cuda of its f32 layout). Throws std::invalid_argument
+  /// (LayoutKernels::cuda of each layout). Throws std::invalid_argument
   /// naming the rule when it has none (build it with optc --cuda or
-  /// optdsl_add_rule(... TARGETS cpu cuda)), then as above.
+  /// optdsl_add_rule(... TARGETS cpu cuda)) or the layout when it lacks
+  /// options.layout's, then as above.
   explicit CudaOptimizer(std::shared_ptr<const RuleKernels> artifact, CudaOptimizerOptions options = {});
   ~CudaOptimizer();
   CudaOptimizer(CudaOptimizer &&) noexcept;
@@ -80,10 +101,12 @@ public:
   /// "cubin sm_90" or "ptx sm_80 (JIT)": which image the driver runs.
   const std::string &imageInUse() const;
 
-  /// Adds a group of device tensors (sizes[i] floats at params[i], in the
-  /// optimizer's context, kept alive by the caller). Synchronizes the
-  /// context. Throws std::invalid_argument as optrt::Optimizer::addGroup
-  /// does, CudaError BadPointer (not a device pointer, not 4-byte aligned,
+  /// Adds a group of device tensors (sizes[i] elements at params[i], stored
+  /// in the layout's param dtype, in the optimizer's context, kept alive by
+  /// the caller). Allocates the tensors' master copies (initialised to the
+  /// params' exact values, or zero remainders) and states in the layout's
+  /// storage. Synchronizes the context. Throws std::invalid_argument as optrt::Optimizer::addGroup
+  /// does, CudaError BadPointer (not a device pointer, not aligned to its dtype,
   /// or its allocation ends before the tensor does), WrongContext, and
   /// OutOfMemory when the grown state arena or tables do not fit.
   int addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
@@ -111,10 +134,30 @@ public:
   /// hyper overwrites it at the next step.
   DevicePtr hyperAddress(const std::string &name, int group) const;
 
-  /// Copies of state, taken after everything enqueued so far has finished
-  /// (these synchronize the context).
+  /// Decoded f32 copies of state in any storage, taken after everything
+  /// enqueued so far has finished (these synchronize the context), as
+  /// Optimizer::readState. state() is the same as readState().
+  std::vector<float> readState(const std::string &name, int group, size_t tensor) const;
   std::vector<float> state(const std::string &name, int group, size_t tensor) const;
   double scalarState(const std::string &name, int group, size_t tensor) const;
+  /// Encodes `values` (the tensor's size) into the state's storage, as
+  /// Optimizer::writeState (q8: new absmax per block). Synchronizes.
+  void writeState(const std::string &name, int group, size_t tensor, const std::vector<float> &values);
+  /// The f32 master (joined from param and remainder for master=remainder);
+  /// std::invalid_argument for a layout without one.
+  std::vector<float> master(int group, size_t tensor) const;
+  /// The layout the tensor runs: the optimizer's, or its small-tensor fallback.
+  const std::string &tensorLayout(int group, size_t tensor) const;
+  /// Bytes per parameter, as Optimizer::memoryReport (optrt::memoryReport
+  /// with smallTensorElements). std::logic_error before any addGroup.
+  MemoryReport memoryReport() const;
+
+  /// Optimizer::saveState/loadState on the device's state, in the same
+  /// stream format: state saved by either optimizer loads into the other
+  /// (same rule, tensors and layout, or `convert`). Both synchronize; the
+  /// step count loaded is also the device's step counter.
+  void saveState(std::ostream &out) const;
+  void loadState(std::istream &in, bool convert = false);
 
   /// Device bytes of optimizer state: the arena (padding included) plus scalars.
   size_t stateBytes() const;

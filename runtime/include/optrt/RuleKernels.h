@@ -13,6 +13,7 @@
 //   scalarUpdate(hypers, step, scalars, reductions, scalarsOut)
 #pragma once
 
+#include "optrt/HyperRange.h"
 #include "optrt/Layout.h"
 
 #include <cstdint>
@@ -29,6 +30,8 @@ struct HyperInfo {
   double defaultValue;
   /// Folded into the kernels when they were built: it cannot change.
   bool fixed = false;
+  /// The values the rule allows; the kernels may rely on it.
+  HyperRange range{};
 };
 
 struct StateInfo {

@@ -22,7 +22,8 @@
 extern "C" {
 #endif
 
-#define OPTDSL_ABI_VERSION 1u
+/* 2: hypers carry their declared range. */
+#define OPTDSL_ABI_VERSION 2u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
@@ -76,11 +77,19 @@ typedef void (*optdsl_kernel_fn)(void *const *buffers, const float *uniforms, do
 typedef void (*optdsl_scalar_update_fn)(const double *hypers, double step, const double *scalars,
                                         const double *reductions, double *scalars_out);
 
+/* Bits of optdsl_hyper.range_flags. */
+#define OPTDSL_RANGE_LOWER_OPEN 1u /* lower itself excluded */
+#define OPTDSL_RANGE_UPPER_OPEN 2u /* upper itself excluded */
+
 typedef struct optdsl_hyper {
   const char *name;
   double default_value;
-  uint32_t fixed; /* 1: folded into the kernels at default_value */
-  uint32_t reserved;
+  uint32_t fixed;       /* 1: folded into the kernels at default_value */
+  uint32_t range_flags; /* OPTDSL_RANGE_* */
+  /* The values the rule allows (+-infinity where unbounded); the kernels may
+   * rely on them, so a loader must refuse any other value. */
+  double lower;
+  double upper;
 } optdsl_hyper;
 
 typedef struct optdsl_state {
@@ -149,8 +158,8 @@ typedef struct optdsl_artifact {
   const char *cpu;      /* the CPU the kernels were compiled for, e.g. "x86-64-v3" */
   /* Comma-separated instruction-set features the kernels need, from a fixed
    * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
-   * avx512dq avx512vl avx512vbmi (the last added within ABI version 1: an
-   * older loader refuses an artifact naming it, as it should). */
+   * avx512dq avx512vl avx512vbmi (a loader that does not know a name
+   * refuses the artifact, as it should). */
   const char *cpu_features;
   const optdsl_hyper *hypers;
   uint32_t num_states;

@@ -2,9 +2,11 @@
 
 #include "../ChunkTable.h"
 #include "../GroupTable.h"
+#include "../LayoutBuffers.h"
 #include "../RuleLayout.h"
-#include "../StateArena.h"
+#include "../StateStream.h"
 #include "DeviceMemory.h"
+#include "optrt/Storage.h"
 #include "Driver.h"
 #include "ModuleCache.h"
 
@@ -25,22 +27,33 @@ struct Tensor {
   DevicePtr param;
   size_t size;
   size_t group;
-  size_t arenaOffset; // floats; state k at arenaOffset + k * paddedFloats(size)
+  int run;                    // 0: the layout's kernels, 1: its small-tensor fallback's
+  std::vector<size_t> offsets; // per buffer of the run's layout: byte offset in the arena (owned buffers)
 };
 
-// Device tables start on 256-byte boundaries (the driver's own allocation
-// granularity), so every one is aligned for any access width.
+// Device tables and owned buffers start on 256-byte boundaries (the driver's
+// own allocation granularity), so every one is aligned for any access width.
 constexpr size_t kSegmentAlign = 256;
 
 size_t alignUp(size_t n, size_t alignment) { return (n + alignment - 1) / alignment * alignment; }
 
-/// Byte offsets of the tables of CudaKernels.h in one device allocation.
+/// The counter segment: steps completed, then the stochastic-rounding seed
+/// (CudaKernels.h).
+struct CounterRecord {
+  double counter;
+  uint32_t seed;
+  uint32_t reserved;
+};
+
+/// Byte offsets of the tables of CudaKernels.h in one device allocation; one
+/// buffers table per run (the layout's kernels and the fallback's take
+/// different buffers).
 struct TableLayout {
-  size_t tensors = 0, chunks = 0, buffers = 0, hypers = 0, counter = 0, scalars = 0,
+  size_t tensors = 0, chunks = 0, buffers[2] = {0, 0}, hypers = 0, counter = 0, scalars = 0,
          reductions = 0, partials = 0, uniforms = 0, bytes = 0;
 
-  static TableLayout make(size_t numTensors, size_t numChunks, size_t numGroups,
-                          const RuleLayout &rule, const CudaKernels &k) {
+  static TableLayout make(size_t numTensors, size_t numChunks, size_t numGroups, const RuleLayout &rule,
+                          const CudaKernels &k, size_t fallbackPerTensor) {
     TableLayout t;
     size_t at = 0;
     auto take = [&](size_t bytes) {
@@ -50,9 +63,10 @@ struct TableLayout {
     };
     t.tensors = take(numTensors * 4 * sizeof(int64_t));
     t.chunks = take(numChunks * 3 * sizeof(int64_t));
-    t.buffers = take(numTensors * k.buffersPerTensor * sizeof(CUdeviceptr));
+    t.buffers[0] = take(numTensors * k.buffersPerTensor * sizeof(CUdeviceptr));
+    t.buffers[1] = take(numTensors * fallbackPerTensor * sizeof(CUdeviceptr));
     t.hypers = take(numGroups * rule.numHypers() * sizeof(double));
-    t.counter = take(sizeof(double));
+    t.counter = take(sizeof(CounterRecord));
     t.scalars = take(numTensors * rule.numScalar() * sizeof(double));
     t.reductions = take(numTensors * std::max<size_t>(1, rule.numReductions()) * sizeof(double));
     t.partials = take(numChunks * k.partialStride * sizeof(double));
@@ -65,7 +79,7 @@ struct TableLayout {
 /// Throws std::invalid_argument when the device code does not match the
 /// rule description (wrong rule, per-phase tables, strides): checked before
 /// the driver is touched.
-void checkConsistent(const RuleLayout &layout, const CudaKernels *k) {
+void checkConsistent(const RuleLayout &layout, const LayoutKernels &host, const CudaKernels *k) {
   auto fail = [](const std::string &problem) {
     throw std::invalid_argument("optrt::CudaOptimizer: " + problem);
   };
@@ -96,9 +110,12 @@ void checkConsistent(const RuleLayout &layout, const CudaKernels *k) {
   }
   if ((layout.numScalar() > 0) == k->scalarsEntry.empty() || k->advanceEntry.empty())
     fail("the CUDA kernels' scalar-state or advance entry does not match the rule");
+  size_t keySlot = layout.parsedLayout().stochastic ? 1 : 0;
+  if (k->layout != host.name)
+    fail("the CUDA kernels are for layout '" + k->layout + "', not '" + host.name + "'");
   if (k->blockSize <= 0 || k->blockSize > 1024 ||
-      k->buffersPerTensor != static_cast<int>(2 + layout.numElementwise()) ||
-      static_cast<size_t>(k->uniformStride) < std::max<size_t>(1, layout.maxUniforms()) ||
+      k->buffersPerTensor != static_cast<int>(host.buffers.size()) ||
+      static_cast<size_t>(k->uniformStride) < std::max<size_t>(1, layout.maxUniforms() + keySlot) ||
       static_cast<size_t>(k->partialStride) < std::max<size_t>(1, layout.maxReductionsPerPhase()))
     fail("the CUDA kernels' launch facts do not match the rule");
   if (k->images.empty())
@@ -110,50 +127,101 @@ void checkConsistent(const RuleLayout &layout, const CudaKernels *k) {
 
 } // namespace
 
+/// The kernels one class of tensors runs: the layout's, or its small-tensor
+/// fallback's.
+struct Run {
+  const LayoutKernels *host = nullptr;
+  std::shared_ptr<const CudaKernels> kernels;
+  std::shared_ptr<const LoadedModule> module;
+  std::vector<CUdeviceptr> bufferTable; // host mirror of this run's buffers table
+  size_t firstChunk = 0, numChunks = 0;  // its range of the chunk table
+  size_t perTensor() const { return host->buffers.size(); }
+};
+
 struct CudaOptimizer::Impl {
-  Impl(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
-       size_t chunkElements)
-      // The CUDA kernels exist for the f32 layout only, so far.
-      : layout(std::move(host), "f32"), kernels(std::move(device)), chunks(chunkElements) {}
+  Impl(std::shared_ptr<const RuleKernels> host, const CudaOptimizerOptions &options)
+      : layout(std::move(host), options.layout), chunkElements(options.chunkElements),
+        smallTensorElements(options.smallTensorElements), seed(options.seed) {}
   ~Impl() {
-    // Device memory and the module go while the context is still retained.
+    // Device memory and the modules go while the context is still retained.
     tables = DeviceMemory();
     arena = DeviceMemory();
-    module.reset();
+    for (Run &run : runs)
+      run.module.reset();
     if (primaryRetained)
       d->cuDevicePrimaryCtxRelease_v2(device);
   }
 
   RuleLayout layout;
-  std::shared_ptr<const CudaKernels> kernels;
-  ChunkTable chunks;
+  std::vector<Run> runs; // [0] the layout, [1] its small-tensor fallback (q8 layouts)
+  size_t chunkElements;
+  size_t smallTensorElements;
+  uint32_t seed;
   const Driver *d = nullptr;
   CUcontext context = nullptr;
   CUdevice device = 0;
   bool primaryRetained = false;
   int multiprocessors = 1;
-  std::shared_ptr<const LoadedModule> module;
 
   std::vector<Group> groups;
   std::vector<Tensor> tensors;
   size_t numParams = 0;
   int64_t stepCount = 0;
   DeviceMemory arena;
-  size_t arenaFloats = 0;
+  size_t arenaBytes = 0;
   DeviceMemory tables;
   TableLayout tableLayout;
-  std::vector<CUdeviceptr> bufferTable; // host mirror of the buffers table
   bool hypersDirty = false;
 
-  size_t perTensor() const { return static_cast<size_t>(kernels->buffersPerTensor); }
+  const CudaKernels &kernels() const { return *runs[0].kernels; }
+  const LayoutKernels &hostLayout(const Tensor &t) const { return *runs[t.run].host; }
+  Dtype paramDtype() const { return layout.parsedLayout().param; }
+  Dtype gradDtype() const { return layout.parsedLayout().grad; }
+  void selectKernels(const std::vector<std::shared_ptr<const CudaKernels>> &device);
   const Group &checkedGroup(int group, const char *caller) const;
   const Tensor &checkedTensor(int group, size_t tensor, const char *caller) const;
-  void checkDevicePointer(DevicePtr pointer, size_t bytes, const std::string &what) const;
+  void checkDevicePointer(DevicePtr pointer, size_t bytes, size_t alignment, const std::string &what) const;
   std::vector<double> hyperTable() const;
   void acquireContext(int ordinal);
   void launch(CUfunction function, const std::string &name, size_t threads, unsigned maxBlocks,
               CUstream stream, std::vector<void *> args) const;
+  /// Buffer `b` of tensor t's run layout: a host copy of its bytes.
+  std::vector<uint8_t> download(const Tensor &t, int b) const;
+  int stateBufferOf(const Tensor &t, const std::string &name, const char *caller) const;
 };
+
+void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const CudaKernels>> &device) {
+  std::vector<const LayoutKernels *> wanted{&layout.layout()};
+  // A tensor of 0 elements is under any positive threshold: the fallback,
+  // where the layout has one.
+  if (const LayoutKernels *fallback = &layout.layoutFor(0, 1); fallback != wanted[0])
+    wanted.push_back(fallback);
+  for (const LayoutKernels *host : wanted) {
+    std::shared_ptr<const CudaKernels> found;
+    std::string given;
+    for (const auto &k : device) {
+      if (!k)
+        throw std::invalid_argument("optrt::CudaOptimizer: the CUDA kernels are null");
+      if (k->layout == host->name)
+        found = k;
+      given += (given.empty() ? "" : ", ") + ("'" + k->layout + "'");
+    }
+    if (!found)
+      throw std::invalid_argument("optrt::CudaOptimizer: no CUDA kernels for layout '" + host->name + "' of rule '" +
+                                  layout.rule().name + "' (given: " + (given.empty() ? "none" : given) +
+                                  "); build them with optc --emit=so --cuda --layout=" + layout.layout().name);
+    checkConsistent(layout, *host, found.get());
+    runs.push_back({host, std::move(found), nullptr, {}, 0, 0});
+  }
+  if (runs.size() > 1 && chunkElements % kQ8BlockElements != 0)
+    throw std::invalid_argument("optrt::CudaOptimizer: layout '" + layout.layout().name +
+                                "' has q8 states: chunkElements (" + std::to_string(chunkElements) +
+                                ") must be a multiple of 256, the q8 block");
+  if (runs.size() > 1 && (runs[1].kernels->uniformStride != runs[0].kernels->uniformStride ||
+                          runs[1].kernels->partialStride != runs[0].kernels->partialStride))
+    throw std::invalid_argument("optrt::CudaOptimizer: the CUDA kernels of layouts '" + runs[0].host->name +
+                                "' and '" + runs[1].host->name + "' have different table strides");
+}
 
 const Group &CudaOptimizer::Impl::checkedGroup(int group, const char *caller) const {
   return detail::checkedGroup(groups, group, caller);
@@ -163,11 +231,11 @@ const Tensor &CudaOptimizer::Impl::checkedTensor(int group, size_t tensor, const
   return detail::checkedTensor(groups, tensors, group, tensor, caller);
 }
 
-void CudaOptimizer::Impl::checkDevicePointer(DevicePtr pointer, size_t bytes,
+void CudaOptimizer::Impl::checkDevicePointer(DevicePtr pointer, size_t bytes, size_t alignment,
                                              const std::string &what) const {
-  if (pointer % alignof(float) != 0)
-    throw CudaError(CudaErrc::BadPointer, what + " (0x" + std::to_string(pointer) +
-                                              ") is not 4-byte aligned");
+  if (pointer % alignment != 0)
+    throw CudaError(CudaErrc::BadPointer, what + " (0x" + std::to_string(pointer) + ") is not " +
+                                              std::to_string(alignment) + "-byte aligned");
   CUcontext owner = nullptr;
   CUresult result = d->cuPointerGetAttribute(&owner, CU_POINTER_ATTRIBUTE_CONTEXT, pointer);
   if (result == CUDA_ERROR_INVALID_VALUE)
@@ -235,7 +303,7 @@ void CudaOptimizer::Impl::acquireContext(int ordinal) {
 
 void CudaOptimizer::Impl::launch(CUfunction function, const std::string &name, size_t threads,
                                  unsigned maxBlocks, CUstream stream, std::vector<void *> args) const {
-  size_t block = static_cast<size_t>(kernels->blockSize);
+  size_t block = static_cast<size_t>(kernels().blockSize);
   size_t blocks = std::clamp<size_t>((threads + block - 1) / block, 1, maxBlocks);
   CUresult result = d->cuLaunchKernel(function, static_cast<unsigned>(blocks), 1, 1,
                                       static_cast<unsigned>(block), 1, 1, 0, stream, args.data(), nullptr);
@@ -244,27 +312,35 @@ void CudaOptimizer::Impl::launch(CUfunction function, const std::string &name, s
 }
 
 CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host,
-                             std::shared_ptr<const CudaKernels> device, CudaOptimizerOptions options) {
+                             std::vector<std::shared_ptr<const CudaKernels>> device, CudaOptimizerOptions options) {
   if (options.chunkElements == 0)
     throw std::invalid_argument("optrt::CudaOptimizer: chunkElements must be at least 1");
-  auto impl = std::make_unique<Impl>(std::move(host), std::move(device), options.chunkElements);
-  checkConsistent(impl->layout, impl->kernels.get());
+  auto impl = std::make_unique<Impl>(std::move(host), options);
+  impl->selectKernels(device);
   impl->acquireContext(options.device);
-  impl->module = loadModule(*impl->d, impl->context, impl->device, impl->kernels);
+  for (Run &run : impl->runs)
+    run.module = loadModule(*impl->d, impl->context, impl->device, run.kernels);
   impl_ = std::move(impl);
 }
 
+CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
+                             CudaOptimizerOptions options)
+    : CudaOptimizer(std::move(host), std::vector<std::shared_ptr<const CudaKernels>>{std::move(device)}, options) {}
+
 namespace {
 
-std::shared_ptr<const CudaKernels> embeddedCudaKernels(const std::shared_ptr<const RuleKernels> &artifact) {
+std::vector<std::shared_ptr<const CudaKernels>> embeddedCudaKernels(const std::shared_ptr<const RuleKernels> &artifact) {
   if (!artifact)
     throw std::invalid_argument("optrt::CudaOptimizer: RuleKernels is null");
+  std::vector<std::shared_ptr<const CudaKernels>> kernels;
   for (const LayoutKernels &layout : artifact->layouts)
-    if (layout.name == "f32" && layout.cuda)
-      return layout.cuda;
-  throw std::invalid_argument("optrt::CudaOptimizer: rule '" + artifact->name +
-                              "' carries no CUDA kernels; build it with the CUDA target (optc "
-                              "--emit=so --cuda, or optdsl_add_rule(... TARGETS cpu cuda))");
+    if (layout.cuda)
+      kernels.push_back(layout.cuda);
+  if (kernels.empty())
+    throw std::invalid_argument("optrt::CudaOptimizer: rule '" + artifact->name +
+                                "' carries no CUDA kernels; build it with the CUDA target (optc "
+                                "--emit=so --cuda, or optdsl_add_rule(... TARGETS cpu cuda))");
+  return kernels;
 }
 
 } // namespace
@@ -277,7 +353,7 @@ CudaOptimizer::CudaOptimizer(CudaOptimizer &&) noexcept = default;
 CudaOptimizer &CudaOptimizer::operator=(CudaOptimizer &&) noexcept = default;
 
 const RuleKernels &CudaOptimizer::rule() const { return impl_->layout.rule(); }
-const std::string &CudaOptimizer::imageInUse() const { return impl_->module->image; }
+const std::string &CudaOptimizer::imageInUse() const { return impl_->runs[0].module->image; }
 int CudaOptimizer::numGroups() const { return static_cast<int>(impl_->groups.size()); }
 size_t CudaOptimizer::numTensors(int group) const {
   return impl_->checkedGroup(group, "optrt::CudaOptimizer::numTensors").numTensors;
@@ -299,124 +375,199 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   // Plain argument checks first: no driver call for a malformed request.
   if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
     fail(problem);
+  Dtype paramDtype = s.paramDtype();
   std::vector<ParamRange> ranges;
   for (size_t g = 0; g < s.groups.size(); ++g)
     for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
       const Tensor &t = s.tensors[s.groups[g].firstTensor + i];
-      ranges.push_back({t.param, t.param + t.size * sizeof(float), g, i});
+      ranges.push_back({t.param, t.param + elementBytes(paramDtype, t.size), g, i});
     }
   for (size_t i = 0; i < params.size(); ++i)
-    ranges.push_back({params[i], params[i] + sizes[i] * sizeof(float), groupIndex, i});
+    ranges.push_back({params[i], params[i] + elementBytes(paramDtype, sizes[i]), groupIndex, i});
   if (std::string clash = firstOverlap(std::move(ranges)); !clash.empty())
     fail(clash);
   std::vector<double> hypers = groupHypers(s.layout, hyperOverrides, caller);
 
-  size_t numElementwise = s.layout.numElementwise(), numScalar = s.layout.numScalar();
-  size_t newArenaFloats = s.arenaFloats;
-  std::vector<size_t> offsets;
-  ChunkTable newChunks = s.chunks;
-  for (size_t size : sizes) {
-    offsets.push_back(newArenaFloats);
-    size_t slice = StateArena::paddedFloats(size);
-    if (__builtin_mul_overflow(slice, numElementwise, &slice) ||
-        __builtin_add_overflow(newArenaFloats, slice, &newArenaFloats) ||
-        newArenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
-      fail("its state would exceed the address space");
-    newChunks.addTensor(size);
+  // Owned buffers of the new tensors, each on its own 256-byte boundary.
+  size_t numScalar = s.layout.numScalar();
+  size_t newArenaBytes = s.arenaBytes;
+  std::vector<Tensor> newTensors = s.tensors;
+  for (size_t i = 0; i < params.size(); ++i) {
+    int run = s.runs.size() > 1 && sizes[i] < s.smallTensorElements ? 1 : 0;
+    Tensor tensor{params[i], sizes[i], groupIndex, run, {}};
+    for (const BufferDesc &buffer : s.runs[run].host->buffers) {
+      size_t at = alignUp(newArenaBytes, kSegmentAlign);
+      tensor.offsets.push_back(at);
+      if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad)
+        continue;
+      if (__builtin_add_overflow(at, bufferBytes(buffer, sizes[i]), &newArenaBytes))
+        fail("its state would exceed the address space");
+    }
+    newTensors.push_back(std::move(tensor));
   }
-  std::vector<float> elementwiseInit(numElementwise);
+  std::vector<float> elementwiseInit(s.layout.numElementwise());
   std::vector<double> scalarInit(numScalar);
   rule.init(hypers.data(), elementwiseInit.data(), scalarInit.data());
+
+  // The chunk table: the layout's tensors' chunks, then the fallback's (a
+  // ChunkTable per run, over its tensors in order), each tensor's chunks
+  // contiguous and in element order.
+  size_t numTensors = newTensors.size();
+  std::vector<int64_t> chunkRecords;
+  std::vector<int64_t> tensorRecords(numTensors * 4);
+  std::vector<std::pair<size_t, size_t>> runChunks;
+  for (int run = 0; run < static_cast<int>(s.runs.size()); ++run) {
+    ChunkTable table(s.chunkElements);
+    std::vector<size_t> global; // the run's k-th tensor is tensor global[k]
+    for (size_t t = 0; t < numTensors; ++t)
+      if (newTensors[t].run == run) {
+        global.push_back(t);
+        table.addTensor(newTensors[t].size);
+      }
+    size_t first = chunkRecords.size() / 3;
+    for (const Chunk &chunk : table.chunks())
+      chunkRecords.insert(chunkRecords.end(), {static_cast<int64_t>(global[chunk.tensor]), chunk.begin, chunk.end});
+    for (size_t k = 0; k < global.size(); ++k) {
+      int64_t *record = &tensorRecords[global[k] * 4];
+      record[0] = static_cast<int64_t>(newTensors[global[k]].group);
+      record[1] = static_cast<int64_t>(first + table.firstChunk(k));
+      record[2] = static_cast<int64_t>(first + table.endChunk(k));
+      record[3] = static_cast<int64_t>(newTensors[global[k]].size);
+    }
+    runChunks.emplace_back(first, table.chunks().size());
+  }
+  size_t numChunks = chunkRecords.size() / 3;
 
   // Device checks and allocations; the optimizer changes only after all of
   // them succeeded.
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
   for (size_t i = 0; i < params.size(); ++i)
-    s.checkDevicePointer(params[i], sizes[i] * sizeof(float),
+    s.checkDevicePointer(params[i], elementBytes(paramDtype, sizes[i]), paramDtype == Dtype::F32 ? 4 : 2,
                          "the param of " + tensorName(i, groupIndex));
   // Steps still running use the current arena and tables.
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
 
-  size_t numTensors = s.tensors.size() + params.size();
-  TableLayout tl = TableLayout::make(numTensors, newChunks.chunks().size(), s.groups.size() + 1,
-                                     s.layout, *s.kernels);
-  DeviceMemory newArena(d, s.context, newArenaFloats * sizeof(float), "optimizer state arena");
+  size_t fallbackPerTensor = s.runs.size() > 1 ? s.runs[1].perTensor() : 0;
+  TableLayout tl = TableLayout::make(numTensors, numChunks, s.groups.size() + 1, s.layout, s.kernels(),
+                                     fallbackPerTensor);
+  // Rounded up to whole segments: the last buffer's padding too (fill).
+  DeviceMemory newArena(d, s.context, std::max<size_t>(alignUp(newArenaBytes, kSegmentAlign), kSegmentAlign),
+                        "optimizer state arena");
   DeviceMemory newTables(d, s.context, tl.bytes, "optimizer tables");
 
   // Host images of the new tables; the counter and scalar states come back
   // from the device (graph replays may have advanced them).
-  double counter = static_cast<double>(s.stepCount);
+  CounterRecord counter{static_cast<double>(s.stepCount), s.seed, 0};
   std::vector<double> scalars(numTensors * numScalar);
   if (s.tables.get()) {
-    d.check(d.cuMemcpyDtoH_v2(&counter, s.tables.get() + s.tableLayout.counter, sizeof(double)),
+    d.check(d.cuMemcpyDtoH_v2(&counter.counter, s.tables.get() + s.tableLayout.counter, sizeof(double)),
             "cuMemcpyDtoH_v2");
     if (numScalar > 0)
       d.check(d.cuMemcpyDtoH_v2(scalars.data(), s.tables.get() + s.tableLayout.scalars,
                                 s.tensors.size() * numScalar * sizeof(double)),
               "cuMemcpyDtoH_v2");
   }
-  std::vector<Tensor> newTensors = s.tensors;
-  std::vector<int64_t> tensorRecords;
-  for (size_t i = 0; i < params.size(); ++i) {
-    newTensors.push_back({params[i], sizes[i], groupIndex, offsets[i]});
+  for (size_t i = 0; i < params.size(); ++i)
     std::copy(scalarInit.begin(), scalarInit.end(),
               scalars.begin() + static_cast<std::ptrdiff_t>((s.tensors.size() + i) * numScalar));
+  std::vector<std::vector<CUdeviceptr>> bufferTables;
+  for (const Run &run : s.runs) {
+    size_t per = run.perTensor();
+    std::vector<CUdeviceptr> table = run.bufferTable;
+    table.resize(numTensors * per, 0); // new gradients: set by the next step
+    bufferTables.push_back(std::move(table));
   }
-  std::vector<CUdeviceptr> bufferTable = s.bufferTable;
-  bufferTable.resize(numTensors * s.perTensor(), 0); // new gradients: set by the next step
   for (size_t t = 0; t < numTensors; ++t) {
     const Tensor &tensor = newTensors[t];
-    tensorRecords.insert(tensorRecords.end(),
-                         {static_cast<int64_t>(tensor.group), static_cast<int64_t>(newChunks.firstChunk(t)),
-                          static_cast<int64_t>(newChunks.endChunk(t)), static_cast<int64_t>(tensor.size)});
-    size_t padded = StateArena::paddedFloats(tensor.size);
-    bufferTable[t * s.perTensor()] = tensor.param;
-    for (size_t k = 0; k < numElementwise; ++k)
-      bufferTable[t * s.perTensor() + 2 + k] =
-          newArena.get() + (tensor.arenaOffset + k * padded) * sizeof(float);
+    size_t per = s.runs[tensor.run].perTensor();
+    CUdeviceptr *row = &bufferTables[tensor.run][t * per];
+    row[0] = tensor.param;
+    for (size_t b = 2; b < per; ++b)
+      row[b] = newArena.get() + tensor.offsets[b];
   }
-  std::vector<int64_t> chunkRecords;
-  for (const Chunk &chunk : newChunks.chunks())
-    chunkRecords.insert(chunkRecords.end(), {static_cast<int64_t>(chunk.tensor), chunk.begin, chunk.end});
   std::vector<Group> newGroups = s.groups;
   newGroups.push_back({hypers, s.tensors.size(), params.size()});
   std::vector<double> hyperTable;
   for (const Group &group : newGroups)
     hyperTable.insert(hyperTable.end(), group.hypers.begin(), group.hypers.end());
 
-  auto upload = [&](size_t offset, const void *data, size_t bytes) {
+  // Host data of uploads in flight: kept until the synchronize below.
+  std::vector<std::vector<uint8_t>> staged;
+  auto uploadTo = [&](CUdeviceptr to, const void *data, size_t bytes) {
     if (bytes > 0)
-      d.check(d.cuMemcpyHtoDAsync_v2(newTables.get() + offset, data, bytes, nullptr), "cuMemcpyHtoDAsync_v2");
+      d.check(d.cuMemcpyHtoDAsync_v2(to, data, bytes, nullptr), "cuMemcpyHtoDAsync_v2");
   };
+  auto upload = [&](size_t offset, const void *data, size_t bytes) { uploadTo(newTables.get() + offset, data, bytes); };
   if (s.arena.get())
-    d.check(d.cuMemcpyDtoD_v2(newArena.get(), s.arena.get(), s.arenaFloats * sizeof(float)), "cuMemcpyDtoD_v2");
-  for (size_t i = 0; i < params.size(); ++i) {
-    size_t padded = StateArena::paddedFloats(sizes[i]);
-    for (size_t k = 0; k < numElementwise; ++k) {
-      unsigned bits = 0;
-      std::memcpy(&bits, &elementwiseInit[k], sizeof(bits));
-      d.check(d.cuMemsetD32_v2(newArena.get() + (offsets[i] + k * padded) * sizeof(float), bits, padded),
-              "cuMemsetD32_v2");
+    d.check(d.cuMemcpyDtoD_v2(newArena.get(), s.arena.get(), s.arenaBytes), "cuMemcpyDtoD_v2");
+  // `bytes` bytes at `to` set to the repeated 32-bit `pattern`; the last
+  // word may run up to 3 bytes past them, into the buffer's 256-byte padding.
+  auto fill = [&](CUdeviceptr to, uint32_t pattern, size_t bytes) {
+    d.check(d.cuMemsetD32_v2(to, pattern, (bytes + 3) / 4), "cuMemsetD32_v2");
+  };
+  for (size_t t = s.tensors.size(); t < numTensors; ++t) {
+    const Tensor &tensor = newTensors[t];
+    size_t n = tensor.size;
+    const std::vector<BufferDesc> &buffers = s.runs[tensor.run].host->buffers;
+    for (size_t b = 0; b < buffers.size(); ++b) {
+      const BufferDesc &buffer = buffers[b];
+      CUdeviceptr at = newArena.get() + tensor.offsets[b];
+      if (buffer.role == BufferRole::Master) {
+        // The master starts as the exact value of the stored param: an f32
+        // copy, or remainders of 0 (the param is the master's high half).
+        if (buffer.dtype == Dtype::Remainder) {
+          fill(at, 0, elementBytes(buffer.dtype, n));
+          continue;
+        }
+        std::vector<uint8_t> param(elementBytes(paramDtype, n));
+        std::vector<uint8_t> bytes(elementBytes(buffer.dtype, n));
+        d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param, param.size()), "cuMemcpyDtoH_v2");
+        decodeToF32(paramDtype, param.data(), nullptr, {reinterpret_cast<float *>(bytes.data()), n});
+        uploadTo(at, bytes.data(), bytes.size());
+        // Moving a vector keeps its storage, which the upload reads.
+        staged.push_back(std::move(bytes));
+      } else if (buffer.role == BufferRole::State) {
+        // Every element starts at the same value, so every element is
+        // stored alike (and every q8 block has the same absmax): the
+        // encoding of one block, repeated by memset, whatever the size.
+        size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
+        std::vector<float> block(kQ8BlockElements, elementwiseInit[k]);
+        std::vector<uint8_t> data(elementBytes(buffer.dtype, block.size()));
+        float absmax = 0;
+        encodeF32(buffer.dtype, block, data.data(), &absmax);
+        uint32_t pattern = 0;
+        std::memcpy(&pattern, data.data(), sizeof pattern);
+        fill(at, pattern, elementBytes(buffer.dtype, n));
+        int a = findBuffer(buffers, BufferRole::StateAbsmax, buffer.state);
+        if (a >= 0) {
+          std::memcpy(&pattern, &absmax, sizeof pattern);
+          fill(newArena.get() + tensor.offsets[a], pattern, bufferBytes(buffers[a], n));
+        }
+      }
     }
   }
   upload(tl.tensors, tensorRecords.data(), tensorRecords.size() * sizeof(int64_t));
   upload(tl.chunks, chunkRecords.data(), chunkRecords.size() * sizeof(int64_t));
-  upload(tl.buffers, bufferTable.data(), bufferTable.size() * sizeof(CUdeviceptr));
+  for (size_t r = 0; r < s.runs.size(); ++r)
+    upload(tl.buffers[r], bufferTables[r].data(), bufferTables[r].size() * sizeof(CUdeviceptr));
   upload(tl.hypers, hyperTable.data(), hyperTable.size() * sizeof(double));
-  upload(tl.counter, &counter, sizeof(double));
+  upload(tl.counter, &counter, sizeof(counter));
   upload(tl.scalars, scalars.data(), scalars.size() * sizeof(double));
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
 
   // Commit: nothing below can fail.
   s.arena.swap(newArena);
   s.tables.swap(newTables);
-  s.arenaFloats = newArenaFloats;
+  s.arenaBytes = newArenaBytes;
   s.tableLayout = tl;
   s.tensors = std::move(newTensors);
   s.groups = std::move(newGroups);
-  s.chunks = std::move(newChunks);
-  s.bufferTable = std::move(bufferTable);
+  for (size_t r = 0; r < s.runs.size(); ++r) {
+    s.runs[r].bufferTable = std::move(bufferTables[r]);
+    s.runs[r].firstChunk = runChunks[r].first;
+    s.runs[r].numChunks = runChunks[r].second;
+  }
   s.hypersDirty = false;
   for (size_t size : sizes)
     s.numParams += size;
@@ -448,25 +599,33 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
   // New gradient pointers are checked (all of them, before anything is
   // enqueued) and uploaded; unchanged ones cost nothing, which is what keeps
   // a captured step free of uploads.
-  std::vector<CUdeviceptr> bufferTable = s.bufferTable;
-  bool changed = false;
+  Dtype gradDtype = s.gradDtype();
+  std::vector<std::vector<CUdeviceptr>> bufferTables;
+  for (const Run &run : s.runs)
+    bufferTables.push_back(run.bufferTable);
+  std::vector<bool> changed(s.runs.size(), false);
   for (size_t g = 0; g < s.groups.size(); ++g)
     for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
       size_t t = s.groups[g].firstTensor + i;
+      const Tensor &tensor = s.tensors[t];
+      CUdeviceptr &slot = bufferTables[tensor.run][t * s.runs[tensor.run].perTensor() + 1];
       DevicePtr grad = gradsPerGroup[g][i];
-      if (bufferTable[t * s.perTensor() + 1] == grad)
+      if (slot == grad)
         continue;
-      s.checkDevicePointer(grad, s.tensors[t].size * sizeof(float), "the gradient of " + tensorName(i, g));
-      bufferTable[t * s.perTensor() + 1] = grad;
-      changed = true;
+      s.checkDevicePointer(grad, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
+                           "the gradient of " + tensorName(i, g));
+      slot = grad;
+      changed[tensor.run] = true;
     }
   CUdeviceptr base = s.tables.get();
   const TableLayout &tl = s.tableLayout;
-  if (changed)
-    d.check(d.cuMemcpyHtoDAsync_v2(base + tl.buffers, bufferTable.data(),
-                                   bufferTable.size() * sizeof(CUdeviceptr), cuStream),
-            "cuMemcpyHtoDAsync_v2");
-  s.bufferTable = std::move(bufferTable);
+  for (size_t r = 0; r < s.runs.size(); ++r) {
+    if (changed[r])
+      d.check(d.cuMemcpyHtoDAsync_v2(base + tl.buffers[r], bufferTables[r].data(),
+                                     bufferTables[r].size() * sizeof(CUdeviceptr), cuStream),
+              "cuMemcpyHtoDAsync_v2");
+    s.runs[r].bufferTable = std::move(bufferTables[r]);
+  }
   if (s.hypersDirty) {
     std::vector<double> hypers = s.hyperTable();
     if (!hypers.empty())
@@ -475,27 +634,37 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
     s.hypersDirty = false;
   }
 
-  const CudaKernels &k = *s.kernels;
-  const LoadedModule &m = *s.module;
+  const CudaKernels &k = s.kernels();
+  const LoadedModule &m = *s.runs[0].module;
   int64_t numTensors = static_cast<int64_t>(s.tensors.size());
-  int64_t numChunks = static_cast<int64_t>(s.chunks.chunks().size());
-  CUdeviceptr tensors = base + tl.tensors, chunks = base + tl.chunks, buffers = base + tl.buffers,
-              hypers = base + tl.hypers, counter = base + tl.counter, scalars = base + tl.scalars,
-              reductions = base + tl.reductions, partials = base + tl.partials,
-              uniforms = base + tl.uniforms;
+  CUdeviceptr tensors = base + tl.tensors, hypers = base + tl.hypers, counter = base + tl.counter,
+              scalars = base + tl.scalars, reductions = base + tl.reductions, uniforms = base + tl.uniforms;
   unsigned perTensorBlocks = std::numeric_limits<unsigned>::max() / 2;
   for (int p = 0; p < s.layout.rule().numPhases; ++p) {
-    // Exactly the blocks that fit on the GPU at once: each loops over its
-    // share of the chunks. More would wait for a whole block to finish all
-    // its chunks, and run alone at the end.
-    auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * m.elementBlocksPerSM[p]));
     s.launch(m.uniforms[p], k.uniformsEntries[p], s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
-    s.launch(m.element[p], k.elementEntries[p], static_cast<size_t>(numChunks) * k.blockSize, elementBlocks,
-             cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials});
-    if (m.finish[p])
+    // Each run's element kernel over its own range of the chunk table (and
+    // of the partials), with its own buffers table.
+    for (size_t r = 0; r < s.runs.size(); ++r) {
+      const Run &run = s.runs[r];
+      if (run.numChunks == 0)
+        continue;
+      CUdeviceptr chunks = base + tl.chunks + run.firstChunk * 3 * sizeof(int64_t);
+      CUdeviceptr buffers = base + tl.buffers[r];
+      CUdeviceptr partials = base + tl.partials + run.firstChunk * k.partialStride * sizeof(double);
+      auto numChunks = static_cast<int64_t>(run.numChunks);
+      // Exactly the blocks that fit on the GPU at once: each loops over its
+      // share of the chunks. More would wait for a whole block to finish all
+      // its chunks, and run alone at the end.
+      auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->elementBlocksPerSM[p]));
+      s.launch(run.module->element[p], run.kernels->elementEntries[p], run.numChunks * k.blockSize, elementBlocks,
+               cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials});
+    }
+    if (m.finish[p]) {
+      CUdeviceptr partials = base + tl.partials;
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
                {&numTensors, &tensors, &partials, &reductions});
+    }
   }
   if (m.scalars)
     s.launch(m.scalars, k.scalarsEntry, s.tensors.size(), perTensorBlocks, cuStream,
@@ -525,18 +694,181 @@ DevicePtr CudaOptimizer::hyperAddress(const std::string &name, int group) const 
          (static_cast<size_t>(group) * s.layout.numHypers() + index) * sizeof(double);
 }
 
-std::vector<float> CudaOptimizer::state(const std::string &name, int group, size_t tensor) const {
-  static const char *caller = "optrt::CudaOptimizer::state";
+std::vector<uint8_t> CudaOptimizer::Impl::download(const Tensor &t, int b) const {
+  const BufferDesc &buffer = hostLayout(t).buffers[b];
+  std::vector<uint8_t> bytes(bufferBytes(buffer, t.size));
+  CUdeviceptr from = buffer.role == BufferRole::Param ? t.param : arena.get() + t.offsets[b];
+  d->check(d->cuMemcpyDtoH_v2(bytes.data(), from, bytes.size()), "cuMemcpyDtoH_v2");
+  return bytes;
+}
+
+int CudaOptimizer::Impl::stateBufferOf(const Tensor &t, const std::string &name, const char *caller) const {
+  layout.elementwiseIndex(name, caller);
+  int b = findBuffer(hostLayout(t).buffers, BufferRole::State, static_cast<int>(layout.stateIndex(name)));
+  if (b < 0)
+    throw std::logic_error(std::string(caller) + ": layout '" + hostLayout(t).name + "' has no buffer for state '" +
+                           name + "'");
+  return b;
+}
+
+std::vector<float> CudaOptimizer::readState(const std::string &name, int group, size_t tensor) const {
+  static const char *caller = "optrt::CudaOptimizer::readState";
   const Impl &s = *impl_;
-  size_t stateIndex = s.layout.elementwiseIndex(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
+  int b = s.stateBufferOf(t, name, caller);
+  const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
+  ContextScope scope(*s.d, s.context);
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  std::vector<uint8_t> data = s.download(t, b);
+  int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
+  std::vector<uint8_t> absmax = a < 0 ? std::vector<uint8_t>() : s.download(t, a);
+  std::vector<float> values(t.size);
+  decodeToF32(buffers[b].dtype, data.data(), a < 0 ? nullptr : reinterpret_cast<const float *>(absmax.data()), values);
+  return values;
+}
+
+std::vector<float> CudaOptimizer::state(const std::string &name, int group, size_t tensor) const {
+  return readState(name, group, tensor);
+}
+
+void CudaOptimizer::writeState(const std::string &name, int group, size_t tensor, const std::vector<float> &values) {
+  static const char *caller = "optrt::CudaOptimizer::writeState";
+  Impl &s = *impl_;
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  int b = s.stateBufferOf(t, name, caller);
+  if (values.size() != t.size)
+    throw std::invalid_argument(std::string(caller) + ": got " + std::to_string(values.size()) + " values for " +
+                                tensorName(tensor, static_cast<size_t>(group)) + ", which has " +
+                                std::to_string(t.size) + " elements");
+  const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
+  int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
+  std::vector<uint8_t> data(bufferBytes(buffers[b], t.size));
+  std::vector<uint8_t> absmax(a < 0 ? 0 : bufferBytes(buffers[a], t.size));
+  encodeF32(buffers[b].dtype, values, data.data(), a < 0 ? nullptr : reinterpret_cast<float *>(absmax.data()));
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
+  // Steps in flight read the state being replaced.
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+  d.check(d.cuMemcpyHtoDAsync_v2(s.arena.get() + t.offsets[b], data.data(), data.size(), nullptr),
+          "cuMemcpyHtoDAsync_v2");
+  if (a >= 0)
+    d.check(d.cuMemcpyHtoDAsync_v2(s.arena.get() + t.offsets[a], absmax.data(), absmax.size(), nullptr),
+            "cuMemcpyHtoDAsync_v2");
+  d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+}
+
+std::vector<float> CudaOptimizer::master(int group, size_t tensor) const {
+  static const char *caller = "optrt::CudaOptimizer::master";
+  const Impl &s = *impl_;
+  const Tensor &t = s.checkedTensor(group, tensor, caller);
+  const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
+  int b = findBuffer(buffers, BufferRole::Master);
+  if (b < 0)
+    throw std::invalid_argument(std::string(caller) + ": layout '" + s.hostLayout(t).name + "' has no master copy");
+  ContextScope scope(*s.d, s.context);
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  std::vector<uint8_t> data = s.download(t, b);
   std::vector<float> values(t.size);
-  CUdeviceptr from = s.arena.get() + (t.arenaOffset + stateIndex * StateArena::paddedFloats(t.size)) * sizeof(float);
-  d.check(d.cuMemcpyDtoH_v2(values.data(), from, t.size * sizeof(float)), "cuMemcpyDtoH_v2");
+  if (buffers[b].dtype != Dtype::Remainder) {
+    std::memcpy(values.data(), data.data(), t.size * sizeof(float));
+    return values;
+  }
+  std::vector<uint8_t> param = s.download(t, findBuffer(buffers, BufferRole::Param));
+  const auto *high = reinterpret_cast<const uint16_t *>(param.data());
+  const auto *low = reinterpret_cast<const int16_t *>(data.data());
+  for (size_t i = 0; i < t.size; ++i)
+    values[i] = joinMaster(high[i], low[i]);
   return values;
+}
+
+const std::string &CudaOptimizer::tensorLayout(int group, size_t tensor) const {
+  const Impl &s = *impl_;
+  return s.hostLayout(s.checkedTensor(group, tensor, "optrt::CudaOptimizer::tensorLayout")).name;
+}
+
+MemoryReport CudaOptimizer::memoryReport() const {
+  const Impl &s = *impl_;
+  if (s.tensors.empty())
+    throw std::logic_error("optrt::CudaOptimizer::memoryReport: the optimizer has no parameters");
+  std::vector<size_t> sizes;
+  for (const Tensor &t : s.tensors)
+    sizes.push_back(t.size);
+  MemoryOptions options;
+  options.smallTensorElements = s.smallTensorElements;
+  return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
+}
+
+namespace {
+
+/// The device's state as the state stream (StateStream.h) sees it. A
+/// template so that the member functions below, which may name the private
+/// CudaOptimizer::Impl, are what instantiate it.
+template <typename Impl> class CudaStateAccess : public StateAccess {
+public:
+  explicit CudaStateAccess(Impl &s) : s_(s) {}
+  const RuleLayout &rule() const override { return s_.layout; }
+  size_t numTensors() const override { return s_.tensors.size(); }
+  size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
+  const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
+  int64_t stepCount() const override { return s_.stepCount; }
+  std::vector<double> scalars(size_t t) const override {
+    size_t n = s_.layout.numScalar();
+    std::vector<double> values(n);
+    if (n > 0)
+      s_.d->check(s_.d->cuMemcpyDtoH_v2(values.data(), s_.tables.get() + s_.tableLayout.scalars + t * n * sizeof(double),
+                                        n * sizeof(double)),
+                  "cuMemcpyDtoH_v2");
+    return values;
+  }
+  void withBuffer(size_t t, size_t b, const std::function<void(const void *, size_t)> &use) const override {
+    std::vector<uint8_t> bytes = s_.download(s_.tensors[t], static_cast<int>(b));
+    use(bytes.data(), bytes.size());
+  }
+  void writeBuffer(size_t t, size_t b, const void *data) override {
+    const Tensor &tensor = s_.tensors[t];
+    size_t bytes = bufferBytes(s_.hostLayout(tensor).buffers[b], tensor.size);
+    s_.d->check(s_.d->cuMemcpyHtoDAsync_v2(s_.arena.get() + tensor.offsets[b], data, bytes, nullptr),
+                "cuMemcpyHtoDAsync_v2");
+    // `data` may go as soon as this returns.
+    s_.d->check(s_.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  }
+  void finishLoad(int64_t stepCount, const std::vector<std::vector<double>> &scalars) override {
+    std::vector<double> table;
+    for (const std::vector<double> &tensor : scalars)
+      table.insert(table.end(), tensor.begin(), tensor.end());
+    double counter = static_cast<double>(stepCount);
+    const Driver &d = *s_.d;
+    CUdeviceptr base = s_.tables.get();
+    d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.counter, &counter, sizeof counter, nullptr),
+            "cuMemcpyHtoDAsync_v2");
+    if (!table.empty())
+      d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.scalars, table.data(), table.size() * sizeof(double),
+                                     nullptr),
+              "cuMemcpyHtoDAsync_v2");
+    d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
+    s_.stepCount = stepCount;
+  }
+
+private:
+  Impl &s_;
+};
+
+} // namespace
+
+void CudaOptimizer::saveState(std::ostream &out) const {
+  Impl &s = *impl_; // the stream only reads it
+  ContextScope scope(*s.d, s.context);
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  writeStateStream(out, CudaStateAccess<Impl>(s), "optrt::CudaOptimizer::saveState");
+}
+
+void CudaOptimizer::loadState(std::istream &in, bool convert) {
+  Impl &s = *impl_;
+  ContextScope scope(*s.d, s.context);
+  // Steps in flight use the state being replaced.
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  CudaStateAccess<Impl> access(s);
+  readStateStream(in, access, convert, "optrt::CudaOptimizer::loadState");
 }
 
 double CudaOptimizer::scalarState(const std::string &name, int group, size_t tensor) const {
@@ -556,7 +888,7 @@ double CudaOptimizer::scalarState(const std::string &name, int group, size_t ten
 }
 
 size_t CudaOptimizer::stateBytes() const {
-  return impl_->arenaFloats * sizeof(float) + impl_->tensors.size() * impl_->layout.numScalar() * sizeof(double);
+  return impl_->arenaBytes + impl_->tensors.size() * impl_->layout.numScalar() * sizeof(double);
 }
 
 } // namespace optrt

@@ -3,9 +3,12 @@
  *   default                 a valid artifact (checks the C header's layout
  *                           against what the loader reads)
  *   FAKE_MISSING_FEATURE    needs a CPU feature no CPU has
- *   FAKE_NULL_RULE          a malformed descriptor: the rule name is null */
+ *   FAKE_NULL_RULE          a malformed descriptor: the rule name is null
+ *   FAKE_DEFAULT_OUTSIDE    a malformed descriptor: lr's default lies
+ *                           outside its declared range */
 #include "optrt/artifact_abi.h"
 
+#include <math.h>
 #include <stddef.h>
 
 static void init(const double *hypers, float *elementwise, double *scalars) {
@@ -29,7 +32,13 @@ static void scalarUpdate(const double *hypers, double step, const double *scalar
   (void)hypers, (void)step, (void)scalars, (void)reductions, (void)out;
 }
 
-static const optdsl_hyper hypers[] = {{"lr", 0.5, 0, 0}};
+/* lr in (0, 1] (in (0, 0.25] for FAKE_DEFAULT_OUTSIDE). */
+#if defined(FAKE_DEFAULT_OUTSIDE)
+#define LR_UPPER 0.25
+#else
+#define LR_UPPER 1.0
+#endif
+static const optdsl_hyper hypers[] = {{"lr", 0.5, 0, OPTDSL_RANGE_LOWER_OPEN, 0.0, LR_UPPER}};
 static const int32_t numUniforms[] = {1};
 static const optdsl_uniforms_fn uniformFns[] = {uniforms0};
 static const optdsl_buffer buffers[] = {{OPTDSL_BUFFER_PARAM, OPTDSL_DTYPE_F32, -1, 0},

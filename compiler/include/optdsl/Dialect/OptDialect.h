@@ -13,3 +13,14 @@
 
 #define GET_OP_CLASSES
 #include "optdsl/Dialect/OptOps.h.inc"
+
+#include "optrt/HyperRange.h"
+
+namespace optdsl::opt {
+
+/// The range an opt.hyper declares (unbounded without one).
+optrt::HyperRange hyperRange(HyperOp hyper);
+/// Sets the range attributes of `hyper`; an infinite bound is left absent.
+void setHyperRange(HyperOp hyper, const optrt::HyperRange &range);
+
+} // namespace optdsl::opt

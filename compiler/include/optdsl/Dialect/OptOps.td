@@ -72,9 +72,18 @@ def Opt_HyperOp : Opt_Op<"hyper", [Symbol, HasParent<"RuleOp">]> {
     build time (`opt-specialize-hypers`): its value is `default_value` and
     the runtime refuses to change it.
 
-    Example: `opt.hyper @lr = 1.000000e-03`, `opt.hyper @amsgrad = 0.000000e+00 fixed`
+    The optional `lower`/`upper` bounds (absent: unbounded; `lower_open`/
+    `upper_open`: the bound itself excluded) are the range the rule
+    declares (`hyper beta2 = 0.999 in [0, 1);`); every setter checks it, so
+    analyses may rely on it (a state proved non-negative gets the unsigned
+    q8 map).
+
+    Example: `opt.hyper @lr = 1.000000e-03 {lower = 0.000000e+00 : f64}`,
+    `opt.hyper @amsgrad = 0.000000e+00 fixed`
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$default_value, UnitAttr:$fixed);
+  let arguments = (ins SymbolNameAttr:$sym_name, F64Attr:$default_value, UnitAttr:$fixed,
+                       OptionalAttr<F64Attr>:$lower, OptionalAttr<F64Attr>:$upper,
+                       UnitAttr:$lower_open, UnitAttr:$upper_open);
   let assemblyFormat = "$sym_name `=` $default_value (`fixed` $fixed^)? attr-dict";
 }
 

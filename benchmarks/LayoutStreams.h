@@ -1,0 +1,48 @@
+// The memory streams one step of a layout's kernels must touch, per
+// parameter: what the CPU and the GPU step benchmarks count as the step's
+// bytes and what their same-traffic reference kernels move.
+#pragma once
+
+#include "optrt/RuleKernels.h"
+#include "optrt/Storage.h"
+
+#include <vector>
+
+namespace optdsl::bench {
+
+/// One stream a step must touch: bytes per parameter, read and/or written.
+struct Stream {
+  double bytesPerElement;
+  bool read, written;
+};
+
+/// The streams of a layout's kernels, from its buffers: the grad is read;
+/// master and every state (codes and absmax) are read and written (every
+/// state of these rules is updated each step; AdamW's amsgrad state is
+/// folded away); the param is read and written, except with a master, whose
+/// f32 value is what the step reads: then the 16-bit param is only written.
+inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
+  // With an f32 master the 16-bit param is only written; with remainders it
+  // is half of the master and read too.
+  bool master = false;
+  for (const optrt::BufferDesc &buffer : layout.buffers)
+    master = master || (buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32);
+  std::vector<Stream> streams;
+  for (const optrt::BufferDesc &buffer : layout.buffers) {
+    double bytes = buffer.role == optrt::BufferRole::StateAbsmax
+                       ? 4.0 / buffer.blockElements
+                       : static_cast<double>(optrt::elementBytes(buffer.dtype, 1));
+    bool read = !(buffer.role == optrt::BufferRole::Param && master);
+    streams.push_back({bytes, read, buffer.role != optrt::BufferRole::Grad});
+  }
+  return streams;
+}
+
+inline double bytesPerParam(const std::vector<Stream> &streams) {
+  double bytes = 0;
+  for (const Stream &s : streams)
+    bytes += s.bytesPerElement * ((s.read ? 1 : 0) + (s.written ? 1 : 0));
+  return bytes;
+}
+
+} // namespace optdsl::bench

@@ -1,0 +1,32 @@
+// The buffers of a layout's kernels (optrt::layoutBuffers) as both
+// optimizers (optrt::Optimizer on the CPU, optrt::CudaOptimizer on a GPU)
+// allocate and find them: bytes per tensor, and which buffer holds a state,
+// its q8 absmax or the master.
+#pragma once
+
+#include "optrt/RuleKernels.h"
+#include "optrt/Storage.h"
+
+#include <cstddef>
+
+namespace optrt::detail {
+
+inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned; }
+
+/// Bytes of buffer `buffer` for a tensor of n elements (absmax: one f32 per
+/// q8 block).
+inline size_t bufferBytes(const BufferDesc &buffer, size_t n) {
+  return buffer.role == BufferRole::StateAbsmax ? sizeof(float) * q8Blocks(n, buffer.blockElements)
+                                                : elementBytes(buffer.dtype, n);
+}
+
+/// The index in `buffers` of the buffer with `role` (of state `state` for
+/// the state roles), or -1.
+inline int findBuffer(const std::vector<BufferDesc> &buffers, BufferRole role, int state = -1) {
+  for (size_t b = 0; b < buffers.size(); ++b)
+    if (buffers[b].role == role && (state < 0 || buffers[b].state == state))
+      return static_cast<int>(b);
+  return -1;
+}
+
+} // namespace optrt::detail
