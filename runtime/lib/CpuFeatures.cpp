@@ -33,6 +33,8 @@ bool cpuHas(std::string_view feature) {
     return __builtin_cpu_supports("avx512vl");
   if (feature == "avx512vbmi")
     return __builtin_cpu_supports("avx512vbmi");
+  if (feature == "avx512bf16")
+    return __builtin_cpu_supports("avx512bf16");
 #endif
   return false;
 }

@@ -52,11 +52,13 @@ inline constexpr int64_t kVectorWidth = 16;
 /// The vector instructions beyond x86-64 the q8 kernels may use. `avx512`:
 /// AVX-512F permutes for 16-lane table lookups (cpu::Q8Tables); `avx512vbmi`
 /// (with AVX-512BW): byte permutes, 64 q8 elements at a time
-/// (cpu/Q8BytePlanes.h). An artifact lists the features its target has, so a
-/// loader refuses code built with either on a CPU without it.
+/// (cpu/Q8BytePlanes.h); `avx512bf16`: vcvtneps2bf16 for bf16 stores
+/// (cpu::storeBf16Fast). An artifact lists the features its target has, so
+/// a loader refuses code built with any of them on a CPU without it.
 struct CpuVectorIsa {
   bool avx512 = false;
   bool avx512vbmi = false;
+  bool avx512bf16 = false;
 };
 
 /// Builds the kernels of the single opt.rule in `optModule`, in the explicit

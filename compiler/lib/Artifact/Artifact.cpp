@@ -82,7 +82,8 @@ ArtifactModule compileArtifactModule(const CheckedRule &rule, const ArtifactOpti
   const llvm::MCSubtargetInfo &subtarget = *machine->getMCSubtargetInfo();
   CpuKernelModule kernels = buildCpuKernelModule(
       context, rule, options.fixed, options.layouts,
-      {.avx512 = subtarget.checkFeatures("+avx512f"), .avx512vbmi = subtarget.checkFeatures("+avx512bw,+avx512vbmi")});
+      {.avx512 = subtarget.checkFeatures("+avx512f"), .avx512vbmi = subtarget.checkFeatures("+avx512bw,+avx512vbmi"),
+       .avx512bf16 = subtarget.checkFeatures("+avx512f,+avx512bf16")});
   for (const KernelSignature::Layout &layout : kernels.signature.layouts) {
     info.layouts.push_back(layout.name);
     // Each layout's CUDA kernels (small-tensor fallbacks included) are a

@@ -27,7 +27,8 @@ void initializeNativeTarget() {
 
 // The features a loader can test (artifact_abi.h), as LLVM spells them.
 constexpr const char *kCheckableFeatures[] = {"sse4.2",   "avx",      "avx2",     "fma",      "f16c",
-                                              "avx512f",  "avx512bw", "avx512dq", "avx512vl", "avx512vbmi"};
+                                              "avx512f",  "avx512bw", "avx512dq", "avx512vl", "avx512vbmi",
+                                              "avx512bf16"};
 
 } // namespace
 

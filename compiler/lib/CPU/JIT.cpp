@@ -53,7 +53,8 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
   CpuKernelModule kernels = buildCpuKernelModule(
       context, rule, fixed, layouts,
-      {.avx512 = host.lookup("avx512f"), .avx512vbmi = host.lookup("avx512bw") && host.lookup("avx512vbmi")});
+      {.avx512 = host.lookup("avx512f"), .avx512vbmi = host.lookup("avx512bw") && host.lookup("avx512vbmi"),
+       .avx512bf16 = host.lookup("avx512f") && host.lookup("avx512bf16")});
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 

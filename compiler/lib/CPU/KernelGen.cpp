@@ -322,7 +322,8 @@ private:
               builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(codegen::stochasticSalt(plan.storage[buffer]))));
           random = codegen::stochasticBits(builder, loc, key, index, width);
         }
-        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype, random);
+        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), index, value, dtype, random,
+                          isa_.avx512bf16);
         return;
       }
       Value offset = builder.create<arith::SubIOp>(loc, index, blockStart_);

@@ -7,6 +7,7 @@
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/LLVMIR/LLVMDialect.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/BuiltinTypes.h"
 
@@ -93,8 +94,29 @@ Value loadAsF32(OpBuilder &builder, Location loc, Value base, Value index, int64
   return codegen::widenF16(builder, loc, raw, /*exactNan=*/false);
 }
 
+void storeBf16Fast(OpBuilder &builder, Location loc, Value value, Value address) {
+  auto i16x16 = VectorType::get({16}, builder.getIntegerType(16));
+  auto i1x16 = VectorType::get({16}, builder.getI1Type());
+  Value converted = builder.create<LLVM::CallIntrinsicOp>(loc, VectorType::get({16}, builder.getBF16Type()),
+                                                          "llvm.x86.avx512bf16.cvtneps2bf16.512", ValueRange{value})
+                        .getResult(0);
+  builder.create<LLVM::StoreOp>(loc, builder.create<LLVM::BitcastOp>(loc, i16x16, converted), address, 2);
+  // vfpclassps category 0x20: subnormal. Such a vector (rare) is stored
+  // again, by the bit arithmetic; the common path stays straight.
+  Value subnormal = builder
+                        .create<LLVM::CallIntrinsicOp>(
+                            loc, i1x16, "llvm.x86.avx512.fpclass.ps.512",
+                            ValueRange{value, builder.create<arith::ConstantOp>(loc, builder.getI32IntegerAttr(0x20))})
+                        .getResult(0);
+  Value any = builder.create<vector::ReductionOp>(loc, vector::CombiningKind::OR, subnormal);
+  builder.create<scf::IfOp>(loc, any, [&](OpBuilder &b, Location l) {
+    b.create<LLVM::StoreOp>(l, codegen::narrowBf16(b, l, value, Value()), address, 2);
+    b.create<scf::YieldOp>(l);
+  });
+}
+
 void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Value value, Dtype dtype,
-                  Value random) {
+                  Value random, bool bf16Instruction) {
   Type element = storageType(builder.getContext(), dtype);
   Value address = pointer(builder, loc, base, index, element);
   if (dtype == Dtype::F32) {
@@ -102,6 +124,10 @@ void storeFromF32(OpBuilder &builder, Location loc, Value base, Value index, Val
     return;
   }
   // vcvtps2ph keeps a NaN's top payload with the quiet bit, as f32ToF16.
+  if (dtype == Dtype::BF16 && !random && bf16Instruction && widthOf(value) == 16) {
+    storeBf16Fast(builder, loc, value, address);
+    return;
+  }
   Value stored = dtype == Dtype::BF16 ? codegen::narrowBf16(builder, loc, value, random)
                                       : codegen::narrowF16(builder, loc, value, random, /*exactNan=*/false);
   builder.create<LLVM::StoreOp>(loc, stored, address, 2);

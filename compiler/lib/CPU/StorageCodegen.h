@@ -26,9 +26,19 @@ mlir::Value loadAsF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value 
 /// even exactly as optrt::f32ToBf16 / f32ToF16 do (NaN kept, quiet). With
 /// `random` (i32 lanes) a bf16 or f16 write rounds stochastically instead,
 /// exactly as optrt::f32ToBf16Stochastic / f32ToF16Stochastic.
+/// `bf16Instruction`: the target has AVX512-BF16, whose vcvtneps2bf16 a
+/// 16-lane round-to-nearest bf16 store uses (storeBf16Fast).
 void storeFromF32(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value base,
                   mlir::Value index, mlir::Value value, optrt::Dtype dtype,
-                  mlir::Value random = {});
+                  mlir::Value random = {}, bool bf16Instruction = false);
+
+/// Stores f32ToBf16 of 16 lanes at `address` by vcvtneps2bf16 (AVX512-BF16:
+/// one instruction instead of the eight of codegen::narrowBf16). It rounds
+/// to nearest even and quiets a NaN keeping its top payload, as the
+/// reference does, but treats subnormal inputs as zero: a vector holding
+/// one is stored again by the bit arithmetic (a branch, rarely taken:
+/// subnormal f32 values are below 2^-126).
+void storeBf16Fast(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value value, mlir::Value address);
 
 /// The exact f32 master of a bf16 param and its int16 remainder at
 /// base[index] (optrt::joinMaster), and the reverse (optrt::splitMaster:

@@ -158,7 +158,7 @@ typedef struct optdsl_artifact {
   const char *cpu;      /* the CPU the kernels were compiled for, e.g. "x86-64-v3" */
   /* Comma-separated instruction-set features the kernels need, from a fixed
    * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
-   * avx512dq avx512vl avx512vbmi (a loader that does not know a name
+   * avx512dq avx512vl avx512vbmi avx512bf16 (a loader that does not know a name
    * refuses the artifact, as it should). */
   const char *cpu_features;
   const optdsl_hyper *hypers;
