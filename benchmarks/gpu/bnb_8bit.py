@@ -21,35 +21,14 @@ torch_adamw_fused.py: a synchronize after each step, host clock, mean.
 Prints one JSON object per optimizer and shape."""
 import json
 import sys
-import time
 
 import torch
 
-from torch_adamw_fused import shape
+from torch_adamw_fused import seconds_per_step, shape
 
 
 def q8_bytes_per_param(states):
     return 4 + 4 + 4 + states * (2 + 2 * 4 / 256)
-
-
-def bench(make, sizes, device):
-    params = [torch.nn.Parameter(torch.randn(n, device=device) * 0.02) for n in sizes]
-    for p in params:
-        p.grad = torch.randn_like(p) * 1e-3
-    opt = make(params)
-    for _ in range(3):
-        opt.step()
-    torch.cuda.synchronize()
-    steps, total = 0, 0.0
-    while total < 2.0 or steps < 10:
-        start = time.perf_counter()
-        opt.step()
-        torch.cuda.synchronize()
-        total += time.perf_counter() - start
-        steps += 1
-    del opt, params
-    torch.cuda.empty_cache()
-    return total / steps
 
 
 def main():
@@ -70,7 +49,7 @@ def main():
     for rule, states, peer, make in peers:
         for name in ("gpt2s", "gpt1.3b"):
             sizes = shape(name)
-            seconds = bench(make, sizes, device)
+            seconds = seconds_per_step(make, sizes, device)
             n = sum(sizes)
             print(json.dumps({"peer": peer, "rule": rule, "layout": "state=q8", "shape": name,
                               "params_M": n / 1e6, "ms_per_step": seconds * 1e3,

@@ -17,6 +17,19 @@ namespace {
 
 const char *const kCorpus = "/usr/share/common-licenses";
 
+/// The demo's settings, smaller (one layer of 256) and shorter (1200 steps).
+TrainConfig shortRun(const Corpus &corpus) {
+  TrainConfig config;
+  config.model.vocab = corpus.vocabSize();
+  config.model.hidden = {256};
+  config.steps = 1200;
+  config.batch = 256;
+  config.warmupSteps = 60;
+  config.evalEvery = 1200;
+  config.threads = 2;
+  return config;
+}
+
 TEST(ShortRun, ValidationLossFallsWellBelowUnigramEntropy) {
   if (!std::filesystem::is_directory(kCorpus))
     GTEST_SKIP() << kCorpus << " is missing (not a Debian system)";
@@ -27,14 +40,7 @@ TEST(ShortRun, ValidationLossFallsWellBelowUnigramEntropy) {
   EXPECT_GT(unigram, 2.8);
   EXPECT_LT(unigram, 3.6);
 
-  TrainConfig config;
-  config.model.vocab = corpus.vocabSize();
-  config.model.hidden = {256};
-  config.steps = 1200;
-  config.batch = 256;
-  config.warmupSteps = 60;
-  config.evalEvery = 1200;
-  config.threads = 2;
+  TrainConfig config = shortRun(corpus);
   for (const std::string name : {"adamw", "ademamix"}) {
     LoadedRule rule = loadRule(name);
     RunSpec spec{rule, resolveHypers({rule}, {}, config.steps)[0]};
@@ -57,13 +63,7 @@ TEST(ShortRun, ReducedPrecisionStatesReachTheF32Loss) {
   if (!std::filesystem::is_directory(kCorpus))
     GTEST_SKIP() << kCorpus << " is missing (not a Debian system)";
   Corpus corpus = loadCorpus(kCorpus, 0.1);
-  TrainConfig config;
-  config.model.vocab = corpus.vocabSize();
-  config.model.hidden = {256};
-  config.steps = 1200;
-  config.warmupSteps = 60;
-  config.evalEvery = 1200;
-  config.threads = 2;
+  TrainConfig config = shortRun(corpus);
   std::map<std::string, RunResult> results;
   for (const std::string layout : {"f32", "state=q8", "state=bf16"}) {
     LoadedRule rule = loadRule("adamw");
