@@ -593,15 +593,10 @@ TEST(LayoutKernelState, SaveAndLoadWithTheLayoutTag) {
   EXPECT_THROW(check.loadState(foreign), std::invalid_argument);
 }
 
-/// The kernel's quantiser at every decision boundary of both maps: a rule
-/// that stores the gradient as its q8 state (`s = grad`), blocks whose first
-/// element is 1 (so absmax is 1 and n is the value itself), filled with every
-/// threshold, its f32 neighbours, every map entry, their negatives, 0, -0,
-/// tiny and subnormal values, +-1, +-Inf, NaN and a dense log-uniform sweep
-/// (the quantiser estimates the code from the map's decade structure and
-/// settles it with two threshold lookups: this is its proof). Codes must be
-/// quantizeBlockwise's exactly.
-TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
+/// A rule whose q8 states hold the gradient itself: `s = grad` (signed map)
+/// and `v = max(grad, 0)` (proved non-negative: unsigned), so a kernel's
+/// stored codes are its quantiser's verdict on the values given as grads.
+std::shared_ptr<const optrt::RuleKernels> copyGradKernels() {
   static const char *source = R"(optimizer copy_grad {
   hyper lr = 0;
   state s;
@@ -611,8 +606,46 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
   param = param - lr * s;
 })";
   auto rule = compileSource(std::make_shared<const SourceFile>("copy_grad.opt", source), std::cerr);
-  ASSERT_TRUE(rule);
-  auto kernels = jitCompile(*rule, {{"lr", 0}}, {"state=q8"});
+  return rule ? jitCompile(*rule, {{"lr", 0}}, {"state=q8"}) : nullptr;
+}
+
+/// Steps copyGradKernels() on `grad` and expects its state s (signed map) or
+/// v (unsigned) to decode exactly as quantizeBlockwise of the same values.
+void expectReferenceCodes(const std::shared_ptr<const optrt::RuleKernels> &kernels, const std::vector<float> &grad,
+                          bool isSigned) {
+  std::vector<float> param(grad.size(), 0.0f);
+  optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
+  optimizer.addGroup({param.data()}, {param.size()});
+  optimizer.step({{grad.data()}});
+  std::vector<float> exact = grad;
+  if (!isSigned)
+    for (float &x : exact)
+      x = std::isnan(x) ? x : std::fmax(x, 0.0f);
+  const optrt::Q8Map &map = optrt::q8Map(isSigned);
+  std::vector<uint8_t> codes(exact.size());
+  std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
+  optrt::quantizeBlockwise(map, exact, codes, absmax);
+  optrt::dequantizeBlockwise(map, codes, absmax, ref);
+  std::vector<float> ours = optimizer.readState(isSigned ? "s" : "v", 0, 0);
+  size_t differ = 0;
+  for (size_t i = 0; i < ours.size(); ++i)
+    if (bits(ours[i]) != bits(ref[i]) && differ++ < 5)
+      ADD_FAILURE() << (isSigned ? "signed" : "unsigned") << " element " << i << " = " << exact[i] << " (absmax "
+                    << absmax[i / 256] << "): kernel " << ours[i] << ", reference " << ref[i];
+  EXPECT_EQ(differ, 0u);
+}
+
+/// The kernel's quantiser at every decision boundary of both maps: a rule
+/// that stores the gradient as its q8 state (`s = grad`), blocks whose first
+/// element is 1 (so absmax is 1 and n is the value itself), filled with every
+/// threshold, its f32 neighbours, every map entry, their negatives, 0, -0,
+/// tiny and subnormal values, +-1, +-Inf, NaN and a dense log-uniform sweep
+/// (the quantiser estimates the code from the map's decade structure and
+/// settles it with two threshold lookups: this is its proof). Codes must be
+/// quantizeBlockwise's exactly.
+TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
+  auto kernels = copyGradKernels();
+  ASSERT_TRUE(kernels);
   ASSERT_EQ(kernels->layouts[0].buffers[2].dtype, Dtype::Q8Signed);   // s
   ASSERT_EQ(kernels->layouts[0].buffers[3].dtype, Dtype::Q8Unsigned); // v
   for (bool isSigned : {true, false}) {
@@ -629,26 +662,7 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
       grad.push_back(0.25f);
     // v = max(grad, 0) is proved non-negative: it runs the unsigned map, s
     // the signed one.
-    std::vector<float> param(grad.size(), 0.0f);
-    optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
-    optimizer.addGroup({param.data()}, {param.size()});
-    optimizer.step({{grad.data()}});
-    std::vector<float> exact = grad;
-    std::string state = isSigned ? "s" : "v";
-    if (!isSigned)
-      for (float &x : exact)
-        x = std::isnan(x) ? x : std::fmax(x, 0.0f);
-    std::vector<uint8_t> codes(exact.size());
-    std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
-    optrt::quantizeBlockwise(map, exact, codes, absmax);
-    optrt::dequantizeBlockwise(map, codes, absmax, ref);
-    std::vector<float> ours = optimizer.readState(state, 0, 0);
-    size_t differ = 0;
-    for (size_t i = 0; i < ours.size(); ++i)
-      if (bits(ours[i]) != bits(ref[i]) && differ++ < 5)
-        ADD_FAILURE() << (isSigned ? "signed" : "unsigned") << " element " << i << " = " << exact[i]
-                      << ": kernel " << ours[i] << ", reference " << ref[i];
-    EXPECT_EQ(differ, 0u);
+    expectReferenceCodes(kernels, grad, isSigned);
   }
 }
 
@@ -662,17 +676,8 @@ TEST(LayoutKernelQ8, QuantiserAtEveryBoundary) {
 /// and uniform values in [-a, a]; and a block of zeros with +-Inf and NaN.
 /// Codes must be quantizeBlockwise's exactly.
 TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
-  static const char *source = R"(optimizer copy_grad {
-  hyper lr = 0;
-  state s;
-  state v;
-  s = grad;
-  v = max(grad, 0);
-  param = param - lr * s;
-})";
-  auto rule = compileSource(std::make_shared<const SourceFile>("copy_grad.opt", source), std::cerr);
-  ASSERT_TRUE(rule);
-  auto kernels = jitCompile(*rule, {{"lr", 0}}, {"state=q8"});
+  auto kernels = copyGradKernels();
+  ASSERT_TRUE(kernels);
   std::mt19937 rng(34);
   std::uniform_real_distribution<float> uniform(-1.0f, 1.0f);
   for (bool isSigned : {true, false}) {
@@ -710,25 +715,7 @@ TEST(LayoutKernelQ8, QuantiserWithReciprocalAtEveryBoundary) {
     grad[zeroBlock + 70] = INFINITY;
     grad[zeroBlock + 130] = -INFINITY;
     grad[zeroBlock + 200] = NAN;
-    std::vector<float> param(grad.size(), 0.0f);
-    optrt::Optimizer optimizer(kernels, {.threads = 2, .layout = "state=q8"});
-    optimizer.addGroup({param.data()}, {param.size()});
-    optimizer.step({{grad.data()}});
-    std::vector<float> exact = grad;
-    if (!isSigned)
-      for (float &x : exact)
-        x = std::isnan(x) ? x : std::fmax(x, 0.0f);
-    std::vector<uint8_t> codes(exact.size());
-    std::vector<float> absmax(optrt::q8Blocks(exact.size())), ref(exact.size());
-    optrt::quantizeBlockwise(map, exact, codes, absmax);
-    optrt::dequantizeBlockwise(map, codes, absmax, ref);
-    std::vector<float> ours = optimizer.readState(isSigned ? "s" : "v", 0, 0);
-    size_t differ = 0;
-    for (size_t i = 0; i < ours.size(); ++i)
-      if (bits(ours[i]) != bits(ref[i]) && differ++ < 5)
-        ADD_FAILURE() << (isSigned ? "signed" : "unsigned") << " element " << i << " = " << exact[i] << " (absmax "
-                      << absmax[i / 256] << "): kernel " << ours[i] << ", reference " << ref[i];
-    EXPECT_EQ(differ, 0u);
+    expectReferenceCodes(kernels, grad, isSigned);
   }
 }
 
