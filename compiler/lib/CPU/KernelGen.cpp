@@ -464,12 +464,7 @@ private:
 
     auto blocks = builder_.create<scf::ForOp>(loc, begin, end, constantI64(loc, block), initial);
     OpBuilder::InsertionGuard guard(builder_);
-    Block *body = blocks.getBody();
-    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
-    if (implicitYield)
-      builder_.setInsertionPoint(implicitYield);
-    else
-      builder_.setInsertionPointToEnd(body);
+    codegen::LoopBody body(builder_, blocks);
     blockStart_ = blocks.getInductionVar();
     Value blockEnd = builder_.create<arith::MinSIOp>(
         loc, builder_.create<arith::AddIOp>(loc, blockStart_, constantI64(loc, block)), end);
@@ -520,9 +515,7 @@ private:
     }
     std::vector<Value> next(vectorOut->begin(), vectorOut->end());
     next.insert(next.end(), tailOut->begin(), tailOut->end());
-    builder_.create<scf::YieldOp>(loc, next);
-    if (implicitYield)
-      implicitYield->erase();
+    body.yield(loc, next);
     builder_.setInsertionPointAfter(blocks);
 
     std::vector<Value> results(blocks.getResults().begin(), blocks.getResults().end());

@@ -644,12 +644,7 @@ private:
       initial.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
     auto blocks = b_.create<scf::ForOp>(loc_, begin, end, constI64(block), initial);
     OpBuilder::InsertionGuard guard(b_);
-    Block *body = blocks.getBody();
-    Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
-    if (implicitYield)
-      b_.setInsertionPoint(implicitYield);
-    else
-      b_.setInsertionPointToEnd(body);
+    codegen::LoopBody body(b_, blocks);
     Value blockStart = blocks.getInductionVar();
     Value index = add(blockStart, tid);
     Value blockEnd = b_.create<arith::MinSIOp>(loc_, add(blockStart, constI64(block)), end);
@@ -684,9 +679,7 @@ private:
         store(absmax, b_.create<LLVM::GEPOp>(loc_, base.getType(), f32(), base, ValueRange{blockIndex}));
       });
     }
-    b_.create<scf::YieldOp>(loc_, *out);
-    if (implicitYield)
-      implicitYield->erase();
+    body.yield(loc_, *out);
     return std::vector<Value>(blocks.getResults().begin(), blocks.getResults().end());
   }
 

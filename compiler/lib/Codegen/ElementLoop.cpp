@@ -53,6 +53,21 @@ Value uniformAsType(OpBuilder &builder, Location loc, Value slotValue, Type type
   return builder.create<arith::CmpFOp>(loc, arith::CmpFPredicate::UNE, slotValue, zero);
 }
 
+LoopBody::LoopBody(OpBuilder &builder, scf::ForOp loop) : builder_(builder) {
+  Block *body = loop.getBody();
+  implicitYield_ = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
+  if (implicitYield_)
+    builder.setInsertionPoint(implicitYield_);
+  else
+    builder.setInsertionPointToEnd(body);
+}
+
+void LoopBody::yield(Location loc, ValueRange values) {
+  builder_.create<scf::YieldOp>(loc, values);
+  if (implicitYield_)
+    implicitYield_->erase();
+}
+
 FailureOr<std::vector<Value>> emitElementLoop(OpBuilder &builder, Location loc, opt::PhaseOp phase,
                                               const BufferLayout &buffers, Value lower, Value upper, Value step,
                                               int64_t width, const std::vector<optrt::ReductionKind> &kinds,
@@ -60,14 +75,7 @@ FailureOr<std::vector<Value>> emitElementLoop(OpBuilder &builder, Location loc, 
                                               const std::function<ElementAccess(Value index)> &access) {
   auto loop = builder.create<scf::ForOp>(loc, lower, upper, step, initial);
   OpBuilder::InsertionGuard guard(builder);
-  // Without iteration arguments the builder adds an empty scf.yield; it is
-  // replaced by ours below.
-  Block *body = loop.getBody();
-  Operation *implicitYield = body->mightHaveTerminator() ? body->getTerminator() : nullptr;
-  if (implicitYield)
-    builder.setInsertionPoint(implicitYield);
-  else
-    builder.setInsertionPointToEnd(body);
+  LoopBody body(builder, loop);
   FailureOr<SmallVector<Value>> inputs =
       emitElementBody(builder, phase, buffers, width, access(loop.getInductionVar()));
   if (failed(inputs))
@@ -75,9 +83,7 @@ FailureOr<std::vector<Value>> emitElementLoop(OpBuilder &builder, Location loc, 
   std::vector<Value> next;
   for (size_t r = 0; r < kinds.size(); ++r)
     next.push_back(accumulateReduction(builder, loc, kinds[r], loop.getRegionIterArgs()[r], (*inputs)[r], width));
-  builder.create<scf::YieldOp>(loc, next);
-  if (implicitYield)
-    implicitYield->erase();
+  body.yield(loc, next);
   return std::vector<Value>(loop.getResults().begin(), loop.getResults().end());
 }
 

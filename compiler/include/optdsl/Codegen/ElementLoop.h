@@ -9,10 +9,27 @@
 #include "optdsl/Codegen/PhaseBody.h"
 #include "optrt/RuleKernels.h"
 
+#include "mlir/Dialect/SCF/IR/SCF.h"
+
 #include <functional>
 #include <vector>
 
 namespace optdsl::codegen {
+
+/// The body of an scf.for built without a body builder, for the caller to
+/// fill: the constructor moves the insertion point to its end (before the
+/// empty scf.yield MLIR adds to a loop without iteration arguments), and
+/// yield() ends it with the caller's values in place of that one. The caller
+/// holds the insertion guard.
+class LoopBody {
+public:
+  LoopBody(mlir::OpBuilder &builder, mlir::scf::ForOp loop);
+  void yield(mlir::Location loc, mlir::ValueRange values);
+
+private:
+  mlir::OpBuilder &builder_;
+  mlir::Operation *implicitYield_;
+};
 
 /// The reductions a phase accumulates, in the order of its results.
 std::vector<optrt::ReductionKind> phaseReductionKinds(opt::PhaseOp phase);
