@@ -32,6 +32,15 @@ bool trained(const Outcome &run) { return run.out.find(" step ") != std::string:
 
 const std::string kData = CHARLM_TEST_DATA;
 
+/// The trainer refuses `args` before training, exiting with `status` (2: the
+/// command line; 1: the input) and a message holding `text`.
+void expectRefused(const std::vector<std::string> &args, int status, const std::string &text) {
+  Outcome run = runCharlm(args);
+  EXPECT_EQ(run.status, status) << run.err;
+  EXPECT_NE(run.err.find(text), std::string::npos) << run.err;
+  EXPECT_FALSE(trained(run)) << run.out;
+}
+
 TEST(BadInput, MissingCorpus) {
   Outcome run = runCharlm({"--corpus", "/nonexistent/corpus"});
   EXPECT_EQ(run.status, 1);
@@ -94,63 +103,34 @@ TEST(BadInput, UnknownHyperIsNamed) {
 
 TEST(BadInput, HyperOfAnotherRule) {
   // alpha is AdEMAMix's: fine for the default run, unknown for AdamW alone.
-  Outcome run = runCharlm({"--rule", "adamw", "--hyper", "alpha=3"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("unknown hyper 'alpha'"), std::string::npos) << run.err;
-  run = runCharlm({"--hyper", "adamw:alpha=3"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("unknown hyper 'alpha' for adamw"), std::string::npos) << run.err;
-  run = runCharlm({"--hyper", "lion:lr=1e-4"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("no rule named 'lion' in this run (rules: adamw, ademamix)"), std::string::npos) << run.err;
+  expectRefused({"--rule", "adamw", "--hyper", "alpha=3"}, 2, "unknown hyper 'alpha'");
+  expectRefused({"--hyper", "adamw:alpha=3"}, 2, "unknown hyper 'alpha' for adamw");
+  expectRefused({"--hyper", "lion:lr=1e-4"}, 2, "no rule named 'lion' in this run (rules: adamw, ademamix)");
 }
 
 TEST(BadInput, HyperFixedAtBuildTime) {
-  Outcome run = runCharlm({"--hyper", "amsgrad=1"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("adamw was compiled with amsgrad fixed to 0"), std::string::npos) << run.err;
+  expectRefused({"--hyper", "amsgrad=1"}, 2, "adamw was compiled with amsgrad fixed to 0");
 }
 
 TEST(BadInput, MalformedOptions) {
-  Outcome run = runCharlm({"--stepz", "3"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("unknown option '--stepz'"), std::string::npos) << run.err;
-  run = runCharlm({"--hyper", "lr"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--hyper expects [RULE:]NAME=VALUE, got 'lr'"), std::string::npos) << run.err;
-  run = runCharlm({"--hyper", "lr=fast"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--hyper lr expects a number, got 'fast'"), std::string::npos) << run.err;
-  run = runCharlm({"--steps", "-5"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--steps expects an integer"), std::string::npos) << run.err;
+  expectRefused({"--stepz", "3"}, 2, "unknown option '--stepz'");
+  expectRefused({"--hyper", "lr"}, 2, "--hyper expects [RULE:]NAME=VALUE, got 'lr'");
+  expectRefused({"--hyper", "lr=fast"}, 2, "--hyper lr expects a number, got 'fast'");
+  expectRefused({"--steps", "-5"}, 2, "--steps expects an integer");
 }
 
 TEST(BadInput, LayoutsTheTrainerCannotRun) {
-  Outcome run = runCharlm({"--layout", "param=bf16,master=f32"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("charlm keeps params and grads in f32"), std::string::npos) << run.err;
-  run = runCharlm({"--layout", "state=q4"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--layout: "), std::string::npos) << run.err;
-  EXPECT_NE(run.err.find("unknown dtype 'q4'"), std::string::npos) << run.err;
-  run = runCharlm({"--layout", "state=q8", "--layout", "state=q8"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--layout state=q8 is given twice"), std::string::npos) << run.err;
+  expectRefused({"--layout", "param=bf16,master=f32"}, 2, "charlm keeps params and grads in f32");
+  expectRefused({"--layout", "state=q4"}, 2, "--layout: ");
+  expectRefused({"--layout", "state=q4"}, 2, "unknown dtype 'q4'");
+  expectRefused({"--layout", "state=q8", "--layout", "state=q8"}, 2, "--layout state=q8 is given twice");
   // A layout the built-in artifacts were not compiled for: named, with theirs.
-  run = runCharlm({"--layout", "state=f16"});
-  EXPECT_NE(run.status, 0);
-  EXPECT_NE(run.err.find("adamw (built-in) has no kernels for layout state=f16 (it has: f32, state=bf16, state=q8"),
-            std::string::npos)
-      << run.err;
-  EXPECT_FALSE(trained(run));
+  expectRefused({"--layout", "state=f16"}, 1,
+                "adamw (built-in) has no kernels for layout state=f16 (it has: f32, state=bf16, state=q8");
 }
 
 TEST(BadInput, HyperOutsideItsDeclaredRange) {
-  Outcome run = runCharlm({"--hyper", "beta2=1"});
-  EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("--hyper beta2: adamw allows beta2 in [0, 1) only"), std::string::npos) << run.err;
-  EXPECT_FALSE(trained(run));
+  expectRefused({"--hyper", "beta2=1"}, 2, "--hyper beta2: adamw allows beta2 in [0, 1) only");
 }
 
 // The good path of the same entry point, with a user's rule file compiled at

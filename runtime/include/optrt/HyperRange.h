@@ -19,9 +19,6 @@ struct HyperRange {
   bool lowerOpen = false; // ( rather than [
   bool upperOpen = false; // ) rather than ]
 
-  /// The range of a hyper declared without one: any finite value.
-  bool unbounded() const { return std::isinf(lower) && lower < 0 && std::isinf(upper) && upper > 0; }
-
   bool contains(double value) const {
     bool aboveLower = lowerOpen ? value > lower : value >= lower;
     bool belowUpper = upperOpen ? value < upper : value <= upper;
