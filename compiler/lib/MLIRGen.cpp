@@ -6,6 +6,9 @@
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/Verifier.h"
+#include "optrt/RuleKernels.h"
+
+#include <limits>
 
 
 namespace optdsl {
@@ -43,6 +46,7 @@ public:
                                                builder_.getI64IntegerAttr(rule_.numPhases));
     builder_.setInsertionPointToStart(&ruleOp.getBody().emplaceBlock());
     declarations();
+    stepHypers();
     update();
     return module;
   }
@@ -75,6 +79,35 @@ private:
         builder_.create<opt::YieldOp>(loc(stmt.value->range), init);
       }
     }
+  }
+
+  /// The hypers the runtime sets each step (optrt::kGradScaleHyper): loss
+  /// scaling and clipping reach every rule through them, unedited.
+  void stepHypers() {
+    Location at = loc(rule_.ast.nameRange);
+    auto declare = [&](std::string_view name, double value) {
+      auto hyper = builder_.create<opt::HyperOp>(at, builder_.getStringAttr(name), builder_.getF64FloatAttr(value),
+                                                 UnitAttr(), FloatAttr(), FloatAttr(), UnitAttr(), UnitAttr());
+      opt::setHyperRange(hyper, optrt::HyperRange{0.0, std::numeric_limits<double>::infinity(), true, true});
+    };
+    declare(optrt::kGradScaleHyper, optrt::kGradScaleDefault);
+    declare(optrt::kGradClipHyper, optrt::kGradClipDefault);
+  }
+
+  /// The gradient a rule sees: clamp(g * grad_scale, -grad_clip, grad_clip)
+  /// of the stored one, in f32 (the factors are per-step uniforms).
+  Value stepGradient(Location at) {
+    Type f32 = builder_.getF32Type(), f64 = builder_.getF64Type();
+    auto hyper = [&](std::string_view name) {
+      return builder_.create<opt::GetHyperOp>(at, f64, symbolRef(std::string(name)));
+    };
+    Value grad = builder_.create<opt::GradOp>(at, f32);
+    Value scale = builder_.create<arith::TruncFOp>(at, f32, hyper(optrt::kGradScaleHyper));
+    Value clip = hyper(optrt::kGradClipHyper);
+    Value upper = builder_.create<arith::TruncFOp>(at, f32, clip);
+    Value lower = builder_.create<arith::TruncFOp>(at, f32, builder_.create<arith::NegFOp>(at, clip));
+    Value scaled = builder_.create<arith::MulFOp>(at, grad, scale);
+    return builder_.create<arith::MinimumFOp>(at, builder_.create<arith::MaximumFOp>(at, scaled, lower), upper);
   }
 
   void update() {
@@ -117,7 +150,7 @@ private:
     Type f32 = builder_.getF32Type(), f64 = builder_.getF64Type();
     switch (symbol.cls) {
     case SymbolClass::Param: value = builder_.create<opt::ParamOp>(at, f32); break;
-    case SymbolClass::Grad: value = builder_.create<opt::GradOp>(at, f32); break;
+    case SymbolClass::Grad: value = stepGradient(at); break;
     case SymbolClass::Step: value = builder_.create<opt::StepOp>(at, f64); break;
     case SymbolClass::Hyper: value = builder_.create<opt::GetHyperOp>(at, f64, symbolRef(symbol.name)); break;
     case SymbolClass::State: value = builder_.create<opt::LoadStateOp>(at, f32, symbolRef(symbol.name)); break;

@@ -1,6 +1,7 @@
 #include "optdsl/Sema.h"
 
 #include "optdsl/Parser.h"
+#include "optrt/RuleKernels.h"
 
 #include <algorithm>
 #include <cmath>
@@ -116,6 +117,11 @@ private:
 
   /// Reports a clash with an existing name; returns false when `name` is taken.
   bool declarable(const std::string &name, SourceRange range, SymbolClass cls) {
+    if (optrt::isStepHyper(name)) {
+      diags_.error(range, "'" + name + "' is reserved: every rule has it, and the runtime sets it each step " +
+                              "for loss scaling and clipping (docs/training-step.md)");
+      return false;
+    }
     auto it = scope_.find(name);
     if (it == scope_.end())
       return true;

@@ -19,9 +19,24 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace optrt {
+
+/// Hypers the compiler adds to every rule after its own (docs/training-step.md):
+/// the `grad` a rule reads is clamp(g * grad_scale, -grad_clip, grad_clip) of
+/// the gradient g the trainer passes. The runtime sets them before each step
+/// from the step's options (1 / loss scale times the clipping coefficient;
+/// the value clip), never the user: setHyper refuses them. Their defaults
+/// leave g unchanged bit for bit (grad_clip's default is finite as a double
+/// and +inf as the kernels' f32 uniform).
+inline constexpr std::string_view kGradScaleHyper = "grad_scale";
+inline constexpr std::string_view kGradClipHyper = "grad_clip";
+inline constexpr double kGradScaleDefault = 1.0;
+inline constexpr double kGradClipDefault = 1e300;
+
+inline bool isStepHyper(std::string_view name) { return name == kGradScaleHyper || name == kGradClipHyper; }
 
 enum class ReductionKind { Sum, Mean, Norm, Max };
 
