@@ -6,6 +6,8 @@
 
 #include "RuleLayout.h"
 
+#include "optrt/Schedule.h"
+
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
@@ -21,7 +23,21 @@ struct Group {
   std::vector<double> hypers; // by HyperInfo index
   size_t firstTensor;
   size_t numTensors;
+  /// Steps this group has taken (torch keeps a step per parameter): a group
+  /// added after others have stepped starts at step 1.
+  int64_t steps = 0;
+  /// Schedules attached to its hypers, by HyperInfo index.
+  std::map<size_t, Schedule> schedules;
 };
+
+/// Throws std::invalid_argument for a hyper the step sets (RuleKernels.h):
+/// loss scaling and clipping are StepOptions, not hyper values.
+inline void refuseStepHyper(const std::string &name, const char *caller) {
+  if (isStepHyper(name))
+    throw std::invalid_argument(std::string(caller) + ": hyper '" + name +
+                                "' is set by every step from its StepOptions (lossScale, maxGradNorm, "
+                                "clipValue); it cannot be given a value");
+}
 
 inline std::string tensorName(size_t tensor, size_t group) {
   return "tensor " + std::to_string(tensor) + " of group " + std::to_string(group);
@@ -93,6 +109,7 @@ inline std::vector<double> groupHypers(const RuleLayout &layout, const std::map<
   for (const HyperInfo &hyper : layout.rule().hypers)
     hypers.push_back(hyper.defaultValue);
   for (const auto &[name, value] : overrides) {
+    refuseStepHyper(name, caller);
     size_t index = layout.hyperIndex(name, caller);
     layout.checkHyperValue(index, value, caller);
     hypers[index] = value;
@@ -104,10 +121,16 @@ inline std::vector<double> groupHypers(const RuleLayout &layout, const std::map<
 /// the same checks as groupHypers; std::out_of_range for a bad group.
 inline void setGroupHyper(std::vector<Group> &groups, const RuleLayout &layout, const std::string &name,
                           double value, int group, const char *caller) {
+  refuseStepHyper(name, caller);
   size_t index = layout.hyperIndex(name, caller);
   layout.checkHyperValue(index, value, caller);
   if (group != -1)
     checkedGroup(groups, group, caller);
+  for (size_t g = 0; g < groups.size(); ++g)
+    if ((group == -1 || static_cast<size_t>(group) == g) && groups[g].schedules.count(index))
+      throw std::invalid_argument(std::string(caller) + ": hyper '" + name + "' of group " + std::to_string(g) +
+                                  " follows " + groups[g].schedules.at(index).description() +
+                                  "; unschedule it before setting a value");
   for (size_t g = 0; g < groups.size(); ++g)
     if (group == -1 || static_cast<size_t>(group) == g)
       groups[g].hypers[index] = value;

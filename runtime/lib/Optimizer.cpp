@@ -1,5 +1,9 @@
 #include "OptimizerImpl.h"
 
+#include "step/GradNorm.h"
+
+#include <cmath>
+
 namespace optrt {
 
 const Group &Optimizer::Impl::checkedGroup(int group, const char *caller) const {
@@ -67,6 +71,9 @@ size_t Optimizer::numTensors(int group) const {
   return impl_->checkedGroup(group, "optrt::Optimizer::numTensors").numTensors;
 }
 int64_t Optimizer::stepCount() const { return impl_->stepCount; }
+int64_t Optimizer::stepCount(int group) const {
+  return impl_->checkedGroup(group, "optrt::Optimizer::stepCount").steps;
+}
 size_t Optimizer::numParams() const { return impl_->numParams; }
 
 int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
@@ -215,18 +222,21 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
   }
 }
 
-void Optimizer::Impl::runPhase(int phase, double step) {
+void Optimizer::Impl::runPhase(int phase) {
   const RuleKernels &rule = layout.rule();
   size_t numScalar = layout.numScalar();
   size_t numReductions = layout.numReductions();
   UniformsFn uniformsFn = rule.uniforms[phase];
   for (size_t t = 0; t < tensors.size(); ++t)
-    uniformsFn(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
+    uniformsFn(groups[tensors[t].group].hypers.data(), tensorStep(t), scalars.data() + t * numScalar,
                reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
   if (layout.parsedLayout().stochastic) {
+    // The optimizer's step, not the group's: a tensor's rounding bits never
+    // repeat, whenever its group was added.
     size_t slot = static_cast<size_t>(rule.numUniforms[phase]);
+    uint64_t step = static_cast<uint64_t>(stepCount + 1);
     for (size_t t = 0; t < tensors.size(); ++t) {
-      uint32_t key = stochasticBits(seed, static_cast<uint64_t>(step), t);
+      uint32_t key = stochasticBits(seed, step, t);
       std::memcpy(&uniforms[t * uniformStride() + slot], &key, sizeof key);
     }
   }
@@ -265,7 +275,7 @@ void Optimizer::Impl::combinePhase(int phase) {
   }
 }
 
-void Optimizer::Impl::updateScalars(double step) {
+void Optimizer::Impl::updateScalars() {
   ScalarUpdateFn update = layout.rule().scalarUpdate;
   size_t numScalar = layout.numScalar();
   if (!update || numScalar == 0)
@@ -273,12 +283,13 @@ void Optimizer::Impl::updateScalars(double step) {
   size_t numReductions = layout.numReductions();
   // Into a second buffer: scalarUpdate reads start-of-step values.
   for (size_t t = 0; t < tensors.size(); ++t)
-    update(groups[tensors[t].group].hypers.data(), step, scalars.data() + t * numScalar,
+    update(groups[tensors[t].group].hypers.data(), tensorStep(t), scalars.data() + t * numScalar,
            reductions.data() + t * numReductions, scalarsOut.data() + t * numScalar);
   scalars.swap(scalarsOut);
 }
 
-void Optimizer::step(const std::vector<std::vector<const float *>> &gradsPerGroup) {
+StepResult Optimizer::step(const std::vector<std::vector<const float *>> &gradsPerGroup,
+                           const StepOptions &options) {
   const Layout &layout = impl_->layout.parsedLayout();
   if (layout.grad != Dtype::F32)
     throw std::invalid_argument("optrt::Optimizer::step: layout '" + layout.str() + "' takes gradients as " +
@@ -288,24 +299,148 @@ void Optimizer::step(const std::vector<std::vector<const float *>> &gradsPerGrou
   grads.reserve(gradsPerGroup.size());
   for (const auto &group : gradsPerGroup)
     grads.emplace_back(group.begin(), group.end());
-  impl_->stepImpl(grads);
+  return impl_->stepImpl(grads, options);
 }
 
-void Optimizer::stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup) {
-  impl_->stepImpl(gradsPerGroup);
+StepResult Optimizer::stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup,
+                                 const StepOptions &options) {
+  return impl_->stepImpl(gradsPerGroup, options);
 }
 
-void Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup) {
+double Optimizer::Impl::gradSumOfSquares() {
+  const std::vector<Chunk> &table = chunks.chunks();
+  gradPartials.resize(table.size());
+  Dtype dtype = layout.parsedLayout().grad;
+  size_t perTensor = buffersPerTensor();
+  auto readChunk = [&](size_t c) {
+    const Chunk &chunk = table[c];
+    gradPartials[c] = sumOfSquares(dtype, buffers[chunk.tensor * perTensor + 1], chunk.begin, chunk.end);
+  };
+  pool.parallelFor(table.size(), readChunk);
+  double sum = 0.0;
+  for (double partial : gradPartials)
+    sum += partial;
+  return sum;
+}
+
+std::vector<Optimizer::Impl::ScheduledValue> Optimizer::Impl::scheduledValues(const char *caller) const {
+  std::vector<ScheduledValue> values;
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (const auto &[hyper, schedule] : groups[g].schedules) {
+      double value = schedule(groups[g].steps);
+      const HyperInfo &info = layout.rule().hypers[hyper];
+      if (!std::isfinite(value) || !info.range.contains(value))
+        throw std::invalid_argument(std::string(caller) + ": " + schedule.description() + " gives hyper '" +
+                                    info.name + "' of group " + std::to_string(g) + " the value " +
+                                    HyperRange::format(value) + " at its step " + std::to_string(groups[g].steps + 1) +
+                                    ", outside its range " + info.range.str());
+      values.push_back({g, hyper, value});
+    }
+  return values;
+}
+
+namespace {
+
+void checkStepOptions(const StepOptions &options, const RuleLayout &layout, const char *caller) {
+  auto positive = [&](const char *name, double value) {
+    if (!std::isfinite(value) || value <= 0)
+      throw std::invalid_argument(std::string(caller) + ": " + name + " is " + HyperRange::format(value) +
+                                  "; it must be finite and positive");
+  };
+  positive("lossScale", options.lossScale);
+  if (options.maxGradNorm)
+    positive("maxGradNorm", *options.maxGradNorm);
+  if (options.clipValue)
+    positive("clipValue", *options.clipValue);
+  bool changesGradients = options.lossScale != 1.0 || options.maxGradNorm || options.clipValue;
+  if (changesGradients && (layout.stepHyper(kGradScaleHyper) < 0 || layout.stepHyper(kGradClipHyper) < 0))
+    throw std::invalid_argument(std::string(caller) + ": rule '" + layout.rule().name +
+                                "' has no step hypers (grad_scale, grad_clip), so its kernels cannot unscale "
+                                "or clip gradients; rebuild it with this version of optc");
+}
+
+} // namespace
+
+StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup,
+                                     const StepOptions &options) {
+  static const char *caller = "optrt::Optimizer::step";
   Impl &s = *this;
   s.validateGrads(gradsPerGroup);
+  checkStepOptions(options, s.layout, caller);
+  std::vector<ScheduledValue> scheduled = s.scheduledValues(caller);
   s.prepareStep(gradsPerGroup);
-  double step = static_cast<double>(s.stepCount + 1);
+
+  StepResult result;
+  double gradScale = 1.0 / options.lossScale;
+  if (options.checkFinite || options.lossScale != 1.0 || options.maxGradNorm) {
+    double sumOfSquares = s.gradSumOfSquares();
+    result.gradNorm = std::sqrt(sumOfSquares) / options.lossScale;
+    if (!std::isfinite(sumOfSquares)) {
+      result.skipped = true;
+      return result;
+    }
+    if (options.maxGradNorm) {
+      // torch.nn.utils.clip_grad_norm_: clamp(max / (norm + 1e-6), max=1).
+      result.clipCoefficient = std::min(1.0, *options.maxGradNorm / (result.gradNorm + 1e-6));
+      gradScale *= result.clipCoefficient;
+    }
+  }
+
+  for (const ScheduledValue &value : scheduled)
+    s.groups[value.group].hypers[value.hyper] = value.value;
+  int scaleHyper = s.layout.stepHyper(kGradScaleHyper), clipHyper = s.layout.stepHyper(kGradClipHyper);
+  for (Group &group : s.groups) {
+    if (scaleHyper >= 0)
+      group.hypers[scaleHyper] = gradScale;
+    if (clipHyper >= 0)
+      group.hypers[clipHyper] = options.clipValue.value_or(kGradClipDefault);
+  }
   for (int phase = 0; phase < s.layout.rule().numPhases; ++phase) {
-    s.runPhase(phase, step);
+    s.runPhase(phase);
     s.combinePhase(phase);
   }
-  s.updateScalars(step);
+  s.updateScalars();
+  for (Group &group : s.groups)
+    ++group.steps;
   ++s.stepCount;
+  return result;
+}
+
+void Optimizer::schedule(const std::string &name, Schedule schedule, int group) {
+  static const char *caller = "optrt::Optimizer::schedule";
+  Impl &s = *impl_;
+  refuseStepHyper(name, caller);
+  size_t index = s.layout.hyperIndex(name, caller);
+  const HyperInfo &info = s.layout.rule().hypers[index];
+  if (info.fixed)
+    throw std::invalid_argument(std::string(caller) + ": hyper '" + name + "' of rule '" + s.layout.rule().name +
+                                "' is fixed (folded into the kernels); it cannot follow a schedule");
+  if (group != -1)
+    s.checkedGroup(group, caller);
+  for (size_t g = 0; g < s.groups.size(); ++g) {
+    if (group != -1 && static_cast<size_t>(group) != g)
+      continue;
+    double next = schedule(s.groups[g].steps);
+    if (!std::isfinite(next) || !info.range.contains(next))
+      throw std::invalid_argument(std::string(caller) + ": " + schedule.description() + " gives hyper '" + name +
+                                  "' of group " + std::to_string(g) + " the value " + HyperRange::format(next) +
+                                  " at its step " + std::to_string(s.groups[g].steps + 1) + ", outside its range " +
+                                  info.range.str());
+  }
+  for (size_t g = 0; g < s.groups.size(); ++g)
+    if (group == -1 || static_cast<size_t>(group) == g)
+      s.groups[g].schedules.insert_or_assign(index, schedule);
+}
+
+void Optimizer::unschedule(const std::string &name, int group) {
+  static const char *caller = "optrt::Optimizer::unschedule";
+  Impl &s = *impl_;
+  size_t index = s.layout.hyperIndex(name, caller);
+  if (group != -1)
+    s.checkedGroup(group, caller);
+  for (size_t g = 0; g < s.groups.size(); ++g)
+    if (group == -1 || static_cast<size_t>(group) == g)
+      s.groups[g].schedules.erase(index);
 }
 
 void Optimizer::setHyper(const std::string &name, double value, int group) {

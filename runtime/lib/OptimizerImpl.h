@@ -91,6 +91,7 @@ struct Optimizer::Impl {
   std::vector<double> partials;
   std::vector<double> reductions;
   std::vector<double> scalarsOut;
+  std::vector<double> gradPartials; // per chunk: Σ g² of the gradient read
 
   size_t smallTensorElements;
   uint32_t seed;
@@ -116,7 +117,16 @@ struct Optimizer::Impl {
   const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
   int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
                    std::map<std::string, double> hyperOverrides);
-  void stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup);
+  StepResult stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup, const StepOptions &options);
+  // Σ g² over every gradient element, chunks combined in table order.
+  double gradSumOfSquares();
+  // The values scheduled hypers take at this step, each checked against its
+  // range: (group, hyper, value).
+  struct ScheduledValue {
+    size_t group, hyper;
+    double value;
+  };
+  std::vector<ScheduledValue> scheduledValues(const char *caller) const;
   // Two chunks writing the same floats from different threads would race, and
   // a tensor listed twice would be stepped twice: so params may not overlap.
   // Returns the first clash, or "" when there is none.
@@ -125,9 +135,11 @@ struct Optimizer::Impl {
 
   void validateGrads(const std::vector<std::vector<const void *>> &gradsPerGroup) const;
   void prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup);
-  void runPhase(int phase, double step);
+  void runPhase(int phase);
   void combinePhase(int phase);
-  void updateScalars(double step);
+  void updateScalars();
+  // The step the kernels see for tensor t: its group's steps + 1.
+  double tensorStep(size_t t) const { return static_cast<double>(groups[tensors[t].group].steps + 1); }
 };
 
 

@@ -19,6 +19,12 @@ public:
   size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
   const LayoutKernels &tensorLayout(size_t t) const override { return *s_.tensors[t].layout; }
   int64_t stepCount() const override { return s_.stepCount; }
+  std::vector<std::pair<size_t, int64_t>> groupSteps() const override {
+    std::vector<std::pair<size_t, int64_t>> steps;
+    for (const detail::Group &group : s_.groups)
+      steps.emplace_back(group.numTensors, group.steps);
+    return steps;
+  }
   std::vector<double> scalars(size_t t) const override {
     size_t n = s_.layout.numScalar();
     return {s_.scalars.begin() + static_cast<std::ptrdiff_t>(t * n),
@@ -32,7 +38,10 @@ public:
     const Tensor &tensor = s_.tensors[t];
     std::memcpy(s_.bufferAt(tensor, b), data, bufferBytes(tensor.layout->buffers[b], tensor.size));
   }
-  void finishLoad(int64_t stepCount, const std::vector<std::vector<double>> &scalars) override {
+  void finishLoad(int64_t stepCount, const std::vector<int64_t> &groupSteps,
+                  const std::vector<std::vector<double>> &scalars) override {
+    for (size_t g = 0; g < groupSteps.size(); ++g)
+      s_.groups[g].steps = groupSteps[g];
     for (size_t t = 0; t < scalars.size(); ++t)
       std::copy(scalars[t].begin(), scalars[t].end(),
                 s_.scalars.begin() + static_cast<std::ptrdiff_t>(t * s_.layout.numScalar()));

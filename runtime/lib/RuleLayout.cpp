@@ -16,10 +16,13 @@ namespace {
   throw std::invalid_argument("optrt::Optimizer: RuleKernels '" + rule.name + "': " + problem);
 }
 
+// The names a user can give values to: the step hypers (grad_scale,
+// grad_clip) are the step's own and left out.
 template <typename Info> std::string nameList(const std::vector<Info> &infos) {
   std::string list;
   for (const Info &info : infos)
-    list += (list.empty() ? "" : ", ") + info.name;
+    if (!isStepHyper(info.name))
+      list += (list.empty() ? "" : ", ") + info.name;
   return list;
 }
 
@@ -155,7 +158,7 @@ size_t RuleLayout::hyperIndex(const std::string &name, const char *caller) const
       return i;
   throw std::invalid_argument(
       std::string(caller) + ": unknown hyper '" + name + "' of rule '" + kernels_->name + "'; " +
-      (hypers.empty() ? "it has no hypers" : "its hypers are: " + nameList(hypers)));
+      (nameList(hypers).empty() ? "it has no hypers" : "its hypers are: " + nameList(hypers)));
 }
 
 void RuleLayout::checkHyperValue(size_t index, double value, const char *caller) const {

@@ -52,6 +52,15 @@ public:
   /// Throw std::invalid_argument naming `name` and listing what exists;
   /// `caller` prefixes the message.
   size_t hyperIndex(const std::string &name, const char *caller) const;
+  /// The index of step hyper `name` (kGradScaleHyper, kGradClipHyper), or -1
+  /// when the rule's kernels predate the step hypers.
+  int stepHyper(std::string_view name) const {
+    const std::vector<HyperInfo> &hypers = rule().hypers;
+    for (size_t i = 0; i < hypers.size(); ++i)
+      if (hypers[i].name == name)
+        return static_cast<int>(i);
+    return -1;
+  }
   /// Throws std::invalid_argument when hyper `index` may not take `value`:
   /// it is not finite, or the hyper is fixed (folded into the kernels) at
   /// another value, which the kernels would silently ignore.

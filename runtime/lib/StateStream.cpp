@@ -12,7 +12,7 @@ namespace optrt::detail {
 namespace {
 
 constexpr char kMagic[8] = {'O', 'P', 'T', 'D', 'S', 'L', 'S', 'T'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 
 template <typename T> void put(std::ostream &out, T value) {
   out.write(reinterpret_cast<const char *>(&value), sizeof value);
@@ -69,6 +69,12 @@ void writeStateStream(std::ostream &out, const StateAccess &state, const char *c
   putString(out, rule.name);
   putString(out, state.rule().layout().name);
   put<int64_t>(out, state.stepCount());
+  std::vector<std::pair<size_t, int64_t>> groups = state.groupSteps();
+  put<uint64_t>(out, groups.size());
+  for (const auto &[tensors, steps] : groups) {
+    put<uint64_t>(out, tensors);
+    put<int64_t>(out, steps);
+  }
   put<uint64_t>(out, state.numTensors());
   for (size_t t = 0; t < state.numTensors(); ++t) {
     size_t size = state.tensorSize(t);
@@ -106,8 +112,9 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
   reader.bytes(magic, sizeof magic);
   if (std::memcmp(magic, kMagic, sizeof kMagic) != 0)
     fail("not an OptDSL state stream");
-  if (uint32_t version = reader.get<uint32_t>(); version != kVersion)
-    fail("state format version " + std::to_string(version) + "; this runtime reads version 1");
+  uint32_t version = reader.get<uint32_t>();
+  if (version != 1 && version != kVersion)
+    fail("state format version " + std::to_string(version) + "; this runtime reads versions 1 and 2");
   std::string ruleName = reader.string();
   if (ruleName != rule.name)
     fail("the state is of rule '" + ruleName + "', this optimizer runs '" + rule.name + "'");
@@ -116,6 +123,27 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
     fail("the state was saved under layout '" + layoutName + "' and this optimizer runs '" +
          layout.layout().name + "'; pass convert = true to convert it (narrower storage loses precision)");
   int64_t stepCount = reader.get<int64_t>();
+  std::vector<std::pair<size_t, int64_t>> groups = state.groupSteps();
+  std::vector<int64_t> groupSteps(groups.size(), stepCount);
+  if (version >= 2) {
+    uint64_t numGroups = reader.get<uint64_t>();
+    if (numGroups != groups.size())
+      fail("the state has " + std::to_string(numGroups) + " groups, this optimizer " +
+           std::to_string(groups.size()));
+    for (size_t g = 0; g < numGroups; ++g) {
+      uint64_t tensors = reader.get<uint64_t>();
+      groupSteps[g] = reader.get<int64_t>();
+      if (tensors != groups[g].first)
+        fail("group " + std::to_string(g) + " has " + std::to_string(tensors) + " tensors in the state and " +
+             std::to_string(groups[g].first) + " here");
+      if (groupSteps[g] < 0 || groupSteps[g] > stepCount)
+        fail("group " + std::to_string(g) + " has taken " + std::to_string(groupSteps[g]) +
+             " steps of the optimizer's " + std::to_string(stepCount) + "; the stream is damaged");
+      if (groupSteps[g] != stepCount && !state.perGroupSteps())
+        fail("group " + std::to_string(g) + " has taken " + std::to_string(groupSteps[g]) + " of " +
+             std::to_string(stepCount) + " steps; this optimizer keeps one step count for every group");
+    }
+  }
   uint64_t numTensors = reader.get<uint64_t>();
   if (numTensors != state.numTensors())
     fail("the state has " + std::to_string(numTensors) + " tensors, this optimizer " +
@@ -223,7 +251,7 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
   std::vector<std::vector<double>> scalars;
   for (const SavedTensor &tensor : saved)
     scalars.push_back(tensor.scalars);
-  state.finishLoad(stepCount, scalars);
+  state.finishLoad(stepCount, groupSteps, scalars);
 }
 
 } // namespace optrt::detail

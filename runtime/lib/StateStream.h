@@ -2,8 +2,9 @@
 // (optrt::Optimizer on the CPU, optrt::CudaOptimizer on a GPU): one format,
 // so state saved by either loads into the other. Binary, little-endian as
 // the host writes it (a checkpoint is read back on the same kind of machine):
-//   "OPTDSLST" u32 version=1, string rule, string layout, i64 stepCount,
-//   u64 tensors; per tensor: u64 size, string its layout, u32 scalars +
+//   "OPTDSLST" u32 version=2, string rule, string layout, i64 stepCount,
+//   u64 groups; per group: u64 tensors, i64 steps (version 2: per-group step
+//   counts; a version-1 stream gives every group stepCount), u64 tensors; per tensor: u64 size, string its layout, u32 scalars +
 //   f64 each, u32 buffers; per buffer: u32 role, u32 dtype, string state
 //   name ("" for master), u64 bytes + the buffer's bytes.
 // Strings are u32 length + bytes. Buffers are stored raw, so loading under
@@ -16,6 +17,7 @@
 #include <functional>
 #include <istream>
 #include <ostream>
+#include <utility>
 #include <vector>
 
 namespace optrt::detail {
@@ -31,13 +33,20 @@ public:
   virtual size_t tensorSize(size_t t) const = 0;
   virtual const LayoutKernels &tensorLayout(size_t t) const = 0;
   virtual int64_t stepCount() const = 0;
+  /// Per group: its number of tensors and the steps it has taken.
+  virtual std::vector<std::pair<size_t, int64_t>> groupSteps() const = 0;
+  /// False when every group must have taken the optimizer's steps (the CUDA
+  /// optimizer's single device counter): the reader refuses other streams.
+  virtual bool perGroupSteps() const { return true; }
   virtual std::vector<double> scalars(size_t t) const = 0;
   /// Calls `use` with the bytes of buffer b of tensor t.
   virtual void withBuffer(size_t t, size_t b, const std::function<void(const void *, size_t)> &use) const = 0;
   /// Replaces the bytes of buffer b of tensor t (its size in bytes).
   virtual void writeBuffer(size_t t, size_t b, const void *data) = 0;
-  /// Sets the step count and every tensor's scalar states (after the buffers).
-  virtual void finishLoad(int64_t stepCount, const std::vector<std::vector<double>> &scalars) = 0;
+  /// Sets the step counts and every tensor's scalar states (after the
+  /// buffers). groupSteps has one entry per group (checked by the reader).
+  virtual void finishLoad(int64_t stepCount, const std::vector<int64_t> &groupSteps,
+                          const std::vector<std::vector<double>> &scalars) = 0;
 };
 
 /// Throws std::runtime_error naming `caller` when writing fails.

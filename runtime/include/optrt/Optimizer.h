@@ -15,6 +15,8 @@
 
 #include "optrt/MemoryReport.h"
 #include "optrt/RuleKernels.h"
+#include "optrt/Schedule.h"
+#include "optrt/StepOptions.h"
 
 #include <cstddef>
 #include <cstdint>
@@ -93,20 +95,42 @@ public:
 
   /// One step of every tensor of every group: gradsPerGroup[g][i] is the
   /// gradient of tensor i of group g (as many floats as the tensor; never
-  /// written). Throws std::logic_error before any addGroup, and
+  /// written). `options` adds loss scaling, the non-finite skip and clipping
+  /// (StepOptions.h); the result says whether the step was skipped and the
+  /// gradients' norm. Scheduled hypers take their values first. Throws, before
+  /// anything changes: std::logic_error before any addGroup;
   /// std::invalid_argument when the number of groups or of a group's
-  /// gradients is wrong or a gradient is null.
-  void step(const std::vector<std::vector<const float *>> &gradsPerGroup);
+  /// gradients is wrong, a gradient is null, an option is out of its range,
+  /// options need the step hypers and the rule lacks them (kernels built by
+  /// hand or by an optc older than them), or a schedule gives a value outside
+  /// its hyper's range.
+  StepResult step(const std::vector<std::vector<const float *>> &gradsPerGroup, const StepOptions &options = {});
   /// step for gradients stored in the layout's grad dtype. The float* step
   /// throws std::invalid_argument on a layout whose grads are not f32.
-  void stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup);
-  /// Steps taken so far; the next step passes stepCount() + 1 to the kernels.
+  StepResult stepStored(const std::vector<std::vector<const void *>> &gradsPerGroup,
+                        const StepOptions &options = {});
+  /// Steps taken so far (skipped steps do not count).
   int64_t stepCount() const;
+  /// Steps group `group` has taken: its next step passes stepCount(group) + 1
+  /// to the kernels (a group added later starts at step 1, as torch's
+  /// per-parameter step). std::out_of_range for a bad group.
+  int64_t stepCount(int group) const;
+
+  /// Attaches `schedule` to hyper `name` of one group, or of every group when
+  /// group is -1: before each step the hyper takes schedule(stepCount(g)).
+  /// Throws std::invalid_argument for an unknown, fixed or step hyper, or when
+  /// the schedule's next value is outside the hyper's range (later values are
+  /// checked before each step); std::out_of_range for a bad group.
+  void schedule(const std::string &name, Schedule schedule, int group = -1);
+  /// Detaches the schedule of hyper `name` (it keeps its last value).
+  void unschedule(const std::string &name, int group = -1);
 
   /// Sets a hyper for the following steps (LR schedules, warm-up) of one
   /// group, or of every group when group is -1. Throws std::invalid_argument
   /// for an unknown name, a non-finite value or a new value for a fixed hyper
-  /// (folded into the kernels), std::out_of_range for a bad group.
+  /// (folded into the kernels), a step hyper (grad_scale, grad_clip: set
+  /// through StepOptions) or a hyper that follows a schedule,
+  /// std::out_of_range for a bad group.
   void setHyper(const std::string &name, double value, int group = -1);
   double hyper(const std::string &name, int group) const;
 
@@ -138,7 +162,7 @@ public:
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
 
-  /// Writes the step count and every tensor's state (master copies, each
+  /// Writes the step counts (the optimizer's and each group's) and every tensor's state (master copies, each
   /// state in its storage, q8 absmax, scalar states) with the rule's name
   /// and the layout it is stored in. Params and hypers are the caller's.
   void saveState(std::ostream &out) const;

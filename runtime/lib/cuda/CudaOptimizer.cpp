@@ -811,6 +811,14 @@ public:
   size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
   const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
   int64_t stepCount() const override { return s_.stepCount; }
+  // The device keeps one step counter: every group has taken every step.
+  std::vector<std::pair<size_t, int64_t>> groupSteps() const override {
+    std::vector<std::pair<size_t, int64_t>> steps;
+    for (const Group &group : s_.groups)
+      steps.emplace_back(group.numTensors, s_.stepCount);
+    return steps;
+  }
+  bool perGroupSteps() const override { return false; }
   std::vector<double> scalars(size_t t) const override {
     size_t n = s_.layout.numScalar();
     std::vector<double> values(n);
@@ -832,7 +840,7 @@ public:
     // `data` may go as soon as this returns.
     s_.d->check(s_.d->cuCtxSynchronize(), "cuCtxSynchronize");
   }
-  void finishLoad(int64_t stepCount, const std::vector<std::vector<double>> &scalars) override {
+  void finishLoad(int64_t stepCount, const std::vector<int64_t> &, const std::vector<std::vector<double>> &scalars) override {
     std::vector<double> table;
     for (const std::vector<double> &tensor : scalars)
       table.insert(table.end(), tensor.begin(), tensor.end());
