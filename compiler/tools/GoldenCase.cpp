@@ -39,6 +39,11 @@ GoldenCase GoldenCase::load(const std::string &path) {
     golden.grads = field("grads").get<Trajectory>();
     golden.expect = field("expect").get<Trajectory>();
     golden.float32ReferenceError = field("float32_reference_error");
+    if (json.contains("max_grad_norm")) {
+      golden.maxGradNorm = json["max_grad_norm"].get<double>();
+      if (!(*golden.maxGradNorm > 0) || !std::isfinite(*golden.maxGradNorm))
+        throw std::runtime_error(path + ": max_grad_norm must be finite and positive");
+    }
   } catch (const nlohmann::json::exception &e) {
     throw std::runtime_error(path + ": a field has the wrong type: " + e.what());
   }

@@ -3,6 +3,7 @@
 // judges a run of ours against it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -23,6 +24,9 @@ struct GoldenCase {
   Trajectory grads;
   Trajectory expect;
   double float32ReferenceError = 0;
+  /// `max_grad_norm` (optional): the peer clipped all gradients by their
+  /// global L2 norm (torch.nn.utils.clip_grad_norm_) before each step.
+  std::optional<double> maxGradNorm;
 
   /// Reads and validates a case; throws std::runtime_error naming the file
   /// and the field that is missing or inconsistent.

@@ -9,6 +9,7 @@
 #include "optrt/CudaError.h"
 #include "optrt/Optimizer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <iostream>
@@ -35,6 +36,24 @@ options:
   --dsl DIR       where the rule files are (default: the source tree's dsl/)
 )";
 
+/// The gradients the rule sees at step t, in float64: the case's, clipped as
+/// torch.nn.utils.clip_grad_norm_ when the case asks for it (the reference
+/// for the runtime's fused clipping).
+std::vector<std::vector<double>> referenceGrads(const optdsl::GoldenCase &golden, size_t t) {
+  std::vector<std::vector<double>> grads = golden.grads[t];
+  if (!golden.maxGradNorm)
+    return grads;
+  double sumOfSquares = 0;
+  for (const auto &grad : grads)
+    for (double g : grad)
+      sumOfSquares += g * g;
+  double coefficient = std::min(1.0, *golden.maxGradNorm / (std::sqrt(sumOfSquares) + 1e-6));
+  for (auto &grad : grads)
+    for (double &g : grad)
+      g *= coefficient;
+  return grads;
+}
+
 optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
                                     const optdsl::CheckedRule &rule) {
   optdsl::Interpreter interpreter(rule);
@@ -46,7 +65,7 @@ optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
     tensors.push_back(interpreter.initTensor(init, hypers));
   optdsl::Trajectory trajectory;
   for (size_t t = 0; t < golden.steps; ++t) {
-    interpreter.step(tensors, golden.grads[t], static_cast<int64_t>(t + 1), hypers);
+    interpreter.step(tensors, referenceGrads(golden, t), static_cast<int64_t>(t + 1), hypers);
     auto &after = trajectory.emplace_back();
     for (const auto &tensor : tensors)
       after.push_back(tensor.param);
@@ -72,7 +91,9 @@ optdsl::Trajectory runOnCpu(const optdsl::GoldenCase &golden, const optdsl::Chec
       grads[k].assign(golden.grads[t][k].begin(), golden.grads[t][k].end());
       gradPointers.push_back(grads[k].data());
     }
-    optimizer.step({gradPointers});
+    optrt::StepOptions options;
+    options.maxGradNorm = golden.maxGradNorm;
+    optimizer.step({gradPointers}, options);
     auto &after = trajectory.emplace_back();
     for (const auto &param : params)
       after.emplace_back(param.begin(), param.end());

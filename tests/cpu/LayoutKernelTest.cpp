@@ -22,6 +22,7 @@
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
+#include "common/JitKernels.h"
 #include "common/Q8BoundaryValues.h"
 
 #include <gtest/gtest.h>
@@ -43,18 +44,7 @@ using optrt::Dtype;
 std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule,
                                                      const std::vector<std::string> &layouts,
                                                      const FixedHypers &fixed = {}) {
-  // Never destroyed: JIT engines torn down during static destruction would
-  // run after LLVM's own globals are gone.
-  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
-  std::string key = rule;
-  for (const std::string &layout : layouts)
-    key += ";" + layout;
-  for (const auto &[name, value] : fixed)
-    key += ";" + name + "=" + std::to_string(value);
-  auto &entry = cache[key];
-  if (!entry)
-    entry = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", fixed, layouts);
-  return entry;
+  return test::jitKernels(rule, layouts, fixed);
 }
 
 std::string readRuleSource(const std::string &rule) {

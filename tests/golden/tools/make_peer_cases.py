@@ -136,8 +136,10 @@ def build_torch(name, hy):
     return mk
 
 
-def run_peer(peer, hy, init, grads, dtype):
-    """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays."""
+def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None):
+    """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays.
+    With max_grad_norm, torch.nn.utils.clip_grad_norm_ over all tensors
+    before each step, as a trainer calls it."""
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # scalar state (step, mu_product) follows it
     try:
@@ -147,6 +149,8 @@ def run_peer(peer, hy, init, grads, dtype):
         for row in grads:
             for p, g in zip(params, row):
                 p.grad = torch.tensor(g, dtype=dtype)
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=False)
             opt.step()
             traj.append([p.detach().to(torch.float64).numpy().copy() for p in params])
         return traj
@@ -340,6 +344,13 @@ CASES = [
          # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
          data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
                    sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], zero_init=[2])),
+    # torch.nn.utils.clip_grad_norm_ over both tensors, then AdamW: the norm
+    # is above max_grad_norm on most steps (clipped) and below it on some.
+    dict(name="adamw_clip", rule="adamw", peer="adamw", max_grad_norm=4.0,
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=0),
+         sizes=[64, 9], steps=100, seed=1111,
+         data=dict(grad_scales=[0.6, 2.0], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(40, 0), (40, 1)], spike_p=0.1)),
 ]
 
 
@@ -372,6 +383,13 @@ def lion_margin(hy, grads):
     return worst
 
 
+def clip_rows(row, max_norm):
+    """torch.nn.utils.clip_grad_norm_ in numpy float64."""
+    norm = math.sqrt(sum(float(np.sum(g * g)) for g in row))
+    coef = min(1.0, max_norm / (norm + 1e-6))
+    return [g * coef for g in row]
+
+
 def generate(case, selfcheck=False):
     d = case["data"]
     init, grads = make_data(case["seed"], case["sizes"], case["steps"],
@@ -380,12 +398,16 @@ def generate(case, selfcheck=False):
                             zero_init=set(d.get("zero_init", ())),
                             spike_p=d.get("spike_p", 0.06))
     hy = case["hypers"]
-    expect = run_peer(case["peer"], hy, init, grads, torch.float64)
-    got32 = run_peer(case["peer"], hy, init, grads, torch.float32)
+    clip = case.get("max_grad_norm")
+    expect = run_peer(case["peer"], hy, init, grads, torch.float64, clip)
+    got32 = run_peer(case["peer"], hy, init, grads, torch.float32, clip)
     err32 = criterion(got32, expect, init)
     info = {}
     if selfcheck:
-        info["numpy_vs_peer64"] = criterion(ref_run(case["peer"], hy, init, grads), expect, init)
+        # Clipping is open loop too: the clipped gradients depend on the
+        # gradients only.
+        ref_grads = grads if clip is None else [clip_rows(row, clip) for row in grads]
+        info["numpy_vs_peer64"] = criterion(ref_run(case["peer"], hy, init, ref_grads), expect, init)
     if case["peer"] == "lion":
         info["lion_sign_margin"] = lion_margin(hy, grads)
     out = {
@@ -401,6 +423,8 @@ def generate(case, selfcheck=False):
         "expect": [[x.tolist() for x in row] for row in expect],
         "float32_reference_error": err32,
     }
+    if clip is not None:
+        out["max_grad_norm"] = clip
     return out, info
 
 
