@@ -152,6 +152,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   config.batch = options.batch;
   config.warmupSteps = options.warmup >= 0 ? options.warmup : options.steps / 20;
   config.minLrFraction = options.minLr;
+  config.clip = options.clip;
+  config.lossScale = options.lossScale;
   config.evalEvery = options.evalEvery > 0 ? options.evalEvery : std::max(1, options.steps / 12);
   config.evalPositions = options.evalPositions;
   config.seed = options.seed;
@@ -174,6 +176,16 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
       << "training   " << config.steps << " steps of " << config.batch << " characters, lr warm-up "
       << config.warmupSteps << " steps then cosine to " << config.minLrFraction << " x peak, seed " << config.seed
       << ", " << config.threads << " threads\n";
+  if (config.clip > 0 || config.lossScale != 0) {
+    out << "step      ";
+    if (config.clip > 0)
+      out << " gradients clipped to global norm " << format("%g", config.clip) << " (fused);";
+    if (config.lossScale < 0)
+      out << " dynamic loss scaling (GradScaler's defaults), Inf/NaN steps skipped";
+    else if (config.lossScale > 0)
+      out << " loss scale " << format("%g", config.lossScale) << ", Inf/NaN steps skipped";
+    out << "\n";
+  }
   for (size_t r = 0; r < rules.size(); ++r) {
     out << "rule       " << rules[r].runName() << " (" << rules[r].origin << ")";
     for (const auto &[name, value] : hypers[r])
@@ -200,12 +212,18 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
                 "optimizer", "state bytes", "train")
       << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "", "(nats)", "", "ms/step", "share", "per param",
                 "time s");
+  int skipped = 0;
   for (const RunResult &result : results) {
     double stepSeconds = result.modelSeconds + result.optimizerSeconds;
     out << format("%-*s %10.4f %10.4f %14.3f %11.1f%% %14.2f %9.1f\n", width, result.label.c_str(),
                   result.finalValLoss, result.finalValLoss / std::log(2.0), 1e3 * result.optimizerSeconds / result.steps,
                   100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
+    skipped += result.skippedSteps;
   }
+  if (config.lossScale != 0)
+    for (const RunResult &result : results)
+      out << format("%-*s skipped %d of %d steps (a gradient overflowed the loss scale)\n", width,
+                    result.label.c_str(), result.skippedSteps, result.steps);
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
                 "scored validation characters\n",
                 unigram, unigram / std::log(2.0), validationCount);

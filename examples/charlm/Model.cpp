@@ -143,15 +143,15 @@ double Model<T>::forward(const uint8_t *contexts, const uint8_t *targets, size_t
   return total / static_cast<double>(batch);
 }
 
-template <typename T> void Model<T>::backward(ThreadPool &pool) {
+template <typename T> void Model<T>::backward(ThreadPool &pool, T lossScale) {
   const size_t batch = batch_, context = config_.context, embed = config_.embed, vocab = config_.vocab;
   const size_t inWidth = context * embed, layers = config_.hidden.size();
   if (batch == 0)
     throw std::logic_error("model: backward() without forward()");
 
-  // d loss / d logits = (softmax - onehot) / batch.
+  // d (lossScale * loss) / d logits = (softmax - onehot) * lossScale / batch.
   delta_.resize(batch * vocab);
-  const T scale = T(1) / static_cast<T>(batch);
+  const T scale = lossScale / static_cast<T>(batch);
   for (size_t b = 0; b < batch; ++b)
     for (size_t j = 0; j < vocab; ++j)
       delta_[b * vocab + j] = (probs_[b * vocab + j] - (j == targets_[b] ? T(1) : T(0))) * scale;

@@ -53,9 +53,10 @@ public:
   /// Mean cross-entropy of predicting targets[b] from contexts[b * context
   /// .. + context), b < batch. Keeps the activations for backward().
   double forward(const uint8_t *contexts, const uint8_t *targets, size_t batch, ThreadPool &pool);
-  /// Gradients of the last forward()'s loss, written (not added) to every
-  /// tensor's grad.
-  void backward(ThreadPool &pool);
+  /// Gradients of the last forward()'s loss times lossScale (mixed-precision
+  /// loss scaling: the scale enters at the top, as autograd's of a scaled
+  /// loss), written (not added) to every tensor's grad.
+  void backward(ThreadPool &pool, T lossScale = T(1));
 
 private:
   ModelConfig config_;

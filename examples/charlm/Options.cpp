@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstdlib>
 #include <limits>
 
@@ -25,8 +26,11 @@ rules:
   --layout TEXT         state storage to run every rule with (repeatable: one
                         run per rule and layout; default f32): state=bf16,
                         state=q8 (8-bit block-wise), or per state, e.g.
-                        m1=q8,m2=bf16 (docs/layouts.md); params and grads stay
-                        f32. Built-in rules carry f32, state=bf16, state=q8
+                        m1=q8,m2=bf16 (docs/layouts.md); also mixed precision:
+                        param=bf16,master=f32 (the model computes with the bf16
+                        params) or param=f16,grad=f16,master=f32 (with
+                        --loss-scale). Built-in rules carry f32, state=bf16,
+                        state=q8 and these two
 data and model:
   --corpus PATH         a file, or a directory whose regular files are read in
                         sorted order (default /usr/share/common-licenses)
@@ -39,6 +43,13 @@ training:
   --batch N             characters per step (default 256)
   --warmup N            LR warm-up steps (default steps/20), then cosine decay
   --min-lr F            the decay's floor as a fraction of the peak (default 0.1)
+  --clip NORM           clip the gradients by their global L2 norm, fused into the
+                        optimizer's step (torch's clip_grad_norm_)
+  --loss-scale dynamic|S
+                        multiply the loss by a scale before the backward pass and
+                        divide it out in the step; dynamic: torch GradScaler's
+                        (2^16, halved on an overflow, doubled after 2000 clean
+                        steps); a step with an Inf/NaN gradient is skipped
   --eval-every N        steps between progress lines and curve points (default steps/12)
   --eval-chars N        validation characters per curve point (default 4096;
                         the final loss uses all of them)
@@ -89,8 +100,9 @@ HyperSetting parseHyper(const std::string &text) {
   return setting;
 }
 
-/// The canonical form of a layout the trainer can run: params and grads in
-/// f32, no master (the model computes on its f32 params).
+/// The canonical form of a layout the trainer can run: params in f32, or 16
+/// bits with an f32 master (the model computes with their f32 values);
+/// grads in f32 or 16 bits.
 std::string parseLayout(const std::string &text) {
   optrt::Layout layout;
   try {
@@ -98,10 +110,9 @@ std::string parseLayout(const std::string &text) {
   } catch (const std::invalid_argument &e) {
     throw UsageError(std::string("--layout: ") + e.what());
   }
-  if (layout.param != optrt::Dtype::F32 || layout.grad != optrt::Dtype::F32 || layout.master)
+  if (layout.param != optrt::Dtype::F32 && layout.master != optrt::Dtype::F32)
     throw UsageError("--layout " + text +
-                     ": charlm keeps params and grads in f32 (its model computes on them); a layout may "
-                     "choose the states' storage only, e.g. state=q8 or m1=q8,nu=bf16");
+                     ": charlm keeps 16-bit params with an f32 master (master=f32), e.g. param=bf16,master=f32");
   return layout.str();
 }
 
@@ -156,6 +167,15 @@ Options parseOptions(const std::vector<std::string> &args) {
       options.minLr = parseNumber(arg, value());
       if (!(options.minLr >= 0 && options.minLr <= 1))
         throw UsageError("--min-lr expects a fraction in [0, 1]");
+    } else if (arg == "--clip") {
+      options.clip = parseNumber(arg, value());
+      if (!(options.clip > 0) || !std::isfinite(options.clip))
+        throw UsageError("--clip expects a finite positive norm");
+    } else if (arg == "--loss-scale") {
+      std::string text = value();
+      options.lossScale = text == "dynamic" ? -1 : parseNumber(arg, text);
+      if (options.lossScale != -1 && (!(options.lossScale > 0) || !std::isfinite(options.lossScale)))
+        throw UsageError("--loss-scale expects 'dynamic' or a finite positive scale, got '" + text + "'");
     } else if (arg == "--eval-every") {
       options.evalEvery = parseInteger(arg, value(), 1, kMax);
     } else if (arg == "--eval-chars") {

@@ -32,6 +32,9 @@ struct Options {
   int embed = 16;
   std::vector<int> hidden{512, 512};
   int warmup = -1;    // -1: steps / 20
+  double clip = 0;    // --clip: the global gradient norm's maximum; 0: no clipping
+  /// --loss-scale: 0 none, > 0 a static scale, -1 dynamic (GradScaler's).
+  double lossScale = 0;
   double minLr = 0.1; // cosine floor, as a fraction of the peak
   int evalEvery = -1; // -1: steps / 12
   size_t evalPositions = 4096;

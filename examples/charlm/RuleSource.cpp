@@ -19,7 +19,8 @@ const std::vector<std::string> &builtinRules() {
 
 const std::vector<std::string> &builtinLayouts() {
   // Keep in step with LAYOUTS in examples/charlm/CMakeLists.txt.
-  static const std::vector<std::string> layouts{"f32", "state=bf16", "state=q8"};
+  static const std::vector<std::string> layouts{"f32", "state=bf16", "state=q8", "param=bf16,master=f32",
+                                                "param=f16,grad=f16,master=f32"};
   return layouts;
 }
 

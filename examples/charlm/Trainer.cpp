@@ -1,12 +1,15 @@
 #include "Trainer.h"
 
 #include "Rng.h"
+#include "optrt/LossScaler.h"
 #include "optrt/Optimizer.h"
+#include "optrt/Storage.h"
 
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <limits>
+#include <optional>
 
 namespace charlm {
 namespace {
@@ -23,6 +26,27 @@ bool hasHyper(const optrt::RuleKernels &rule, const std::string &name) {
       return true;
   return false;
 }
+
+/// Tensors kept in a 16-bit dtype beside the model's f32 ones: the params of
+/// a param=bf16/f16 layout (the optimizer updates them; the model computes
+/// with their f32 values) or the grads of a grad=bf16/f16 layout.
+struct Stored16 {
+  optrt::Dtype dtype = optrt::Dtype::F32;
+  std::vector<std::vector<uint16_t>> tensors;
+
+  bool active() const { return dtype != optrt::Dtype::F32; }
+  void encode(const std::vector<std::vector<float> *> &from) {
+    tensors.resize(from.size());
+    for (size_t t = 0; t < from.size(); ++t) {
+      tensors[t].resize(from[t]->size());
+      optrt::encodeF32(dtype, *from[t], tensors[t].data(), nullptr);
+    }
+  }
+  void decode(const std::vector<std::vector<float> *> &into) const {
+    for (size_t t = 0; t < into.size(); ++t)
+      optrt::decodeToF32(dtype, tensors[t].data(), nullptr, *into[t]);
+  }
+};
 
 } // namespace
 
@@ -65,14 +89,31 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   Model<float> model(config.model, config.seed);
 
   // Two groups, as a trainer sets them up in torch: weight matrices decay,
-  // embeddings and biases do not.
-  std::vector<float *> decayParams, plainParams;
-  std::vector<size_t> decaySizes, plainSizes;
-  std::vector<const float *> decayGrads, plainGrads;
+  // embeddings and biases do not. A 16-bit param layout keeps the params in
+  // 16 bits (the optimizer's) and the model computes with their values.
+  optrt::Layout layout = optrt::Layout::parse(spec.rule.layout);
+  std::vector<std::vector<float> *> values, gradValues;
   for (auto &tensor : model.tensors()) {
-    (tensor.decay ? decayParams : plainParams).push_back(tensor.value.data());
+    values.push_back(&tensor.value);
+    gradValues.push_back(&tensor.grad);
+  }
+  Stored16 params{layout.param, {}}, grads16{layout.grad, {}};
+  if (params.active()) {
+    params.encode(values);
+    params.decode(values);
+  }
+  if (grads16.active())
+    grads16.encode(gradValues);
+  std::vector<void *> decayParams, plainParams;
+  std::vector<size_t> decaySizes, plainSizes;
+  std::vector<const void *> decayGrads, plainGrads;
+  for (size_t t = 0; t < model.tensors().size(); ++t) {
+    auto &tensor = model.tensors()[t];
+    void *param = params.active() ? static_cast<void *>(params.tensors[t].data()) : tensor.value.data();
+    const void *grad = grads16.active() ? static_cast<const void *>(grads16.tensors[t].data()) : tensor.grad.data();
+    (tensor.decay ? decayParams : plainParams).push_back(param);
     (tensor.decay ? decaySizes : plainSizes).push_back(tensor.value.size());
-    (tensor.decay ? decayGrads : plainGrads).push_back(tensor.grad.data());
+    (tensor.decay ? decayGrads : plainGrads).push_back(grad);
   }
   optrt::OptimizerOptions options;
   options.threads = config.threads;
@@ -81,14 +122,29 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   std::map<std::string, double> plainHypers = spec.hypers;
   if (hasHyper(*spec.rule.kernels, "weight_decay"))
     plainHypers["weight_decay"] = 0;
-  optimizer.addGroup(decayParams, decaySizes, spec.hypers);
-  optimizer.addGroup(plainParams, plainSizes, plainHypers);
-  const std::vector<std::vector<const float *>> grads{decayGrads, plainGrads};
+  optimizer.addGroupStored(decayParams, decaySizes, spec.hypers);
+  optimizer.addGroupStored(plainParams, plainSizes, plainHypers);
+  const std::vector<std::vector<const void *>> grads{decayGrads, plainGrads};
 
-  // The schedule scales the rule's lr; a rule without one runs as it is.
+  // Linear warm-up from 0 to the peak, then a cosine to minLrFraction x peak
+  // at the last step (optax's warmup_cosine_decay_schedule; its count is the
+  // step - 1). The schedule
+  // scales the rule's lr; a rule without one runs as it is.
   bool scheduled = hasHyper(*spec.rule.kernels, "lr");
-  Schedule schedule{scheduled ? optimizer.hyper("lr", 0) : 0, config.warmupSteps, config.steps,
-                    config.minLrFraction};
+  if (scheduled) {
+    double peak = optimizer.hyper("lr", 0);
+    optimizer.schedule("lr", optrt::warmupCosine(0.0, peak, config.warmupSteps,
+                                                 std::max(config.steps - 1, config.warmupSteps + 1),
+                                                 config.minLrFraction * peak));
+  }
+  std::optional<optrt::DynamicLossScaler> scaler;
+  if (config.lossScale < 0)
+    scaler.emplace();
+  optrt::StepOptions stepOptions;
+  if (config.clip > 0)
+    stepOptions.maxGradNorm = config.clip;
+  if (config.lossScale > 0)
+    stepOptions.lossScale = config.lossScale;
 
   RunResult result;
   result.label = spec.rule.runName();
@@ -100,8 +156,8 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
 
   Rng batches(config.seed ^ 0x5eed5eed5eed5eedull);
   std::vector<uint8_t> contexts(batch * context), targets(batch);
-  double intervalLoss = 0, intervalModel = 0, intervalOptimizer = 0;
-  int intervalSteps = 0;
+  double intervalLoss = 0, intervalModel = 0, intervalOptimizer = 0, intervalNorm = 0;
+  int intervalSteps = 0, intervalSkipped = 0, intervalNorms = 0;
   for (int step = 1; step <= config.steps; ++step) {
     auto t0 = Clock::now();
     for (size_t b = 0; b < batch; ++b) {
@@ -110,12 +166,25 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
       targets[b] = corpus.train[p];
     }
     double loss = model.forward(contexts.data(), targets.data(), batch, pool);
-    model.backward(pool);
+    optrt::StepOptions current = scaler ? scaler->stepOptions(stepOptions) : stepOptions;
+    model.backward(pool, static_cast<float>(current.lossScale));
+    if (grads16.active())
+      grads16.encode(gradValues);
     auto t1 = Clock::now();
-    if (scheduled)
-      optimizer.setHyper("lr", schedule.at(step));
-    optimizer.step(grads);
+    optrt::StepResult stepped = optimizer.stepStored(grads, current);
+    if (scaler)
+      scaler->update(stepped);
+    if (params.active() && !stepped.skipped)
+      params.decode(values);
     auto t2 = Clock::now();
+    if (stepped.skipped) {
+      ++result.skippedSteps;
+      ++intervalSkipped;
+    }
+    if (std::isfinite(stepped.gradNorm)) {
+      intervalNorm += stepped.gradNorm;
+      ++intervalNorms;
+    }
 
     intervalModel += seconds(t0, t1);
     intervalOptimizer += seconds(t1, t2);
@@ -130,16 +199,24 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
       result.modelSeconds += intervalModel;
       result.optimizerSeconds += intervalOptimizer;
       if (progress) {
-        char line[256];
+        // The gradient norm (mean over the interval, unscaled, before
+        // clipping) when the step reads it: with clipping or loss scaling.
+        char norm[64] = "", skipped[64] = "";
+        if (intervalNorms > 0)
+          std::snprintf(norm, sizeof norm, "  grad-norm %.3f", intervalNorm / intervalNorms);
+        if (config.lossScale != 0)
+          std::snprintf(skipped, sizeof skipped, "  skipped %d (scale %g)", intervalSkipped,
+                        scaler ? static_cast<double>(scaler->scale()) : config.lossScale);
+        char line[320];
         std::snprintf(line, sizeof line,
-                      "  %-10s step %5d/%d  lr %.2e  train %.3f  val %.3f  %6.1f steps/s  optimizer %.3f ms/step\n",
-                      spec.rule.runName().c_str(), step, config.steps, scheduled ? schedule.at(step) : 0.0,
-                      intervalLoss / intervalSteps, valLoss, intervalSteps / (intervalModel + intervalOptimizer),
-                      1e3 * intervalOptimizer / intervalSteps);
+                      "  %-10s step %5d/%d  lr %.2e  train %.3f  val %.3f%s%s  %6.1f steps/s  optimizer %.3f ms/step\n",
+                      spec.rule.runName().c_str(), step, config.steps, scheduled ? optimizer.hyper("lr", 0) : 0.0,
+                      intervalLoss / intervalSteps, valLoss, norm, skipped,
+                      intervalSteps / (intervalModel + intervalOptimizer), 1e3 * intervalOptimizer / intervalSteps);
         *progress << line << std::flush;
       }
-      intervalLoss = intervalModel = intervalOptimizer = 0;
-      intervalSteps = 0;
+      intervalLoss = intervalModel = intervalOptimizer = intervalNorm = 0;
+      intervalSteps = intervalSkipped = intervalNorms = 0;
     }
   }
   result.steps = config.steps;

@@ -1,12 +1,12 @@
 // The training loop of one rule: the model owns parameters and gradients,
 // an optrt::Optimizer owns the optimizer state and updates the parameters in
-// place; the schedule reaches it as a per-step hyper override.
+// place; the lr schedule (optrt::warmupCosine), clipping and loss scaling are
+// the optimizer's.
 #pragma once
 
 #include "Corpus.h"
 #include "Model.h"
 #include "RuleSource.h"
-#include "Schedule.h"
 
 #include <cstdint>
 #include <map>
@@ -22,6 +22,8 @@ struct TrainConfig {
   int batch = 256;
   int warmupSteps = 150;
   double minLrFraction = 0.1;
+  double clip = 0;      // max global gradient norm; 0: no clipping
+  double lossScale = 0; // 0: none; > 0: static; -1: dynamic (DynamicLossScaler)
   int evalEvery = 100;         // steps between progress lines / curve points
   size_t evalPositions = 4096; // validation characters per curve point (spread evenly)
   uint64_t seed = 1;           // initialisation and batches: the same for every rule
@@ -46,7 +48,8 @@ struct RunResult {
   std::vector<CurvePoint> curve;
   double finalValLoss = 0; // on every validation position
   double modelSeconds = 0; // forward + backward (batch sampling included)
-  double optimizerSeconds = 0; // setHyper + Optimizer::step
+  double optimizerSeconds = 0; // Optimizer::step (schedules, clipping and unscaling included)
+  int skippedSteps = 0;        // steps with an Inf/NaN gradient (loss scaling)
   int steps = 0;
   size_t params = 0;
   double stateBytesPerParam = 0;

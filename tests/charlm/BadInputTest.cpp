@@ -117,16 +117,20 @@ TEST(BadInput, MalformedOptions) {
   expectRefused({"--hyper", "lr"}, 2, "--hyper expects [RULE:]NAME=VALUE, got 'lr'");
   expectRefused({"--hyper", "lr=fast"}, 2, "--hyper lr expects a number, got 'fast'");
   expectRefused({"--steps", "-5"}, 2, "--steps expects an integer");
+  expectRefused({"--clip", "0"}, 2, "--clip expects a finite positive norm");
+  expectRefused({"--loss-scale", "-4"}, 2, "--loss-scale expects 'dynamic' or a finite positive scale, got '-4'");
+  expectRefused({"--loss-scale", "auto"}, 2, "--loss-scale expects a number, got 'auto'");
 }
 
 TEST(BadInput, LayoutsTheTrainerCannotRun) {
-  expectRefused({"--layout", "param=bf16,master=f32"}, 2, "charlm keeps params and grads in f32");
+  expectRefused({"--layout", "param=bf16"}, 2, "charlm keeps 16-bit params with an f32 master (master=f32)");
   expectRefused({"--layout", "state=q4"}, 2, "--layout: ");
   expectRefused({"--layout", "state=q4"}, 2, "unknown dtype 'q4'");
   expectRefused({"--layout", "state=q8", "--layout", "state=q8"}, 2, "--layout state=q8 is given twice");
   // A layout the built-in artifacts were not compiled for: named, with theirs.
   expectRefused({"--layout", "state=f16"}, 1,
-                "adamw (built-in) has no kernels for layout state=f16 (it has: f32, state=bf16, state=q8");
+                "adamw (built-in) has no kernels for layout state=f16 (it has: f32, state=bf16, state=q8, "
+                "param=bf16,master=f32, param=f16,grad=f16,master=f32");
 }
 
 TEST(BadInput, HyperOutsideItsDeclaredRange) {
