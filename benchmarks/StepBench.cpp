@@ -7,6 +7,12 @@
 // thread pool, timed in alternation with the step (see BM_Step). Also
 // bytes_per_param (moved per step) and state_bytes_per_param (resident
 // optimizer state, Optimizer::memoryReport).
+//
+// `step/<rule>/<layout>/<shape>/checked` and `.../clipped` run the step with
+// the non-finite check (StepOptions::checkFinite) or clipping by global norm
+// (maxGradNorm, small enough that every step clips): both read every
+// gradient once before the rule's pass, so their same-traffic kernel moves
+// the step's bytes plus one more read of the gradients.
 #include "optdsl/JIT.h"
 #include "optrt/MemoryReport.h"
 #include "LayoutStreams.h"
@@ -187,7 +193,7 @@ std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule) {
 /// machine (on a shared VM the load drifts within seconds); roofline is the
 /// ratio of the two medians. The reported time is the step's.
 void BM_Step(benchmark::State &state, const std::string &rule, const std::string &layoutText,
-             const std::string &shapeName) {
+             const std::string &shapeName, const std::string &mode) {
   std::vector<size_t> sizes = shape(shapeName);
   size_t elements = 0;
   for (size_t size : sizes)
@@ -220,13 +226,21 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     if (candidate.name == layout.str())
       chosen = &candidate;
   std::vector<Stream> streams = streamsOf(*chosen);
+  optrt::StepOptions options;
+  if (mode != "plain") {
+    streams.push_back({static_cast<double>(optrt::elementBytes(layout.grad, 1)), true, false});
+    if (mode == "clipped")
+      options.maxGradNorm = 1e-6;
+    else
+      options.checkFinite = true;
+  }
   optrt::ThreadPool pool(threads);
   SameTraffic sameTraffic(streams, elements, pool);
-  optimizer.stepStored({gradPointers}); // warm: first touch of the state arena
+  optimizer.stepStored({gradPointers}, options); // warm: first touch of the state arena
   sameTraffic.pass();
   std::vector<double> stepSeconds, sameTrafficSeconds;
   for (auto _ : state) {
-    double seconds = secondsOf([&] { optimizer.stepStored({gradPointers}); });
+    double seconds = secondsOf([&] { optimizer.stepStored({gradPointers}, options); });
     state.SetIterationTime(seconds);
     stepSeconds.push_back(seconds);
     sameTrafficSeconds.push_back(secondsOf([&] { sameTraffic.pass(); }));
@@ -252,7 +266,14 @@ void registerAll() {
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
         benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(),
-                                     BM_Step, rule, layout, shapeName)
+                                     BM_Step, rule, layout, shapeName, "plain")
+          ->Unit(benchmark::kMillisecond)
+          ->UseManualTime()
+          ->MinTime(seconds);
+  for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"})
+    for (const char *mode : {"checked", "clipped"})
+      benchmark::RegisterBenchmark(("step/adamw/" + std::string(layout) + "/flat16M/" + mode).c_str(), BM_Step,
+                                   "adamw", layout, "flat16M", mode)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
           ->MinTime(seconds);

@@ -53,9 +53,10 @@ double sumOfSquares(Dtype dtype, const void *data, int64_t begin, int64_t end) {
   case Dtype::F32:
     return sumSquares(static_cast<const float *>(data), begin, end, [](float x) { return x; });
   case Dtype::BF16:
-    return sumSquares(static_cast<const uint16_t *>(data), begin, end, bf16Value);
+    // Lambdas, not function pointers: each decode its own instance, inlined.
+    return sumSquares(static_cast<const uint16_t *>(data), begin, end, [](uint16_t x) { return bf16Value(x); });
   case Dtype::F16:
-    return sumSquares(static_cast<const uint16_t *>(data), begin, end, f16Magnitude);
+    return sumSquares(static_cast<const uint16_t *>(data), begin, end, [](uint16_t x) { return f16Magnitude(x); });
   default:
     throw std::logic_error("optrt: gradients stored as " + std::string(dtypeName(dtype)) + " cannot be read");
   }
