@@ -11,7 +11,7 @@ BUILD_DIR=${BUILD_DIR:-build}
 LLVM_BIN=/usr/lib/llvm-19/bin
 LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
-          libboost-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev)
+          libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev)
 
 install_deps() {
   local missing=()

@@ -19,11 +19,11 @@ public:
   size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
   const LayoutKernels &tensorLayout(size_t t) const override { return *s_.tensors[t].layout; }
   int64_t stepCount() const override { return s_.stepCount; }
-  std::vector<std::pair<size_t, int64_t>> groupSteps() const override {
-    std::vector<std::pair<size_t, int64_t>> steps;
+  std::vector<detail::GroupRecord> groups() const override {
+    std::vector<detail::GroupRecord> records;
     for (const detail::Group &group : s_.groups)
-      steps.emplace_back(group.numTensors, group.steps);
-    return steps;
+      records.push_back({group.numTensors, group.steps, group.hypers});
+    return records;
   }
   std::vector<double> scalars(size_t t) const override {
     size_t n = s_.layout.numScalar();
@@ -38,10 +38,12 @@ public:
     const Tensor &tensor = s_.tensors[t];
     std::memcpy(s_.bufferAt(tensor, b), data, bufferBytes(tensor.layout->buffers[b], tensor.size));
   }
-  void finishLoad(int64_t stepCount, const std::vector<int64_t> &groupSteps,
+  void finishLoad(int64_t stepCount, const std::vector<detail::GroupRecord> &groups,
                   const std::vector<std::vector<double>> &scalars) override {
-    for (size_t g = 0; g < groupSteps.size(); ++g)
-      s_.groups[g].steps = groupSteps[g];
+    for (size_t g = 0; g < groups.size(); ++g) {
+      s_.groups[g].steps = groups[g].steps;
+      s_.groups[g].hypers = groups[g].hypers;
+    }
     for (size_t t = 0; t < scalars.size(); ++t)
       std::copy(scalars[t].begin(), scalars[t].end(),
                 s_.scalars.begin() + static_cast<std::ptrdiff_t>(t * s_.layout.numScalar()));
@@ -61,6 +63,16 @@ void Optimizer::saveState(std::ostream &out) const {
 void Optimizer::loadState(std::istream &in, bool convert) {
   CpuStateAccess<Impl> access(*impl_);
   detail::readStateStream(in, access, convert, "optrt::Optimizer::loadState");
+}
+
+void Optimizer::saveState(const std::string &path) const {
+  static const char *caller = "optrt::Optimizer::saveState";
+  detail::writeFileAtomically(path, [&](std::ostream &out) { saveState(out); }, caller);
+}
+
+void Optimizer::loadState(const std::string &path, bool convert) {
+  static const char *caller = "optrt::Optimizer::loadState";
+  detail::readFile(path, [&](std::istream &in) { loadState(in, convert); }, caller);
 }
 
 } // namespace optrt

@@ -158,6 +158,9 @@ public:
   /// step count loaded is also the device's step counter.
   void saveState(std::ostream &out) const;
   void loadState(std::istream &in, bool convert = false);
+  /// To and from a file, atomically, as Optimizer's.
+  void saveState(const std::string &path) const;
+  void loadState(const std::string &path, bool convert = false);
 
   /// Device bytes of optimizer state: the arena (padding included) plus scalars.
   size_t stateBytes() const;

@@ -162,21 +162,36 @@ public:
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
 
-  /// Writes the step counts (the optimizer's and each group's) and every tensor's state (master copies, each
-  /// state in its storage, q8 absmax, scalar states) with the rule's name
-  /// and the layout it is stored in. Params and hypers are the caller's.
+  /// Writes the step counts (the optimizer's and each group's), every
+  /// group's hypers (not the step hypers) and every tensor's state (master
+  /// copies, each state in its storage, q8 absmax, scalar states) with the
+  /// rule's name and the layout it is stored in, as checksummed sections
+  /// (docs/checkpoints.md). Params are the caller's. Throws
+  /// std::runtime_error when writing fails.
   void saveState(std::ostream &out) const;
+  /// saveState into the file `path`, atomically: a temporary file beside it
+  /// is written, synced to disk and renamed over `path`, so a crash leaves the
+  /// previous file intact. Throws std::runtime_error naming the path and the
+  /// system's reason.
+  void saveState(const std::string &path) const;
   /// Reads state written by saveState into this optimizer, which must run the
-  /// same rule over tensors of the same sizes in the same order. State saved
-  /// under another layout throws std::invalid_argument naming both unless
-  /// `convert` is true: then each buffer is decoded from its saved storage
-  /// and re-encoded into this layout's (narrowing loses precision; a master
-  /// this layout has but the file lacks keeps its value from addGroup; with
-  /// master=remainder the caller restores the params it had when saving). A
-  /// truncated or foreign stream, another rule or other tensors throw
-  /// std::invalid_argument too. The whole stream is read and checked before
-  /// anything changes.
+  /// same rule over the same groups of tensors of the same sizes in the same
+  /// order; the groups' hypers and step counts become the saved ones. State
+  /// saved under another layout throws std::invalid_argument naming both
+  /// unless `convert` is true: then each buffer is decoded from its saved
+  /// storage and re-encoded into this layout's (narrowing loses precision; a
+  /// master this layout has but the file lacks keeps its value from addGroup;
+  /// with master=remainder the caller restores the params it had when
+  /// saving). A truncated, damaged (any checksum that does not match, any
+  /// byte after the end) or foreign stream, another rule, other groups or
+  /// tensors, or a saved hyper this rule lacks or refuses throw
+  /// std::invalid_argument naming the problem and the section. The whole
+  /// stream is read and checked before anything changes. Streams of
+  /// versions 1 and 2 (before checksums) are still read.
   void loadState(std::istream &in, bool convert = false);
+  /// loadState from the file `path`; a file that cannot be opened throws
+  /// std::invalid_argument naming it and the system's reason.
+  void loadState(const std::string &path, bool convert = false);
 
   /// Bytes of optimizer state: the arena (padding included; master copies
   /// too) plus the scalar states.

@@ -812,11 +812,11 @@ public:
   const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
   int64_t stepCount() const override { return s_.stepCount; }
   // The device keeps one step counter: every group has taken every step.
-  std::vector<std::pair<size_t, int64_t>> groupSteps() const override {
-    std::vector<std::pair<size_t, int64_t>> steps;
+  std::vector<GroupRecord> groups() const override {
+    std::vector<GroupRecord> records;
     for (const Group &group : s_.groups)
-      steps.emplace_back(group.numTensors, s_.stepCount);
-    return steps;
+      records.push_back({group.numTensors, s_.stepCount, group.hypers});
+    return records;
   }
   bool perGroupSteps() const override { return false; }
   std::vector<double> scalars(size_t t) const override {
@@ -840,7 +840,11 @@ public:
     // `data` may go as soon as this returns.
     s_.d->check(s_.d->cuCtxSynchronize(), "cuCtxSynchronize");
   }
-  void finishLoad(int64_t stepCount, const std::vector<int64_t> &, const std::vector<std::vector<double>> &scalars) override {
+  void finishLoad(int64_t stepCount, const std::vector<GroupRecord> &groups,
+                  const std::vector<std::vector<double>> &scalars) override {
+    for (size_t g = 0; g < groups.size(); ++g)
+      s_.groups[g].hypers = groups[g].hypers;
+    s_.hypersDirty = true; // the device copy is refreshed by the next step
     std::vector<double> table;
     for (const std::vector<double> &tensor : scalars)
       table.insert(table.end(), tensor.begin(), tensor.end());
@@ -877,6 +881,16 @@ void CudaOptimizer::loadState(std::istream &in, bool convert) {
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
   CudaStateAccess<Impl> access(s);
   readStateStream(in, access, convert, "optrt::CudaOptimizer::loadState");
+}
+
+void CudaOptimizer::saveState(const std::string &path) const {
+  static const char *caller = "optrt::CudaOptimizer::saveState";
+  writeFileAtomically(path, [&](std::ostream &out) { saveState(out); }, caller);
+}
+
+void CudaOptimizer::loadState(const std::string &path, bool convert) {
+  static const char *caller = "optrt::CudaOptimizer::loadState";
+  readFile(path, [&](std::istream &in) { loadState(in, convert); }, caller);
 }
 
 double CudaOptimizer::scalarState(const std::string &name, int group, size_t tensor) const {
