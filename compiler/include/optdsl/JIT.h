@@ -1,10 +1,12 @@
 // In-process compilation of a rule to host code: opt dialect → kernels →
 // LLVM → native code in this process (MLIR ExecutionEngine, O3, host CPU).
-// The returned table keeps the compiled code alive.
+// The returned table keeps the compiled code alive. The header names no
+// MLIR or LLVM type, so a trainer that includes it compiles as fast as one
+// that includes the runtime's headers (CheckedRule, from optdsl/Sema.h, is
+// needed only to call jitCompile).
 #pragma once
 
-#include "optdsl/Sema.h"
-#include "optdsl/Transforms/Passes.h"
+#include "optdsl/FixedHypers.h"
 #include "optrt/RuleKernels.h"
 
 #include <memory>
@@ -12,6 +14,8 @@
 #include <vector>
 
 namespace optdsl {
+
+struct CheckedRule;
 
 /// Builds the kernels of every written layout in `layouts` (optrt/Layout.h),
 /// plus each q8 layout's small-tensor fallback. Throws std::runtime_error

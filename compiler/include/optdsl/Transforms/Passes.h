@@ -4,6 +4,7 @@
 #pragma once
 
 #include "optdsl/Dialect/OptDialect.h"
+#include "optdsl/FixedHypers.h"
 #include "optdsl/Sema.h"
 
 #include "mlir/Pass/Pass.h"
@@ -16,11 +17,6 @@ namespace optdsl {
 
 #define GEN_PASS_DECL
 #include "optdsl/Transforms/Passes.h.inc"
-
-/// Hypers whose value is fixed when the kernels are built: their reads
-/// become constants, so branches on them fold away (AdamW's amsgrad = 0
-/// drops max_exp_avg_sq altogether).
-using FixedHypers = std::map<std::string, double>;
 
 /// Throws std::invalid_argument when `fixed` names a hyper the rule does not
 /// have or a value that is not finite (the pass reports the same as an IR
