@@ -11,7 +11,8 @@ BUILD_DIR=${BUILD_DIR:-build}
 LLVM_BIN=/usr/lib/llvm-19/bin
 LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
-          libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev)
+          libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
+          clang-19 libclang-rt-19-dev)
 
 install_deps() {
   local missing=()
@@ -36,12 +37,37 @@ build() {
   cmake --build "$BUILD_DIR"
 }
 
+# The unit, runtime, layout and CPU tests once more under AddressSanitizer
+# and UndefinedBehaviorSanitizer: what they exercise must be free of memory
+# errors and undefined behaviour, not only give the right numbers.
+SANITIZED_TESTS=(optdsl-unit-tests optrt-tests optdsl-layout-tests optdsl-cpu-tests)
+run_sanitized_tests() {
+  local dir=${ASAN_BUILD_DIR:-build-asan}
+  if [ ! -f "$dir/build.ninja" ]; then
+    cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DOPTDSL_SANITIZE=ON \
+      -DOPTDSL_BUILD_BENCHMARKS=OFF -DOPTDSL_BUILD_EXAMPLES=OFF
+  fi
+  cmake --build "$dir" --target "${SANITIZED_TESTS[@]}"
+  # The JIT's code and libLLVM are not instrumented: LLVM's own static
+  # constructors run before ASan's ODR registry would agree with them.
+  export ASAN_OPTIONS=detect_odr_violation=0:detect_leaks=0:abort_on_error=1
+  export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+  for test in "${SANITIZED_TESTS[@]}"; do
+    echo "   $test"
+    "$dir/bin/$test" --gtest_brief=1 || return 1
+  done
+}
+
 run_tests() {
   build
   echo "== unit and golden tests (ctest)"
   ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)"
   echo "== compiler output tests (lit)"
   python3 "$LIT" -sv "$BUILD_DIR/tests/lit"
+  echo "== unit, runtime, layout and CPU tests with ASan and UBSan"
+  run_sanitized_tests
+  echo "== fuzzing the front end (libFuzzer)"
+  tests/fuzz/run.sh
 }
 
 demo() {
