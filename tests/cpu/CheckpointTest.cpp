@@ -263,5 +263,67 @@ TEST(Checkpoint, AProcessKilledWhileSavingLeavesALoadableFile) {
   std::filesystem::remove(path);
 }
 
+TEST(Safetensors, ExportImportRoundTrip) {
+  for (const std::string &layout : kLayouts) {
+    SCOPED_TRACE(layout);
+    Model saved("nadam", layout), loaded("nadam", layout);
+    for (int s = 0; s < 3; ++s)
+      saved.step(s);
+    saved.optimizer.setHyper("lr", 0.003, 0);
+    std::string path = tempPath("state.safetensors");
+    saved.optimizer.exportSafetensors(path);
+    loaded.optimizer.importSafetensors(path);
+    std::filesystem::remove(path);
+    EXPECT_EQ(loaded.optimizer.hyper("lr", 0), 0.003);
+    EXPECT_EQ(loaded.optimizer.stepCount(1), 3);
+    EXPECT_EQ(loaded.optimizer.scalarState("mu_product", 1, 1), saved.optimizer.scalarState("mu_product", 1, 1));
+    for (int g = 0; g < 2; ++g)
+      for (size_t t = 0; t < saved.optimizer.numTensors(g); ++t)
+        EXPECT_EQ(loaded.optimizer.readState("exp_avg_sq", g, t), saved.optimizer.readState("exp_avg_sq", g, t));
+    if (layout == "f32") // the whole state, bit for bit (q8 re-encodes decoded values)
+      EXPECT_EQ(loaded.stream(), saved.stream());
+  }
+}
+
+TEST(Safetensors, BadFilesAreRefusedWithNothingChanged) {
+  Model saved("adamw", "f32"), into("adamw", "f32"), other("nadam", "f32");
+  saved.step(1);
+  into.step(2);
+  std::string good = tempPath("good.safetensors"), bad = tempPath("bad.safetensors");
+  saved.optimizer.exportSafetensors(good);
+  std::ifstream in(good, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto refused = [&](const std::string &content, const std::string &words) {
+    {
+      std::ofstream out(bad, std::ios::binary);
+      out << content;
+    }
+    std::string before = into.stream();
+    try {
+      into.optimizer.importSafetensors(bad);
+      ADD_FAILURE() << words << ": accepted";
+    } catch (const std::invalid_argument &e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(into.stream(), before) << words;
+  };
+  refused("not safetensors", "is not a safetensors file");
+  refused(bytes.substr(0, bytes.size() - 5), "whose byte range does not fit");
+  // Same-length edits of the header's text, so every byte range still fits.
+  auto edited = [&](const std::string &from, const std::string &to) {
+    std::string copy = bytes;
+    size_t at = copy.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    EXPECT_EQ(from.size(), to.size());
+    return at == std::string::npos ? copy : copy.replace(at, from.size(), to);
+  };
+  refused(edited("\"rule\":\"adamw\"", "\"rule\":\"lionx\""), "the state is of rule 'lionx'");
+  refused(edited("state.0.exp_avg\"", "state.0.exp_avX\""), "'state.0.exp_avg' is missing");
+  refused(edited("\\\"beta2\\\":0.999", "\\\"beta2\\\":1.999"), "outside its range");
+  EXPECT_THROW(other.optimizer.importSafetensors(good), std::invalid_argument);
+  std::filesystem::remove(good);
+  std::filesystem::remove(bad);
+}
+
 } // namespace
 } // namespace optdsl

@@ -193,6 +193,25 @@ public:
   /// std::invalid_argument naming it and the system's reason.
   void loadState(const std::string &path, bool convert = false);
 
+  /// The state as torch.optim names it, in a safetensors file
+  /// (docs/checkpoints.md): per tensor i (addGroup order, as torch numbers a
+  /// state_dict's params) `state.i.step` (F32 scalar, its group's step
+  /// count), `state.i.<state>` (F32 [size], decoded from any storage) and
+  /// scalar states (F64); the metadata holds the rule, the layout and
+  /// `param_groups` (JSON: each group's hypers, `params`, `step`).
+  /// tools/torch_optim_state.py converts it to and from torch's
+  /// state_dict. Written atomically; throws std::runtime_error when writing
+  /// fails.
+  void exportSafetensors(const std::string &path) const;
+  /// Reads such a file into this optimizer (same rule, groups and tensor
+  /// sizes; any layout: values are encoded into this one's storage). The
+  /// groups take the file's hypers and step counts. Throws
+  /// std::invalid_argument naming the file and the problem (not safetensors,
+  /// another rule, other groups, a missing or mis-sized state, a step that
+  /// differs within a group, a hyper this rule lacks or refuses) before
+  /// anything changes.
+  void importSafetensors(const std::string &path);
+
   /// Bytes of optimizer state: the arena (padding included; master copies
   /// too) plus the scalar states.
   size_t stateBytes() const;
