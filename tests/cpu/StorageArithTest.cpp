@@ -95,8 +95,10 @@ public:
       throw std::runtime_error("lowering the harness failed");
     registerBuiltinDialectTranslation(context_);
     registerLLVMDialectTranslation(context_);
+    // A named function: options.transformer is a function_ref to it.
+    std::function<llvm::Error(llvm::Module *)> optimize = makeOptimizingTransformer(3, 0, nullptr);
     ExecutionEngineOptions options;
-    options.transformer = makeOptimizingTransformer(3, 0, nullptr);
+    options.transformer = optimize;
     auto engine = ExecutionEngine::create(*module, options);
     if (!engine)
       throw std::runtime_error("JIT: " + llvm::toString(engine.takeError()));

@@ -58,8 +58,12 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 
+  // options.transformer is a function_ref: the function it refers to must
+  // outlive ExecutionEngine::create, so it lives here, not in a temporary
+  // (ASan found the temporary's stack slot reused).
+  std::function<llvm::Error(llvm::Module *)> optimize = mlir::makeOptimizingTransformer(3, 0, nullptr);
   mlir::ExecutionEngineOptions options;
-  options.transformer = mlir::makeOptimizingTransformer(3, 0, nullptr);
+  options.transformer = optimize;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
   auto engine = mlir::ExecutionEngine::create(*kernels.module, options);
   if (!engine)
