@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 BUILD_DIR=${BUILD_DIR:-build}
+# ccache keys on paths relative to the checkout, so a fresh clone (CI) reuses
+# what another clone on this machine compiled.
+export CCACHE_BASEDIR=${CCACHE_BASEDIR:-$PWD}
 LLVM_BIN=/usr/lib/llvm-19/bin
 LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
