@@ -18,9 +18,11 @@ namespace {
 
 std::string rulePath(const std::string &rule) { return std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt"; }
 
-void BM_JitCompile(benchmark::State &state, const std::string &rule) {
+/// The JIT of one rule for one layout (a q8 layout brings its small-tensor
+/// fallback's kernels along, as the runtime needs them).
+void BM_JitCompile(benchmark::State &state, const std::string &rule, const std::string &layout) {
   for (auto _ : state)
-    benchmark::DoNotOptimize(optdsl::jitCompileFile(rulePath(rule)));
+    benchmark::DoNotOptimize(optdsl::jitCompileFile(rulePath(rule), {}, {layout}));
 }
 
 void BM_OptcToSo(benchmark::State &state, const std::string &rule) {
@@ -44,8 +46,10 @@ void BM_OptcToSo(benchmark::State &state, const std::string &rule) {
 
 void registerAll() {
   for (const char *rule : {"adamw", "ademamix"}) {
-    benchmark::RegisterBenchmark(("jit/" + std::string(rule)).c_str(), BM_JitCompile, rule)
-        ->Unit(benchmark::kMillisecond);
+    for (const char *layout : {"f32", "state=q8", "param=bf16,master=f32,state=q8"}) {
+      std::string name = "jit/" + std::string(rule) + (std::string(layout) == "f32" ? "" : "/" + std::string(layout));
+      benchmark::RegisterBenchmark(name.c_str(), BM_JitCompile, rule, layout)->Unit(benchmark::kMillisecond);
+    }
     benchmark::RegisterBenchmark(("optc-so/" + std::string(rule)).c_str(), BM_OptcToSo, rule)
         ->Unit(benchmark::kMillisecond)
         ->UseRealTime();
