@@ -5,7 +5,7 @@
 #                   [TARGETS cpu [cuda]]       # default: cpu; cuda embeds PTX/cubins
 #                                              # (needs the CUDA toolkit, not a GPU)
 #                   [FIX <hyper>=<value>...]   # hypers folded into the kernels
-#                   [CPU <cpu>]                # default: ${OPTDSL_CPU}, else host
+#                   [CPU <cpu>]                # default: ${OPTDSL_CPU}, else portable
 #                   [OUTPUT_DIRECTORY <dir>])  # default: the current binary dir
 #
 # Creates the custom target optdsl_rule_<name>, which builds
@@ -81,7 +81,7 @@ function(optdsl_add_rule)
     set(cpu "${OPTDSL_CPU}")
   endif()
   if(NOT cpu)
-    set(cpu host)
+    set(cpu portable)
   endif()
 
   if(TARGET OptDSL::optc)

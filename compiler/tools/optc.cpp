@@ -55,9 +55,12 @@ options:
                     nvvm     the CUDA kernels in the LLVM and NVVM dialects
                     ptx      the CUDA kernels as PTX for --gpu-arch
                   (gpu, nvvm, ptx: of the one --layout given, default f32)
-  --cpu=NAME      CPU to compile asm/so for (default host): host, x86-64,
-                  x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512) or any
-                  CPU name LLVM knows (skylake-avx512, znver4, ...)
+  --cpu=NAME      CPU to compile asm/so for (default portable: kernels for
+                  x86-64-v4 with VBMI and BF16, x86-64-v4, x86-64-v3 and
+                  x86-64-v2 in one artifact, the loader runs the best this
+                  CPU has); host, x86-64, x86-64-v2, x86-64-v3 (AVX2),
+                  x86-64-v4 (AVX-512), any CPU name LLVM knows (znver4,
+                  ...), optionally with +feature... (x86-64-v4+avx512vbmi)
   --layout=TEXT   storage layout to compile (repeatable; default f32),
                   written as in docs/layouts.md: f32, param=bf16,master=f32,
                   state=q8, m1=q8,nu=f32, ...; a q8 layout brings its

@@ -8,10 +8,12 @@
 #include "optrt/artifact_abi.h"
 
 #include <cmath>
+#include <cstdlib>
 #include <dlfcn.h>
 
 #include <span>
 #include <stdexcept>
+#include <vector>
 
 namespace optrt {
 
@@ -66,6 +68,24 @@ public:
     rule.scalarUpdate = artifact_.scalar_update;
     for (const optdsl_layout &layout : array(artifact_.layouts, artifact_.num_layouts, "layouts"))
       rule.layouts.push_back(readLayout(layout, phases, rule.states.size()));
+  }
+
+  /// The CPU variants of a fat artifact, best first; empty for a single-CPU
+  /// one (then the layouts' kernels are for `cpu`).
+  struct Variant {
+    std::string cpu, features;
+    const optdsl_kernel_fn *const *kernels;
+  };
+  std::vector<Variant> variants() const {
+    std::vector<Variant> result;
+    for (const optdsl_cpu_variant &variant : array(artifact_.variants, artifact_.num_variants, "variants")) {
+      std::string cpu = string(variant.cpu, "variant cpu");
+      array(variant.kernels, artifact_.num_layouts, ("variant " + cpu + " kernels").c_str());
+      for (uint32_t l = 0; l < artifact_.num_layouts; ++l)
+        array(variant.kernels[l], static_cast<size_t>(artifact_.num_phases), ("variant " + cpu + " kernels").c_str());
+      result.push_back({cpu, string(variant.cpu_features, "variant cpu_features"), variant.kernels});
+    }
+    return result;
   }
 
 private:
@@ -181,13 +201,41 @@ std::shared_ptr<const RuleKernels> loadArtifact(const std::string &path) {
   if (artifact->abi_version != OPTDSL_ABI_VERSION)
     throw fail("its descriptor says ABI version " + std::to_string(artifact->abi_version) +
                ", its " OPTDSL_ABI_VERSION_SYMBOL " says " + std::to_string(abi));
-  DescriptorReader(path, *artifact).read(*result);
-  std::string features = artifact->cpu_features ? artifact->cpu_features : "";
-  std::string missing = missingCpuFeatures(features);
-  if (!missing.empty())
-    throw fail("compiled for CPU '" + result->cpu + "', whose features " + missing +
-               " this CPU lacks; rebuild it for this machine (optc --cpu=host) or a "
-               "portable level (--cpu=x86-64-v2)");
+  DescriptorReader reader(path, *artifact);
+  reader.read(*result);
+  std::vector<DescriptorReader::Variant> variants = reader.variants();
+  if (variants.empty()) {
+    std::string features = artifact->cpu_features ? artifact->cpu_features : "";
+    std::string missing = missingCpuFeatures(features);
+    if (!missing.empty())
+      throw fail("compiled for CPU '" + result->cpu + "', whose features " + missing +
+                 " this CPU lacks; rebuild it for this machine (optc --cpu=host) or for every "
+                 "x86-64 level (the default, --cpu=portable)");
+    return result;
+  }
+  // The best variant this CPU runs, or the one OPTDSL_CPU_VARIANT names
+  // (tests run every variant the machine can).
+  const char *forced = std::getenv("OPTDSL_CPU_VARIANT");
+  std::string offered;
+  const DescriptorReader::Variant *chosen = nullptr;
+  for (const DescriptorReader::Variant &variant : variants) {
+    std::string missing = missingCpuFeatures(variant.features);
+    offered += "\n  " + variant.cpu + (missing.empty() ? "" : " (this CPU lacks " + missing + ")");
+    bool wanted = forced && *forced ? variant.cpu == forced : true;
+    if (!chosen && wanted && missing.empty())
+      chosen = &variant;
+  }
+  if (!chosen)
+    throw fail(forced && *forced
+                   ? "has no variant '" + std::string(forced) + "' this CPU can run (OPTDSL_CPU_VARIANT); it has:" +
+                         offered
+                   : "has no kernels this CPU can run; it has:" + offered);
+  result->cpu = chosen->cpu;
+  for (size_t l = 0; l < result->layouts.size(); ++l) {
+    result->layouts[l].kernels.clear();
+    for (int32_t p = 0; p < artifact->num_phases; ++p)
+      result->layouts[l].kernels.push_back(chosen->kernels[l][p]);
+  }
   return result;
 }
 

@@ -48,7 +48,7 @@ TEST(ArtifactErrors, ALibraryThatIsNoArtifact) {
 
 TEST(ArtifactErrors, AnotherAbiVersion) {
   expectParts(loadError(fake("fake_future_abi")),
-              {"ABI version 3", "reads version 2", "rebuild"});
+              {"ABI version 4", "reads version 3", "rebuild"});
 }
 
 TEST(ArtifactErrors, AMalformedDescriptor) {
@@ -66,6 +66,13 @@ TEST(ArtifactErrors, ACpuFeatureThisMachineLacks) {
   std::string message = loadError(fake("fake_missing_feature"));
   expectParts(message, {"madeup512", "this CPU lacks", "--cpu"});
   EXPECT_EQ(message.find("sse4.2"), std::string::npos) << "sse4.2 is present: " << message;
+}
+
+TEST(ArtifactErrors, AFatArtifactWithNoVariantForThisCpu) {
+  // The message lists what the artifact has and what this CPU lacks for each.
+  std::string message = loadError(fake("fake_variants"));
+  expectParts(message, {"has no kernels this CPU can run", "future-cpu (this CPU lacks madeup512)",
+                        "future-baseline (this CPU lacks madeup128)"});
 }
 
 TEST(ArtifactErrors, HandWrittenDescriptorLoadsAndSteps) {

@@ -15,6 +15,7 @@
 #include <algorithm>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -207,9 +208,10 @@ TEST(Artifact, PrecisionLayoutsStepLikeTheJit) {
 /// vpermi2ps lookups, x / absmax) step to the bits of the JIT's (on a VBMI
 /// host: 64-lane byte permutes, x * (1 / absmax) with its fix-up), over
 /// whole and partial blocks, several chunks and a block of zeros.
-TEST(Artifact, Q8WithoutVbmiStepsLikeTheJit) {
-  auto artifact = optrt::loadArtifact(artifactPath("adamw_q8_v4"));
-  EXPECT_EQ(artifact->cpu, "x86-64-v4");
+/// The q8 layouts of an AdamW artifact (amsgrad fixed off) step to the bits
+/// of the JIT's, over whole and partial blocks, several chunks and a block
+/// of zeros.
+void expectQ8LayoutsStepLikeTheJit(std::shared_ptr<const optrt::RuleKernels> artifact) {
   std::vector<std::string> written = {"state=q8", "param=bf16,master=f32,state=q8"};
   auto reference = jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt", {{"amsgrad", 0}}, written);
   for (const std::string &text : written) {
@@ -256,6 +258,75 @@ TEST(Artifact, Q8WithoutVbmiStepsLikeTheJit) {
         }
     }
   }
+}
+
+/// The q8 kernels of an AVX-512F target without VBMI (x86-64-v4: 16-lane
+/// vpermi2ps lookups, x / absmax) against the JIT's (on a VBMI host: 64-lane
+/// byte permutes, x * (1 / absmax) with its fix-up).
+TEST(Artifact, Q8WithoutVbmiStepsLikeTheJit) {
+  auto artifact = optrt::loadArtifact(artifactPath("adamw_q8_v4"));
+  EXPECT_EQ(artifact->cpu, "x86-64-v4");
+  expectQ8LayoutsStepLikeTheJit(artifact);
+}
+
+/// The CPUs a portable artifact carries (optdsl::portableCpus), best first.
+const std::vector<std::string> kPortableCpus = {"x86-64-v4+avx512vbmi+avx512bf16", "x86-64-v4", "x86-64-v3",
+                                                "x86-64-v2"};
+
+/// Loads artifact `name` once per CPU variant this machine can run
+/// (OPTDSL_CPU_VARIANT), checks it runs that variant, and calls `check`;
+/// returns the variants it ran.
+template <typename Check> std::vector<std::string> forEachVariant(const std::string &name, Check check) {
+  std::vector<std::string> ran;
+  for (const std::string &cpu : kPortableCpus) {
+    setenv("OPTDSL_CPU_VARIANT", cpu.c_str(), 1);
+    std::shared_ptr<const optrt::RuleKernels> artifact;
+    try {
+      artifact = optrt::loadArtifact(artifactPath(name));
+    } catch (const std::runtime_error &e) {
+      unsetenv("OPTDSL_CPU_VARIANT");
+      // Only a CPU that lacks the variant's features may skip it.
+      EXPECT_NE(std::string(e.what()).find("this CPU lacks"), std::string::npos) << e.what();
+      continue;
+    }
+    unsetenv("OPTDSL_CPU_VARIANT");
+    EXPECT_EQ(artifact->cpu, cpu);
+    SCOPED_TRACE(cpu);
+    check(artifact);
+    ran.push_back(cpu);
+  }
+  return ran;
+}
+
+/// A portable artifact (the default) carries kernels for every x86-64
+/// level; each variant this CPU can run steps to the JIT's bits, and without
+/// OPTDSL_CPU_VARIANT the loader picks the best.
+TEST_P(EveryRuleArtifact, EveryCpuVariantStepsBitwiseLikeTheJit) {
+  std::vector<std::string> ran = forEachVariant(GetParam(), [&](auto artifact) {
+    expectSameSteps(artifact, jit(GetParam()), test::kBranchHypers.at(GetParam()), 13);
+  });
+  ASSERT_FALSE(ran.empty());
+  EXPECT_EQ(ran.back(), "x86-64-v2"); // every x86-64 CPU runs the baseline
+  EXPECT_EQ(optrt::loadArtifact(artifactPath(GetParam()))->cpu, ran.front());
+}
+
+TEST(Artifact, EveryCpuVariantOfQ8KernelsStepsLikeTheJit) {
+  std::vector<std::string> ran = forEachVariant("adamw_q8_portable", expectQ8LayoutsStepLikeTheJit);
+  EXPECT_GE(ran.size(), 2u);
+}
+
+TEST(Artifact, AMissingVariantIsRefusedWithTheListOfVariants) {
+  setenv("OPTDSL_CPU_VARIANT", "x86-64-v9", 1);
+  try {
+    optrt::loadArtifact(artifactPath("adamw"));
+    ADD_FAILURE() << "loaded a variant that does not exist";
+  } catch (const std::runtime_error &e) {
+    std::string message = e.what();
+    EXPECT_NE(message.find("has no variant 'x86-64-v9'"), std::string::npos) << message;
+    for (const std::string &cpu : kPortableCpus)
+      EXPECT_NE(message.find("\n  " + cpu), std::string::npos) << message;
+  }
+  unsetenv("OPTDSL_CPU_VARIANT");
 }
 
 TEST(Artifact, FixedHyperIsFixedInTheDescriptor) {

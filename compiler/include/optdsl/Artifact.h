@@ -21,10 +21,20 @@
 
 namespace optdsl {
 
+/// The kernels of one CPU in a fat artifact: kernel p of layout L is
+/// kernelFunctionName(rule, p, L) + suffix.
+struct CpuVariant {
+  std::string cpu;      // as written: "x86-64-v4+avx512vbmi+avx512bf16"
+  std::string features; // requiredCpuFeatures of its target machine
+  std::string suffix;   // "" for the baseline
+};
+
 /// The descriptor's contents beyond the kernels' signature.
 struct ArtifactInfo {
-  std::string cpu;          // the CPU name the code was compiled for
+  std::string cpu;          // the CPU name the code was compiled for (the baseline of a fat one)
   std::string cpuFeatures;  // requiredCpuFeatures of the target machine
+  /// Best first, the baseline last; empty for a single-CPU artifact.
+  std::vector<CpuVariant> variants;
   std::vector<std::string> layouts; // canonical layout names, each compiled in
   /// The CUDA kernels of each layout (by canonical name); empty without the
   /// CUDA target.
@@ -43,7 +53,9 @@ void addArtifactDescriptor(llvm::Module &module, const KernelSignature &signatur
 void linkSharedLibrary(const std::string &objectPath, const std::string &output);
 
 struct ArtifactOptions {
-  std::string cpu = "host";
+  /// "portable" (kernels for every x86-64 level, the loader picks: the
+  /// default), "host", or one CPU (createCpuTargetMachine).
+  std::string cpu = "portable";
   std::vector<std::string> layouts = {"f32"}; // written layouts (optrt/Layout.h)
   FixedHypers fixed;
   /// Also embed CUDA kernels (PTX for sm_80 and sm_90, cubins where ptxas

@@ -15,11 +15,22 @@ namespace optdsl {
 
 /// CPU names to suggest in errors and help.
 inline constexpr const char *kCpuExamples =
-    "host, x86-64, x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512), skylake-avx512, znver4";
+    "portable, host, x86-64, x86-64-v2, x86-64-v3 (AVX2), x86-64-v4 (AVX-512), x86-64-v4+avx512vbmi, "
+    "skylake-avx512, znver4";
 
-/// A target machine for this process's architecture and `cpu` ("host" = the
-/// CPU this runs on, with its features). Throws std::invalid_argument for a
-/// CPU name LLVM does not know.
+/// The CPU of a fat artifact: kernels for every x86-64 level, the loader
+/// picks the best the running CPU has (portableCpus).
+inline constexpr const char *kPortableCpu = "portable";
+
+/// What `portable` compiles for, best first; the last is the baseline every
+/// x86-64 CPU since 2009 runs, whose code also holds the host functions.
+std::vector<std::string> portableCpus();
+
+/// A target machine for this process's architecture and `cpu`: "host" (the
+/// CPU this runs on, with its features), an LLVM CPU name, or a name with
+/// extra features ("x86-64-v4+avx512vbmi+avx512bf16", features from the
+/// artifact ABI's list). Throws std::invalid_argument for a CPU name LLVM
+/// does not know or a feature outside that list.
 std::unique_ptr<llvm::TargetMachine> createCpuTargetMachine(const std::string &cpu);
 
 /// The instruction-set features from the artifact ABI's list (artifact_abi.h)

@@ -51,13 +51,20 @@ public:
       auto cuda = info.cuda.find(layout.name);
       layouts.push_back(layoutRecord(signature, layout, cuda == info.cuda.end() ? nullptr : cuda->second.get()));
     }
+    std::vector<llvm::Constant *> variants;
+    for (const CpuVariant &variant : info.variants) {
+      std::vector<llvm::Constant *> tables;
+      for (const KernelSignature::Layout &layout : signature.layouts)
+        tables.push_back(kernelTable(signature, layout, variant.suffix));
+      variants.push_back(record({string(variant.cpu), string(variant.features), array(tables, ptr_)}));
+    }
     return record({u32(OPTDSL_ABI_VERSION), u32(hypers.size()), string(signature.rule),
                    string(versionString()), string(info.cpu), string(info.cpuFeatures),
                    array(hypers), u32(states.size()), u32(reductions.size()), array(states),
                    array(reductions), s32(signature.numPhases), u32(layouts.size()),
                    array(numUniforms, i32_), function(initFunctionName(signature.rule)),
                    array(uniforms, ptr_), function(scalarUpdateFunctionName(signature.rule)),
-                   array(layouts)});
+                   array(layouts), u32(variants.size()), u32(0), array(variants)});
   }
 
   llvm::Type *i32() const { return i32_; }
@@ -73,17 +80,24 @@ public:
 private:
   llvm::Constant *layoutRecord(const KernelSignature &signature, const KernelSignature::Layout &layout,
                                const optrt::CudaKernels *cuda) {
-    std::vector<llvm::Constant *> buffers, kernels;
+    std::vector<llvm::Constant *> buffers;
     for (const optrt::BufferDesc &buffer : layout.buffers)
       buffers.push_back(record({u32(static_cast<uint32_t>(buffer.role)),
                                 u32(static_cast<uint32_t>(buffer.dtype)), s32(buffer.state),
                                 u32(buffer.blockElements)}));
-    for (int phase = 0; phase < signature.numPhases; ++phase)
-      kernels.push_back(function(kernelFunctionName(signature.rule, phase, layout.name)));
     llvm::Constant *device = cuda ? global(cudaRecord(*cuda), "optdsl.cuda")
                                   : static_cast<llvm::Constant *>(llvm::ConstantPointerNull::get(ptr_));
-    return record({string(layout.name), u32(buffers.size()), u32(0), array(buffers), array(kernels, ptr_),
-                   device});
+    return record({string(layout.name), u32(buffers.size()), u32(0), array(buffers),
+                   kernelTable(signature, layout, ""), device});
+  }
+
+  /// One kernel per phase of `layout`, of the CPU variant with `suffix`.
+  llvm::Constant *kernelTable(const KernelSignature &signature, const KernelSignature::Layout &layout,
+                              const std::string &suffix) {
+    std::vector<llvm::Constant *> kernels;
+    for (int phase = 0; phase < signature.numPhases; ++phase)
+      kernels.push_back(function(kernelFunctionName(signature.rule, phase, layout.name) + suffix));
+    return array(kernels, ptr_);
   }
 
   llvm::Constant *cudaRecord(const optrt::CudaKernels &cuda) {

@@ -32,7 +32,31 @@ constexpr const char *kCheckableFeatures[] = {"sse4.2",   "avx",      "avx2",   
 
 } // namespace
 
-std::unique_ptr<llvm::TargetMachine> createCpuTargetMachine(const std::string &cpu) {
+std::vector<std::string> portableCpus() {
+  // x86-64-v4 with the extras the q8 and bf16 paths use (Ice Lake server,
+  // Sapphire Rapids, Zen 4 and later), plain AVX-512, AVX2 + FMA, SSE4.2.
+  return {"x86-64-v4+avx512vbmi+avx512bf16", "x86-64-v4", "x86-64-v3", "x86-64-v2"};
+}
+
+std::unique_ptr<llvm::TargetMachine> createCpuTargetMachine(const std::string &requested) {
+  std::string cpu = requested;
+  std::vector<std::string> extras;
+  if (size_t plus = requested.find('+'); plus != std::string::npos) {
+    cpu = requested.substr(0, plus);
+    for (size_t at = plus; at != std::string::npos;) {
+      size_t next = requested.find('+', at + 1);
+      std::string feature = requested.substr(at + 1, next == std::string::npos ? std::string::npos : next - at - 1);
+      bool known = false;
+      for (const char *checkable : kCheckableFeatures)
+        known = known || feature == checkable;
+      if (!known)
+        throw std::invalid_argument("unknown CPU feature '" + feature + "' in '" + requested +
+                                    "' (features: sse4.2 avx avx2 fma f16c avx512f avx512bw avx512dq avx512vl "
+                                    "avx512vbmi avx512bf16)");
+      extras.push_back(feature);
+      at = next;
+    }
+  }
   initializeNativeTarget();
   std::string triple = llvm::sys::getProcessTriple();
   std::string error;
@@ -52,6 +76,8 @@ std::unique_ptr<llvm::TargetMachine> createCpuTargetMachine(const std::string &c
   if (cpu == "host")
     for (const auto &feature : llvm::sys::getHostCPUFeatures())
       features.AddFeature(feature.first(), feature.second);
+  for (const std::string &feature : extras)
+    features.AddFeature(feature, true);
   llvm::TargetOptions options; // IEEE: no unsafe or fast math
   std::unique_ptr<llvm::TargetMachine> machine(target->createTargetMachine(
       triple, cpuName, features.getString(), options, llvm::Reloc::PIC_, std::nullopt,

@@ -22,8 +22,9 @@
 extern "C" {
 #endif
 
-/* 2: hypers carry their declared range. */
-#define OPTDSL_ABI_VERSION 2u
+/* 2: hypers carry their declared range.
+ * 3: kernels for several CPUs in one artifact (optdsl_cpu_variant). */
+#define OPTDSL_ABI_VERSION 3u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
@@ -150,6 +151,17 @@ typedef struct optdsl_layout {
   const optdsl_cuda *cuda;         /* null when built without the CUDA target */
 } optdsl_layout;
 
+/* The kernels compiled for one CPU of a fat artifact (`optc --cpu=portable`,
+ * the default): the same layouts, in the same order, as the artifact's
+ * `layouts`, each a table of one kernel per phase. The host functions (init,
+ * uniforms, scalar_update) are the artifact's own, built for its baseline
+ * `cpu`, which every variant's CPU can run. */
+typedef struct optdsl_cpu_variant {
+  const char *cpu;          /* e.g. "x86-64-v4+avx512vbmi+avx512bf16" */
+  const char *cpu_features; /* as optdsl_artifact.cpu_features */
+  const optdsl_kernel_fn *const *kernels; /* num_layouts tables of num_phases kernels */
+} optdsl_cpu_variant;
+
 typedef struct optdsl_artifact {
   uint32_t abi_version; /* OPTDSL_ABI_VERSION */
   uint32_t num_hypers;
@@ -173,6 +185,12 @@ typedef struct optdsl_artifact {
   const optdsl_uniforms_fn *uniforms; /* one per phase */
   optdsl_scalar_update_fn scalar_update;
   const optdsl_layout *layouts;
+  /* Best first; a loader runs the first whose cpu_features this CPU has. The
+   * last is the baseline `cpu`, whose kernels `layouts` also lists. 0: the
+   * kernels of `layouts` are the only ones, for `cpu`. */
+  uint32_t num_variants;
+  uint32_t reserved_variants;
+  const optdsl_cpu_variant *variants;
 } optdsl_artifact;
 
 #ifdef __cplusplus

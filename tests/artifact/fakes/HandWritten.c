@@ -57,9 +57,20 @@ static const optdsl_layout layouts[] = {{"f32", 2, 0, buffers, kernels}};
 #define FEATURES ""
 #endif
 
+/* FAKE_VARIANTS: a fat artifact whose only variants need instructions no
+ * CPU has (a name the loader cannot test counts as missing). */
+#if defined(FAKE_VARIANTS)
+static const optdsl_kernel_fn *const variantKernels[] = {kernels};
+static const optdsl_cpu_variant variants[] = {{"future-cpu", "avx2,madeup512", variantKernels},
+                                              {"future-baseline", "madeup128", variantKernels}};
+#define VARIANTS 2, 0, variants
+#else
+#define VARIANTS 0, 0, NULL
+#endif
+
 static const optdsl_artifact artifact = {
     OPTDSL_ABI_VERSION, 1, RULE_NAME, "hand-written", "x86-64", FEATURES, hypers, 0, 0, NULL, NULL,
-    1, 1, numUniforms, init, uniformFns, scalarUpdate, layouts};
+    1, 1, numUniforms, init, uniformFns, scalarUpdate, layouts, VARIANTS};
 
 uint32_t optdsl_abi_version(void) { return OPTDSL_ABI_VERSION; }
 const optdsl_artifact *optdsl_artifact_descriptor(void) { return &artifact; }
