@@ -20,6 +20,18 @@
 # Works in OptDSL's own tree (optc target) and in a project that did
 # find_package(OptDSL) (OptDSL::optc). Argument mistakes stop configuration
 # with a message naming them.
+#
+# optdsl_link_rule(<target> <name>): the one line a program that loads the
+# rule needs: links optrt, builds the rule first, copies the artifact next to
+# the program, and defines OPTDSL_RULE_<NAME> (upper case) as its file name,
+# "libopt_<name>.so", for optrt::findArtifact (no path is compiled in):
+#
+#   optdsl_link_rule(trainer adamw)
+#   ... optrt::loadArtifact(optrt::findArtifact(OPTDSL_RULE_ADAMW))
+#
+# optdsl_install_rule(<name> [DESTINATION <dir>]): installs the artifact in
+# <prefix>/lib/optdsl (default), where findArtifact looks from an installed
+# <prefix>/bin program, however the prefix is moved.
 include_guard(GLOBAL)
 
 function(optdsl_add_rule)
@@ -105,4 +117,46 @@ function(optdsl_add_rule)
     VERBATIM)
   add_custom_target(optdsl_rule_${ARG_NAME} ALL DEPENDS "${artifact}")
   set_target_properties(optdsl_rule_${ARG_NAME} PROPERTIES OPTDSL_ARTIFACT "${artifact}")
+endfunction()
+
+function(optdsl_link_rule target name)
+  set(where "optdsl_link_rule(${target} ${name})")
+  if(ARGN)
+    message(FATAL_ERROR "${where}: unexpected arguments: ${ARGN}")
+  endif()
+  if(NOT TARGET ${target})
+    message(FATAL_ERROR "${where}: '${target}' is not a target")
+  endif()
+  if(NOT TARGET optdsl_rule_${name})
+    message(FATAL_ERROR "${where}: no rule '${name}' (add it with optdsl_add_rule(NAME ${name} ...) first)")
+  endif()
+  if(TARGET OptDSL::optrt)
+    target_link_libraries(${target} PRIVATE OptDSL::optrt)
+  else()
+    target_link_libraries(${target} PRIVATE optrt)
+  endif()
+  add_dependencies(${target} optdsl_rule_${name})
+  string(TOUPPER "${name}" upper)
+  target_compile_definitions(${target} PRIVATE OPTDSL_RULE_${upper}="libopt_${name}.so")
+  get_target_property(artifact optdsl_rule_${name} OPTDSL_ARTIFACT)
+  add_custom_command(TARGET ${target} POST_BUILD
+    COMMAND "${CMAKE_COMMAND}" -E copy_if_different "${artifact}" "$<TARGET_FILE_DIR:${target}>"
+    VERBATIM)
+endfunction()
+
+function(optdsl_install_rule name)
+  cmake_parse_arguments(PARSE_ARGV 1 ARG "" "DESTINATION" "")
+  set(where "optdsl_install_rule(${name})")
+  if(ARG_UNPARSED_ARGUMENTS)
+    message(FATAL_ERROR "${where}: unexpected arguments: ${ARG_UNPARSED_ARGUMENTS} (keyword: DESTINATION)")
+  endif()
+  if(NOT TARGET optdsl_rule_${name})
+    message(FATAL_ERROR "${where}: no rule '${name}' (add it with optdsl_add_rule(NAME ${name} ...) first)")
+  endif()
+  set(destination "${ARG_DESTINATION}")
+  if(NOT destination)
+    set(destination lib/optdsl)
+  endif()
+  get_target_property(artifact optdsl_rule_${name} OPTDSL_ARTIFACT)
+  install(PROGRAMS "${artifact}" DESTINATION "${destination}")
 endfunction()

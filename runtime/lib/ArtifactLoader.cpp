@@ -10,6 +10,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <dlfcn.h>
+#include <filesystem>
+#include <string_view>
 
 #include <span>
 #include <stdexcept>
@@ -170,6 +172,34 @@ private:
 };
 
 } // namespace
+
+std::string findArtifact(const std::string &name) {
+  if (name.find('/') != std::string::npos)
+    return name;
+  std::vector<std::filesystem::path> folders;
+  if (const char *paths = std::getenv("OPTDSL_RULE_PATH"))
+    for (std::string_view rest = paths; !rest.empty();) {
+      size_t colon = rest.find(':');
+      if (colon != 0)
+        folders.emplace_back(std::string(rest.substr(0, colon)));
+      rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    }
+  std::error_code error;
+  std::filesystem::path executable = std::filesystem::read_symlink("/proc/self/exe", error);
+  if (!error) {
+    folders.push_back(executable.parent_path());
+    folders.push_back(executable.parent_path() / ".." / "lib" / "optdsl");
+  }
+  std::string looked;
+  for (const std::filesystem::path &folder : folders) {
+    std::filesystem::path candidate = folder / name;
+    if (std::filesystem::is_regular_file(candidate, error))
+      return candidate.lexically_normal().string();
+    looked += "\n  " + folder.lexically_normal().string();
+  }
+  throw std::runtime_error("kernel artifact '" + name + "' not found; looked in:" + looked +
+                           "\n(set OPTDSL_RULE_PATH, or install it with optdsl_install_rule)");
+}
 
 std::shared_ptr<const RuleKernels> loadArtifact(const std::string &path) {
   auto fail = [&](const std::string &problem) {

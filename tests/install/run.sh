@@ -13,6 +13,21 @@ cmake -S "$source_dir/tests/install/consumer" -B "$scratch/build" -G Ninja \
   -DCMAKE_BUILD_TYPE=Release -DCMAKE_PREFIX_PATH="$scratch/prefix"
 cmake --build "$scratch/build"
 "$scratch/build/consumer"
+# Installed, then moved: the program still finds its rule (relative to
+# itself, nothing absolute compiled in), and fails by name without it.
+cmake --install "$scratch/build" --prefix "$scratch/app" > "$scratch.app-install.log" 2>&1 ||
+  { cat "$scratch.app-install.log"; exit 1; }
+mv "$scratch/app" "$scratch/moved-app"
+"$scratch/moved-app/bin/consumer"
+if strings "$scratch/moved-app/bin/consumer" | grep -q "$scratch"; then
+  echo "the installed consumer has a build path compiled in"; exit 1
+fi
+mv "$scratch/moved-app/lib/optdsl/libopt_adamw.so" "$scratch/libopt_adamw.so.away"
+if "$scratch/moved-app/bin/consumer" 2> "$scratch.missing.log"; then
+  echo "the consumer ran without its rule"; exit 1
+fi
+grep -q "kernel artifact 'libopt_adamw.so' not found; looked in:" "$scratch.missing.log" ||
+  { cat "$scratch.missing.log"; exit 1; }
 # Editing the rule must rebuild the artifact: touch it and expect optc again.
 touch "$scratch/prefix/share/optdsl/rules/adamw.opt"
 cmake --build "$scratch/build" | grep -q "optc: adamw" ||

@@ -9,7 +9,7 @@
 #include <vector>
 
 int main() {
-  auto rule = optrt::loadArtifact(ADAMW_SO);
+  auto rule = optrt::loadArtifact(optrt::findArtifact(OPTDSL_RULE_ADAMW));
   const double lr = 1e-2, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, decay = 0.1;
   std::vector<float> params(1000), grads(1000);
   for (size_t i = 0; i < params.size(); ++i) {
