@@ -9,14 +9,14 @@
 namespace optrt {
 
 enum class CudaErrc {
-  NoDriver,       // libcuda.so.1 absent or missing a function
-  NoDevice,       // the driver sees no GPU, or the requested ordinal does not exist
-  NoBinaryForGpu, // no image (cubin or PTX) built for an architecture this GPU runs
-  DriverTooOld,   // the driver cannot JIT the PTX (its ISA version is too new)
-  BadPointer,     // not a device pointer, misaligned, or its allocation is too small
-  WrongContext,   // a device pointer of another CUDA context than the optimizer's
-  OutOfMemory,    // the state arena or tables do not fit on the device
-  DriverCall,     // any other failing driver call
+  NoDriver,       ///< libcuda.so.1 absent or missing a function
+  NoDevice,       ///< the driver sees no GPU, or the requested ordinal does not exist
+  NoBinaryForGpu, ///< no image (cubin or PTX) built for an architecture this GPU runs
+  DriverTooOld,   ///< the driver cannot JIT the PTX (its ISA version is too new)
+  BadPointer,     ///< not a device pointer, misaligned, or its allocation is too small
+  WrongContext,   ///< a device pointer of another CUDA context than the optimizer's
+  OutOfMemory,    ///< the state arena or tables do not fit on the device
+  DriverCall,     ///< any other failing driver call
 };
 
 /// A short name for the code, e.g. "OutOfMemory".

@@ -45,10 +45,10 @@ namespace optrt {
 
 /// Device code for one GPU architecture.
 struct CudaImage {
-  std::string arch;       // "sm_80", "sm_90": the oldest GPU it runs on
-  std::string ptx;        // always present; the driver JITs it where no cubin fits
-  int ptxVersion = 0;     // PTX ISA version times 10 (78 = 7.8), for "driver too old"
-  std::string cubin;      // ptxas output for exactly `arch`; empty when ptxas was absent
+  std::string arch;       ///< "sm_80", "sm_90": the oldest GPU it runs on
+  std::string ptx;        ///< always present; the driver JITs it where no cubin fits
+  int ptxVersion = 0;     ///< PTX ISA version times 10 (78 = 7.8), for "driver too old"
+  std::string cubin;      ///< ptxas output for exactly `arch`; empty when ptxas was absent
 };
 
 struct CudaKernels {
@@ -59,12 +59,12 @@ struct CudaKernels {
   /// Hypers folded into the code when it was built, with their values: the
   /// host description (RuleKernels) must say the same.
   std::vector<std::pair<std::string, double>> fixedHypers;
-  std::vector<CudaImage> images; // ascending arch
+  std::vector<CudaImage> images; ///< ascending arch
   // Entry names, per phase (finish[p] is empty when phase p has no reduction).
   std::vector<std::string> uniformsEntries;
   std::vector<std::string> elementEntries;
   std::vector<std::string> finishEntries;
-  std::string scalarsEntry;      // empty when the rule has no scalar state
+  std::string scalarsEntry;      ///< empty when the rule has no scalar state
   std::string advanceEntry;
   // Launch facts and strides of the tables above, fixed when the code was built.
   int blockSize = 256;

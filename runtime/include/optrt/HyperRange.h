@@ -16,8 +16,8 @@ namespace optrt {
 struct HyperRange {
   double lower = -std::numeric_limits<double>::infinity();
   double upper = std::numeric_limits<double>::infinity();
-  bool lowerOpen = false; // ( rather than [
-  bool upperOpen = false; // ) rather than ]
+  bool lowerOpen = false; ///< ( rather than [
+  bool upperOpen = false; ///< ) rather than ]
 
   bool contains(double value) const {
     bool aboveLower = lowerOpen ? value > lower : value >= lower;

@@ -35,7 +35,7 @@ enum class Dtype : uint32_t {
   F16 = OPTDSL_DTYPE_F16,
   Q8Signed = OPTDSL_DTYPE_Q8_SIGNED,
   Q8Unsigned = OPTDSL_DTYPE_Q8_UNSIGNED,
-  Remainder = OPTDSL_DTYPE_REMAINDER, // master only: see artifact_abi.h
+  Remainder = OPTDSL_DTYPE_REMAINDER, ///< master only: see artifact_abi.h
 };
 
 enum class BufferRole : uint32_t {
@@ -53,8 +53,8 @@ std::string dtypeName(Dtype dtype);
 struct BufferDesc {
   BufferRole role;
   Dtype dtype;
-  int state = -1;              // index into RuleKernels::states for State/StateAbsmax
-  uint32_t blockElements = 0;  // absmax block of a q8 state
+  int state = -1;              ///< index into RuleKernels::states for State/StateAbsmax
+  uint32_t blockElements = 0;  ///< absmax block of a q8 state
   bool operator==(const BufferDesc &) const = default;
 };
 
@@ -63,8 +63,8 @@ struct BufferDesc {
 struct Layout {
   Dtype param = Dtype::F32;
   Dtype grad = Dtype::F32;
-  std::optional<Dtype> master; // none unless written
-  std::optional<Dtype> states; // every state, unless overridden by name
+  std::optional<Dtype> master; ///< none unless written
+  std::optional<Dtype> states; ///< every state, unless overridden by name
   std::map<std::string, Dtype> stateOverrides;
   /// bf16/f16 writes round stochastically (seeded, reproducible:
   /// docs/layouts.md) instead of to nearest even.

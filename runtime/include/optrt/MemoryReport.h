@@ -17,7 +17,7 @@ struct MemoryOptions {
   /// bitsandbytes does (its min_8bit_size, 4096). bf16/f16 states have no
   /// such fallback: they cost nothing extra to keep at any size.
   size_t smallTensorElements = 4096;
-  uint32_t blockElements = 256; // absmax block of a q8 state
+  uint32_t blockElements = 256; ///< absmax block of a q8 state
 };
 
 struct StateMemory {
@@ -31,7 +31,7 @@ struct MemoryReport {
   size_t numTensors = 0;
   // Bytes per parameter, over every tensor.
   double param = 0, grad = 0, master = 0, state = 0;
-  std::vector<StateMemory> states; // declaration order
+  std::vector<StateMemory> states; ///< declaration order
   double total() const { return param + grad + master + state; }
   /// One line per part, e.g. "param 2.000 B/param".
   std::string str() const;

@@ -51,12 +51,12 @@ struct HyperInfo {
 
 struct StateInfo {
   std::string name;
-  bool scalar; // one f64 per tensor; otherwise one f32 per element
+  bool scalar; ///< one f64 per tensor; otherwise one f32 per element
 };
 
 struct ReductionInfo {
   ReductionKind kind;
-  int phase; // the pass that accumulates it; its result is usable from phase + 1
+  int phase; ///< the pass that accumulates it; its result is usable from phase + 1
 };
 
 /// hypers: one double per HyperInfo. scalars: one double per scalar state
@@ -81,13 +81,13 @@ using ScalarUpdateFn = void (*)(const double *hypers, double step, const double 
 /// Initial values: one float per elementwise state, one double per scalar state.
 using InitFn = void (*)(const double *hypers, float *elementwiseInit, double *scalarInit);
 
-struct CudaKernels; // optrt/CudaKernels.h
+struct CudaKernels; ///< optrt/CudaKernels.h
 
 /// The kernels of one storage layout.
 struct LayoutKernels {
-  std::string name;                // canonical written form (Layout::str())
-  std::vector<BufferDesc> buffers; // what a kernel's buffers argument holds
-  std::vector<KernelFn> kernels;   // per phase
+  std::string name;                ///< canonical written form (Layout::str())
+  std::vector<BufferDesc> buffers; ///< what a kernel's buffers argument holds
+  std::vector<KernelFn> kernels;   ///< per phase
   /// The same layout's CUDA kernels, for optrt::CudaOptimizer; null when the
   /// rule was built without the CUDA target.
   std::shared_ptr<const CudaKernels> cuda;
@@ -124,14 +124,14 @@ Layout smallTensorLayout(const Layout &layout);
 struct RuleKernels {
   std::string name;
   std::vector<HyperInfo> hypers;
-  std::vector<StateInfo> states;         // declaration order, scalar and elementwise mixed
-  std::vector<ReductionInfo> reductions; // grouped by phase, ascending
+  std::vector<StateInfo> states;         ///< declaration order, scalar and elementwise mixed
+  std::vector<ReductionInfo> reductions; ///< grouped by phase, ascending
   int numPhases = 1;
-  std::vector<int> numUniforms;          // per phase
+  std::vector<int> numUniforms;          ///< per phase
   InitFn init = nullptr;
-  std::vector<UniformsFn> uniforms;      // per phase
+  std::vector<UniformsFn> uniforms;      ///< per phase
   ScalarUpdateFn scalarUpdate = nullptr;
-  std::vector<LayoutKernels> layouts;    // at least one
+  std::vector<LayoutKernels> layouts;    ///< at least one
   /// The CPU the kernels were compiled for ("host" = this process's CPU).
   std::string cpu = "host";
 };

@@ -61,7 +61,7 @@ uint16_t f32ToF16Stochastic(float x, uint32_t random);
 /// master exactly. Exact for every non-NaN f32; a NaN master gives a NaN
 /// param and restores as a NaN (payload not kept), never as a number.
 struct ParamRemainder {
-  uint16_t param; // bf16 bits
+  uint16_t param; ///< bf16 bits
   int16_t remainder;
 };
 ParamRemainder splitMaster(float master);
@@ -112,7 +112,7 @@ const Q8Map &q8Map(bool isSigned);
 inline const Q8Map &q8MapFor(Dtype dtype) { return q8Map(dtype == Dtype::Q8Signed); }
 
 struct Q8BlockStats {
-  size_t nonFinite = 0; // NaN and +-Inf inputs (see the policy below)
+  size_t nonFinite = 0; ///< NaN and +-Inf inputs (see the policy below)
 };
 
 /// Quantises x into codes (same length) and absmax (one per block of

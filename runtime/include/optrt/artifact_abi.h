@@ -34,8 +34,8 @@ typedef enum optdsl_dtype {
   OPTDSL_DTYPE_F32 = 0,
   OPTDSL_DTYPE_BF16 = 1,
   OPTDSL_DTYPE_F16 = 2,
-  OPTDSL_DTYPE_Q8_SIGNED = 3,   /* 8-bit block-wise, signed dynamic map */
-  OPTDSL_DTYPE_Q8_UNSIGNED = 4, /* 8-bit block-wise, unsigned dynamic map */
+  OPTDSL_DTYPE_Q8_SIGNED = 3,   /**< 8-bit block-wise, signed dynamic map */
+  OPTDSL_DTYPE_Q8_UNSIGNED = 4, /**< 8-bit block-wise, unsigned dynamic map */
   /* int16 low halves of an f32 master whose high halves are the bf16 param
    * (apex's store_param_remainders; optrt::splitMaster/joinMaster). Added
    * within ABI version 1: a loader that predates it refuses the layout as
@@ -46,16 +46,16 @@ typedef enum optdsl_dtype {
 /* What a kernel buffer holds. */
 typedef enum optdsl_buffer_role {
   OPTDSL_BUFFER_PARAM = 0,
-  OPTDSL_BUFFER_GRAD = 1,        /* read only */
-  OPTDSL_BUFFER_MASTER = 2,      /* full-precision copy of a reduced-precision param */
-  OPTDSL_BUFFER_STATE = 3,       /* elementwise state `state` */
+  OPTDSL_BUFFER_GRAD = 1,        /**< read only */
+  OPTDSL_BUFFER_MASTER = 2,      /**< full-precision copy of a reduced-precision param */
+  OPTDSL_BUFFER_STATE = 3,       /**< elementwise state `state` */
   OPTDSL_BUFFER_STATE_ABSMAX = 4 /* per-block scales of a q8 state `state` */
 } optdsl_buffer_role;
 
 typedef enum optdsl_reduction_kind {
-  OPTDSL_REDUCE_SUM = 0,  /* partial: sum x;   result: the sum */
-  OPTDSL_REDUCE_MEAN = 1, /* partial: sum x;   result: sum / n */
-  OPTDSL_REDUCE_NORM = 2, /* partial: sum x^2; result: sqrt */
+  OPTDSL_REDUCE_SUM = 0,  /**< partial: sum x;   result: the sum */
+  OPTDSL_REDUCE_MEAN = 1, /**< partial: sum x;   result: sum / n */
+  OPTDSL_REDUCE_NORM = 2, /**< partial: sum x^2; result: sqrt */
   OPTDSL_REDUCE_MAX = 3   /* partial: max x;   result: the max */
 } optdsl_reduction_kind;
 
@@ -85,8 +85,8 @@ typedef void (*optdsl_scalar_update_fn)(const double *hypers, double step, const
 typedef struct optdsl_hyper {
   const char *name;
   double default_value;
-  uint32_t fixed;       /* 1: folded into the kernels at default_value */
-  uint32_t range_flags; /* OPTDSL_RANGE_* */
+  uint32_t fixed;       /**< 1: folded into the kernels at default_value */
+  uint32_t range_flags; /**< OPTDSL_RANGE_* */
   /* The values the rule allows (+-infinity where unbounded); the kernels may
    * rely on them, so a loader must refuse any other value. */
   double lower;
@@ -95,29 +95,29 @@ typedef struct optdsl_hyper {
 
 typedef struct optdsl_state {
   const char *name;
-  uint32_t scalar; /* 1: one double per tensor; 0: one value per element */
+  uint32_t scalar; /**< 1: one double per tensor; 0: one value per element */
   uint32_t reserved;
 } optdsl_state;
 
 typedef struct optdsl_reduction {
-  uint32_t kind; /* optdsl_reduction_kind */
-  int32_t phase; /* accumulated in this phase; usable from phase + 1 */
+  uint32_t kind; /**< optdsl_reduction_kind */
+  int32_t phase; /**< accumulated in this phase; usable from phase + 1 */
 } optdsl_reduction;
 
 typedef struct optdsl_buffer {
-  uint32_t role;           /* optdsl_buffer_role */
-  uint32_t dtype;          /* optdsl_dtype */
-  int32_t state;           /* index into states for STATE/STATE_ABSMAX, else -1 */
-  uint32_t block_elements; /* elements per absmax block of a q8 state, else 0 */
+  uint32_t role;           /**< optdsl_buffer_role */
+  uint32_t dtype;          /**< optdsl_dtype */
+  int32_t state;           /**< index into states for STATE/STATE_ABSMAX, else -1 */
+  uint32_t block_elements; /**< elements per absmax block of a q8 state, else 0 */
 } optdsl_buffer;
 
 /* Device code of a layout for one GPU architecture. */
 typedef struct optdsl_cuda_image {
-  const char *arch;       /* "sm_80", "sm_90": the oldest GPU it runs on */
-  const char *ptx;        /* NUL-terminated PTX; the driver JITs it where no cubin fits */
-  int32_t ptx_version;    /* PTX ISA version times 10 (78 = 7.8) */
+  const char *arch;       /**< "sm_80", "sm_90": the oldest GPU it runs on */
+  const char *ptx;        /**< NUL-terminated PTX; the driver JITs it where no cubin fits */
+  int32_t ptx_version;    /**< PTX ISA version times 10 (78 = 7.8) */
   uint32_t reserved;
-  const void *cubin;      /* ptxas output for exactly `arch`, or null */
+  const void *cubin;      /**< ptxas output for exactly `arch`, or null */
   uint64_t cubin_size;
 } optdsl_cuda_image;
 
@@ -127,28 +127,28 @@ typedef struct optdsl_cuda_image {
 typedef struct optdsl_cuda {
   uint32_t num_images;
   int32_t block_size;
-  const optdsl_cuda_image *images;       /* ascending arch */
-  const char *const *uniforms_entries;   /* one per phase */
-  const char *const *element_entries;    /* one per phase */
-  const char *const *finish_entries;     /* one per phase, "" where no reduction */
-  const char *scalars_entry;             /* "" when the rule has no scalar state */
+  const optdsl_cuda_image *images;       /**< ascending arch */
+  const char *const *uniforms_entries;   /**< one per phase */
+  const char *const *element_entries;    /**< one per phase */
+  const char *const *finish_entries;     /**< one per phase, "" where no reduction */
+  const char *scalars_entry;             /**< "" when the rule has no scalar state */
   const char *advance_entry;
   int32_t buffers_per_tensor;
   int32_t uniform_stride;
   int32_t partial_stride;
   uint32_t num_fixed_hypers;
-  const char *const *fixed_hyper_names;  /* hypers folded into the device code */
+  const char *const *fixed_hyper_names;  /**< hypers folded into the device code */
   const double *fixed_hyper_values;
 } optdsl_cuda;
 
 /* One storage layout the kernels were compiled for. */
 typedef struct optdsl_layout {
-  const char *name; /* canonical text, e.g. "f32" or "param=bf16,master=f32" */
+  const char *name; /**< canonical text, e.g. "f32" or "param=bf16,master=f32" */
   uint32_t num_buffers;
   uint32_t reserved;
   const optdsl_buffer *buffers;
-  const optdsl_kernel_fn *kernels; /* one per phase */
-  const optdsl_cuda *cuda;         /* null when built without the CUDA target */
+  const optdsl_kernel_fn *kernels; /**< one per phase */
+  const optdsl_cuda *cuda;         /**< null when built without the CUDA target */
 } optdsl_layout;
 
 /* The kernels compiled for one CPU of a fat artifact (`optc --cpu=portable`,
@@ -157,17 +157,17 @@ typedef struct optdsl_layout {
  * uniforms, scalar_update) are the artifact's own, built for its baseline
  * `cpu`, which every variant's CPU can run. */
 typedef struct optdsl_cpu_variant {
-  const char *cpu;          /* e.g. "x86-64-v4+avx512vbmi+avx512bf16" */
-  const char *cpu_features; /* as optdsl_artifact.cpu_features */
-  const optdsl_kernel_fn *const *kernels; /* num_layouts tables of num_phases kernels */
+  const char *cpu;          /**< e.g. "x86-64-v4+avx512vbmi+avx512bf16" */
+  const char *cpu_features; /**< as optdsl_artifact.cpu_features */
+  const optdsl_kernel_fn *const *kernels; /**< num_layouts tables of num_phases kernels */
 } optdsl_cpu_variant;
 
 typedef struct optdsl_artifact {
-  uint32_t abi_version; /* OPTDSL_ABI_VERSION */
+  uint32_t abi_version; /**< OPTDSL_ABI_VERSION */
   uint32_t num_hypers;
-  const char *rule;     /* the rule's name */
-  const char *producer; /* "OptDSL <version> (MLIR/LLVM <version>)" */
-  const char *cpu;      /* the CPU the kernels were compiled for, e.g. "x86-64-v3" */
+  const char *rule;     /**< the rule's name */
+  const char *producer; /**< "OptDSL <version> (MLIR/LLVM <version>)" */
+  const char *cpu;      /**< the CPU the kernels were compiled for, e.g. "x86-64-v3" */
   /* Comma-separated instruction-set features the kernels need, from a fixed
    * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
    * avx512dq avx512vl avx512vbmi avx512bf16 (a loader that does not know a name
@@ -180,9 +180,9 @@ typedef struct optdsl_artifact {
   const optdsl_reduction *reductions;
   int32_t num_phases;
   uint32_t num_layouts;
-  const int32_t *num_uniforms; /* one per phase */
+  const int32_t *num_uniforms; /**< one per phase */
   optdsl_init_fn init;
-  const optdsl_uniforms_fn *uniforms; /* one per phase */
+  const optdsl_uniforms_fn *uniforms; /**< one per phase */
   optdsl_scalar_update_fn scalar_update;
   const optdsl_layout *layouts;
   /* Best first; a loader runs the first whose cpu_features this CPU has. The
