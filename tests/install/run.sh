@@ -41,3 +41,21 @@ if grep -n "Could NOT find" "$scratch.jit-configure.log"; then
 fi
 cmake --build "$scratch/jit-build"
 "$scratch/jit-build/jit-consumer"
+# README's example, extracted as it is written (the fenced block after each
+# "readme-example" marker), built against the installed prefix and run, with
+# the artifact and with the JIT.
+example="$scratch/readme-example"
+mkdir -p "$example"
+for file in CMakeLists.txt trainer.cpp; do
+  awk -v marker="<!-- readme-example: $file -->" '
+    $0 == marker { found = 1; next }
+    found && /^```/ { if (inside) exit; inside = 1; next }
+    inside { print }' "$source_dir/README.md" > "$example/$file"
+  [ -s "$example/$file" ] || { echo "README.md has no example $file"; exit 1; }
+done
+cmake -S "$example" -B "$example/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_PREFIX_PATH="$scratch/prefix" > "$scratch.readme-configure.log" 2>&1 ||
+  { cat "$scratch.readme-configure.log"; exit 1; }
+cmake --build "$example/build"
+"$example/build/trainer"
+"$example/build/trainer" "$scratch/prefix/share/optdsl/rules/adamw.opt"
