@@ -140,8 +140,11 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   s.tensors.reserve(s.tensors.size() + params.size());
   s.scalars.reserve(s.scalars.size() + params.size() * numScalar);
   s.chunks.reserve(params.size(), moreChunks);
+  // States are written a piece at a time (a whole number of q8 blocks), so a
+  // tensor of billions of elements needs no f32 copy of itself.
+  constexpr size_t kInitPiece = 64 * kQ8BlockElements;
   size_t largest = *std::max_element(sizes.begin(), sizes.end());
-  std::vector<float> values(largest);
+  std::vector<float> values(std::min(largest, kInitPiece));
   s.arena.grow(arenaFloats);
 
   size_t firstTensor = s.tensors.size();
@@ -160,10 +163,15 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
           decodeToF32(paramDtype, tensor.param, nullptr, {s.arena.data() + tensor.offsets[b], n});
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
-        std::fill_n(values.begin(), n, elementwiseInit[k]);
+        std::fill(values.begin(), values.end(), elementwiseInit[k]);
         int a = findBuffer(buffers, BufferRole::StateAbsmax, buffer.state);
         float *absmax = a < 0 ? nullptr : s.arena.data() + tensor.offsets[a];
-        encodeF32(buffer.dtype, {values.data(), n}, s.arena.data() + tensor.offsets[b], absmax);
+        auto *data = reinterpret_cast<char *>(s.arena.data() + tensor.offsets[b]);
+        for (size_t first = 0; first < n; first += kInitPiece) {
+          size_t count = std::min(kInitPiece, n - first);
+          encodeF32(buffer.dtype, {values.data(), count}, data + elementBytes(buffer.dtype, first),
+                    absmax ? absmax + first / kQ8BlockElements : nullptr);
+        }
       }
     }
     s.tensors.push_back(std::move(tensor));
