@@ -4,6 +4,7 @@
 #   ./dev.sh test    install what is missing, build, run every test
 #   ./dev.sh build   install what is missing, build only
 #   ./dev.sh bench   build and run the benchmarks
+#   ./dev.sh docs    the API reference (Doxygen) in build/docs/api/html
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
@@ -15,7 +16,7 @@ LLVM_BIN=/usr/lib/llvm-19/bin
 LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
           libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
-          clang-19 libclang-rt-19-dev)
+          clang-19 libclang-rt-19-dev doxygen)
 
 install_deps() {
   local missing=()
@@ -61,6 +62,15 @@ run_sanitized_tests() {
   done
 }
 
+# The API reference of the public headers; an undocumented declaration is an
+# error (docs/api/Doxyfile).
+api_docs() {
+  install_deps
+  mkdir -p "$BUILD_DIR/docs/api"
+  OPTDSL_DOCS_OUT="$BUILD_DIR/docs/api" doxygen docs/api/Doxyfile
+  echo "API reference: $BUILD_DIR/docs/api/html/index.html"
+}
+
 run_tests() {
   build
   echo "== unit and golden tests (ctest)"
@@ -71,6 +81,8 @@ run_tests() {
   run_sanitized_tests
   echo "== fuzzing the front end (libFuzzer)"
   tests/fuzz/run.sh
+  echo "== API reference (every public declaration documented)"
+  api_docs
 }
 
 demo() {
@@ -93,5 +105,6 @@ case "${1:-}" in
   test) run_tests ;;
   demo) demo ;;
   bench) build && "$BUILD_DIR/bin/optdsl-bench" ;;
-  *) echo "usage: ./dev.sh {demo|test|build|bench}" >&2; exit 2 ;;
+  docs) api_docs ;;
+  *) echo "usage: ./dev.sh {demo|test|build|bench|docs}" >&2; exit 2 ;;
 esac

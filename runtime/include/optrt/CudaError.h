@@ -22,11 +22,14 @@ enum class CudaErrc {
 /// A short name for the code, e.g. "OutOfMemory".
 const char *cudaErrcName(CudaErrc code);
 
+/// A failed CUDA driver call or a missing driver or GPU, with its CudaErrc.
 class CudaError : public std::runtime_error {
 public:
+  /// `message` names the problem; `call` the driver function and `result` its CUresult, when one failed.
   CudaError(CudaErrc code, const std::string &message, std::string call = {}, int result = 0)
       : std::runtime_error(message), code_(code), call_(std::move(call)), result_(result) {}
 
+  /// What kind of failure it is (no driver, no device, a bad pointer...).
   CudaErrc code() const { return code_; }
   /// The driver function that failed ("cuMemAlloc_v2"), or empty.
   const std::string &call() const { return call_; }

@@ -51,8 +51,9 @@ struct CudaImage {
   std::string cubin;      ///< ptxas output for exactly `arch`; empty when ptxas was absent
 };
 
+/// The device code of one rule in one layout, with the entry names and launch facts of the device ABI above.
 struct CudaKernels {
-  std::string rule;
+  std::string rule; ///< the rule's name
   /// The storage layout the kernels read and write (canonical text of
   /// optrt/Layout.h); their buffers are optrt::layoutBuffers of it.
   std::string layout = "f32";
@@ -61,16 +62,16 @@ struct CudaKernels {
   std::vector<std::pair<std::string, double>> fixedHypers;
   std::vector<CudaImage> images; ///< ascending arch
   // Entry names, per phase (finish[p] is empty when phase p has no reduction).
-  std::vector<std::string> uniformsEntries;
-  std::vector<std::string> elementEntries;
-  std::vector<std::string> finishEntries;
+  std::vector<std::string> uniformsEntries; ///< per phase: computes the uniform values of every tensor
+  std::vector<std::string> elementEntries; ///< per phase: the element kernel over the chunk table
+  std::vector<std::string> finishEntries; ///< per phase: combines the chunks' partials; empty where the phase has no reduction
   std::string scalarsEntry;      ///< empty when the rule has no scalar state
-  std::string advanceEntry;
+  std::string advanceEntry; ///< advances the device's step counter
   // Launch facts and strides of the tables above, fixed when the code was built.
-  int blockSize = 256;
-  int buffersPerTensor = 2;
-  int uniformStride = 1;
-  int partialStride = 1;
+  int blockSize = 256; ///< threads per block every kernel is compiled for
+  int buffersPerTensor = 2; ///< buffers per tensor in the buffers table
+  int uniformStride = 1; ///< f32 slots per tensor in the uniforms table
+  int partialStride = 1; ///< f64 slots per chunk in the partials table
 };
 
 } // namespace optrt

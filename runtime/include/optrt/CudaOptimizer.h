@@ -49,6 +49,7 @@ using DevicePtr = std::uint64_t;
 /// A CUstream; nullptr is the legacy default stream.
 using CudaStream = void *;
 
+/// How a CudaOptimizer runs: device, chunking, layout, small-tensor threshold, seed.
 struct CudaOptimizerOptions {
   /// -1: the CUDA context current on the calling thread, or device 0's
   /// primary context when none is current. N >= 0: device N's primary context.
@@ -71,6 +72,7 @@ struct CudaOptimizerOptions {
   uint32_t seed = 0;
 };
 
+/// optrt::Optimizer on a GPU: the same groups, layouts, state and checkpoints in device memory, a step as a fixed sequence of launches (capturable in a CUDA graph).
 class CudaOptimizer {
 public:
   /// `host` describes the rule and provides its init function; `device` is
@@ -94,9 +96,12 @@ public:
   /// options.layout's, then as above.
   explicit CudaOptimizer(std::shared_ptr<const RuleKernels> artifact, CudaOptimizerOptions options = {});
   ~CudaOptimizer();
+  /// Moves the optimizer; the moved-from one may only be destroyed or assigned to.
   CudaOptimizer(CudaOptimizer &&) noexcept;
+  /// Moves the optimizer; the moved-from one may only be destroyed or assigned to.
   CudaOptimizer &operator=(CudaOptimizer &&) noexcept;
 
+  /// The host description of the rule (hypers, states, phases).
   const RuleKernels &rule() const;
   /// "cubin sm_90" or "ptx sm_80 (JIT)": which image the driver runs.
   const std::string &imageInUse() const;
@@ -112,7 +117,9 @@ public:
   int addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
                std::map<std::string, double> hyperOverrides = {});
 
+  /// Groups added so far.
   int numGroups() const;
+  /// Tensors of one group; std::out_of_range for a bad group.
   size_t numTensors(int group) const;
 
   /// Enqueues one step of every tensor on `stream`; returns without waiting.
@@ -126,6 +133,7 @@ public:
 
   /// As optrt::Optimizer; the new value reaches the device with the next step.
   void setHyper(const std::string &name, double value, int group = -1);
+  /// The value hyper `name` has in `group`.
   double hyper(const std::string &name, int group) const;
   /// The device address of hyper `name` of `group` (one double), for LR
   /// schedules inside a captured graph: write it on the device (a kernel, or
@@ -138,7 +146,9 @@ public:
   /// enqueued so far has finished (these synchronize the context), as
   /// Optimizer::readState. state() is the same as readState().
   std::vector<float> readState(const std::string &name, int group, size_t tensor) const;
+  /// A copy of elementwise state `name` of one tensor (f32 layouts), synchronising.
   std::vector<float> state(const std::string &name, int group, size_t tensor) const;
+  /// Scalar state `name` of one tensor, synchronising.
   double scalarState(const std::string &name, int group, size_t tensor) const;
   /// Encodes `values` (the tensor's size) into the state's storage, as
   /// Optimizer::writeState (q8: new absmax per block). Synchronizes.
@@ -157,13 +167,16 @@ public:
   /// (same rule, tensors and layout, or `convert`). Both synchronize; the
   /// step count loaded is also the device's step counter.
   void saveState(std::ostream &out) const;
+  /// Reads state saved by either optimizer (see Optimizer::loadState).
   void loadState(std::istream &in, bool convert = false);
   /// To and from a file, atomically, as Optimizer's.
   void saveState(const std::string &path) const;
+  /// Reads state from a file (see Optimizer::loadState).
   void loadState(const std::string &path, bool convert = false);
 
   /// Device bytes of optimizer state: the arena (padding included) plus scalars.
   size_t stateBytes() const;
+  /// Parameters (elements) of every tensor of every group.
   size_t numParams() const;
 
 private:

@@ -13,12 +13,14 @@
 
 namespace optrt {
 
+/// The interval of values a hyper may take.
 struct HyperRange {
-  double lower = -std::numeric_limits<double>::infinity();
-  double upper = std::numeric_limits<double>::infinity();
+  double lower = -std::numeric_limits<double>::infinity(); ///< the lower bound (-inf: none)
+  double upper = std::numeric_limits<double>::infinity(); ///< the upper bound (inf: none)
   bool lowerOpen = false; ///< ( rather than [
   bool upperOpen = false; ///< ) rather than ]
 
+  /// Whether `value` lies in the range.
   bool contains(double value) const {
     bool aboveLower = lowerOpen ? value > lower : value >= lower;
     bool belowUpper = upperOpen ? value < upper : value <= upper;

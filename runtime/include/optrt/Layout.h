@@ -51,21 +51,21 @@ std::string dtypeName(Dtype dtype);
 
 /// One buffer a kernel receives, in the order of its buffers argument.
 struct BufferDesc {
-  BufferRole role;
-  Dtype dtype;
+  BufferRole role; ///< what the buffer holds
+  Dtype dtype; ///< how its values are stored
   int state = -1;              ///< index into RuleKernels::states for State/StateAbsmax
   uint32_t blockElements = 0;  ///< absmax block of a q8 state
-  bool operator==(const BufferDesc &) const = default;
+  bool operator==(const BufferDesc &) const = default; ///< field by field
 };
 
 /// A parsed layout, before it meets a rule (which says whether a named state
 /// exists and whether q8 is signed).
 struct Layout {
-  Dtype param = Dtype::F32;
-  Dtype grad = Dtype::F32;
+  Dtype param = Dtype::F32; ///< the params' storage
+  Dtype grad = Dtype::F32; ///< the gradients' storage
   std::optional<Dtype> master; ///< none unless written
   std::optional<Dtype> states; ///< every state, unless overridden by name
-  std::map<std::string, Dtype> stateOverrides;
+  std::map<std::string, Dtype> stateOverrides; ///< per state name, overriding `states`
   /// bf16/f16 writes round stochastically (seeded, reproducible:
   /// docs/layouts.md) instead of to nearest even.
   bool stochastic = false;
@@ -78,6 +78,7 @@ struct Layout {
   std::string str() const;
   /// The storage of state `name`.
   Dtype stateDtype(const std::string &name) const;
+  /// Whether every buffer is f32 (the written form is "f32").
   bool allF32() const { return str() == "f32"; }
 };
 

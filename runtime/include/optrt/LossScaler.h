@@ -15,13 +15,15 @@
 
 namespace optrt {
 
+/// DynamicLossScaler's settings, torch.amp.GradScaler's defaults.
 struct LossScalerOptions {
-  double initScale = 65536.0;
-  double growthFactor = 2.0;
-  double backoffFactor = 0.5;
-  int64_t growthInterval = 2000;
+  double initScale = 65536.0; ///< the first scale
+  double growthFactor = 2.0; ///< the scale is multiplied by it after growthInterval clean steps
+  double backoffFactor = 0.5; ///< the scale is multiplied by it after a skipped step
+  int64_t growthInterval = 2000; ///< clean steps between growths
 };
 
+/// Loss scaling with a skip on overflow, as torch.amp.GradScaler (see the file comment).
 class DynamicLossScaler {
 public:
   /// Throws std::invalid_argument for a scale that is not finite and
@@ -39,6 +41,7 @@ public:
   /// After a step: back off when it skipped, else count it and grow the
   /// scale after growthInterval clean steps (unless growing overflows).
   void update(const StepResult &result) { update(result.skipped); }
+  /// After a step: `foundNonFinite` when it was skipped.
   void update(bool foundNonFinite);
 
 private:

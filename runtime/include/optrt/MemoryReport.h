@@ -12,6 +12,7 @@
 
 namespace optrt {
 
+/// What memoryReport assumes beyond the layout.
 struct MemoryOptions {
   /// Tensors with fewer elements keep their q8 states in f32, as
   /// bitsandbytes does (its min_8bit_size, 4096). bf16/f16 states have no
@@ -20,18 +21,23 @@ struct MemoryOptions {
   uint32_t blockElements = 256; ///< absmax block of a q8 state
 };
 
+/// One state's share of a MemoryReport.
 struct StateMemory {
-  std::string name;
-  bool scalar = false;
-  double bytesPerParam = 0;
+  std::string name; ///< the state's name
+  bool scalar = false; ///< one f64 per tensor rather than a value per element
+  double bytesPerParam = 0; ///< its bytes over the parameters (q8 absmax included)
 };
 
+/// Bytes per parameter of a layout over a set of tensors.
 struct MemoryReport {
-  size_t numParams = 0;
-  size_t numTensors = 0;
-  // Bytes per parameter, over every tensor.
-  double param = 0, grad = 0, master = 0, state = 0;
+  size_t numParams = 0; ///< elements of every tensor
+  size_t numTensors = 0; ///< tensors counted
+  double param = 0;  ///< bytes per parameter of the params, over every tensor
+  double grad = 0;   ///< bytes per parameter of the gradients
+  double master = 0; ///< bytes per parameter of the master copies
+  double state = 0;  ///< bytes per parameter of every optimizer state
   std::vector<StateMemory> states; ///< declaration order
+  /// Bytes per parameter of all parts together.
   double total() const { return param + grad + master + state; }
   /// One line per part, e.g. "param 2.000 B/param".
   std::string str() const;

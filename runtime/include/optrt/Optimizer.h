@@ -29,6 +29,7 @@
 
 namespace optrt {
 
+/// How an Optimizer runs: threads, chunking, the layout, the small-tensor threshold, the seed.
 struct OptimizerOptions {
   /// Threads of a step's parallel pass, the calling thread included;
   /// 0 means std::thread::hardware_concurrency().
@@ -55,6 +56,7 @@ struct OptimizerOptions {
   uint32_t seed = 0;
 };
 
+/// Owns the optimizer state of one rule and steps it (see the file comment).
 class Optimizer {
 public:
   /// Throws std::invalid_argument when kernels is null or inconsistent
@@ -63,11 +65,16 @@ public:
   /// options.layout, or when options.chunkElements is 0.
   explicit Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options = {});
   ~Optimizer();
+  /// Moves the optimizer; the moved-from one may only be destroyed or assigned to.
   Optimizer(Optimizer &&) noexcept;
+  /// Moves the optimizer; the moved-from one may only be destroyed or assigned to.
   Optimizer &operator=(Optimizer &&) noexcept;
 
+  /// The rule it runs (hypers, states, phases, layouts).
   const RuleKernels &rule() const;
+  /// Threads of a step, the calling thread included.
   unsigned numThreads() const;
+  /// The most elements one task updates (OptimizerOptions::chunkElements).
   size_t chunkElements() const;
 
   /// Adds a group of tensors: params[i] points at sizes[i] floats that the
@@ -90,7 +97,9 @@ public:
   int addGroupStored(std::vector<void *> params, std::vector<size_t> sizes,
                      std::map<std::string, double> hyperOverrides = {});
 
+  /// Groups added so far.
   int numGroups() const;
+  /// Tensors of one group; std::out_of_range for a bad group.
   size_t numTensors(int group) const;
 
   /// One step of every tensor of every group: gradsPerGroup[g][i] is the
@@ -132,6 +141,7 @@ public:
   /// through StepOptions) or a hyper that follows a schedule,
   /// std::out_of_range for a bad group.
   void setHyper(const std::string &name, double value, int group = -1);
+  /// The value hyper `name` has in `group` (a scheduled one: the value of the last step).
   double hyper(const std::string &name, int group) const;
 
   /// The elementwise state `name` of one tensor (as many floats as the
@@ -139,6 +149,7 @@ public:
   /// for an unknown or scalar state, or one not stored as f32 for this tensor
   /// (use readState/writeState), std::out_of_range for bad indices.
   std::span<float> state(const std::string &name, int group, size_t tensor);
+  /// A read-only view of the same state (errors as above).
   std::span<const float> state(const std::string &name, int group, size_t tensor) const;
   /// A decoded f32 copy of elementwise state `name` of one tensor, whatever
   /// its storage (f32, bf16, f16, q8). Errors as state().
@@ -196,7 +207,7 @@ public:
   /// The state as torch.optim names it, in a safetensors file
   /// (docs/checkpoints.md): per tensor i (addGroup order, as torch numbers a
   /// state_dict's params) `state.i.step` (F32 scalar, its group's step
-  /// count), `state.i.<state>` (F32 [size], decoded from any storage) and
+  /// count), `state.i.NAME` for each state NAME (F32 [size], decoded from any storage) and
   /// scalar states (F64); the metadata holds the rule, the layout and
   /// `param_groups` (JSON: each group's hypers, `params`, `step`).
   /// tools/torch_optim_state.py converts it to and from torch's

@@ -38,24 +38,28 @@ inline constexpr double kGradClipDefault = 1e300;
 
 inline bool isStepHyper(std::string_view name) { return name == kGradScaleHyper || name == kGradClipHyper; }
 
-enum class ReductionKind { Sum, Mean, Norm, Max };
+/// How a per-tensor reduction combines its elements.
+enum class ReductionKind { Sum, Mean, Norm, Max }; ///< sum, mean, L2 norm, maximum
 
+/// A hyper of a rule, as its kernels see it.
 struct HyperInfo {
-  std::string name;
-  double defaultValue;
+  std::string name; ///< the name the rule declares it with
+  double defaultValue; ///< the value a new group gets
   /// Folded into the kernels when they were built: it cannot change.
   bool fixed = false;
   /// The values the rule allows; the kernels may rely on it.
   HyperRange range{};
 };
 
+/// A state of a rule.
 struct StateInfo {
-  std::string name;
+  std::string name; ///< the name the rule declares it with
   bool scalar; ///< one f64 per tensor; otherwise one f32 per element
 };
 
+/// A per-tensor reduction of a rule.
 struct ReductionInfo {
-  ReductionKind kind;
+  ReductionKind kind; ///< how it combines
   int phase; ///< the pass that accumulates it; its result is usable from phase + 1
 };
 
@@ -121,16 +125,17 @@ bool hasQ8States(const Layout &layout, const std::vector<StateInfo> &states);
 /// (ABI v1 unchanged): the runtime finds it by its canonical name.
 Layout smallTensorLayout(const Layout &layout);
 
+/// The compiled form of a rule: its description and its kernels per layout (see the file comment).
 struct RuleKernels {
-  std::string name;
-  std::vector<HyperInfo> hypers;
+  std::string name; ///< the rule's name
+  std::vector<HyperInfo> hypers; ///< declaration order, then the step hypers
   std::vector<StateInfo> states;         ///< declaration order, scalar and elementwise mixed
   std::vector<ReductionInfo> reductions; ///< grouped by phase, ascending
-  int numPhases = 1;
+  int numPhases = 1; ///< passes over memory per step
   std::vector<int> numUniforms;          ///< per phase
-  InitFn init = nullptr;
+  InitFn init = nullptr; ///< initial state values
   std::vector<UniformsFn> uniforms;      ///< per phase
-  ScalarUpdateFn scalarUpdate = nullptr;
+  ScalarUpdateFn scalarUpdate = nullptr; ///< new scalar states after a step; null without scalar states
   std::vector<LayoutKernels> layouts;    ///< at least one
   /// The CPU the kernels were compiled for ("host" = this process's CPU).
   std::string cpu = "host";

@@ -15,8 +15,10 @@
 
 namespace optrt {
 
+/// A hyper's value as a function of the step (see the file comment).
 class Schedule {
 public:
+  /// `value(count)` for count completed steps; `description` says what it is.
   Schedule(std::string description, std::function<double(int64_t count)> value)
       : description_(std::move(description)), value_(std::move(value)) {}
   /// The value for the step after `count` completed ones (count >= 0).

@@ -20,6 +20,7 @@
 
 namespace optrt {
 
+/// What a step does around the rule: loss scaling, the non-finite check, clipping.
 struct StepOptions {
   /// The factor the gradients carry (the loss was multiplied by it before
   /// the backward pass); the kernels divide it out. Finite and positive. A
@@ -38,6 +39,7 @@ struct StepOptions {
   std::optional<double> clipValue;
 };
 
+/// What a step did.
 struct StepResult {
   /// A gradient held Inf or NaN: nothing changed (params, masters, states,
   /// q8 absmax, scalar states, step counts).

@@ -62,7 +62,7 @@ uint16_t f32ToF16Stochastic(float x, uint32_t random);
 /// param and restores as a NaN (payload not kept), never as a number.
 struct ParamRemainder {
   uint16_t param; ///< bf16 bits
-  int16_t remainder;
+  int16_t remainder; ///< the low 16 bits of the f32 master, signed
 };
 ParamRemainder splitMaster(float master);
 float joinMaster(uint16_t paramBf16, int16_t remainder);
@@ -90,8 +90,11 @@ inline constexpr uint32_t kQ8BlockElements = 256;
 /// lower entry.
 class Q8Map {
 public:
+  /// The map bitsandbytes builds (create_dynamic_map), signed or unsigned; `fusedLinspace` picks which of torch's linspace roundings (docs/layouts.md).
   explicit Q8Map(bool isSigned, bool fusedLinspace = true);
+  /// Whether the map covers [-1, 1] (else [0, 1]).
   bool isSigned() const { return signed_; }
+  /// The 256 entries, ascending.
   const std::array<float, 256> &values() const { return values_; }
   /// thresholds()[i]: the smallest f32 that is nearer map[i+1] than map[i].
   const std::array<float, 255> &thresholds() const { return thresholds_; }
@@ -111,6 +114,7 @@ private:
 const Q8Map &q8Map(bool isSigned);
 inline const Q8Map &q8MapFor(Dtype dtype) { return q8Map(dtype == Dtype::Q8Signed); }
 
+/// What a block-wise quantisation met.
 struct Q8BlockStats {
   size_t nonFinite = 0; ///< NaN and +-Inf inputs (see the policy below)
 };
@@ -149,10 +153,10 @@ enum class Rounding { Nearest, Stochastic };
 
 /// How bf16/f16 writes round; stochastic bits use (seed, step, firstIndex + i).
 struct WriteRounding {
-  Rounding mode = Rounding::Nearest;
-  uint32_t seed = 0;
-  uint64_t step = 0;
-  uint64_t firstIndex = 0;
+  Rounding mode = Rounding::Nearest; ///< nearest even or stochastic
+  uint32_t seed = 0; ///< seed of the stochastic bits
+  uint64_t step = 0; ///< the step the bits are drawn for
+  uint64_t firstIndex = 0; ///< the element index of the first value written
 };
 
 /// Bytes of n elements stored as dtype, absmax blocks of q8 excluded.

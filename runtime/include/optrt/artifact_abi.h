@@ -82,28 +82,32 @@ typedef void (*optdsl_scalar_update_fn)(const double *hypers, double step, const
 #define OPTDSL_RANGE_LOWER_OPEN 1u /* lower itself excluded */
 #define OPTDSL_RANGE_UPPER_OPEN 2u /* upper itself excluded */
 
+/** A hyper of the rule. */
 typedef struct optdsl_hyper {
-  const char *name;
-  double default_value;
+  const char *name;     /**< as the rule declares it */
+  double default_value; /**< the value a new group gets */
   uint32_t fixed;       /**< 1: folded into the kernels at default_value */
   uint32_t range_flags; /**< OPTDSL_RANGE_* */
-  /* The values the rule allows (+-infinity where unbounded); the kernels may
+  /** The values the rule allows (+-infinity where unbounded); the kernels may
    * rely on them, so a loader must refuse any other value. */
   double lower;
-  double upper;
+  double upper; /**< see lower */
 } optdsl_hyper;
 
+/** A state of the rule. */
 typedef struct optdsl_state {
-  const char *name;
+  const char *name; /**< as the rule declares it */
   uint32_t scalar; /**< 1: one double per tensor; 0: one value per element */
-  uint32_t reserved;
+  uint32_t reserved; /**< 0 */
 } optdsl_state;
 
+/** A per-tensor reduction of the rule. */
 typedef struct optdsl_reduction {
   uint32_t kind; /**< optdsl_reduction_kind */
   int32_t phase; /**< accumulated in this phase; usable from phase + 1 */
 } optdsl_reduction;
 
+/** One buffer a layout's kernels take. */
 typedef struct optdsl_buffer {
   uint32_t role;           /**< optdsl_buffer_role */
   uint32_t dtype;          /**< optdsl_dtype */
@@ -111,47 +115,47 @@ typedef struct optdsl_buffer {
   uint32_t block_elements; /**< elements per absmax block of a q8 state, else 0 */
 } optdsl_buffer;
 
-/* Device code of a layout for one GPU architecture. */
+/** Device code of a layout for one GPU architecture. */
 typedef struct optdsl_cuda_image {
   const char *arch;       /**< "sm_80", "sm_90": the oldest GPU it runs on */
   const char *ptx;        /**< NUL-terminated PTX; the driver JITs it where no cubin fits */
   int32_t ptx_version;    /**< PTX ISA version times 10 (78 = 7.8) */
-  uint32_t reserved;
+  uint32_t reserved;      /**< 0 */
   const void *cubin;      /**< ptxas output for exactly `arch`, or null */
-  uint64_t cubin_size;
+  uint64_t cubin_size;    /**< bytes of cubin */
 } optdsl_cuda_image;
 
-/* A layout's CUDA kernels: device code per architecture and the entry
+/** A layout's CUDA kernels: device code per architecture and the entry
  * names and launch facts of optrt/CudaKernels.h (which documents the
  * device ABI these kernels follow). */
 typedef struct optdsl_cuda {
-  uint32_t num_images;
-  int32_t block_size;
+  uint32_t num_images;                   /**< entries of images */
+  int32_t block_size;                    /**< threads per block every kernel is built for */
   const optdsl_cuda_image *images;       /**< ascending arch */
   const char *const *uniforms_entries;   /**< one per phase */
   const char *const *element_entries;    /**< one per phase */
   const char *const *finish_entries;     /**< one per phase, "" where no reduction */
   const char *scalars_entry;             /**< "" when the rule has no scalar state */
-  const char *advance_entry;
-  int32_t buffers_per_tensor;
-  int32_t uniform_stride;
-  int32_t partial_stride;
-  uint32_t num_fixed_hypers;
+  const char *advance_entry;             /**< advances the device step counter */
+  int32_t buffers_per_tensor;            /**< buffers per tensor in the buffers table */
+  int32_t uniform_stride;                /**< f32 slots per tensor in the uniforms table */
+  int32_t partial_stride;                /**< f64 slots per chunk in the partials table */
+  uint32_t num_fixed_hypers;             /**< entries of the two tables below */
   const char *const *fixed_hyper_names;  /**< hypers folded into the device code */
-  const double *fixed_hyper_values;
+  const double *fixed_hyper_values;      /**< their values */
 } optdsl_cuda;
 
-/* One storage layout the kernels were compiled for. */
+/** One storage layout the kernels were compiled for. */
 typedef struct optdsl_layout {
   const char *name; /**< canonical text, e.g. "f32" or "param=bf16,master=f32" */
-  uint32_t num_buffers;
-  uint32_t reserved;
-  const optdsl_buffer *buffers;
+  uint32_t num_buffers;            /**< entries of buffers */
+  uint32_t reserved;               /**< 0 */
+  const optdsl_buffer *buffers;    /**< what its kernels' buffers argument holds, in order */
   const optdsl_kernel_fn *kernels; /**< one per phase */
   const optdsl_cuda *cuda;         /**< null when built without the CUDA target */
 } optdsl_layout;
 
-/* The kernels compiled for one CPU of a fat artifact (`optc --cpu=portable`,
+/** The kernels compiled for one CPU of a fat artifact (`optc --cpu=portable`,
  * the default): the same layouts, in the same order, as the artifact's
  * `layouts`, each a table of one kernel per phase. The host functions (init,
  * uniforms, scalar_update) are the artifact's own, built for its baseline
@@ -162,35 +166,36 @@ typedef struct optdsl_cpu_variant {
   const optdsl_kernel_fn *const *kernels; /**< num_layouts tables of num_phases kernels */
 } optdsl_cpu_variant;
 
+/** The descriptor optdsl_artifact_descriptor returns: everything a loader needs. */
 typedef struct optdsl_artifact {
   uint32_t abi_version; /**< OPTDSL_ABI_VERSION */
-  uint32_t num_hypers;
+  uint32_t num_hypers;  /**< entries of hypers */
   const char *rule;     /**< the rule's name */
   const char *producer; /**< "OptDSL <version> (MLIR/LLVM <version>)" */
   const char *cpu;      /**< the CPU the kernels were compiled for, e.g. "x86-64-v3" */
-  /* Comma-separated instruction-set features the kernels need, from a fixed
+  /** Comma-separated instruction-set features the kernels need, from a fixed
    * list a loader can test: sse4.2 avx avx2 fma f16c avx512f avx512bw
    * avx512dq avx512vl avx512vbmi avx512bf16 (a loader that does not know a name
    * refuses the artifact, as it should). */
   const char *cpu_features;
-  const optdsl_hyper *hypers;
-  uint32_t num_states;
-  uint32_t num_reductions;
-  const optdsl_state *states;
-  const optdsl_reduction *reductions;
-  int32_t num_phases;
-  uint32_t num_layouts;
+  const optdsl_hyper *hypers;         /**< declaration order, then the step hypers */
+  uint32_t num_states;                /**< entries of states */
+  uint32_t num_reductions;            /**< entries of reductions */
+  const optdsl_state *states;         /**< declaration order */
+  const optdsl_reduction *reductions; /**< grouped by phase, ascending */
+  int32_t num_phases;                 /**< passes over memory per step */
+  uint32_t num_layouts;               /**< entries of layouts */
   const int32_t *num_uniforms; /**< one per phase */
-  optdsl_init_fn init;
+  optdsl_init_fn init;                /**< initial state values */
   const optdsl_uniforms_fn *uniforms; /**< one per phase */
-  optdsl_scalar_update_fn scalar_update;
-  const optdsl_layout *layouts;
-  /* Best first; a loader runs the first whose cpu_features this CPU has. The
+  optdsl_scalar_update_fn scalar_update; /**< new scalar states after a step */
+  const optdsl_layout *layouts;          /**< the layouts compiled in */
+  /** Best first; a loader runs the first whose cpu_features this CPU has. The
    * last is the baseline `cpu`, whose kernels `layouts` also lists. 0: the
    * kernels of `layouts` are the only ones, for `cpu`. */
   uint32_t num_variants;
-  uint32_t reserved_variants;
-  const optdsl_cpu_variant *variants;
+  uint32_t reserved_variants;          /**< 0 */
+  const optdsl_cpu_variant *variants;  /**< num_variants entries */
 } optdsl_artifact;
 
 #ifdef __cplusplus
