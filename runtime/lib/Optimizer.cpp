@@ -331,19 +331,30 @@ double Optimizer::Impl::gradSumOfSquares() {
   return sum;
 }
 
+namespace {
+
+/// What `schedule` gives hyper `info` of group g at its next step, or a
+/// std::invalid_argument naming all of them when that is outside the
+/// hyper's range.
+double nextScheduledValue(const Schedule &schedule, const HyperInfo &info, size_t g, int64_t steps,
+                          const char *caller) {
+  double value = schedule(steps);
+  if (!std::isfinite(value) || !info.range.contains(value))
+    throw std::invalid_argument(std::string(caller) + ": " + schedule.description() + " gives hyper '" + info.name +
+                                "' of group " + std::to_string(g) + " the value " + HyperRange::format(value) +
+                                " at its step " + std::to_string(steps + 1) + ", outside its range " +
+                                info.range.str());
+  return value;
+}
+
+} // namespace
+
 std::vector<Optimizer::Impl::ScheduledValue> Optimizer::Impl::scheduledValues(const char *caller) const {
   std::vector<ScheduledValue> values;
   for (size_t g = 0; g < groups.size(); ++g)
-    for (const auto &[hyper, schedule] : groups[g].schedules) {
-      double value = schedule(groups[g].steps);
-      const HyperInfo &info = layout.rule().hypers[hyper];
-      if (!std::isfinite(value) || !info.range.contains(value))
-        throw std::invalid_argument(std::string(caller) + ": " + schedule.description() + " gives hyper '" +
-                                    info.name + "' of group " + std::to_string(g) + " the value " +
-                                    HyperRange::format(value) + " at its step " + std::to_string(groups[g].steps + 1) +
-                                    ", outside its range " + info.range.str());
-      values.push_back({g, hyper, value});
-    }
+    for (const auto &[hyper, schedule] : groups[g].schedules)
+      values.push_back(
+          {g, hyper, nextScheduledValue(schedule, layout.rule().hypers[hyper], g, groups[g].steps, caller)});
   return values;
 }
 
@@ -428,12 +439,7 @@ void Optimizer::schedule(const std::string &name, Schedule schedule, int group) 
   for (size_t g = 0; g < s.groups.size(); ++g) {
     if (group != -1 && static_cast<size_t>(group) != g)
       continue;
-    double next = schedule(s.groups[g].steps);
-    if (!std::isfinite(next) || !info.range.contains(next))
-      throw std::invalid_argument(std::string(caller) + ": " + schedule.description() + " gives hyper '" + name +
-                                  "' of group " + std::to_string(g) + " the value " + HyperRange::format(next) +
-                                  " at its step " + std::to_string(s.groups[g].steps + 1) + ", outside its range " +
-                                  info.range.str());
+    nextScheduledValue(schedule, info, g, s.groups[g].steps, caller);
   }
   for (size_t g = 0; g < s.groups.size(); ++g)
     if (group == -1 || static_cast<size_t>(group) == g)

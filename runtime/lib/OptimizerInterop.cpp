@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <optional>
 #include <set>
 
 namespace optrt {
@@ -17,6 +18,15 @@ constexpr const char *kFormat = "optdsl-optim-state/1";
 
 std::string stateKey(size_t tensor, const std::string &name) {
   return "state." + std::to_string(tensor) + "." + name;
+}
+
+/// A scalar tensor's value (F64 or F32), or nullopt when it is not one.
+std::optional<double> scalarOf(const detail::SafeTensor &tensor) {
+  if (tensor.dtype == "F64" && tensor.bytes.size() == sizeof(double))
+    return *reinterpret_cast<const double *>(tensor.bytes.data());
+  if (tensor.dtype == "F32" && tensor.bytes.size() == sizeof(float))
+    return *reinterpret_cast<const float *>(tensor.bytes.data());
+  return std::nullopt;
 }
 
 template <typename T> std::vector<char> bytesOf(const T *values, size_t n) {
@@ -152,20 +162,16 @@ void Optimizer::importSafetensors(const std::string &path) {
     for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
       size_t t = s.groups[g].firstTensor + i;
       const detail::Tensor &tensor = s.tensors[t];
-      const detail::SafeTensor &step = find(t, "step");
-      double stepValue = step.dtype == "F64" ? *reinterpret_cast<const double *>(step.bytes.data())
-                                             : *reinterpret_cast<const float *>(step.bytes.data());
-      if (step.bytes.size() != (step.dtype == "F64" ? 8u : 4u) || stepValue != static_cast<double>(steps[g]))
+      std::optional<double> step = scalarOf(find(t, "step"));
+      if (!step || *step != static_cast<double>(steps[g]))
         fail("'" + stateKey(t, "step") + "' is not the step of its group (" + std::to_string(steps[g]) +
              "); OptDSL keeps one step count per group");
       for (const StateInfo &state : rule.states) {
         if (state.scalar) {
-          const detail::SafeTensor &value = find(t, state.name);
-          if (value.bytes.size() != (value.dtype == "F64" ? 8u : 4u))
-            fail("'" + stateKey(t, state.name) + "' is not a scalar");
-          double x = value.dtype == "F64" ? *reinterpret_cast<const double *>(value.bytes.data())
-                                          : *reinterpret_cast<const float *>(value.bytes.data());
-          scalars[t * s.layout.numScalar() + s.layout.scalarIndex(state.name, caller)] = x;
+          std::optional<double> value = scalarOf(find(t, state.name));
+          if (!value)
+            fail("'" + stateKey(t, state.name) + "' is not an F64 or F32 scalar");
+          scalars[t * s.layout.numScalar() + s.layout.scalarIndex(state.name, caller)] = *value;
           continue;
         }
         if (detail::findBuffer(tensor.layout->buffers, BufferRole::State,
