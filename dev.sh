@@ -16,7 +16,8 @@ LLVM_BIN=/usr/lib/llvm-19/bin
 LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
           libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
-          clang-19 libclang-rt-19-dev doxygen)
+          clang-19 libclang-rt-19-dev doxygen
+          fortunes gnuplot-nox) # the demo's text and its plots
 
 install_deps() {
   local missing=()
@@ -93,11 +94,15 @@ demo() {
   done
   echo "   $(ls dsl/*.opt | wc -l) rules ok"
   echo
-  echo "== charlm: a character-level language model trained with AdamW and with AdEMAMix,"
-  echo "   each with f32 and with 8-bit block-wise states (state=q8), same data,"
+  echo "== rosenbrock: the AdEMAMix paper's toy, Adam against AdEMAMix"
+  "$BUILD_DIR/bin/rosenbrock" --plot "$BUILD_DIR/rosenbrock"
+  echo
+  echo "== charlm: a character-level language model trained with AdamW and with AdEMAMix"
+  echo "   in f32, in bf16 with an f32 master, and with 8-bit states too; same data,"
   echo "   initialisation and schedule (how to read it: examples/README.md)"
-  "$BUILD_DIR/bin/charlm" --layout f32 --layout state=q8 \
-    --plot "$BUILD_DIR/charlm-loss.svg" --csv "$BUILD_DIR/charlm-loss.csv"
+  "$BUILD_DIR/bin/charlm" --layout f32 --layout param=bf16,grad=bf16,master=f32 \
+    --layout param=bf16,grad=bf16,master=f32,state=q8 \
+    --plot "$BUILD_DIR/charlm-loss" --csv "$BUILD_DIR/charlm-loss.csv"
 }
 
 case "${1:-}" in

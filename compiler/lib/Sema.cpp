@@ -2,6 +2,7 @@
 
 #include "optdsl/Parser.h"
 #include "optrt/RuleKernels.h"
+#include "optrt/Spelling.h"
 
 #include <algorithm>
 #include <cmath>
@@ -51,37 +52,6 @@ std::vector<std::string> CheckedRule::hyperNames() const {
 }
 
 namespace {
-
-size_t editDistance(const std::string &a, const std::string &b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j)
-    row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1])});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-/// "; did you mean 'x'?" for the closest candidate within a third of the name
-/// that keeps some of it ('a' is no typo of 'm').
-std::string suggestion(const std::string &name, const std::vector<std::string> &candidates) {
-  const std::string *best = nullptr;
-  size_t bestDistance = std::min(std::max<size_t>(1, name.size() / 3) + 1, name.size());
-  for (const std::string &candidate : candidates) {
-    size_t distance = editDistance(name, candidate);
-    if (distance < bestDistance) {
-      bestDistance = distance;
-      best = &candidate;
-    }
-  }
-  return best ? "; did you mean '" + *best + "'?" : "";
-}
 
 constexpr unsigned kMaxSuggestions = 50;
 
@@ -312,7 +282,7 @@ private:
     if (it == scope_.end()) {
       diags_.error(stmt.nameRange,
                    "unknown name '" + stmt.name + "'" +
-                       (maySuggest() ? suggestion(stmt.name, assignableNames()) : ""));
+                       (maySuggest() ? optrt::didYouMean(stmt.name, assignableNames()) : ""));
       return;
     }
     Symbol &target = result_.symbols[it->second];
@@ -394,7 +364,7 @@ private:
       } else {
         diags_.error(expr.range,
                      "unknown name '" + expr.name + "'" +
-                         (maySuggest() ? suggestion(expr.name, visibleNames()) : ""));
+                         (maySuggest() ? optrt::didYouMean(expr.name, visibleNames()) : ""));
       }
       return;
     }
@@ -418,7 +388,7 @@ private:
       std::vector<const BuiltinInfo *> named = builtinsNamed(expr.name);
       if (named.empty()) {
         diags_.error(expr.nameRange, "unknown function '" + expr.name + "'" +
-                                         suggestion(expr.name, builtinNames()));
+                                         optrt::didYouMean(expr.name, builtinNames()));
       } else {
         // Fewest arguments first: "takes 1 or 2 arguments".
         std::sort(named.begin(), named.end(),

@@ -4,7 +4,9 @@
 #include "Hypers.h"
 #include "Options.h"
 #include "RuleSource.h"
-#include "SvgPlot.h"
+#include "LossPlot.h"
+#include "Report.h"
+#include "Gnuplot.h"
 #include "Trainer.h"
 
 #include <algorithm>
@@ -20,8 +22,6 @@
 
 namespace charlm {
 namespace {
-
-const char *const kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"};
 
 std::string format(const char *pattern, auto... values) {
   char text[512];
@@ -41,26 +41,6 @@ void writeCsv(const std::string &path, const std::vector<RunResult> &results) {
           << format("%.6f", point.valLoss) << "\n";
   if (!csv.flush())
     throw std::runtime_error("cannot write '" + path + "': write error");
-}
-
-Plot lossPlot(const std::vector<RunResult> &results, double unigram) {
-  Plot plot;
-  plot.title = "charlm: loss per character";
-  plot.xLabel = "optimizer step";
-  plot.yLabel = "cross-entropy (nats per character)";
-  for (size_t r = 0; r < results.size(); ++r) {
-    const char *color = kColors[r % std::size(kColors)];
-    PlotSeries val{results[r].label + " validation", color, false, {}};
-    PlotSeries train{results[r].label + " training", color, true, {}};
-    for (const auto &point : results[r].curve) {
-      val.points.push_back({double(point.step), point.valLoss});
-      train.points.push_back({double(point.step), point.trainLoss});
-    }
-    plot.series.push_back(std::move(val));
-    plot.series.push_back(std::move(train));
-  }
-  plot.references.push_back({format("unigram entropy %.3f", unigram), unigram});
-  return plot;
 }
 
 } // namespace
@@ -137,10 +117,11 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   size_t validationCount = validationPositions(corpus, options.context, 0).size();
   if (validationCount == 0 || corpus.train.size() <= static_cast<size_t>(options.context))
     return inputError("the corpus is too small for a context of " + std::to_string(options.context) + " characters");
+  const std::string plotStem = examples::plotStem(options.plot);
   {
-    std::ofstream probe(options.plot);
+    std::ofstream probe(plotStem + ".svg");
     if (!probe)
-      return inputError("cannot write the plot '" + options.plot + "': " + std::strerror(errno));
+      return inputError("cannot write the plot '" + plotStem + ".svg': " + std::strerror(errno));
   }
 
   TrainConfig config;
@@ -154,7 +135,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   config.minLrFraction = options.minLr;
   config.clip = options.clip;
   config.lossScale = options.lossScale;
-  config.evalEvery = options.evalEvery > 0 ? options.evalEvery : std::max(1, options.steps / 12);
+  config.evalEvery = options.evalEvery > 0 ? options.evalEvery : std::max(1, options.steps / 100);
+  config.printEvery = std::max(1, options.steps / 10);
   config.evalPositions = options.evalPositions;
   config.seed = options.seed;
   config.threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
@@ -163,7 +145,9 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   std::string hidden;
   for (int width : config.model.hidden)
     hidden += (hidden.empty() ? "" : ",") + std::to_string(width);
-  out << "corpus     " << options.corpus << ": " << corpus.files.size() << " files (symbolic links skipped), "
+  out << "corpus     " << options.corpus << ": " << corpus.files.size() << " text files (symbolic links"
+      << (corpus.binaryFilesSkipped ? " and " + std::to_string(corpus.binaryFilesSkipped) + " binary files" : "")
+      << " skipped), "
       << corpus.train.size() << " training + " << corpus.validation.size() << " validation characters, "
       << corpus.vocabSize() << " distinct in training\n"
       << "           validation: " << validationCount << " characters scored, "
@@ -187,10 +171,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     out << "\n";
   }
   for (size_t r = 0; r < rules.size(); ++r) {
-    out << "rule       " << rules[r].runName() << " (" << rules[r].origin << ")";
-    for (const auto &[name, value] : hypers[r])
-      out << " " << name << "=" << format("%g", value);
-    out << "\n";
+    out << "rule       " << rules[r].runName() << " (" << rules[r].origin << "): "
+        << describeHypers(rules[r], hypers[r]) << "\n";
   }
   out << "\n" << std::flush;
 
@@ -203,41 +185,34 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     }
   }
 
-  // The rule column is as wide as the longest name (a user's rule may be long).
-  int width = 12;
-  for (const RunResult &result : results)
-    width = std::max(width, static_cast<int>(result.label.size()));
-  out << "\n"
-      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "rule", "val loss", "bits/char", "optimizer",
-                "optimizer", "state bytes", "train")
-      << format("%-*s %10s %10s %14s %12s %14s %9s\n", width, "", "(nats)", "", "ms/step", "share", "per param",
-                "time s");
-  int skipped = 0;
-  for (const RunResult &result : results) {
-    double stepSeconds = result.modelSeconds + result.optimizerSeconds;
-    out << format("%-*s %10.4f %10.4f %14.3f %11.1f%% %14.2f %9.1f\n", width, result.label.c_str(),
-                  result.finalValLoss, result.finalValLoss / std::log(2.0), 1e3 * result.optimizerSeconds / result.steps,
-                  100 * result.optimizerSeconds / stepSeconds, result.stateBytesPerParam, stepSeconds);
-    skipped += result.skippedSteps;
-  }
+  out << "\n";
+  printResultTable(results, out);
   if (config.lossScale != 0)
     for (const RunResult &result : results)
-      out << format("%-*s skipped %d of %d steps (a gradient overflowed the loss scale)\n", width,
-                    result.label.c_str(), result.skippedSteps, result.steps);
+      out << result.label << ": skipped " << result.skippedSteps << " of " << result.steps
+          << " steps (a gradient overflowed the loss scale)\n";
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
-                "scored validation characters\n",
+                "scored validation characters; bytes per parameter from the runtime's memory report\n",
                 unigram, unigram / std::log(2.0), validationCount);
 
+  std::vector<Match> matches = tokensToMatch(results);
+  if (!matches.empty()) {
+    out << "tokens to match (the AdEMAMix paper's measure; validation loss on the curves' " << config.evalPositions
+        << " characters):\n";
+    printTokensToMatch(matches, config.batch, out);
+  }
+
   try {
-    writeSvg(lossPlot(results, unigram), options.plot);
+    drawLossCurves(results, unigram, config.batch, plotStem);
     if (!options.csv.empty())
       writeCsv(options.csv, results);
   } catch (const std::exception &e) {
     return inputError(e.what());
   }
   std::error_code ec;
-  auto absolute = std::filesystem::absolute(options.plot, ec);
-  out << "loss curves: " << (ec ? options.plot : absolute.string()) << "\n";
+  auto absolute = std::filesystem::absolute(plotStem, ec);
+  std::string shown = ec ? plotStem : absolute.string();
+  out << "loss curves: " << shown << ".svg and " << shown << ".png (gnuplot script " << shown << ".gp)\n";
   if (!options.csv.empty())
     out << "curves as CSV: " << options.csv << "\n";
   return 0;

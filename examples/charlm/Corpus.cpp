@@ -69,11 +69,25 @@ Corpus loadCorpus(const std::string &pathName, double validationFraction) {
     throw std::runtime_error("corpus '" + pathName + "' is neither a regular file nor a directory");
   }
 
-  std::vector<std::string> texts;
-  for (const fs::path &file : files)
-    texts.push_back(readFile(file));
-
+  // Binary files (a NUL byte: fortune's .dat indexes beside its text files)
+  // are no text to learn; they are skipped and counted.
   Corpus corpus;
+  std::vector<std::string> texts;
+  std::vector<fs::path> textFiles;
+  for (const fs::path &file : files) {
+    std::string text = readFile(file);
+    if (text.find('\0') != std::string::npos) {
+      ++corpus.binaryFilesSkipped;
+      continue;
+    }
+    texts.push_back(std::move(text));
+    textFiles.push_back(file);
+  }
+  if (texts.empty())
+    throw std::runtime_error("corpus '" + pathName + "' holds no text file (" +
+                             std::to_string(corpus.binaryFilesSkipped) + " binary files skipped)");
+  files = std::move(textFiles);
+
   std::vector<size_t> cuts;
   bool seen[256] = {};
   for (const std::string &text : texts) {

@@ -11,6 +11,8 @@ namespace charlm {
 struct Corpus {
   /// The files read, in order, and how many bytes each gave.
   std::vector<std::string> files;
+  /// Files skipped because they hold a NUL byte (not text).
+  size_t binaryFilesSkipped = 0;
   /// Byte value -> token id, or -1 for a byte that the training split lacks.
   int idOf[256];
   /// Token id -> byte value: the training split's alphabet.
@@ -37,7 +39,8 @@ struct Corpus {
 
 /// Reads path: a regular file, or a directory whose regular files (not
 /// symbolic links: /usr/share/common-licenses has GPL -> GPL-3 and the like,
-/// which would count the same text twice) are read in sorted name order.
+/// which would count the same text twice; nor binary files, those holding a
+/// NUL byte, such as fortune's .dat indexes) are read in sorted name order.
 /// The last validationFraction of every file is held out, so that the
 /// validation text covers every document rather than only the last ones (and
 /// near-identical licence versions have the same part held out). The

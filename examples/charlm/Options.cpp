@@ -1,6 +1,7 @@
 #include "Options.h"
 
 #include "optrt/Layout.h"
+#include "optrt/Spelling.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -14,7 +15,8 @@ const char *const kUsage = R"(usage: charlm [options]
 
 Trains a character-level language model (an MLP over a window of characters)
 on a text corpus with each rule in turn, from the same initialisation and on
-the same batches, then prints a table and writes a loss-curve plot (SVG).
+the same batches, then prints a table and draws the loss curves (SVG and PNG,
+with gnuplot).
 
 rules:
   --rule NAME|FILE      a built-in rule (adamw, ademamix) or a .opt file, compiled
@@ -30,16 +32,18 @@ rules:
                         param=bf16,master=f32 (the model computes with the bf16
                         params) or param=f16,grad=f16,master=f32 (with
                         --loss-scale). Built-in rules carry f32, state=bf16,
-                        state=q8 and these two
+                        state=q8, these two and param=bf16,grad=bf16,master=f32
+                        with and without state=q8
 data and model:
-  --corpus PATH         a file, or a directory whose regular files are read in
-                        sorted order (default /usr/share/common-licenses)
+  --corpus PATH         a file, or a directory whose text files are read in sorted
+                        order (default /usr/share/games/fortunes, Debian's
+                        fortunes package: 2.6 MB of quotations, poems, jokes)
   --validation F        fraction of each file held out (default 0.1)
   --context N           characters of context (default 16)
   --embed N             embedding width (default 16)
   --hidden N[,N...]     widths of the tanh layers (default 512,512)
 training:
-  --steps N             optimizer steps per rule (default 3000)
+  --steps N             optimizer steps per rule (default 5000)
   --batch N             characters per step (default 256)
   --warmup N            LR warm-up steps (default steps/20), then cosine decay
   --min-lr F            the decay's floor as a fraction of the peak (default 0.1)
@@ -50,18 +54,31 @@ training:
                         divide it out in the step; dynamic: torch GradScaler's
                         (2^16, halved on an overflow, doubled after 2000 clean
                         steps); a step with an Inf/NaN gradient is skipped
-  --eval-every N        steps between progress lines and curve points (default steps/12)
+  --eval-every N        steps between curve points (default steps/100; a progress
+                        line every steps/10)
   --eval-chars N        validation characters per curve point (default 4096;
                         the final loss uses all of them)
   --seed N              initialisation and batch order (default 1)
   --threads N           threads for the model and the optimizer (default: all cores)
 output:
-  --plot FILE           the loss-curve plot (default charlm-loss.svg)
+  --plot FILE           the loss curves: FILE.svg and FILE.png, with the data and
+                        the gnuplot script beside them (default charlm-loss)
   --csv FILE            the curves as CSV as well
   --help                this text
 )";
 
 namespace {
+
+/// Every option of kUsage, for "did you mean".
+std::vector<std::string> optionNames() {
+  std::vector<std::string> names;
+  std::string usage = kUsage;
+  for (size_t at = usage.find("\n  --"); at != std::string::npos; at = usage.find("\n  --", at + 1)) {
+    size_t start = at + 3, end = usage.find_first_of(" \n", start);
+    names.push_back(usage.substr(start, end - start));
+  }
+  return names;
+}
 
 long long parseInteger(const std::string &option, const std::string &text, long long low, long long high) {
   errno = 0;
@@ -189,7 +206,8 @@ Options parseOptions(const std::vector<std::string> &args) {
     } else if (arg == "--csv") {
       options.csv = value();
     } else {
-      throw UsageError("unknown option '" + arg + "' (--help lists them)");
+      // The help hint is the caller's, printed once under every usage error.
+      throw UsageError("unknown option '" + arg + "'" + optrt::didYouMean(arg, optionNames()));
     }
   }
   if (options.warmup > options.steps)

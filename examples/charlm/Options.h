@@ -21,12 +21,12 @@ struct HyperSetting {
 };
 
 struct Options {
-  std::string corpus = "/usr/share/common-licenses";
+  std::string corpus = "/usr/share/games/fortunes"; // Debian package fortunes
   double validationFraction = 0.1;
   std::vector<std::string> rules; // built-in names or .opt paths; empty: adamw, ademamix
   std::vector<HyperSetting> hypers;
   std::vector<std::string> layouts; // canonical written forms; empty: f32
-  int steps = 3000;
+  int steps = 5000;
   int batch = 256;
   int context = 16;
   int embed = 16;
@@ -36,7 +36,7 @@ struct Options {
   /// --loss-scale: 0 none, > 0 a static scale, -1 dynamic (GradScaler's).
   double lossScale = 0;
   double minLr = 0.1; // cosine floor, as a fraction of the peak
-  int evalEvery = -1; // -1: steps / 12
+  int evalEvery = -1; // -1: steps / 100
   size_t evalPositions = 4096;
   uint64_t seed = 1;
   unsigned threads = 0; // 0: every core

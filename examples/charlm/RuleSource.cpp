@@ -2,8 +2,10 @@
 
 #include "optdsl/JIT.h"
 #include "optrt/Artifact.h"
+#include "optrt/Spelling.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <stdexcept>
 
 #if !defined(CHARLM_ADAMW_SO) || !defined(CHARLM_ADEMAMIX_SO)
@@ -19,8 +21,13 @@ const std::vector<std::string> &builtinRules() {
 
 const std::vector<std::string> &builtinLayouts() {
   // Keep in step with LAYOUTS in examples/charlm/CMakeLists.txt.
-  static const std::vector<std::string> layouts{"f32", "state=bf16", "state=q8", "param=bf16,master=f32",
-                                                "param=f16,grad=f16,master=f32"};
+  static const std::vector<std::string> layouts{"f32",
+                                                "state=bf16",
+                                                "state=q8",
+                                                "param=bf16,master=f32",
+                                                "param=f16,grad=f16,master=f32",
+                                                "param=bf16,grad=bf16,master=f32",
+                                                "param=bf16,grad=bf16,master=f32,state=q8"};
   return layouts;
 }
 
@@ -31,6 +38,15 @@ LoadedRule loadRule(const std::string &spec, const std::vector<std::string> &lay
     // state are folded away.
     auto kernels = optrt::loadArtifact(spec == "adamw" ? CHARLM_ADAMW_SO : CHARLM_ADEMAMIX_SO);
     return {kernels->name, "built-in", kernels};
+  }
+  // A bare word that is no file is a misspelt built-in rather than a path.
+  bool looksLikePath = spec.find('/') != std::string::npos || spec.ends_with(".opt");
+  if (!looksLikePath && !std::filesystem::exists(spec)) {
+    std::string names;
+    for (const std::string &name : builtins)
+      names += (names.empty() ? "" : ", ") + name;
+    throw std::runtime_error("unknown rule '" + spec + "'" + optrt::didYouMean(spec, builtins) +
+                             " (built-in rules: " + names + "; any other --rule is the path of a .opt file)");
   }
   auto kernels = optdsl::jitCompileFile(spec, {}, layouts);
   return {kernels->name, spec, kernels};

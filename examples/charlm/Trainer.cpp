@@ -148,6 +148,9 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
 
   RunResult result;
   result.label = spec.rule.runName();
+  result.rule = spec.rule.label;
+  result.layout = spec.rule.layout;
+  result.memory = optimizer.memoryReport();
   result.params = optimizer.numParams();
   result.stateBytesPerParam = optimizer.stateBytesPerParam();
   std::vector<size_t> curvePositions = validationPositions(corpus, config.model.context, config.evalPositions);
@@ -156,8 +159,12 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
 
   Rng batches(config.seed ^ 0x5eed5eed5eed5eedull);
   std::vector<uint8_t> contexts(batch * context), targets(batch);
+  // Two intervals: a curve point's (its mean training loss) and a progress
+  // line's (speed, gradient norm, skipped steps), a whole number of points.
   double intervalLoss = 0, intervalModel = 0, intervalOptimizer = 0, intervalNorm = 0;
-  int intervalSteps = 0, intervalSkipped = 0, intervalNorms = 0;
+  int intervalSteps = 0, intervalSkipped = 0, intervalNorms = 0, pointSteps = 0;
+  double pointLoss = 0;
+  const int printEvery = std::max(1, (config.printEvery + config.evalEvery - 1) / config.evalEvery) * config.evalEvery;
   for (int step = 1; step <= config.steps; ++step) {
     auto t0 = Clock::now();
     for (size_t b = 0; b < batch; ++b) {
@@ -190,12 +197,18 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     intervalOptimizer += seconds(t1, t2);
     intervalLoss += loss;
     ++intervalSteps;
+    pointLoss += loss;
+    ++pointSteps;
     if (!std::isfinite(loss))
       throw std::runtime_error("the training loss is " + std::to_string(loss) +
                                " at step " + std::to_string(step) + " (diverged; try a smaller lr)");
-    if (step % config.evalEvery == 0 || step == config.steps) {
-      double valLoss = evaluate(model, corpus.validation, curvePositions, pool);
-      result.curve.push_back({step, intervalLoss / intervalSteps, valLoss});
+    if (step % config.evalEvery != 0 && step != config.steps)
+      continue;
+    double valLoss = evaluate(model, corpus.validation, curvePositions, pool);
+    result.curve.push_back({step, pointLoss / pointSteps, valLoss});
+    pointLoss = 0;
+    pointSteps = 0;
+    if (step % printEvery == 0 || step == config.steps) {
       result.modelSeconds += intervalModel;
       result.optimizerSeconds += intervalOptimizer;
       if (progress) {

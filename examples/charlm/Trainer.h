@@ -7,6 +7,7 @@
 #include "Corpus.h"
 #include "Model.h"
 #include "RuleSource.h"
+#include "optrt/MemoryReport.h"
 
 #include <cstdint>
 #include <map>
@@ -24,7 +25,8 @@ struct TrainConfig {
   double minLrFraction = 0.1;
   double clip = 0;      // max global gradient norm; 0: no clipping
   double lossScale = 0; // 0: none; > 0: static; -1: dynamic (DynamicLossScaler)
-  int evalEvery = 100;         // steps between progress lines / curve points
+  int evalEvery = 100;         // steps between curve points
+  int printEvery = 500;        // steps between progress lines (rounded up to a multiple of evalEvery)
   size_t evalPositions = 4096; // validation characters per curve point (spread evenly)
   uint64_t seed = 1;           // initialisation and batches: the same for every rule
   unsigned threads = 1;        // model and optimizer
@@ -44,7 +46,9 @@ struct CurvePoint {
 };
 
 struct RunResult {
-  std::string label;
+  std::string label;  // the run's name: rule and layout (LoadedRule::runName)
+  std::string rule;   // the rule's name
+  std::string layout; // its storage layout
   std::vector<CurvePoint> curve;
   double finalValLoss = 0; // on every validation position
   double modelSeconds = 0; // forward + backward (batch sampling included)
@@ -53,6 +57,9 @@ struct RunResult {
   int steps = 0;
   size_t params = 0;
   double stateBytesPerParam = 0;
+  /// Bytes per parameter of param, grad, master and state: the runtime's
+  /// report for the run's layout (Optimizer::memoryReport).
+  optrt::MemoryReport memory;
   double wallSeconds = 0;
 };
 
@@ -67,8 +74,8 @@ double evaluate(Model<float> &model, const std::vector<uint8_t> &stream, const s
 std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_t count);
 
 /// Trains a fresh model (initialised from config.seed) with spec's rule.
-/// Writes a progress line every config.evalEvery steps to progress when not
-/// null. Throws std::invalid_argument when the optimizer refuses a hyper,
+/// Records a curve point every config.evalEvery steps and writes a progress
+/// line about every config.printEvery steps to progress when not null. Throws std::invalid_argument when the optimizer refuses a hyper,
 /// std::runtime_error when the training loss stops being finite.
 RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &spec, std::ostream *progress);
 

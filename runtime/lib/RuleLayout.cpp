@@ -1,6 +1,7 @@
 #include "RuleLayout.h"
 
 #include "optrt/LayoutCheck.h"
+#include "optrt/Spelling.h"
 
 #include <algorithm>
 #include <charconv>
@@ -18,11 +19,18 @@ namespace {
 
 // The names a user can give values to: the step hypers (grad_scale,
 // grad_clip) are the step's own and left out.
-template <typename Info> std::string nameList(const std::vector<Info> &infos) {
-  std::string list;
+template <typename Info> std::vector<std::string> userNames(const std::vector<Info> &infos) {
+  std::vector<std::string> names;
   for (const Info &info : infos)
     if (!isStepHyper(info.name))
-      list += (list.empty() ? "" : ", ") + info.name;
+      names.push_back(info.name);
+  return names;
+}
+
+template <typename Info> std::string nameList(const std::vector<Info> &infos) {
+  std::string list;
+  for (const std::string &name : userNames(infos))
+    list += (list.empty() ? "" : ", ") + name;
   return list;
 }
 
@@ -157,7 +165,8 @@ size_t RuleLayout::hyperIndex(const std::string &name, const char *caller) const
     if (hypers[i].name == name)
       return i;
   throw std::invalid_argument(
-      std::string(caller) + ": unknown hyper '" + name + "' of rule '" + kernels_->name + "'; " +
+      std::string(caller) + ": unknown hyper '" + name + "' of rule '" + kernels_->name + "'" +
+      didYouMean(name, userNames(hypers)) + "; " +
       (nameList(hypers).empty() ? "it has no hypers" : "its hypers are: " + nameList(hypers)));
 }
 
@@ -185,7 +194,8 @@ StateSlot RuleLayout::stateSlot(const std::string &name, const char *caller) con
     if (states[i].name == name)
       return stateSlots_[i];
   throw std::invalid_argument(
-      std::string(caller) + ": unknown state '" + name + "' of rule '" + kernels_->name + "'; " +
+      std::string(caller) + ": unknown state '" + name + "' of rule '" + kernels_->name + "'" +
+      didYouMean(name, userNames(states)) + "; " +
       (states.empty() ? "it has no states" : "its states are: " + nameList(states)));
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <string>
 #include <unistd.h>
 
 namespace charlm {
@@ -21,7 +22,7 @@ Outcome runCharlm(std::vector<std::string> args) {
   std::ostringstream out, err;
   // Tiny settings, so that a run that wrongly goes ahead is still quick.
   std::vector<std::string> all{"--steps", "3", "--hidden", "8", "--eval-chars", "64",
-                               "--plot", (std::filesystem::temp_directory_path() / "charlm-test.svg").string()};
+                               "--plot", (std::filesystem::temp_directory_path() / ("charlm-test-" + std::to_string(getpid()) + ".svg")).string()};
   all.insert(all.end(), args.begin(), args.end());
   int status = runTrainer(all, out, err);
   return {status, out.str(), err.str()};
@@ -96,7 +97,9 @@ TEST(BadInput, MissingRuleFile) {
 TEST(BadInput, UnknownHyperIsNamed) {
   Outcome run = runCharlm({"--hyper", "bta1=0.9"});
   EXPECT_EQ(run.status, 2);
-  EXPECT_NE(run.err.find("charlm: error: unknown hyper 'bta1' (adamw has lr beta1"), std::string::npos) << run.err;
+  EXPECT_NE(run.err.find("charlm: error: unknown hyper 'bta1'; did you mean 'beta1'? (adamw has lr beta1"),
+            std::string::npos)
+      << run.err;
   EXPECT_NE(run.err.find("ademamix has lr beta1 beta2 beta3 alpha"), std::string::npos) << run.err;
   EXPECT_FALSE(trained(run));
 }
@@ -106,6 +109,15 @@ TEST(BadInput, HyperOfAnotherRule) {
   expectRefused({"--rule", "adamw", "--hyper", "alpha=3"}, 2, "unknown hyper 'alpha'");
   expectRefused({"--hyper", "adamw:alpha=3"}, 2, "unknown hyper 'alpha' for adamw");
   expectRefused({"--hyper", "lion:lr=1e-4"}, 2, "no rule named 'lion' in this run (rules: adamw, ademamix)");
+  expectRefused({"--hyper", "adamx:lr=1e-4"}, 2, "no rule named 'adamx' in this run; did you mean 'adamw'?");
+  expectRefused({"--hyper", "ademamix:alpah=3"}, 2, "unknown hyper 'alpah' for ademamix; did you mean 'alpha'?");
+}
+
+TEST(BadInput, MisspeltRuleGetsASuggestion) {
+  expectRefused({"--rule", "adamx"}, 1,
+                "unknown rule 'adamx'; did you mean 'adamw'? (built-in rules: adamw, ademamix; any other --rule is "
+                "the path of a .opt file)");
+  expectRefused({"--rule", "sophia"}, 1, "unknown rule 'sophia' (built-in rules");
 }
 
 TEST(BadInput, HyperFixedAtBuildTime) {
@@ -113,7 +125,11 @@ TEST(BadInput, HyperFixedAtBuildTime) {
 }
 
 TEST(BadInput, MalformedOptions) {
-  expectRefused({"--stepz", "3"}, 2, "unknown option '--stepz'");
+  expectRefused({"--stepz", "3"}, 2, "unknown option '--stepz'; did you mean '--steps'?");
+  // The hint to --help comes once, under the message.
+  Outcome run = runCharlm({"--stepz", "3"});
+  EXPECT_EQ(run.err, "charlm: error: unknown option '--stepz'; did you mean '--steps'?\n"
+                     "(charlm --help lists the options)\n");
   expectRefused({"--hyper", "lr"}, 2, "--hyper expects [RULE:]NAME=VALUE, got 'lr'");
   expectRefused({"--hyper", "lr=fast"}, 2, "--hyper lr expects a number, got 'fast'");
   expectRefused({"--steps", "-5"}, 2, "--steps expects an integer");
@@ -139,14 +155,70 @@ TEST(BadInput, HyperOutsideItsDeclaredRange) {
 
 // The good path of the same entry point, with a user's rule file compiled at
 // run time next to a built-in one: both train, the table and plot come out.
+// A rule from a file takes the trainer's value of every hyper it declares,
+// as the built-in ones do, and the banner shows each rule's every value.
 TEST(GoodInput, UserRuleFileTrainsNextToABuiltInRule) {
-  Outcome run = runCharlm({"--rule", "adamw", "--rule", kData + "/../../../examples/charlm/rules/cautious_adamw.opt",
-                       "--hyper", "cautious_adamw:lr=3e-3"});
+  std::string rule = kData + "/../../../examples/charlm/rules/cautious_adamw.opt";
+  Outcome run = runCharlm({"--rule", "adamw", "--rule", rule, "--hyper", "cautious_adamw:eps=1e-07"});
   ASSERT_EQ(run.status, 0) << run.err;
-  EXPECT_NE(run.out.find("cautious_adamw ("), std::string::npos) << run.out;
-  EXPECT_NE(run.out.find("lr=0.003"), std::string::npos) << run.out;
+  EXPECT_NE(run.out.find("rule       adamw (built-in): lr=0.003 beta1=0.9 beta2=0.99 eps=1e-08 weight_decay=0.1 "
+                         "amsgrad=0(fixed)\n"),
+            std::string::npos)
+      << run.out;
+  EXPECT_NE(run.out.find("rule       cautious_adamw (" + rule + "): lr=0.003 beta1=0.9 beta2=0.99 eps=1e-07 "
+                         "weight_decay=0.1\n"),
+            std::string::npos)
+      << run.out;
   EXPECT_NE(run.out.find("loss curves: "), std::string::npos) << run.out;
   EXPECT_TRUE(trained(run));
+}
+
+// The plot comes out as SVG and PNG through gnuplot, with a legend entry
+// per run and the data and script beside the pictures.
+TEST(GoodInput, PlotIsDrawnAsSvgAndPng) {
+  auto stem = std::filesystem::temp_directory_path() / ("charlm-plot-" + std::to_string(getpid()));
+  Outcome run = runCharlm({"--plot", stem.string() + ".svg", "--layout", "f32", "--layout", "state=q8"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  std::ifstream svgFile(stem.string() + ".svg"), png(stem.string() + ".png", std::ios::binary);
+  std::stringstream svg;
+  svg << svgFile.rdbuf();
+  for (const char *label : {"adamw state=q8", "ademamix state=q8", "unigram entropy", "validation loss"})
+    EXPECT_NE(svg.str().find(label), std::string::npos) << label;
+  char magic[8] = {};
+  png.read(magic, 8);
+  EXPECT_EQ(std::string(magic + 1, 3), "PNG");
+  EXPECT_TRUE(std::filesystem::exists(stem.string() + ".gp"));
+  EXPECT_TRUE(std::filesystem::exists(stem.string() + ".dat"));
+  for (const char *suffix : {".svg", ".png", ".gp", ".dat"})
+    std::filesystem::remove(stem.string() + suffix);
+}
+
+// The table gives each run's bytes per parameter by part, from the
+// runtime's memory report: bf16 params and grads with an f32 master and two
+// f32 states are the mission's 16 bytes; 8-bit states bring it to ~10.
+TEST(GoodInput, MemoryTableByPart) {
+  Outcome run = runCharlm({"--rule", "adamw", "--layout", "f32", "--layout", "param=bf16,grad=bf16,master=f32",
+                           "--layout", "param=bf16,grad=bf16,master=f32,state=q8"});
+  ASSERT_EQ(run.status, 0) << run.err;
+  auto row = [&](const std::string &name) {
+    size_t at = run.out.find("\n" + name + " ");
+    return at == std::string::npos ? std::string() : run.out.substr(at + 1, run.out.find('\n', at + 1) - at - 1);
+  };
+  std::istringstream f32(row("adamw")), mixed(row("adamw param=bf16,grad=bf16,master=f32"));
+  std::string name, layout;
+  double loss, bits, param, grad, master, state, total;
+  ASSERT_TRUE(f32 >> name >> loss >> bits >> param >> grad >> master >> state >> total) << run.out;
+  EXPECT_EQ(param, 4);
+  EXPECT_EQ(grad, 4);
+  EXPECT_EQ(master, 0);
+  EXPECT_EQ(total, 16);
+  ASSERT_TRUE(mixed >> name >> layout >> loss >> bits >> param >> grad >> master >> state >> total) << run.out;
+  EXPECT_EQ(param, 2);
+  EXPECT_EQ(grad, 2);
+  EXPECT_EQ(master, 4);
+  EXPECT_EQ(state, 8);
+  EXPECT_EQ(total, 16);
+  EXPECT_NE(row("adamw param=bf16,grad=bf16,master=f32,state=q8"), "") << run.out;
 }
 
 // Each rule once per layout: the runs are named by both, and the table gives

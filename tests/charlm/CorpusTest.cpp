@@ -27,6 +27,18 @@ std::string decode(const Corpus &corpus, const std::vector<uint8_t> &ids) {
   return text;
 }
 
+// fortune's directory holds a binary .dat index beside each text file.
+TEST(Corpus, BinaryFilesSkipped) {
+  TempDir dir;
+  dir.write("text", std::string(2000, 'a'));
+  dir.write("text.dat", std::string("\x02\0\0\0", 4) + std::string(2000, 'z'));
+  Corpus corpus = loadCorpus(dir.path.string(), 0.1);
+  ASSERT_EQ(corpus.files.size(), 1u);
+  EXPECT_EQ(fs::path(corpus.files[0]).filename(), "text");
+  EXPECT_EQ(corpus.binaryFilesSkipped, 1u);
+  EXPECT_EQ(corpus.vocabSize(), 1);
+}
+
 TEST(Corpus, SortedFilesTailsHeldOutSymlinksSkipped) {
   TempDir dir;
   // 1000 and 2000 bytes: the last 10% of each is held out.

@@ -159,7 +159,7 @@ TEST_F(ErrorPath, AddGroupWithUnknownHyperListsTheRulesHypers) {
       [&] {
         run.optimizer.addGroup({extra.data()}, {8}, {{"lrr", 0.1}});
       },
-      {"unknown hyper 'lrr'", "lamb_like", "lr, beta1, eps, v0"});
+      {"unknown hyper 'lrr' of rule 'lamb_like'; did you mean 'lr'?", "lr, beta1, eps, v0"});
   expectUnchanged();
 }
 
