@@ -1,6 +1,7 @@
 #include "App.h"
 
 #include "Corpus.h"
+#include "Format.h"
 #include "Hypers.h"
 #include "Options.h"
 #include "RuleSource.h"
@@ -22,12 +23,6 @@
 
 namespace charlm {
 namespace {
-
-std::string format(const char *pattern, auto... values) {
-  char text[512];
-  std::snprintf(text, sizeof text, pattern, values...);
-  return text;
-}
 
 void writeCsv(const std::string &path, const std::vector<RunResult> &results) {
   std::ofstream csv(path);

@@ -1,5 +1,7 @@
 #include "Report.h"
 
+#include "Format.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -7,12 +9,6 @@
 
 namespace charlm {
 namespace {
-
-std::string format(const char *pattern, auto... values) {
-  char text[512];
-  std::snprintf(text, sizeof text, pattern, values...);
-  return text;
-}
 
 /// 1234567 -> "1.23M"
 std::string characters(double count) {
