@@ -32,6 +32,12 @@ settings of the AdEMAMix paper's Figure 2 (examples/README.md).
   --plot FILE   the pictures: FILE.svg and FILE.png (default rosenbrock)
 )";
 
+std::string number(double value) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", value);
+  return text;
+}
+
 int usageError(const std::string &message) {
   std::cerr << "rosenbrock: error: " << message << "\n(rosenbrock --help lists the options)\n";
   return 2;
@@ -87,11 +93,11 @@ int main(int argc, char **argv) {
     const double alpha = 9;
     std::vector<rosenbrock::Trajectory> runs;
     for (double beta1 : {0.9, 0.99, 0.999})
-      runs.push_back(rosenbrock::descend("Adam beta1=" + std::to_string(beta1).substr(0, 5), adam,
+      runs.push_back(rosenbrock::descend("Adam beta1=" + number(beta1), adam,
                                          {{"lr", lr}, {"beta1", beta1}, {"beta2", 0.999}}, function, start, steps));
     for (double beta3 : {0.999, 0.9999})
       runs.push_back(rosenbrock::descend(
-          "AdEMAMix beta3=" + std::to_string(beta3).substr(0, 6), ademamix,
+          "AdEMAMix beta3=" + number(beta3), ademamix,
           {{"lr", ademamixLr}, {"beta1", 0.9}, {"beta2", 0.999}, {"beta3", beta3}, {"alpha", alpha}}, function,
           start, steps));
 
