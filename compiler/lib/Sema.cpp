@@ -405,21 +405,15 @@ private:
     }
     expr.builtin = info->id;
     if (info->isReduction) {
-      if (enclosingReduction_) {
-        diags_.error(expr.range, "reduction '" + expr.name +
-                                     "' inside the argument of another reduction");
-        diags_.note(enclosingReduction_->range, "the enclosing reduction is here");
-        return;
-      }
       if (initialValueOf_ >= 0) {
         diags_.error(expr.range, "the initial value of '" +
                                      result_.symbols[initialValueOf_].name +
                                      "' cannot use a reduction");
         return;
       }
-      enclosingReduction_ = &expr;
+      // A reduction inside the argument is one of an earlier phase, as if a
+      // `let` had named it: the argument's phase counts it.
       check(*expr.operands[0]);
-      enclosingReduction_ = nullptr;
       expr.valueKind = ValueKind::Uniform;
       // The whole tensor must be through the pass that computes the argument
       // before the result can be used: the next phase.
@@ -488,7 +482,6 @@ private:
   CheckedRule result_;
   std::map<std::string, int> scope_;
   std::vector<int> writePhase_; // per symbol: the phase of its latest value
-  const ast::Expr *enclosingReduction_ = nullptr;
   int initialValueOf_ = -1;
   unsigned suggestions_ = 0;
   std::map<std::string, const ast::Stmt *> firstLet_;

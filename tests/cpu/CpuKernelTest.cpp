@@ -274,6 +274,52 @@ TEST(Phases, APhaseWithNothingToDoIsNotRun) {
   compareWithInterpreter(lastSum, {}, {1, 17, 1000}, 3, 23);
 }
 
+Case compiledSource(const std::string &name, const std::string &text) {
+  auto file = std::make_shared<const SourceFile>(name, text);
+  std::ostringstream diagnostics;
+  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
+  EXPECT_TRUE(rule) << diagnostics.str();
+  Case c{std::move(*rule), nullptr};
+  c.kernels = jitCompile(c.rule);
+  return c;
+}
+
+/// A reduction inside another's argument is a reduction of a later phase,
+/// as when a `let` names it: both forms compile to the same kernels'
+/// results, and those match the interpreter (Language v2, "make them agree").
+TEST(Phases, ReductionInsideAReductionEqualsTheLetForm) {
+  Case inline_ = compiledSource("inline.opt", R"(
+    optimizer centred {
+      hyper lr = 0.1;
+      param = param - lr * (grad - mean(grad)) / sqrt(mean((grad - mean(grad)) * (grad - mean(grad))) + 1e-8);
+    })");
+  Case named = compiledSource("named.opt", R"(
+    optimizer centred {
+      hyper lr = 0.1;
+      let centre = mean(grad);
+      let spread = mean((grad - centre) * (grad - centre));
+      param = param - lr * (grad - centre) / sqrt(spread + 1e-8);
+    })");
+  ASSERT_EQ(inline_.rule.numPhases, 3);
+  ASSERT_EQ(named.rule.numPhases, 3);
+  compareWithInterpreter(inline_, {}, {1, 17, 1000}, 3, 29);
+
+  std::mt19937 rng(31);
+  std::vector<size_t> sizes{7, 1000};
+  Tensors a(sizes, rng), b = a;
+  for (size_t t = 0; t < sizes.size(); ++t) // the copy's pointers into its own storage
+    b.pointers[t] = b.storage.data() + (a.pointers[t] - a.storage.data());
+  optrt::Optimizer first(inline_.kernels), second(named.kernels);
+  first.addGroup(a.pointers, sizes);
+  second.addGroup(b.pointers, sizes);
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<const float *> grads = a.drawGrads(rng, step);
+    first.step({grads});
+    second.step({grads});
+  }
+  EXPECT_EQ(0, std::memcmp(a.storage.data(), b.storage.data(), a.storage.size() * sizeof(float)));
+}
+
 TEST(Jit, UnknownFixedHyperIsNamed) {
   CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
   try {
