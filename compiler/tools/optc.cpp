@@ -38,7 +38,8 @@ Checks an OptDSL rule file and prints every error as file:line:col.
 
 options:
   --emit=KIND     what to produce:
-                    check  (default) parse and check only
+                    check  (default) parse, check, and run the analyses of the
+                           build (phases, kernel generation for --layout)
                     ast    the AST with source locations
                     mlir     the rule in the opt MLIR dialect, as built from the
                              source (flat update; --fix not applied)
@@ -247,8 +248,10 @@ int main(int argc, char **argv) {
   artifact.fixed = fixed;
   if (memory)
     return printMemory(*rule, artifact, memoryLayouts, sizes, std::cout);
+  // Checking runs every analysis the build runs (the opt passes, kernel
+  // generation for the layouts), so a rule that passes builds.
   if (emit == "check")
-    return 0;
+    return optdsl::checkKernels(*rule, fixed, artifact.layouts, std::cerr) ? 0 : 1;
   if (emit == "so")
     return emitArtifact(*rule, artifact, output.empty() ? "libopt_" + rule->name() + ".so" : output);
 

@@ -372,7 +372,7 @@ TEST(SemaErrors, EveryErrorIsReportedAndCounted) {
   let a = lrr * m;
   let b = sqrtt(m);
   let c = max(m, m, m);
-  let d = norm(norm(m));
+  let d = sum(m, m);
   lr = 3;
   step = 2;
   s = m;

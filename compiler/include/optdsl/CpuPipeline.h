@@ -10,6 +10,8 @@
 
 #include "mlir/IR/MLIRContext.h"
 
+#include <ostream>
+
 namespace optdsl {
 
 struct CpuKernelModule {
@@ -24,5 +26,13 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
                                      const FixedHypers &fixed,
                                      const std::vector<std::string> &layouts = {"f32"},
                                      CpuVectorIsa isa = {});
+
+/// Every analysis the build runs, short of code generation: the opt passes
+/// (phases: e.g. a start-of-step value needed after a phase overwrote it)
+/// and kernel generation for `layouts`. Prints the located errors
+/// (file:line:col, as the build would) to `errors`; returns whether the
+/// rule would compile. What `optc FILE` runs after parsing and checking.
+bool checkKernels(const CheckedRule &rule, const FixedHypers &fixed, const std::vector<std::string> &layouts,
+                  std::ostream &errors);
 
 } // namespace optdsl

@@ -22,14 +22,10 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
     return std::runtime_error("cannot compile rule '" + rule.name() + "': " + what + "\n" +
                               rendered.str());
   };
-  checkFixedHypers(rule, fixed);
-  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context, rule);
+  std::string failure;
+  mlir::OwningOpRef<mlir::ModuleOp> optModule = buildPreparedModule(context, rule, fixed, failure);
   if (!optModule)
-    throw fail("the opt module does not verify");
-  mlir::PassManager prep(&context);
-  buildKernelPrepPipeline(prep, fixed);
-  if (mlir::failed(prep.run(*optModule)))
-    throw fail("the opt passes failed");
+    throw fail(failure);
   CpuKernelModule result;
   result.module = buildKernels(*optModule, result.signature, layouts, isa);
   if (!result.module)
@@ -37,6 +33,28 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
   if (mlir::failed(lowerToLLVMDialect(*result.module)))
     throw fail("lowering to the LLVM dialect failed");
   return result;
+}
+
+bool checkKernels(const CheckedRule &rule, const FixedHypers &fixed, const std::vector<std::string> &layouts,
+                  std::ostream &errors) {
+  mlir::MLIRContext context;
+  DiagnosticEngine diags(*rule.source);
+  MLIRDiagnosticBridge bridge(context, diags);
+  std::string failure;
+  try {
+    mlir::OwningOpRef<mlir::ModuleOp> optModule = buildPreparedModule(context, rule, fixed, failure);
+    KernelSignature signature;
+    if (optModule && !buildKernels(*optModule, signature, layouts))
+      failure = "kernel generation failed";
+  } catch (const std::invalid_argument &e) {
+    failure = e.what();
+  }
+  diags.print(errors);
+  if (failure.empty())
+    return true;
+  if (diags.errorCount() == 0) // a failure without a located error: say what failed
+    errors << "optc: error: cannot compile rule '" << rule.name() << "': " << failure << "\n";
+  return false;
 }
 
 } // namespace optdsl

@@ -42,14 +42,10 @@ public:
   /// The device module, lowered to NVVM when `lower` is set.
   mlir::OwningOpRef<mlir::ModuleOp> deviceModule(const FixedHypers &fixed, const std::string &layout, bool lower,
                                                  optrt::CudaKernels &facts) {
-    checkFixedHypers(rule_, fixed);
-    mlir::OwningOpRef<mlir::ModuleOp> optModule = buildModule(context_, rule_);
+    std::string failure;
+    mlir::OwningOpRef<mlir::ModuleOp> optModule = buildPreparedModule(context_, rule_, fixed, failure);
     if (!optModule)
-      throw fail("the opt module does not verify");
-    mlir::PassManager prep(&context_);
-    buildKernelPrepPipeline(prep, fixed);
-    if (mlir::failed(prep.run(*optModule)))
-      throw fail("the opt passes failed");
+      throw fail(failure);
     KernelSignature signature;
     // The host kernels of the layout (validated there, refused by name):
     // the device module takes their uniform and scalar-update functions.

@@ -1,6 +1,8 @@
 // The kernel-preparation pipeline and the registration of the opt passes.
 #include "optdsl/Transforms/Passes.h"
 
+#include "optdsl/MLIRGen.h"
+
 #include "mlir/Pass/PassRegistry.h"
 #include "mlir/Transforms/Passes.h"
 
@@ -67,6 +69,23 @@ void registerOptDSLPasses() {
       [](mlir::OpPassManager &pm, const KernelPrepOptions &options) {
         addKernelPrep(pm, std::vector<std::string>(options.fix.begin(), options.fix.end()));
       });
+}
+
+mlir::OwningOpRef<mlir::ModuleOp> buildPreparedModule(mlir::MLIRContext &context, const CheckedRule &rule,
+                                                      const FixedHypers &fixed, std::string &failure) {
+  checkFixedHypers(rule, fixed);
+  mlir::OwningOpRef<mlir::ModuleOp> module = buildModule(context, rule);
+  if (!module) {
+    failure = "the opt module does not verify";
+    return nullptr;
+  }
+  mlir::PassManager prep(&context);
+  buildKernelPrepPipeline(prep, fixed);
+  if (mlir::failed(prep.run(*module))) {
+    failure = "the opt passes failed";
+    return nullptr;
+  }
+  return module;
 }
 
 } // namespace optdsl

@@ -8,6 +8,8 @@
 #include "optdsl/Sema.h"
 
 #include "mlir/Pass/Pass.h"
+#include "mlir/IR/BuiltinOps.h"
+#include "mlir/IR/OwningOpRef.h"
 #include "mlir/Pass/PassManager.h"
 
 #include <map>
@@ -26,6 +28,14 @@ void checkFixedHypers(const CheckedRule &rule, const FixedHypers &fixed);
 /// opt-specialize-hypers{fix}, canonicalize, cse, opt-split-phases,
 /// opt-hoist-uniforms, canonicalize, cse: what the backends expect.
 void buildKernelPrepPipeline(mlir::OpPassManager &pm, const FixedHypers &fixed);
+
+/// MLIRGen's module of `rule` after buildKernelPrepPipeline: what every
+/// backend starts from. Checks `fixed` first (checkFixedHypers: throws
+/// std::invalid_argument). When a stage fails, returns null and sets
+/// `failure` to what failed; the located errors went to the context's
+/// diagnostic handler (an MLIRDiagnosticBridge).
+mlir::OwningOpRef<mlir::ModuleOp> buildPreparedModule(mlir::MLIRContext &context, const CheckedRule &rule,
+                                                      const FixedHypers &fixed, std::string &failure);
 
 /// Registers the passes and the `opt-kernel-prep{fix=...}` pipeline with
 /// MLIR's command-line registry (optc-opt).
