@@ -53,6 +53,13 @@ double applyBinary(ast::BinaryOp op, double a, double b) {
   return 0;
 }
 
+/// a mod b with the sign of b, as Python's and torch's `%`: fmod (exact),
+/// moved by b when its sign differs from b's.
+double floorMod(double a, double b) {
+  double r = std::fmod(a, b);
+  return r != 0 && (r < 0) != (b < 0) ? r + b : r;
+}
+
 double applyBuiltin(Builtin builtin, const double *x) {
   switch (builtin) {
   case Builtin::Sqrt: return std::sqrt(x[0]);
@@ -66,6 +73,12 @@ double applyBuiltin(Builtin builtin, const double *x) {
   case Builtin::Clamp: return minimum(maximum(x[0], x[1]), x[2]);
   case Builtin::Lerp: return x[0] + x[2] * (x[1] - x[0]);
   case Builtin::Pow: return std::pow(x[0], x[1]);
+  case Builtin::Floor: return std::floor(x[0]);
+  case Builtin::Mod: return floorMod(x[0], x[1]);
+  case Builtin::Atan2: return std::atan2(x[0], x[1]);
+  case Builtin::Cos: return std::cos(x[0]);
+  case Builtin::Sin: return std::sin(x[0]);
+  case Builtin::Tanh: return std::tanh(x[0]);
   default: return NAN; // reductions are evaluated over whole tensors
   }
 }

@@ -295,6 +295,24 @@ private:
       return builder_.create<arith::AddFOp>(at, x[0], scaled);
     }
     case Builtin::Pow: return builder_.create<math::PowFOp>(at, x[0], x[1]);
+    case Builtin::Floor: return builder_.create<math::FloorOp>(at, x[0]);
+    case Builtin::Mod: {
+      // The sign of b, as Python's and torch's `%`: frem (fmod, exact), then
+      // + b when the remainder is non-zero and its sign differs from b's.
+      Value zero = constant(0, ew, expr.range);
+      Value r = builder_.create<arith::RemFOp>(at, x[0], x[1]);
+      Value nonZero = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::ONE, r, zero);
+      Value rNegative = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OLT, r, zero);
+      Value bNegative = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OLT, x[1], zero);
+      Value signsDiffer = builder_.create<arith::XOrIOp>(at, rNegative, bNegative);
+      Value move = builder_.create<arith::AndIOp>(at, nonZero, signsDiffer);
+      Value moved = builder_.create<arith::AddFOp>(at, r, x[1]);
+      return builder_.create<arith::SelectOp>(at, move, moved, r);
+    }
+    case Builtin::Atan2: return builder_.create<math::Atan2Op>(at, x[0], x[1]);
+    case Builtin::Cos: return builder_.create<math::CosOp>(at, x[0]);
+    case Builtin::Sin: return builder_.create<math::SinOp>(at, x[0]);
+    case Builtin::Tanh: return builder_.create<math::TanhOp>(at, x[0]);
     default: return Value();
     }
   }

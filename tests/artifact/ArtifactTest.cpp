@@ -123,8 +123,7 @@ TEST_P(EveryRuleArtifact, StepsBitwiseLikeTheJit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRuleArtifact,
-                         testing::Values("sgd", "adam", "adamw", "ademamix", "nadam", "radam",
-                                         "rmsprop", "adagrad", "lion", "lamb"));
+                         testing::ValuesIn(test::libraryRules()));
 
 TEST(Artifact, AnotherInstructionSetGivesTheSameBits) {
   auto sse = optrt::loadArtifact(artifactPath("ademamix_sse"));

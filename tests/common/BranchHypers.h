@@ -4,6 +4,7 @@
 
 #include <map>
 #include <string>
+#include <vector>
 
 namespace optdsl::test {
 
@@ -27,6 +28,17 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adagrad", {{"lr_decay", 0.01}, {"initial_accumulator_value", 0.1}}},
     {"lion", {{"weight_decay", 0.1}}},
     {"lamb", {}},
+    {"adam_atan2", {{"weight_decay", 0.1}}},
 };
+
+/// Every rule of the library (dsl/<name>.opt): the tests that run each rule
+/// take this list (SemaTest checks it against the directory, so a new rule
+/// file without its entry above fails).
+inline std::vector<std::string> libraryRules() {
+  std::vector<std::string> names;
+  for (const auto &[name, hypers] : kBranchHypers)
+    names.push_back(name);
+  return names;
+}
 
 } // namespace optdsl::test

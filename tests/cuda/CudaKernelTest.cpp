@@ -157,8 +157,7 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRule,
-                         ::testing::Values("sgd", "adam", "adamw", "ademamix", "nadam", "radam", "rmsprop",
-                                           "adagrad", "lion", "lamb"),
+                         ::testing::ValuesIn(test::libraryRules()),
                          [](const auto &info) { return info.param; });
 
 /// Params and states after three steps of a fresh optimizer.

@@ -762,6 +762,30 @@ TEST(InterpreterPeers, LambZeroUpdateDoesNotDivideByZero) {
   EXPECT_NEAR(zero[0].param[2], -1e-3, 1e-8);
 }
 
+// --- Functions --------------------------------------------------------------
+
+// floor, mod (the sign of the divisor, as Python's and torch's %), atan2,
+// cos, sin, tanh: `param = f(grad)` from param 0, one step, exact values.
+TEST(InterpreterFunctions, ElementwiseMathAsPythonAndLibm) {
+  auto apply = [](const std::string &expression, Vec grads) {
+    std::optional<CheckedRule> rule =
+        compile("optimizer f { hyper k = 3; param = " + expression + "; }");
+    EXPECT_TRUE(rule);
+    Interpreter interpreter(*rule);
+    HyperValues values = interpreter.defaultHypers();
+    std::vector<TensorState> tensors{interpreter.initTensor(Vec(grads.size(), 0.0), values)};
+    interpreter.step(tensors, {grads}, 1, values);
+    return tensors[0].param;
+  };
+  EXPECT_EQ(apply("floor(grad)", {-0.5, 0.5, -2, 2.75}), (Vec{-1, 0, -2, 2}));
+  EXPECT_EQ(apply("mod(grad, k)", {-7, 7, 3, -0.5, 6.5}), (Vec{2, 1, 0, 2.5, 0.5}));
+  EXPECT_EQ(apply("mod(grad, -3)", {7, -7, 6}), (Vec{-2, -1, 0}));
+  EXPECT_EQ(apply("atan2(grad, -1)", {1, -1}), (Vec{std::atan2(1.0, -1.0), std::atan2(-1.0, -1.0)}));
+  EXPECT_EQ(apply("atan2(grad, 0)", {0, 2}), (Vec{0, M_PI / 2}));
+  EXPECT_EQ(apply("cos(grad) + sin(grad)", {0.25}), (Vec{std::cos(0.25) + std::sin(0.25)}));
+  EXPECT_EQ(apply("tanh(grad)", {-30, 0, 0.5}), (Vec{-1, 0, std::tanh(0.5)}));
+}
+
 // --- Hypers -----------------------------------------------------------------
 
 TEST(InterpreterHypers, PerStepOverrides) {

@@ -10,6 +10,7 @@ namespace optdsl {
 
 enum class Builtin {
   Sqrt, Rsqrt, Exp, Log, Abs, Sign, Min, Max, Clamp, Lerp, Pow,
+  Floor, Mod, Atan2, Cos, Sin, Tanh,
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
 };
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generate golden optimizer trajectories (format ``optdsl-golden/1``) from
 real peer implementations: torch.optim (single-tensor path, foreach=False),
-lion-pytorch (lucidrains) and timm's Lamb.
+lion-pytorch (lucidrains), timm's Lamb and adam-atan2-pytorch (lucidrains).
 
 Every case is computed exactly as tests/golden/README.md (and the shared
 FORMAT.md) describe:
@@ -15,7 +15,8 @@ FORMAT.md) describe:
 * ``float32_reference_error`` is the pass-criterion error of the same peer run
   in float32 on the same data, against ``expect``.
 
-Usage (needs torch, lion-pytorch, timm in the interpreter that runs it):
+Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch in the
+interpreter that runs it):
 
     python tests/golden/tools/make_peer_cases.py              # all cases
     python tests/golden/tools/make_peer_cases.py --only lion_basic
@@ -124,6 +125,12 @@ def build_torch(name, hy):
             return Lion(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
                         weight_decay=hy["weight_decay"], use_triton=False,
                         decoupled_weight_decay=False)
+        if name == "adam_atan2":
+            from adam_atan2_pytorch.adam_atan2 import AdamAtan2
+            # the defaults: weight decay coupled to lr, no regenerative
+            # regularisation, no cautious masking
+            return AdamAtan2(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
+                             weight_decay=hy["weight_decay"], a=hy["a"], b=hy["b"])
         if name == "lamb":
             from timm.optim.lamb import Lamb
             return Lamb(params, lr=hy["lr"], bias_correction=True,
@@ -258,6 +265,12 @@ def ref_run(peer, hy, init, grads):
                 m = s.get("m", z)
                 x = x - lr * np.sign(b1 * m + (1 - b1) * g)
                 s["m"] = b2 * m + (1 - b2) * g
+            elif peer == "adam_atan2":
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                s["m"] = s.get("m", z) + (1 - b1) * (g - s.get("m", z))
+                s["v"] = s.get("v", z) + (1 - b2) * (g * g - s.get("v", z))
+                update = np.arctan2(s["m"] / bc1, hy["b"] * np.sqrt(s["v"] / bc2))
+                x = x * (1 - lr * wd) - lr * hy["a"] * update
             elif peer == "lamb":
                 s["m"] = b1 * s.get("m", z) + (1 - b1) * g
                 s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
@@ -344,6 +357,13 @@ CASES = [
          # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
          data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
                    sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], zero_init=[2])),
+    # atan2 instead of a division: zero gradients (m == v == 0, atan2(0, 0)
+    # = 0), spikes, tiny and large scales; a and b away from their defaults.
+    dict(name="adam_atan2_basic", rule="adam_atan2", peer="adam_atan2",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.99, weight_decay=0.1, a=1.5, b=0.8),
+         sizes=[64, 9], steps=100, seed=1112,
+         data=dict(grad_scales=[1.0, 1e-4], init_scales=[1.0, 0.5], sparse_p=[0.1, 0.2],
+                   zero_steps=[(0, 1), (30, 0)], spike_p=0.1)),
     # torch.nn.utils.clip_grad_norm_ over both tensors, then AdamW: the norm
     # is above max_grad_norm on most steps (clipped) and below it on some.
     dict(name="adamw_clip", rule="adamw", peer="adamw", max_grad_norm=4.0,
@@ -359,6 +379,10 @@ def source_of(case):
     if case["peer"] == "lion":
         return (f"lion-pytorch {_pkg_version('lion-pytorch')} lion_pytorch.Lion "
                 f"(plain update_fn, use_triton=False, decoupled_weight_decay=False) on torch {tv}")
+    if case["peer"] == "adam_atan2":
+        return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
+                f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
+                f"cautious_factor=1) on torch {tv}")
     if case["peer"] == "lamb":
         return (f"timm {_pkg_version('timm')} timm.optim.Lamb (bias_correction=True, "
                 f"grad_averaging=True, max_grad_norm=None, trust_clip=False, "
