@@ -188,8 +188,9 @@ TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues
     env[rule_.hypers[slot]] = Value::of(hypers.at(slot));
   Evaluator evaluator(rule_, env, 1);
   auto initial = [&](int id) {
-    const ast::Expr *init = rule_.symbol(id).init;
-    return init ? evaluator.eval(*init).scalar : 0.0;
+    const Symbol &symbol = rule_.symbol(id);
+    // A state set from the params is 0 until the first step (stepTensor).
+    return symbol.init && !symbol.initOnFirstStep ? evaluator.eval(*symbol.init).scalar : 0.0;
   };
   TensorState tensor;
   for (int id : rule_.states)
@@ -233,6 +234,12 @@ void Interpreter::stepTensor(TensorState &tensor, const std::vector<double> &gra
     env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
 
   Evaluator evaluator(rule_, env, size);
+  // `state s = f(param);`: set at the start of the first step.
+  for (int id : rule_.states)
+    if (step == 1 && rule_.symbol(id).initOnFirstStep) {
+      Value value = evaluator.eval(*rule_.symbol(id).init);
+      env[id] = value.uniform ? Value::of(std::vector<double>(size, value.scalar)) : std::move(value);
+    }
   for (int index : rule_.body) {
     const ast::Stmt &stmt = rule_.ast.stmts[index];
     Value value = evaluator.eval(*stmt.value);

@@ -70,7 +70,9 @@ private:
         auto state = builder_.create<opt::StateOp>(
             loc(stmt.range), builder_.getStringAttr(stmt.name),
             stmt.kind == ast::StmtKind::Scalar ? builder_.getUnitAttr() : UnitAttr());
-        if (!stmt.value)
+        // No init region: 0, and a state set from the params gets its
+        // value on the first step (firstStepInits).
+        if (!stmt.value || rule_.symbol(stmt.symbol).initOnFirstStep)
           continue;
         OpBuilder::InsertionGuard guard(builder_);
         builder_.setInsertionPointToStart(&state.getInit().emplaceBlock());
@@ -110,10 +112,31 @@ private:
     return builder_.create<arith::MinimumFOp>(at, builder_.create<arith::MaximumFOp>(at, scaled, lower), upper);
   }
 
+  /// `state s = f(param);`: on the group's first step, before the body,
+  /// s = f(param) (stored, so that it holds even where the body leaves s
+  /// alone); on later steps the stored value.
+  void firstStepInits() {
+    for (int id : rule_.states) {
+      const Symbol &symbol = rule_.symbol(id);
+      if (!symbol.initOnFirstStep)
+        continue;
+      Location at = loc(symbol.init->range);
+      Value step = builder_.create<opt::StepOp>(at, builder_.getF64Type());
+      Value one = builder_.create<arith::ConstantOp>(at, builder_.getF64FloatAttr(1.0));
+      Value first = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OEQ, step, one);
+      Value initial = toFloat(gen(*symbol.init), /*elementwise=*/true, symbol.init->range);
+      Value stored = builder_.create<opt::LoadStateOp>(at, builder_.getF32Type(), symbolRef(symbol.name));
+      Value value = builder_.create<arith::SelectOp>(at, first, initial, stored);
+      builder_.create<opt::StoreStateOp>(at, symbolRef(symbol.name), value, builder_.getI64IntegerAttr(0));
+      current_[id] = value;
+    }
+  }
+
   void update() {
     auto update = builder_.create<opt::UpdateOp>(loc(rule_.ast.range));
     builder_.setInsertionPointToStart(&update.getBody().emplaceBlock());
     std::fill(current_.begin(), current_.end(), Value());
+    firstStepInits();
     for (int index : rule_.body) {
       const ast::Stmt &stmt = rule_.ast.stmts[index];
       Value value = gen(*stmt.value);

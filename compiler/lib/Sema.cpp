@@ -236,7 +236,9 @@ private:
           !stmt.value || stmt.symbol < 0)
         continue;
       initialValueOf_ = stmt.symbol;
+      initialValueReadsParam_ = false;
       check(*stmt.value);
+      result_.symbols[stmt.symbol].initOnFirstStep = initialValueReadsParam_;
       initialValueOf_ = -1;
     }
   }
@@ -371,10 +373,19 @@ private:
     expr.symbol = it->second;
     Symbol &symbol = result_.symbols[it->second];
     if (initialValueOf_ >= 0 && symbol.cls != SymbolClass::Hyper) {
+      // An elementwise state may start from the params (set on the first
+      // step: Symbol::initOnFirstStep).
+      bool elementwiseState = result_.symbols[initialValueOf_].cls == SymbolClass::State;
+      if (symbol.cls == SymbolClass::Param && elementwiseState) {
+        initialValueReadsParam_ = true;
+        symbol.read = true;
+        expr.valueKind = ValueKind::Elementwise;
+        return;
+      }
       diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
-                                   "' may use only numbers and hypers, not " +
-                                   spelling(symbol.cls) +
-                                   " '" + expr.name + "'");
+                                   "' may use only numbers" +
+                                   (elementwiseState ? ", hypers and param" : " and hypers") + ", not " +
+                                   spelling(symbol.cls) + " '" + expr.name + "'");
       return;
     }
     symbol.read = true;
@@ -483,6 +494,7 @@ private:
   std::map<std::string, int> scope_;
   std::vector<int> writePhase_; // per symbol: the phase of its latest value
   int initialValueOf_ = -1;
+  bool initialValueReadsParam_ = false;
   unsigned suggestions_ = 0;
   std::map<std::string, const ast::Stmt *> firstLet_;
 };

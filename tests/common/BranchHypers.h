@@ -29,6 +29,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"lion", {{"weight_decay", 0.1}}},
     {"lamb", {}},
     {"adam_atan2", {{"weight_decay", 0.1}}},
+    {"lookahead_adamw", {{"k", 2}}}, // a synchronisation every other step
 };
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule

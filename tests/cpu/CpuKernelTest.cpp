@@ -406,6 +406,54 @@ TEST(Builtins, Atan2AndTanhWithinAFewUlps) {
   EXPECT_LE(tanhError, 2.0);
 }
 
+/// `state s = f(param);` is set at the start of each group's first step
+/// (0 before it, as a state torch creates on the first step does not exist
+/// yet), from the params as they are then; later steps keep what the rule
+/// stores. A group added later gets its own first step; an 8-bit state gets
+/// the value quantised.
+TEST(StateFromParam, SetOnEachGroupsFirstStep) {
+  Case c = compiledSource("anchor.opt", R"(
+    optimizer anchor {
+      hyper lr = 0.5;
+      state start = 2 * param + lr;
+      start = start + 0;
+      param = param - lr * grad;
+    })");
+  for (const std::string layout : {"f32", "state=q8"}) {
+    SCOPED_TRACE(layout);
+    auto kernels = layout == "f32" ? c.kernels : jitCompile(c.rule, {}, {layout});
+    std::vector<float> first(5000), second(4097), grad(5000, 1.0f);
+    for (size_t i = 0; i < first.size(); ++i)
+      first[i] = 0.25f * static_cast<float>(i % 97) - 3;
+    for (size_t i = 0; i < second.size(); ++i)
+      second[i] = 1.5f - 0.125f * static_cast<float>(i % 31);
+    std::vector<float> firstAtStart = first, secondAtStart = second;
+    optrt::OptimizerOptions options;
+    options.layout = layout;
+    optrt::Optimizer optimizer(kernels, options);
+    optimizer.addGroup({first.data()}, {first.size()});
+    EXPECT_EQ(optimizer.readState("start", 0, 0), std::vector<float>(first.size(), 0.0f));
+    // q8: within 1% of the largest value (2 * 45 + 0.5): bitsandbytes'
+    // dynamic map is spaced at most 1/128 of the block's absmax, so a value
+    // is off by half that at most.
+    auto expectStart = [&](int group, const std::vector<float> &params) {
+      std::vector<float> start = optimizer.readState("start", group, 0);
+      double tolerance = layout == "f32" ? 0 : 0.01 * (2 * 45 + 0.5);
+      for (size_t i = 0; i < params.size(); ++i)
+        ASSERT_LE(std::fabs(start[i] - (2 * params[i] + 0.5f)), tolerance) << "element " << i;
+    };
+    optimizer.step({{grad.data()}});
+    expectStart(0, firstAtStart);
+    EXPECT_EQ(first[0], firstAtStart[0] - 0.5f) << "the step itself ran";
+    optimizer.step({{grad.data()}});
+    expectStart(0, firstAtStart);
+    optimizer.addGroup({second.data()}, {second.size()});
+    optimizer.step({{grad.data()}, {grad.data()}});
+    expectStart(0, firstAtStart);
+    expectStart(1, secondAtStart);
+  }
+}
+
 TEST(Jit, UnknownFixedHyperIsNamed) {
   CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
   try {

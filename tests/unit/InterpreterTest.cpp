@@ -786,6 +786,22 @@ TEST(InterpreterFunctions, ElementwiseMathAsPythonAndLibm) {
   EXPECT_EQ(apply("tanh(grad)", {-30, 0, 0.5}), (Vec{-1, 0, std::tanh(0.5)}));
 }
 
+// `state s = f(param);`: 0 until the first step, which sets it from the
+// params at its start, before the body runs; later steps leave it to the rule.
+TEST(InterpreterStates, InitialValueFromParamIsSetOnTheFirstStep) {
+  std::optional<CheckedRule> rule =
+      compile("optimizer f { hyper c = 3; state s = c * param; s = s + grad; param = param - grad; }");
+  ASSERT_TRUE(rule);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  std::vector<TensorState> tensors{interpreter.initTensor({1, -2}, values)};
+  EXPECT_EQ(tensors[0].states[0], (Vec{0, 0}));
+  interpreter.step(tensors, {{0.5, 0.25}}, 1, values);
+  EXPECT_EQ(tensors[0].states[0], (Vec{3 * 1 + 0.5, 3 * -2 + 0.25}));
+  interpreter.step(tensors, {{0.5, 0.25}}, 2, values);
+  EXPECT_EQ(tensors[0].states[0], (Vec{3 * 1 + 1.0, 3 * -2 + 0.5}));
+}
+
 // --- Hypers -----------------------------------------------------------------
 
 TEST(InterpreterHypers, PerStepOverrides) {

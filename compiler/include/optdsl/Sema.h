@@ -29,6 +29,11 @@ struct Symbol {
   double defaultValue = 0;     // Hyper
   optrt::HyperRange range;     // Hyper: the values it allows
   const ast::Expr *init = nullptr; // State, ScalarState: initial value (null: 0)
+  /// State whose initial value reads `param` (`state slow = param;`): it is
+  /// 0 until the group's first step, which sets it from the params at its
+  /// start, before anything else (as torch optimizers create their state on
+  /// the first step); every backend does this in the step itself.
+  bool initOnFirstStep = false;
   int slot = -1;               // index among hypers / states / scalar states
   bool read = false;
   bool written = false;

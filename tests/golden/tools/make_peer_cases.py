@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Generate golden optimizer trajectories (format ``optdsl-golden/1``) from
 real peer implementations: torch.optim (single-tensor path, foreach=False),
-lion-pytorch (lucidrains), timm's Lamb and adam-atan2-pytorch (lucidrains).
+lion-pytorch (lucidrains), timm's Lamb, adam-atan2-pytorch (lucidrains) and
+pytorch-optimizer's Lookahead.
 
 Every case is computed exactly as tests/golden/README.md (and the shared
 FORMAT.md) describe:
@@ -15,8 +16,8 @@ FORMAT.md) describe:
 * ``float32_reference_error`` is the pass-criterion error of the same peer run
   in float32 on the same data, against ``expect``.
 
-Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch in the
-interpreter that runs it):
+Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch, pytorch-optimizer
+and einops in the interpreter that runs it):
 
     python tests/golden/tools/make_peer_cases.py              # all cases
     python tests/golden/tools/make_peer_cases.py --only lion_basic
@@ -125,6 +126,12 @@ def build_torch(name, hy):
             return Lion(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
                         weight_decay=hy["weight_decay"], use_triton=False,
                         decoupled_weight_decay=False)
+        if name == "lookahead_adamw":
+            from pytorch_optimizer import Lookahead
+            base = o.AdamW(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                           weight_decay=hy["weight_decay"], amsgrad=False, capturable=False,
+                           fused=None, **common)
+            return Lookahead(base, k=int(hy["k"]), alpha=hy["alpha"], pullback_momentum="none")
         if name == "adam_atan2":
             from adam_atan2_pytorch.adam_atan2 import AdamAtan2
             # the defaults: weight decay coupled to lr, no regenerative
@@ -265,6 +272,17 @@ def ref_run(peer, hy, init, grads):
                 m = s.get("m", z)
                 x = x - lr * np.sign(b1 * m + (1 - b1) * g)
                 s["m"] = b2 * m + (1 - b2) * g
+            elif peer == "lookahead_adamw":
+                if "slow" not in s:
+                    s["slow"] = x.copy()
+                x = x * (1 - lr * wd)
+                s["m"] = b1 * s.get("m", z) + (1 - b1) * g
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+                x = x - lr / bc1 * s["m"] / (np.sqrt(s["v"]) / math.sqrt(bc2) + eps)
+                if t % int(hy["k"]) == 0:
+                    x = s["slow"] + hy["alpha"] * (x - s["slow"])
+                    s["slow"] = x.copy()
             elif peer == "adam_atan2":
                 bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
                 s["m"] = s.get("m", z) + (1 - b1) * (g - s.get("m", z))
@@ -357,6 +375,13 @@ CASES = [
          # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
          data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
                    sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], zero_init=[2])),
+    # Lookahead(AdamW): slow weights from the initial params (state from
+    # param), synchronised every k = 4 steps (mod in the language).
+    dict(name="lookahead_adamw_basic", rule="lookahead_adamw", peer="lookahead_adamw",
+         hypers=dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, k=4, alpha=0.5),
+         sizes=[64, 9], steps=100, seed=1113,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)])),
     # atan2 instead of a division: zero gradients (m == v == 0, atan2(0, 0)
     # = 0), spikes, tiny and large scales; a and b away from their defaults.
     dict(name="adam_atan2_basic", rule="adam_atan2", peer="adam_atan2",
@@ -379,6 +404,9 @@ def source_of(case):
     if case["peer"] == "lion":
         return (f"lion-pytorch {_pkg_version('lion-pytorch')} lion_pytorch.Lion "
                 f"(plain update_fn, use_triton=False, decoupled_weight_decay=False) on torch {tv}")
+    if case["peer"] == "lookahead_adamw":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} Lookahead(torch.optim.AdamW, "
+                f"pullback_momentum='none', foreach=False AdamW) on torch {tv}")
     if case["peer"] == "adam_atan2":
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
