@@ -112,6 +112,8 @@ public:
     case ast::ExprKind::Number: return Value::of(expr.number);
     case ast::ExprKind::Name: return env_[expr.symbol];
     case ast::ExprKind::Call:
+      if (expr.builtin == Builtin::Initial)
+        return env_[expr.symbol]; // the hidden scalar state
       if (builtinInfo(expr.builtin).isReduction)
         return Value::of(reduce(expr.builtin, eval(*expr.operands[0]), size_));
       [[fallthrough]];

@@ -81,6 +81,19 @@ private:
         builder_.create<opt::YieldOp>(loc(stmt.value->range), init);
       }
     }
+    // The hidden scalar states of initial(HYPER), after the declared ones
+    // (their slots follow them): the hyper's value when the group is added.
+    for (int id : rule_.scalarStates) {
+      const Symbol &symbol = rule_.symbol(id);
+      if (symbol.initialOfHyper < 0)
+        continue;
+      Location at = loc(symbol.init->range);
+      auto state = builder_.create<opt::StateOp>(at, builder_.getStringAttr(symbol.name), builder_.getUnitAttr());
+      OpBuilder::InsertionGuard guard(builder_);
+      builder_.setInsertionPointToStart(&state.getInit().emplaceBlock());
+      std::fill(current_.begin(), current_.end(), Value());
+      builder_.create<opt::YieldOp>(at, toFloat(gen(*symbol.init), /*elementwise=*/false, symbol.init->range));
+    }
   }
 
   /// The hypers the runtime sets each step (optrt::kGradScaleHyper): loss
@@ -281,6 +294,9 @@ private:
 
   Value call(const ast::Expr &expr, bool ew) {
     Location at = loc(expr.range);
+    if (expr.builtin == Builtin::Initial) // the hidden scalar state
+      return builder_.create<opt::LoadStateOp>(at, builder_.getF64Type(),
+                                               symbolRef(rule_.symbol(expr.symbol).name));
     if (builtinInfo(expr.builtin).isReduction) {
       const ast::Expr &argument = *expr.operands[0];
       Value input = toFloat(gen(argument), true, argument.range);

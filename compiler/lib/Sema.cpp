@@ -415,6 +415,10 @@ private:
       return;
     }
     expr.builtin = info->id;
+    if (info->id == Builtin::Initial) {
+      checkInitial(expr);
+      return;
+    }
     if (info->isReduction) {
       if (initialValueOf_ >= 0) {
         diags_.error(expr.range, "the initial value of '" +
@@ -434,6 +438,61 @@ private:
       return;
     }
     combineOperands(expr);
+  }
+
+  /// `initial(HYPER)` reads the hidden scalar state `initial_HYPER`
+  /// (Symbol::initialOfHyper), declared on its first use.
+  void checkInitial(ast::Expr &expr) {
+    ast::Expr &argument = *expr.operands[0];
+    auto it = argument.kind == ast::ExprKind::Name ? scope_.find(argument.name) : scope_.end();
+    if (it == scope_.end() || result_.symbols[it->second].cls != SymbolClass::Hyper) {
+      diags_.error(argument.range, "initial() takes the name of a hyper" +
+                                       (argument.kind == ast::ExprKind::Name
+                                            ? optrt::didYouMean(argument.name, hyperNamesSoFar())
+                                            : std::string()));
+      return;
+    }
+    if (initialValueOf_ >= 0) {
+      diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
+                                   "' cannot use initial(): a hyper's value is its value there");
+      return;
+    }
+    int hyper = it->second;
+    argument.symbol = hyper;
+    argument.valueKind = ValueKind::Uniform;
+    result_.symbols[hyper].read = true;
+    std::string name = "initial_" + argument.name;
+    int id = -1;
+    for (size_t i = 0; i < result_.symbols.size(); ++i)
+      if (result_.symbols[i].initialOfHyper == hyper)
+        id = static_cast<int>(i);
+    if (id < 0) {
+      if (scope_.count(name)) {
+        diags_.error(expr.range, "initial(" + argument.name + ") keeps its value in a scalar state named '" +
+                                     name + "', which this rule already declares; rename that one");
+        return;
+      }
+      Symbol symbol{name, SymbolClass::ScalarState, SourceRange{}, ValueKind::Uniform};
+      symbol.init = &argument;
+      symbol.initialOfHyper = hyper;
+      symbol.slot = static_cast<int>(result_.scalarStates.size());
+      symbol.written = true; // by its initial value; never by the body
+      result_.symbols.push_back(symbol);
+      writePhase_.push_back(0);
+      id = static_cast<int>(result_.symbols.size()) - 1;
+      result_.scalarStates.push_back(id);
+    }
+    result_.symbols[id].read = true;
+    expr.symbol = id;
+    expr.valueKind = ValueKind::Uniform;
+    expr.phase = 0;
+  }
+
+  std::vector<std::string> hyperNamesSoFar() const {
+    std::vector<std::string> names;
+    for (int id : result_.hypers)
+      names.push_back(result_.symbols[id].name);
+    return names;
   }
 
   void combineOperands(ast::Expr &expr) {

@@ -454,6 +454,34 @@ TEST(StateFromParam, SetOnEachGroupsFirstStep) {
   }
 }
 
+/// initial(lr) is lr as the group was added (a hidden scalar state,
+/// `initial_lr`, per tensor): later changes of lr (schedules, setHyper) do
+/// not reach it, each group has its own, and checkpoints carry it.
+TEST(Initial, KeepsTheHypersValueFromWhenTheGroupWasAdded) {
+  Case c = compiledSource("scaled.opt", R"(
+    optimizer scaled {
+      hyper lr = 0.1;
+      param = param - lr / initial(lr) * grad;
+    })");
+  std::vector<float> first(100, 10.0f), second(50, 10.0f), grad(100, 1.0f);
+  optrt::Optimizer optimizer(c.kernels);
+  optimizer.addGroup({first.data()}, {first.size()}, {{"lr", 0.2}});
+  optimizer.step({{grad.data()}});
+  EXPECT_EQ(first[0], 9.0f); // 0.2 / 0.2
+  optimizer.setHyper("lr", 0.1);
+  optimizer.addGroup({second.data()}, {second.size()}, {{"lr", 0.4}});
+  optimizer.step({{grad.data()}, {grad.data()}});
+  EXPECT_EQ(first[0], 8.5f); // 0.1 / 0.2
+  EXPECT_EQ(second[0], 9.0f); // added with lr 0.4: 0.4 / 0.4
+  optimizer.setHyper("lr", 0.1, 1);
+  optimizer.step({{grad.data()}, {grad.data()}});
+  EXPECT_EQ(first[0], 8.0f);   // 0.1 / 0.2
+  EXPECT_EQ(second[0], 8.75f); // 0.1 / 0.4
+  EXPECT_EQ(optimizer.scalarState("initial_lr", 0, 0), 0.2);
+  EXPECT_EQ(optimizer.scalarState("initial_lr", 1, 0), 0.4);
+  compareWithInterpreter(c, {{"lr", 0.05}}, {1, 17, 1000}, 3, 43);
+}
+
 TEST(Jit, UnknownFixedHyperIsNamed) {
   CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
   try {

@@ -440,10 +440,12 @@ TEST(SemaErrors, NamesAreVisibleOnlyAfterTheirLet) {
 }
 
 TEST(SemaErrors, InitialValuesUseOnlyNumbersAndHypers) {
+  // ... and param for an elementwise state (set on the first step), not for
+  // a scalar one.
   Checked c = check(R"(optimizer t {
   hyper lr = 1;
   state a = lr * 2 + sqrt(4);
-  state b = param;
+  scalar b = param;
   state c = step;
   scalar d = a;
   scalar e = mean(lr);

@@ -11,6 +11,7 @@ namespace optdsl {
 enum class Builtin {
   Sqrt, Rsqrt, Exp, Log, Abs, Sign, Min, Max, Clamp, Lerp, Pow,
   Floor, Mod, Atan2, Cos, Sin, Tanh,
+  Initial, // initial(hyper): its value when the group was added (a hidden scalar state)
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
 };
 

@@ -34,6 +34,11 @@ struct Symbol {
   /// start, before anything else (as torch optimizers create their state on
   /// the first step); every backend does this in the step itself.
   bool initOnFirstStep = false;
+  /// The hidden scalar state behind `initial(HYPER)` (named `initial_HYPER`):
+  /// initialised from the hyper when the group is added, never written, so
+  /// it keeps the construction-time value (AdaBound's base lr) whatever a
+  /// schedule or an override sets later. -1 for every other symbol.
+  int initialOfHyper = -1;
   int slot = -1;               // index among hypers / states / scalar states
   bool read = false;
   bool written = false;

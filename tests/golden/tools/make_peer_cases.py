@@ -126,6 +126,12 @@ def build_torch(name, hy):
             return Lion(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
                         weight_decay=hy["weight_decay"], use_triton=False,
                         decoupled_weight_decay=False)
+        if name == "adabound":
+            from pytorch_optimizer import AdaBound
+            return AdaBound(params, lr=hy["lr"], final_lr=hy["final_lr"], betas=(hy["beta1"], hy["beta2"]),
+                            gamma=hy["gamma"], weight_decay=hy["weight_decay"],
+                            weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
+                            ams_bound=bool(hy["ams_bound"]), eps=hy["eps"], foreach=False)
         if name == "lookahead_adamw":
             from pytorch_optimizer import Lookahead
             base = o.AdamW(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
@@ -272,6 +278,22 @@ def ref_run(peer, hy, init, grads):
                 m = s.get("m", z)
                 x = x - lr * np.sign(b1 * m + (1 - b1) * g)
                 s["m"] = b2 * m + (1 - b2) * g
+            elif peer == "adabound":
+                if hy["weight_decouple"]:
+                    x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
+                else:
+                    g = g + wd * x
+                s["m"] = s.get("m", z) + (1 - b1) * (g - s.get("m", z))
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                v = s["v"]
+                if hy["ams_bound"]:
+                    s["vmax"] = np.maximum(s.get("vmax", z), s["v"])
+                    v = s["vmax"]
+                step_size = lr * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+                final = hy["final_lr"]  # lr / base_lr = 1: no schedule here
+                lower = final * (1 - 1 / (hy["gamma"] * t + 1))
+                upper = final * (1 + 1 / (hy["gamma"] * t))
+                x = x - np.clip(step_size / (np.sqrt(v + 1e-15) + eps), lower, upper) * s["m"]
             elif peer == "lookahead_adamw":
                 if "slow" not in s:
                     s["slow"] = x.copy()
@@ -375,6 +397,14 @@ CASES = [
          # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
          data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
                    sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], zero_init=[2])),
+    # AdaBound with AMSBound and decoupled decay; gamma 0.02 closes the
+    # bounds within the run, so the clamp binds on both sides.
+    dict(name="adabound_amsbound", rule="adabound", peer="adabound",
+         hypers=dict(lr=1e-2, final_lr=0.05, beta1=0.9, beta2=0.999, gamma=0.02, weight_decay=0.01,
+                     weight_decouple=1, fixed_decay=0, ams_bound=1, eps=1e-8),
+         sizes=[64, 9], steps=100, seed=1114,
+         data=dict(grad_scales=[1.0, 1e-3], init_scales=[1.0, 0.5], sparse_p=[0.1, 0.0],
+                   zero_steps=[(10, 1)], spike_p=0.1)),
     # Lookahead(AdamW): slow weights from the initial params (state from
     # param), synchronised every k = 4 steps (mod in the language).
     dict(name="lookahead_adamw_basic", rule="lookahead_adamw", peer="lookahead_adamw",
@@ -404,6 +434,8 @@ def source_of(case):
     if case["peer"] == "lion":
         return (f"lion-pytorch {_pkg_version('lion-pytorch')} lion_pytorch.Lion "
                 f"(plain update_fn, use_triton=False, decoupled_weight_decay=False) on torch {tv}")
+    if case["peer"] == "adabound":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} AdaBound (foreach=False) on torch {tv}")
     if case["peer"] == "lookahead_adamw":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} Lookahead(torch.optim.AdamW, "
                 f"pullback_momentum='none', foreach=False AdamW) on torch {tv}")
