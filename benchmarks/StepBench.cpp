@@ -68,7 +68,7 @@ std::vector<size_t> shape(const std::string &name) {
 }
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
-    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}};
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}};
 
 const std::vector<std::string> kLayouts = {"f32",
                                            "state=bf16",
@@ -262,7 +262,7 @@ void registerAll() {
   // OPTDSL_BENCH_MIN_TIME (seconds) shortens runs on a shared machine.
   const char *minTime = std::getenv("OPTDSL_BENCH_MIN_TIME");
   double seconds = minTime ? std::atof(minTime) : 2.0;
-  for (const char *rule : {"adamw", "ademamix", "lion", "adam_atan2", "lookahead_adamw"})
+  for (const char *rule : {"adamw", "ademamix", "lion", "adam_atan2", "lookahead_adamw", "adamw_clip"})
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
         benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(),

@@ -4,7 +4,7 @@
 
 namespace optdsl {
 
-static constexpr std::array<BuiltinInfo, 22> kBuiltins = {{
+static constexpr std::array<BuiltinInfo, 26> kBuiltins = {{
     {"sqrt", Builtin::Sqrt, 1, false},      {"rsqrt", Builtin::Rsqrt, 1, false},
     {"exp", Builtin::Exp, 1, false},        {"log", Builtin::Log, 1, false},
     {"abs", Builtin::Abs, 1, false},        {"sign", Builtin::Sign, 1, false},
@@ -17,7 +17,21 @@ static constexpr std::array<BuiltinInfo, 22> kBuiltins = {{
     {"sum", Builtin::ReduceSum, 1, true},
     {"norm", Builtin::ReduceNorm, 1, true}, {"mean", Builtin::ReduceMean, 1, true},
     {"max", Builtin::ReduceMax, 1, true},
+    {"group_sum", Builtin::GroupSum, 1, true, true},
+    {"group_norm", Builtin::GroupNorm, 1, true, true},
+    {"group_mean", Builtin::GroupMean, 1, true, true},
+    {"group_max", Builtin::GroupMax, 1, true, true},
 }};
+
+Builtin perTensorReduction(Builtin builtin) {
+  switch (builtin) {
+  case Builtin::GroupSum: return Builtin::ReduceSum;
+  case Builtin::GroupNorm: return Builtin::ReduceNorm;
+  case Builtin::GroupMean: return Builtin::ReduceMean;
+  case Builtin::GroupMax: return Builtin::ReduceMax;
+  default: return builtin;
+  }
+}
 
 const BuiltinInfo *lookupBuiltin(const std::string &name, unsigned arity) {
   for (const BuiltinInfo &info : kBuiltins)

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
+#include <memory>
 #include <limits>
 #include <stdexcept>
 
@@ -83,7 +85,8 @@ double applyBuiltin(Builtin builtin, const double *x) {
   }
 }
 
-double reduce(Builtin builtin, const Value &value, size_t size) {
+/// Σx (sum, mean), Σx² (norm) or max x over the first `size` elements.
+double accumulate(Builtin builtin, const Value &value, size_t size) {
   double accumulator = builtin == Builtin::ReduceMax ? -std::numeric_limits<double>::infinity() : 0;
   for (size_t i = 0; i < size; ++i) {
     double x = value.at(i);
@@ -95,17 +98,31 @@ double reduce(Builtin builtin, const Value &value, size_t size) {
     default: break;
     }
   }
-  if (builtin == Builtin::ReduceNorm)
-    return std::sqrt(accumulator);
-  if (builtin == Builtin::ReduceMean)
-    return accumulator / static_cast<double>(size);
   return accumulator;
 }
 
+double finish(Builtin builtin, double accumulator, size_t count) {
+  if (builtin == Builtin::ReduceNorm)
+    return std::sqrt(accumulator);
+  if (builtin == Builtin::ReduceMean)
+    return accumulator / static_cast<double>(count);
+  return accumulator;
+}
+
+class Evaluator;
+
+/// The tensors of one group stepped together: a group-wide reduction
+/// evaluates its argument on every tensor at the same point of the program
+/// and combines them in tensor order, once per step.
+struct Group {
+  std::vector<Evaluator *> tensors;
+  std::map<const ast::Expr *, double> groupValues;
+};
+
 class Evaluator {
 public:
-  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size)
-      : rule_(rule), env_(env), size_(size) {}
+  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size, Group *group = nullptr)
+      : rule_(rule), env_(env), size_(size), group_(group) {}
 
   Value eval(const ast::Expr &expr) {
     switch (expr.kind) {
@@ -114,8 +131,10 @@ public:
     case ast::ExprKind::Call:
       if (expr.builtin == Builtin::Initial)
         return env_[expr.symbol]; // the hidden scalar state
+      if (builtinInfo(expr.builtin).groupWide)
+        return Value::of(groupReduce(expr));
       if (builtinInfo(expr.builtin).isReduction)
-        return Value::of(reduce(expr.builtin, eval(*expr.operands[0]), size_));
+        return Value::of(finish(expr.builtin, accumulate(expr.builtin, eval(*expr.operands[0]), size_), size_));
       [[fallthrough]];
     case ast::ExprKind::Unary:
     case ast::ExprKind::Binary:
@@ -125,6 +144,21 @@ public:
   }
 
 private:
+  double groupReduce(const ast::Expr &expr) {
+    auto cached = group_->groupValues.find(&expr);
+    if (cached != group_->groupValues.end())
+      return cached->second;
+    Builtin kind = perTensorReduction(expr.builtin);
+    double combined = kind == Builtin::ReduceMax ? -std::numeric_limits<double>::infinity() : 0;
+    size_t count = 0;
+    for (Evaluator *tensor : group_->tensors) {
+      double partial = accumulate(kind, tensor->eval(*expr.operands[0]), tensor->size_);
+      combined = kind == Builtin::ReduceMax ? maximum(combined, partial) : combined + partial;
+      count += tensor->size_;
+    }
+    return group_->groupValues[&expr] = finish(kind, combined, count);
+  }
+
   double apply(const ast::Expr &expr, const double *x) const {
     switch (expr.kind) {
     case ast::ExprKind::Unary: return applyUnary(expr.unaryOp, x[0]);
@@ -155,6 +189,7 @@ private:
   const CheckedRule &rule_;
   std::vector<Value> &env_;
   size_t size_;
+  Group *group_;
 };
 
 } // namespace
@@ -217,46 +252,62 @@ void Interpreter::step(std::vector<TensorState> &tensors,
       throw std::invalid_argument("gradient " + std::to_string(k) + " has " +
                                   std::to_string(grads[k].size()) + " elements, its tensor " +
                                   std::to_string(tensors[k].param.size()));
-  for (size_t k = 0; k < tensors.size(); ++k)
-    stepTensor(tensors[k], grads[k], step, hypers);
-}
-
-void Interpreter::stepTensor(TensorState &tensor, const std::vector<double> &grad, int64_t step,
-                             const HyperValues &hypers) const {
-  size_t size = tensor.param.size();
-  std::vector<Value> env(rule_.symbols.size());
-  env[rule_.paramSymbol] = Value::of(tensor.param);
-  env[rule_.gradSymbol] = Value::of(grad);
-  env[rule_.stepSymbol] = Value::of(static_cast<double>(step));
-  for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
-    env[rule_.hypers[slot]] = Value::of(hypers[slot]);
-  for (size_t slot = 0; slot < rule_.states.size(); ++slot)
-    env[rule_.states[slot]] = Value::of(tensor.states[slot]);
-  for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
-    env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
-
-  Evaluator evaluator(rule_, env, size);
-  // `state s = f(param);`: set at the start of the first step.
-  for (int id : rule_.states)
-    if (step == 1 && rule_.symbol(id).initOnFirstStep) {
-      Value value = evaluator.eval(*rule_.symbol(id).init);
-      env[id] = value.uniform ? Value::of(std::vector<double>(size, value.scalar)) : std::move(value);
-    }
-  for (int index : rule_.body) {
-    const ast::Stmt &stmt = rule_.ast.stmts[index];
-    Value value = evaluator.eval(*stmt.value);
-    const Symbol &target = rule_.symbol(stmt.symbol);
-    // Per-element buffers stay per-element when assigned a uniform value.
-    if (value.uniform && (target.cls == SymbolClass::Param || target.cls == SymbolClass::State))
-      value = Value::of(std::vector<double>(size, value.scalar));
-    env[stmt.symbol] = std::move(value);
+  // Every tensor's environment, statement by statement in lockstep, so that
+  // a group-wide reduction sees every tensor at the same point.
+  size_t numTensors = tensors.size();
+  std::vector<std::vector<Value>> envs(numTensors, std::vector<Value>(rule_.symbols.size()));
+  std::vector<std::unique_ptr<Evaluator>> evaluators;
+  Group group;
+  for (size_t k = 0; k < numTensors; ++k) {
+    std::vector<Value> &env = envs[k];
+    TensorState &tensor = tensors[k];
+    env[rule_.paramSymbol] = Value::of(tensor.param);
+    env[rule_.gradSymbol] = Value::of(grads[k]);
+    env[rule_.stepSymbol] = Value::of(static_cast<double>(step));
+    for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
+      env[rule_.hypers[slot]] = Value::of(hypers[slot]);
+    for (size_t slot = 0; slot < rule_.states.size(); ++slot)
+      env[rule_.states[slot]] = Value::of(tensor.states[slot]);
+    for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
+      env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
+    evaluators.push_back(std::make_unique<Evaluator>(rule_, env, tensor.param.size(), &group));
+    group.tensors.push_back(evaluators.back().get());
   }
 
-  tensor.param = std::move(env[rule_.paramSymbol].elements);
-  for (size_t slot = 0; slot < rule_.states.size(); ++slot)
-    tensor.states[slot] = std::move(env[rule_.states[slot]].elements);
-  for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
-    tensor.scalarStates[slot] = env[rule_.scalarStates[slot]].scalar;
+  // `state s = f(param);`: set at the start of the first step.
+  for (int id : rule_.states)
+    if (step == 1 && rule_.symbol(id).initOnFirstStep)
+      for (size_t k = 0; k < numTensors; ++k) {
+        Value value = evaluators[k]->eval(*rule_.symbol(id).init);
+        size_t size = tensors[k].param.size();
+        envs[k][id] = value.uniform ? Value::of(std::vector<double>(size, value.scalar)) : std::move(value);
+      }
+  for (int index : rule_.body) {
+    const ast::Stmt &stmt = rule_.ast.stmts[index];
+    const Symbol &target = rule_.symbol(stmt.symbol);
+    // Every tensor's value first, then the assignments: a group-wide
+    // reduction in the statement reads every tensor before it.
+    std::vector<Value> values;
+    for (size_t k = 0; k < numTensors; ++k)
+      values.push_back(evaluators[k]->eval(*stmt.value));
+    for (size_t k = 0; k < numTensors; ++k) {
+      Value &value = values[k];
+      // Per-element buffers stay per-element when assigned a uniform value.
+      if (value.uniform && (target.cls == SymbolClass::Param || target.cls == SymbolClass::State))
+        value = Value::of(std::vector<double>(tensors[k].param.size(), value.scalar));
+      envs[k][stmt.symbol] = std::move(value);
+    }
+  }
+
+  for (size_t k = 0; k < numTensors; ++k) {
+    TensorState &tensor = tensors[k];
+    std::vector<Value> &env = envs[k];
+    tensor.param = std::move(env[rule_.paramSymbol].elements);
+    for (size_t slot = 0; slot < rule_.states.size(); ++slot)
+      tensor.states[slot] = std::move(env[rule_.states[slot]].elements);
+    for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
+      tensor.scalarStates[slot] = env[rule_.scalarStates[slot]].scalar;
+  }
 }
 
 } // namespace optdsl

@@ -26,6 +26,10 @@ const char *reductionKind(Builtin builtin) {
   case Builtin::ReduceSum: return "sum";
   case Builtin::ReduceNorm: return "norm";
   case Builtin::ReduceMean: return "mean";
+  case Builtin::GroupSum: return "group_sum";
+  case Builtin::GroupNorm: return "group_norm";
+  case Builtin::GroupMean: return "group_mean";
+  case Builtin::GroupMax: return "group_max";
   default: return "max";
   }
 }

@@ -54,9 +54,11 @@ public:
       rule.states.push_back({string(state.name, "state name"), state.scalar != 0});
     for (const optdsl_reduction &reduction :
          array(artifact_.reductions, artifact_.num_reductions, "reductions")) {
-      if (reduction.kind > OPTDSL_REDUCE_MAX)
+      uint32_t kind = reduction.kind & ~static_cast<uint32_t>(OPTDSL_REDUCE_GROUP_WIDE);
+      if (kind > OPTDSL_REDUCE_MAX)
         fail("reduction kind " + std::to_string(reduction.kind) + " is unknown");
-      rule.reductions.push_back({static_cast<ReductionKind>(reduction.kind), reduction.phase});
+      rule.reductions.push_back({static_cast<ReductionKind>(kind), reduction.phase,
+                                 (reduction.kind & OPTDSL_REDUCE_GROUP_WIDE) != 0});
     }
     if (artifact_.num_phases < 1)
       fail("num_phases is " + std::to_string(artifact_.num_phases));

@@ -267,6 +267,7 @@ void Optimizer::Impl::combinePhase(int phase) {
   size_t begin = layout.reductionBegin(phase);
   size_t end = layout.reductionEnd(phase);
   size_t pStride = partialStride();
+  size_t numReductions = layout.numReductions();
   for (size_t t = 0; t < tensors.size(); ++t) {
     size_t firstChunk = chunks.firstChunk(t);
     size_t endChunk = chunks.endChunk(t);
@@ -278,7 +279,29 @@ void Optimizer::Impl::combinePhase(int phase) {
       double acc = partials[firstChunk * pStride + local];
       for (size_t c = firstChunk + 1; c < endChunk; ++c)
         acc = combinePartials(kind, acc, partials[c * pStride + local]);
-      reductions[t * layout.numReductions() + r] = finishReduction(kind, acc, tensors[t].size);
+      // A group-wide reduction keeps the tensor's combined partial for the
+      // group's combination below.
+      reductions[t * numReductions + r] = infos[r].groupWide ? acc : finishReduction(kind, acc, tensors[t].size);
+    }
+  }
+  // Group-wide: the tensors' partials in tensor order (again independent of
+  // threads and chunking), one result for every tensor of the group.
+  for (size_t r = begin; r < end; ++r) {
+    if (!infos[r].groupWide)
+      continue;
+    for (const Group &group : groups) {
+      if (group.numTensors == 0)
+        continue;
+      size_t first = group.firstTensor, last = group.firstTensor + group.numTensors;
+      double acc = reductions[first * numReductions + r];
+      size_t elements = tensors[first].size;
+      for (size_t t = first + 1; t < last; ++t) {
+        acc = combinePartials(infos[r].kind, acc, reductions[t * numReductions + r]);
+        elements += tensors[t].size;
+      }
+      double value = finishReduction(infos[r].kind, acc, elements);
+      for (size_t t = first; t < last; ++t)
+        reductions[t * numReductions + r] = value;
     }
   }
 }

@@ -31,6 +31,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adam_atan2", {{"weight_decay", 0.1}}},
     {"lookahead_adamw", {{"k", 2}}}, // a synchronisation every other step
     {"adabound", {{"ams_bound", 1}, {"weight_decay", 0.1}, {"gamma", 0.5}}}, // the clamp binds from step 1
+    {"adamw_clip", {{"max_grad_norm", 0.5}}}, // the global norm is above it: clipped
 };
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule

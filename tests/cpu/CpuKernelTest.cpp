@@ -199,7 +199,7 @@ std::vector<float> runWithThreads(const std::string &name, unsigned threads) {
 }
 
 TEST(Determinism, BitwiseIdenticalForOneTwoAndThreeThreads) {
-  for (const char *name : {"lamb", "adamw", "ademamix"}) {
+  for (const char *name : {"lamb", "adamw", "ademamix", "adamw_clip"}) {
     SCOPED_TRACE(name);
     std::vector<float> one = runWithThreads(name, 1);
     for (unsigned threads : {2u, 3u}) {
@@ -480,6 +480,46 @@ TEST(Initial, KeepsTheHypersValueFromWhenTheGroupWasAdded) {
   EXPECT_EQ(optimizer.scalarState("initial_lr", 0, 0), 0.2);
   EXPECT_EQ(optimizer.scalarState("initial_lr", 1, 0), 0.4);
   compareWithInterpreter(c, {{"lr", 0.05}}, {1, 17, 1000}, 3, 43);
+}
+
+/// group_norm is over the group's tensors only: one optimizer with two
+/// groups steps each group bit for bit as an optimizer holding only that
+/// group does; and the clip binds (the norm is above max_grad_norm).
+TEST(GroupWide, EachGroupReducesOverItsOwnTensors) {
+  const Case &c = compiled("adamw_clip");
+  std::mt19937 rng(47);
+  std::vector<size_t> sizesA{1, 5000, 77}, sizesB{300, 2};
+  Tensors a(sizesA, rng), b(sizesB, rng), aAlone = a, bAlone = b;
+  for (size_t t = 0; t < sizesA.size(); ++t)
+    aAlone.pointers[t] = aAlone.storage.data() + (a.pointers[t] - a.storage.data());
+  for (size_t t = 0; t < sizesB.size(); ++t)
+    bAlone.pointers[t] = bAlone.storage.data() + (b.pointers[t] - b.storage.data());
+  std::map<std::string, double> hypers{{"max_grad_norm", 0.5}};
+  optrt::Optimizer both(c.kernels, {2, 1000}), onlyA(c.kernels, {2, 1000}), onlyB(c.kernels, {2, 1000});
+  both.addGroup(a.pointers, sizesA, hypers);
+  both.addGroup(b.pointers, sizesB, hypers);
+  onlyA.addGroup(aAlone.pointers, sizesA, hypers);
+  onlyB.addGroup(bAlone.pointers, sizesB, hypers);
+  for (int step = 1; step <= 3; ++step) {
+    std::vector<const float *> gradsA = a.drawGrads(rng, step), gradsB = b.drawGrads(rng, step);
+    both.step({gradsA, gradsB});
+    onlyA.step({gradsA});
+    onlyB.step({gradsB});
+  }
+  EXPECT_EQ(0, std::memcmp(a.storage.data(), aAlone.storage.data(), a.storage.size() * sizeof(float)));
+  EXPECT_EQ(0, std::memcmp(b.storage.data(), bAlone.storage.data(), b.storage.size() * sizeof(float)));
+  // Without clipping (the same data drawn again) the params differ: the
+  // norm was above 0.5.
+  std::mt19937 again(47);
+  Tensors reference(sizesA, again);
+  optrt::Optimizer loose(c.kernels, {2, 1000});
+  loose.addGroup(reference.pointers, sizesA, {{"max_grad_norm", 1e30}});
+  Tensors skip(sizesB, again);
+  for (int step = 1; step <= 3; ++step) {
+    loose.step({reference.drawGrads(again, step)});
+    skip.drawGrads(again, step);
+  }
+  EXPECT_NE(0, std::memcmp(a.storage.data(), reference.storage.data(), a.storage.size() * sizeof(float)));
 }
 
 TEST(Jit, UnknownFixedHyperIsNamed) {

@@ -177,6 +177,19 @@ TEST_F(FakeDriverTest, BadParamPointersAreNamedAndChangeNothing) {
   EXPECT_EQ(optimizer.addGroup({fake().allocMapped(400, 0)}, {100}), 1);
 }
 
+// A rule with a group-wide reduction (adamw_clip's group_norm) compiles for
+// CUDA, but the device optimizer refuses it by name: it has no cross-tensor
+// combination yet.
+TEST_F(FakeDriverTest, GroupWideReductionIsRefusedByName) {
+  try {
+    optrt::CudaOptimizer optimizer(compiled("adamw_clip").host, deviceCopy("adamw_clip"));
+    FAIL() << "constructed";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("rule 'adamw_clip' has a group-wide reduction"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(FakeDriverTest, OutOfMemoryLeavesTheStateAsItWas) {
   optrt::CudaOptimizer optimizer(compiled("adagrad").host, deviceCopy("adagrad"));
   DevicePtr first = fake().alloc(1000 * sizeof(float)), second = fake().alloc(1 << 20);

@@ -13,6 +13,8 @@ enum class Builtin {
   Floor, Mod, Atan2, Cos, Sin, Tanh,
   Initial, // initial(hyper): its value when the group was added (a hidden scalar state)
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
+  // Over every tensor of the parameter group (BuiltinInfo::groupWide).
+  GroupSum, GroupNorm, GroupMean, GroupMax,
 };
 
 struct BuiltinInfo {
@@ -20,7 +22,12 @@ struct BuiltinInfo {
   Builtin id;
   unsigned arity;
   bool isReduction;
+  /// A reduction over every tensor of the parameter group, not one tensor.
+  bool groupWide = false;
 };
+
+/// The per-tensor reduction a group-wide one combines like (group_sum: sum).
+Builtin perTensorReduction(Builtin builtin);
 
 /// The builtin called `name` with `arity` arguments (`max` is the elementwise
 /// maximum with two arguments and a reduction with one).

@@ -33,16 +33,15 @@ public:
   /// Allocates the state of one tensor with the rule's initial values.
   TensorState initTensor(std::vector<double> param, const HyperValues &hypers) const;
 
-  /// One optimizer step (`step` is 1-based) on every tensor. Throws
-  /// std::invalid_argument when a gradient's size differs from its tensor's,
-  /// before anything is changed.
+  /// One optimizer step (`step` is 1-based) on every tensor; the tensors
+  /// form one parameter group (what group_sum and the other group-wide
+  /// reductions reduce over, in tensor order). Throws std::invalid_argument
+  /// when a gradient's size differs from its tensor's, before anything is
+  /// changed.
   void step(std::vector<TensorState> &tensors, const std::vector<std::vector<double>> &grads,
             int64_t step, const HyperValues &hypers) const;
 
 private:
-  void stepTensor(TensorState &tensor, const std::vector<double> &grad, int64_t step,
-                  const HyperValues &hypers) const;
-
   const CheckedRule &rule_;
 };
 

@@ -42,7 +42,9 @@ public:
     for (const optrt::StateInfo &state : signature.states)
       states.push_back(record({string(state.name), u32(state.scalar ? 1 : 0), u32(0)}));
     for (const optrt::ReductionInfo &reduction : signature.reductions)
-      reductions.push_back(record({u32(static_cast<uint32_t>(reduction.kind)), s32(reduction.phase)}));
+      reductions.push_back(record({u32(static_cast<uint32_t>(reduction.kind) |
+                                      (reduction.groupWide ? static_cast<uint32_t>(OPTDSL_REDUCE_GROUP_WIDE) : 0u)),
+                                  s32(reduction.phase)}));
     for (int phase = 0; phase < signature.numPhases; ++phase) {
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));

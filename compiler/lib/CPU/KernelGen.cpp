@@ -147,8 +147,9 @@ private:
     for (opt::PhaseOp phase : update_.getBody().front().getOps<opt::PhaseOp>()) {
       for (auto [k, kind] : llvm::enumerate(phase.getReduce())) {
         reductionIndex_[phase.getResult(k)] = static_cast<int>(signature_.reductions.size());
-        signature_.reductions.push_back({codegen::reductionKind(cast<StringAttr>(kind).getValue()),
-                                         static_cast<int>(phases_.size())});
+        llvm::StringRef name = cast<StringAttr>(kind).getValue();
+        signature_.reductions.push_back(
+            {codegen::reductionKind(name), static_cast<int>(phases_.size()), name.starts_with("group_")});
       }
       phases_.push_back(phase);
     }

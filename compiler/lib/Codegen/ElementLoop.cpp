@@ -11,6 +11,9 @@ namespace optdsl::codegen {
 using namespace mlir;
 
 optrt::ReductionKind reductionKind(llvm::StringRef name) {
+  // A group-wide reduction accumulates like its per-tensor kind; the runtime
+  // combines the tensors (ReductionInfo::groupWide).
+  name.consume_front("group_");
   if (name == "sum")
     return optrt::ReductionKind::Sum;
   if (name == "mean")

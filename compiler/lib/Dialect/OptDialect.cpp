@@ -51,9 +51,13 @@ LogicalResult StoreStateOp::verifySymbolUses(SymbolTableCollection &) {
 }
 
 static LogicalResult verifyReductionKind(Operation *op, StringRef kind) {
-  bool known = llvm::StringSwitch<bool>(kind).Cases("sum", "norm", "mean", "max", true).Default(false);
+  // group_*: over every tensor of the parameter group (the runtime combines).
+  StringRef perTensor = kind;
+  perTensor.consume_front("group_");
+  bool known = llvm::StringSwitch<bool>(perTensor).Cases("sum", "norm", "mean", "max", true).Default(false);
   if (!known)
-    return op->emitOpError("unknown reduction '") << kind << "' (expected sum, norm, mean or max)";
+    return op->emitOpError("unknown reduction '")
+           << kind << "' (expected sum, norm, mean or max, or one of them after group_)";
   return success();
 }
 

@@ -61,6 +61,10 @@ struct StateInfo {
 struct ReductionInfo {
   ReductionKind kind; ///< how it combines
   int phase; ///< the pass that accumulates it; its result is usable from phase + 1
+  /// Over every tensor of the parameter group: the tensors' combined
+  /// partials are combined again in tensor order, and every tensor of the
+  /// group gets the one result (mean: over the group's element count).
+  bool groupWide = false;
 };
 
 /// hypers: one double per HyperInfo. scalars: one double per scalar state

@@ -56,7 +56,10 @@ typedef enum optdsl_reduction_kind {
   OPTDSL_REDUCE_SUM = 0,  /**< partial: sum x;   result: the sum */
   OPTDSL_REDUCE_MEAN = 1, /**< partial: sum x;   result: sum / n */
   OPTDSL_REDUCE_NORM = 2, /**< partial: sum x^2; result: sqrt */
-  OPTDSL_REDUCE_MAX = 3   /* partial: max x;   result: the max */
+  OPTDSL_REDUCE_MAX = 3,  /**< partial: max x;   result: the max */
+  /** Or'ed into a kind: over every tensor of the parameter group (combined
+   * in tensor order), not one tensor. Loaders before it refuse the kind. */
+  OPTDSL_REDUCE_GROUP_WIDE = 0x100
 } optdsl_reduction_kind;
 
 /* One step of one tensor with P phases:

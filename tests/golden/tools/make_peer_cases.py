@@ -114,7 +114,7 @@ def build_torch(name, hy):
                           capturable=False, fused=None, **common)
         if name == "adamw":
             return o.AdamW(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
-                           weight_decay=hy["weight_decay"], amsgrad=bool(hy["amsgrad"]),
+                           weight_decay=hy["weight_decay"], amsgrad=bool(hy.get("amsgrad", 0)),
                            capturable=False, fused=None, **common)
         if name == "sgd":
             return o.SGD(params, lr=hy["lr"], momentum=hy["momentum"], dampening=hy["dampening"],
@@ -419,6 +419,13 @@ CASES = [
          sizes=[64, 9], steps=100, seed=1112,
          data=dict(grad_scales=[1.0, 1e-4], init_scales=[1.0, 0.5], sparse_p=[0.1, 0.2],
                    zero_steps=[(0, 1), (30, 0)], spike_p=0.1)),
+    # The same peer run (clip_grad_norm_ + AdamW) for the rule that clips
+    # itself with group_norm: the clipping is the rule's, not the runtime's.
+    dict(name="adamw_clip_rule", rule="adamw_clip", peer="adamw", max_grad_norm=4.0, clip_in_rule=True,
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, max_grad_norm=4.0),
+         sizes=[64, 9, 5], steps=100, seed=1115,
+         data=dict(grad_scales=[0.6, 2.0, 0.1], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
+                   zero_steps=[(40, 0), (40, 1), (40, 2)], spike_p=0.1)),
     # torch.nn.utils.clip_grad_norm_ over both tensors, then AdamW: the norm
     # is above max_grad_norm on most steps (clipped) and below it on some.
     dict(name="adamw_clip", rule="adamw", peer="adamw", max_grad_norm=4.0,
@@ -507,7 +514,7 @@ def generate(case, selfcheck=False):
         "expect": [[x.tolist() for x in row] for row in expect],
         "float32_reference_error": err32,
     }
-    if clip is not None:
+    if clip is not None and not case.get("clip_in_rule"):
         out["max_grad_norm"] = clip
     return out, info
 

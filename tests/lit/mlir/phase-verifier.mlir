@@ -46,7 +46,7 @@ opt.rule @r phases 1 {
 
 opt.rule @r phases 1 {
   opt.update {
-    // expected-error @+1 {{'opt.phase' op unknown reduction 'prod' (expected sum, norm, mean or max)}}
+    // expected-error @+1 {{'opt.phase' op unknown reduction 'prod' (expected sum, norm, mean or max, or one of them after group_)}}
     %n = opt.phase 0 reduce ["prod"] uniforms {
       opt.yield
     } elements {

@@ -23,7 +23,7 @@ opt.rule @r phases 1 {
 opt.rule @r phases 1 {
   opt.update {
     %0 = opt.param : f32
-    // expected-error @+1 {{'opt.reduce' op unknown reduction 'prod' (expected sum, norm, mean or max)}}
+    // expected-error @+1 {{'opt.reduce' op unknown reduction 'prod' (expected sum, norm, mean or max, or one of them after group_)}}
     %1 = opt.reduce "prod" %0 phase 0 : f32 -> f64
   }
 }
