@@ -17,7 +17,8 @@ LIT=/usr/lib/llvm-19/build/utils/lit/lit.py
 PACKAGES=(cmake ninja-build g++ ccache python3 libmlir-19-dev mlir-19-tools llvm-19-dev llvm-19-tools
           libboost-dev libxxhash-dev nlohmann-json3-dev libgtest-dev libbenchmark-dev
           clang-19 libclang-rt-19-dev doxygen
-          fortunes gnuplot-nox) # the demo's text and its plots
+          fortunes gnuplot-nox # the demo's text and its plots
+          libopenmpi-dev openmpi-bin) # sharding across ranks (ZeRO-1) and its multi-rank tests
 
 install_deps() {
   local missing=()

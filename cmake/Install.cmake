@@ -4,6 +4,9 @@
 #   OptDSL::OptDSLCompiler   the compiler library for in-process JIT; only
 #                            with find_package(OptDSL COMPONENTS jit), which
 #                            also finds MLIR 19 and Boost
+#   OptDSL::optrt_mpi        sharding over MPI (optrt/MpiCommunicator.h); only
+#                            with find_package(OptDSL COMPONENTS mpi), and
+#                            only where this build found MPI
 include(GNUInstallDirs)
 include(CMakePackageConfigHelpers)
 
@@ -26,6 +29,10 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/dsl/ DESTINATION ${CMAKE_INSTALL_DATADIR
         FILES_MATCHING PATTERN "*.opt")
 install(EXPORT OptDSLRuntimeTargets NAMESPACE OptDSL:: DESTINATION ${OPTDSL_CMAKE_DIR})
 install(EXPORT OptDSLCompilerTargets NAMESPACE OptDSL:: DESTINATION ${OPTDSL_CMAKE_DIR})
+if(TARGET optrt_mpi)
+  install(TARGETS optrt_mpi EXPORT OptDSLMpiTargets ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
+  install(EXPORT OptDSLMpiTargets NAMESPACE OptDSL:: DESTINATION ${OPTDSL_CMAKE_DIR})
+endif()
 
 configure_package_config_file(${CMAKE_CURRENT_LIST_DIR}/OptDSLConfig.cmake.in
   ${PROJECT_BINARY_DIR}/OptDSLConfig.cmake INSTALL_DESTINATION ${OPTDSL_CMAKE_DIR})

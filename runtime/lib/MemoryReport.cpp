@@ -10,13 +10,14 @@ namespace optrt {
 
 namespace {
 
-size_t stateBytes(Dtype dtype, size_t n, const MemoryOptions &options) {
+// The bytes of `owned` elements of a state of a tensor of n elements.
+size_t stateBytes(Dtype dtype, size_t n, size_t owned, const MemoryOptions &options) {
   bool q8 = dtype == Dtype::Q8Signed || dtype == Dtype::Q8Unsigned;
   if (!q8)
-    return elementBytes(dtype, n);
+    return elementBytes(dtype, owned);
   if (n < options.smallTensorElements)
-    return elementBytes(Dtype::F32, n);
-  return n + 4 * q8Blocks(n, options.blockElements);
+    return elementBytes(Dtype::F32, owned);
+  return owned + 4 * q8Blocks(owned, options.blockElements);
 }
 
 } // namespace
@@ -31,17 +32,25 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
   MemoryReport report;
   report.numTensors = tensorSizes.size();
   size_t paramBytes = 0, gradBytes = 0, masterBytes = 0, allStateBytes = 0;
+  if (!options.ownedElements.empty() && options.ownedElements.size() != tensorSizes.size())
+    throw std::invalid_argument("memoryReport: " + std::to_string(options.ownedElements.size()) +
+                                " owned counts for " + std::to_string(tensorSizes.size()) + " tensors");
   std::vector<size_t> perState(states.size(), 0);
-  for (size_t n : tensorSizes) {
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
+    size_t n = tensorSizes[t];
     if (n == 0)
       throw std::invalid_argument("memoryReport: a tensor of size 0");
+    size_t owned = options.ownedElements.empty() ? n : options.ownedElements[t];
+    if (owned > n)
+      throw std::invalid_argument("memoryReport: tensor " + std::to_string(t) + " owns " + std::to_string(owned) +
+                                  " of its " + std::to_string(n) + " elements");
     report.numParams += n;
     paramBytes += elementBytes(layout.param, n);
     gradBytes += elementBytes(layout.grad, n);
-    masterBytes += layout.master ? elementBytes(*layout.master, n) : 0;
+    masterBytes += layout.master ? elementBytes(*layout.master, owned) : 0;
     for (size_t s = 0; s < states.size(); ++s)
       perState[s] += states[s].scalar ? sizeof(double)
-                                      : stateBytes(layout.stateDtype(states[s].name), n, options);
+                                      : stateBytes(layout.stateDtype(states[s].name), n, owned, options);
   }
   double params = static_cast<double>(report.numParams);
   for (size_t s = 0; s < states.size(); ++s) {

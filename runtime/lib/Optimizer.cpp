@@ -1,5 +1,9 @@
 #include "OptimizerImpl.h"
 
+#include "shard/Agreement.h"
+#include "shard/CommTimer.h"
+#include "shard/Describe.h"
+#include "shard/JoinedRuns.h"
 #include "step/GradNorm.h"
 
 #include <cmath>
@@ -56,7 +60,15 @@ Optimizer::Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOption
   // Kernels take int64 element indices.
   if (options.chunkElements > static_cast<size_t>(std::numeric_limits<int64_t>::max()))
     throw std::invalid_argument("optrt::Optimizer: chunkElements exceeds the int64 range");
-  impl_ = std::make_unique<Impl>(std::move(kernels), options);
+  if (!options.communicator) {
+    impl_ = std::make_unique<Impl>(std::move(kernels), options);
+    return;
+  }
+  // Sharded: one rank's bad rule or layout must not leave the others
+  // waiting in the next collective.
+  checkOnEveryRank(*options.communicator, "optrt::Optimizer", "the rule and the optimizer's options",
+                   describeOptions(kernels.get(), options),
+                   [&] { impl_ = std::make_unique<Impl>(std::move(kernels), options); });
 }
 
 Optimizer::~Optimizer() = default;
@@ -103,12 +115,35 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
                                 ": " + problem);
   };
 
-  // Everything is checked before anything changes.
-  if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
-    fail(problem);
-  if (std::string clash = s.findOverlap(params, sizes, groupIndex); !clash.empty())
-    fail(clash);
-  std::vector<double> hypers = groupHypers(s.layout, hyperOverrides, caller);
+  // Everything is checked before anything changes; sharded, on every rank.
+  std::vector<double> hypers;
+  auto check = [&] {
+    if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
+      fail(problem);
+    if (std::string clash = s.findOverlap(params, sizes, groupIndex); !clash.empty())
+      fail(clash);
+    hypers = groupHypers(s.layout, hyperOverrides, caller);
+  };
+  if (s.comm)
+    checkOnEveryRank(*s.comm, caller, "the new group", describeGroup(groupIndex, sizes, hyperOverrides), check);
+  else
+    check();
+  // Sharded, each rank keeps an even share of the state bytes: an element
+  // weighs its master and state bytes (exactly, in bytes per 2^14 elements).
+  std::vector<uint64_t> weights;
+  for (size_t n : sizes) {
+    uint64_t weight = 0;
+    for (const BufferDesc &buffer : s.layout.layoutFor(n, s.smallTensorElements).buffers)
+      if (buffer.role != BufferRole::Param && buffer.role != BufferRole::Grad)
+        weight += bufferBytes(buffer, size_t{1} << 14);
+    weights.push_back(weight);
+  }
+  ShardPlan plan = s.plan;
+  plan.addGroup(sizes, weights, s.chunks.chunkElements());
+  std::vector<uint8_t> joins;
+  if (s.comm)
+    joins = joinsOnEveryRank(*s.comm, std::vector<const void *>(params.begin(), params.end()), sizes,
+                             elementBytes(s.layout.parsedLayout().param, 1));
 
   size_t numScalar = s.layout.numScalar();
   size_t arenaFloats = s.arena.numFloats();
@@ -116,12 +151,13 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   std::vector<Tensor> added;
   for (size_t i = 0; i < sizes.size(); ++i) {
     const LayoutKernels &chosen = s.layout.layoutFor(sizes[i], s.smallTensorElements);
-    Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}};
+    OwnedRange owned = plan.owned(s.tensors.size() + i);
+    Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}, owned};
     for (const BufferDesc &buffer : chosen.buffers) {
       tensor.offsets.push_back(arenaFloats);
-      if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad)
+      if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad || owned.size() == 0)
         continue;
-      size_t floats = bufferFloats(buffer, sizes[i]);
+      size_t floats = bufferFloats(buffer, owned.size());
       if (__builtin_add_overflow(arenaFloats, floats, &arenaFloats) ||
           arenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
         fail("its state would exceed the address space");
@@ -140,17 +176,21 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   s.tensors.reserve(s.tensors.size() + params.size());
   s.scalars.reserve(s.scalars.size() + params.size() * numScalar);
   s.chunks.reserve(params.size(), moreChunks);
+  s.paramJoins.reserve(s.paramJoins.size() + joins.size());
   // States are written a piece at a time (a whole number of q8 blocks), so a
   // tensor of billions of elements needs no f32 copy of itself.
   constexpr size_t kInitPiece = 64 * kQ8BlockElements;
   size_t largest = *std::max_element(sizes.begin(), sizes.end());
   std::vector<float> values(std::min(largest, kInitPiece));
+  s.shardGrads.reserve(elementBytes(s.layout.parsedLayout().grad, plan.ownedElements()));
   s.arena.grow(arenaFloats);
+  s.plan = std::move(plan);
+  s.paramJoins.insert(s.paramJoins.end(), joins.begin(), joins.end());
 
   size_t firstTensor = s.tensors.size();
   Dtype paramDtype = s.layout.parsedLayout().param;
   for (Tensor &tensor : added) {
-    size_t n = tensor.size;
+    size_t n = tensor.owned.size();
     const std::vector<BufferDesc> &buffers = tensor.layout->buffers;
     for (size_t b = 0; b < buffers.size(); ++b) {
       const BufferDesc &buffer = buffers[b];
@@ -160,7 +200,8 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         if (buffer.dtype == Dtype::Remainder)
           std::fill_n(reinterpret_cast<uint16_t *>(s.arena.data() + tensor.offsets[b]), n, uint16_t{0});
         else
-          decodeToF32(paramDtype, tensor.param, nullptr, {s.arena.data() + tensor.offsets[b], n});
+          decodeToF32(paramDtype, static_cast<char *>(tensor.param) + elementBytes(paramDtype, tensor.owned.begin),
+                      nullptr, {s.arena.data() + tensor.offsets[b], n});
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
         std::fill(values.begin(), values.end(), elementwiseInit[k]);
@@ -174,10 +215,10 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         }
       }
     }
+    s.chunks.addTensor(tensor.size);
+    s.numParams += tensor.size;
     s.tensors.push_back(std::move(tensor));
     s.scalars.insert(s.scalars.end(), scalarInit.begin(), scalarInit.end());
-    s.chunks.addTensor(n);
-    s.numParams += n;
   }
   s.groups.push_back({std::move(hypers), firstTensor, params.size()});
   return groupIndex;
@@ -224,9 +265,10 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
     slot[0] = tensor.param;
     // Kernels never write the gradient; the buffer table is void* only so
     // one table type serves every buffer.
-    slot[1] = const_cast<void *>(gradsPerGroup[tensor.group][t - group.firstTensor]);
+    slot[1] = const_cast<void *>(comm ? kernelGrad(t, gradsPerGroup)
+                                      : gradsPerGroup[tensor.group][t - group.firstTensor]);
     for (size_t b = 2; b < tensor.layout->buffers.size(); ++b)
-      slot[b] = arena.data() + tensor.offsets[b];
+      slot[b] = kernelBuffer(tensor, b);
   }
 }
 
@@ -253,13 +295,15 @@ void Optimizer::Impl::runPhase(int phase) {
   size_t uStride = uniformStride();
   size_t pStride = partialStride();
   const std::vector<Chunk> &table = chunks.chunks();
-  auto runChunk = [&](size_t c) {
+  const std::vector<size_t> &owned = plan.ownedChunks();
+  auto runChunk = [&](size_t i) {
+    size_t c = owned[i];
     const Chunk &chunk = table[c];
     KernelFn kernel = tensors[chunk.tensor].layout->kernels[phase];
     kernel(&buffers[chunk.tensor * perTensor], &uniforms[chunk.tensor * uStride],
            &partials[c * pStride], chunk.begin, chunk.end);
   };
-  pool.parallelFor(table.size(), runChunk);
+  pool.parallelFor(owned.size(), runChunk);
 }
 
 void Optimizer::Impl::combinePhase(int phase) {
@@ -268,6 +312,10 @@ void Optimizer::Impl::combinePhase(int phase) {
   size_t end = layout.reductionEnd(phase);
   size_t pStride = partialStride();
   size_t numReductions = layout.numReductions();
+  if (begin == end)
+    return;
+  if (comm)
+    gatherChunkValues(partials.data(), pStride, end - begin);
   for (size_t t = 0; t < tensors.size(); ++t) {
     size_t firstChunk = chunks.firstChunk(t);
     size_t endChunk = chunks.endChunk(t);
@@ -343,11 +391,14 @@ double Optimizer::Impl::gradSumOfSquares() {
   gradPartials.resize(table.size());
   Dtype dtype = layout.parsedLayout().grad;
   size_t perTensor = buffersPerTensor();
-  auto readChunk = [&](size_t c) {
-    const Chunk &chunk = table[c];
-    gradPartials[c] = sumOfSquares(dtype, buffers[chunk.tensor * perTensor + 1], chunk.begin, chunk.end);
+  const std::vector<size_t> &owned = plan.ownedChunks();
+  auto readChunk = [&](size_t i) {
+    const Chunk &chunk = table[owned[i]];
+    gradPartials[owned[i]] = sumOfSquares(dtype, buffers[chunk.tensor * perTensor + 1], chunk.begin, chunk.end);
   };
-  pool.parallelFor(table.size(), readChunk);
+  pool.parallelFor(owned.size(), readChunk);
+  if (comm)
+    gatherChunkValues(gradPartials.data(), 1, 1);
   double sum = 0.0;
   for (double partial : gradPartials)
     sum += partial;
@@ -407,18 +458,33 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
                                      const StepOptions &options) {
   static const char *caller = "optrt::Optimizer::step";
   Impl &s = *this;
-  s.validateGrads(gradsPerGroup);
-  checkStepOptions(options, s.layout, caller);
-  std::vector<ScheduledValue> scheduled = s.scheduledValues(caller);
+  std::vector<ScheduledValue> scheduled;
+  auto check = [&] {
+    s.validateGrads(gradsPerGroup);
+    checkStepOptions(options, s.layout, caller);
+    scheduled = s.scheduledValues(caller);
+  };
+  s.commSeconds = 0;
+  StepResult result;
+  if (s.comm) {
+    // Counts and options that differ would make the ranks' collectives differ.
+    CommTimer timer(s.commSeconds);
+    checkOnEveryRank(*s.comm, caller, "the step's arguments", describeStep(s.stepCount, s.tensors.size(), options),
+                     check);
+  } else {
+    check();
+  }
+  if (s.comm && s.gradientMode == ShardedGradients::Average)
+    s.reduceScatterGradients(gradsPerGroup);
   s.prepareStep(gradsPerGroup);
 
-  StepResult result;
   double gradScale = 1.0 / options.lossScale;
   if (options.checkFinite || options.lossScale != 1.0 || options.maxGradNorm) {
     double sumOfSquares = s.gradSumOfSquares();
     result.gradNorm = std::sqrt(sumOfSquares) / options.lossScale;
     if (!std::isfinite(sumOfSquares)) {
       result.skipped = true;
+      result.communicationSeconds = s.commSeconds;
       return result;
     }
     if (options.maxGradNorm) {
@@ -442,9 +508,12 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
     s.combinePhase(phase);
   }
   s.updateScalars();
+  if (s.comm)
+    s.gatherParams();
   for (Group &group : s.groups)
     ++group.steps;
   ++s.stepCount;
+  result.communicationSeconds = s.commSeconds;
   return result;
 }
 
@@ -508,7 +577,7 @@ std::span<const float> Optimizer::state(const std::string &name, int group, size
     throw std::invalid_argument(std::string(caller) + ": state '" + name + "' of " + tensorName(tensor, group) +
                                 " is stored as " + dtypeName(dtype) + " (layout '" + t.layout->name +
                                 "'); read a decoded copy with readState");
-  return {static_cast<const float *>(s.bufferAt(t, b)), t.size};
+  return {static_cast<const float *>(s.bufferAt(t, b)), t.owned.size()};
 }
 
 std::vector<float> Optimizer::readState(const std::string &name, int group, size_t tensor) const {
@@ -517,7 +586,7 @@ std::vector<float> Optimizer::readState(const std::string &name, int group, size
   s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
   size_t b = s.stateBuffer(t, name, caller);
-  std::vector<float> values(t.size);
+  std::vector<float> values(t.owned.size());
   decodeToF32(t.layout->buffers[b].dtype, s.bufferAt(t, b), s.absmaxOf(t, b), values);
   return values;
 }
@@ -527,10 +596,10 @@ void Optimizer::writeState(const std::string &name, int group, size_t tensor, st
   Impl &s = *impl_;
   s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
-  if (values.size() != t.size)
+  if (values.size() != t.owned.size())
     throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for " +
-                                tensorName(tensor, group) + ", which has " + std::to_string(t.size) +
-                                " elements");
+                                tensorName(tensor, group) + ", which has " + std::to_string(t.owned.size()) +
+                                (s.comm ? " elements on this rank" : " elements"));
   size_t b = s.stateBuffer(t, name, caller);
   encodeF32(t.layout->buffers[b].dtype, values, s.bufferAt(t, b), const_cast<float *>(s.absmaxOf(t, b)));
 }
@@ -544,16 +613,27 @@ std::vector<float> Optimizer::master(int group, size_t tensor) const {
       continue;
     if (t.layout->buffers[b].dtype != Dtype::Remainder) {
       const float *data = static_cast<const float *>(s.bufferAt(t, b));
-      return {data, data + t.size};
+      return {data, data + t.owned.size()};
     }
-    const auto *param = static_cast<const uint16_t *>(t.param);
+    const auto *param = static_cast<const uint16_t *>(t.param) + t.owned.begin;
     const auto *remainder = static_cast<const int16_t *>(s.bufferAt(t, b));
-    std::vector<float> values(t.size);
-    for (size_t i = 0; i < t.size; ++i)
+    std::vector<float> values(t.owned.size());
+    for (size_t i = 0; i < values.size(); ++i)
       values[i] = joinMaster(param[i], remainder[i]);
     return values;
   }
   throw std::invalid_argument(std::string(caller) + ": layout '" + t.layout->name + "' has no master copy");
+}
+
+std::pair<size_t, size_t> Optimizer::ownedRange(int group, size_t tensor) const {
+  const Tensor &t = impl_->checkedTensor(group, tensor, "optrt::Optimizer::ownedRange");
+  return {t.owned.begin, t.owned.end};
+}
+
+void Optimizer::Impl::refuseSharded(const char *caller) const {
+  if (comm)
+    throw std::logic_error(std::string(caller) + ": the optimizer is sharded over " + std::to_string(comm->size()) +
+                           " ranks; saving and loading sharded state is not supported yet");
 }
 
 const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
@@ -563,11 +643,14 @@ const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
 MemoryReport Optimizer::memoryReport() const {
   const Impl &s = *impl_;
   std::vector<size_t> sizes;
-  for (const Tensor &t : s.tensors)
+  MemoryOptions options;
+  for (const Tensor &t : s.tensors) {
     sizes.push_back(t.size);
+    if (s.comm)
+      options.ownedElements.push_back(t.owned.size());
+  }
   if (sizes.empty())
     throw std::logic_error("optrt::Optimizer::memoryReport: the optimizer has no parameters");
-  MemoryOptions options;
   options.smallTensorElements = s.smallTensorElements;
   return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
 }

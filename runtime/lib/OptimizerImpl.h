@@ -10,6 +10,7 @@
 #include "RuleLayout.h"
 #include "StateArena.h"
 #include "ThreadPool.h"
+#include "shard/ShardPlan.h"
 
 #include "optrt/Storage.h"
 
@@ -34,8 +35,12 @@ struct Tensor {
   // The layout it runs: the optimizer's, or its small-tensor fallback.
   const LayoutKernels *layout;
   // Per buffer of that layout, where it starts in the arena (in floats);
-  // unused for param and grad, which the caller owns.
+  // unused for param and grad, which the caller owns. Buffers hold the
+  // owned elements only.
   std::vector<size_t> offsets;
+  // The elements whose master and state this rank keeps (all of them
+  // without a communicator; ShardPlan.h).
+  OwnedRange owned;
 };
 
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
@@ -63,7 +68,8 @@ struct Optimizer::Impl {
   Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
       : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
         pool(resolveThreads(options.threads)), smallTensorElements(options.smallTensorElements),
-        seed(options.seed) {
+        seed(options.seed), comm(options.communicator), gradientMode(options.gradients),
+        plan(comm ? comm->rank() : 0, comm ? comm->size() : 1) {
     // A q8 block must never span two chunks: each chunk's kernel quantises
     // whole blocks.
     if (layout.layout().buffers.size() > 0 &&
@@ -95,6 +101,18 @@ struct Optimizer::Impl {
 
   size_t smallTensorElements;
   uint32_t seed;
+  // Sharding (ZeRO stage 1): null without a communicator, when the plan
+  // gives this process everything.
+  std::shared_ptr<Communicator> comm;
+  ShardedGradients gradientMode;
+  ShardPlan plan;
+  std::vector<char> shardGrads; // this rank's part of the summed gradients
+  std::vector<double> gathered; // scratch of gatherChunkValues
+  // Per tensor: 1 when the next tensor of its group starts where its param
+  // ends on every rank, so one collective moves both (ShardedStep.cpp).
+  std::vector<uint8_t> paramJoins;
+  std::vector<uint8_t> gradJoins; // the same for this step's gradients
+  double commSeconds = 0;       // of the current step
   size_t buffersPerTensor() const { return layout.layout().buffers.size(); }
   // One more slot for the stochastic-rounding key of layouts that need it.
   size_t uniformStride() const {
@@ -114,6 +132,16 @@ struct Optimizer::Impl {
   void *bufferAt(const Tensor &t, size_t buffer) const {
     return arena.data() + t.offsets[buffer];
   }
+  // What the kernels get for buffer b of t: they index from the tensor's
+  // first element, and the arena holds the owned elements only. (Integer
+  // arithmetic: the address may lie before the allocation; the kernels only
+  // touch owned elements.)
+  void *kernelBuffer(const Tensor &t, size_t buffer) const {
+    auto at = reinterpret_cast<uintptr_t>(bufferAt(t, buffer));
+    return reinterpret_cast<void *>(at - bufferBytes(t.layout->buffers[buffer], t.owned.begin));
+  }
+  // Throws std::logic_error: checkpoints of a sharded optimizer are not written yet.
+  void refuseSharded(const char *caller) const;
   const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
   int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
                    std::map<std::string, double> hyperOverrides);
@@ -134,6 +162,16 @@ struct Optimizer::Impl {
                           int newGroup) const;
 
   void validateGrads(const std::vector<std::vector<const void *>> &gradsPerGroup) const;
+  // Sharded steps (shard/ShardedStep.cpp). Each returns after the
+  // collective; every rank calls them in the same order.
+  // Sums the gradients of every rank's part into shardGrads and averages.
+  void reduceScatterGradients(const std::vector<std::vector<const void *>> &gradsPerGroup);
+  // values[c * stride + k], k < count, of every chunk c, from the rank that ran it.
+  void gatherChunkValues(double *values, size_t stride, size_t count);
+  // Every rank's updated params, into every rank's param tensors.
+  void gatherParams();
+  // The grad pointer kernels read for tensor t (before the step starts).
+  const void *kernelGrad(size_t t, const std::vector<std::vector<const void *>> &gradsPerGroup) const;
   void prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup);
   void runPhase(int phase);
   void combinePhase(int phase);

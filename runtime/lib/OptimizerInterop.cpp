@@ -39,6 +39,7 @@ template <typename T> std::vector<char> bytesOf(const T *values, size_t n) {
 void Optimizer::exportSafetensors(const std::string &path) const {
   static const char *caller = "optrt::Optimizer::exportSafetensors";
   const Impl &s = *impl_;
+  s.refuseSharded(caller);
   const RuleKernels &rule = s.layout.rule();
   detail::SafetensorsFile file;
   nlohmann::json groups = nlohmann::json::array();
@@ -83,6 +84,7 @@ void Optimizer::exportSafetensors(const std::string &path) const {
 void Optimizer::importSafetensors(const std::string &path) {
   static const char *caller = "optrt::Optimizer::importSafetensors";
   Impl &s = *impl_;
+  s.refuseSharded(caller);
   const RuleKernels &rule = s.layout.rule();
   auto fail = [&](const std::string &problem) {
     throw std::invalid_argument(std::string(caller) + ": '" + path + "': " + problem);

@@ -57,10 +57,12 @@ private:
 } // namespace
 
 void Optimizer::saveState(std::ostream &out) const {
+  impl_->refuseSharded("optrt::Optimizer::saveState");
   detail::writeStateStream(out, CpuStateAccess<Impl>(*impl_), "optrt::Optimizer::saveState");
 }
 
 void Optimizer::loadState(std::istream &in, bool convert) {
+  impl_->refuseSharded("optrt::Optimizer::loadState");
   CpuStateAccess<Impl> access(*impl_);
   detail::readStateStream(in, access, convert, "optrt::Optimizer::loadState");
 }

@@ -19,6 +19,11 @@ struct MemoryOptions {
   /// such fallback: they cost nothing extra to keep at any size.
   size_t smallTensorElements = 4096;
   uint32_t blockElements = 256; ///< absmax block of a q8 state
+  /// A rank of a sharded optimizer: the elements of each tensor whose master
+  /// and state it keeps (empty: all of them). Params and gradients stay
+  /// whole on every rank, scalar states too; the small-tensor fallback is
+  /// still decided by a tensor's full size.
+  std::vector<size_t> ownedElements;
 };
 
 /// One state's share of a MemoryReport.
@@ -46,8 +51,8 @@ struct MemoryReport {
 /// Validates the layout against the states first (validateLayout). A q8
 /// state of a tensor of n >= smallTensorElements elements costs n bytes plus
 /// 4 per block of blockElements (the absmax); a scalar state 8 bytes per
-/// tensor. Throws std::invalid_argument for an empty tensor list or a zero
-/// size.
+/// tensor. Throws std::invalid_argument for an empty tensor list, a zero
+/// size, or ownedElements of another length or above a tensor's size.
 MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &layout,
                           const std::vector<size_t> &tensorSizes,
                           const MemoryOptions &options = {});

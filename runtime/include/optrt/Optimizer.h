@@ -13,6 +13,7 @@
 // may only be destroyed or assigned to.
 #pragma once
 
+#include "optrt/Communicator.h"
 #include "optrt/MemoryReport.h"
 #include "optrt/RuleKernels.h"
 #include "optrt/Schedule.h"
@@ -25,11 +26,24 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace optrt {
 
-/// How an Optimizer runs: threads, chunking, the layout, the small-tensor threshold, the seed.
+/// What the gradients a sharded optimizer's step takes are on each rank.
+enum class ShardedGradients {
+  /// Each rank's own (e.g. of its slice of the batch): the step sums them
+  /// across ranks with a reduce-scatter, so each rank receives only its part,
+  /// and divides the sum by the number of ranks, as data-parallel training
+  /// averages gradients.
+  Average,
+  /// Already reduced by the trainer (an all-reduce, as DDP does): the same on
+  /// every rank. The step reads its own part and moves no gradient.
+  Reduced,
+};
+
+/// How an Optimizer runs: threads, chunking, the layout, the small-tensor threshold, the seed, sharding.
 struct OptimizerOptions {
   /// Threads of a step's parallel pass, the calling thread included;
   /// 0 means std::thread::hardware_concurrency().
@@ -54,6 +68,15 @@ struct OptimizerOptions {
   /// i with stochasticBitsFromKey(key ^ b * 0x9E3779B9, i). Nothing depends
   /// on threads or chunks: results are reproducible for any thread count.
   uint32_t seed = 0;
+  /// Shards the state across the ranks of this communicator (ZeRO stage 1,
+  /// docs/sharding.md): every rank passes the same rule, options and groups
+  /// and holds every param, but keeps and steps only its own part of each
+  /// group (cut at chunk boundaries), and each step ends by gathering the
+  /// updated params. Params after any number of steps are bitwise those of
+  /// one process, for any number of ranks. Null: one process owns everything.
+  std::shared_ptr<Communicator> communicator;
+  /// With a communicator: what step's gradients are on each rank.
+  ShardedGradients gradients = ShardedGradients::Average;
 };
 
 /// Owns the optimizer state of one rule and steps it (see the file comment).
@@ -62,7 +85,8 @@ public:
   /// Throws std::invalid_argument when kernels is null or inconsistent
   /// (per-phase tables of the wrong length, null functions, reductions out of
   /// phase order, duplicate names), when it was not compiled for
-  /// options.layout, or when options.chunkElements is 0.
+  /// options.layout, or when options.chunkElements is 0. Sharded, every rank
+  /// throws when any rank does, or when the ranks' rules or options differ.
   explicit Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options = {});
   ~Optimizer();
   /// Moves the optimizer; the moved-from one may only be destroyed or assigned to.
@@ -144,8 +168,14 @@ public:
   /// The value hyper `name` has in `group` (a scheduled one: the value of the last step).
   double hyper(const std::string &name, int group) const;
 
+  /// The elements [first, second) of tensor `tensor` of `group` whose state
+  /// this rank keeps and steps: [0, size) without a communicator; sharded,
+  /// this rank's part of the tensor (possibly empty). state, readState,
+  /// writeState and master read and write these elements only.
+  std::pair<size_t, size_t> ownedRange(int group, size_t tensor) const;
+
   /// The elementwise state `name` of one tensor (as many floats as the
-  /// tensor), valid until the next addGroup. Throws std::invalid_argument
+  /// tensor; sharded, as its ownedRange), valid until the next addGroup. Throws std::invalid_argument
   /// for an unknown or scalar state, or one not stored as f32 for this tensor
   /// (use readState/writeState), std::out_of_range for bad indices.
   std::span<float> state(const std::string &name, int group, size_t tensor);
@@ -173,6 +203,10 @@ public:
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
 
+  /// Sharded optimizers (a communicator in the options) do not save or load
+  /// state yet: saveState, loadState, exportSafetensors and importSafetensors
+  /// throw std::logic_error on them.
+  ///
   /// Writes the step counts (the optimizer's and each group's), every
   /// group's hypers (not the step hypers) and every tensor's state (master
   /// copies, each state in its storage, q8 absmax, scalar states) with the

@@ -52,6 +52,10 @@ struct StepResult {
   /// The factor norm clipping multiplied the unscaled gradients by (1 when
   /// it did not clip).
   double clipCoefficient = 1.0;
+  /// Sharded (OptimizerOptions::communicator): seconds this step spent in
+  /// collectives (agreeing on the arguments, gradients, reduction partials,
+  /// params); 0 for one process.
+  double communicationSeconds = 0.0;
 };
 
 } // namespace optrt

@@ -1,0 +1,34 @@
+// The MPI engine of a sharded optimizer (optrt/Communicator.h): collectives
+// over a duplicate of a communicator the trainer already has, so the
+// optimizer's messages never match the trainer's own. Built into the
+// library optrt_mpi (target OptDSL::optrt_mpi) only where CMake finds MPI;
+// the rest of the project builds and runs without it.
+#pragma once
+
+#include "optrt/Communicator.h"
+
+#include <mpi.h>
+
+#include <climits>
+#include <cstddef>
+#include <memory>
+
+namespace optrt {
+
+/// How the MPI engine calls MPI.
+struct MpiOptions {
+  /// The largest count (bytes, or elements of a reduction) passed to one MPI
+  /// call. MPI counts are int: a larger collective is split into pieces of
+  /// at most this many, each an MPI_Bcast or MPI_Reduce from the rank that
+  /// owns it. Tests lower it to exercise the split with small tensors.
+  size_t maxCountPerCall = INT_MAX;
+};
+
+/// A Communicator over MPI_Comm_dup(comm), whose error handler returns
+/// errors instead of aborting: a failing MPI call throws std::runtime_error
+/// naming the call and MPI's message. Throws std::runtime_error when MPI is
+/// not initialised or already finalised, std::invalid_argument for
+/// MPI_COMM_NULL or maxCountPerCall 0 or above INT_MAX.
+std::shared_ptr<Communicator> mpiCommunicator(MPI_Comm comm, MpiOptions options = {});
+
+} // namespace optrt

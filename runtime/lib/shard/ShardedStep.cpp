@@ -1,0 +1,113 @@
+// The collectives of a sharded step (ZeRO stage 1, docs/sharding.md): the
+// gradients summed and scattered so each rank receives its part, the
+// reduction partials of every chunk gathered so each rank combines them in
+// chunk order exactly as one process would, and the updated params gathered.
+//
+// Gradients and params are moved group by group, one collective per run of
+// tensors that lie back to back in memory on every rank (a trainer with one
+// flat buffer per group makes one call per group); which tensors join is
+// agreed by all ranks, so every rank makes the same calls.
+#include "../OptimizerImpl.h"
+
+#include "CommTimer.h"
+#include "JoinedRuns.h"
+
+namespace optrt {
+
+const void *Optimizer::Impl::kernelGrad(size_t t, const std::vector<std::vector<const void *>> &gradsPerGroup) const {
+  const Tensor &tensor = tensors[t];
+  const Group &group = groups[tensor.group];
+  if (gradientMode == ShardedGradients::Reduced)
+    return gradsPerGroup[tensor.group][t - group.firstTensor];
+  // The tensor's owned elements sit in shardGrads where its group's part
+  // does, at their distance from the start of this rank's part; the kernels
+  // index from the tensor's first element.
+  size_t unit = elementBytes(layout.parsedLayout().grad, 1);
+  size_t firstOwned = plan.groupOffset(t) + tensor.owned.begin;
+  size_t mineBegin = plan.bound(tensor.group, plan.rank());
+  auto at = reinterpret_cast<uintptr_t>(shardGrads.data()) +
+            (plan.shardOffset(tensor.group) + firstOwned - std::min(firstOwned, mineBegin)) * unit;
+  return reinterpret_cast<const void *>(at - tensor.owned.begin * unit);
+}
+
+void Optimizer::Impl::reduceScatterGradients(const std::vector<std::vector<const void *>> &gradsPerGroup) {
+  CommTimer timer(commSeconds);
+  Dtype dtype = layout.parsedLayout().grad;
+  size_t unit = elementBytes(dtype, 1);
+  shardGrads.resize(plan.ownedElements() * unit); // reserved by addGroup
+
+  std::vector<const void *> pointers;
+  std::vector<size_t> sizes;
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].numTensors; ++i) {
+      pointers.push_back(gradsPerGroup[g][i]);
+      sizes.push_back(tensors[groups[g].firstTensor + i].size);
+    }
+  gradJoins = joinsOnEveryRank(*comm, pointers, sizes, unit);
+
+  size_t me = plan.rank();
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const Group &group = groups[g];
+    forEachJoinedRun(group.firstTensor, group.numTensors, gradJoins, [&](size_t first, size_t end) {
+      size_t flatBegin = plan.groupOffset(first);
+      size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
+      size_t mineFrom = std::clamp(plan.bound(g, me), flatBegin, flatEnd);
+      char *recv = shardGrads.data() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
+      comm->reduceScatterSum(pointers[first], recv, plan.partsOf(g, flatBegin, flatEnd), dtype);
+    });
+  }
+  // The mean over ranks, divided (not multiplied by 1/ranks) so that a sum
+  // that was exact gives exactly the single-process gradient.
+  auto ranks = static_cast<float>(plan.ranks());
+  size_t n = plan.ownedElements();
+  if (plan.ranks() == 1 || n == 0)
+    return;
+  constexpr size_t kPiece = 1 << 16;
+  auto divide = [&](size_t piece) {
+    size_t begin = piece * kPiece, end = std::min(n, begin + kPiece);
+    if (dtype == Dtype::F32) {
+      auto *values = reinterpret_cast<float *>(shardGrads.data());
+      for (size_t i = begin; i < end; ++i)
+        values[i] /= ranks;
+      return;
+    }
+    auto *values = reinterpret_cast<uint16_t *>(shardGrads.data());
+    for (size_t i = begin; i < end; ++i)
+      values[i] = dtype == Dtype::BF16 ? f32ToBf16(bf16ToF32(values[i]) / ranks)
+                                       : f32ToF16(f16ToF32(values[i]) / ranks);
+  };
+  pool.parallelFor((n + kPiece - 1) / kPiece, divide);
+}
+
+void Optimizer::Impl::gatherChunkValues(double *values, size_t stride, size_t count) {
+  CommTimer timer(commSeconds);
+  const std::vector<size_t> &byRank = plan.chunksByRank();
+  gathered.resize(byRank.size() * count);
+  size_t me = plan.rank();
+  for (size_t i = plan.firstOfRank(me); i < plan.firstOfRank(me + 1); ++i)
+    std::copy_n(values + byRank[i] * stride, count, gathered.data() + i * count);
+  std::vector<size_t> parts(plan.ranks());
+  for (size_t r = 0; r < plan.ranks(); ++r)
+    parts[r] = (plan.firstOfRank(r + 1) - plan.firstOfRank(r)) * count * sizeof(double);
+  comm->allGatherInPlace(gathered.data(), parts);
+  for (size_t i = 0; i < byRank.size(); ++i)
+    std::copy_n(gathered.data() + i * count, count, values + byRank[i] * stride);
+}
+
+void Optimizer::Impl::gatherParams() {
+  CommTimer timer(commSeconds);
+  Dtype dtype = layout.parsedLayout().param;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const Group &group = groups[g];
+    forEachJoinedRun(group.firstTensor, group.numTensors, paramJoins, [&](size_t first, size_t end) {
+      size_t flatBegin = plan.groupOffset(first);
+      size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
+      std::vector<size_t> parts = plan.partsOf(g, flatBegin, flatEnd);
+      for (size_t &part : parts)
+        part = elementBytes(dtype, part);
+      comm->allGatherInPlace(tensors[first].param, parts);
+    });
+  }
+}
+
+} // namespace optrt

@@ -1,0 +1,231 @@
+// Mistakes on one rank of a sharded optimizer: every rank throws an error
+// that names the rank and the problem (no rank waits forever in a
+// collective), nothing changes, and the ranks stay in step: a correct call
+// afterwards works. Also: what a rank holds (ownedRange, the memory report)
+// and the state calls that a sharded optimizer refuses.
+#include "MpiWorld.h"
+
+#include "common/JitKernels.h"
+#include "common/RandomValues.h"
+
+#include "optrt/Optimizer.h"
+
+#include <gtest/gtest.h>
+
+#include <numeric>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+
+namespace optdsl::test {
+namespace {
+
+using optrt::Optimizer;
+using optrt::OptimizerOptions;
+
+constexpr size_t kChunk = 1024;
+const std::vector<size_t> kSizes = {5 * kChunk + 10, 3000, 700};
+
+int lastRank() { return worldSize() - 1; }
+
+OptimizerOptions shardedOptions(const std::string &layout = "f32") {
+  OptimizerOptions options;
+  options.layout = layout;
+  options.threads = 1;
+  options.chunkElements = kChunk;
+  options.communicator = worldCommunicator();
+  return options;
+}
+
+std::shared_ptr<const optrt::RuleKernels> adamw() { return jitKernels("adamw", {"f32", "param=bf16,master=f32,state=q8"}); }
+
+struct Model {
+  Model() {
+    std::mt19937 rng(5);
+    for (size_t n : kSizes) {
+      params.push_back(normalValues(n, rng));
+      grads.push_back(normalValues(n, rng, 0.1f));
+    }
+  }
+  std::vector<float *> paramPointers() {
+    std::vector<float *> result;
+    for (auto &p : params)
+      result.push_back(p.data());
+    return result;
+  }
+  std::vector<std::vector<const float *>> gradPointers() const {
+    std::vector<const float *> group;
+    for (const auto &g : grads)
+      group.push_back(g.data());
+    return {group};
+  }
+  std::vector<std::vector<float>> params, grads;
+};
+
+// Runs `call`, which must throw on every rank, and returns its message.
+template <typename Call> std::string messageOf(Call &&call) {
+  try {
+    call();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no exception on rank " << worldRank();
+  return "";
+}
+
+bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
+
+TEST(ShardedErrors, AWrongGradientCountOnOneRankFailsEveryRankAndChangesNothing) {
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  auto before = model.params;
+  auto grads = model.gradPointers();
+  if (worldRank() == lastRank())
+    grads[0].pop_back();
+  std::string message = messageOf([&] { optimizer.step(grads); });
+  EXPECT_TRUE(contains(message, "got 2 gradients for group 0")) << message;
+  if (worldRank() != lastRank())
+    EXPECT_TRUE(contains(message, "rank " + std::to_string(lastRank()) + " failed")) << message;
+  EXPECT_EQ(model.params, before);
+  EXPECT_EQ(optimizer.stepCount(), 0);
+  // Still in step with each other: the next correct step works everywhere.
+  optimizer.step(model.gradPointers());
+  EXPECT_EQ(optimizer.stepCount(), 1);
+  EXPECT_NE(model.params, before);
+}
+
+TEST(ShardedErrors, GroupSizesThatDifferAcrossRanksAreRefusedOnEveryRank) {
+  if (worldSize() < 2)
+    GTEST_SKIP() << "needs two ranks to differ";
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  std::vector<size_t> sizes = kSizes;
+  if (worldRank() == lastRank())
+    sizes[1] -= 1;
+  std::string message = messageOf([&] { optimizer.addGroup(model.paramPointers(), sizes); });
+  EXPECT_TRUE(contains(message, "the ranks disagree on the new group")) << message;
+  EXPECT_TRUE(contains(message, "rank " + std::to_string(lastRank()) + " has")) << message;
+  EXPECT_EQ(optimizer.numGroups(), 0);
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  EXPECT_EQ(optimizer.numGroups(), 1);
+}
+
+TEST(ShardedErrors, HypersThatDifferAcrossRanksAreRefusedOnEveryRank) {
+  if (worldSize() < 2)
+    GTEST_SKIP() << "needs two ranks to differ";
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  double lr = worldRank() == lastRank() ? 2e-3 : 1e-3;
+  std::string message = messageOf([&] { optimizer.addGroup(model.paramPointers(), kSizes, {{"lr", lr}}); });
+  EXPECT_TRUE(contains(message, "the ranks disagree on the new group")) << message;
+  EXPECT_EQ(optimizer.numGroups(), 0);
+}
+
+TEST(ShardedErrors, AnUnknownHyperOnOneRankNamesItOnEveryRank) {
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  std::map<std::string, double> hypers = {{"lr", 1e-3}};
+  if (worldRank() == lastRank())
+    hypers = {{"lrr", 1e-3}};
+  std::string message = messageOf([&] { optimizer.addGroup(model.paramPointers(), kSizes, hypers); });
+  EXPECT_TRUE(contains(message, "lrr")) << message;
+  EXPECT_EQ(optimizer.numGroups(), 0);
+}
+
+TEST(ShardedErrors, LayoutsThatDifferAcrossRanksAreRefusedAtConstruction) {
+  if (worldSize() < 2)
+    GTEST_SKIP() << "needs two ranks to differ";
+  std::string layout = worldRank() == lastRank() ? "param=bf16,master=f32,state=q8" : "f32";
+  std::string message = messageOf([&] { Optimizer optimizer(adamw(), shardedOptions(layout)); });
+  EXPECT_TRUE(contains(message, "the ranks disagree on the rule and the optimizer's options")) << message;
+  EXPECT_TRUE(contains(message, "layout")) << message;
+}
+
+TEST(ShardedErrors, ALayoutOneRanksRuleLacksFailsEveryRank) {
+  std::string layout = worldRank() == lastRank() ? "state=bf16" : "f32";
+  std::string message = messageOf([&] { Optimizer optimizer(adamw(), shardedOptions(layout)); });
+  EXPECT_TRUE(contains(message, "state=bf16")) << message;
+}
+
+TEST(ShardedErrors, StepOptionsThatDifferAcrossRanksAreRefused) {
+  if (worldSize() < 2)
+    GTEST_SKIP() << "needs two ranks to differ";
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  optrt::StepOptions options;
+  if (worldRank() == lastRank())
+    options.maxGradNorm = 1.0;
+  auto before = model.params;
+  std::string message = messageOf([&] { optimizer.step(model.gradPointers(), options); });
+  EXPECT_TRUE(contains(message, "the ranks disagree on the step's arguments")) << message;
+  EXPECT_EQ(model.params, before);
+}
+
+TEST(ShardedErrors, CheckpointsOfAShardedOptimizerAreRefusedByName) {
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  std::stringstream stream;
+  EXPECT_TRUE(contains(messageOf([&] { optimizer.saveState(stream); }), "sharded over"));
+  EXPECT_TRUE(contains(messageOf([&] { optimizer.loadState(stream); }), "sharded over"));
+  EXPECT_THROW(optimizer.exportSafetensors("/tmp/never-written.safetensors"), std::logic_error);
+}
+
+TEST(ShardedState, RanksOwnDisjointPartsThatCoverEveryTensor) {
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    auto range = optimizer.ownedRange(0, t);
+    std::vector<std::pair<size_t, size_t>> all = gatherFromRanks(range);
+    size_t covered = 0;
+    for (int r = 0; r < worldSize(); ++r) {
+      EXPECT_LE(all[r].first, all[r].second);
+      if (all[r].first == all[r].second)
+        continue;
+      EXPECT_EQ(all[r].first, covered) << "rank " << r << " of tensor " << t;
+      EXPECT_EQ(all[r].first % kChunk, 0u) << "a part starts mid-chunk";
+      covered = all[r].second;
+    }
+    EXPECT_EQ(covered, kSizes[t]) << "tensor " << t;
+    EXPECT_EQ(optimizer.state("exp_avg", 0, t).size(), range.second - range.first);
+  }
+}
+
+TEST(ShardedState, StateBytesPerRankAddUpToOneProcesssAndSplitEvenly) {
+  Model model;
+  auto kernels = adamw();
+  for (const char *layout : {"f32", "param=bf16,master=f32,state=q8"}) {
+    SCOPED_TRACE(layout);
+    OptimizerOptions single = shardedOptions(layout);
+    single.communicator = nullptr;
+    // Stored params: bf16 ones for the bf16 layout, the model's for f32.
+    std::vector<std::vector<uint16_t>> bf16Params;
+    std::vector<void *> pointers;
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      bf16Params.emplace_back(kSizes[t], 0x3F80); // bf16 1.0
+      pointers.push_back(std::string(layout) == "f32" ? static_cast<void *>(model.params[t].data())
+                                                      : static_cast<void *>(bf16Params.back().data()));
+    }
+    Optimizer one(kernels, single), sharded(kernels, shardedOptions(layout));
+    one.addGroupStored(pointers, kSizes);
+    sharded.addGroupStored(pointers, kSizes);
+    optrt::MemoryReport whole = one.memoryReport(), mine = sharded.memoryReport();
+    std::vector<double> states = gatherFromRanks(mine.state), masters = gatherFromRanks(mine.master);
+    double stateSum = std::accumulate(states.begin(), states.end(), 0.0);
+    double masterSum = std::accumulate(masters.begin(), masters.end(), 0.0);
+    EXPECT_NEAR(stateSum, whole.state, 1e-12); // adamw has no scalar states, which every rank keeps
+    EXPECT_NEAR(masterSum, whole.master, 1e-12);
+    EXPECT_EQ(mine.param, whole.param); // params stay whole on every rank
+    // Each rank's share is within one chunk of state (one group here) of
+    // 1/N: at most 4 bytes per state and element.
+    double chunkShare = 4.0 * static_cast<double>(kernels->states.size() * kChunk) /
+                        static_cast<double>(sharded.numParams());
+    EXPECT_LE(std::abs(mine.state - whole.state / worldSize()), chunkShare);
+  }
+}
+
+} // namespace
+} // namespace optdsl::test
