@@ -265,8 +265,8 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
     slot[0] = tensor.param;
     // Kernels never write the gradient; the buffer table is void* only so
     // one table type serves every buffer.
-    slot[1] = const_cast<void *>(comm ? kernelGrad(t, gradsPerGroup)
-                                      : gradsPerGroup[tensor.group][t - group.firstTensor]);
+    slot[1] = const_cast<void *>(gradsInShard() ? shardGrad(t)
+                                                : gradsPerGroup[tensor.group][t - group.firstTensor]);
     for (size_t b = 2; b < tensor.layout->buffers.size(); ++b)
       slot[b] = kernelBuffer(tensor, b);
   }
@@ -474,7 +474,7 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   } else {
     check();
   }
-  if (s.comm && s.gradientMode == ShardedGradients::Average)
+  if (s.gradsInShard())
     s.reduceScatterGradients(gradsPerGroup);
   s.prepareStep(gradsPerGroup);
 

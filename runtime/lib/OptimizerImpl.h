@@ -170,8 +170,12 @@ struct Optimizer::Impl {
   void gatherChunkValues(double *values, size_t stride, size_t count);
   // Every rank's updated params, into every rank's param tensors.
   void gatherParams();
-  // The grad pointer kernels read for tensor t (before the step starts).
-  const void *kernelGrad(size_t t, const std::vector<std::vector<const void *>> &gradsPerGroup) const;
+  // Whether kernels read the gradients from shardGrads (summed across
+  // ranks) rather than from the caller's: with one rank the sum is the
+  // caller's gradient itself, and nothing needs to move.
+  bool gradsInShard() const { return comm && gradientMode == ShardedGradients::Average && plan.ranks() > 1; }
+  // Where kernels read tensor t's gradient when gradsInShard().
+  const void *shardGrad(size_t t) const;
   void prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup);
   void runPhase(int phase);
   void combinePhase(int phase);

@@ -1,4 +1,4 @@
-// f32 <-> bf16 and f32 <-> IEEE binary16, round to nearest even, on the bit
+// f32 <-> IEEE binary16 (bf16 is inline in Storage.h), round to nearest even, on the bit
 // patterns (no dependence on the host's F16C/AVX512-BF16 or rounding mode).
 #include "optrt/Storage.h"
 
@@ -9,20 +9,6 @@ namespace optrt {
 using storage_detail::bitsOf;
 using storage_detail::floatOf;
 using storage_detail::isNanBits;
-
-uint16_t f32ToBf16(float x) {
-  uint32_t bits = bitsOf(x);
-  // Adding the rounding bias to a NaN could carry it into Inf or the sign;
-  // keep its top payload and set the quiet bit instead.
-  if (isNanBits(bits))
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
-  // Round to nearest even: add 0x7FFF plus the bit that becomes the lsb. The
-  // carry runs into the exponent (and to Inf) exactly as rounding requires.
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
-}
-
-float bf16ToF32(uint16_t bits) { return floatOf(static_cast<uint32_t>(bits) << 16); }
 
 uint16_t f32ToF16(float x) {
   uint32_t bits = bitsOf(x);

@@ -72,33 +72,47 @@ float expectedSum(size_t i) {
   return sum;
 }
 
-TEST_P(CommunicatorTest, ReduceScatterSumsEveryDtypeAndScattersRankParts) {
+// The mean of the exact sum, rounded once in dtype as a division would.
+float expectedMean(size_t i, Dtype dtype) {
+  float mean = expectedSum(i) / static_cast<float>(worldSize());
+  std::vector<char> stored(optrt::elementBytes(dtype, 1));
+  optrt::encodeF32(dtype, {&mean, 1}, stored.data(), nullptr);
+  float back = 0;
+  optrt::decodeToF32(dtype, stored.data(), nullptr, {&back, 1});
+  return back;
+}
+
+TEST_P(CommunicatorTest, ReduceScatterSumsAndAveragesEveryDtypeIntoRankParts) {
+  using Reduction = optrt::Communicator::Reduction;
   std::vector<size_t> counts = unevenParts(worldSize());
   size_t total = std::accumulate(counts.begin(), counts.end(), size_t{0});
   size_t start = std::accumulate(counts.begin(), counts.begin() + worldRank(), size_t{0});
   size_t mine = counts[worldRank()];
-  for (Dtype dtype : {Dtype::F32, Dtype::BF16, Dtype::F16}) {
-    SCOPED_TRACE(optrt::dtypeName(dtype));
-    std::vector<float> values(total);
-    for (size_t i = 0; i < total; ++i)
-      values[i] = contribution(worldRank(), i);
-    std::vector<char> send(optrt::elementBytes(dtype, total)), recv(optrt::elementBytes(dtype, mine) + 1);
-    optrt::encodeF32(dtype, values, send.data(), nullptr);
-    comm->reduceScatterSum(send.data(), recv.data(), counts, dtype);
-    std::vector<float> got(mine);
-    optrt::decodeToF32(dtype, recv.data(), nullptr, got);
-    for (size_t i = 0; i < mine; ++i)
-      EXPECT_EQ(got[i], expectedSum(start + i)) << "element " << start + i;
-  }
+  for (Reduction reduction : {Reduction::Sum, Reduction::Average})
+    for (Dtype dtype : {Dtype::F32, Dtype::BF16, Dtype::F16}) {
+      SCOPED_TRACE(optrt::dtypeName(dtype) + (reduction == Reduction::Sum ? " sum" : " mean"));
+      std::vector<float> values(total);
+      for (size_t i = 0; i < total; ++i)
+        values[i] = contribution(worldRank(), i);
+      std::vector<char> send(optrt::elementBytes(dtype, total)), recv(optrt::elementBytes(dtype, mine) + 1);
+      optrt::encodeF32(dtype, values, send.data(), nullptr);
+      comm->reduceScatter(send.data(), recv.data(), counts, dtype, reduction);
+      std::vector<float> got(mine);
+      optrt::decodeToF32(dtype, recv.data(), nullptr, got);
+      for (size_t i = 0; i < mine; ++i)
+        EXPECT_EQ(got[i], reduction == Reduction::Sum ? expectedSum(start + i) : expectedMean(start + i, dtype))
+            << "element " << start + i;
+    }
 }
 
 TEST_P(CommunicatorTest, RefusesPartsThatDoNotMatchTheRanks) {
   std::vector<size_t> parts(static_cast<size_t>(worldSize()) + 1, 0);
   uint8_t byte = 0;
   EXPECT_THROW(comm->allGatherInPlace(&byte, parts), std::invalid_argument);
-  EXPECT_THROW(comm->reduceScatterSum(&byte, &byte, parts, Dtype::F32), std::invalid_argument);
+  using Reduction = optrt::Communicator::Reduction;
+  EXPECT_THROW(comm->reduceScatter(&byte, &byte, parts, Dtype::F32, Reduction::Sum), std::invalid_argument);
   std::vector<size_t> right(static_cast<size_t>(worldSize()), 0);
-  EXPECT_THROW(comm->reduceScatterSum(&byte, &byte, right, Dtype::Q8Signed), std::invalid_argument);
+  EXPECT_THROW(comm->reduceScatter(&byte, &byte, right, Dtype::Q8Signed, Reduction::Sum), std::invalid_argument);
 }
 
 // Whole calls, and pieces of at most 3 bytes or elements.

@@ -39,13 +39,18 @@ public:
   /// after those of ranks 0 .. r-1; each rank has written its own part, and
   /// afterwards every rank holds every part. Parts may be empty.
   virtual void allGatherInPlace(void *buffer, std::span<const size_t> bytesPerRank) = 0;
-  /// Sums the ranks' `send` buffers (countsPerRank[0] + ... elements of
-  /// `dtype`: F32, BF16 or F16, 16-bit values added in f32 and rounded to
-  /// nearest even) and gives rank r the elements of its part: rank r's
-  /// `recv` receives countsPerRank[r] elements. The order of the sum is the
-  /// engine's.
-  virtual void reduceScatterSum(const void *send, void *recv, std::span<const size_t> countsPerRank,
-                                Dtype dtype) = 0;
+  /// What reduceScatter computes of the ranks' values.
+  enum class Reduction {
+    Sum,     ///< their sum
+    Average, ///< their sum, rounded, divided by size() (not multiplied by its inverse)
+  };
+  /// Reduces the ranks' `send` buffers (countsPerRank[0] + ... elements of
+  /// `dtype`: F32, BF16 or F16; 16-bit values are added in f32 and each sum
+  /// rounded to nearest even) and gives rank r the elements of its part:
+  /// rank r's `recv` receives countsPerRank[r] elements. The order of the sum
+  /// is the engine's (fixed for a given number of ranks in the MPI engine).
+  virtual void reduceScatter(const void *send, void *recv, std::span<const size_t> countsPerRank, Dtype dtype,
+                             Reduction reduction) = 0;
 };
 
 } // namespace optrt

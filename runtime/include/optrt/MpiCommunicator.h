@@ -18,9 +18,11 @@ namespace optrt {
 /// How the MPI engine calls MPI.
 struct MpiOptions {
   /// The largest count (bytes, or elements of a reduction) passed to one MPI
-  /// call. MPI counts are int: a larger collective is split into pieces of
-  /// at most this many, each an MPI_Bcast or MPI_Reduce from the rank that
-  /// owns it. Tests lower it to exercise the split with small tensors.
+  /// call. MPI counts are int: a larger all-gather is split into pieces of
+  /// at most this many, each an MPI_Bcast from the rank that owns it, and the
+  /// reduce-scatter (a ring of MPI_Sendrecv, see MpiCommunicator.cpp) moves
+  /// windows of at most this many elements. Tests lower it to exercise the
+  /// split with small tensors.
   size_t maxCountPerCall = INT_MAX;
 };
 

@@ -12,6 +12,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <bit>
 #include <span>
 
 namespace optrt {
@@ -20,10 +21,21 @@ namespace optrt {
 
 /// f32 -> bf16, round to nearest, ties to even. NaN stays NaN (quietened,
 /// sign kept); Inf stays Inf; values that round past the largest finite bf16
-/// become Inf.
-uint16_t f32ToBf16(float x);
+/// become Inf. (Inline: loops over many values, e.g. a reduction of bf16
+/// gradients across ranks, vectorise it.)
+inline uint16_t f32ToBf16(float x) {
+  uint32_t bits = std::bit_cast<uint32_t>(x);
+  // Adding the rounding bias to a NaN could carry it into Inf or the sign;
+  // keep its top payload and set the quiet bit instead.
+  if ((bits & 0x7FFFFFFFu) > 0x7F800000u)
+    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
+  // Round to nearest even: add 0x7FFF plus the bit that becomes the lsb. The
+  // carry runs into the exponent (and to Inf) exactly as rounding requires.
+  bits += 0x7FFFu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
 /// bf16 -> f32, exact.
-float bf16ToF32(uint16_t bits);
+inline float bf16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
 /// f32 -> IEEE binary16, round to nearest, ties to even. NaN stays NaN, Inf
 /// stays Inf, magnitudes >= 65520 become Inf, subnormal results are exact
 /// roundings (no flush to zero).

@@ -14,11 +14,8 @@
 
 namespace optrt {
 
-const void *Optimizer::Impl::kernelGrad(size_t t, const std::vector<std::vector<const void *>> &gradsPerGroup) const {
+const void *Optimizer::Impl::shardGrad(size_t t) const {
   const Tensor &tensor = tensors[t];
-  const Group &group = groups[tensor.group];
-  if (gradientMode == ShardedGradients::Reduced)
-    return gradsPerGroup[tensor.group][t - group.firstTensor];
   // The tensor's owned elements sit in shardGrads where its group's part
   // does, at their distance from the start of this rank's part; the kernels
   // index from the tensor's first element.
@@ -53,30 +50,12 @@ void Optimizer::Impl::reduceScatterGradients(const std::vector<std::vector<const
       size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
       size_t mineFrom = std::clamp(plan.bound(g, me), flatBegin, flatEnd);
       char *recv = shardGrads.data() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
-      comm->reduceScatterSum(pointers[first], recv, plan.partsOf(g, flatBegin, flatEnd), dtype);
+      // Divided, not multiplied by 1/ranks, so that a sum that was exact
+      // gives exactly the single-process gradient.
+      comm->reduceScatter(pointers[first], recv, plan.partsOf(g, flatBegin, flatEnd), dtype,
+                          Communicator::Reduction::Average);
     });
   }
-  // The mean over ranks, divided (not multiplied by 1/ranks) so that a sum
-  // that was exact gives exactly the single-process gradient.
-  auto ranks = static_cast<float>(plan.ranks());
-  size_t n = plan.ownedElements();
-  if (plan.ranks() == 1 || n == 0)
-    return;
-  constexpr size_t kPiece = 1 << 16;
-  auto divide = [&](size_t piece) {
-    size_t begin = piece * kPiece, end = std::min(n, begin + kPiece);
-    if (dtype == Dtype::F32) {
-      auto *values = reinterpret_cast<float *>(shardGrads.data());
-      for (size_t i = begin; i < end; ++i)
-        values[i] /= ranks;
-      return;
-    }
-    auto *values = reinterpret_cast<uint16_t *>(shardGrads.data());
-    for (size_t i = begin; i < end; ++i)
-      values[i] = dtype == Dtype::BF16 ? f32ToBf16(bf16ToF32(values[i]) / ranks)
-                                       : f32ToF16(f16ToF32(values[i]) / ranks);
-  };
-  pool.parallelFor((n + kPiece - 1) / kPiece, divide);
 }
 
 void Optimizer::Impl::gatherChunkValues(double *values, size_t stride, size_t count) {
