@@ -630,12 +630,6 @@ std::pair<size_t, size_t> Optimizer::ownedRange(int group, size_t tensor) const 
   return {t.owned.begin, t.owned.end};
 }
 
-void Optimizer::Impl::refuseSharded(const char *caller) const {
-  if (comm)
-    throw std::logic_error(std::string(caller) + ": the optimizer is sharded over " + std::to_string(comm->size()) +
-                           " ranks; saving and loading sharded state is not supported yet");
-}
-
 const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
   return impl_->checkedTensor(group, tensor, "optrt::Optimizer::tensorLayout").layout->name;
 }

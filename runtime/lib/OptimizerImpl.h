@@ -60,6 +60,10 @@ inline unsigned resolveThreads(unsigned requested) {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
+/// Whether `path` is a sharded checkpoint (a folder) rather than one
+/// process's file.
+bool isShardedCheckpoint(const std::string &path);
+
 } // namespace detail
 
 using namespace detail;
@@ -140,8 +144,15 @@ struct Optimizer::Impl {
     auto at = reinterpret_cast<uintptr_t>(bufferAt(t, buffer));
     return reinterpret_cast<void *>(at - bufferBytes(t.layout->buffers[buffer], t.owned.begin));
   }
-  // Throws std::logic_error: checkpoints of a sharded optimizer are not written yet.
+  // Throws std::logic_error when sharded: streams and safetensors hold one
+  // process's state.
   void refuseSharded(const char *caller) const;
+  // Sharded checkpoints (shard/ShardedCheckpoint.cpp): this rank's parts
+  // into folder/rank-R-of-N.state and rank 0's manifest.json; and loading
+  // this optimizer's parts from such a folder (any number of ranks), or,
+  // sharded, from one process's file.
+  void saveShards(const std::string &folder) const;
+  void loadParts(const std::string &path, bool convert);
   const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
   int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
                    std::map<std::string, double> hyperOverrides);

@@ -163,14 +163,15 @@ TEST(ShardedErrors, StepOptionsThatDifferAcrossRanksAreRefused) {
   EXPECT_EQ(model.params, before);
 }
 
-TEST(ShardedErrors, CheckpointsOfAShardedOptimizerAreRefusedByName) {
+TEST(ShardedErrors, StreamsAndSafetensorsOfAShardedOptimizerAreRefusedByName) {
   Model model;
   Optimizer optimizer(adamw(), shardedOptions());
   optimizer.addGroup(model.paramPointers(), kSizes);
   std::stringstream stream;
-  EXPECT_TRUE(contains(messageOf([&] { optimizer.saveState(stream); }), "sharded over"));
-  EXPECT_TRUE(contains(messageOf([&] { optimizer.loadState(stream); }), "sharded over"));
+  EXPECT_TRUE(contains(messageOf([&] { optimizer.saveState(stream); }), "one file per rank"));
+  EXPECT_TRUE(contains(messageOf([&] { optimizer.loadState(stream); }), "one file per rank"));
   EXPECT_THROW(optimizer.exportSafetensors("/tmp/never-written.safetensors"), std::logic_error);
+  EXPECT_THROW(optimizer.importSafetensors("/tmp/never-written.safetensors"), std::logic_error);
 }
 
 TEST(ShardedState, RanksOwnDisjointPartsThatCoverEveryTensor) {

@@ -203,9 +203,9 @@ public:
   /// an unknown or elementwise state, std::out_of_range for bad indices.
   double scalarState(const std::string &name, int group, size_t tensor) const;
 
-  /// Sharded optimizers (a communicator in the options) do not save or load
-  /// state yet: saveState, loadState, exportSafetensors and importSafetensors
-  /// throw std::logic_error on them.
+  /// Sharded (a communicator in the options), saveState(path) and
+  /// loadState(path) are collective: see their comments; the stream forms,
+  /// exportSafetensors and importSafetensors throw std::logic_error.
   ///
   /// Writes the step counts (the optimizer's and each group's), every
   /// group's hypers (not the step hypers) and every tensor's state (master
@@ -217,7 +217,11 @@ public:
   /// saveState into the file `path`, atomically: a temporary file beside it
   /// is written, synced to disk and renamed over `path`, so a crash leaves the
   /// previous file intact. Throws std::runtime_error naming the path and the
-  /// system's reason.
+  /// system's reason. Sharded, `path` is a folder (on a file system every
+  /// rank sees): each rank writes its part as `rank-R-of-N.state` (the stream
+  /// of its parts of the tensors), then rank 0 writes `manifest.json` saying
+  /// which part each file holds (docs/checkpoints.md); every rank throws
+  /// when any rank's write failed.
   void saveState(const std::string &path) const;
   /// Reads state written by saveState into this optimizer, which must run the
   /// same rule over the same groups of tensors of the same sizes in the same
@@ -235,7 +239,12 @@ public:
   /// versions 1 and 2 (before checksums) are still read.
   void loadState(std::istream &in, bool convert = false);
   /// loadState from the file `path`; a file that cannot be opened throws
-  /// std::invalid_argument naming it and the system's reason.
+  /// std::invalid_argument naming it and the system's reason. `path` may also
+  /// be a sharded optimizer's folder, saved by any number of ranks: each
+  /// part this optimizer keeps (all of it in one process) is read from the
+  /// files that hold it. A sharded optimizer also loads one process's file,
+  /// keeping its own parts. Sharded, every rank reads and checks what it
+  /// needs, and nothing changes on any rank unless every rank succeeded.
   void loadState(const std::string &path, bool convert = false);
 
   /// The state as torch.optim names it, in a safetensors file

@@ -39,7 +39,7 @@ void ShardPlan::addGroup(const std::vector<size_t> &sizes, const std::vector<uin
   size_t mineBegin = group.bounds[rank_], mineEnd = group.bounds[rank_ + 1];
   for (size_t size : sizes) {
     size_t begin = std::clamp(mineBegin, offset, offset + size), end = std::clamp(mineEnd, offset, offset + size);
-    tensors_.push_back({{begin - offset, end - offset}, offset});
+    tensors_.push_back({{begin - offset, end - offset}, groups_.size(), offset});
     offset += size;
   }
   ownedElements_ += mineEnd - mineBegin;
@@ -54,6 +54,13 @@ void ShardPlan::addGroup(const std::vector<size_t> &sizes, const std::vector<uin
   std::vector<size_t> next(rankStarts_.begin(), rankStarts_.end() - 1);
   for (size_t c = 0; c < chunkOwner_.size(); ++c)
     chunksByRank_[next[static_cast<size_t>(chunkOwner_[c])]++] = c;
+}
+
+OwnedRange ShardPlan::ownedBy(size_t r, size_t tensor, size_t tensorSize) const {
+  const TensorEntry &entry = tensors_[tensor];
+  const std::vector<size_t> &bounds = groups_[entry.group].bounds;
+  size_t first = entry.groupOffset, last = entry.groupOffset + tensorSize;
+  return {std::clamp(bounds[r], first, last) - first, std::clamp(bounds[r + 1], first, last) - first};
 }
 
 std::vector<size_t> ShardPlan::partsOf(size_t group, size_t begin, size_t end) const {

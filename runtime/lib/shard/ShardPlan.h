@@ -40,6 +40,8 @@ public:
   void addGroup(const std::vector<size_t> &sizes, const std::vector<uint64_t> &weights, size_t chunkElements);
 
   const OwnedRange &owned(size_t tensor) const { return tensors_[tensor].owned; }
+  /// The elements of `tensor` that rank r owns (owned(tensor) for this rank).
+  OwnedRange ownedBy(size_t r, size_t tensor, size_t tensorSize) const;
   /// Where tensor starts in its group's flattened elements.
   size_t groupOffset(size_t tensor) const { return tensors_[tensor].groupOffset; }
   /// Where this rank's part of `group` starts in its gradient shard (the
@@ -64,6 +66,7 @@ public:
 private:
   struct TensorEntry {
     OwnedRange owned;
+    size_t group;
     size_t groupOffset;
   };
   struct GroupEntry {
