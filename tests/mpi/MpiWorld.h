@@ -1,12 +1,16 @@
 // The world of a multi-rank test: this rank, the number of ranks, and an MPI
-// communicator over them (optrt/MpiCommunicator.h).
+// communicator over them (optrt/MpiCommunicator.h), and the helpers of tests
+// that expect an error on every rank.
 #pragma once
 
 #include "optrt/MpiCommunicator.h"
 
+#include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <exception>
 #include <memory>
+#include <string>
 #include <vector>
 
 namespace optdsl::test {
@@ -33,5 +37,19 @@ template <typename T> std::vector<T> gatherFromRanks(T value) {
   MPI_Allgather(&value, sizeof(T), MPI_BYTE, all.data(), sizeof(T), MPI_BYTE, MPI_COMM_WORLD);
   return all;
 }
+
+/// Runs `call`, which must throw (on every rank, where the tests use it), and
+/// returns its message; a call that does not throw is a test failure.
+template <typename Call> std::string messageOf(Call &&call) {
+  try {
+    call();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no exception on rank " << worldRank();
+  return "";
+}
+
+inline bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
 
 } // namespace optdsl::test

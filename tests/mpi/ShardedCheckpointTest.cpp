@@ -174,18 +174,6 @@ INSTANTIATE_TEST_SUITE_P(Rules, ShardedCheckpoint,
                          testing::Values(CheckpointCase{"adamw", "f32"}, CheckpointCase{"adamw", kQ8Layout},
                                          CheckpointCase{"lamb", "f32"}, CheckpointCase{"ademamix", kQ8Layout}));
 
-// Runs `call`, which must throw on every rank, and returns its message.
-template <typename Call> std::string messageOf(Call &&call) {
-  try {
-    call();
-  } catch (const std::exception &e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception on rank " << worldRank();
-  return "";
-}
-
-bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
 
 // The name docs/checkpoints.md gives rank r's file of a save by every rank.
 std::string shardFile(int r) {

@@ -62,18 +62,6 @@ struct Model {
   std::vector<std::vector<float>> params, grads;
 };
 
-// Runs `call`, which must throw on every rank, and returns its message.
-template <typename Call> std::string messageOf(Call &&call) {
-  try {
-    call();
-  } catch (const std::exception &e) {
-    return e.what();
-  }
-  ADD_FAILURE() << "no exception on rank " << worldRank();
-  return "";
-}
-
-bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
 
 TEST(ShardedErrors, AWrongGradientCountOnOneRankFailsEveryRankAndChangesNothing) {
   Model model;

@@ -41,21 +41,12 @@ struct Source {
 // A StateAccess that keeps what a stream holds of given parts of the
 // optimizer's tensors, encoded in the optimizer's own layouts (the stream
 // converts when asked to), without touching the optimizer.
-template <typename Impl> class PartsReader : public StateAccess {
+// (It reads the optimizer through CpuStateAccess and writes nothing to it.)
+template <typename Impl> class PartsReader : public CpuStateAccess<Impl> {
 public:
   PartsReader(const Impl &s, const std::vector<OwnedRange> &parts)
-      : s_(s), parts_(parts), buffers_(s.tensors.size()) {}
-  const RuleLayout &rule() const override { return s_.layout; }
-  size_t numTensors() const override { return s_.tensors.size(); }
+      : CpuStateAccess<Impl>(const_cast<Impl &>(s)), s_(s), parts_(parts), buffers_(s.tensors.size()) {}
   size_t tensorSize(size_t t) const override { return parts_[t].size(); }
-  const LayoutKernels &tensorLayout(size_t t) const override { return *s_.tensors[t].layout; }
-  int64_t stepCount() const override { return s_.stepCount; }
-  std::vector<GroupRecord> groups() const override {
-    std::vector<GroupRecord> records;
-    for (const Group &group : s_.groups)
-      records.push_back({group.numTensors, group.steps, group.hypers});
-    return records;
-  }
   std::vector<double> scalars(size_t) const override { return {}; }
   void withBuffer(size_t, size_t, const std::function<void(const void *, size_t)> &) const override {}
   void writeBuffer(size_t t, size_t b, const void *data) override {
