@@ -31,16 +31,36 @@ void writeCsv(const std::string &path, const std::vector<RunResult> &results) {
   csv << "rule,step,train_loss,val_loss\n";
   for (const auto &result : results)
     for (const auto &point : result.curve)
-      csv << result.label << "," << point.step << ","
+      // Quoted: a layout's label has commas (param=bf16,master=f32).
+      csv << '"' << result.label << "\"," << point.step << ","
           << (std::isnan(point.trainLoss) ? std::string() : format("%.6f", point.trainLoss)) << ","
           << format("%.6f", point.valLoss) << "\n";
   if (!csv.flush())
     throw std::runtime_error("cannot write '" + path + "': write error");
 }
 
+// A rank other than 0 of a data-parallel run: the same runs, in step with
+// rank 0 (every optimizer step is collective), without output.
+int trainQuietly(const Corpus &corpus, const TrainConfig &config, const std::vector<LoadedRule> &rules,
+                 const std::vector<std::map<std::string, double>> &hypers, std::ostream &err) {
+  for (size_t r = 0; r < rules.size(); ++r) {
+    try {
+      train(corpus, config, {rules[r], hypers[r]}, nullptr);
+    } catch (const std::exception &e) {
+      // Rank 0's err is the one shown; its own run fails the same way when
+      // the optimizer's checks fail (they agree across ranks).
+      err << "charlm: error: rank " << config.communicator->rank() << ": " << rules[r].runName() << ": " << e.what()
+          << "\n";
+      return 1;
+    }
+  }
+  return 0;
+}
+
 } // namespace
 
-int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ostream &err) {
+int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ostream &err,
+               std::shared_ptr<optrt::Communicator> communicator) {
   auto usageError = [&](const std::string &message) {
     err << "charlm: error: " << message << "\n(charlm --help lists the options)\n";
     return 2;
@@ -62,6 +82,16 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   }
   if (options.rules.empty())
     options.rules = builtinRules();
+  if (options.zero == 1 && !communicator)
+    return usageError("--zero 1 runs data-parallel over MPI ranks: start charlm under mpirun (charlm must have "
+                      "been built where CMake found MPI)");
+  if (options.zero == 0)
+    communicator = nullptr; // one process, even under mpirun
+  int ranks = communicator ? communicator->size() : 1;
+  if (options.batch % ranks != 0)
+    return usageError("--batch " + std::to_string(options.batch) + " is not a multiple of the " +
+                      std::to_string(ranks) + " ranks: each rank takes an equal slice of every batch");
+  bool primary = !communicator || communicator->rank() == 0; // writes the output and the files
 
   if (options.layouts.empty())
     options.layouts = {"f32"};
@@ -113,7 +143,7 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   if (validationCount == 0 || corpus.train.size() <= static_cast<size_t>(options.context))
     return inputError("the corpus is too small for a context of " + std::to_string(options.context) + " characters");
   const std::string plotStem = examples::plotStem(options.plot);
-  {
+  if (primary) {
     std::ofstream probe(plotStem + ".svg");
     if (!probe)
       return inputError("cannot write the plot '" + plotStem + ".svg': " + std::strerror(errno));
@@ -135,6 +165,9 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
   config.evalPositions = options.evalPositions;
   config.seed = options.seed;
   config.threads = options.threads ? options.threads : std::max(1u, std::thread::hardware_concurrency());
+  config.communicator = communicator;
+  if (!primary)
+    return trainQuietly(corpus, config, rules, hypers, err);
 
   double unigram = corpus.unigramEntropy();
   std::string hidden;
@@ -154,7 +187,12 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
       << " -> " << config.model.vocab << " logits: " << config.model.numParams() << " parameters\n"
       << "training   " << config.steps << " steps of " << config.batch << " characters, lr warm-up "
       << config.warmupSteps << " steps then cosine to " << config.minLrFraction << " x peak, seed " << config.seed
-      << ", " << config.threads << " threads\n";
+      << ", " << config.threads << " threads"
+      << (communicator ? format(" per rank; data-parallel over %d ranks (%d characters each), optimizer state "
+                                "sharded (ZeRO-1)",
+                                ranks, config.batch / ranks)
+                       : std::string())
+      << "\n";
   if (config.clip > 0 || config.lossScale != 0) {
     out << "step      ";
     if (config.clip > 0)
@@ -186,6 +224,8 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     for (const RunResult &result : results)
       out << result.label << ": skipped " << result.skippedSteps << " of " << result.steps
           << " steps (a gradient overflowed the loss scale)\n";
+  if (communicator)
+    out << "ZeRO-1 over " << ranks << " ranks: the master and state bytes are one rank's (rank 0's) share\n";
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
                 "scored validation characters; bytes per parameter from the runtime's memory report\n",
                 unigram, unigram / std::log(2.0), validationCount);

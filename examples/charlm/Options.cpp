@@ -60,6 +60,11 @@ training:
                         the final loss uses all of them)
   --seed N              initialisation and batch order (default 1)
   --threads N           threads for the model and the optimizer (default: all cores)
+  --zero 1              data-parallel under mpirun: each rank computes the
+                        gradients of its slice of every batch (--batch must be
+                        a multiple of the ranks), and the optimizer state is
+                        sharded across the ranks (ZeRO stage 1, docs/sharding.md);
+                        e.g. mpirun -np 2 charlm --zero 1 --threads 1
 output:
   --plot FILE           the loss curves: FILE.svg and FILE.png, with the data and
                         the gnuplot script beside them (default charlm-loss)
@@ -201,6 +206,11 @@ Options parseOptions(const std::vector<std::string> &args) {
       options.seed = parseInteger(arg, value(), 0, std::numeric_limits<long long>::max());
     } else if (arg == "--threads") {
       options.threads = parseInteger(arg, value(), 1, 1024);
+    } else if (arg == "--zero") {
+      options.zero = parseInteger(arg, value(), 0, kMax);
+      if (options.zero > 1)
+        throw UsageError("--zero " + std::to_string(options.zero) +
+                         ": only stage 1 (the optimizer state sharded) exists; 0 turns it off");
     } else if (arg == "--plot") {
       options.plot = value();
     } else if (arg == "--csv") {

@@ -40,6 +40,7 @@ struct Options {
   size_t evalPositions = 4096;
   uint64_t seed = 1;
   unsigned threads = 0; // 0: every core
+  int zero = 0;         // --zero 1: data-parallel over MPI ranks, optimizer state sharded (ZeRO stage 1)
   std::string plot = "charlm-loss.svg";
   std::string csv;      // empty: none
   bool help = false;

@@ -48,6 +48,19 @@ struct Stored16 {
   }
 };
 
+/// The mean of every rank's value (equal slices: the batch's mean loss), added
+/// in rank order so every rank gets the same bits; `value` without ranks.
+double meanOverRanks(double value, const std::shared_ptr<optrt::Communicator> &communicator) {
+  if (!communicator)
+    return value;
+  std::vector<double> all(static_cast<size_t>(communicator->size()));
+  communicator->allGather(&value, all.data(), sizeof value);
+  double sum = 0;
+  for (double x : all)
+    sum += x;
+  return sum / static_cast<double>(all.size());
+}
+
 } // namespace
 
 std::vector<size_t> validationPositions(const Corpus &corpus, int context, size_t count) {
@@ -118,6 +131,11 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   optrt::OptimizerOptions options;
   options.threads = config.threads;
   options.layout = spec.rule.layout;
+  options.communicator = config.communicator; // gradients averaged across ranks by the step
+  // Ranks' shares are cut between chunks: smaller chunks even them out on a
+  // model of a few hundred thousand parameters.
+  if (config.communicator)
+    options.chunkElements = 16384;
   optrt::Optimizer optimizer(spec.rule.kernels, options);
   std::map<std::string, double> plainHypers = spec.hypers;
   if (hasHyper(*spec.rule.kernels, "weight_decay"))
@@ -157,8 +175,12 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   result.curve.push_back({0, std::numeric_limits<double>::quiet_NaN(),
                           evaluate(model, corpus.validation, curvePositions, pool)});
 
+  // Every rank draws the whole batch (the same Rng) and keeps its slice.
   Rng batches(config.seed ^ 0x5eed5eed5eed5eedull);
-  std::vector<uint8_t> contexts(batch * context), targets(batch);
+  size_t ranks = config.communicator ? static_cast<size_t>(config.communicator->size()) : 1;
+  size_t sliceBegin = config.communicator ? static_cast<size_t>(config.communicator->rank()) * batch / ranks : 0;
+  size_t slice = batch / ranks;
+  std::vector<uint8_t> contexts(slice * context), targets(slice);
   // Two intervals: a curve point's (its mean training loss) and a progress
   // line's (speed, gradient norm, skipped steps), a whole number of points.
   double intervalLoss = 0, intervalModel = 0, intervalOptimizer = 0, intervalNorm = 0;
@@ -169,10 +191,12 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     auto t0 = Clock::now();
     for (size_t b = 0; b < batch; ++b) {
       size_t p = context + batches.below(corpus.train.size() - context);
-      std::copy_n(&corpus.train[p - context], context, &contexts[b * context]);
-      targets[b] = corpus.train[p];
+      if (b < sliceBegin || b >= sliceBegin + slice)
+        continue;
+      std::copy_n(&corpus.train[p - context], context, &contexts[(b - sliceBegin) * context]);
+      targets[b - sliceBegin] = corpus.train[p];
     }
-    double loss = model.forward(contexts.data(), targets.data(), batch, pool);
+    double loss = meanOverRanks(model.forward(contexts.data(), targets.data(), slice, pool), config.communicator);
     optrt::StepOptions current = scaler ? scaler->stepOptions(stepOptions) : stepOptions;
     model.backward(pool, static_cast<float>(current.lossScale));
     if (grads16.active())

@@ -7,6 +7,7 @@
 #include "Corpus.h"
 #include "Model.h"
 #include "RuleSource.h"
+#include "optrt/Communicator.h"
 #include "optrt/MemoryReport.h"
 
 #include <cstdint>
@@ -30,6 +31,10 @@ struct TrainConfig {
   size_t evalPositions = 4096; // validation characters per curve point (spread evenly)
   uint64_t seed = 1;           // initialisation and batches: the same for every rule
   unsigned threads = 1;        // model and optimizer
+  /// Data-parallel (--zero 1): rank r computes the gradients of its equal
+  /// slice of every batch; the sharded optimizer averages them across ranks
+  /// and keeps 1/ranks of the state. Null: one process.
+  std::shared_ptr<optrt::Communicator> communicator;
 };
 
 struct RunSpec {
