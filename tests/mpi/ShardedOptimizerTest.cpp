@@ -18,6 +18,7 @@
 #include <gtest/gtest.h>
 
 #include <bit>
+#include <climits>
 #include <cstring>
 #include <random>
 
@@ -34,6 +35,7 @@ using optrt::StepResult;
 
 const char *const kQ8Layout = "param=bf16,master=f32,state=q8";
 const char *const kStochasticLayout = "param=bf16,state=bf16,rounding=stochastic";
+const char *const kRemainderLayout = "param=bf16,master=remainder"; // apex's exact master in 2 bytes
 constexpr size_t kChunk = 4096;
 
 // Group 0 lies in one flat buffer (one collective moves it); group 1's
@@ -183,22 +185,31 @@ struct Case {
   std::string rule;
   std::string layout;
   ShardedGradients gradients;
+  // The MPI engine's largest count per call: small, every collective is
+  // split (all-gathers into broadcasts, the reduce-scatter ring into windows).
+  size_t maxCountPerCall = INT_MAX;
 };
 
 void PrintTo(const Case &c, std::ostream *out) {
   *out << c.rule << " in " << c.layout << (c.gradients == ShardedGradients::Average ? ", averaged" : ", reduced");
+  if (c.maxCountPerCall != INT_MAX)
+    *out << ", collectives split into pieces of " << c.maxCountPerCall;
 }
 
 std::string caseName(const testing::TestParamInfo<Case> &info) {
-  std::string layout = info.param.layout == "f32" ? "f32" : info.param.layout == kQ8Layout ? "bf16_q8" : "bf16_stochastic";
-  return info.param.rule + "_" + layout + (info.param.gradients == ShardedGradients::Average ? "_average" : "_reduced");
+  std::string layout = info.param.layout == "f32"                ? "f32"
+                       : info.param.layout == kQ8Layout          ? "bf16_q8"
+                       : info.param.layout == kRemainderLayout   ? "bf16_remainder"
+                                                                 : "bf16_stochastic";
+  return info.param.rule + "_" + layout + (info.param.gradients == ShardedGradients::Average ? "_average" : "_reduced") +
+         (info.param.maxCountPerCall != INT_MAX ? "_pieces" : "");
 }
 
 class ShardedMatchesOneProcess : public testing::TestWithParam<Case> {};
 
 TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
   const Case &c = GetParam();
-  auto kernels = jitKernels(c.rule, {"f32", kQ8Layout, kStochasticLayout});
+  auto kernels = jitKernels(c.rule, {"f32", kQ8Layout, kStochasticLayout, kRemainderLayout});
   OptimizerOptions options;
   options.layout = c.layout;
   options.threads = 1; // up to 4 ranks share 2 cores
@@ -207,7 +218,7 @@ TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
   Dtype paramDtype = Layout::parse(c.layout).param;
   Params referenceParams(paramDtype, 3), shardedParams(paramDtype, 3);
   Optimizer reference(kernels, options);
-  options.communicator = worldCommunicator();
+  options.communicator = worldCommunicator({c.maxCountPerCall});
   options.gradients = c.gradients;
   Optimizer sharded(kernels, options);
   addGroups(reference, referenceParams);
@@ -268,6 +279,10 @@ std::vector<Case> allCases() {
   // Stochastic rounding's bits depend on the element and the step only.
   for (const char *rule : {"adamw", "ademamix", "lion"})
     cases.push_back({rule, kStochasticLayout, ShardedGradients::Average});
+  for (const char *rule : {"adamw", "lamb"})
+    cases.push_back({rule, kRemainderLayout, ShardedGradients::Average});
+  for (const char *layout : {"f32", kQ8Layout})
+    cases.push_back({"lamb", layout, ShardedGradients::Average, 1000});
   return cases;
 }
 
