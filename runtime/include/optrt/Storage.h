@@ -25,14 +25,14 @@ namespace optrt {
 /// gradients across ranks, vectorise it.)
 inline uint16_t f32ToBf16(float x) {
   uint32_t bits = std::bit_cast<uint32_t>(x);
-  // Adding the rounding bias to a NaN could carry it into Inf or the sign;
-  // keep its top payload and set the quiet bit instead.
-  if ((bits & 0x7FFFFFFFu) > 0x7F800000u)
-    return static_cast<uint16_t>((bits >> 16) | 0x0040u);
   // Round to nearest even: add 0x7FFF plus the bit that becomes the lsb. The
   // carry runs into the exponent (and to Inf) exactly as rounding requires.
-  bits += 0x7FFFu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+  uint32_t rounded = (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
+  // Adding the rounding bias to a NaN could carry it into Inf or the sign;
+  // keep its top payload and set the quiet bit instead. (A select, not a
+  // branch, so that loops vectorise.)
+  uint32_t quietNan = (bits >> 16) | 0x0040u;
+  return static_cast<uint16_t>((bits & 0x7FFFFFFFu) > 0x7F800000u ? quietNan : rounded);
 }
 /// bf16 -> f32, exact.
 inline float bf16ToF32(uint16_t bits) { return std::bit_cast<float>(static_cast<uint32_t>(bits) << 16); }
