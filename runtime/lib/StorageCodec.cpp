@@ -43,7 +43,8 @@ size_t encodeF32(Dtype dtype, std::span<const float> in, void *data, float *absm
                  const WriteRounding &rounding) {
   switch (dtype) {
   case Dtype::F32:
-    std::memcpy(data, in.data(), in.size_bytes());
+    if (!in.empty()) // memcpy's pointers must not be null, even for 0 bytes (a rank's empty part)
+      std::memcpy(data, in.data(), in.size_bytes());
     return 0;
   case Dtype::BF16:
     encode16(in, static_cast<uint16_t *>(data), rounding, f32ToBf16, f32ToBf16Stochastic);
@@ -68,7 +69,8 @@ void decodeToF32(Dtype dtype, const void *data, const float *absmax, std::span<f
   const auto *half = static_cast<const uint16_t *>(data);
   switch (dtype) {
   case Dtype::F32:
-    std::memcpy(out.data(), data, out.size_bytes());
+    if (!out.empty()) // memcpy's pointers must not be null, even for 0 bytes (a rank's empty part)
+      std::memcpy(out.data(), data, out.size_bytes());
     return;
   case Dtype::BF16:
     for (size_t i = 0; i < out.size(); ++i)
