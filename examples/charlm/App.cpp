@@ -224,8 +224,13 @@ int runTrainer(const std::vector<std::string> &args, std::ostream &out, std::ost
     for (const RunResult &result : results)
       out << result.label << ": skipped " << result.skippedSteps << " of " << result.steps
           << " steps (a gradient overflowed the loss scale)\n";
-  if (communicator)
-    out << "ZeRO-1 over " << ranks << " ranks: the master and state bytes are one rank's (rank 0's) share\n";
+  if (communicator) {
+    out << "ZeRO-1 over " << ranks << " ranks: the master and state bytes are one rank's (rank 0's) share; all "
+        << "ranks together keep";
+    for (const RunResult &result : results)
+      out << format(" %.2f (%s)", result.memoryAllRanks.master + result.memoryAllRanks.state, result.label.c_str());
+    out << " bytes of master and state per parameter\n";
+  }
   out << format("unigram entropy of the training split: %.4f nats/char (%.4f bits); validation loss over all %zu "
                 "scored validation characters; bytes per parameter from the runtime's memory report\n",
                 unigram, unigram / std::log(2.0), validationCount);

@@ -169,6 +169,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   result.rule = spec.rule.label;
   result.layout = spec.rule.layout;
   result.memory = optimizer.memoryReport();
+  result.memoryAllRanks = optimizer.memoryReportAllRanks();
   result.params = optimizer.numParams();
   result.stateBytesPerParam = optimizer.stateBytesPerParam();
   std::vector<size_t> curvePositions = validationPositions(corpus, config.model.context, config.evalPositions);

@@ -65,6 +65,8 @@ struct RunResult {
   /// Bytes per parameter of param, grad, master and state: the runtime's
   /// report for the run's layout (Optimizer::memoryReport).
   optrt::MemoryReport memory;
+  /// Data-parallel: every rank's master and state together (memory is rank 0's share).
+  optrt::MemoryReport memoryAllRanks;
   double wallSeconds = 0;
 };
 

@@ -634,6 +634,20 @@ const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
   return impl_->checkedTensor(group, tensor, "optrt::Optimizer::tensorLayout").layout->name;
 }
 
+MemoryReport Optimizer::memoryReportAllRanks() const {
+  const Impl &s = *impl_;
+  if (s.tensors.empty())
+    throw std::logic_error("optrt::Optimizer::memoryReportAllRanks: the optimizer has no parameters");
+  // The ranks' parts cover every element once, at q8 block boundaries: their
+  // bytes add up to those of whole tensors.
+  std::vector<size_t> sizes;
+  for (const Tensor &t : s.tensors)
+    sizes.push_back(t.size);
+  MemoryOptions options;
+  options.smallTensorElements = s.smallTensorElements;
+  return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
+}
+
 MemoryReport Optimizer::memoryReport() const {
   const Impl &s = *impl_;
   std::vector<size_t> sizes;

@@ -208,6 +208,9 @@ TEST(ShardedState, StateBytesPerRankAddUpToOneProcesssAndSplitEvenly) {
     EXPECT_NEAR(stateSum, whole.state, 1e-12); // adamw has no scalar states, which every rank keeps
     EXPECT_NEAR(masterSum, whole.master, 1e-12);
     EXPECT_EQ(mine.param, whole.param); // params stay whole on every rank
+    optrt::MemoryReport together = sharded.memoryReportAllRanks();
+    EXPECT_EQ(together.state, whole.state);
+    EXPECT_EQ(together.master, whole.master);
     // Each rank's share is within one chunk of state (one group here) of
     // 1/N: at most 4 bytes per state and element.
     double chunkShare = 4.0 * static_cast<double>(kernels->states.size() * kChunk) /

@@ -197,7 +197,13 @@ public:
   const std::string &tensorLayout(int group, size_t tensor) const;
   /// Bytes per parameter of param, grad, master and state over this
   /// optimizer's tensors (optrt::memoryReport with its small-tensor rule).
+  /// Sharded, master and state count this rank's parts only.
   MemoryReport memoryReport() const;
+  /// Sharded: master and state of every rank together (every element kept
+  /// once, so the same as one process keeps), params and grads as one rank
+  /// holds them. Needs no communication. Without a communicator,
+  /// memoryReport().
+  MemoryReport memoryReportAllRanks() const;
 
   /// The scalar state `name` of one tensor. Throws std::invalid_argument for
   /// an unknown or elementwise state, std::out_of_range for bad indices.
