@@ -36,6 +36,7 @@ using optrt::StepResult;
 const char *const kQ8Layout = "param=bf16,master=f32,state=q8";
 const char *const kStochasticLayout = "param=bf16,state=bf16,rounding=stochastic";
 const char *const kRemainderLayout = "param=bf16,master=remainder"; // apex's exact master in 2 bytes
+const char *const kBf16GradsLayout = "param=bf16,grad=bf16,master=f32"; // gradients reduced in bf16
 constexpr size_t kChunk = 4096;
 
 // Group 0 lies in one flat buffer (one collective moves it); group 1's
@@ -104,6 +105,36 @@ struct Grads {
       grads.group1.push_back(fill(n));
     return grads;
   }
+};
+
+// Grads in a layout's gradient storage (f32 copied, bf16 rounded to
+// nearest even), as stepStored takes them.
+struct StoredGrads {
+  StoredGrads(const Grads &grads, Dtype dtype) {
+    auto encode = [&](const std::vector<float> &values) {
+      std::vector<char> stored(optrt::elementBytes(dtype, values.size()));
+      optrt::encodeF32(dtype, values, stored.data(), nullptr);
+      return stored;
+    };
+    group0 = encode(grads.group0);
+    for (const auto &tensor : grads.group1)
+      group1.push_back(encode(tensor));
+    unit = optrt::elementBytes(dtype, 1);
+  }
+  std::vector<std::vector<const void *>> pointers() const {
+    std::vector<std::vector<const void *>> result(2);
+    size_t at = 0;
+    for (size_t n : kGroupSizes[0]) {
+      result[0].push_back(group0.data() + at * unit);
+      at += n;
+    }
+    for (const auto &tensor : group1)
+      result[1].push_back(tensor.data());
+    return result;
+  }
+  std::vector<char> group0;
+  std::vector<std::vector<char>> group1;
+  size_t unit;
 };
 
 // Rank r's gradient of `step`: k / 1024 with |k| <= 64, so the sum over up
@@ -206,6 +237,7 @@ std::string caseName(const testing::TestParamInfo<Case> &info) {
   std::string layout = info.param.layout == "f32"                ? "f32"
                        : info.param.layout == kQ8Layout          ? "bf16_q8"
                        : info.param.layout == kRemainderLayout   ? "bf16_remainder"
+                       : info.param.layout == kBf16GradsLayout   ? "bf16_grads"
                                                                  : "bf16_stochastic";
   return info.param.rule + "_" + layout + (info.param.gradients == ShardedGradients::Average ? "_average" : "_reduced") +
          (info.param.maxCountPerCall != INT_MAX ? "_pieces" : "");
@@ -215,7 +247,7 @@ class ShardedMatchesOneProcess : public testing::TestWithParam<Case> {};
 
 TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
   const Case &c = GetParam();
-  auto kernels = jitKernels(c.rule, {"f32", kQ8Layout, kStochasticLayout, kRemainderLayout});
+  auto kernels = jitKernels(c.rule, {"f32", kQ8Layout, kStochasticLayout, kRemainderLayout, kBf16GradsLayout});
   OptimizerOptions options;
   options.layout = c.layout;
   options.threads = 1; // up to 4 ranks share 2 cores
@@ -238,8 +270,13 @@ TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
                                                                           : reducedGradients(step),
                                 factor);
     Grads forRank = c.gradients == ShardedGradients::Average ? scaled(ownGradients(step), factor) : forReference;
-    StepResult expected = reference.step(forReference.pointers(), stepOpts);
-    StepResult got = sharded.step(forRank.pointers(), stepOpts);
+    // 16-bit gradients: the k/1024 values and their sums over up to 4 ranks
+    // are exact in bf16 as well, and the reference's mean, rounded to f32
+    // then to bf16, is what the ranks' reduce-scatter computes.
+    Dtype gradDtype = Layout::parse(c.layout).grad;
+    StoredGrads referenceGrads(forReference, gradDtype), rankGrads(forRank, gradDtype);
+    StepResult expected = reference.stepStored(referenceGrads.pointers(), stepOpts);
+    StepResult got = sharded.stepStored(rankGrads.pointers(), stepOpts);
     ASSERT_FALSE(expected.skipped);
     EXPECT_EQ(got.skipped, expected.skipped);
     EXPECT_EQ(bits(got.gradNorm), bits(expected.gradNorm)) << got.gradNorm << " vs " << expected.gradNorm;
@@ -287,6 +324,9 @@ std::vector<Case> allCases() {
     cases.push_back({rule, kStochasticLayout, ShardedGradients::Average});
   for (const char *rule : {"adamw", "lamb"})
     cases.push_back({rule, kRemainderLayout, ShardedGradients::Average});
+  for (const char *rule : {"adamw", "ademamix", "lamb", "adamw_clip"})
+    for (ShardedGradients gradients : {ShardedGradients::Average, ShardedGradients::Reduced})
+      cases.push_back({rule, kBf16GradsLayout, gradients});
   for (const char *layout : {"f32", kQ8Layout})
     cases.push_back({"lamb", layout, ShardedGradients::Average, 1000});
   return cases;
