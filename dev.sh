@@ -112,6 +112,13 @@ demo() {
   "$BUILD_DIR/bin/charlm" --layout f32 --layout param=bf16,grad=bf16,master=f32 \
     --layout param=bf16,grad=bf16,master=f32,state=q8 \
     --plot "$BUILD_DIR/charlm-loss" --csv "$BUILD_DIR/charlm-loss.csv"
+  echo
+  echo "== charlm data-parallel: 2 MPI ranks, each half of every batch, the optimizer state sharded"
+  echo "   across them (ZeRO-1, docs/sharding.md); a short run"
+  local root=""
+  [ "$(id -u)" -eq 0 ] && root="--allow-run-as-root" # OpenMPI refuses root without it
+  mpirun -np 2 --oversubscribe $root "$BUILD_DIR/bin/charlm" --zero 1 --threads 1 --steps 600 --hidden 256 \
+    --rule adamw --layout param=bf16,grad=bf16,master=f32,state=q8 --plot "$BUILD_DIR/charlm-zero1"
 }
 
 case "${1:-}" in
