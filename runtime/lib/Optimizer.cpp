@@ -469,7 +469,7 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   if (s.comm) {
     // Counts and options that differ would make the ranks' collectives differ.
     CommTimer timer(s.commSeconds);
-    checkOnEveryRank(*s.comm, caller, "the step's arguments", describeStep(s.stepCount, s.tensors.size(), options),
+    checkOnEveryRank(*s.comm, caller, "the step's arguments", describeStep(s.stepCount, s.tensors.size(), options, s.groups, s.layout.rule().hypers),
                      check);
   } else {
     check();

@@ -151,6 +151,24 @@ TEST(ShardedErrors, StepOptionsThatDifferAcrossRanksAreRefused) {
   EXPECT_EQ(model.params, before);
 }
 
+TEST(ShardedErrors, AHyperSetOnOneRankOnlyIsRefusedAtTheNextStep) {
+  if (worldSize() < 2)
+    GTEST_SKIP() << "needs two ranks to differ";
+  Model model;
+  Optimizer optimizer(adamw(), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  if (worldRank() == lastRank())
+    optimizer.setHyper("lr", 5e-4);
+  auto before = model.params;
+  std::string message = messageOf([&] { optimizer.step(model.gradPointers()); });
+  EXPECT_TRUE(contains(message, "the ranks disagree on the step's arguments")) << message;
+  EXPECT_TRUE(contains(message, "lr=")) << message;
+  EXPECT_EQ(model.params, before);
+  optimizer.setHyper("lr", 5e-4); // now on every rank
+  optimizer.step(model.gradPointers());
+  EXPECT_EQ(optimizer.stepCount(), 1);
+}
+
 TEST(ShardedErrors, StreamsAndSafetensorsOfAShardedOptimizerAreRefusedByName) {
   Model model;
   Optimizer optimizer(adamw(), shardedOptions());

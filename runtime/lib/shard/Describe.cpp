@@ -1,15 +1,17 @@
 #include "Describe.h"
 
-#include <cstdio>
+#include <charconv>
 
 namespace optrt::detail {
 
 namespace {
 
+// The shortest text that reads back as the same double (std::to_chars):
+// exact, and as readable as the value allows (0.001, not 0x1.0624dd2f1a9fcp-10).
 std::string exact(double value) {
   char text[40];
-  std::snprintf(text, sizeof text, "%a", value);
-  return text;
+  auto end = std::to_chars(text, text + sizeof text, value).ptr;
+  return std::string(text, end);
 }
 
 } // namespace
@@ -43,12 +45,18 @@ std::string describeGroup(int group, const std::vector<size_t> &sizes,
   return text;
 }
 
-std::string describeStep(int64_t stepCount, size_t numTensors, const StepOptions &options) {
+std::string describeStep(int64_t stepCount, size_t numTensors, const StepOptions &options,
+                         const std::vector<Group> &groups, const std::vector<HyperInfo> &hypers) {
   std::string text = "step " + std::to_string(stepCount + 1) + " of " + std::to_string(numTensors) +
                      " tensors, lossScale " + exact(options.lossScale) +
                      ", checkFinite " + (options.checkFinite ? "true" : "false");
   text += ", maxGradNorm " + (options.maxGradNorm ? exact(*options.maxGradNorm) : std::string("none"));
   text += ", clipValue " + (options.clipValue ? exact(*options.clipValue) : std::string("none"));
+  for (size_t g = 0; g < groups.size(); ++g) {
+    text += "; group " + std::to_string(g) + " at step " + std::to_string(groups[g].steps + 1) + ":";
+    for (size_t h = 0; h < hypers.size() && h < groups[g].hypers.size(); ++h)
+      text += " " + hypers[h].name + "=" + exact(groups[g].hypers[h]);
+  }
   return text;
 }
 
