@@ -180,6 +180,33 @@ TEST(ShardedErrors, StreamsAndSafetensorsOfAShardedOptimizerAreRefusedByName) {
   EXPECT_THROW(optimizer.importSafetensors("/tmp/never-written.safetensors"), std::logic_error);
 }
 
+TEST(ShardedState, AGroupAddedMidRunMatchesOneProcess) {
+  // Params of two models, one stepped in one process and one sharded.
+  Model one, sharded;
+  Model laterOne, laterSharded; // a second group, added after 2 steps
+  // Every rank passes the same gradients: as already reduced (averaging 3
+  // equal normal values would round).
+  OptimizerOptions reduced = shardedOptions(), single = shardedOptions();
+  reduced.gradients = optrt::ShardedGradients::Reduced;
+  single.communicator = nullptr;
+  Optimizer alone(adamw(), single), ranks(adamw(), reduced);
+  alone.addGroup(one.paramPointers(), kSizes);
+  ranks.addGroup(sharded.paramPointers(), kSizes);
+  for (int step = 0; step < 2; ++step) {
+    alone.step(one.gradPointers());
+    ranks.step(sharded.gradPointers());
+  }
+  alone.addGroup(laterOne.paramPointers(), kSizes, {{"lr", 2e-3}});
+  ranks.addGroup(laterSharded.paramPointers(), kSizes, {{"lr", 2e-3}});
+  for (int step = 0; step < 2; ++step) {
+    alone.step({one.gradPointers()[0], laterOne.gradPointers()[0]});
+    ranks.step({sharded.gradPointers()[0], laterSharded.gradPointers()[0]});
+  }
+  EXPECT_EQ(ranks.stepCount(1), 2);
+  EXPECT_TRUE(sharded.params == one.params);
+  EXPECT_TRUE(laterSharded.params == laterOne.params);
+}
+
 TEST(ShardedState, RanksOwnDisjointPartsThatCoverEveryTensor) {
   Model model;
   Optimizer optimizer(adamw(), shardedOptions());
