@@ -541,7 +541,9 @@ private:
       else if (!symbol.read)
         diags_.warning(symbol.declRange, std::string(spelling(symbol.cls)) + " '" + symbol.name +
                                              "' is written but never read");
-      else if (!symbol.written)
+      // A state taken from `param` and never assigned is a snapshot of the
+      // first step's params (Prodigy's p0): meant, not a slip.
+      else if (!symbol.written && !symbol.initOnFirstStep)
         diags_.warning(symbol.declRange, std::string(spelling(symbol.cls)) + " '" + symbol.name +
                                              "' is never assigned; it keeps its initial value");
     }

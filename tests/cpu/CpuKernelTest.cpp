@@ -143,7 +143,17 @@ void compareWithInterpreter(const Case &c, const std::map<std::string, double> &
       }
       for (size_t s = 0; s < c.rule.scalarStates.size(); ++s) {
         std::string state = name(c.rule.scalarStates[s]);
-        if (allocated(*c.kernels, state))
+        // Scalar states are computed in double on both sides; one that
+        // reads a reduction (Prodigy's d) inherits the f32 rounding of the
+        // reduction's terms in the kernels (about 4 roundings of 2^-24 each,
+        // times the sum's cancellation, Σ|t| / |Σt|, a few tens on random
+        // data): 2^-17 relative bounds that; 4.6e-9 measured. Without
+        // reductions they agree to the last bits.
+        if (allocated(*c.kernels, state) && !c.kernels->reductions.empty())
+          EXPECT_NEAR(optimizer.scalarState(state, 0, k), states[k].scalarStates[s],
+                      0x1p-17 * std::abs(states[k].scalarStates[s]))
+              << where << ": scalar " << state;
+        else if (allocated(*c.kernels, state))
           EXPECT_DOUBLE_EQ(optimizer.scalarState(state, 0, k), states[k].scalarStates[s]);
         else
           EXPECT_EQ(states[k].scalarStates[s], before[k].scalarStates[s]) << where << ": unallocated " << state;
@@ -199,7 +209,7 @@ std::vector<float> runWithThreads(const std::string &name, unsigned threads) {
 }
 
 TEST(Determinism, BitwiseIdenticalForOneTwoAndThreeThreads) {
-  for (const char *name : {"lamb", "adamw", "ademamix", "adamw_clip"}) {
+  for (const char *name : {"lamb", "adamw", "ademamix", "adamw_clip", "prodigy"}) {
     SCOPED_TRACE(name);
     std::vector<float> one = runWithThreads(name, 1);
     for (unsigned threads : {2u, 3u}) {

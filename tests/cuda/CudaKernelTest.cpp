@@ -157,11 +157,12 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
 }
 
 /// The library rules the CUDA optimizer runs: all but those with a group-wide
-/// reduction (adamw_clip), which it refuses by name
+/// reduction (test::kGroupWideRules), which it refuses by name
 /// (FakeDriverTest.GroupWideReductionIsRefusedByName).
 std::vector<std::string> cudaRules() {
   std::vector<std::string> rules = test::libraryRules();
-  std::erase(rules, "adamw_clip");
+  for (const std::string &name : test::kGroupWideRules)
+    std::erase(rules, name);
   return rules;
 }
 

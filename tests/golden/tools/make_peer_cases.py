@@ -151,6 +151,16 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "prodigy":
+            from prodigyopt import Prodigy
+            # beta3 -1 stands for None (sqrt(beta2)); one group: prodigyopt
+            # keeps one d for all groups, the rule one per group
+            return Prodigy(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]),
+                           beta3=None if hy["beta3"] < 0 else hy["beta3"], eps=hy["eps"],
+                           weight_decay=hy["weight_decay"], decouple=bool(hy["decouple"]),
+                           use_bias_correction=bool(hy["use_bias_correction"]),
+                           safeguard_warmup=bool(hy["safeguard_warmup"]), d0=hy["d0"], d_coef=hy["d_coef"],
+                           growth_rate=hy["growth_rate"])
         raise KeyError(name)
 
     return mk
@@ -328,6 +338,46 @@ def ref_run(peer, hy, init, grads):
     return traj
 
 
+def ref_run_prodigy(hy, init, grads):
+    """prodigyopt's Prodigy over one group, float64: d from sums over every
+    tensor, so a pass over all tensors before the params move."""
+    p = [x.copy() for x in init]
+    p0 = [x.copy() for x in init]
+    m = [np.zeros_like(x) for x in init]
+    v = [np.zeros_like(x) for x in init]
+    s = [np.zeros_like(x) for x in init]
+    b1, b2 = hy["beta1"], hy["beta2"]
+    b3 = math.sqrt(b2) if hy["beta3"] < 0 else hy["beta3"]
+    d = d_max = hy["d0"]
+    d_num = 0.0
+    traj = []
+    for t0, row in enumerate(grads):
+        t = t0 + 1
+        bc = math.sqrt(1 - b2 ** t) / (1 - b1 ** t) if hy["use_bias_correction"] else 1.0
+        dlr = d * hy["lr"] * bc
+        gs = [g if hy["decouple"] else g + hy["weight_decay"] * x for g, x in zip(row, p)]
+        num = d_num * b3 + sum((d / hy["d0"]) * dlr * float(np.dot(g, q - x)) for g, q, x in zip(gs, p0, p))
+        denom_sum = 0.0
+        for k, g in enumerate(gs):
+            m[k] = b1 * m[k] + d * (1 - b1) * g
+            v[k] = b2 * v[k] + d * d * (1 - b2) * g * g
+            s[k] = b3 * s[k] + (d / hy["d0"]) * (d if hy["safeguard_warmup"] else dlr) * g
+            denom_sum += float(np.sum(np.abs(s[k])))
+        d_hat = hy["d_coef"] * num / denom_sum
+        if d == hy["d0"]:
+            d = max(d, d_hat)
+        d_max = max(d_max, d_hat)
+        d = min(d_max, d * hy["growth_rate"])
+        d_num = num
+        for k, g in enumerate(gs):
+            x = p[k]
+            if hy["decouple"]:
+                x = x - hy["weight_decay"] * dlr * x
+            p[k] = x - (dlr * m[k] if b1 > 0 else dlr * d * g) / (np.sqrt(v[k]) + d * hy["eps"])
+        traj.append([x.copy() for x in p])
+    return traj
+
+
 # --------------------------------------------------------------------------
 # cases
 
@@ -428,6 +478,19 @@ CASES = [
                    zero_steps=[(40, 0), (40, 1), (40, 2)], spike_p=0.1)),
     # torch.nn.utils.clip_grad_norm_ over both tensors, then AdamW: the norm
     # is above max_grad_norm on most steps (clipped) and below it on some.
+    # Prodigy: d learned from the distance travelled (group_sum over the
+    # three tensors), bias correction and decoupled decay on, a growth rate
+    # that binds while d climbs from d0. d0 is 1e-3, not 1e-6: steps of
+    # 1e-6 on params of 1 are below float32's resolution, so the peer's own
+    # float32 run would be 6% off its float64 one and the float32 criterion
+    # would mean little. (Random gradients follow no loss, so d keeps
+    # growing: the growth rate bounds it.)
+    dict(name="prodigy_basic", rule="prodigy", peer="prodigy",
+         hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, beta3=-1, eps=1e-8, weight_decay=0.01, decouple=1,
+                     use_bias_correction=1, safeguard_warmup=0, d0=1e-3, d_coef=1.0, growth_rate=1.02),
+         sizes=[64, 9, 5], steps=100, seed=1116,
+         data=dict(grad_scales=[1.0, 0.2, 0.05], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
+                   zero_steps=[(50, 1)], spike_p=0.05)),
     dict(name="adamw_clip", rule="adamw", peer="adamw", max_grad_norm=4.0,
          hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, amsgrad=0),
          sizes=[64, 9], steps=100, seed=1111,
@@ -450,6 +513,8 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "prodigy":
+        return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
         return (f"timm {_pkg_version('timm')} timm.optim.Lamb (bias_correction=True, "
                 f"grad_averaging=True, max_grad_norm=None, trust_clip=False, "
@@ -498,7 +563,8 @@ def generate(case, selfcheck=False):
         # Clipping is open loop too: the clipped gradients depend on the
         # gradients only.
         ref_grads = grads if clip is None else [clip_rows(row, clip) for row in grads]
-        info["numpy_vs_peer64"] = criterion(ref_run(case["peer"], hy, init, ref_grads), expect, init)
+        ref = ref_run_prodigy(hy, init, ref_grads) if case["peer"] == "prodigy" else ref_run(case["peer"], hy, init, ref_grads)
+        info["numpy_vs_peer64"] = criterion(ref, expect, init)
     if case["peer"] == "lion":
         info["lion_sign_margin"] = lion_margin(hy, grads)
     out = {
