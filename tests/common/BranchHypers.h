@@ -33,6 +33,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"lookahead_adamw", {{"k", 2}}}, // a synchronisation every other step
     {"adabound", {{"ams_bound", 1}, {"weight_decay", 0.1}, {"gamma", 0.5}}}, // the clamp binds from step 1
     {"adamw_clip", {{"max_grad_norm", 0.5}}}, // the global norm is above it: clipped
+    {"adan", {{"max_grad_norm", 0.5}, {"weight_decay", 0.1}, {"weight_decouple", 1}}}, // clipped
     // bias correction, decoupled decay and a growth rate that binds
     {"prodigy", {{"use_bias_correction", 1}, {"weight_decay", 0.1}, {"growth_rate", 1.02}, {"d0", 1e-3}}},
 };
@@ -40,7 +41,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
 /// The library rules with a group-wide reduction (group_sum, group_norm...),
 /// which the CUDA optimizer refuses by name (SemaTest checks the list: these
 /// and lamb are the rules with a second pass).
-inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "prodigy"};
+inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy"};
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule
 /// take this list (SemaTest checks it against the directory, so a new rule

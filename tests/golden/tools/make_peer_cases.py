@@ -27,6 +27,7 @@ and einops in the interpreter that runs it):
 The output is deterministic (fixed seeds, one torch thread).
 """
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -151,6 +152,11 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "adan":
+            from pytorch_optimizer import Adan
+            return Adan(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"], hy["beta3"]),
+                        weight_decay=hy["weight_decay"], weight_decouple=bool(hy["weight_decouple"]),
+                        max_grad_norm=hy["max_grad_norm"], eps=hy["eps"], foreach=False)
         if name == "prodigy":
             from prodigyopt import Prodigy
             # beta3 -1 stands for None (sqrt(beta2)); one group: prodigyopt
@@ -166,10 +172,37 @@ def build_torch(name, hy):
     return mk
 
 
+@contextlib.contextmanager
+def adan_norm_in(dtype):
+    """pytorch-optimizer's Adan computes its clipping norm in float32 even
+    for float64 params (get_global_gradient_norm casts the per-tensor norms
+    with .float()). For the float64 reference the norm is computed in
+    float64, so that the reference is the algorithm in float64 throughout;
+    the float32 run keeps the peer's own code."""
+    import pytorch_optimizer.optimizer.adan as adan
+    original = adan.get_global_gradient_norm
+    if dtype == torch.float64:
+        def in_float64(param_groups, *args, **kwargs):
+            norms = [p.grad.norm() for group in param_groups for p in group["params"] if p.grad is not None]
+            return torch.stack(norms).square().sum().reshape(1)
+        adan.get_global_gradient_norm = in_float64
+    try:
+        yield
+    finally:
+        adan.get_global_gradient_norm = original
+
+
 def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None):
     """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays.
     With max_grad_norm, torch.nn.utils.clip_grad_norm_ over all tensors
     before each step, as a trainer calls it."""
+    if peer == "adan":
+        with adan_norm_in(dtype):
+            return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm)
+    return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm)
+
+
+def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None):
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # scalar state (step, mu_product) follows it
     try:
@@ -338,6 +371,39 @@ def ref_run(peer, hy, init, grads):
     return traj
 
 
+def ref_run_adan(hy, init, grads):
+    """pytorch-optimizer's Adan, float64: the clipping coefficient needs the
+    norm over every tensor first."""
+    p = [x.copy() for x in init]
+    m = [np.zeros_like(x) for x in init]
+    md = [np.zeros_like(x) for x in init]
+    v = [np.zeros_like(x) for x in init]
+    prev = [None for _ in init]
+    b1, b2, b3 = hy["beta1"], hy["beta2"], hy["beta3"]
+    lr, wd, eps = hy["lr"], hy["weight_decay"], hy["eps"]
+    traj = []
+    for t0, row in enumerate(grads):
+        t = t0 + 1
+        clip = 1.0
+        if hy["max_grad_norm"] > 0:
+            norm = math.sqrt(sum(float(np.sum(g * g)) for g in row)) + eps
+            clip = min(hy["max_grad_norm"] / norm, 1.0)
+        for k, grad in enumerate(row):
+            g = grad * clip
+            diff = np.zeros_like(g) if prev[k] is None else g - prev[k]
+            m[k] = m[k] + (1 - b1) * (g - m[k])
+            md[k] = md[k] + (1 - b2) * (diff - md[k])
+            e = b2 * diff + g
+            v[k] = b3 * v[k] + (1 - b3) * e * e
+            denom = np.sqrt(v[k]) / math.sqrt(1 - b3 ** t) + eps
+            x = p[k] * (1 - lr * wd) if hy["weight_decouple"] else p[k]
+            x = x - lr / (1 - b1 ** t) * m[k] / denom - lr * b2 / (1 - b2 ** t) * md[k] / denom
+            p[k] = x if hy["weight_decouple"] else x / (1 + lr * wd)
+            prev[k] = g
+        traj.append([x.copy() for x in p])
+    return traj
+
+
 def ref_run_prodigy(hy, init, grads):
     """prodigyopt's Prodigy over one group, float64: d from sums over every
     tensor, so a pass over all tensors before the params move."""
@@ -485,6 +551,15 @@ CASES = [
     # float32 run would be 6% off its float64 one and the float32 criterion
     # would mean little. (Random gradients follow no loss, so d keeps
     # growing: the growth rate bounds it.)
+    # Adan with clipping by the group's gradient norm (binding on most
+    # steps), coupled decay (pytorch-optimizer's default) and zero gradients
+    # (the change since the last step then jumps).
+    dict(name="adan_clip", rule="adan", peer="adan",
+         hypers=dict(lr=1e-3, beta1=0.98, beta2=0.92, beta3=0.99, weight_decay=0.02, weight_decouple=0,
+                     max_grad_norm=1.0, eps=1e-8),
+         sizes=[64, 9, 5], steps=100, seed=1117,
+         data=dict(grad_scales=[0.3, 1.0, 0.05], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
+                   zero_steps=[(30, 1), (31, 2)], spike_p=0.1)),
     dict(name="prodigy_basic", rule="prodigy", peer="prodigy",
          hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, beta3=-1, eps=1e-8, weight_decay=0.01, decouple=1,
                      use_bias_correction=1, safeguard_warmup=0, d0=1e-3, d_coef=1.0, growth_rate=1.02),
@@ -513,6 +588,9 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "adan":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} Adan (foreach=False, one parameter "
+                f"group) on torch {tv}")
     if case["peer"] == "prodigy":
         return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
@@ -563,7 +641,9 @@ def generate(case, selfcheck=False):
         # Clipping is open loop too: the clipped gradients depend on the
         # gradients only.
         ref_grads = grads if clip is None else [clip_rows(row, clip) for row in grads]
-        ref = ref_run_prodigy(hy, init, ref_grads) if case["peer"] == "prodigy" else ref_run(case["peer"], hy, init, ref_grads)
+        group_refs = {"prodigy": ref_run_prodigy, "adan": ref_run_adan}  # need every tensor first
+        ref = (group_refs[case["peer"]](hy, init, ref_grads) if case["peer"] in group_refs
+               else ref_run(case["peer"], hy, init, ref_grads))
         info["numpy_vs_peer64"] = criterion(ref, expect, init)
     if case["peer"] == "lion":
         info["lion_sign_margin"] = lion_margin(hy, grads)
