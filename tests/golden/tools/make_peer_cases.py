@@ -152,6 +152,11 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "adopt":
+            from pytorch_optimizer import ADOPT
+            return ADOPT(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), weight_decay=hy["weight_decay"],
+                         weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
+                         eps=hy["eps"], foreach=False)
         if name == "adan":
             from pytorch_optimizer import Adan
             return Adan(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"], hy["beta3"]),
@@ -354,6 +359,19 @@ def ref_run(peer, hy, init, grads):
                 s["v"] = s.get("v", z) + (1 - b2) * (g * g - s.get("v", z))
                 update = np.arctan2(s["m"] / bc1, hy["b"] * np.sqrt(s["v"] / bc2))
                 x = x * (1 - lr * wd) - lr * hy["a"] * update
+            elif peer == "adopt":
+                if hy["weight_decouple"]:
+                    x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
+                else:
+                    g = g + wd * x
+                if t == 1:
+                    s["v"] = g * g
+                else:
+                    clip = t ** 0.25
+                    normed = np.clip(g / np.maximum(np.sqrt(s["v"]), eps), -clip, clip)
+                    s["m"] = s.get("m", z) + (1 - b1) * (normed - s.get("m", z))
+                    x = x - lr * s["m"]
+                    s["v"] = b2 * s["v"] + (1 - b2) * g * g
             elif peer == "lamb":
                 s["m"] = b1 * s.get("m", z) + (1 - b1) * g
                 s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
@@ -554,6 +572,17 @@ CASES = [
     # Adan with clipping by the group's gradient norm (binding on most
     # steps), coupled decay (pytorch-optimizer's default) and zero gradients
     # (the change since the last step then jumps).
+    # ADOPT: zero gradients at step 1 for tensor 1 (its second moment 0 at
+    # step 2, so the normalised gradient is clipped to 2^0.25), coupled
+    # decay. (Decoupled decay would move the params by lr * wd alone at step
+    # 1, below float32's resolution relative to the params: the peer's own
+    # float32 error would be 2.5e-3 for that reason alone.)
+    dict(name="adopt_basic", rule="adopt", peer="adopt",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.9999, weight_decay=0.01, weight_decouple=0, fixed_decay=0,
+                     eps=1e-6),
+         sizes=[64, 9], steps=100, seed=1118,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(0, 1)], spike_p=0.1)),
     dict(name="adan_clip", rule="adan", peer="adan",
          hypers=dict(lr=1e-3, beta1=0.98, beta2=0.92, beta3=0.99, weight_decay=0.02, weight_decouple=0,
                      max_grad_norm=1.0, eps=1e-8),
@@ -588,6 +617,9 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "adopt":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} ADOPT (foreach=False, the default "
+                f"clip_lambda step**0.25) on torch {tv}")
     if case["peer"] == "adan":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} Adan (foreach=False, one parameter "
                 f"group) on torch {tv}")
