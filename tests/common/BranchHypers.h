@@ -34,6 +34,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adabound", {{"ams_bound", 1}, {"weight_decay", 0.1}, {"gamma", 0.5}}}, // the clamp binds from step 1
     {"adamw_clip", {{"max_grad_norm", 0.5}}}, // the global norm is above it: clipped
     {"adopt", {{"weight_decay", 0.1}, {"weight_decouple", 1}}},
+    {"adabelief", {{"rectify", 1}, {"ams_bound", 1}, {"weight_decay", 0.1}}}, // decoupled by default
     {"adan", {{"max_grad_norm", 0.5}, {"weight_decay", 0.1}, {"weight_decouple", 1}}}, // clipped
     // bias correction, decoupled decay and a growth rate that binds
     {"prodigy", {{"use_bias_correction", 1}, {"weight_decay", 0.1}, {"growth_rate", 1.02}, {"d0", 1e-3}}},

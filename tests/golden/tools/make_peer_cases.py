@@ -152,6 +152,13 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "adabelief":
+            from pytorch_optimizer import AdaBelief
+            return AdaBelief(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), weight_decay=hy["weight_decay"],
+                             weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
+                             rectify=bool(hy["rectify"]), n_sma_threshold=int(hy["n_sma_threshold"]),
+                             degenerated_to_sgd=bool(hy["degenerated_to_sgd"]), ams_bound=bool(hy["ams_bound"]),
+                             eps=hy["eps"], foreach=False)
         if name == "adopt":
             from pytorch_optimizer import ADOPT
             return ADOPT(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), weight_decay=hy["weight_decay"],
@@ -359,6 +366,33 @@ def ref_run(peer, hy, init, grads):
                 s["v"] = s.get("v", z) + (1 - b2) * (g * g - s.get("v", z))
                 update = np.arctan2(s["m"] / bc1, hy["b"] * np.sqrt(s["v"] / bc2))
                 x = x * (1 - lr * wd) - lr * hy["a"] * update
+            elif peer == "adabelief":
+                if hy["weight_decouple"]:
+                    x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
+                else:
+                    g = g + wd * x
+                s["m"] = s.get("m", z) + (1 - b1) * (g - s.get("m", z))
+                r = g - s["m"]
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * r * r + eps
+                v = s["v"]
+                if hy["ams_bound"]:
+                    s["vmax"] = np.maximum(s.get("vmax", z), s["v"])
+                    v = s["vmax"]
+                n_max = 2 / (1 - b2) - 1
+                b2t = b2 ** t
+                n_sma = n_max - 2 * t * b2t / (1 - b2t)
+                if hy["rectify"]:
+                    if n_sma >= hy["n_sma_threshold"]:
+                        rt = math.sqrt((1 - b2t) * (n_sma - 4) / (n_max - 4) * (n_sma - 2) / n_sma * n_max / (n_max - 2))
+                    else:
+                        rt = 1.0 if hy["degenerated_to_sgd"] else -1.0
+                    size = lr * rt / (1 - b1 ** t)
+                    if n_sma >= hy["n_sma_threshold"]:
+                        x = x - size * s["m"] / (np.sqrt(v) + eps)
+                    elif size > 0:
+                        x = x - size * s["m"]
+                else:
+                    x = x - lr / (1 - b1 ** t) * s["m"] / (np.sqrt(v) / math.sqrt(1 - b2 ** t) + eps)
             elif peer == "adopt":
                 if hy["weight_decouple"]:
                     x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
@@ -572,6 +606,21 @@ CASES = [
     # Adan with clipping by the group's gradient norm (binding on most
     # steps), coupled decay (pytorch-optimizer's default) and zero gradients
     # (the change since the last step then jumps).
+    # AdaBelief with RAdam's rectification (SGD with momentum for the first
+    # steps, then rectified) and AMSBound, decoupled decay.
+    dict(name="adabelief_rectify_ams", rule="adabelief", peer="adabelief",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.01, weight_decouple=1, fixed_decay=0,
+                     rectify=1, n_sma_threshold=5, degenerated_to_sgd=1, ams_bound=1, eps=1e-16),
+         sizes=[64, 9], steps=100, seed=1119,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
+    # AdaBelief as its paper runs it: no rectification, coupled decay.
+    dict(name="adabelief_plain", rule="adabelief", peer="adabelief",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, weight_decay=0.01, weight_decouple=0, fixed_decay=0,
+                     rectify=0, n_sma_threshold=5, degenerated_to_sgd=1, ams_bound=0, eps=1e-16),
+         sizes=[64, 9], steps=100, seed=1120,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
     # ADOPT: zero gradients at step 1 for tensor 1 (its second moment 0 at
     # step 2, so the normalised gradient is clipped to 2^0.25), coupled
     # decay. (Decoupled decay would move the params by lr * wd alone at step
@@ -617,6 +666,8 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "adabelief":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} AdaBelief (foreach=False) on torch {tv}")
     if case["peer"] == "adopt":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} ADOPT (foreach=False, the default "
                 f"clip_lambda step**0.25) on torch {tv}")
