@@ -34,6 +34,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adabound", {{"ams_bound", 1}, {"weight_decay", 0.1}, {"gamma", 0.5}}}, // the clamp binds from step 1
     {"adamw_clip", {{"max_grad_norm", 0.5}}}, // the global norm is above it: clipped
     {"adopt", {{"weight_decay", 0.1}, {"weight_decouple", 1}}},
+    {"mars", {{"ams_bound", 1}, {"weight_decay", 0.1}}}, // decoupled by default
     {"adabelief", {{"rectify", 1}, {"ams_bound", 1}, {"weight_decay", 0.1}}}, // decoupled by default
     {"adan", {{"max_grad_norm", 0.5}, {"weight_decay", 0.1}, {"weight_decouple", 1}}}, // clipped
     // bias correction, decoupled decay and a growth rate that binds
@@ -41,8 +42,8 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
 };
 
 /// The library rules with a group-wide reduction (group_sum, group_norm...),
-/// which the CUDA optimizer refuses by name (SemaTest checks the list: these
-/// and lamb are the rules with a second pass).
+/// which the CUDA optimizer refuses by name (SemaTest checks the list: these,
+/// lamb and mars are the rules with a second pass).
 inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy"};
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule

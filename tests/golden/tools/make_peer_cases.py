@@ -152,6 +152,12 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "mars":
+            from pytorch_optimizer import MARS
+            return MARS(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), gamma=hy["gamma"], mars_type="adamw",
+                        optimize_1d=True, weight_decay=hy["weight_decay"],
+                        weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
+                        ams_bound=bool(hy["ams_bound"]), eps=hy["eps"], foreach=False)
         if name == "adabelief":
             from pytorch_optimizer import AdaBelief
             return AdaBelief(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), weight_decay=hy["weight_decay"],
@@ -366,6 +372,24 @@ def ref_run(peer, hy, init, grads):
                 s["v"] = s.get("v", z) + (1 - b2) * (g * g - s.get("v", z))
                 update = np.arctan2(s["m"] / bc1, hy["b"] * np.sqrt(s["v"] / bc2))
                 x = x * (1 - lr * wd) - lr * hy["a"] * update
+            elif peer == "mars":
+                last = s.get("last", z)
+                c = (g - last) * (hy["gamma"] * (b1 / (1 - b1))) + g
+                n = float(np.linalg.norm(c))
+                if n > 1:
+                    c = c / n
+                s["m"] = s.get("m", z) + (1 - b1) * (c - s.get("m", z))
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * c * c
+                v = s["v"]
+                if hy["ams_bound"]:
+                    s["vmax"] = np.maximum(s.get("vmax", z), s["v"])
+                    v = s["vmax"]
+                denom = (np.sqrt(v + 1e-15) + eps) / math.sqrt(1 - b2 ** t) * (1 - b1 ** t)
+                start = x
+                if hy["weight_decouple"]:
+                    x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
+                x = x - lr * (s["m"] / denom)
+                s["last"] = g if hy["weight_decouple"] else g + wd * start
             elif peer == "adabelief":
                 if hy["weight_decouple"]:
                     x = x * (1 - wd * (1 if hy["fixed_decay"] else lr))
@@ -606,6 +630,14 @@ CASES = [
     # Adan with clipping by the group's gradient norm (binding on most
     # steps), coupled decay (pytorch-optimizer's default) and zero gradients
     # (the change since the last step then jumps).
+    # MARS (adamw type, every tensor through it): tensor 0's corrected
+    # gradient is longer than 1 (scaled down), tensor 1's shorter; AMSBound.
+    dict(name="mars_ams", rule="mars", peer="mars",
+         hypers=dict(lr=3e-3, beta1=0.95, beta2=0.99, gamma=0.025, weight_decay=0.01, weight_decouple=1,
+                     fixed_decay=0, ams_bound=1, eps=1e-8),
+         sizes=[64, 9], steps=100, seed=1121,
+         data=dict(grad_scales=[1.0, 0.05], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
     # AdaBelief with RAdam's rectification (SGD with momentum for the first
     # steps, then rectified) and AMSBound, decoupled decay.
     dict(name="adabelief_rectify_ams", rule="adabelief", peer="adabelief",
@@ -666,6 +698,9 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "mars":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} MARS (mars_type='adamw', "
+                f"optimize_1d=True, foreach=False) on torch {tv}")
     if case["peer"] == "adabelief":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} AdaBelief (foreach=False) on torch {tv}")
     if case["peer"] == "adopt":
