@@ -35,6 +35,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adamw_clip", {{"max_grad_norm", 0.5}}}, // the global norm is above it: clipped
     {"adopt", {{"weight_decay", 0.1}, {"weight_decouple", 1}}},
     {"mars", {{"ams_bound", 1}, {"weight_decay", 0.1}}}, // decoupled by default
+    {"schedulefree_adamw", {{"warmup_steps", 3}, {"weight_decay", 0.1}, {"r", 0.5}}},
     {"adabelief", {{"rectify", 1}, {"ams_bound", 1}, {"weight_decay", 0.1}}}, // decoupled by default
     {"adan", {{"max_grad_norm", 0.5}, {"weight_decay", 0.1}, {"weight_decouple", 1}}}, // clipped
     // bias correction, decoupled decay and a growth rate that binds

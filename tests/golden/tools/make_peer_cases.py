@@ -152,6 +152,13 @@ def build_torch(name, hy):
                         weight_decay=hy["weight_decay"], grad_averaging=True,
                         max_grad_norm=None, trust_clip=False, always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
+        if name == "schedulefree_adamw":
+            from schedulefree import AdamWScheduleFree
+            opt = AdamWScheduleFree(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
+                                    weight_decay=hy["weight_decay"], warmup_steps=int(hy["warmup_steps"]),
+                                    r=hy["r"], weight_lr_power=hy["weight_lr_power"], foreach=False)
+            opt.train()  # the params are y while training
+            return opt
         if name == "mars":
             from pytorch_optimizer import MARS
             return MARS(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), gamma=hy["gamma"], mars_type="adamw",
@@ -372,6 +379,18 @@ def ref_run(peer, hy, init, grads):
                 s["v"] = s.get("v", z) + (1 - b2) * (g * g - s.get("v", z))
                 update = np.arctan2(s["m"] / bc1, hy["b"] * np.sqrt(s["v"] / bc2))
                 x = x * (1 - lr * wd) - lr * hy["a"] * update
+            elif peer == "schedulefree_adamw":
+                if "z" not in s:
+                    s["z"] = x.copy()
+                lr_t = lr * (t / hy["warmup_steps"]) if t <= hy["warmup_steps"] else lr
+                s["lr_max"] = max(lr_t, s.get("lr_max", -1.0))
+                weight = t ** hy["r"] * s["lr_max"] ** hy["weight_lr_power"]
+                s["wsum"] = s.get("wsum", 0.0) + weight
+                ckp1 = weight / s["wsum"] if s["wsum"] != 0 else 0.0
+                s["v"] = b2 * s.get("v", z) + (1 - b2) * g * g
+                gn = g / (np.sqrt(s["v"] / (1 - b2 ** t)) + eps) + wd * x
+                x = x + ckp1 * (s["z"] - x) + lr_t * (b1 * (1 - ckp1) - 1) * gn
+                s["z"] = s["z"] - lr_t * gn
             elif peer == "mars":
                 last = s.get("last", z)
                 c = (g - last) * (hy["gamma"] * (b1 / (1 - b1))) + g
@@ -630,6 +649,14 @@ CASES = [
     # Adan with clipping by the group's gradient norm (binding on most
     # steps), coupled decay (pytorch-optimizer's default) and zero gradients
     # (the change since the last step then jumps).
+    # Schedule-Free AdamW in train mode (the params are y): 10 warm-up steps
+    # (lr_max grows, then the averaging weights follow step^r), decay at y.
+    dict(name="schedulefree_adamw_warmup", rule="schedulefree_adamw", peer="schedulefree_adamw",
+         hypers=dict(lr=1e-2, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.01, warmup_steps=10, r=0.5,
+                     weight_lr_power=2),
+         sizes=[64, 9], steps=100, seed=1122,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
     # MARS (adamw type, every tensor through it): tensor 0's corrected
     # gradient is longer than 1 (scaled down), tensor 1's shorter; AMSBound.
     dict(name="mars_ams", rule="mars", peer="mars",
@@ -698,6 +725,9 @@ def source_of(case):
         return (f"adam-atan2-pytorch {_pkg_version('adam-atan2-pytorch')} "
                 f"adam_atan2_pytorch.AdamAtan2 (defaults: decay coupled to lr, regen_reg_rate=0, "
                 f"cautious_factor=1) on torch {tv}")
+    if case["peer"] == "schedulefree_adamw":
+        return (f"schedulefree {_pkg_version('schedulefree')} AdamWScheduleFree (train mode, foreach=False) "
+                f"on torch {tv}")
     if case["peer"] == "mars":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} MARS (mars_type='adamw', "
                 f"optimize_1d=True, foreach=False) on torch {tv}")
