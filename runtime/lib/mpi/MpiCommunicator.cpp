@@ -136,11 +136,12 @@ public:
     }
   }
 
-  // A ring (OpenMPI's MPI_Reduce_scatter reduces everything to one rank
-  // first: 7x slower here): in step k = 0 .. size-2, each rank passes its
-  // running sum of part (rank - 1 - k) to the next rank and adds its own
-  // values to the sum of part (rank - 2 - k) that the previous rank passes
-  // it; after size - 1 steps it holds the whole sum of its own part. Each
+  // A ring (OpenMPI 4.1's MPI_Reduce_scatter took 58 ms here for what this
+  // does in 13.6 ms, as if it reduced to one rank first): in step k = 0 ..
+  // size-2, each rank passes its running sum of part (rank - 1 - k) to the
+  // next rank and adds its own values to the sum of part (rank - 2 - k)
+  // that the previous rank passes it; after size - 1 steps it holds the
+  // whole sum of its own part. Each
   // rank sends (size-1)/size of the data, the least any algorithm can. The
   // parts go round in windows of at most kWindow elements, so the scratch
   // stays small whatever the gradients' size.
