@@ -469,8 +469,8 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   if (s.comm) {
     // Counts and options that differ would make the ranks' collectives differ.
     CommTimer timer(s.commSeconds);
-    checkOnEveryRank(*s.comm, caller, "the step's arguments", describeStep(s.stepCount, s.tensors.size(), options, s.groups, s.layout.rule().hypers),
-                     check);
+    checkOnEveryRank(*s.comm, caller, "the step's arguments",
+                     describeStep(s.stepCount, s.tensors.size(), options, s.groups, s.layout.rule().hypers), check);
   } else {
     check();
   }
@@ -634,33 +634,28 @@ const std::string &Optimizer::tensorLayout(int group, size_t tensor) const {
   return impl_->checkedTensor(group, tensor, "optrt::Optimizer::tensorLayout").layout->name;
 }
 
-MemoryReport Optimizer::memoryReportAllRanks() const {
-  const Impl &s = *impl_;
-  if (s.tensors.empty())
-    throw std::logic_error("optrt::Optimizer::memoryReportAllRanks: the optimizer has no parameters");
-  // The ranks' parts cover every element once, at q8 block boundaries: their
-  // bytes add up to those of whole tensors.
+MemoryReport Optimizer::Impl::memoryOf(bool ownedOnly, const char *caller) const {
+  if (tensors.empty())
+    throw std::logic_error(std::string(caller) + ": the optimizer has no parameters");
   std::vector<size_t> sizes;
-  for (const Tensor &t : s.tensors)
-    sizes.push_back(t.size);
   MemoryOptions options;
-  options.smallTensorElements = s.smallTensorElements;
-  return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
+  for (const Tensor &t : tensors) {
+    sizes.push_back(t.size);
+    if (ownedOnly)
+      options.ownedElements.push_back(t.owned.size());
+  }
+  options.smallTensorElements = smallTensorElements;
+  return optrt::memoryReport(layout.rule().states, layout.parsedLayout(), sizes, options);
 }
 
 MemoryReport Optimizer::memoryReport() const {
-  const Impl &s = *impl_;
-  std::vector<size_t> sizes;
-  MemoryOptions options;
-  for (const Tensor &t : s.tensors) {
-    sizes.push_back(t.size);
-    if (s.comm)
-      options.ownedElements.push_back(t.owned.size());
-  }
-  if (sizes.empty())
-    throw std::logic_error("optrt::Optimizer::memoryReport: the optimizer has no parameters");
-  options.smallTensorElements = s.smallTensorElements;
-  return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
+  return impl_->memoryOf(impl_->comm != nullptr, "optrt::Optimizer::memoryReport");
+}
+
+MemoryReport Optimizer::memoryReportAllRanks() const {
+  // The ranks' parts cover every element once, at q8 block boundaries: their
+  // bytes add up to those of whole tensors.
+  return impl_->memoryOf(false, "optrt::Optimizer::memoryReportAllRanks");
 }
 
 double Optimizer::scalarState(const std::string &name, int group, size_t tensor) const {

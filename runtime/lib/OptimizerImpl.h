@@ -144,6 +144,9 @@ struct Optimizer::Impl {
     auto at = reinterpret_cast<uintptr_t>(bufferAt(t, buffer));
     return reinterpret_cast<void *>(at - bufferBytes(t.layout->buffers[buffer], t.owned.begin));
   }
+  // The memory report of the tensors, master and state counting this rank's
+  // parts only when ownedOnly; std::logic_error naming `caller` before any group.
+  MemoryReport memoryOf(bool ownedOnly, const char *caller) const;
   // Throws std::logic_error when sharded: streams and safetensors hold one
   // process's state.
   void refuseSharded(const char *caller) const;

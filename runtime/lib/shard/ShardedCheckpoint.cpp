@@ -80,9 +80,6 @@ private:
   std::vector<std::vector<double>> scalars_;
 };
 
-// Where element `first` of a buffer starts (q8 absmax: its block).
-size_t byteOffset(const BufferDesc &buffer, size_t first) { return bufferBytes(buffer, first); }
-
 } // namespace
 
 bool isShardedCheckpoint(const std::string &path) {
@@ -273,11 +270,12 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
           const std::vector<char> &bytes = reader->buffer(t, b);
           if (bytes.empty())
             continue;
-          // Parts start at chunk boundaries (whole q8 blocks), so these
-          // offsets are exact for every storage, absmax included.
-          size_t at = detail::byteOffset(buffer, from - source.parts[t].begin);
+          // Parts start at chunk boundaries (whole q8 blocks), so the bytes
+          // of the elements before `from` are its offset in every storage,
+          // absmax included.
+          size_t at = bufferBytes(buffer, from - source.parts[t].begin);
           std::copy_n(bytes.data() + at, bufferBytes(buffer, to - from),
-                      staged[t][b].data() + detail::byteOffset(buffer, from - tensor.owned.begin));
+                      staged[t][b].data() + bufferBytes(buffer, from - tensor.owned.begin));
         }
       }
       if (!metadata)
