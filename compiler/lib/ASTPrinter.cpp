@@ -41,6 +41,7 @@ const char *spelling(StmtKind kind) {
   case StmtKind::State: return "State";
   case StmtKind::Scalar: return "Scalar";
   case StmtKind::Let: return "Let";
+  case StmtKind::Input: return "Input";
   case StmtKind::Assign: return "Assign";
   }
   return "?";

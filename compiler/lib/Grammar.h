@@ -44,7 +44,7 @@ inline const auto skipper =
 
 inline auto keyword(const char *word) { return lexeme[lit(word) >> !identChar]; }
 inline const auto reserved = keyword("optimizer") | keyword("hyper") | keyword("state") |
-                             keyword("scalar") | keyword("let");
+                             keyword("scalar") | keyword("let") | keyword("input");
 
 struct NameId : Annotate {};
 struct NumberId : Annotate {};
@@ -185,15 +185,15 @@ const auto valueClause_def = expression > -interval;
 /// (one rule, so that `hyper lr 1;` is "expected '=' or ';'", not "expected ';'")
 const auto optionalValue_def = ('=' > valueClause > ';') | ';';
 
-/// statement ::= ('hyper' | 'state') name optionalValue
+/// statement ::= ('hyper' | 'state' | 'input') name optionalValue
 ///             | ('scalar' | 'let') name '=' valueClause ';'
 ///             | name '=' valueClause ';'
-/// (an interval after anything but a hyper's value is refused by sema, with
-/// a clearer message than a syntax error)
+/// (an interval after anything but a hyper's value, and a value after an
+/// input, are refused by sema, with a clearer message than a syntax error)
 const auto declKeyword = lexeme[(string("hyper") | string("state") | string("scalar") |
-                                 string("let")) >>
+                                 string("let") | string("input")) >>
                                 !identChar];
-const auto optionalValueKeyword = lexeme[(string("hyper") | string("state")) >> !identChar];
+const auto optionalValueKeyword = lexeme[(string("hyper") | string("state") | string("input")) >> !identChar];
 const auto valueKeyword = lexeme[(string("scalar") | string("let")) >> !identChar];
 const auto statement_def = (optionalValueKeyword > name > optionalValue) |
                            (valueKeyword > name > '=' > valueClause > ';') |

@@ -116,6 +116,7 @@ class Evaluator;
 /// and combines them in tensor order, once per step.
 struct Group {
   std::vector<Evaluator *> tensors;
+  std::vector<bool> given; // per input slot: whether the trainer passed it this step
   std::map<const ast::Expr *, double> groupValues;
 };
 
@@ -131,6 +132,8 @@ public:
     case ast::ExprKind::Call:
       if (expr.builtin == Builtin::Initial)
         return env_[expr.symbol]; // the hidden scalar state
+      if (expr.builtin == Builtin::Given)
+        return Value::of(group_->given.at(rule_.symbol(expr.operands[0]->symbol).slot) ? 1.0 : 0.0);
       if (builtinInfo(expr.builtin).groupWide)
         return Value::of(groupReduce(expr));
       if (builtinInfo(expr.builtin).isReduction)
@@ -240,7 +243,7 @@ TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues
 
 void Interpreter::step(std::vector<TensorState> &tensors,
                        const std::vector<std::vector<double>> &grads, int64_t step,
-                       const HyperValues &hypers) const {
+                       const HyperValues &hypers, const StepInputs &inputs) const {
   if (grads.size() != tensors.size())
     throw std::invalid_argument("got " + std::to_string(grads.size()) + " gradients for " +
                                 std::to_string(tensors.size()) + " tensors");
@@ -252,12 +255,35 @@ void Interpreter::step(std::vector<TensorState> &tensors,
       throw std::invalid_argument("gradient " + std::to_string(k) + " has " +
                                   std::to_string(grads[k].size()) + " elements, its tensor " +
                                   std::to_string(tensors[k].param.size()));
+  if (inputs.size() > rule_.inputs.size())
+    throw std::invalid_argument("got values for " + std::to_string(inputs.size()) + " inputs; '" + rule_.name() +
+                                "' declares " + std::to_string(rule_.inputs.size()));
+  std::vector<bool> given(rule_.inputs.size(), false);
+  for (size_t slot = 0; slot < rule_.inputs.size(); ++slot) {
+    const Symbol &input = rule_.symbol(rule_.inputs[slot]);
+    given[slot] = slot < inputs.size() && !inputs[slot].empty();
+    if (!given[slot] && !input.tested)
+      throw std::invalid_argument("input '" + input.name + "' of '" + rule_.name() +
+                                  "' is needed every step (the rule never tests given(" + input.name + "))");
+    if (!given[slot])
+      continue;
+    if (inputs[slot].size() != tensors.size())
+      throw std::invalid_argument("input '" + input.name + "' has values for " +
+                                  std::to_string(inputs[slot].size()) + " tensors, the group " +
+                                  std::to_string(tensors.size()));
+    for (size_t k = 0; k < tensors.size(); ++k)
+      if (inputs[slot][k].size() != tensors[k].param.size())
+        throw std::invalid_argument("input '" + input.name + "' of tensor " + std::to_string(k) + " has " +
+                                    std::to_string(inputs[slot][k].size()) + " elements, its tensor " +
+                                    std::to_string(tensors[k].param.size()));
+  }
   // Every tensor's environment, statement by statement in lockstep, so that
   // a group-wide reduction sees every tensor at the same point.
   size_t numTensors = tensors.size();
   std::vector<std::vector<Value>> envs(numTensors, std::vector<Value>(rule_.symbols.size()));
   std::vector<std::unique_ptr<Evaluator>> evaluators;
   Group group;
+  group.given = given;
   for (size_t k = 0; k < numTensors; ++k) {
     std::vector<Value> &env = envs[k];
     TensorState &tensor = tensors[k];
@@ -270,6 +296,10 @@ void Interpreter::step(std::vector<TensorState> &tensors,
       env[rule_.states[slot]] = Value::of(tensor.states[slot]);
     for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
       env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
+    // An input left out reads as 0 (only a rule that tests given() runs then).
+    for (size_t slot = 0; slot < rule_.inputs.size(); ++slot)
+      env[rule_.inputs[slot]] = given[slot] ? Value::of(inputs[slot][k])
+                                            : Value::of(std::vector<double>(tensor.param.size(), 0.0));
     evaluators.push_back(std::make_unique<Evaluator>(rule_, env, tensor.param.size(), &group));
     group.tensors.push_back(evaluators.back().get());
   }

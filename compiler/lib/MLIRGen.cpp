@@ -70,6 +70,9 @@ private:
                                                    /*fixed=*/UnitAttr(), FloatAttr(), FloatAttr(), UnitAttr(),
                                                    UnitAttr());
         opt::setHyperRange(hyper, symbol.range);
+      } else if (stmt.kind == ast::StmtKind::Input) {
+        builder_.create<opt::InputOp>(loc(stmt.range), builder_.getStringAttr(stmt.name),
+                                      rule_.symbol(stmt.symbol).tested ? builder_.getUnitAttr() : UnitAttr());
       } else if (stmt.kind == ast::StmtKind::State || stmt.kind == ast::StmtKind::Scalar) {
         auto state = builder_.create<opt::StateOp>(
             loc(stmt.range), builder_.getStringAttr(stmt.name),
@@ -111,6 +114,22 @@ private:
     };
     declare(optrt::kGradScaleHyper, optrt::kGradScaleDefault);
     declare(optrt::kGradClipHyper, optrt::kGradClipDefault);
+    // given(INPUT): 1 on the steps the trainer passes the input.
+    for (int id : rule_.inputs) {
+      if (!rule_.symbol(id).tested)
+        continue;
+      auto hyper = builder_.create<opt::HyperOp>(at, builder_.getStringAttr(optrt::givenHyper(rule_.symbol(id).name)),
+                                                 builder_.getF64FloatAttr(0.0), UnitAttr(), FloatAttr(), FloatAttr(),
+                                                 UnitAttr(), UnitAttr());
+      opt::setHyperRange(hyper, optrt::HyperRange{0.0, 1.0, false, false});
+    }
+  }
+
+  /// Whether the trainer passed input `name` this step (i1, uniform).
+  Value inputGiven(Location at, const std::string &name) {
+    Value flag = builder_.create<opt::GetHyperOp>(at, builder_.getF64Type(), symbolRef(optrt::givenHyper(name)));
+    Value zero = builder_.create<arith::ConstantOp>(at, builder_.getF64FloatAttr(0.0));
+    return builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::UNE, flag, zero);
   }
 
   /// The gradient a rule sees: clamp(g * grad_scale, -grad_clip, grad_clip)
@@ -196,6 +215,10 @@ private:
     case SymbolClass::State: value = builder_.create<opt::LoadStateOp>(at, f32, symbolRef(symbol.name)); break;
     case SymbolClass::ScalarState:
       value = builder_.create<opt::LoadStateOp>(at, f64, symbolRef(symbol.name));
+      break;
+    case SymbolClass::Input:
+      value = builder_.create<opt::GetInputOp>(at, f32, symbolRef(symbol.name),
+                                               symbol.tested ? inputGiven(at, symbol.name) : Value());
       break;
     case SymbolClass::Let: break; // always assigned before use (sema)
     }
@@ -301,6 +324,8 @@ private:
     if (expr.builtin == Builtin::Initial) // the hidden scalar state
       return builder_.create<opt::LoadStateOp>(at, builder_.getF64Type(),
                                                symbolRef(rule_.symbol(expr.symbol).name));
+    if (expr.builtin == Builtin::Given)
+      return inputGiven(at, rule_.symbol(expr.operands[0]->symbol).name);
     if (builtinInfo(expr.builtin).isReduction) {
       const ast::Expr &argument = *expr.operands[0];
       Value input = toFloat(gen(argument), true, argument.range);

@@ -351,6 +351,7 @@ private:
            : keyword == "state"  ? ast::StmtKind::State
            : keyword == "scalar" ? ast::StmtKind::Scalar
            : keyword == "let"    ? ast::StmtKind::Let
+           : keyword == "input"  ? ast::StmtKind::Input
                                  : ast::StmtKind::Assign;
   }
 
@@ -367,7 +368,7 @@ private:
     stmt.kind = kindOf(keyword);
     stmt.range = stmt.nameRange = {name.begin, name.end};
     stmt.name = name.text;
-    if (stmt.kind != ast::StmtKind::State) {
+    if (stmt.kind != ast::StmtKind::State && stmt.kind != ast::StmtKind::Input) {
       stmt.value = std::make_unique<ast::Expr>();
       stmt.value->kind = ast::ExprKind::Number;
       stmt.value->range = stmt.nameRange;

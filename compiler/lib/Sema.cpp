@@ -26,6 +26,7 @@ const char *spelling(SymbolClass cls) {
   case SymbolClass::State: return "state";
   case SymbolClass::ScalarState: return "scalar state";
   case SymbolClass::Let: return "let";
+  case SymbolClass::Input: return "input";
   }
   return "name";
 }
@@ -40,6 +41,13 @@ int CheckedRule::hyperSlot(const std::string &name) const {
 int CheckedRule::stateSlot(const std::string &name) const {
   for (size_t i = 0; i < states.size(); ++i)
     if (symbols[states[i]].name == name)
+      return static_cast<int>(i);
+  return -1;
+}
+
+int CheckedRule::inputSlot(const std::string &name) const {
+  for (size_t i = 0; i < inputs.size(); ++i)
+    if (symbols[inputs[i]].name == name)
       return static_cast<int>(i);
   return -1;
 }
@@ -131,6 +139,7 @@ private:
                          (stmt.kind == ast::StmtKind::Assign  ? "assigned here"
                           : stmt.kind == ast::StmtKind::Let   ? "a let"
                           : stmt.kind == ast::StmtKind::State ? "a state"
+                          : stmt.kind == ast::StmtKind::Input ? "an input"
                                                               : "a scalar state"));
       switch (stmt.kind) {
       case ast::StmtKind::Hyper:
@@ -144,6 +153,10 @@ private:
                                                           : SymbolClass::State))
           declareState(stmt);
         break;
+      case ast::StmtKind::Input:
+        if (declarable(stmt.name, stmt.nameRange, SymbolClass::Input))
+          declareInput(stmt);
+        break;
       case ast::StmtKind::Let:
         firstLet_.emplace(stmt.name, &stmt);
         [[fallthrough]];
@@ -152,6 +165,17 @@ private:
         break;
       }
     }
+  }
+
+  void declareInput(ast::Stmt &stmt) {
+    int id = declare(stmt, SymbolClass::Input, ValueKind::Elementwise);
+    stmt.symbol = id;
+    result_.symbols[id].slot = static_cast<int>(result_.inputs.size());
+    result_.inputs.push_back(id);
+    if (stmt.value)
+      diags_.error(stmt.value->range, "input '" + stmt.name +
+                                          "' has no value here: the trainer passes it with the gradient "
+                                          "(write 'input " + stmt.name + ";')");
   }
 
   void declareHyper(ast::Stmt &stmt) {
@@ -305,6 +329,12 @@ private:
     case SymbolClass::Step:
       diags_.error(stmt.nameRange, "cannot assign to '" + stmt.name + "': it is read-only");
       return;
+    case SymbolClass::Input:
+      diags_.error(stmt.nameRange, "cannot assign to input '" + stmt.name +
+                                       "': the trainer passes it each step (keep what you derive from it "
+                                       "in a state)");
+      diags_.note(target.declRange, "declared as an input here");
+      return;
     case SymbolClass::Hyper:
       diags_.error(stmt.nameRange, "cannot assign to hyper '" + stmt.name +
                                        "'; hypers change only between steps");
@@ -419,6 +449,10 @@ private:
       checkInitial(expr);
       return;
     }
+    if (info->id == Builtin::Given) {
+      checkGiven(expr);
+      return;
+    }
     if (info->isReduction) {
       if (initialValueOf_ >= 0) {
         diags_.error(expr.range, "the initial value of '" +
@@ -488,6 +522,34 @@ private:
     expr.phase = 0;
   }
 
+  /// `given(INPUT)`: 1 when the trainer passed the input this step, else 0
+  /// (uniform: the whole tensor has it or not).
+  void checkGiven(ast::Expr &expr) {
+    ast::Expr &argument = *expr.operands[0];
+    auto it = argument.kind == ast::ExprKind::Name ? scope_.find(argument.name) : scope_.end();
+    if (it == scope_.end() || result_.symbols[it->second].cls != SymbolClass::Input) {
+      std::vector<std::string> inputs;
+      for (int id : result_.inputs)
+        inputs.push_back(result_.symbols[id].name);
+      diags_.error(argument.range,
+                   "given() takes the name of an input" +
+                       (inputs.empty() ? std::string(" (declare one: 'input NAME;')")
+                        : argument.kind == ast::ExprKind::Name ? optrt::didYouMean(argument.name, inputs)
+                                                               : std::string()));
+      return;
+    }
+    if (initialValueOf_ >= 0) {
+      diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
+                                   "' cannot use given(): inputs come with steps");
+      return;
+    }
+    argument.symbol = it->second;
+    argument.valueKind = ValueKind::Elementwise;
+    result_.symbols[it->second].tested = true;
+    expr.valueKind = ValueKind::Uniform;
+    expr.phase = 0;
+  }
+
   std::vector<std::string> hyperNamesSoFar() const {
     std::vector<std::string> names;
     for (int id : result_.hypers)
@@ -533,6 +595,8 @@ private:
     for (const Symbol &symbol : result_.symbols) {
       if (symbol.cls == SymbolClass::Hyper && !symbol.read)
         diags_.warning(symbol.declRange, "hyper '" + symbol.name + "' is never used");
+      if (symbol.cls == SymbolClass::Input && !symbol.read)
+        diags_.warning(symbol.declRange, "input '" + symbol.name + "' is never read");
       if (symbol.cls != SymbolClass::State && symbol.cls != SymbolClass::ScalarState)
         continue;
       if (!symbol.read && !symbol.written)

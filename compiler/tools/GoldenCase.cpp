@@ -44,6 +44,27 @@ GoldenCase GoldenCase::load(const std::string &path) {
       if (!(*golden.maxGradNorm > 0) || !std::isfinite(*golden.maxGradNorm))
         throw std::runtime_error(path + ": max_grad_norm must be finite and positive");
     }
+    if (json.contains("shapes"))
+      golden.shapes = json["shapes"].get<std::vector<std::vector<size_t>>>();
+    if (json.contains("inputs"))
+      for (const auto &[name, steps] : json["inputs"].items()) {
+        auto &perStep = golden.inputs.emplace_back(name, decltype(golden.inputs)::value_type::second_type{}).second;
+        for (const nlohmann::json &step : steps) {
+          // A step's entry: null, or per tensor values or null. Our runtime
+          // gives an input to a whole group or to none of it.
+          bool anyNull = step.is_null(), anyGiven = false;
+          if (!step.is_null())
+            for (const nlohmann::json &tensor : step)
+              (tensor.is_null() ? anyNull : anyGiven) = true;
+          if (anyNull && anyGiven)
+            throw std::runtime_error(path + ": input '" + name + "' step " + std::to_string(perStep.size() + 1) +
+                                     " gives values to some tensors and not others");
+          if (anyGiven)
+            perStep.emplace_back(step.get<std::vector<std::vector<double>>>());
+          else
+            perStep.emplace_back(std::nullopt);
+        }
+      }
   } catch (const nlohmann::json::exception &e) {
     throw std::runtime_error(path + ": a field has the wrong type: " + e.what());
   }
@@ -63,6 +84,27 @@ GoldenCase GoldenCase::load(const std::string &path) {
   checkShape(golden.grads, "grads", golden.steps);
   checkShape(golden.expect, "expect", golden.steps);
   checkShape({golden.init}, "init", 1);
+  for (const auto &[name, perStep] : golden.inputs) {
+    if (perStep.size() != golden.steps)
+      throw std::runtime_error(path + ": input '" + name + "' has " + std::to_string(perStep.size()) +
+                               " steps, expected " + std::to_string(golden.steps));
+    for (const auto &values : perStep)
+      if (values)
+        checkShape({*values}, ("input '" + name + "'").c_str(), 1);
+  }
+  if (!golden.shapes.empty()) {
+    if (golden.shapes.size() != golden.sizes.size())
+      throw std::runtime_error(path + ": 'shapes' has " + std::to_string(golden.shapes.size()) + " tensors, 'sizes' " +
+                               std::to_string(golden.sizes.size()));
+    for (size_t k = 0; k < golden.shapes.size(); ++k) {
+      size_t product = 1;
+      for (size_t dim : golden.shapes[k])
+        product *= dim;
+      if (product != golden.sizes[k])
+        throw std::runtime_error(path + ": the shape of tensor " + std::to_string(k) + " has " +
+                                 std::to_string(product) + " elements, its size is " + std::to_string(golden.sizes[k]));
+    }
+  }
   return golden;
 }
 

@@ -27,6 +27,12 @@ struct GoldenCase {
   /// `max_grad_norm` (optional): the peer clipped all gradients by their
   /// global L2 norm (torch.nn.utils.clip_grad_norm_) before each step.
   std::optional<double> maxGradNorm;
+  /// `shapes` (optional): per tensor its dimensions, row-major, their
+  /// product its size; empty when the case has none (every tensor 1-D).
+  std::vector<std::vector<size_t>> shapes;
+  /// `inputs` (optional): per input name, per step, the values per tensor,
+  /// or nullopt when the trainer gives that input no value at that step.
+  std::vector<std::pair<std::string, std::vector<std::optional<std::vector<std::vector<double>>>>>> inputs;
 
   /// Reads and validates a case; throws std::runtime_error naming the file
   /// and the field that is missing or inconsistent.

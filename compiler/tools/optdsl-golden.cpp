@@ -54,6 +54,20 @@ std::vector<std::vector<double>> referenceGrads(const optdsl::GoldenCase &golden
   return grads;
 }
 
+/// The case's inputs at step t by the rule's input slot (not given: none).
+optdsl::StepInputs referenceInputs(const optdsl::GoldenCase &golden, const optdsl::CheckedRule &rule, size_t t) {
+  optdsl::StepInputs inputs(rule.inputs.size());
+  for (const auto &[name, perStep] : golden.inputs) {
+    int slot = rule.inputSlot(name);
+    if (slot < 0)
+      throw std::runtime_error("case '" + golden.name + "' gives input '" + name + "', which rule '" + rule.name() +
+                               "' does not declare");
+    if (perStep[t])
+      inputs[slot] = *perStep[t];
+  }
+  return inputs;
+}
+
 optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
                                     const optdsl::CheckedRule &rule) {
   optdsl::Interpreter interpreter(rule);
@@ -65,7 +79,8 @@ optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
     tensors.push_back(interpreter.initTensor(init, hypers));
   optdsl::Trajectory trajectory;
   for (size_t t = 0; t < golden.steps; ++t) {
-    interpreter.step(tensors, referenceGrads(golden, t), static_cast<int64_t>(t + 1), hypers);
+    interpreter.step(tensors, referenceGrads(golden, t), static_cast<int64_t>(t + 1), hypers,
+                     referenceInputs(golden, rule, t));
     auto &after = trajectory.emplace_back();
     for (const auto &tensor : tensors)
       after.push_back(tensor.param);
@@ -93,6 +108,16 @@ optdsl::Trajectory runOnCpu(const optdsl::GoldenCase &golden, const optdsl::Chec
     }
     optrt::StepOptions options;
     options.maxGradNorm = golden.maxGradNorm;
+    optdsl::StepInputs values = referenceInputs(golden, rule, t);
+    std::vector<std::vector<std::vector<float>>> inputs(values.size());
+    for (size_t slot = 0; slot < values.size(); ++slot) {
+      if (values[slot].empty())
+        continue;
+      std::vector<const void *> &perTensor =
+          options.inputs.emplace_back(optrt::StepInput{rule.symbol(rule.inputs[slot]).name, {{}}}).perGroup[0];
+      for (const std::vector<double> &tensor : values[slot])
+        perTensor.push_back(inputs[slot].emplace_back(tensor.begin(), tensor.end()).data());
+    }
     optimizer.step({gradPointers}, options);
     auto &after = trajectory.emplace_back();
     for (const auto &param : params)

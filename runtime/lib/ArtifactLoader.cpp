@@ -60,6 +60,8 @@ public:
       rule.reductions.push_back({static_cast<ReductionKind>(kind), reduction.phase,
                                  (reduction.kind & OPTDSL_REDUCE_GROUP_WIDE) != 0});
     }
+    for (const optdsl_input &input : array(artifact_.inputs, artifact_.num_inputs, "inputs"))
+      rule.inputs.push_back({string(input.name, "input name"), input.optional != 0});
     if (artifact_.num_phases < 1)
       fail("num_phases is " + std::to_string(artifact_.num_phases));
     size_t phases = static_cast<size_t>(artifact_.num_phases);
@@ -71,7 +73,7 @@ public:
       rule.uniforms.push_back(fn);
     rule.scalarUpdate = artifact_.scalar_update;
     for (const optdsl_layout &layout : array(artifact_.layouts, artifact_.num_layouts, "layouts"))
-      rule.layouts.push_back(readLayout(layout, phases, rule.states.size()));
+      rule.layouts.push_back(readLayout(layout, phases, rule.states.size(), rule.inputs.size()));
   }
 
   /// The CPU variants of a fat artifact, best first; empty for a single-CPU
@@ -109,14 +111,15 @@ private:
     return {data, count};
   }
 
-  LayoutKernels readLayout(const optdsl_layout &layout, size_t phases, size_t numStates) const {
+  LayoutKernels readLayout(const optdsl_layout &layout, size_t phases, size_t numStates, size_t numInputs) const {
     LayoutKernels result;
     result.name = string(layout.name, "layout name");
     for (const optdsl_buffer &buffer : array(layout.buffers, layout.num_buffers, "layout buffers")) {
-      if (buffer.role > OPTDSL_BUFFER_STATE_ABSMAX || buffer.dtype > OPTDSL_DTYPE_REMAINDER)
+      if (buffer.role > OPTDSL_BUFFER_INPUT || buffer.dtype > OPTDSL_DTYPE_REMAINDER)
         fail("layout " + result.name + " has a buffer of unknown role or dtype");
-      if (buffer.state >= static_cast<int32_t>(numStates))
-        fail("layout " + result.name + " names state " + std::to_string(buffer.state));
+      bool input = buffer.role == OPTDSL_BUFFER_INPUT;
+      if (buffer.state >= static_cast<int32_t>(input ? numInputs : numStates))
+        fail("layout " + result.name + " names " + (input ? "input " : "state ") + std::to_string(buffer.state));
       result.buffers.push_back({static_cast<BufferRole>(buffer.role),
                                 static_cast<Dtype>(buffer.dtype), buffer.state,
                                 buffer.block_elements});

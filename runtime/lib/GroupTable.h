@@ -36,7 +36,7 @@ inline void refuseStepHyper(const std::string &name, const char *caller) {
   if (isStepHyper(name))
     throw std::invalid_argument(std::string(caller) + ": hyper '" + name +
                                 "' is set by every step from its StepOptions (lossScale, maxGradNorm, "
-                                "clipValue); it cannot be given a value");
+                                "clipValue, inputs); it cannot be given a value");
 }
 
 inline std::string tensorName(size_t tensor, size_t group) {

@@ -20,6 +20,23 @@ inline size_t bufferBytes(const BufferDesc &buffer, size_t n) {
                                                 : elementBytes(buffer.dtype, n);
 }
 
+/// Whether the optimizer keeps buffer `buffer` in its arena (master, states,
+/// q8 absmax); the param, the gradient and the inputs are the caller's.
+inline bool keptByOptimizer(const BufferDesc &buffer) {
+  return buffer.role == BufferRole::Master || buffer.role == BufferRole::State ||
+         buffer.role == BufferRole::StateAbsmax;
+}
+
+/// One past the last buffer the optimizer keeps: the inputs come after it
+/// (layoutBuffers), and param and grad before, so the kept ones are
+/// [2, keptBuffersEnd).
+inline size_t keptBuffersEnd(const std::vector<BufferDesc> &buffers) {
+  size_t end = buffers.size();
+  while (end > 2 && buffers[end - 1].role == BufferRole::Input)
+    --end;
+  return end;
+}
+
 /// The index in `buffers` of the buffer with `role` (of state `state` for
 /// the state roles), or -1.
 inline int findBuffer(const std::vector<BufferDesc> &buffers, BufferRole role, int state = -1) {

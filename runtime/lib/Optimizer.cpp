@@ -134,7 +134,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   for (size_t n : sizes) {
     uint64_t weight = 0;
     for (const BufferDesc &buffer : s.layout.layoutFor(n, s.smallTensorElements).buffers)
-      if (buffer.role != BufferRole::Param && buffer.role != BufferRole::Grad)
+      if (keptByOptimizer(buffer))
         weight += bufferBytes(buffer, size_t{1} << 14);
     weights.push_back(weight);
   }
@@ -155,7 +155,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
     Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}, owned};
     for (const BufferDesc &buffer : chosen.buffers) {
       tensor.offsets.push_back(arenaFloats);
-      if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad || owned.size() == 0)
+      if (!keptByOptimizer(buffer) || owned.size() == 0)
         continue;
       size_t floats = bufferFloats(buffer, owned.size());
       if (__builtin_add_overflow(arenaFloats, floats, &arenaFloats) ||
@@ -247,6 +247,60 @@ void Optimizer::Impl::validateGrads(
   }
 }
 
+std::vector<std::vector<const std::vector<const void *> *>>
+Optimizer::Impl::validateInputs(const std::vector<StepInput> &inputs) const {
+  static const char *caller = "optrt::Optimizer::step";
+  const RuleKernels &rule = layout.rule();
+  std::string known;
+  for (const InputInfo &input : rule.inputs)
+    known += (known.empty() ? "'" : ", '") + input.name + "'";
+  std::vector<std::vector<const std::vector<const void *> *>> values(
+      rule.inputs.size(), std::vector<const std::vector<const void *> *>(groups.size(), nullptr));
+  std::vector<bool> seen(rule.inputs.size(), false);
+  for (const StepInput &input : inputs) {
+    size_t slot = 0;
+    while (slot < rule.inputs.size() && rule.inputs[slot].name != input.name)
+      ++slot;
+    if (slot == rule.inputs.size())
+      throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' has no input '" + input.name +
+                                  "' (" + (known.empty() ? "it takes none" : "its inputs: " + known) + ")");
+    if (seen[slot])
+      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' is given twice");
+    seen[slot] = true;
+    if (comm)
+      throw std::logic_error(std::string(caller) + ": input '" + input.name +
+                             "': a sharded optimizer takes no inputs yet (docs/sharding.md)");
+    if (input.perGroup.size() != groups.size())
+      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has values for " +
+                                  std::to_string(input.perGroup.size()) + " groups but the optimizer has " +
+                                  std::to_string(groups.size()));
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const std::vector<const void *> &tensorsOfGroup = input.perGroup[g];
+      if (tensorsOfGroup.empty())
+        continue;
+      if (tensorsOfGroup.size() != groups[g].numTensors)
+        throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has " +
+                                    std::to_string(tensorsOfGroup.size()) + " tensors for group " + std::to_string(g) +
+                                    ", which has " + std::to_string(groups[g].numTensors));
+      for (size_t i = 0; i < tensorsOfGroup.size(); ++i)
+        if (!tensorsOfGroup[i])
+          throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' of " +
+                                      tensorName(i, g) + " is null");
+      values[slot][g] = &tensorsOfGroup;
+    }
+  }
+  for (size_t slot = 0; slot < rule.inputs.size(); ++slot) {
+    if (rule.inputs[slot].optional)
+      continue;
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (!values[slot][g])
+        throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' needs input '" +
+                                    rule.inputs[slot].name + "' at every step (it never tests given(" +
+                                    rule.inputs[slot].name + ")), and group " + std::to_string(g) + " has none");
+  }
+  return values;
+}
+
 void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup) {
   size_t numTensors = tensors.size();
   size_t perTensor = buffersPerTensor();
@@ -267,8 +321,14 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
     // one table type serves every buffer.
     slot[1] = const_cast<void *>(gradsInShard() ? shardGrad(t)
                                                 : gradsPerGroup[tensor.group][t - group.firstTensor]);
-    for (size_t b = 2; b < tensor.layout->buffers.size(); ++b)
+    size_t kept = keptBuffersEnd(tensor.layout->buffers);
+    for (size_t b = 2; b < kept; ++b)
       slot[b] = kernelBuffer(tensor, b);
+    // Inputs: the caller's, or null where not given (the kernels then read none).
+    for (size_t b = kept; b < tensor.layout->buffers.size(); ++b) {
+      const std::vector<const void *> *given = inputValues[tensor.layout->buffers[b].state][tensor.group];
+      slot[b] = given ? const_cast<void *>((*given)[t - group.firstTensor]) : nullptr;
+    }
   }
 }
 
@@ -459,9 +519,11 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   static const char *caller = "optrt::Optimizer::step";
   Impl &s = *this;
   std::vector<ScheduledValue> scheduled;
+  std::vector<std::vector<const std::vector<const void *> *>> inputValues;
   auto check = [&] {
     s.validateGrads(gradsPerGroup);
     checkStepOptions(options, s.layout, caller);
+    inputValues = s.validateInputs(options.inputs);
     scheduled = s.scheduledValues(caller);
   };
   s.commSeconds = 0;
@@ -476,6 +538,7 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   }
   if (s.gradsInShard())
     s.reduceScatterGradients(gradsPerGroup);
+  s.inputValues = std::move(inputValues);
   s.prepareStep(gradsPerGroup);
 
   double gradScale = 1.0 / options.lossScale;
@@ -502,6 +565,12 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
       group.hypers[scaleHyper] = gradScale;
     if (clipHyper >= 0)
       group.hypers[clipHyper] = options.clipValue.value_or(kGradClipDefault);
+  }
+  const std::vector<InputInfo> &ruleInputs = s.layout.rule().inputs;
+  for (size_t slot = 0; slot < ruleInputs.size(); ++slot) {
+    int given = s.layout.stepHyper(givenHyper(ruleInputs[slot].name));
+    for (size_t g = 0; given >= 0 && g < s.groups.size(); ++g)
+      s.groups[g].hypers[given] = s.inputValues[slot][g] ? 1.0 : 0.0;
   }
   for (int phase = 0; phase < s.layout.rule().numPhases; ++phase) {
     s.runPhase(phase);

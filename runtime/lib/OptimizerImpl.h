@@ -102,6 +102,8 @@ struct Optimizer::Impl {
   std::vector<double> reductions;
   std::vector<double> scalarsOut;
   std::vector<double> gradPartials; // per chunk: Σ g² of the gradient read
+  // Per rule input, per group: the step's values, or null where not given.
+  std::vector<std::vector<const std::vector<const void *> *>> inputValues;
 
   size_t smallTensorElements;
   uint32_t seed;
@@ -176,6 +178,9 @@ struct Optimizer::Impl {
                           int newGroup) const;
 
   void validateGrads(const std::vector<std::vector<const void *>> &gradsPerGroup) const;
+  // Checks StepOptions::inputs against the rule and the groups; returns
+  // what inputValues becomes for the step (nothing is changed here).
+  std::vector<std::vector<const std::vector<const void *> *>> validateInputs(const std::vector<StepInput> &inputs) const;
   // Sharded steps (shard/ShardedStep.cpp). Each returns after the
   // collective; every rank calls them in the same order.
   // Sums the gradients of every rank's part into shardGrads and averages.

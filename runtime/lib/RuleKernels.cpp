@@ -2,12 +2,10 @@
 
 namespace optrt {
 
-std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states) {
-  std::vector<BufferDesc> buffers = {{BufferRole::Param, Dtype::F32}, {BufferRole::Grad, Dtype::F32}};
-  for (size_t s = 0; s < states.size(); ++s)
-    if (!states[s].scalar)
-      buffers.push_back({BufferRole::State, Dtype::F32, static_cast<int>(s)});
-  return buffers;
+std::string givenHyper(std::string_view input) { return "given(" + std::string(input) + ")"; }
+
+std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states, size_t numInputs) {
+  return layoutBuffers(Layout{}, states, {}, numInputs);
 }
 
 namespace {
@@ -15,7 +13,7 @@ bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtype::Q8Un
 } // namespace
 
 std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<StateInfo> &states,
-                                      const std::vector<bool> &nonNegative) {
+                                      const std::vector<bool> &nonNegative, size_t numInputs) {
   std::vector<BufferDesc> buffers = {{BufferRole::Param, layout.param},
                                      {BufferRole::Grad, layout.grad}};
   if (layout.master)
@@ -35,12 +33,14 @@ std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<St
     }
   }
   buffers.insert(buffers.end(), absmax.begin(), absmax.end());
+  for (size_t i = 0; i < numInputs; ++i)
+    buffers.push_back({BufferRole::Input, layout.grad, static_cast<int>(i)});
   return buffers;
 }
 
 bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
-                  const std::vector<StateInfo> &states) {
-  std::vector<BufferDesc> expected = layoutBuffers(layout, states);
+                  const std::vector<StateInfo> &states, size_t numInputs) {
+  std::vector<BufferDesc> expected = layoutBuffers(layout, states, {}, numInputs);
   if (buffers.size() != expected.size())
     return false;
   for (size_t b = 0; b < buffers.size(); ++b) {

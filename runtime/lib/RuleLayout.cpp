@@ -131,10 +131,10 @@ void RuleLayout::checkKernels(const LayoutKernels &chosen, const Layout &parsed)
       fail(rule, "layout " + chosen.name + ": kernels[" + std::to_string(p) + "] is null");
   // The buffers must be the ones this runtime allocates, in its order, or the
   // kernels would be handed the wrong pointers.
-  if (!buffersMatch(chosen.buffers, parsed, rule.states))
+  if (!buffersMatch(chosen.buffers, parsed, rule.states, rule.inputs.size()))
     fail(rule, "layout " + chosen.name +
                    ": its buffers are not in the order this runtime passes them (param, grad, "
-                   "master, elementwise states, q8 absmax with blocks of 256)");
+                   "master, elementwise states, q8 absmax with blocks of 256, inputs)");
 }
 
 void RuleLayout::selectLayout(const std::string &text) {

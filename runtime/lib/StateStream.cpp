@@ -282,8 +282,8 @@ void writeStateStream(std::ostream &out, const StateAccess &state, const char *c
     for (double value : scalars)
       put<double>(header, value);
     const std::vector<BufferDesc> &buffers = layout.buffers;
-    put<uint32_t>(header, static_cast<uint32_t>(buffers.size() - 2));
-    for (size_t b = 2; b < buffers.size(); ++b) {
+    put<uint32_t>(header, static_cast<uint32_t>(keptBuffersEnd(buffers) - 2));
+    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b) {
       put<uint32_t>(header, static_cast<uint32_t>(buffers[b].role));
       put<uint32_t>(header, static_cast<uint32_t>(buffers[b].dtype));
       putString(header, buffers[b].state >= 0 ? rule.states[buffers[b].state].name : "");
@@ -298,7 +298,7 @@ void writeStateStream(std::ostream &out, const StateAccess &state, const char *c
   put<uint64_t>(out, checksum(headerBytes.data(), headerBytes.size()));
   for (size_t t = 0; t < state.numTensors(); ++t) {
     const std::vector<BufferDesc> &buffers = state.tensorLayout(t).buffers;
-    for (size_t b = 2; b < buffers.size(); ++b)
+    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b)
       state.withBuffer(t, b, [&](const void *data, size_t bytes) {
         put<uint64_t>(out, bytes);
         out.write(static_cast<const char *>(data), static_cast<std::streamsize>(bytes));
@@ -374,7 +374,7 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
   for (size_t t = 0; t < saved.size(); ++t) {
     const SavedTensor &from = saved[t];
     const std::vector<BufferDesc> &buffers = state.tensorLayout(t).buffers;
-    for (size_t b = 2; b < buffers.size(); ++b) {
+    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b) {
       const BufferDesc &desc = buffers[b];
       if (desc.role == BufferRole::StateAbsmax)
         continue; // written with its state

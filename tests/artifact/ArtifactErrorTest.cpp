@@ -48,7 +48,13 @@ TEST(ArtifactErrors, ALibraryThatIsNoArtifact) {
 
 TEST(ArtifactErrors, AnotherAbiVersion) {
   expectParts(loadError(fake("fake_future_abi")),
-              {"ABI version 4", "reads version 3", "rebuild"});
+              {"ABI version 5", "reads version 4", "rebuild"});
+}
+
+// Version 4 added inputs to the descriptor: an artifact built before them is
+// refused by its version, not read with a shorter struct.
+TEST(ArtifactErrors, AnArtifactOfTheVersionBeforeInputs) {
+  expectParts(loadError(fake("fake_abi_v3")), {"ABI version 3", "reads version 4", "rebuild"});
 }
 
 TEST(ArtifactErrors, AMalformedDescriptor) {

@@ -55,6 +55,11 @@ void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels
     EXPECT_EQ(a.reductions[i].kind, b.reductions[i].kind);
     EXPECT_EQ(a.reductions[i].phase, b.reductions[i].phase);
   }
+  ASSERT_EQ(a.inputs.size(), b.inputs.size());
+  for (size_t i = 0; i < a.inputs.size(); ++i) {
+    EXPECT_EQ(a.inputs[i].name, b.inputs[i].name);
+    EXPECT_EQ(a.inputs[i].optional, b.inputs[i].optional) << a.inputs[i].name;
+  }
   EXPECT_EQ(a.numPhases, b.numPhases);
   EXPECT_EQ(a.numUniforms, b.numUniforms);
   ASSERT_EQ(a.layouts.size(), 1u);
@@ -74,16 +79,18 @@ void expectSameSteps(std::shared_ptr<const optrt::RuleKernels> artifact,
   for (int k = 0; k < 50; ++k)
     total += sizes.emplace_back(1 + rng() % 3000) + 1;
   std::normal_distribution<float> normal;
-  std::vector<float> storageA(total), grads(total);
+  std::vector<float> storageA(total), grads(total), inputValues(total);
   for (float &x : storageA)
     x = normal(rng);
   std::vector<float> storageB = storageA;
   std::vector<float *> paramsA, paramsB;
   std::vector<const float *> gradPointers;
+  std::vector<const void *> inputPointers;
   for (size_t k = 0, offset = 1; k < sizes.size(); offset += sizes[k++] + 1) {
     paramsA.push_back(storageA.data() + offset);
     paramsB.push_back(storageB.data() + offset);
     gradPointers.push_back(grads.data() + offset);
+    inputPointers.push_back(inputValues.data() + offset);
   }
   optrt::Optimizer a(artifact, {2, 4096}), b(reference, {2, 4096});
   a.addGroup(paramsA, sizes, hypers);
@@ -91,8 +98,16 @@ void expectSameSteps(std::shared_ptr<const optrt::RuleKernels> artifact,
   for (int step = 1; step <= 4; ++step) {
     for (float &g : grads)
       g = normal(rng) * 1e-2f;
-    a.step({gradPointers});
-    b.step({gradPointers});
+    // Each input (Sophia's Hessian estimate, g_hat^2) on odd steps.
+    optrt::StepOptions options;
+    if (step % 2 == 1)
+      for (const optrt::InputInfo &input : artifact->inputs) {
+        for (float &x : inputValues)
+          x = normal(rng) * normal(rng) * 1e-4f;
+        options.inputs.push_back({input.name, {inputPointers}});
+      }
+    a.step({gradPointers}, options);
+    b.step({gradPointers}, options);
     ASSERT_EQ(std::memcmp(storageA.data(), storageB.data(), total * sizeof(float)), 0)
         << "params differ after step " << step;
     for (const optrt::StateInfo &state : artifact->states) {

@@ -40,12 +40,18 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"adan", {{"max_grad_norm", 0.5}, {"weight_decay", 0.1}, {"weight_decouple", 1}}}, // clipped
     // bias correction, decoupled decay and a growth rate that binds
     {"prodigy", {{"use_bias_correction", 1}, {"weight_decay", 0.1}, {"growth_rate", 1.02}, {"d0", 1e-3}}},
+    // a small batch, so that the ratio is clamped for some elements and not others
+    {"sophia", {{"bs", 8}, {"lr", 1e-3}}},
 };
 
 /// The library rules with a group-wide reduction (group_sum, group_norm...),
 /// which the CUDA optimizer refuses by name (SemaTest checks the list: these,
 /// lamb and mars are the rules with a second pass).
 inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy"};
+
+/// The library rules that take inputs besides the gradient (`input NAME;`),
+/// which the CUDA optimizer refuses by name too.
+inline const std::vector<std::string> kInputRules = {"sophia"};
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule
 /// take this list (SemaTest checks it against the directory, so a new rule

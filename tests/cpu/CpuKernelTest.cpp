@@ -184,8 +184,19 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensors) {
   compareWithInterpreter(GetParam(), sizes, 8, 11);
 }
 
+/// Every library rule but those with inputs (test::kInputRules): Sophia
+/// divides its momentum by the Hessian estimate, so where the momentum
+/// cancels to below it f32 keeps fewer digits than this file's bound allows
+/// (the peer's f32 too); InputTest.cpp bounds it with that term added.
+std::vector<std::string> boundedRules() {
+  std::vector<std::string> rules = test::libraryRules();
+  for (const std::string &name : test::kInputRules)
+    std::erase(rules, name);
+  return rules;
+}
+
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRule,
-                         ::testing::ValuesIn(test::libraryRules()),
+                         ::testing::ValuesIn(boundedRules()),
                          [](const auto &info) { return info.param; });
 
 /// Parameters and states after three steps, bit for bit, for 1, 2 and 3

@@ -157,12 +157,14 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
 }
 
 /// The library rules the CUDA optimizer runs: all but those with a group-wide
-/// reduction (test::kGroupWideRules), which it refuses by name
-/// (FakeDriverTest.GroupWideReductionIsRefusedByName).
+/// reduction (test::kGroupWideRules) or inputs (test::kInputRules), which it
+/// refuses by name (FakeDriverTest.GroupWideReductionIsRefusedByName,
+/// FakeDriverTest.InputsAreRefusedByName).
 std::vector<std::string> cudaRules() {
   std::vector<std::string> rules = test::libraryRules();
-  for (const std::string &name : test::kGroupWideRules)
-    std::erase(rules, name);
+  for (const auto *list : {&test::kGroupWideRules, &test::kInputRules})
+    for (const std::string &name : *list)
+      std::erase(rules, name);
   return rules;
 }
 

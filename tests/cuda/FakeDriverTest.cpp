@@ -190,6 +190,16 @@ TEST_F(FakeDriverTest, GroupWideReductionIsRefusedByName) {
   }
 }
 
+TEST_F(FakeDriverTest, InputsAreRefusedByName) {
+  try {
+    optrt::CudaOptimizer optimizer(compiled("sophia").host, deviceCopy("sophia"));
+    FAIL() << "constructed";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("rule 'sophia' takes input 'hessian_estimate'"), std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_F(FakeDriverTest, OutOfMemoryLeavesTheStateAsItWas) {
   optrt::CudaOptimizer optimizer(compiled("adagrad").host, deviceCopy("adagrad"));
   DevicePtr first = fake().alloc(1000 * sizeof(float)), second = fake().alloc(1 << 20);

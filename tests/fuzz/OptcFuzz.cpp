@@ -41,6 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   optdsl::Interpreter interpreter(*rule);
   optdsl::HyperValues hypers = interpreter.defaultHypers();
   std::vector<optdsl::TensorState> tensors{interpreter.initTensor({0.5, -1.0, 2.0}, hypers)};
-  interpreter.step(tensors, {{0.25, 0.0, -3.0}}, 1, hypers);
+  // Every input given (a rule that never tests given() needs them).
+  optdsl::StepInputs inputs(rule->inputs.size(), {{1.5, -0.5, 0.0}});
+  interpreter.step(tensors, {{0.25, 0.0, -3.0}}, 1, hypers, inputs);
   return 0;
 }

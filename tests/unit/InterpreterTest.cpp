@@ -802,6 +802,46 @@ TEST(InterpreterStates, InitialValueFromParamIsSetOnTheFirstStep) {
   EXPECT_EQ(tensors[0].states[0], (Vec{3 * 1 + 1.0, 3 * -2 + 0.5}));
 }
 
+TEST(InterpreterInputs, AGivenInputIsReadAndAnAbsentOneIsZero) {
+  std::optional<CheckedRule> rule = compile(
+      "optimizer f { input h; state s; s = s + (given(h) ? 10 : 0) + h; param = param - grad; }");
+  ASSERT_TRUE(rule);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  std::vector<TensorState> tensors{interpreter.initTensor({1, -2}, values), interpreter.initTensor({3}, values)};
+  interpreter.step(tensors, {{0, 0}, {0}}, 1, values, {{{0.5, 0.25}, {2}}});
+  EXPECT_EQ(tensors[0].states[0], (Vec{10.5, 10.25}));
+  EXPECT_EQ(tensors[1].states[0], (Vec{12}));
+  interpreter.step(tensors, {{0, 0}, {0}}, 2, values); // not given: 0, and given(h) is 0
+  EXPECT_EQ(tensors[0].states[0], (Vec{10.5, 10.25}));
+  interpreter.step(tensors, {{0, 0}, {0}}, 3, values, {{}}); // an empty list: not given either
+  EXPECT_EQ(tensors[1].states[0], (Vec{12}));
+}
+
+TEST(InterpreterInputs, MisuseThrowsBeforeAnythingChanges) {
+  std::optional<CheckedRule> rule =
+      compile("optimizer f { input h; state s; s = s + h; param = param - grad; }");
+  ASSERT_TRUE(rule);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  std::vector<TensorState> tensors{interpreter.initTensor({1, -2}, values)};
+  std::vector<TensorState> before = tensors;
+  auto expectThrows = [&](const StepInputs &inputs, const std::string &text) {
+    try {
+      interpreter.step(tensors, {{1, 1}}, 1, values, inputs);
+      ADD_FAILURE() << "no exception for: " << text;
+    } catch (const std::invalid_argument &e) {
+      EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    }
+    EXPECT_EQ(tensors[0].param, before[0].param);
+    EXPECT_EQ(tensors[0].states, before[0].states);
+  };
+  expectThrows({}, "input 'h' of 'f' is needed every step (the rule never tests given(h))");
+  expectThrows({{{1}}}, "input 'h' of tensor 0 has 1 elements, its tensor 2");
+  expectThrows({{{1, 2}, {3, 4}}}, "input 'h' has values for 2 tensors, the group 1");
+  expectThrows({{{1, 2}}, {{1, 2}}}, "got values for 2 inputs; 'f' declares 1");
+}
+
 // --- Hypers -----------------------------------------------------------------
 
 TEST(InterpreterHypers, PerStepOverrides) {

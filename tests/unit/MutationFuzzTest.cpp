@@ -206,8 +206,16 @@ void runMutant(const CheckedRule &rule, std::mt19937 &rng) {
     tensors.push_back(interpreter.initTensor(param, hypers));
     grads.push_back(grad);
   }
-  for (int64_t step = 1; step <= 2; ++step)
-    interpreter.step(tensors, grads, step, hypers);
+  // Every input at step 1; at step 2 only those the rule needs (it tests
+  // the others with given()), so both paths run.
+  for (int64_t step = 1; step <= 2; ++step) {
+    StepInputs inputs(rule.inputs.size());
+    for (size_t slot = 0; slot < rule.inputs.size(); ++slot)
+      if (step == 1 || !rule.symbol(rule.inputs[slot]).tested)
+        for (const std::vector<double> &grad : grads)
+          inputs[slot].push_back(grad);
+    interpreter.step(tensors, grads, step, hypers, inputs);
+  }
   for (const TensorState &tensor : tensors) {
     ASSERT_EQ(tensor.param.size(), grads[&tensor - tensors.data()].size());
     ASSERT_EQ(tensor.states.size(), rule.states.size());

@@ -555,3 +555,80 @@ TEST(SemaWarnings, TheLibraryHasNone) {
 
 } // namespace
 } // namespace optdsl
+
+// --- Inputs -------------------------------------------------------------------
+
+namespace optdsl {
+namespace {
+
+TEST(SemaInputs, AnInputIsElementwiseAndTestedOnlyWhereGivenIsCalled) {
+  Checked c = check(R"(optimizer t {
+  input h;
+  input d;
+  state m;
+  m = given(h) ? 0.9 * m + h : m;
+  param = param - d * grad - m;
+})");
+  ASSERT_TRUE(c.rule) << c.messages();
+  EXPECT_EQ(c.diags->warningCount(), 0u) << c.messages();
+  ASSERT_EQ(c.rule->inputs.size(), 2u);
+  EXPECT_EQ(c.rule->inputSlot("h"), 0);
+  EXPECT_EQ(c.rule->inputSlot("d"), 1);
+  EXPECT_EQ(c.rule->inputSlot("m"), -1);
+  const Symbol &h = c.rule->symbol(c.rule->inputs[0]), &d = c.rule->symbol(c.rule->inputs[1]);
+  EXPECT_EQ(h.cls, SymbolClass::Input);
+  EXPECT_EQ(h.kind, ValueKind::Elementwise);
+  EXPECT_TRUE(h.tested) << "given(h) makes h optional";
+  EXPECT_FALSE(d.tested) << "d is needed every step";
+}
+
+TEST(SemaInputs, MisusesAreLocatedErrors) {
+  const std::string text = R"(optimizer t {
+  hyper lr = 1;
+  input h = 3;
+  input k;
+  state s = given(k);
+  k = grad;
+  let a = given(lr);
+  let b = given(h + 1);
+  param = param - lr * (a + b + k + h) * grad;
+})";
+  Checked c = check(text);
+  EXPECT_FALSE(c.rule);
+  EXPECT_EQ(c.diags->errorCount(), 5u) << c.messages();
+  const Diagnostic *value = c.find(Severity::Error, "input 'h' has no value here");
+  ASSERT_TRUE(value) << c.messages();
+  EXPECT_EQ(value->range, rangeOf(text, "3"));
+  EXPECT_TRUE(c.find(Severity::Error, "the initial value of 's' cannot use given()")) << c.messages();
+  const Diagnostic *assign = c.find(Severity::Error, "cannot assign to input 'k'");
+  ASSERT_TRUE(assign) << c.messages();
+  SourceRange assignment = rangeOf(text, "k = grad");
+  EXPECT_EQ(assign->range, (SourceRange{assignment.begin, assignment.begin + 1}));
+  const Diagnostic *notInput = c.find(Severity::Error, "given() takes the name of an input");
+  ASSERT_TRUE(notInput) << c.messages();
+  SourceRange call = rangeOf(text, "given(lr)");
+  EXPECT_EQ(notInput->range, (SourceRange{call.begin + 6, call.begin + 8})) << "points at the argument";
+  EXPECT_TRUE(c.find(Severity::Error, "given() takes the name of an input")) << c.messages();
+}
+
+TEST(SemaInputs, GivenWithoutInputsSaysHowToDeclareOne) {
+  Checked c = check("optimizer t { let a = given(grad); param = param - a * grad; }");
+  EXPECT_FALSE(c.rule);
+  EXPECT_TRUE(c.find(Severity::Error, "declare one: 'input NAME;'")) << c.messages();
+}
+
+TEST(SemaInputs, AnInputNeverReadIsAWarning) {
+  Checked c = check("optimizer t { input h; let a = given(h); param = param - a * grad; }");
+  ASSERT_TRUE(c.rule) << c.messages();
+  EXPECT_EQ(c.diags->warningCount(), 1u) << c.messages();
+  EXPECT_TRUE(c.find(Severity::Warning, "input 'h' is never read")) << c.messages();
+}
+
+TEST(SemaInputs, InputIsAKeyword) {
+  Checked c = check("optimizer t { let input = 1; param = param - input * grad; }");
+  EXPECT_FALSE(c.rule);
+  EXPECT_GE(c.diags->errorCount(), 1u);
+}
+
+} // namespace
+} // namespace optdsl

@@ -47,7 +47,9 @@ struct Expr {
 };
 using ExprPtr = std::unique_ptr<Expr>;
 
-enum class StmtKind { Hyper, State, Scalar, Let, Assign };
+/// Input: `input NAME;`, a per-element tensor the trainer passes with the
+/// gradient (Sophia's Hessian estimate), possibly not every step.
+enum class StmtKind { Hyper, State, Scalar, Let, Assign, Input };
 const char *spelling(StmtKind kind);
 
 /// `in [lower, upper)` after a hyper's value: the values it allows.

@@ -12,6 +12,7 @@ enum class Builtin {
   Sqrt, Rsqrt, Exp, Log, Abs, Sign, Min, Max, Clamp, Lerp, Pow,
   Floor, Mod, Atan2, Cos, Sin, Tanh,
   Initial, // initial(hyper): its value when the group was added (a hidden scalar state)
+  Given,   // given(input): 1 when the trainer passed the input this step, else 0
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
   // Over every tensor of the parameter group (BuiltinInfo::groupWide).
   GroupSum, GroupNorm, GroupMean, GroupMax,

@@ -21,6 +21,12 @@ struct TensorState {
 /// Hyper values by CheckedRule::hypers slot.
 using HyperValues = std::vector<double>;
 
+/// The values of a rule's inputs (`input NAME;`) for one step, by
+/// CheckedRule::inputs slot: per tensor its elements, or no tensors at all
+/// when the trainer gives that input no value this step (slots past the
+/// end: not given either).
+using StepInputs = std::vector<std::vector<std::vector<double>>>;
+
 class Interpreter {
 public:
   explicit Interpreter(const CheckedRule &rule) : rule_(rule) {}
@@ -35,11 +41,13 @@ public:
 
   /// One optimizer step (`step` is 1-based) on every tensor; the tensors
   /// form one parameter group (what group_sum and the other group-wide
-  /// reductions reduce over, in tensor order). Throws std::invalid_argument
-  /// when a gradient's size differs from its tensor's, before anything is
-  /// changed.
+  /// reductions reduce over, in tensor order). Throws std::invalid_argument,
+  /// before anything is changed, when a gradient's or an input's size
+  /// differs from its tensor's, when `inputs` has more inputs than the rule
+  /// declares, or when an input the rule never tests with given() has no
+  /// value.
   void step(std::vector<TensorState> &tensors, const std::vector<std::vector<double>> &grads,
-            int64_t step, const HyperValues &hypers) const;
+            int64_t step, const HyperValues &hypers, const StepInputs &inputs = {}) const;
 
 private:
   const CheckedRule &rule_;

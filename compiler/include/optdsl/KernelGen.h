@@ -23,6 +23,7 @@ struct KernelSignature {
   std::vector<optrt::HyperInfo> hypers;
   std::vector<optrt::StateInfo> states;
   std::vector<optrt::ReductionInfo> reductions;
+  std::vector<optrt::InputInfo> inputs; // declaration order
   int numPhases = 1;
   std::vector<int> numUniforms; // per phase
   /// The storage layouts compiled, each with its kernels' buffers

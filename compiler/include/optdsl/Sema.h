@@ -17,7 +17,7 @@
 
 namespace optdsl {
 
-enum class SymbolClass { Param, Grad, Step, Hyper, State, ScalarState, Let };
+enum class SymbolClass { Param, Grad, Step, Hyper, State, ScalarState, Let, Input };
 const char *spelling(SymbolClass cls);
 bool isBuiltin(SymbolClass cls);
 
@@ -39,7 +39,11 @@ struct Symbol {
   /// it keeps the construction-time value (AdaBound's base lr) whatever a
   /// schedule or an override sets later. -1 for every other symbol.
   int initialOfHyper = -1;
-  int slot = -1;               // index among hypers / states / scalar states
+  /// Input whose presence the rule tests (`given(NAME)`): the trainer may
+  /// leave it out of a step, and then it reads as 0. An input never tested
+  /// is needed every step (the runtime refuses a step without it).
+  bool tested = false;
+  int slot = -1;               // index among hypers / states / scalar states / inputs
   bool read = false;
   bool written = false;
 };
@@ -51,6 +55,7 @@ struct CheckedRule {
   std::vector<int> hypers;       // symbol ids, declaration order
   std::vector<int> states;
   std::vector<int> scalarStates;
+  std::vector<int> inputs;       // `input NAME;`, declaration order
   std::vector<int> body;         // indices into ast.stmts of Let and Assign statements
   std::vector<const ast::Expr *> reductions;
   int numPhases = 1;
@@ -61,6 +66,7 @@ struct CheckedRule {
   /// -1 when the rule has no such hyper.
   int hyperSlot(const std::string &name) const;
   int stateSlot(const std::string &name) const;
+  int inputSlot(const std::string &name) const;
   std::vector<std::string> hyperNames() const;
 };
 

@@ -31,7 +31,7 @@ public:
   }
 
   llvm::Constant *artifact(const KernelSignature &signature, const ArtifactInfo &info) {
-    std::vector<llvm::Constant *> hypers, states, reductions, numUniforms, uniforms, layouts;
+    std::vector<llvm::Constant *> hypers, states, reductions, inputs, numUniforms, uniforms, layouts;
     for (const optrt::HyperInfo &hyper : signature.hypers)
       hypers.push_back(record({string(hyper.name), llvm::ConstantFP::get(f64_, hyper.defaultValue),
                                u32(hyper.fixed ? 1 : 0),
@@ -45,6 +45,8 @@ public:
       reductions.push_back(record({u32(static_cast<uint32_t>(reduction.kind) |
                                       (reduction.groupWide ? static_cast<uint32_t>(OPTDSL_REDUCE_GROUP_WIDE) : 0u)),
                                   s32(reduction.phase)}));
+    for (const optrt::InputInfo &input : signature.inputs)
+      inputs.push_back(record({string(input.name), u32(input.optional ? 1 : 0), u32(0)}));
     for (int phase = 0; phase < signature.numPhases; ++phase) {
       numUniforms.push_back(s32(signature.numUniforms[phase]));
       uniforms.push_back(function(uniformsFunctionName(signature.rule, phase)));
@@ -66,7 +68,8 @@ public:
                    array(reductions), s32(signature.numPhases), u32(layouts.size()),
                    array(numUniforms, i32_), function(initFunctionName(signature.rule)),
                    array(uniforms, ptr_), function(scalarUpdateFunctionName(signature.rule)),
-                   array(layouts), u32(variants.size()), u32(0), array(variants)});
+                   array(layouts), u32(variants.size()), u32(0), array(variants),
+                   u32(inputs.size()), u32(0), array(inputs)});
   }
 
   llvm::Type *i32() const { return i32_; }

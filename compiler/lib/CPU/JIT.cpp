@@ -76,6 +76,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->hypers = signature.hypers;
   result->states = signature.states;
   result->reductions = signature.reductions;
+  result->inputs = signature.inputs;
   result->numPhases = signature.numPhases;
   result->numUniforms = signature.numUniforms;
   mlir::ExecutionEngine &jit = *result->engine;

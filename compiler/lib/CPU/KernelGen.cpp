@@ -138,6 +138,8 @@ private:
         if (state.getScalar())
           scalarIndex_[state.getSymName()] = static_cast<int>(scalarIndex_.size());
         signature_.states.push_back({state.getSymName().str(), state.getScalar()});
+      } else if (auto input = dyn_cast<opt::InputOp>(op)) {
+        signature_.inputs.push_back({input.getSymName().str(), input.getOptional()});
       } else if (auto update = dyn_cast<opt::UpdateOp>(op)) {
         update_ = update;
       }

@@ -7,7 +7,7 @@ LayoutPlan planLayout(const optrt::Layout &layout, const std::vector<optrt::Stat
   LayoutPlan plan;
   plan.name = layout.str();
   plan.stochastic = layout.stochastic;
-  plan.buffers = optrt::layoutBuffers(layout, states, nonNegative);
+  plan.buffers = optrt::layoutBuffers(layout, states, nonNegative, codeBuffers.numInputs());
   plan.storage.assign(codeBuffers.size(), -1);
   plan.dtype.assign(codeBuffers.size(), optrt::Dtype::F32);
   std::map<int, int> stateBuffer; // StateInfo index -> element-code buffer
@@ -34,6 +34,10 @@ LayoutPlan planLayout(const optrt::Layout &layout, const std::vector<optrt::Stat
       break;
     case optrt::BufferRole::StateAbsmax:
       plan.absmax[stateBuffer.at(buffer.state)] = index;
+      break;
+    case optrt::BufferRole::Input:
+      plan.storage[codeBuffers.input(buffer.state)] = index;
+      plan.dtype[codeBuffers.input(buffer.state)] = buffer.dtype;
       break;
     }
   }

@@ -2,6 +2,7 @@
 
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
+#include "mlir/Dialect/SCF/IR/SCF.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 #include "mlir/IR/IRMapping.h"
 
@@ -14,7 +15,10 @@ using namespace mlir;
 BufferLayout::BufferLayout(opt::RuleOp rule) {
   for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
     if (!state.getScalar())
-      stateBuffer_[state.getSymName()] = size();
+      stateBuffer_[state.getSymName()] = 2 + static_cast<int>(stateBuffer_.size());
+  // Every state is numbered by now, so input(index) is final.
+  for (opt::InputOp input : rule.getBody().getOps<opt::InputOp>())
+    inputBuffer_[input.getSymName()] = this->input(static_cast<int>(inputBuffer_.size()));
 }
 
 Type laneType(Type scalar, int64_t width) {
@@ -38,6 +42,7 @@ public:
                << argument.getType() << " to its element region; run opt-hoist-uniforms first";
       Location loc = argument.getLoc();
       Value scalar = access_.uniform(builder_, loc, argument.getArgNumber(), argument.getType());
+      scalarOf_[argument] = scalar;
       mapping_.map(argument, splat(loc, scalar));
     }
     // The last write to each buffer, emitted after every read: reads see
@@ -82,6 +87,8 @@ private:
       result = load(loc, BufferLayout::kParam);
     } else if (isa<opt::GradOp>(op)) {
       result = load(loc, BufferLayout::kGrad);
+    } else if (auto input = dyn_cast<opt::GetInputOp>(op)) {
+      result = loadInput(loc, input);
     } else if (auto read = dyn_cast<opt::LoadStateOp>(op); read && read.getType().isF32()) {
       result = load(loc, buffers_.state(read.getState()));
     } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
@@ -101,6 +108,31 @@ private:
     return success();
   }
 
+  /// An optional input is read only on the steps it was given (a branch on
+  /// a uniform, the same for every element): otherwise 0, and no memory
+  /// touched, so the trainer need not pass a buffer.
+  Value loadInput(Location loc, opt::GetInputOp input) {
+    int buffer = buffers_.input(input.getInput());
+    if (!input.getGiven())
+      return load(loc, buffer);
+    auto [it, inserted] = loaded_.try_emplace(buffer);
+    if (!inserted)
+      return it->second;
+    Type type = laneType(builder_.getF32Type(), width_);
+    Value given = scalarOf_.lookup(input.getGiven());
+    if (!given) // folded to a constant: the element region kept it
+      given = builder_.clone(*input.getGiven().getDefiningOp())->getResult(0);
+    auto branch = builder_.create<scf::IfOp>(
+        loc, given,
+        [&](OpBuilder &inner, Location at) { inner.create<scf::YieldOp>(at, access_.load(inner, at, buffer)); },
+        [&](OpBuilder &inner, Location at) {
+          Value zero = inner.create<arith::ConstantOp>(at, inner.getZeroAttr(type));
+          inner.create<scf::YieldOp>(at, zero);
+        });
+    it->second = branch.getResult(0);
+    return it->second;
+  }
+
   Value splatConstant(arith::ConstantOp constant) {
     if (width_ == 1)
       return builder_.clone(*constant)->getResult(0);
@@ -114,6 +146,7 @@ private:
   int64_t width_;
   const ElementAccess &access_;
   IRMapping mapping_;
+  llvm::DenseMap<Value, Value> scalarOf_; // uniform argument -> its scalar, before the splat
   std::map<int, Value> loaded_;
 };
 

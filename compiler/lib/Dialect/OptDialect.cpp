@@ -30,6 +30,16 @@ LogicalResult GetHyperOp::verifySymbolUses(SymbolTableCollection &) {
   return success();
 }
 
+LogicalResult GetInputOp::verifySymbolUses(SymbolTableCollection &) {
+  InputOp input = lookupInRule<InputOp>(*this, getInputAttr());
+  if (!input)
+    return emitOpError("refers to '") << getInput() << "', which is not an input of this rule";
+  if (input.getOptional() != static_cast<bool>(getGiven()))
+    return emitOpError("reads ") << (input.getOptional() ? "optional" : "required") << " input '" << getInput()
+                                 << (input.getOptional() ? "' without" : "' with") << " a 'given' operand";
+  return success();
+}
+
 static LogicalResult verifyStateUse(Operation *op, FlatSymbolRefAttr name, Type type) {
   StateOp state = lookupInRule<StateOp>(op, name);
   if (!state)
@@ -66,7 +76,7 @@ LogicalResult ReduceOp::verify() { return verifyReductionKind(*this, getKind());
 /// Reads or writes one element's buffer: belongs in a phase's element
 /// region (or, in the flat form, directly in the update).
 static bool isPerElement(Operation *op) {
-  if (isa<ParamOp, GradOp, ReloadOp, StoreParamOp, ReduceOp>(op))
+  if (isa<ParamOp, GradOp, GetInputOp, ReloadOp, StoreParamOp, ReduceOp>(op))
     return true;
   if (auto load = dyn_cast<LoadStateOp>(op))
     return load.getType().isF32();

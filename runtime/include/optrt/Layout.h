@@ -44,6 +44,7 @@ enum class BufferRole : uint32_t {
   Master = OPTDSL_BUFFER_MASTER,
   State = OPTDSL_BUFFER_STATE,
   StateAbsmax = OPTDSL_BUFFER_STATE_ABSMAX,
+  Input = OPTDSL_BUFFER_INPUT, ///< an input of the rule (`state` is its index), stored as the grad
 };
 
 /// "f32", "bf16", "f16", "q8" (either signedness), "q8s"/"q8u" when it matters.
@@ -53,7 +54,7 @@ std::string dtypeName(Dtype dtype);
 struct BufferDesc {
   BufferRole role; ///< what the buffer holds
   Dtype dtype; ///< how its values are stored
-  int state = -1;              ///< index into RuleKernels::states for State/StateAbsmax
+  int state = -1;              ///< index into RuleKernels::states for State/StateAbsmax, inputs for Input
   uint32_t blockElements = 0;  ///< absmax block of a q8 state
   bool operator==(const BufferDesc &) const = default; ///< field by field
 };

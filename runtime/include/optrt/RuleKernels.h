@@ -36,7 +36,16 @@ inline constexpr std::string_view kGradClipHyper = "grad_clip";
 inline constexpr double kGradScaleDefault = 1.0;
 inline constexpr double kGradClipDefault = 1e300;
 
-inline bool isStepHyper(std::string_view name) { return name == kGradScaleHyper || name == kGradClipHyper; }
+/// The step hyper that tells a rule whether the trainer passed input `input`
+/// this step (1) or not (0): "given(INPUT)", declared only for an input the
+/// rule tests with given() (InputInfo::optional). Not an identifier, so it
+/// never clashes with a rule's own hyper.
+std::string givenHyper(std::string_view input);
+
+inline bool isStepHyper(std::string_view name) {
+  return name == kGradScaleHyper || name == kGradClipHyper ||
+         (name.substr(0, 6) == "given(" && name.size() > 7 && name.back() == ')');
+}
 
 /// How a per-tensor reduction combines its elements.
 enum class ReductionKind { Sum, Mean, Norm, Max }; ///< sum, mean, L2 norm, maximum
@@ -55,6 +64,16 @@ struct HyperInfo {
 struct StateInfo {
   std::string name; ///< the name the rule declares it with
   bool scalar; ///< one f64 per tensor; otherwise one f32 per element
+};
+
+/// A per-element input of a rule (`input NAME;`): a tensor the trainer
+/// passes with the gradient, stored like the gradient (the layout's grad
+/// dtype).
+struct InputInfo {
+  std::string name; ///< the name the rule declares it with
+  /// The rule tests given(NAME): a step may leave it out (it then reads 0).
+  /// A required input must come with every step.
+  bool optional = false;
 };
 
 /// A per-tensor reduction of a rule.
@@ -102,22 +121,23 @@ struct LayoutKernels {
 };
 
 /// The f32 layout's buffers for these states: param, grad, then each
-/// elementwise state in order.
-std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states);
+/// elementwise state in order, then `numInputs` f32 inputs.
+std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states, size_t numInputs = 0);
 
 /// The buffers of a layout's kernels, in the ABI's order (artifact_abi.h):
 /// param, grad, master (when the layout has one), then per elementwise state
-/// its storage, then one f32 absmax buffer per q8 state, in state order.
+/// its storage, then one f32 absmax buffer per q8 state, in state order,
+/// then each of `numInputs` inputs in the grad's dtype.
 /// nonNegative[s] (by StateInfo index; empty = none) says the compiler
 /// proved state s never negative: its q8 storage uses the unsigned map.
 /// The layout must have passed validateLayout for these states.
 std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<StateInfo> &states,
-                                      const std::vector<bool> &nonNegative = {});
+                                      const std::vector<bool> &nonNegative = {}, size_t numInputs = 0);
 
 /// Whether `buffers` has the shape layoutBuffers gives `layout` (q8 of either
 /// signedness, any absmax block).
 bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
-                  const std::vector<StateInfo> &states);
+                  const std::vector<StateInfo> &states, size_t numInputs = 0);
 
 /// True when some elementwise state of `states` is q8 under `layout`.
 bool hasQ8States(const Layout &layout, const std::vector<StateInfo> &states);
@@ -135,6 +155,7 @@ struct RuleKernels {
   std::vector<HyperInfo> hypers; ///< declaration order, then the step hypers
   std::vector<StateInfo> states;         ///< declaration order, scalar and elementwise mixed
   std::vector<ReductionInfo> reductions; ///< grouped by phase, ascending
+  std::vector<InputInfo> inputs;         ///< declaration order
   int numPhases = 1; ///< passes over memory per step
   std::vector<int> numUniforms;          ///< per phase
   InitFn init = nullptr; ///< initial state values

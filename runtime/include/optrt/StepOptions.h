@@ -17,8 +17,23 @@
 #include <cstdint>
 #include <limits>
 #include <optional>
+#include <string>
+#include <vector>
 
 namespace optrt {
+
+/// The values of one of the rule's inputs (`input NAME;`, docs/language.md)
+/// for one step: a tensor per param besides its gradient (Sophia's Hessian
+/// estimate).
+struct StepInput {
+  std::string name; ///< as the rule declares it
+  /// perGroup[g][i]: the input of tensor i of group g, as many elements as
+  /// the param and stored like the gradients (the layout's grad dtype: float
+  /// for f32 gradients). perGroup[g] empty: group g gets no value this step,
+  /// which only a rule that tests given(NAME) allows (the input then reads
+  /// 0 and no memory is touched).
+  std::vector<std::vector<const void *>> perGroup;
+};
 
 /// What a step does around the rule: loss scaling, the non-finite check, clipping.
 struct StepOptions {
@@ -37,6 +52,10 @@ struct StepOptions {
   /// Clip every element to [-clipValue, clipValue] after unscaling and norm
   /// clipping, as torch.nn.utils.clip_grad_value_. Finite and positive.
   std::optional<double> clipValue;
+  /// Values of the rule's inputs, at most one entry per input. An input
+  /// left out (or given to no group) reads 0 for this step; a rule that
+  /// never tests given(NAME) needs NAME for every group at every step.
+  std::vector<StepInput> inputs;
 };
 
 /// What a step did.

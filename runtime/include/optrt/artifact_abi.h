@@ -23,8 +23,9 @@ extern "C" {
 #endif
 
 /* 2: hypers carry their declared range.
- * 3: kernels for several CPUs in one artifact (optdsl_cpu_variant). */
-#define OPTDSL_ABI_VERSION 3u
+ * 3: kernels for several CPUs in one artifact (optdsl_cpu_variant).
+ * 4: per-element inputs besides the gradient (optdsl_input, OPTDSL_BUFFER_INPUT). */
+#define OPTDSL_ABI_VERSION 4u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
@@ -49,7 +50,8 @@ typedef enum optdsl_buffer_role {
   OPTDSL_BUFFER_GRAD = 1,        /**< read only */
   OPTDSL_BUFFER_MASTER = 2,      /**< full-precision copy of a reduced-precision param */
   OPTDSL_BUFFER_STATE = 3,       /**< elementwise state `state` */
-  OPTDSL_BUFFER_STATE_ABSMAX = 4 /* per-block scales of a q8 state `state` */
+  OPTDSL_BUFFER_STATE_ABSMAX = 4, /**< per-block scales of a q8 state `state` */
+  OPTDSL_BUFFER_INPUT = 5         /* input `state` (an index into inputs), read only, stored as the grad */
 } optdsl_buffer_role;
 
 typedef enum optdsl_reduction_kind {
@@ -114,7 +116,7 @@ typedef struct optdsl_reduction {
 typedef struct optdsl_buffer {
   uint32_t role;           /**< optdsl_buffer_role */
   uint32_t dtype;          /**< optdsl_dtype */
-  int32_t state;           /**< index into states for STATE/STATE_ABSMAX, else -1 */
+  int32_t state;           /**< index into states for STATE/STATE_ABSMAX, into inputs for INPUT, else -1 */
   uint32_t block_elements; /**< elements per absmax block of a q8 state, else 0 */
 } optdsl_buffer;
 
@@ -169,6 +171,14 @@ typedef struct optdsl_cpu_variant {
   const optdsl_kernel_fn *const *kernels; /**< num_layouts tables of num_phases kernels */
 } optdsl_cpu_variant;
 
+/** A per-element input of the rule (`input NAME;`), passed by the trainer
+ * with the gradient and stored like it. */
+typedef struct optdsl_input {
+  const char *name;  /**< as the rule declares it */
+  uint32_t optional; /**< 1: the rule tests given(NAME), so a step may leave it out */
+  uint32_t reserved; /**< 0 */
+} optdsl_input;
+
 /** The descriptor optdsl_artifact_descriptor returns: everything a loader needs. */
 typedef struct optdsl_artifact {
   uint32_t abi_version; /**< OPTDSL_ABI_VERSION */
@@ -199,6 +209,9 @@ typedef struct optdsl_artifact {
   uint32_t num_variants;
   uint32_t reserved_variants;          /**< 0 */
   const optdsl_cpu_variant *variants;  /**< num_variants entries */
+  uint32_t num_inputs;                 /**< entries of inputs */
+  uint32_t reserved_inputs;            /**< 0 */
+  const optdsl_input *inputs;          /**< declaration order */
 } optdsl_artifact;
 
 #ifdef __cplusplus

@@ -198,6 +198,11 @@ void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const 
       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
                                   "' has a group-wide reduction (group_sum, group_norm, group_mean, group_max), "
                                   "which runs on the CPU optimizer only so far");
+  // Its step would need the inputs' device pointers and given() flags.
+  if (!layout.rule().inputs.empty())
+    throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name + "' takes input '" +
+                                layout.rule().inputs[0].name +
+                                "' besides the gradient, which only the CPU optimizer passes so far");
   std::vector<const LayoutKernels *> wanted{&layout.layout()};
   // A tensor of 0 elements is under any positive threshold: the fallback,
   // where the layout has one.

@@ -236,7 +236,7 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
     for (size_t t = 0; t < tensors.size(); ++t) {
       const Tensor &tensor = tensors[t];
       staged[t].resize(tensor.layout->buffers.size());
-      for (size_t b = 2; b < tensor.layout->buffers.size(); ++b) {
+      for (size_t b = 2; b < keptBuffersEnd(tensor.layout->buffers); ++b) {
         const auto *current = static_cast<const char *>(bufferAt(tensor, b));
         // Buffers a file lacks (a master) keep their values.
         staged[t][b].assign(current, current + bufferBytes(tensor.layout->buffers[b], tensor.owned.size()));
@@ -265,7 +265,7 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
         size_t to = std::min(source.parts[t].end, tensor.owned.end);
         if (from >= to)
           continue;
-        for (size_t b = 2; b < tensor.layout->buffers.size(); ++b) {
+        for (size_t b = 2; b < keptBuffersEnd(tensor.layout->buffers); ++b) {
           const BufferDesc &buffer = tensor.layout->buffers[b];
           const std::vector<char> &bytes = reader->buffer(t, b);
           if (bytes.empty())
@@ -290,7 +290,7 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
     std::rethrow_exception(error);
 
   for (size_t t = 0; t < tensors.size(); ++t)
-    for (size_t b = 2; b < staged[t].size(); ++b)
+    for (size_t b = 2; b < keptBuffersEnd(tensors[t].layout->buffers); ++b)
       std::copy(staged[t][b].begin(), staged[t][b].end(), static_cast<char *>(bufferAt(tensors[t], b)));
   CpuStateAccess<Impl>(*this).finishLoad(metadata->step(), metadata->groupRecords(), metadata->scalarStates());
 }

@@ -182,6 +182,10 @@ def build_torch(name, hy):
             return Adan(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"], hy["beta3"]),
                         weight_decay=hy["weight_decay"], weight_decouple=bool(hy["weight_decouple"]),
                         max_grad_norm=hy["max_grad_norm"], eps=hy["eps"], foreach=False)
+        if name == "sophia":
+            from sophia_opt import SophiaG
+            return SophiaG(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), rho=hy["rho"],
+                           weight_decay=hy["weight_decay"])
         if name == "prodigy":
             from prodigyopt import Prodigy
             # beta3 -1 stands for None (sqrt(beta2)); one group: prodigyopt
@@ -217,29 +221,38 @@ def adan_norm_in(dtype):
         adan.get_global_gradient_norm = original
 
 
-def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None):
+def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None):
     """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays.
     With max_grad_norm, torch.nn.utils.clip_grad_norm_ over all tensors
-    before each step, as a trainer calls it."""
+    before each step, as a trainer calls it. hessian_grads[t] (Sophia): the
+    gradients of the Hessian pass the trainer feeds update_hessian() before
+    step t, or None."""
     if peer == "adan":
         with adan_norm_in(dtype):
             return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm)
-    return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm)
+    return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm, hessian_grads)
 
 
-def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None):
+def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None):
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # scalar state (step, mu_product) follows it
     try:
         params = [torch.nn.Parameter(torch.tensor(x, dtype=dtype)) for x in init]
         opt = build_torch(peer, hy)(params)
         traj = []
-        for row in grads:
+        for t, row in enumerate(grads):
+            if hessian_grads is not None and hessian_grads[t] is not None:
+                for p, h in zip(params, hessian_grads[t]):
+                    p.grad = torch.tensor(h, dtype=dtype)
+                opt.update_hessian()
             for p, g in zip(params, row):
                 p.grad = torch.tensor(g, dtype=dtype)
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=False)
-            opt.step()
+            if peer == "sophia":
+                opt.step(bs=hy["bs"])
+            else:
+                opt.step()
             traj.append([p.detach().to(torch.float64).numpy().copy() for p in params])
         return traj
     finally:
@@ -499,6 +512,41 @@ def ref_run_adan(hy, init, grads):
     return traj
 
 
+def ref_run_sophia(hy, init, grads, hessian_grads):
+    """sophia-opt's SophiaG, float64: the Hessian EMA takes g_hat^2 when the
+    trainer has an estimate, before the step that uses it."""
+    p = [x.copy() for x in init]
+    m = [np.zeros_like(x) for x in init]
+    h = [np.zeros_like(x) for x in init]
+    lr, b1, b2 = hy["lr"], hy["beta1"], hy["beta2"]
+    traj = []
+    for t, row in enumerate(grads):
+        for k, g in enumerate(row):
+            if hessian_grads[t] is not None:
+                h[k] = b2 * h[k] + (1 - b2) * hessian_grads[t][k] ** 2
+            m[k] = b1 * m[k] + (1 - b1) * g
+            ratio = np.minimum(np.abs(m[k]) / (hy["rho"] * hy["bs"] * h[k] + 1e-15), 1.0)
+            p[k] = p[k] * (1 - lr * hy["weight_decay"]) - lr * np.sign(m[k]) * ratio
+        traj.append([x.copy() for x in p])
+    return traj
+
+
+def make_hessian_grads(seed, sizes, steps, scales, every, offset):
+    """Gradients of Sophia's Hessian pass at steps t % every == offset (else
+    None): multiples of scale / 256 with |x| < 8 * scale, scale a power of
+    two, so that their squares (the estimate the rule gets) are exact in
+    float32 as in float64."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for t in range(steps):
+        if t % every != offset:
+            rows.append(None)
+            continue
+        rows.append([np.clip(np.round(rng.normal(size=n) * 256), -2047, 2047) * (scales[k] / 256)
+                     for k, n in enumerate(sizes)])
+    return rows
+
+
 def ref_run_prodigy(hy, init, grads):
     """prodigyopt's Prodigy over one group, float64: d from sums over every
     tensor, so a pass over all tensors before the params move."""
@@ -697,6 +745,12 @@ CASES = [
          sizes=[64, 9, 5], steps=100, seed=1117,
          data=dict(grad_scales=[0.3, 1.0, 0.05], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
                    zero_steps=[(30, 1), (31, 2)], spike_p=0.1)),
+    dict(name="sophia_refresh", rule="sophia", peer="sophia",
+         hypers=dict(lr=1e-3, beta1=0.965, beta2=0.99, rho=0.04, weight_decay=0.1, bs=256),
+         sizes=[64, 9], steps=100, seed=1119,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(60, 1)], spike_p=0.1),
+         hessian=dict(name="hessian_estimate", scales=[1.0, 0.25], every=5, offset=2, seed=2119)),
     dict(name="prodigy_basic", rule="prodigy", peer="prodigy",
          hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, beta3=-1, eps=1e-8, weight_decay=0.01, decouple=1,
                      use_bias_correction=1, safeguard_warmup=0, d0=1e-3, d_coef=1.0, growth_rate=1.02),
@@ -739,6 +793,9 @@ def source_of(case):
     if case["peer"] == "adan":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} Adan (foreach=False, one parameter "
                 f"group) on torch {tv}")
+    if case["peer"] == "sophia":
+        return (f"sophia-opt {_pkg_version('sophia-opt')} sophia_opt.SophiaG, update_hessian() with the Hessian "
+                f"pass's gradients before the steps that have an estimate, step(bs=bs), on torch {tv}")
     if case["peer"] == "prodigy":
         return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
@@ -781,8 +838,11 @@ def generate(case, selfcheck=False):
                             spike_p=d.get("spike_p", 0.06))
     hy = case["hypers"]
     clip = case.get("max_grad_norm")
-    expect = run_peer(case["peer"], hy, init, grads, torch.float64, clip)
-    got32 = run_peer(case["peer"], hy, init, grads, torch.float32, clip)
+    hess = case.get("hessian")
+    hessian_grads = (make_hessian_grads(hess["seed"], case["sizes"], case["steps"], hess["scales"], hess["every"],
+                                        hess["offset"]) if hess else None)
+    expect = run_peer(case["peer"], hy, init, grads, torch.float64, clip, hessian_grads)
+    got32 = run_peer(case["peer"], hy, init, grads, torch.float32, clip, hessian_grads)
     err32 = criterion(got32, expect, init)
     info = {}
     if selfcheck:
@@ -790,8 +850,12 @@ def generate(case, selfcheck=False):
         # gradients only.
         ref_grads = grads if clip is None else [clip_rows(row, clip) for row in grads]
         group_refs = {"prodigy": ref_run_prodigy, "adan": ref_run_adan}  # need every tensor first
-        ref = (group_refs[case["peer"]](hy, init, ref_grads) if case["peer"] in group_refs
-               else ref_run(case["peer"], hy, init, ref_grads))
+        if case["peer"] == "sophia":
+            ref = ref_run_sophia(hy, init, ref_grads, hessian_grads)
+        elif case["peer"] in group_refs:
+            ref = group_refs[case["peer"]](hy, init, ref_grads)
+        else:
+            ref = ref_run(case["peer"], hy, init, ref_grads)
         info["numpy_vs_peer64"] = criterion(ref, expect, init)
     if case["peer"] == "lion":
         info["lion_sign_margin"] = lion_margin(hy, grads)
@@ -810,7 +874,30 @@ def generate(case, selfcheck=False):
     }
     if clip is not None and not case.get("clip_in_rule"):
         out["max_grad_norm"] = clip
+    if hess:
+        # The estimate the rule gets: the square the peer's update_hessian
+        # takes (exact: make_hessian_grads). Per tensor null on other steps.
+        out["inputs"] = {hess["name"]: [[(h * h).tolist() for h in row] if row is not None
+                                        else [None] * len(case["sizes"]) for row in hessian_grads]}
+        info["ratio_clamped"] = sophia_clamped_share(hy, grads, hessian_grads) if case["peer"] == "sophia" else 0
     return out, info
+
+
+def sophia_clamped_share(hy, grads, hessian_grads):
+    """The share of (step, element) pairs whose ratio is clamped to 1: the
+    case should exercise both branches of the clamp."""
+    m = [np.zeros_like(g) for g in grads[0]]
+    h = [np.zeros_like(g) for g in grads[0]]
+    clamped = total = 0
+    for t, row in enumerate(grads):
+        for k, g in enumerate(row):
+            if hessian_grads[t] is not None:
+                h[k] = hy["beta2"] * h[k] + (1 - hy["beta2"]) * hessian_grads[t][k] ** 2
+            m[k] = hy["beta1"] * m[k] + (1 - hy["beta1"]) * g
+            r = np.abs(m[k]) / (hy["rho"] * hy["bs"] * h[k] + 1e-15)
+            clamped += int(np.sum(r >= 1))
+            total += r.size
+    return clamped / total
 
 
 def main():

@@ -37,3 +37,23 @@ opt.rule @r phases 1 {
     opt.store_state @v, %0 phase 0 : f32
   }
 }
+
+// -----
+
+opt.rule @r phases 1 {
+  opt.input @h optional
+  opt.update {
+    // expected-error @+1 {{'opt.get_input' op reads optional input 'h' without a 'given' operand}}
+    %0 = opt.get_input @h : f32
+  }
+}
+
+// -----
+
+opt.rule @r phases 1 {
+  opt.state @m
+  opt.update {
+    // expected-error @+1 {{'opt.get_input' op refers to 'm', which is not an input of this rule}}
+    %0 = opt.get_input @m : f32
+  }
+}

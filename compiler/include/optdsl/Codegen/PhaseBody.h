@@ -18,8 +18,8 @@
 namespace optdsl::codegen {
 
 /// Buffer numbering of the runtime's element kernels (optrt::KernelFn): the
-/// parameter, the gradient, then the per-element states in declaration
-/// order (scalar states live elsewhere).
+/// parameter, the gradient, the per-element states in declaration order
+/// (scalar states live elsewhere), then the inputs in declaration order.
 class BufferLayout {
 public:
   static constexpr int kParam = 0;
@@ -29,10 +29,15 @@ public:
 
   /// The buffer of per-element state `name`.
   int state(llvm::StringRef name) const { return stateBuffer_.lookup(name); }
-  int size() const { return 2 + static_cast<int>(stateBuffer_.size()); }
+  /// The buffer of input `name`, and of the input with index `index`.
+  int input(llvm::StringRef name) const { return inputBuffer_.lookup(name); }
+  int input(int index) const { return 2 + static_cast<int>(stateBuffer_.size()) + index; }
+  int numInputs() const { return static_cast<int>(inputBuffer_.size()); }
+  int size() const { return 2 + static_cast<int>(stateBuffer_.size() + inputBuffer_.size()); }
 
 private:
   llvm::StringMap<int> stateBuffer_;
+  llvm::StringMap<int> inputBuffer_;
 };
 
 /// What a backend provides to the element code. Each callback emits at the

@@ -114,6 +114,21 @@ def Opt_StateOp : Opt_Op<"state", [Symbol, HasParent<"RuleOp">, NoTerminator,
   let hasCanonicalizeMethod = 1;
 }
 
+def Opt_InputOp : Opt_Op<"input", [Symbol, HasParent<"RuleOp">]> {
+  let summary = "A per-element input the trainer passes with the gradient";
+  let description = [{
+    `input NAME;` in the source: a tensor stream besides the gradient
+    (Sophia's Hessian estimate). An `optional` input is one the rule tests
+    with `given(NAME)`: the trainer may leave it out of a step, and then
+    `opt.get_input` reads 0 without touching memory. Any other input must
+    come with every step.
+
+    Example: `opt.input @hessian optional`
+  }];
+  let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$optional);
+  let assemblyFormat = "$sym_name (`optional` $optional^)? attr-dict";
+}
+
 def Opt_UpdateOp : Opt_Op<"update", [HasParent<"RuleOp">, NoTerminator, SingleBlock,
                                      IsolatedFromAbove]> {
   let summary = "One step's update of one tensor, written per element";
@@ -254,6 +269,20 @@ def Opt_GradOp : Opt_Op<"grad", [Pure]> {
   let description = "Example: `%g = opt.grad : f32`";
   let results = (outs F32:$result);
   let assemblyFormat = "attr-dict `:` type($result)";
+}
+
+def Opt_GetInputOp : Opt_Op<"get_input", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "The element's value of an input";
+  let description = [{
+    For an optional input, `given` (uniform: the runtime's hyper
+    `given(NAME)` is not 0) says whether the trainer passed it this step;
+    when it is false the result is 0 and the backends read no memory.
+
+    Example: `%h = opt.get_input @hessian if %given : f32`
+  }];
+  let arguments = (ins FlatSymbolRefAttr:$input, Optional<I1>:$given);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$input (`if` $given^)? attr-dict `:` type($result)";
 }
 
 def Opt_LoadStateOp : Opt_Op<"load_state", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
