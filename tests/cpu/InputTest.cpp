@@ -1,4 +1,4 @@
-// Inputs besides the gradient (`input NAME;`, docs/language.md) through the
+// Inputs besides the gradient (`input NAME;`, dsl/README.md) through the
 // runtime: Sophia's kernels against the interpreter with the input on some
 // steps, how a step takes inputs (StepOptions::inputs) in the grad's storage
 // dtype, and every misuse refused by name with nothing changed. The golden

@@ -22,7 +22,7 @@
 
 namespace optrt {
 
-/// The values of one of the rule's inputs (`input NAME;`, docs/language.md)
+/// The values of one of the rule's inputs (`input NAME;`, dsl/README.md)
 /// for one step: a tensor per param besides its gradient (Sophia's Hessian
 /// estimate).
 struct StepInput {
