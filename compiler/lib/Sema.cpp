@@ -474,24 +474,37 @@ private:
     combineOperands(expr);
   }
 
+  /// The symbol `argument` names when it is a name of class `cls`, else -1
+  /// (initial() and given() take a name, not a value).
+  int symbolNamedBy(const ast::Expr &argument, SymbolClass cls) const {
+    if (argument.kind != ast::ExprKind::Name)
+      return -1;
+    auto it = scope_.find(argument.name);
+    return it != scope_.end() && result_.symbols[it->second].cls == cls ? it->second : -1;
+  }
+
+  /// Reports `what` (a function and why) used in an initial value; true then.
+  bool refusedInInitialValue(const ast::Expr &expr, const std::string &what) {
+    if (initialValueOf_ < 0)
+      return false;
+    diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name + "' cannot use " + what);
+    return true;
+  }
+
   /// `initial(HYPER)` reads the hidden scalar state `initial_HYPER`
   /// (Symbol::initialOfHyper), declared on its first use.
   void checkInitial(ast::Expr &expr) {
     ast::Expr &argument = *expr.operands[0];
-    auto it = argument.kind == ast::ExprKind::Name ? scope_.find(argument.name) : scope_.end();
-    if (it == scope_.end() || result_.symbols[it->second].cls != SymbolClass::Hyper) {
+    int hyper = symbolNamedBy(argument, SymbolClass::Hyper);
+    if (hyper < 0) {
       diags_.error(argument.range, "initial() takes the name of a hyper" +
                                        (argument.kind == ast::ExprKind::Name
                                             ? optrt::didYouMean(argument.name, hyperNamesSoFar())
                                             : std::string()));
       return;
     }
-    if (initialValueOf_ >= 0) {
-      diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
-                                   "' cannot use initial(): a hyper's value is its value there");
+    if (refusedInInitialValue(expr, "initial(): a hyper's value is its value there"))
       return;
-    }
-    int hyper = it->second;
     argument.symbol = hyper;
     argument.valueKind = ValueKind::Uniform;
     result_.symbols[hyper].read = true;
@@ -526,8 +539,8 @@ private:
   /// (uniform: the whole tensor has it or not).
   void checkGiven(ast::Expr &expr) {
     ast::Expr &argument = *expr.operands[0];
-    auto it = argument.kind == ast::ExprKind::Name ? scope_.find(argument.name) : scope_.end();
-    if (it == scope_.end() || result_.symbols[it->second].cls != SymbolClass::Input) {
+    int input = symbolNamedBy(argument, SymbolClass::Input);
+    if (input < 0) {
       std::vector<std::string> inputs;
       for (int id : result_.inputs)
         inputs.push_back(result_.symbols[id].name);
@@ -538,14 +551,11 @@ private:
                                                                : std::string()));
       return;
     }
-    if (initialValueOf_ >= 0) {
-      diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
-                                   "' cannot use given(): inputs come with steps");
+    if (refusedInInitialValue(expr, "given(): inputs come with steps"))
       return;
-    }
-    argument.symbol = it->second;
+    argument.symbol = input;
     argument.valueKind = ValueKind::Elementwise;
-    result_.symbols[it->second].tested = true;
+    result_.symbols[input].tested = true;
     expr.valueKind = ValueKind::Uniform;
     expr.phase = 0;
   }
