@@ -21,7 +21,9 @@ struct Stream {
 /// state of these rules is updated each step; AdamW's amsgrad state is
 /// folded away); the param is read and written, except with a master, whose
 /// f32 value is what the step reads: then the 16-bit param is only written.
-inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
+/// Inputs (`input NAME;`) are read only, and only on steps that give them:
+/// `inputsGiven` says whether this step does.
+inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout, bool inputsGiven = false) {
   // With an f32 master the 16-bit param is only written; with remainders it
   // is half of the master and read too.
   bool master = false;
@@ -29,6 +31,11 @@ inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout) {
     master = master || (buffer.role == optrt::BufferRole::Master && buffer.dtype == optrt::Dtype::F32);
   std::vector<Stream> streams;
   for (const optrt::BufferDesc &buffer : layout.buffers) {
+    if (buffer.role == optrt::BufferRole::Input) {
+      if (inputsGiven)
+        streams.push_back({static_cast<double>(optrt::elementBytes(buffer.dtype, 1)), true, false});
+      continue;
+    }
     double bytes = buffer.role == optrt::BufferRole::StateAbsmax
                        ? 4.0 / buffer.blockElements
                        : static_cast<double>(optrt::elementBytes(buffer.dtype, 1));

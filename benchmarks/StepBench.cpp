@@ -13,6 +13,10 @@
 // (maxGradNorm, small enough that every step clips): both read every
 // gradient once before the rule's pass, so their same-traffic kernel moves
 // the step's bytes plus one more read of the gradients.
+//
+// `step/sophia/<layout>/<shape>/given` passes Sophia's Hessian estimate (an
+// input, read like a gradient); `.../plain` does not (the steps between
+// refreshes), and reads no byte of it.
 #include "optdsl/JIT.h"
 #include "optrt/MemoryReport.h"
 #include "LayoutStreams.h"
@@ -68,7 +72,7 @@ std::vector<size_t> shape(const std::string &name) {
 }
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
-    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}};
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}, {"sophia", {}}};
 
 const std::vector<std::string> kLayouts = {"f32",
                                            "state=bf16",
@@ -202,11 +206,11 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   auto kernels = kernelsFor(rule);
   optrt::Optimizer optimizer(kernels, {.threads = threads, .layout = layoutText});
   optrt::Layout layout = optrt::Layout::parse(layoutText);
-  std::vector<HugeBuffer> params, grads;
+  std::vector<HugeBuffer> params, grads, inputs;
   std::mt19937 rng(42);
   std::normal_distribution<float> normal;
   std::vector<void *> paramPointers;
-  std::vector<const void *> gradPointers;
+  std::vector<const void *> gradPointers, inputPointers;
   for (size_t size : sizes) {
     std::vector<float> p(size, 0.0f), g(size, 0.0f);
     for (size_t i = 0; i < size; i += 97) { // sparse values: setup time, not realism
@@ -219,15 +223,25 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     optrt::encodeF32(layout.grad, g, grads.back().get(), nullptr);
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
+    if (mode == "given") {
+      for (float &x : g)
+        x *= x;
+      inputs.push_back(hugeBuffer(size));
+      optrt::encodeF32(layout.grad, g, inputs.back().get(), nullptr);
+      inputPointers.push_back(inputs.back().get());
+    }
   }
   optimizer.addGroupStored(paramPointers, sizes);
   const optrt::LayoutKernels *chosen = nullptr;
   for (const auto &candidate : kernels->layouts)
     if (candidate.name == layout.str())
       chosen = &candidate;
-  std::vector<Stream> streams = streamsOf(*chosen);
+  std::vector<Stream> streams = streamsOf(*chosen, mode == "given");
   optrt::StepOptions options;
-  if (mode != "plain") {
+  if (mode == "given") {
+    for (const optrt::InputInfo &input : kernels->inputs)
+      options.inputs.push_back({input.name, {inputPointers}});
+  } else if (mode != "plain") {
     streams.push_back({static_cast<double>(optrt::elementBytes(layout.grad, 1)), true, false});
     if (mode == "clipped")
       options.maxGradNorm = 1e-6;
@@ -267,6 +281,13 @@ void registerAll() {
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
         benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(),
                                      BM_Step, rule, layout, shapeName, "plain")
+          ->Unit(benchmark::kMillisecond)
+          ->UseManualTime()
+          ->MinTime(seconds);
+  for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"})
+    for (const char *mode : {"plain", "given"})
+      benchmark::RegisterBenchmark(("step/sophia/" + std::string(layout) + "/flat16M/" + mode).c_str(), BM_Step,
+                                   "sophia", layout, "flat16M", mode)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
           ->MinTime(seconds);
