@@ -1,5 +1,7 @@
 #include "optdsl/AST.h"
 
+#include <algorithm>
+
 #include <iomanip>
 #include <ostream>
 #include <sstream>
@@ -42,6 +44,7 @@ const char *spelling(StmtKind kind) {
   case StmtKind::Scalar: return "Scalar";
   case StmtKind::Let: return "Let";
   case StmtKind::Input: return "Input";
+  case StmtKind::Apply: return "Apply";
   case StmtKind::Assign: return "Assign";
   }
   return "?";
@@ -69,10 +72,14 @@ public:
   }
 
 private:
+  /// `@line:col-line:col`; a statement a transform brought in (`apply`)
+  /// names its file: `@FILE:line:col-line:col`.
   std::string loc(SourceRange range) const {
-    LineCol begin = file_.lineCol(range.begin), end = file_.lineCol(range.end);
-    return "@" + std::to_string(begin.line) + ":" + std::to_string(begin.column) + "-" +
-           std::to_string(end.line) + ":" + std::to_string(end.column);
+    auto [file, begin] = file_.locate(range.begin);
+    uint32_t endOffset = begin + (std::max(range.end, range.begin) - range.begin);
+    LineCol from = file->lineCol(begin), to = file->lineCol(endOffset);
+    return "@" + (file == &file_ ? std::string() : file->name() + ":") + std::to_string(from.line) + ":" +
+           std::to_string(from.column) + "-" + std::to_string(to.line) + ":" + std::to_string(to.column);
   }
 
   // Iterative (explicit stack): printing must not recurse as deep as the tree.

@@ -39,11 +39,14 @@ static char printable(char c) {
 }
 
 std::string DiagnosticEngine::render(const Diagnostic &diagnostic) const {
-  LineCol start = file_.lineCol(diagnostic.range.begin);
-  std::string out = file_.name() + ":" + std::to_string(start.line) + ":" +
+  // The range in the file that holds it (a transform the rule applies, or the rule's own).
+  auto [file, begin] = file_.locate(diagnostic.range.begin);
+  SourceRange range{begin, begin + (std::max(diagnostic.range.end, diagnostic.range.begin) - diagnostic.range.begin)};
+  LineCol start = file->lineCol(range.begin);
+  std::string out = file->name() + ":" + std::to_string(start.line) + ":" +
                     std::to_string(start.column) + ": " + severityName(diagnostic.severity) +
                     ": " + diagnostic.message + "\n";
-  std::string_view line = file_.lineText(start.line);
+  std::string_view line = file->lineText(start.line);
   uint32_t caretAt = start.column - 1;
   // Of a very long line (generated or hostile input) only the part around
   // the caret is shown: every diagnostic repeats its line, and 20000 errors on
@@ -65,10 +68,10 @@ std::string DiagnosticEngine::render(const Diagnostic &diagnostic) const {
       marker += line[i] == '\t' ? '\t' : ' ';
   marker += '^';
   // Tildes cover the rest of the range on this line only.
-  uint32_t rangeEnd = std::max(diagnostic.range.end, diagnostic.range.begin + 1);
-  uint32_t lineEndOffset = diagnostic.range.begin - caretAt + static_cast<uint32_t>(line.size());
+  uint32_t rangeEnd = std::max(range.end, range.begin + 1);
+  uint32_t lineEndOffset = range.begin - caretAt + static_cast<uint32_t>(line.size());
   uint32_t last = std::min(rangeEnd, lineEndOffset);
-  for (uint32_t i = diagnostic.range.begin + 1; i < last; ++i)
+  for (uint32_t i = range.begin + 1; i < last; ++i)
     marker += '~';
   out += shown + "\n" + marker + "\n";
   return out;

@@ -44,7 +44,8 @@ inline const auto skipper =
 
 inline auto keyword(const char *word) { return lexeme[lit(word) >> !identChar]; }
 inline const auto reserved = keyword("optimizer") | keyword("hyper") | keyword("state") |
-                             keyword("scalar") | keyword("let") | keyword("input");
+                             keyword("scalar") | keyword("let") | keyword("input") | keyword("transform") |
+                             keyword("apply");
 
 struct NameId : Annotate {};
 struct NumberId : Annotate {};
@@ -185,15 +186,17 @@ const auto valueClause_def = expression > -interval;
 /// (one rule, so that `hyper lr 1;` is "expected '=' or ';'", not "expected ';'")
 const auto optionalValue_def = ('=' > valueClause > ';') | ';';
 
-/// statement ::= ('hyper' | 'state' | 'input') name optionalValue
+/// statement ::= ('hyper' | 'state' | 'input' | 'apply') name optionalValue
 ///             | ('scalar' | 'let') name '=' valueClause ';'
 ///             | name '=' valueClause ';'
 /// (an interval after anything but a hyper's value, and a value after an
-/// input, are refused by sema, with a clearer message than a syntax error)
+/// input or an apply, are refused by sema, with a clearer message than a
+/// syntax error)
 const auto declKeyword = lexeme[(string("hyper") | string("state") | string("scalar") |
-                                 string("let") | string("input")) >>
+                                 string("let") | string("input") | string("apply")) >>
                                 !identChar];
-const auto optionalValueKeyword = lexeme[(string("hyper") | string("state") | string("input")) >> !identChar];
+const auto optionalValueKeyword =
+    lexeme[(string("hyper") | string("state") | string("input") | string("apply")) >> !identChar];
 const auto valueKeyword = lexeme[(string("scalar") | string("let")) >> !identChar];
 const auto statement_def = (optionalValueKeyword > name > optionalValue) |
                            (valueKeyword > name > '=' > valueClause > ';') |
@@ -201,6 +204,8 @@ const auto statement_def = (optionalValueKeyword > name > optionalValue) |
 
 /// header ::= 'optimizer' name '{'
 const auto header = keyword("optimizer") > name > '{';
+/// transformHeader ::= 'transform' name '{'   (a piece rules apply: dsl/README.md)
+const auto transformHeader = keyword("transform") > name > '{';
 
 BOOST_SPIRIT_DEFINE(name, number, arguments, call, primary, paren, exponent, prefixed, powerOp, power,
                     multiplicativeOp, multiplicative, additiveOp, additive, relationalOp, relational,

@@ -323,7 +323,8 @@ void Interpreter::step(std::vector<TensorState> &tensors,
     for (size_t k = 0; k < numTensors; ++k) {
       Value &value = values[k];
       // Per-element buffers stay per-element when assigned a uniform value.
-      if (value.uniform && (target.cls == SymbolClass::Param || target.cls == SymbolClass::State))
+      if (value.uniform && (target.cls == SymbolClass::Param || target.cls == SymbolClass::State ||
+                            target.cls == SymbolClass::Grad))
         value = Value::of(std::vector<double>(tensors[k].param.size(), value.scalar));
       envs[k][stmt.symbol] = std::move(value);
     }

@@ -21,8 +21,9 @@ void MLIRDiagnosticBridge::report(mlir::Diagnostic &diagnostic, bool isNote) {
   std::string message = diagnostic.str();
   SourceRange range{0, 0};
   auto fileLoc = diagnostic.getLocation()->findInstanceOf<mlir::FileLineColLoc>();
-  if (fileLoc && fileLoc.getFilename() == diags_.file().name()) {
-    uint32_t offset = diags_.file().offsetOf({fileLoc.getLine(), fileLoc.getColumn()});
+  uint32_t offset = fileLoc ? diags_.file().offsetIn(fileLoc.getFilename().str(), {fileLoc.getLine(), fileLoc.getColumn()})
+                            : UINT32_MAX;
+  if (offset != UINT32_MAX) {
     range = {offset, offset + 1};
   } else {
     // Not in the user's file (an internal location): say where it came from.

@@ -9,6 +9,7 @@
 #include "optrt/RuleKernels.h"
 
 #include <limits>
+#include <stdexcept>
 
 
 namespace optdsl {
@@ -57,8 +58,9 @@ public:
 
 private:
   Location loc(SourceRange range) {
-    LineCol at = rule_.source->lineCol(range.begin);
-    return FileLineColLoc::get(&context_, rule_.source->name(), at.line, at.column);
+    auto [file, offset] = rule_.source->locate(range.begin);
+    LineCol at = file->lineCol(offset);
+    return FileLineColLoc::get(&context_, file->name(), at.line, at.column);
   }
 
   void declarations() {
@@ -184,6 +186,9 @@ private:
       case SymbolClass::Param:
         value = toFloat(value, true, stmt.range);
         builder_.create<opt::StoreParamOp>(at, value, builder_.getI64IntegerAttr(stmt.phase));
+        break;
+      case SymbolClass::Grad: // what the rest of the step reads as grad; nothing is stored
+        value = toFloat(value, true, stmt.range);
         break;
       case SymbolClass::State:
       case SymbolClass::ScalarState:
@@ -394,6 +399,9 @@ private:
 } // namespace
 
 OwningOpRef<ModuleOp> buildModule(MLIRContext &context, const CheckedRule &rule) {
+  if (rule.ast.transform)
+    throw std::invalid_argument("'" + rule.name() + "' is a transform, not an optimizer: apply it in one ('apply " +
+                                rule.name() + ";') to build kernels");
   DialectRegistry registry;
   registerOptDSLDialects(registry);
   context.appendDialectRegistry(registry);

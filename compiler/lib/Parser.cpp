@@ -247,8 +247,13 @@ public:
     Iterator it = start_;
     skipBlanks(it);
     syntax::Name name;
+    Iterator probe = it;
+    bool transform = boost::spirit::x3::phrase_parse(probe, end_, grammar::keyword("transform"), grammar::skipper);
     try {
-      if (!boost::spirit::x3::phrase_parse(it, end_, with(grammar::header), grammar::skipper, name)) {
+      bool parsed = transform
+                        ? boost::spirit::x3::phrase_parse(it, end_, with(grammar::transformHeader), grammar::skipper, name)
+                        : boost::spirit::x3::phrase_parse(it, end_, with(grammar::header), grammar::skipper, name);
+      if (!parsed) {
         diags_.error(at(it), "expected 'optimizer' NAME '{' at the start of the file");
         return std::nullopt;
       }
@@ -257,6 +262,7 @@ public:
       return std::nullopt;
     }
     ast::Rule rule;
+    rule.transform = transform;
     rule.name = name.text;
     rule.nameRange = {name.begin, name.end};
     uint32_t ruleBegin = offset(it);
@@ -264,14 +270,16 @@ public:
       skipBlanks(it);
       if (it == end_) {
         diags_.error(at(it), "expected '}' at end of file");
-        diags_.note(rule.nameRange, "to close optimizer '" + rule.name + "' opened here");
+        diags_.note(rule.nameRange, std::string("to close ") + (rule.transform ? "transform" : "optimizer") + " '" +
+                                        rule.name + "' opened here");
         break;
       }
       if (*it == '}') {
         ++it;
         skipBlanks(it);
         if (it != end_)
-          diags_.error(at(it), "unexpected text after the optimizer's closing '}' (one optimizer per file)");
+          diags_.error(at(it), rule.transform ? "unexpected text after the transform's closing '}' (one transform per file)"
+                                              : "unexpected text after the optimizer's closing '}' (one optimizer per file)");
         break;
       }
       parseStatement(it, rule);
@@ -352,6 +360,7 @@ private:
            : keyword == "scalar" ? ast::StmtKind::Scalar
            : keyword == "let"    ? ast::StmtKind::Let
            : keyword == "input"  ? ast::StmtKind::Input
+           : keyword == "apply"  ? ast::StmtKind::Apply
                                  : ast::StmtKind::Assign;
   }
 
@@ -368,7 +377,7 @@ private:
     stmt.kind = kindOf(keyword);
     stmt.range = stmt.nameRange = {name.begin, name.end};
     stmt.name = name.text;
-    if (stmt.kind != ast::StmtKind::State && stmt.kind != ast::StmtKind::Input) {
+    if (stmt.kind != ast::StmtKind::State && stmt.kind != ast::StmtKind::Input && stmt.kind != ast::StmtKind::Apply) {
       stmt.value = std::make_unique<ast::Expr>();
       stmt.value->kind = ast::ExprKind::Number;
       stmt.value->range = stmt.nameRange;

@@ -1,5 +1,6 @@
 #include "optdsl/Sema.h"
 
+#include "ApplyTransforms.h"
 #include "optdsl/Parser.h"
 #include "optrt/RuleKernels.h"
 #include "optrt/Spelling.h"
@@ -75,7 +76,9 @@ public:
     result_.paramSymbol = addBuiltin("param", SymbolClass::Param, ValueKind::Elementwise);
     result_.gradSymbol = addBuiltin("grad", SymbolClass::Grad, ValueKind::Elementwise);
     result_.stepSymbol = addBuiltin("step", SymbolClass::Step, ValueKind::Uniform);
+    std::vector<HyperRequirement> requirements = applyTransforms(result_.ast, *result_.source, diags_);
     declareAll();
+    checkRequirements(requirements);
     checkBody();
     reportUnused();
     if (diags_.hasErrors())
@@ -84,6 +87,25 @@ public:
   }
 
 private:
+  /// Each hyper an applied transform uses without declaring must be one of
+  /// the rule's (or another transform's).
+  void checkRequirements(const std::vector<HyperRequirement> &requirements) {
+    for (const HyperRequirement &requirement : requirements) {
+      auto it = scope_.find(requirement.name);
+      if (it != scope_.end() && result_.symbols[it->second].cls == SymbolClass::Hyper)
+        continue;
+      diags_.error(requirement.range, "transform '" + requirement.transform + "' uses hyper '" + requirement.name +
+                                          "', which optimizer '" + result_.ast.name + "' does not declare");
+      diags_.note(requirement.applyRange, "applied here");
+      // Known from here on, so its uses raise no "unknown name" as well.
+      if (it == scope_.end()) {
+        result_.symbols.push_back(Symbol{requirement.name, SymbolClass::Hyper, requirement.range, ValueKind::Uniform});
+        scope_[requirement.name] = static_cast<int>(result_.symbols.size()) - 1;
+        writePhase_.push_back(0);
+      }
+    }
+  }
+
   int addBuiltin(const char *name, SymbolClass cls, ValueKind kind) {
     Symbol symbol{name, cls, {}, kind};
     result_.symbols.push_back(symbol);
@@ -157,6 +179,8 @@ private:
         if (declarable(stmt.name, stmt.nameRange, SymbolClass::Input))
           declareInput(stmt);
         break;
+      case ast::StmtKind::Apply:
+        break; // spliced away by applyTransforms (after an error reported there)
       case ast::StmtKind::Let:
         firstLet_.emplace(stmt.name, &stmt);
         [[fallthrough]];
@@ -185,8 +209,10 @@ private:
     symbol.slot = static_cast<int>(result_.hypers.size());
     result_.hypers.push_back(id);
     if (!stmt.value) {
-      diags_.error(stmt.nameRange, "hyper '" + stmt.name + "' needs a default value: hyper " +
-                                       stmt.name + " = NUMBER;");
+      // In a transform checked on its own, `hyper lr;` is the rule's lr.
+      if (!result_.ast.transform)
+        diags_.error(stmt.nameRange, "hyper '" + stmt.name + "' needs a default value: hyper " +
+                                         stmt.name + " = NUMBER;");
       return;
     }
     std::optional<double> value = signedNumber(*stmt.value, /*allowInfinity=*/false);
@@ -290,7 +316,7 @@ private:
     result_.numPhases = maxPhase + 1;
     // After a syntax error the statement that assigns param may be the one
     // that was dropped; saying it is missing would only mislead.
-    if (!result_.symbols[result_.paramSymbol].written && !afterSyntaxErrors_)
+    if (!result_.symbols[result_.paramSymbol].written && !afterSyntaxErrors_ && !result_.ast.transform)
       diags_.error(result_.ast.nameRange,
                    "optimizer '" + result_.ast.name + "' never assigns 'param'");
   }
@@ -326,6 +352,9 @@ private:
       }
       break;
     case SymbolClass::Grad:
+      // The gradient the rest of the step sees (clipping, decay as L2,
+      // centralisation: what a transform does); nothing is stored.
+      break;
     case SymbolClass::Step:
       diags_.error(stmt.nameRange, "cannot assign to '" + stmt.name + "': it is read-only");
       return;
@@ -364,7 +393,7 @@ private:
   }
 
   std::vector<std::string> assignableNames() const {
-    std::vector<std::string> names{"param"};
+    std::vector<std::string> names{"param", "grad"};
     for (int id : result_.states)
       names.push_back(result_.symbols[id].name);
     for (int id : result_.scalarStates)

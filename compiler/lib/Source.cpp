@@ -75,4 +75,29 @@ std::string_view SourceFile::lineText(uint32_t line) const {
   return std::string_view(text_).substr(begin, end - begin);
 }
 
+uint32_t SourceFile::include(std::shared_ptr<const SourceFile> file) const {
+  // One past the end of what is there, so that an empty range at the end of
+  // one file is not the start of the next.
+  uint32_t base = included_.empty() ? static_cast<uint32_t>(text_.size()) + 1
+                                    : included_.back().base + static_cast<uint32_t>(included_.back().file->text().size()) + 1;
+  included_.push_back({base, std::move(file)});
+  return base;
+}
+
+std::pair<const SourceFile *, uint32_t> SourceFile::locate(uint32_t offset) const {
+  for (auto it = included_.rbegin(); it != included_.rend(); ++it)
+    if (offset >= it->base)
+      return {it->file.get(), offset - it->base};
+  return {this, offset};
+}
+
+uint32_t SourceFile::offsetIn(const std::string &name, LineCol position) const {
+  if (name == name_)
+    return offsetOf(position);
+  for (const Included &included : included_)
+    if (included.file->name() == name)
+      return included.base + included.file->offsetOf(position);
+  return UINT32_MAX;
+}
+
 } // namespace optdsl

@@ -245,6 +245,18 @@ int main(int argc, char **argv) {
   std::optional<optdsl::CheckedRule> rule = optdsl::compileSource(file, std::cerr);
   if (!rule)
     return 1;
+  // A transform is checked as written; its kernels are built in the rules
+  // that apply it.
+  if (rule->ast.transform && (emit == "check" || emit == "ast") && !memory) {
+    if (emit == "ast")
+      optdsl::ast::print(std::cout, rule->ast, *file);
+    return 0;
+  }
+  if (rule->ast.transform) {
+    std::cerr << "optc: error: '" << rule->name() << "' is a transform, not an optimizer: apply it in one ('apply "
+              << rule->name() << ";') to build kernels\n";
+    return 1;
+  }
   artifact.fixed = fixed;
   if (memory)
     return printMemory(*rule, artifact, memoryLayouts, sizes, std::cout);

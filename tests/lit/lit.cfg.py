@@ -7,7 +7,8 @@ import lit.formats
 config.name = "OptDSL"
 config.test_format = lit.formats.ShTest(execute_external=True)
 config.suffixes = [".opt", ".mlir"]
-config.excludes = ["lit.cfg.py", "lit.site.cfg.py.in"]
+# transforms/: the transforms the apply tests use, not tests themselves.
+config.excludes = ["lit.cfg.py", "lit.site.cfg.py.in", "transforms"]
 config.test_source_root = os.path.dirname(__file__)
 config.test_exec_root = os.path.join(config.optdsl_obj_root, "tests", "lit")
 

@@ -97,18 +97,20 @@ std::string shown(std::string_view line) {
 }
 
 struct Header {
+  std::string file;
   uint32_t line = 0;
   size_t column = 0;
   std::string severity;
 };
 
-/// Parses `fuzz.opt:LINE:COL: SEVERITY: MESSAGE` (by hand: std::regex
-/// recurses per character and overflows the stack on a 1 MB message).
+/// Parses `FILE:LINE:COL: SEVERITY: MESSAGE` (by hand: std::regex
+/// recurses per character and overflows the stack on a 1 MB message). FILE
+/// is fuzz.opt or a transform file it applies.
 std::optional<Header> parseHeader(const std::string &text) {
-  const std::string prefix = std::string(kFileName) + ":";
-  if (text.compare(0, prefix.size(), prefix) != 0)
+  size_t colon = text.find(':');
+  if (colon == std::string::npos || colon == 0)
     return std::nullopt;
-  size_t at = prefix.size();
+  size_t at = colon + 1;
   auto number = [&](size_t &value) {
     size_t start = at;
     while (at < text.size() && std::isdigit(static_cast<unsigned char>(text[at])))
@@ -120,6 +122,7 @@ std::optional<Header> parseHeader(const std::string &text) {
     return true;
   };
   Header header;
+  header.file = text.substr(0, colon);
   size_t line = 0;
   if (!number(line) || !number(header.column))
     return std::nullopt;
@@ -161,7 +164,11 @@ std::string checkDiagnostics(const std::string &output, bool failed, const Sourc
     size_t column = header->column;
     if (lineNumber == 0 || column == 0)
       return "line and column are 1-based: " + lines[i];
-    std::string_view real = file.lineText(lineNumber);
+    // The line in the file the header names (the rule's, or a transform's).
+    uint32_t offset = file.offsetIn(header->file, {lineNumber, 1});
+    if (offset == UINT32_MAX)
+      return "a diagnostic in a file the rule does not include: " + lines[i].substr(0, 200);
+    std::string_view real = file.locate(offset).first->lineText(lineNumber);
     if (marker.size() > std::max(source.size(), caretIndex) + 1)
       return "the tildes run past the end of the line: '" + lines[i] + "'";
     for (char c : source)

@@ -49,7 +49,9 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 /// Input: `input NAME;`, a per-element tensor the trainer passes with the
 /// gradient (Sophia's Hessian estimate), possibly not every step.
-enum class StmtKind { Hyper, State, Scalar, Let, Assign, Input };
+/// Apply: `apply NAME;`, the statements of transform NAME in its place
+/// (dsl/transforms/NAME.opt; sema splices them in).
+enum class StmtKind { Hyper, State, Scalar, Let, Assign, Input, Apply };
 const char *spelling(StmtKind kind);
 
 /// `in [lower, upper)` after a hyper's value: the values it allows.
@@ -73,6 +75,8 @@ struct Stmt {
 };
 
 struct Rule {
+  /// `transform NAME { ... }`: a piece rules apply, not an optimizer.
+  bool transform = false;
   std::string name;
   SourceRange nameRange;
   SourceRange range;

@@ -3,13 +3,15 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace optdsl {
 
-/// Half-open byte range [begin, end) into one SourceFile.
+/// Half-open byte range [begin, end) into one SourceFile (or, past its end,
+/// into a file it included: SourceFile::include).
 struct SourceRange {
   uint32_t begin = 0;
   uint32_t end = 0;
@@ -39,10 +41,28 @@ public:
   /// The text of a 1-based line, without its newline (LF or CRLF).
   std::string_view lineText(uint32_t line) const;
 
+  /// Makes `file` (a transform a rule applies) part of this one's range
+  /// space: its offsets start at the returned base, after this file and
+  /// everything included before, so one SourceRange names a place in either
+  /// and diagnostics name the right file. Const: including adds no text of
+  /// this file's own.
+  uint32_t include(std::shared_ptr<const SourceFile> file) const;
+  /// The file holding global offset `offset` (this one or an included one),
+  /// and the offset within it.
+  std::pair<const SourceFile *, uint32_t> locate(uint32_t offset) const;
+  /// The global offset of a position in the file named `name` (this one or
+  /// an included one); nullopt-like UINT32_MAX when no such file.
+  uint32_t offsetIn(const std::string &name, LineCol position) const;
+
 private:
   std::string name_;
   std::string text_;
   std::vector<uint32_t> lineStarts_;
+  struct Included {
+    uint32_t base;
+    std::shared_ptr<const SourceFile> file;
+  };
+  mutable std::vector<Included> included_;
 };
 
 } // namespace optdsl
