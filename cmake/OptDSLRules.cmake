@@ -108,11 +108,15 @@ function(optdsl_add_rule)
     set(directory "${CMAKE_CURRENT_BINARY_DIR}")
   endif()
   set(artifact "${directory}/libopt_${ARG_NAME}.so")
+  # The transforms a rule may apply (`apply NAME;`) live in transforms/ next
+  # to it: an edit there rebuilds the artifact too.
+  get_filename_component(source_dir "${source}" DIRECTORY)
+  file(GLOB transforms CONFIGURE_DEPENDS "${source_dir}/transforms/*.opt")
   add_custom_command(
     OUTPUT "${artifact}"
     COMMAND "${CMAKE_COMMAND}" -E make_directory "${directory}"
     COMMAND ${optc} "${source}" --emit=so "--cpu=${cpu}" ${options} -o "${artifact}"
-    DEPENDS "${source}" ${optc}
+    DEPENDS "${source}" ${transforms} ${optc}
     COMMENT "optc: ${ARG_NAME} (${ARG_SOURCE}) -> libopt_${ARG_NAME}.so"
     VERBATIM)
   add_custom_target(optdsl_rule_${ARG_NAME} ALL DEPENDS "${artifact}")

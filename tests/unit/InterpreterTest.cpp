@@ -842,6 +842,23 @@ TEST(InterpreterInputs, MisuseThrowsBeforeAnythingChanges) {
   expectThrows({{{1, 2}}, {{1, 2}}}, "got values for 2 inputs; 'f' declares 1");
 }
 
+// A library transform applied by a rule written elsewhere: the rule's own
+// update, then the transform's state sees the updated params.
+TEST(InterpreterTransforms, ParamEmaFollowsTheUpdatedParams) {
+  std::optional<CheckedRule> rule =
+      compile("optimizer f { hyper lr = 0.5; param = param - lr * grad; apply param_ema; }");
+  ASSERT_TRUE(rule);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  interpreter.setHyper(values, "ema_decay", 0.75);
+  std::vector<TensorState> tensors{interpreter.initTensor({1, -2}, values)};
+  interpreter.step(tensors, {{2, 4}}, 1, values); // params 0, -4; ema from 1, -2
+  EXPECT_EQ(tensors[0].param, (Vec{0, -4}));
+  EXPECT_EQ(tensors[0].states[0], (Vec{0.75 * 1 + 0.25 * 0, 0.75 * -2 + 0.25 * -4}));
+  interpreter.step(tensors, {{2, 4}}, 2, values); // params -1, -6
+  EXPECT_EQ(tensors[0].states[0], (Vec{0.75 * 0.75 + 0.25 * -1, 0.75 * -2.5 + 0.25 * -6}));
+}
+
 // --- Hypers -----------------------------------------------------------------
 
 TEST(InterpreterHypers, PerStepOverrides) {
