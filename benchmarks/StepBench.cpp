@@ -276,28 +276,26 @@ void registerAll() {
   // OPTDSL_BENCH_MIN_TIME (seconds) shortens runs on a shared machine.
   const char *minTime = std::getenv("OPTDSL_BENCH_MIN_TIME");
   double seconds = minTime ? std::atof(minTime) : 2.0;
+  // step/<rule>/<layout>/<shape>, with /<mode> unless plain (Sophia's
+  // plain is named too, beside its given).
+  auto add = [&](const std::string &rule, const std::string &layout, const std::string &shapeName,
+                 const std::string &mode, bool nameMode) {
+    std::string name = "step/" + rule + "/" + layout + "/" + shapeName + (nameMode ? "/" + mode : "");
+    benchmark::RegisterBenchmark(name.c_str(), BM_Step, rule, layout, shapeName, mode)
+        ->Unit(benchmark::kMillisecond)
+        ->UseManualTime()
+        ->MinTime(seconds);
+  };
   for (const char *rule : {"adamw", "ademamix", "lion", "adam_atan2", "lookahead_adamw", "adamw_clip"})
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
-        benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(),
-                                     BM_Step, rule, layout, shapeName, "plain")
-          ->Unit(benchmark::kMillisecond)
-          ->UseManualTime()
-          ->MinTime(seconds);
-  for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"})
+        add(rule, layout, shapeName, "plain", false);
+  for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"}) {
     for (const char *mode : {"plain", "given"})
-      benchmark::RegisterBenchmark(("step/sophia/" + std::string(layout) + "/flat16M/" + mode).c_str(), BM_Step,
-                                   "sophia", layout, "flat16M", mode)
-          ->Unit(benchmark::kMillisecond)
-          ->UseManualTime()
-          ->MinTime(seconds);
-  for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"})
+      add("sophia", layout, "flat16M", mode, true);
     for (const char *mode : {"checked", "clipped"})
-      benchmark::RegisterBenchmark(("step/adamw/" + std::string(layout) + "/flat16M/" + mode).c_str(), BM_Step,
-                                   "adamw", layout, "flat16M", mode)
-          ->Unit(benchmark::kMillisecond)
-          ->UseManualTime()
-          ->MinTime(seconds);
+      add("adamw", layout, "flat16M", mode, true);
+  }
 }
 
 const bool registered = (registerAll(), true);
