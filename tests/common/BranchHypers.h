@@ -46,12 +46,22 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
 
 /// The library rules with a group-wide reduction (group_sum, group_norm...),
 /// which the CUDA optimizer refuses by name (SemaTest checks the list: these,
-/// lamb and mars are the rules with a second pass).
+/// lamb and mars are the rules with more than one pass). lamb's (its global
+/// clipping) folds away under cudaFixedHypers, so the CUDA tests run it.
 inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy"};
 
 /// The library rules that take inputs besides the gradient (`input NAME;`),
 /// which the CUDA optimizer refuses by name too.
 inline const std::vector<std::string> kInputRules = {"sophia"};
+
+/// Hypers a rule is built with for the CUDA optimizer: lamb's global
+/// clipping is a group-wide reduction, which folds away with max_grad_norm
+/// fixed to 0 (dsl/lamb.opt).
+inline std::map<std::string, double> cudaFixedHypers(const std::string &rule) {
+  if (rule == "lamb")
+    return {{"max_grad_norm", 0}};
+  return {};
+}
 
 /// Every rule of the library (dsl/<name>.opt): the tests that run each rule
 /// take this list (SemaTest checks it against the directory, so a new rule

@@ -138,8 +138,14 @@ std::vector<Grads> cleanGrads(int steps, float scale = 1.0f) {
     Grads grads;
     for (size_t size : kSizes) {
       std::vector<float> grad(size);
-      for (float &g : grad)
-        g = normal(rng) * 0.5f * scale;
+      // Scaling by a power of two is exact in every grad dtype only for
+      // values that are normal numbers there: below f16's smallest normal
+      // (2^-14) the unscaled value would round at a coarser step than the
+      // scaled one, so none is drawn that small.
+      for (float &g : grad) {
+        float x = normal(rng) * 0.5f;
+        g = (std::fabs(x) < 0x1p-14f ? std::copysign(0x1p-14f, x) : x) * scale;
+      }
       grads.push_back(grad);
     }
     all.push_back(grads);

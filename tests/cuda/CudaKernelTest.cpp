@@ -94,6 +94,9 @@ void compareWithInterpreter(const std::string &name, const std::vector<size_t> &
   HyperValues hypers = interpreter.defaultHypers();
   for (const auto &[hyper, value] : test::kBranchHypers.at(name))
     interpreter.setHyper(hypers, hyper, value);
+  // What the device kernels were built with (lamb's clipping off).
+  for (const auto &[hyper, value] : test::cudaFixedHypers(name))
+    interpreter.setHyper(hypers, hyper, value);
 
   for (int step = 1; step <= steps; ++step) {
     std::vector<TensorState> states;

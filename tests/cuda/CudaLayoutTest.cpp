@@ -8,6 +8,7 @@
 // (a partial q8 block; its param and grad one element off alignment: the
 // one-element path) and 70001 elements (several chunks). Skipped, with the
 // reason, where there is no GPU.
+#include "common/BranchHypers.h"
 #include "GpuTestSupport.h"
 #include "common/RandomValues.h"
 #include "common/RuleLibrary.h"
@@ -111,13 +112,14 @@ TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {
   OPTDSL_REQUIRE_GPU();
   const Case &c = GetParam();
   CheckedRule rule = loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + c.rule + ".opt");
-  auto host = jitCompile(rule, {}, {c.layout});
+  FixedHypers fixed = test::cudaFixedHypers(c.rule);
+  auto host = jitCompile(rule, fixed, {c.layout});
   ASSERT_TRUE(host->reductions.empty()) << c.rule << " has reductions: not a bit-for-bit case";
   std::vector<std::shared_ptr<const optrt::CudaKernels>> device;
   for (const optrt::LayoutKernels &layout : host->layouts) {
     CudaCompileOptions options;
     options.layout = layout.name;
-    device.push_back(std::make_shared<optrt::CudaKernels>(cudaCompile(rule, {}, options)));
+    device.push_back(std::make_shared<optrt::CudaKernels>(cudaCompile(rule, fixed, options)));
   }
   optrt::Layout layout = optrt::Layout::parse(c.layout);
   const std::vector<size_t> sizes = {100, 5000, 70001};

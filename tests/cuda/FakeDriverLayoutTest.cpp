@@ -5,6 +5,7 @@
 // memoryReport, the launches of both runs, and the named errors of misuse.
 // What the kernels compute is compared with the CPU kernels on a GPU
 // (CudaLayoutTest.cpp).
+#include "common/BranchHypers.h"
 #include "common/RandomValues.h"
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
@@ -40,12 +41,13 @@ struct LayoutRule {
 
 LayoutRule compileLayouts(const std::string &name, const std::vector<std::string> &layouts) {
   optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
-  LayoutRule result{optdsl::jitCompile(rule, {}, layouts), {}};
+  optdsl::FixedHypers fixed = optdsl::test::cudaFixedHypers(name);
+  LayoutRule result{optdsl::jitCompile(rule, fixed, layouts), {}};
   for (const optrt::LayoutKernels &layout : result.host->layouts) {
     optdsl::CudaCompileOptions options;
     options.layout = layout.name;
     options.assemble = false;
-    result.device.push_back(std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, {}, options)));
+    result.device.push_back(std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, fixed, options)));
   }
   return result;
 }

@@ -3,6 +3,7 @@
 // launch sequence of a step, and that a failing call leaves the optimizer as
 // it was. Runs without a GPU; what the kernels compute is tested on a GPU
 // (CudaKernelTest.cpp).
+#include "common/BranchHypers.h"
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
@@ -35,7 +36,8 @@ const Rule &compiled(const std::string &name) {
   auto it = cache.find(name);
   if (it == cache.end()) {
     optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
-    it = cache.emplace(name, Rule{optdsl::jitCompile(rule), optdsl::cudaCompile(rule)}).first;
+    optdsl::FixedHypers fixed = optdsl::test::cudaFixedHypers(name);
+    it = cache.emplace(name, Rule{optdsl::jitCompile(rule, fixed), optdsl::cudaCompile(rule, fixed)}).first;
   }
   return it->second;
 }

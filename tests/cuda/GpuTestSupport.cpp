@@ -1,3 +1,4 @@
+#include "common/BranchHypers.h"
 #include "common/RuleLibrary.h"
 #include "GpuTestSupport.h"
 
@@ -69,8 +70,8 @@ const CompiledRule &compiledRule(const std::string &name) {
   auto it = cache.find(name);
   if (it == cache.end()) {
     CheckedRule rule = loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
-    auto host = jitCompile(rule);
-    auto device = std::make_shared<optrt::CudaKernels>(cudaCompile(rule));
+    auto host = jitCompile(rule, test::cudaFixedHypers(name));
+    auto device = std::make_shared<optrt::CudaKernels>(cudaCompile(rule, test::cudaFixedHypers(name)));
     it = cache.emplace(name, CompiledRule{std::move(rule), host, device}).first;
   }
   return it->second;

@@ -8,7 +8,9 @@
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
 
+#include <algorithm>
 #include <map>
+#include <set>
 
 namespace optdsl {
 
@@ -80,6 +82,132 @@ struct FlatUpdate {
         ours.push_back(reduce);
     return ours;
   }
+};
+
+/// Where each reduction runs. Sema gives a reduction the earliest phase its
+/// argument allows; run there, it may make that phase read memory nothing
+/// else of it reads (LAMB's norm(param) in the phase of its global clipping,
+/// which reads only the gradients). So each reduction moves to the latest
+/// phase before its first use that already reads everything its argument
+/// reads and in which those start-of-step values are still in memory: no
+/// pass reads more, and an earlier pass may be left with nothing to do
+/// (which canonicalization removes).
+class ReductionPlacer {
+public:
+  ReductionPlacer(FlatUpdate &flat, int64_t numPhases) : flat_(flat), numPhases_(numPhases) {}
+
+  void run() {
+    for (opt::ReduceOp reduce : flat_.reductions) {
+      int64_t from = static_cast<int64_t>(reduce.getPhase());
+      int64_t bound = firstUse(reduce);
+      std::set<const void *> reads = readsOf(reduce.getInput());
+      for (int64_t phase = bound - 1; phase > from; --phase) {
+        std::set<const void *> there = readsOfPhase(phase, reduce), written = writtenBefore(phase);
+        bool covered = std::includes(there.begin(), there.end(), reads.begin(), reads.end());
+        bool intact = std::none_of(reads.begin(), reads.end(), [&](const void *key) { return written.count(key); });
+        if (covered && intact) {
+          reduce.setPhase(static_cast<uint64_t>(phase));
+          break;
+        }
+      }
+    }
+  }
+
+private:
+  /// A key per memory stream: the state's or input's name, the param, the gradient.
+  static const void *paramKey() { static char key; return &key; }
+  static const void *gradKey() { static char key; return &key; }
+  static const void *keyOf(Buffer buffer) { return buffer ? buffer.getAttr().getAsOpaquePointer() : paramKey(); }
+
+  /// The streams `value` reads per element (start-of-step values; earlier
+  /// reductions are uniforms, not reads).
+  std::set<const void *> readsOf(Value value) const {
+    std::set<const void *> keys;
+    std::vector<Value> work{value};
+    DenseSet<Value> seen;
+    while (!work.empty()) {
+      Value v = work.back();
+      work.pop_back();
+      if (!seen.insert(v).second)
+        continue;
+      Operation *op = v.getDefiningOp();
+      if (!op || isa<opt::ReduceOp>(op))
+        continue;
+      if (isa<opt::ParamOp>(op))
+        keys.insert(paramKey());
+      else if (isa<opt::GradOp>(op))
+        keys.insert(gradKey());
+      else if (auto input = dyn_cast<opt::GetInputOp>(op))
+        keys.insert(input.getInputAttr().getAttr().getAsOpaquePointer());
+      else if (auto load = dyn_cast<opt::LoadStateOp>(op); load && load.getType().isF32())
+        keys.insert(keyOf(load.getStateAttr()));
+      for (Value operand : op->getOperands())
+        work.push_back(operand);
+    }
+    return keys;
+  }
+
+  /// What phase `phase` reads for its stores and its reductions but `except`.
+  std::set<const void *> readsOfPhase(int64_t phase, opt::ReduceOp except) const {
+    std::set<const void *> keys;
+    for (const FlatUpdate::Store &store : flat_.stores)
+      if (store.phase == phase) {
+        std::set<const void *> more = readsOf(store.value);
+        keys.insert(more.begin(), more.end());
+      }
+    for (opt::ReduceOp reduce : flat_.reductions)
+      if (reduce != except && static_cast<int64_t>(reduce.getPhase()) == phase) {
+        std::set<const void *> more = readsOf(reduce.getInput());
+        keys.insert(more.begin(), more.end());
+      }
+    return keys;
+  }
+
+  std::set<const void *> writtenBefore(int64_t phase) const {
+    std::set<const void *> keys;
+    for (const FlatUpdate::Store &store : flat_.stores)
+      if (store.phase < phase)
+        keys.insert(keyOf(store.buffer));
+    return keys;
+  }
+
+  /// The first phase that needs the result of `reduce`: the earliest store
+  /// or reduction depending on it (the scalar updates after the phases:
+  /// numPhases).
+  int64_t firstUse(opt::ReduceOp reduce) const {
+    int64_t first = numPhases_;
+    for (const FlatUpdate::Store &store : flat_.stores)
+      if (dependsOn(store.value, reduce))
+        first = std::min(first, store.phase);
+    for (opt::ReduceOp other : flat_.reductions)
+      if (other != reduce && dependsOn(other.getInput(), reduce))
+        first = std::min(first, static_cast<int64_t>(other.getPhase()));
+    return first;
+  }
+
+  static bool dependsOn(Value value, opt::ReduceOp reduce) {
+    std::vector<Value> work{value};
+    DenseSet<Value> seen;
+    while (!work.empty()) {
+      Value v = work.back();
+      work.pop_back();
+      if (!seen.insert(v).second)
+        continue;
+      Operation *op = v.getDefiningOp();
+      if (!op)
+        continue;
+      if (op == reduce.getOperation())
+        return true;
+      if (isa<opt::ReduceOp>(op))
+        continue; // another reduction's argument is in its own phase
+      for (Value operand : op->getOperands())
+        work.push_back(operand);
+    }
+    return false;
+  }
+
+  FlatUpdate &flat_;
+  int64_t numPhases_;
 };
 
 /// Fills the element region of one phase by cloning flat values into it.
@@ -175,6 +303,7 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
     if (!body.getOps<opt::PhaseOp>().empty())
       return success(); // already split
     FlatUpdate flat(body);
+    ReductionPlacer(flat, static_cast<int64_t>(rule.getNumPhases())).run();
     OpBuilder builder(update.getContext());
     builder.setInsertionPointToStart(&body);
     DenseMap<Operation *, Value> reduced; // flat opt.reduce → its phase's result

@@ -150,7 +150,8 @@ def build_torch(name, hy):
             return Lamb(params, lr=hy["lr"], bias_correction=True,
                         betas=(hy["beta1"], hy["beta2"]), eps=hy["eps"],
                         weight_decay=hy["weight_decay"], grad_averaging=True,
-                        max_grad_norm=None, trust_clip=False, always_adapt=False,
+                        max_grad_norm=hy["max_grad_norm"] or None, trust_clip=bool(hy["trust_clip"]),
+                        always_adapt=False,
                         caution=False, decoupled_decay=False, foreach=False)
         if name == "schedulefree_adamw":
             from schedulefree import AdamWScheduleFree
@@ -287,6 +288,11 @@ def ref_run(peer, hy, init, grads):
         t = t0 + 1
         if peer == "lamb":
             bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            # timm's global clipping: the norm of every tensor's gradient first.
+            clip = 1.0
+            if hy["max_grad_norm"]:
+                clip = max(math.sqrt(sum(float(np.sum(g * g)) for g in row)) / hy["max_grad_norm"], 1.0)
+            row = [g / clip for g in row]
         for k, g in enumerate(row):
             s, x = st[k], p[k]
             z = np.zeros_like(x)
@@ -470,6 +476,8 @@ def ref_run(peer, hy, init, grads):
                     u = u + wd * x
                     wn, un = np.linalg.norm(x), np.linalg.norm(u)
                     ratio = wn / un if (wn > 0 and un > 0) else 1.0
+                    if hy["trust_clip"]:
+                        ratio = min(ratio, 1.0)
                     u = u * ratio
                 x = x - lr * u
             else:
@@ -651,7 +659,7 @@ CASES = [
          data=dict(grad_scales=[1.0, 1e-2], init_scales=[1.0, 0.5], sparse_p=[0.15, 0.3],
                    zero_steps=[(60, 1)])),
     dict(name="lamb_basic", rule="lamb", peer="lamb",
-         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.01),
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.01, max_grad_norm=0, trust_clip=0),
          sizes=[64, 9, 5], steps=100, seed=1110,
          # tensor 2 starts at zero (a bias): ||p|| == 0 -> trust ratio 1 at step 1
          data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.3, 0.0],
@@ -745,6 +753,13 @@ CASES = [
          sizes=[64, 9, 5], steps=100, seed=1117,
          data=dict(grad_scales=[0.3, 1.0, 0.05], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
                    zero_steps=[(30, 1), (31, 2)], spike_p=0.1)),
+    # timm's defaults: max_grad_norm 1.0 clips most steps (the gradients'
+    # global norm is above 1 on most), LAMBC's trust clip on.
+    dict(name="lamb_clip", rule="lamb", peer="lamb",
+         hypers=dict(lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.01, max_grad_norm=1.0, trust_clip=1),
+         sizes=[64, 9, 5], steps=100, seed=1120,
+         data=dict(grad_scales=[0.2, 0.05, 0.3], init_scales=[1.0, 0.3, 0.5],
+                   sparse_p=[0.0, 0.2, 0.0], zero_steps=[(70, 1)], spike_p=0.1)),
     dict(name="sophia_refresh", rule="sophia", peer="sophia",
          hypers=dict(lr=1e-3, beta1=0.965, beta2=0.99, rho=0.04, weight_decay=0.1, bs=256),
          sizes=[64, 9], steps=100, seed=1119,
@@ -799,8 +814,10 @@ def source_of(case):
     if case["peer"] == "prodigy":
         return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
+        hy = case["hypers"]
+        clip = hy["max_grad_norm"] or None
         return (f"timm {_pkg_version('timm')} timm.optim.Lamb (bias_correction=True, "
-                f"grad_averaging=True, max_grad_norm=None, trust_clip=False, "
+                f"grad_averaging=True, max_grad_norm={clip}, trust_clip={bool(hy['trust_clip'])}, "
                 f"always_adapt=False, decoupled_decay=False, foreach=False) on torch {tv}")
     return TORCH_SRC
 
