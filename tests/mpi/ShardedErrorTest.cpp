@@ -180,6 +180,26 @@ TEST(ShardedErrors, StreamsAndSafetensorsOfAShardedOptimizerAreRefusedByName) {
   EXPECT_THROW(optimizer.importSafetensors("/tmp/never-written.safetensors"), std::logic_error);
 }
 
+// Inputs besides the gradient (Sophia's Hessian estimate) are refused by a
+// sharded step on every rank, nothing changed; the steps without one run.
+TEST(ShardedErrors, InputsAreRefusedByNameAndChangeNothing) {
+  Model model;
+  Optimizer optimizer(jitKernels("sophia", {"f32"}), shardedOptions());
+  optimizer.addGroup(model.paramPointers(), kSizes);
+  auto before = model.params;
+  optrt::StepOptions options;
+  std::vector<const void *> estimates;
+  for (const auto &g : model.grads)
+    estimates.push_back(g.data());
+  options.inputs = {{"hessian_estimate", {estimates}}};
+  std::string message = messageOf([&] { optimizer.step(model.gradPointers(), options); });
+  EXPECT_TRUE(contains(message, "a sharded optimizer takes no inputs yet")) << message;
+  EXPECT_EQ(model.params, before);
+  EXPECT_EQ(optimizer.stepCount(), 0);
+  optimizer.step(model.gradPointers());
+  EXPECT_EQ(optimizer.stepCount(), 1);
+}
+
 TEST(ShardedState, AGroupAddedMidRunMatchesOneProcess) {
   // Params of two models, one stepped in one process and one sharded.
   Model one, sharded;
