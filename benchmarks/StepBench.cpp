@@ -72,7 +72,7 @@ std::vector<size_t> shape(const std::string &name) {
 }
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
-    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}, {"sophia", {}}};
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}, {"sophia", {}}, {"lamb", {}}};
 
 const std::vector<std::string> kLayouts = {"f32",
                                            "state=bf16",
@@ -286,7 +286,7 @@ void registerAll() {
         ->UseManualTime()
         ->MinTime(seconds);
   };
-  for (const char *rule : {"adamw", "ademamix", "lion", "adam_atan2", "lookahead_adamw", "adamw_clip"})
+  for (const char *rule : {"adamw", "ademamix", "lion", "adam_atan2", "lookahead_adamw", "adamw_clip", "lamb"})
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
         add(rule, layout, shapeName, "plain", false);

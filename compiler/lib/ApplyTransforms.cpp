@@ -98,43 +98,75 @@ std::vector<std::string> transformSearchPath(const std::string &rulePath, const 
   return paths;
 }
 
-std::vector<HyperRequirement> applyTransforms(ast::Rule &rule, const SourceFile &source, DiagnosticEngine &diags) {
-  std::vector<HyperRequirement> requirements;
-  std::set<std::string> applied;
-  std::vector<ast::Stmt> stmts;
-  for (ast::Stmt &stmt : rule.stmts) {
-    if (stmt.kind != ast::StmtKind::Apply) {
-      stmts.push_back(std::move(stmt));
-      continue;
-    }
-    if (stmt.value) {
-      diags.error(stmt.value->range, "'apply " + stmt.name + "' takes no value (write 'apply " + stmt.name + ";')");
-      continue;
-    }
-    if (rule.transform) {
-      diags.error(stmt.range, "a transform cannot apply another yet; apply both in the optimizer");
-      continue;
-    }
-    if (!applied.insert(stmt.name).second) {
-      diags.error(stmt.nameRange, "transform '" + stmt.name + "' is applied twice (its states and hypers would clash)");
-      continue;
-    }
-    std::optional<ast::Rule> transform = loadTransform(stmt, source, diags);
-    if (!transform)
-      continue;
-    for (ast::Stmt &inner : transform->stmts) {
-      if (inner.kind == ast::StmtKind::Apply) {
-        diags.error(inner.range, "a transform cannot apply another yet; apply both in the optimizer");
-        diags.note(stmt.nameRange, "in transform '" + stmt.name + "' applied here");
-      } else if (inner.kind == ast::StmtKind::Hyper && !inner.value) {
-        requirements.push_back({inner.name, inner.nameRange, stmt.name, stmt.nameRange});
-      } else {
-        stmts.push_back(std::move(inner));
+namespace {
+
+/// Splices applies recursively: a transform may apply others (a clipping
+/// piece inside a larger one); each transform at most once per rule, and
+/// none inside itself.
+class Expander {
+public:
+  /// `outermost`: the transform checked on its own, if that is what the
+  /// file is (it cannot apply itself either).
+  Expander(const SourceFile &source, DiagnosticEngine &diags, const std::string &outermost)
+      : source_(source), diags_(diags) {
+    if (!outermost.empty())
+      stack_.push_back(outermost);
+  }
+
+  std::vector<ast::Stmt> expand(std::vector<ast::Stmt> stmts) {
+    std::vector<ast::Stmt> out;
+    for (ast::Stmt &stmt : stmts) {
+      if (stmt.kind != ast::StmtKind::Apply) {
+        out.push_back(std::move(stmt));
+        continue;
+      }
+      if (stmt.value) {
+        diags_.error(stmt.value->range, "'apply " + stmt.name + "' takes no value (write 'apply " + stmt.name + ";')");
+        continue;
+      }
+      if (std::find(stack_.begin(), stack_.end(), stmt.name) != stack_.end()) {
+        std::string chain;
+        for (const std::string &name : stack_)
+          chain += name + " -> ";
+        diags_.error(stmt.nameRange, "transform '" + stmt.name + "' applies itself (" + chain + stmt.name + ")");
+        continue;
+      }
+      if (!applied_.insert(stmt.name).second) {
+        diags_.error(stmt.nameRange, "transform '" + stmt.name + "' is applied twice (its states and hypers would clash)");
+        continue;
+      }
+      std::optional<ast::Rule> transform = loadTransform(stmt, source_, diags_);
+      if (!transform)
+        continue;
+      stack_.push_back(stmt.name);
+      std::vector<ast::Stmt> inner = expand(std::move(transform->stmts));
+      stack_.pop_back();
+      for (ast::Stmt &piece : inner) {
+        if (piece.kind == ast::StmtKind::Hyper && !piece.value)
+          requirements_.push_back({piece.name, piece.nameRange, stmt.name, stmt.nameRange});
+        else
+          out.push_back(std::move(piece));
       }
     }
+    return out;
   }
-  rule.stmts = std::move(stmts);
-  return requirements;
+
+  std::vector<HyperRequirement> requirements() && { return std::move(requirements_); }
+
+private:
+  const SourceFile &source_;
+  DiagnosticEngine &diags_;
+  std::set<std::string> applied_;
+  std::vector<std::string> stack_; // the transforms being expanded, outermost first
+  std::vector<HyperRequirement> requirements_;
+};
+
+} // namespace
+
+std::vector<HyperRequirement> applyTransforms(ast::Rule &rule, const SourceFile &source, DiagnosticEngine &diags) {
+  Expander expander(source, diags, rule.transform ? rule.name : std::string());
+  rule.stmts = expander.expand(std::move(rule.stmts));
+  return std::move(expander).requirements();
 }
 
 } // namespace optdsl

@@ -27,11 +27,11 @@ struct HyperRequirement {
 std::vector<std::string> transformSearchPath(const std::string &rulePath, const std::string &name);
 
 /// Replaces every `apply NAME;` of `rule` by the statements of transform
-/// NAME, each transform file included in `source`'s range space (so
-/// diagnostics and locations name the transform's file). Reports a missing
-/// or malformed transform, a value after `apply NAME`, a transform applied
-/// twice or applying another, at the apply; returns the transforms' hyper
-/// requirements.
+/// NAME (whose own applies are spliced the same way), each transform file
+/// included in `source`'s range space (so diagnostics and locations name the
+/// transform's file). Reports a missing or malformed transform, a value
+/// after `apply NAME`, a transform applied twice or inside itself, at the
+/// apply; returns the transforms' hyper requirements.
 std::vector<HyperRequirement> applyTransforms(ast::Rule &rule, const SourceFile &source, DiagnosticEngine &diags);
 
 } // namespace optdsl

@@ -94,9 +94,13 @@ private:
       auto it = scope_.find(requirement.name);
       if (it != scope_.end() && result_.symbols[it->second].cls == SymbolClass::Hyper)
         continue;
-      diags_.error(requirement.range, "transform '" + requirement.transform + "' uses hyper '" + requirement.name +
-                                          "', which optimizer '" + result_.ast.name + "' does not declare");
-      diags_.note(requirement.applyRange, "applied here");
+      // A transform checked on its own passes what the transforms it
+      // applies need on to the rules that apply it.
+      if (!result_.ast.transform) {
+        diags_.error(requirement.range, "transform '" + requirement.transform + "' uses hyper '" + requirement.name +
+                                            "', which optimizer '" + result_.ast.name + "' does not declare");
+        diags_.note(requirement.applyRange, "applied here");
+      }
       // Known from here on, so its uses raise no "unknown name" as well.
       if (it == scope_.end()) {
         result_.symbols.push_back(Symbol{requirement.name, SymbolClass::Hyper, requirement.range, ValueKind::Uniform});
