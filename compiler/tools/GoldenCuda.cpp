@@ -15,6 +15,16 @@ namespace optdsl {
 using namespace optrt::cuda;
 
 Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
+  FixedHypers fixed(golden.hypers.begin(), golden.hypers.end());
+  std::shared_ptr<const optrt::RuleKernels> host = jitCompile(rule, fixed);
+  if (golden.maxGradNorm)
+    throw NotOnCudaYet("the CUDA optimizer has no fused clipping yet (docs/training-step.md)");
+  for (const optrt::ReductionInfo &reduction : host->reductions)
+    if (reduction.groupWide)
+      throw NotOnCudaYet("the CUDA optimizer has no group-wide reductions yet (rule '" + rule.name() + "')");
+  if (!host->inputs.empty())
+    throw NotOnCudaYet("the CUDA optimizer takes no inputs yet (rule '" + rule.name() + "', input '" +
+                       host->inputs[0].name + "')");
   const Driver &d = driver();
   // Device 0's primary context, current for the rest of the process.
   static CUcontext context = [&] {
@@ -25,11 +35,8 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
     d.check(d.cuCtxPushCurrent_v2(primary), "cuCtxPushCurrent_v2");
     return primary;
   }();
-  if (golden.maxGradNorm)
-    throw std::runtime_error("the CUDA optimizer has no fused clipping yet (docs/training-step.md); case '" +
-                             golden.name + "' clips");
-  auto device = std::make_shared<optrt::CudaKernels>(cudaCompile(rule));
-  optrt::CudaOptimizer optimizer(jitCompile(rule), device);
+  auto device = std::make_shared<optrt::CudaKernels>(cudaCompile(rule, fixed));
+  optrt::CudaOptimizer optimizer(host, device);
 
   std::vector<DeviceMemory> params, grads;
   std::vector<optrt::DevicePtr> paramPointers, gradPointers;
@@ -42,8 +49,7 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
-  optimizer.addGroup(paramPointers, golden.sizes,
-                     std::map<std::string, double>(golden.hypers.begin(), golden.hypers.end()));
+  optimizer.addGroup(paramPointers, golden.sizes); // the case's hypers are fixed into the kernels
   Trajectory trajectory;
   for (size_t t = 0; t < golden.steps; ++t) {
     for (size_t k = 0; k < golden.sizes.size(); ++k) {
