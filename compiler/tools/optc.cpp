@@ -133,6 +133,9 @@ int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &
     }
     out << "bytes per parameter over " << params << " parameters in " << sizes.size()
         << " tensors; q8 states of tensors under 4096 elements are kept in f32\n";
+    // Inputs are the trainer's memory, as the gradients are, not the optimizer's.
+    for (const optrt::InputInfo &input : kernels.signature.inputs)
+      out << "input " << input.name << ": held by the trainer, stored like the grad (not counted above)\n";
   });
 }
 
