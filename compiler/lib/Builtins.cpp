@@ -4,7 +4,7 @@
 
 namespace optdsl {
 
-static constexpr std::array<BuiltinInfo, 27> kBuiltins = {{
+static constexpr std::array<BuiltinInfo, 28> kBuiltins = {{
     {"sqrt", Builtin::Sqrt, 1, false},      {"rsqrt", Builtin::Rsqrt, 1, false},
     {"exp", Builtin::Exp, 1, false},        {"log", Builtin::Log, 1, false},
     {"abs", Builtin::Abs, 1, false},        {"sign", Builtin::Sign, 1, false},
@@ -14,7 +14,7 @@ static constexpr std::array<BuiltinInfo, 27> kBuiltins = {{
     {"mod", Builtin::Mod, 2, false},        {"atan2", Builtin::Atan2, 2, false},
     {"cos", Builtin::Cos, 1, false},        {"sin", Builtin::Sin, 1, false},
     {"tanh", Builtin::Tanh, 1, false},      {"initial", Builtin::Initial, 1, false},
-    {"given", Builtin::Given, 1, false},
+    {"given", Builtin::Given, 1, false},     {"random", Builtin::Random, 1, false},
     {"sum", Builtin::ReduceSum, 1, true},
     {"norm", Builtin::ReduceNorm, 1, true}, {"mean", Builtin::ReduceMean, 1, true},
     {"max", Builtin::ReduceMax, 1, true},

@@ -1,5 +1,7 @@
 #include "optdsl/Interpreter.h"
 
+#include "optrt/Storage.h"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -116,6 +118,7 @@ class Evaluator;
 /// and combines them in tensor order, once per step.
 struct Group {
   std::vector<Evaluator *> tensors;
+  std::vector<uint32_t> randomKeys; // per tensor: its key for random() (optrt::stochasticBits)
   std::vector<bool> given; // per input slot: whether the trainer passed it this step
   std::map<const ast::Expr *, double> groupValues;
 };
@@ -132,6 +135,8 @@ public:
     case ast::ExprKind::Call:
       if (expr.builtin == Builtin::Initial)
         return env_[expr.symbol]; // the hidden scalar state
+      if (expr.builtin == Builtin::Random)
+        return random(static_cast<uint32_t>(expr.operands[0]->number));
       if (expr.builtin == Builtin::Given)
         return Value::of(group_->given.at(rule_.symbol(expr.operands[0]->symbol).slot) ? 1.0 : 0.0);
       if (builtinInfo(expr.builtin).groupWide)
@@ -147,6 +152,22 @@ public:
   }
 
 private:
+  /// random(stream) of every element, as the kernels draw it.
+  Value random(uint32_t stream) const {
+    uint32_t key = group_->randomKeys.at(tensorIndex()) ^ optrt::randomStreamSalt(stream);
+    std::vector<double> values(size_);
+    for (size_t i = 0; i < size_; ++i)
+      values[i] = optrt::uniformFromBits(optrt::stochasticBitsFromKey(key, i));
+    return Value::of(std::move(values));
+  }
+
+  size_t tensorIndex() const {
+    for (size_t k = 0; k < group_->tensors.size(); ++k)
+      if (group_->tensors[k] == this)
+        return k;
+    return 0;
+  }
+
   double groupReduce(const ast::Expr &expr) {
     auto cached = group_->groupValues.find(&expr);
     if (cached != group_->groupValues.end())
@@ -243,7 +264,7 @@ TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues
 
 void Interpreter::step(std::vector<TensorState> &tensors,
                        const std::vector<std::vector<double>> &grads, int64_t step,
-                       const HyperValues &hypers, const StepInputs &inputs) const {
+                       const HyperValues &hypers, const StepInputs &inputs, const RandomSource &random) const {
   if (grads.size() != tensors.size())
     throw std::invalid_argument("got " + std::to_string(grads.size()) + " gradients for " +
                                 std::to_string(tensors.size()) + " tensors");
@@ -284,6 +305,9 @@ void Interpreter::step(std::vector<TensorState> &tensors,
   std::vector<std::unique_ptr<Evaluator>> evaluators;
   Group group;
   group.given = given;
+  uint64_t optimizerStep = static_cast<uint64_t>(random.optimizerStep > 0 ? random.optimizerStep : step);
+  for (size_t k = 0; k < tensors.size(); ++k)
+    group.randomKeys.push_back(optrt::stochasticBits(random.seed, optimizerStep, random.firstTensor + k));
   for (size_t k = 0; k < numTensors; ++k) {
     std::vector<Value> &env = envs[k];
     TensorState &tensor = tensors[k];

@@ -331,6 +331,9 @@ private:
                                                symbolRef(rule_.symbol(expr.symbol).name));
     if (expr.builtin == Builtin::Given)
       return inputGiven(at, rule_.symbol(expr.operands[0]->symbol).name);
+    if (expr.builtin == Builtin::Random)
+      return builder_.create<opt::RandomOp>(at, builder_.getF32Type(),
+                                            builder_.getI64IntegerAttr(static_cast<int64_t>(expr.operands[0]->number)));
     if (builtinInfo(expr.builtin).isReduction) {
       const ast::Expr &argument = *expr.operands[0];
       Value input = toFloat(gen(argument), true, argument.range);

@@ -486,6 +486,10 @@ private:
       checkGiven(expr);
       return;
     }
+    if (info->id == Builtin::Random) {
+      checkRandom(expr);
+      return;
+    }
     if (info->isReduction) {
       if (initialValueOf_ >= 0) {
         diags_.error(expr.range, "the initial value of '" +
@@ -590,6 +594,24 @@ private:
     argument.valueKind = ValueKind::Elementwise;
     result_.symbols[input].tested = true;
     expr.valueKind = ValueKind::Uniform;
+    expr.phase = 0;
+  }
+
+  /// `random(STREAM)`: per element, uniform in [0, 1); STREAM, a whole
+  /// number from 0 to 65535, picks independent draws (random(0) and
+  /// random(1) in one statement differ).
+  void checkRandom(ast::Expr &expr) {
+    const ast::Expr &argument = *expr.operands[0];
+    bool whole = argument.kind == ast::ExprKind::Number && argument.number >= 0 && argument.number <= 65535 &&
+                 argument.number == std::floor(argument.number);
+    if (!whole) {
+      diags_.error(argument.range, "random() takes a stream number: a whole number from 0 to 65535");
+      return;
+    }
+    if (refusedInInitialValue(expr, "random(): draws come with steps"))
+      return;
+    result_.usesRandom = true;
+    expr.valueKind = ValueKind::Elementwise;
     expr.phase = 0;
   }
 

@@ -62,6 +62,7 @@ public:
     }
     for (const optdsl_input &input : array(artifact_.inputs, artifact_.num_inputs, "inputs"))
       rule.inputs.push_back({string(input.name, "input name"), input.optional != 0});
+    rule.usesRandom = artifact_.uses_random != 0;
     if (artifact_.num_phases < 1)
       fail("num_phases is " + std::to_string(artifact_.num_phases));
     size_t phases = static_cast<size_t>(artifact_.num_phases);

@@ -340,9 +340,9 @@ void Optimizer::Impl::runPhase(int phase) {
   for (size_t t = 0; t < tensors.size(); ++t)
     uniformsFn(groups[tensors[t].group].hypers.data(), tensorStep(t), scalars.data() + t * numScalar,
                reductions.data() + t * numReductions, uniforms.data() + t * uniformStride());
-  if (layout.parsedLayout().stochastic) {
-    // The optimizer's step, not the group's: a tensor's rounding bits never
-    // repeat, whenever its group was added.
+  if (tensorKeys()) {
+    // The optimizer's step, not the group's: a tensor's rounding bits and
+    // draws never repeat, whenever its group was added.
     size_t slot = static_cast<size_t>(rule.numUniforms[phase]);
     uint64_t step = static_cast<uint64_t>(stepCount + 1);
     for (size_t t = 0; t < tensors.size(); ++t) {

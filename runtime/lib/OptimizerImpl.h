@@ -120,10 +120,10 @@ struct Optimizer::Impl {
   std::vector<uint8_t> gradJoins; // the same for this step's gradients
   double commSeconds = 0;       // of the current step
   size_t buffersPerTensor() const { return layout.layout().buffers.size(); }
-  // One more slot for the stochastic-rounding key of layouts that need it.
-  size_t uniformStride() const {
-    return std::max<size_t>(1, layout.maxUniforms() + (layout.parsedLayout().stochastic ? 1 : 0));
-  }
+  // Whether kernels read each tensor's key (stochastic rounding, random()),
+  // in one more uniform slot.
+  bool tensorKeys() const { return layout.parsedLayout().stochastic || layout.rule().usesRandom; }
+  size_t uniformStride() const { return std::max<size_t>(1, layout.maxUniforms() + (tensorKeys() ? 1 : 0)); }
   size_t partialStride() const {
     size_t lines =
         std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);

@@ -13,6 +13,7 @@ enum class Builtin {
   Floor, Mod, Atan2, Cos, Sin, Tanh,
   Initial, // initial(hyper): its value when the group was added (a hidden scalar state)
   Given,   // given(input): 1 when the trainer passed the input this step, else 0
+  Random,  // random(stream): per element, uniform in [0, 1), counter-based (seeded, reproducible)
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
   // Over every tensor of the parameter group (BuiltinInfo::groupWide).
   GroupSum, GroupNorm, GroupMean, GroupMax,

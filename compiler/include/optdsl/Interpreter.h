@@ -27,6 +27,17 @@ using HyperValues = std::vector<double>;
 /// end: not given either).
 using StepInputs = std::vector<std::vector<std::vector<double>>>;
 
+/// Where `random(stream)` draws from, as optrt::Optimizer does it
+/// (optrt/Storage.h randomStreamSalt): its seed, its step count (the
+/// optimizer's, counting every group), and the index of this group's first
+/// tensor among all of the optimizer's. optimizerStep 0 stands for the
+/// group's `step` (one group from the start: the same).
+struct RandomSource {
+  uint32_t seed = 0;
+  int64_t optimizerStep = 0;
+  uint64_t firstTensor = 0;
+};
+
 class Interpreter {
 public:
   explicit Interpreter(const CheckedRule &rule) : rule_(rule) {}
@@ -47,7 +58,8 @@ public:
   /// declares, or when an input the rule never tests with given() has no
   /// value.
   void step(std::vector<TensorState> &tensors, const std::vector<std::vector<double>> &grads,
-            int64_t step, const HyperValues &hypers, const StepInputs &inputs = {}) const;
+            int64_t step, const HyperValues &hypers, const StepInputs &inputs = {},
+            const RandomSource &random = {}) const;
 
 private:
   const CheckedRule &rule_;

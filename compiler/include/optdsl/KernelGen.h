@@ -24,6 +24,7 @@ struct KernelSignature {
   std::vector<optrt::StateInfo> states;
   std::vector<optrt::ReductionInfo> reductions;
   std::vector<optrt::InputInfo> inputs; // declaration order
+  bool usesRandom = false;              // random(): the kernels read the tensor's key
   int numPhases = 1;
   std::vector<int> numUniforms; // per phase
   /// The storage layouts compiled, each with its kernels' buffers

@@ -56,6 +56,7 @@ struct CheckedRule {
   std::vector<int> states;
   std::vector<int> scalarStates;
   std::vector<int> inputs;       // `input NAME;`, declaration order
+  bool usesRandom = false;       // some `random(stream)` (the kernels need the tensor's key)
   std::vector<int> body;         // indices into ast.stmts of Let and Assign statements
   std::vector<const ast::Expr *> reductions;
   int numPhases = 1;

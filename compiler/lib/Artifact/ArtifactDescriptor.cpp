@@ -69,7 +69,7 @@ public:
                    array(numUniforms, i32_), function(initFunctionName(signature.rule)),
                    array(uniforms, ptr_), function(scalarUpdateFunctionName(signature.rule)),
                    array(layouts), u32(variants.size()), u32(0), array(variants),
-                   u32(inputs.size()), u32(0), array(inputs)});
+                   u32(inputs.size()), u32(signature.usesRandom ? 1 : 0), array(inputs)});
   }
 
   llvm::Type *i32() const { return i32_; }

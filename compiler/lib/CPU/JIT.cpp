@@ -77,6 +77,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->states = signature.states;
   result->reductions = signature.reductions;
   result->inputs = signature.inputs;
+  result->usesRandom = signature.usesRandom;
   result->numPhases = signature.numPhases;
   result->numUniforms = signature.numUniforms;
   mlir::ExecutionEngine &jit = *result->engine;

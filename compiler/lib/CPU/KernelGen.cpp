@@ -140,12 +140,14 @@ private:
         signature_.states.push_back({state.getSymName().str(), state.getScalar()});
       } else if (auto input = dyn_cast<opt::InputOp>(op)) {
         signature_.inputs.push_back({input.getSymName().str(), input.getOptional()});
+
       } else if (auto update = dyn_cast<opt::UpdateOp>(op)) {
         update_ = update;
       }
     }
     if (!update_)
       return rule_.emitError("rule has no opt.update");
+    update_.walk([&](opt::RandomOp) { signature_.usesRandom = true; });
     for (opt::PhaseOp phase : update_.getBody().front().getOps<opt::PhaseOp>()) {
       for (auto [k, kind] : llvm::enumerate(phase.getReduce())) {
         reductionIndex_[phase.getResult(k)] = static_cast<int>(signature_.reductions.size());
@@ -338,6 +340,9 @@ private:
       builder.create<LLVM::StoreOp>(loc, builder.create<arith::SelectOp>(loc, larger, magnitude, before), accumulator, 4);
     };
     access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) { return prologueUniform(slot, type, loc); };
+    access.random = [=, this](OpBuilder &builder, Location loc, int64_t stream) {
+      return codegen::randomUniform(builder, loc, stochasticKey_, stream, index, width);
+    };
     return access;
   }
 
@@ -374,10 +379,10 @@ private:
     bufferBase_.clear();
     for (int b = 0; b < static_cast<int>(plan.buffers.size()); ++b)
       bufferBase_[b] = loadAt(loc, ptr(), buffers, b);
-    // Stochastic rounding's per-tensor key: the u32 the runtime stores in
-    // the uniform slot right after the rule's own (bit-cast into the f32
-    // array).
-    if (plan.stochastic)
+    // The per-tensor key of stochastic rounding and random(): the u32 the
+    // runtime stores in the uniform slot right after the rule's own
+    // (bit-cast into the f32 array).
+    if (plan.stochastic || signature_.usesRandom)
       stochasticKey_ = loadAt(loc, builder_.getI32Type(), uniformsArg_,
                               static_cast<int64_t>(phase.getElementBody().getNumArguments()));
     // Uniform loads are inserted before this marker, ahead of both loops.

@@ -157,9 +157,9 @@ private:
         facts_.fixedHypers.emplace_back(hyper.name, hyper.defaultValue);
     facts_.blockSize = kCudaBlockSize;
     facts_.buffersPerTensor = static_cast<int>(plan_.buffers.size());
-    // Stochastic rounding's per-tensor key goes in the slot after the rule's
-    // uniforms, as on the CPU.
-    facts_.uniformStride = std::max(1, maxUniforms + (plan_.stochastic ? 1 : 0));
+    // The per-tensor key of stochastic rounding and random() goes in the
+    // slot after the rule's uniforms, as on the CPU.
+    facts_.uniformStride = std::max(1, maxUniforms + (plan_.stochastic || sig_.usesRandom ? 1 : 0));
     facts_.partialStride = static_cast<int>(std::max<int64_t>(1, maxPerPhase));
     facts_.uniformsEntries.clear();
     facts_.elementEntries.clear();
@@ -277,7 +277,7 @@ private:
           ValueRange{groupHypers, step, gep(scalars, mul(t, constI64(numScalars_)), f64()),
                      gep(reductions, mul(t, constI64(numReductions_)), f64()),
                      gep(uniforms, mul(t, constI64(facts_.uniformStride)), f32())});
-      if (plan_.stochastic) {
+      if (plan_.stochastic || sig_.usesRandom) {
         // optrt::stochasticBits(seed, step, t), the CPU runtime's per-tensor
         // key, here because the step lives on the device. The seed is the
         // u32 after the step counter.
@@ -401,6 +401,9 @@ private:
     access.uniform = [this](OpBuilder &, Location loc, int slot, Type type) {
       return chunkUniform(slot, type, loc);
     };
+    access.random = [=, this](OpBuilder &builder, Location loc, int64_t stream) {
+      return codegen::randomUniform(builder, loc, stochasticKey(loc), stream, index, width);
+    };
     return access;
   }
 
@@ -418,8 +421,8 @@ private:
     return result;
   }
 
-  /// The tensor's stochastic-rounding key (the u32 in the slot after the
-  /// rule's uniforms), loaded once per chunk.
+  /// The tensor's key of stochastic rounding and random() (the u32 in the
+  /// slot after the rule's uniforms), loaded once per chunk.
   Value stochasticKey(Location loc) {
     if (stochasticKey_)
       return stochasticKey_;

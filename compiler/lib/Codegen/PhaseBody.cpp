@@ -89,6 +89,8 @@ private:
       result = load(loc, BufferLayout::kGrad);
     } else if (auto input = dyn_cast<opt::GetInputOp>(op)) {
       result = loadInput(loc, input);
+    } else if (auto random = dyn_cast<opt::RandomOp>(op)) {
+      result = access_.random(builder_, loc, static_cast<int64_t>(random.getStream()));
     } else if (auto read = dyn_cast<opt::LoadStateOp>(op); read && read.getType().isF32()) {
       result = load(loc, buffers_.state(read.getState()));
     } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {

@@ -99,6 +99,8 @@ private:
       return reload.getState() && *reload.getState() == state_ ? Bounds::nonNegative() : Bounds::unknown();
     if (isa<opt::StepOp>(op))
       return {1.0, kInf};
+    if (isa<opt::RandomOp>(op))
+      return {0.0, 1.0};
     if (isa<math::SqrtOp>(op)) {
       Bounds x = operand(0); // sqrt of a negative is NaN: allowed
       return {std::sqrt(std::max(x.lower, 0.0)), std::sqrt(std::max(x.upper, 0.0))};

@@ -1,5 +1,7 @@
 #include "optdsl/Codegen/StorageArith.h"
 
+#include "optrt/Storage.h"
+
 #include "mlir/Dialect/Arith/IR/Arith.h"
 #include "mlir/Dialect/Math/IR/Math.h"
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
@@ -227,6 +229,18 @@ Value stochasticKeyBits(OpBuilder &builder, Location loc, Value seed, Value step
 }
 
 int32_t stochasticSalt(int buffer) { return static_cast<int32_t>(static_cast<uint32_t>(buffer) * 0x9E3779B9u); }
+
+Value randomUniform(OpBuilder &builder, Location loc, Value key, int64_t stream, Value index, int64_t width) {
+  Value salt = builder.create<arith::ConstantOp>(
+      loc, builder.getI32IntegerAttr(static_cast<int32_t>(optrt::randomStreamSalt(static_cast<uint32_t>(stream)))));
+  Value bits = stochasticBits(builder, loc, builder.create<arith::XOrIOp>(loc, key, salt), index, width);
+  Type f32 = lanesOf(builder.getF32Type(), width);
+  // The top 24 bits, exact in f32, times 2^-24: [0, 1).
+  Value top = builder.create<arith::ShRUIOp>(loc, bits, splatInt(builder, loc, builder.getI32Type(), 8, width));
+  Value value = builder.create<arith::UIToFPOp>(loc, f32, top);
+  Value scale = broadcast(builder, loc, builder.create<arith::ConstantOp>(loc, builder.getF32FloatAttr(0x1p-24f)), width);
+  return builder.create<arith::MulFOp>(loc, value, scale);
+}
 
 Value joinMaster(OpBuilder &builder, Location loc, Value param, Value remainder) {
   IntLanes l{builder, loc, widthOf(param)};

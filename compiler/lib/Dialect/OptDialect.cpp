@@ -76,7 +76,7 @@ LogicalResult ReduceOp::verify() { return verifyReductionKind(*this, getKind());
 /// Reads or writes one element's buffer: belongs in a phase's element
 /// region (or, in the flat form, directly in the update).
 static bool isPerElement(Operation *op) {
-  if (isa<ParamOp, GradOp, GetInputOp, ReloadOp, StoreParamOp, ReduceOp>(op))
+  if (isa<ParamOp, GradOp, GetInputOp, RandomOp, ReloadOp, StoreParamOp, ReduceOp>(op))
     return true;
   if (auto load = dyn_cast<LoadStateOp>(op))
     return load.getType().isF32();

@@ -16,7 +16,7 @@ using namespace mlir;
 
 /// Reads an element's buffer: where per-element values start.
 bool readsElement(Operation *op) {
-  if (isa<opt::ParamOp, opt::GradOp, opt::GetInputOp, opt::ReloadOp>(op))
+  if (isa<opt::ParamOp, opt::GradOp, opt::GetInputOp, opt::RandomOp, opt::ReloadOp>(op))
     return true;
   auto load = dyn_cast<opt::LoadStateOp>(op);
   return load && load.getType().isF32();

@@ -156,6 +156,9 @@ struct RuleKernels {
   std::vector<StateInfo> states;         ///< declaration order, scalar and elementwise mixed
   std::vector<ReductionInfo> reductions; ///< grouped by phase, ascending
   std::vector<InputInfo> inputs;         ///< declaration order
+  /// The rule draws random(stream): its kernels read each tensor's key in the
+  /// uniform slot after the rule's own, as stochastic rounding does.
+  bool usesRandom = false;
   int numPhases = 1; ///< passes over memory per step
   std::vector<int> numUniforms;          ///< per phase
   InitFn init = nullptr; ///< initial state values

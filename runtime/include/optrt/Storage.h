@@ -55,6 +55,15 @@ uint32_t stochasticKey(uint32_t seed, uint64_t step);
 /// The per-element half: stochasticBits(s, t, i) == stochasticBitsFromKey(stochasticKey(s, t), i).
 uint32_t stochasticBitsFromKey(uint32_t key, uint64_t index);
 
+/// `random(stream)` in a rule (dsl/README.md): element i of tensor t at
+/// optimizer step s draws stochasticBitsFromKey(stochasticBits(seed, s, t) ^
+/// randomStreamSalt(stream), i), the tensor's rounding key with a salt per
+/// stream, so streams, tensors, steps and elements never share bits.
+inline uint32_t randomStreamSalt(uint32_t stream) { return 0xA511E9B3u ^ (stream * 0x85EBCA77u); }
+/// The value in [0, 1) of 32 random bits: their top 24, times 2^-24 (exact
+/// in f32 and f64).
+inline double uniformFromBits(uint32_t bits) { return static_cast<double>(bits >> 8) * 0x1p-24; }
+
 /// f32 -> bf16 / f16, stochastically: with lo the value rounded toward zero
 /// and frac in [0, 1) the remaining part of |x| in units of the format's
 /// spacing at lo, the result is the neighbour away from zero iff

@@ -24,7 +24,8 @@ extern "C" {
 
 /* 2: hypers carry their declared range.
  * 3: kernels for several CPUs in one artifact (optdsl_cpu_variant).
- * 4: per-element inputs besides the gradient (optdsl_input, OPTDSL_BUFFER_INPUT). */
+ * 4: per-element inputs besides the gradient (optdsl_input, OPTDSL_BUFFER_INPUT);
+ *    random() (uses_random). */
 #define OPTDSL_ABI_VERSION 4u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
@@ -210,7 +211,7 @@ typedef struct optdsl_artifact {
   uint32_t reserved_variants;          /**< 0 */
   const optdsl_cpu_variant *variants;  /**< num_variants entries */
   uint32_t num_inputs;                 /**< entries of inputs */
-  uint32_t reserved_inputs;            /**< 0 */
+  uint32_t uses_random;                /**< 1: the kernels read each tensor's key (random()) as stochastic rounding does */
   const optdsl_input *inputs;          /**< declaration order */
 } optdsl_artifact;
 

@@ -110,7 +110,7 @@ void checkConsistent(const RuleLayout &layout, const LayoutKernels &host, const 
   }
   if ((layout.numScalar() > 0) == k->scalarsEntry.empty() || k->advanceEntry.empty())
     fail("the CUDA kernels' scalar-state or advance entry does not match the rule");
-  size_t keySlot = layout.parsedLayout().stochastic ? 1 : 0;
+  size_t keySlot = layout.parsedLayout().stochastic || rule.usesRandom ? 1 : 0;
   if (k->layout != host.name)
     fail("the CUDA kernels are for layout '" + k->layout + "', not '" + host.name + "'");
   if (k->blockSize <= 0 || k->blockSize > 1024 ||

@@ -53,6 +53,10 @@ struct ElementAccess {
   /// one scalar of `type`, f32 or i1; the body broadcasts it to the lanes.
   /// Called once per slot, before anything else.
   std::function<mlir::Value(mlir::OpBuilder &, mlir::Location, int slot, mlir::Type type)> uniform;
+  /// The current element(s)' draw of random stream `stream` (opt.random),
+  /// as the load's type: optrt::uniformFromBits of
+  /// optrt::stochasticBitsFromKey(tensor key ^ randomStreamSalt(stream), index).
+  std::function<mlir::Value(mlir::OpBuilder &, mlir::Location, int64_t stream)> random;
 };
 
 /// f32/i1 (width 1) or vector<width x ...> of it.

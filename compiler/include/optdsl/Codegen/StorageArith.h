@@ -57,6 +57,11 @@ mlir::Value stochasticKeyBits(mlir::OpBuilder &builder, mlir::Location loc, mlir
 /// The salt of buffer `buffer` of a layout: its bits use key ^ salt, so a
 /// param and its states never share bits.
 int32_t stochasticSalt(int buffer);
+/// `random(stream)` (opt.random) for `width` lanes from element `index` (i64):
+/// optrt::uniformFromBits(stochasticBitsFromKey(key ^ randomStreamSalt(stream),
+/// index + lane)) as f32 lanes, key the tensor's i32 key.
+mlir::Value randomUniform(mlir::OpBuilder &builder, mlir::Location loc, mlir::Value key, int64_t stream,
+                          mlir::Value index, int64_t width);
 
 // --- bf16 param + 16-bit remainder ------------------------------------------------
 /// optrt::joinMaster on i16 lanes (param, remainder) -> f32 lanes.

@@ -285,6 +285,22 @@ def Opt_GetInputOp : Opt_Op<"get_input", [Pure, DeclareOpInterfaceMethods<Symbol
   let assemblyFormat = "$input (`if` $given^)? attr-dict `:` type($result)";
 }
 
+def Opt_RandomOp : Opt_Op<"random", [Pure]> {
+  let summary = "The element's draw of a counter-based random stream";
+  let description = [{
+    `random(stream)` in the source: uniform in [0, 1) (24 random bits times
+    2^-24), a function of the runtime's seed, the optimizer's step, the
+    tensor, `stream` and the element's index (optrt/Storage.h
+    randomStreamSalt), so every backend, layout and thread count draws the
+    same values.
+
+    Example: `%u = opt.random 0 : f32`
+  }];
+  let arguments = (ins I64Attr:$stream);
+  let results = (outs F32:$result);
+  let assemblyFormat = "$stream attr-dict `:` type($result)";
+}
+
 def Opt_LoadStateOp : Opt_Op<"load_state", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "A state's value at the start of the step";
   let description = [{
