@@ -55,6 +55,7 @@ void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels
     EXPECT_EQ(a.reductions[i].kind, b.reductions[i].kind);
     EXPECT_EQ(a.reductions[i].phase, b.reductions[i].phase);
   }
+  EXPECT_EQ(a.usesRandom, b.usesRandom);
   ASSERT_EQ(a.inputs.size(), b.inputs.size());
   for (size_t i = 0; i < a.inputs.size(); ++i) {
     EXPECT_EQ(a.inputs[i].name, b.inputs[i].name);
@@ -135,6 +136,17 @@ TEST_P(EveryRuleArtifact, DescribesWhatTheJitDescribes) {
 TEST_P(EveryRuleArtifact, StepsBitwiseLikeTheJit) {
   expectSameSteps(optrt::loadArtifact(artifactPath(GetParam())), jit(GetParam()),
                   test::kBranchHypers.at(GetParam()), 7);
+}
+
+// random() through the C ABI: the flag, and the same draws as the JIT.
+TEST(Artifact, RandomDrawsStepLikeTheJit) {
+  auto artifact = optrt::loadArtifact(artifactPath("noisy_sgd"));
+  auto reference = jitCompileFile(std::string(ARTIFACT_RULES_DIR) + "/noisy_sgd.opt");
+  EXPECT_TRUE(artifact->usesRandom);
+  EXPECT_TRUE(reference->usesRandom);
+  EXPECT_FALSE(jit("adamw")->usesRandom);
+  expectSameDescription(*artifact, *reference);
+  expectSameSteps(artifact, reference, {{"noise_eta", 0.3}}, 9);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRuleArtifact,

@@ -844,6 +844,63 @@ TEST(InterpreterInputs, MisuseThrowsBeforeAnythingChanges) {
   expectThrows({{{1, 2}}, {{1, 2}}}, "got values for 2 inputs; 'f' declares 1");
 }
 
+// random(stream): [0, 1), the same draws for the same (seed, step, tensor,
+// element), different ones when any of them or the stream changes, and
+// uniform (mean 1/2 within 5 standard errors over 20000 draws).
+TEST(InterpreterRandom, CounterBasedDraws) {
+  std::optional<CheckedRule> rule =
+      compile("optimizer f { state a; state b; a = random(0); b = random(1); param = param - grad; }");
+  ASSERT_TRUE(rule);
+  EXPECT_TRUE(rule->usesRandom);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  auto draw = [&](RandomSource source, int64_t step) {
+    std::vector<TensorState> tensors{interpreter.initTensor(Vec(10000, 0), values),
+                                     interpreter.initTensor(Vec(10000, 0), values)};
+    interpreter.step(tensors, {Vec(10000, 0), Vec(10000, 0)}, step, values, {}, source);
+    return tensors;
+  };
+  std::vector<TensorState> base = draw({7, 0, 0}, 1);
+  double sum = 0;
+  for (double x : base[0].states[0]) {
+    ASSERT_GE(x, 0.0);
+    ASSERT_LT(x, 1.0);
+    ASSERT_EQ(x, std::ldexp(std::floor(std::ldexp(x, 24)), -24)) << "24 bits, exact in f32";
+    sum += x;
+  }
+  EXPECT_NEAR(sum / 10000, 0.5, 5 * std::sqrt(1.0 / 12 / 10000));
+  EXPECT_EQ(draw({7, 0, 0}, 1)[0].states, base[0].states) << "reproducible";
+  EXPECT_NE(base[0].states[0], base[0].states[1]) << "streams differ";
+  EXPECT_NE(base[0].states[0], base[1].states[0]) << "tensors differ";
+  EXPECT_NE(draw({7, 0, 0}, 2)[0].states[0], base[0].states[0]) << "steps differ";
+  EXPECT_NE(draw({8, 0, 0}, 1)[0].states[0], base[0].states[0]) << "seeds differ";
+  EXPECT_EQ(draw({7, 0, 1}, 1)[0].states[0], base[1].states[0]) << "the tensor index is the optimizer's";
+  EXPECT_EQ(draw({7, 1, 0}, 5)[0].states[0], base[0].states[0]) << "the step is the optimizer's";
+}
+
+// The library's gradient_noise transform: N(0, eta / (1 + step)^gamma) per
+// element (mean within 5 standard errors of 0, variance within 5 of sigma^2
+// over 20000 draws).
+TEST(InterpreterTransforms, GradientNoiseIsGaussianWithTheAnnealedVariance) {
+  std::optional<CheckedRule> rule =
+      compile("optimizer f { hyper lr = 1; apply gradient_noise; param = param - lr * grad; }");
+  ASSERT_TRUE(rule);
+  Interpreter interpreter(*rule);
+  HyperValues values = interpreter.defaultHypers();
+  interpreter.setHyper(values, "noise_eta", 0.3);
+  const size_t n = 20000;
+  std::vector<TensorState> tensors{interpreter.initTensor(Vec(n, 0.0), values)};
+  interpreter.step(tensors, {Vec(n, 0.0)}, 3, values, {}, {5, 3, 0});
+  double variance = 0.3 / std::pow(1 + 3, 0.55), sum = 0, squares = 0;
+  for (double x : tensors[0].param) {
+    sum += x;
+    squares += x * x;
+  }
+  double mean = sum / n;
+  EXPECT_NEAR(mean, 0.0, 5 * std::sqrt(variance / n));
+  EXPECT_NEAR(squares / n, variance, 5 * variance * std::sqrt(2.0 / n));
+}
+
 // A library transform applied by a rule written elsewhere: the rule's own
 // update, then the transform's state sees the updated params.
 TEST(InterpreterTransforms, ParamEmaFollowsTheUpdatedParams) {

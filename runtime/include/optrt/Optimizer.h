@@ -61,12 +61,14 @@ struct OptimizerOptions {
   /// layouts chunkElements must be a multiple of 256 (a block never spans
   /// two chunks).
   size_t smallTensorElements = 4096;
-  /// Seed of stochastic rounding (layouts with rounding=stochastic). Tensor t
-  /// (0, 1, ... in addGroup order) at step s gets the key
-  /// stochasticBits(seed, s, t) (Storage.h), passed to its kernels in the
-  /// uniform slot after the rule's own; buffer b of its layout rounds element
-  /// i with stochasticBitsFromKey(key ^ b * 0x9E3779B9, i). Nothing depends
-  /// on threads or chunks: results are reproducible for any thread count.
+  /// Seed of stochastic rounding (layouts with rounding=stochastic) and of a
+  /// rule's random(stream). Tensor t (0, 1, ... in addGroup order) at step s
+  /// gets the key stochasticBits(seed, s, t) (Storage.h), passed to its
+  /// kernels in the uniform slot after the rule's own; buffer b of its
+  /// layout rounds element i with stochasticBitsFromKey(key ^ b * 0x9E3779B9,
+  /// i), and random(k) draws uniformFromBits(stochasticBitsFromKey(key ^
+  /// randomStreamSalt(k), i)). Nothing depends on threads or chunks:
+  /// results are reproducible for any thread count.
   uint32_t seed = 0;
   /// Shards the state across the ranks of this communicator (ZeRO stage 1,
   /// docs/sharding.md): every rank passes the same rule, options and groups
