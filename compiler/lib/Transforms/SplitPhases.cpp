@@ -123,16 +123,9 @@ private:
   /// reductions are uniforms, not reads).
   std::set<const void *> readsOf(Value value) const {
     std::set<const void *> keys;
-    std::vector<Value> work{value};
-    DenseSet<Value> seen;
-    while (!work.empty()) {
-      Value v = work.back();
-      work.pop_back();
-      if (!seen.insert(v).second)
-        continue;
-      Operation *op = v.getDefiningOp();
-      if (!op || isa<opt::ReduceOp>(op))
-        continue;
+    eachDefiningOp(value, [&](Operation *op) {
+      if (isa<opt::ReduceOp>(op))
+        return Walk::Skip;
       if (isa<opt::ParamOp>(op))
         keys.insert(paramKey());
       else if (isa<opt::GradOp>(op))
@@ -141,9 +134,8 @@ private:
         keys.insert(input.getInputAttr().getAttr().getAsOpaquePointer());
       else if (auto load = dyn_cast<opt::LoadStateOp>(op); load && load.getType().isF32())
         keys.insert(keyOf(load.getStateAttr()));
-      for (Value operand : op->getOperands())
-        work.push_back(operand);
-    }
+      return Walk::Descend;
+    });
     return keys;
   }
 
@@ -186,24 +178,36 @@ private:
   }
 
   static bool dependsOn(Value value, opt::ReduceOp reduce) {
-    std::vector<Value> work{value};
+    bool found = false;
+    eachDefiningOp(value, [&](Operation *op) {
+      if (op == reduce.getOperation()) {
+        found = true;
+        return Walk::Stop;
+      }
+      // Another reduction's argument is in its own phase.
+      return isa<opt::ReduceOp>(op) ? Walk::Skip : Walk::Descend;
+    });
+    return found;
+  }
+
+  enum class Walk { Descend, Skip, Stop };
+  /// Calls visit once on each operation `root` is computed from, operands
+  /// after their user, as long as it says Descend.
+  template <typename Visit> static void eachDefiningOp(Value root, Visit visit) {
+    std::vector<Value> work{root};
     DenseSet<Value> seen;
     while (!work.empty()) {
       Value v = work.back();
       work.pop_back();
-      if (!seen.insert(v).second)
-        continue;
       Operation *op = v.getDefiningOp();
-      if (!op)
+      if (!seen.insert(v).second || !op)
         continue;
-      if (op == reduce.getOperation())
-        return true;
-      if (isa<opt::ReduceOp>(op))
-        continue; // another reduction's argument is in its own phase
-      for (Value operand : op->getOperands())
-        work.push_back(operand);
+      Walk next = visit(op);
+      if (next == Walk::Stop)
+        return;
+      if (next == Walk::Descend)
+        work.insert(work.end(), op->operand_begin(), op->operand_end());
     }
-    return false;
   }
 
   FlatUpdate &flat_;
