@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include <sstream>
+
 #include <cstdlib>
 #include <dlfcn.h>
 #include <functional>
@@ -111,6 +113,30 @@ TEST_F(FakeDriverTest, FixedHypersAgreeWhenBuiltAlike) {
   optrt::CudaOptimizer optimizer(optdsl::jitCompile(rule, fixed), device);
   EXPECT_THROW(optimizer.setHyper("amsgrad", 1), std::invalid_argument); // folded into the code
   EXPECT_THROW(optrt::CudaOptimizer(compiled("adamw").host, device), std::invalid_argument);
+}
+
+// random() needs each tensor's key in the slot after the rule's uniforms,
+// as stochastic rounding does: the device code leaves room for it (the
+// optimizer checks the launch facts against the rule) and steps.
+TEST_F(FakeDriverTest, ARuleDrawingRandomNumbersHasItsKeySlot) {
+  auto file = std::make_shared<const optdsl::SourceFile>(
+      "noisy.opt", "optimizer noisy { hyper lr = 0.1; param = param - lr * grad + 0.01 * random(0); }");
+  std::ostringstream diagnostics;
+  std::optional<optdsl::CheckedRule> rule = optdsl::compileSource(file, diagnostics);
+  ASSERT_TRUE(rule) << diagnostics.str();
+  auto host = optdsl::jitCompile(*rule);
+  auto device = std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(*rule));
+  ASSERT_TRUE(host->usesRandom);
+  EXPECT_GE(device->uniformStride, host->numUniforms[0] + 1);
+  optrt::CudaOptimizer optimizer(host, device);
+  DevicePtr param = fake().alloc(1000 * sizeof(float)), grad = fake().alloc(1000 * sizeof(float));
+  optimizer.addGroup({param}, {1000});
+  optimizer.step({{grad}});
+  EXPECT_EQ(optimizer.stepCount(), 1);
+  // Device code whose uniform table has no room for the key is refused.
+  auto cramped = std::make_shared<optrt::CudaKernels>(*device);
+  cramped->uniformStride = host->numUniforms[0];
+  EXPECT_THROW(optrt::CudaOptimizer(host, cramped), std::invalid_argument);
 }
 
 TEST_F(FakeDriverTest, NoDeviceIsNamed) {
