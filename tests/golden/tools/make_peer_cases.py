@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """Generate golden optimizer trajectories (format ``optdsl-golden/1``) from
 real peer implementations: torch.optim (single-tensor path, foreach=False),
-lion-pytorch (lucidrains), timm's Lamb, adam-atan2-pytorch (lucidrains) and
-pytorch-optimizer's Lookahead.
+lion-pytorch (lucidrains), timm's Lamb, adam-atan2-pytorch (lucidrains),
+pytorch-optimizer (Lookahead, AdaBound, AdaBelief, ADOPT, MARS, Adan),
+prodigyopt, schedulefree and sophia-opt (SophiaG, with its Hessian estimate
+as the case's input `hessian_estimate`).
 
 Every case is computed exactly as tests/golden/README.md (and the shared
 FORMAT.md) describe:
@@ -16,8 +18,9 @@ FORMAT.md) describe:
 * ``float32_reference_error`` is the pass-criterion error of the same peer run
   in float32 on the same data, against ``expect``.
 
-Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch, pytorch-optimizer
-and einops in the interpreter that runs it):
+Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch, pytorch-optimizer,
+prodigyopt, schedulefree, sophia-opt and einops in the interpreter that runs
+it; tests/golden/README.md lists the versions):
 
     python tests/golden/tools/make_peer_cases.py              # all cases
     python tests/golden/tools/make_peer_cases.py --only lion_basic
