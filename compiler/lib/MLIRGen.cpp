@@ -147,7 +147,15 @@ private:
     Value upper = builder_.create<arith::TruncFOp>(at, f32, clip);
     Value lower = builder_.create<arith::TruncFOp>(at, f32, builder_.create<arith::NegFOp>(at, clip));
     Value scaled = builder_.create<arith::MulFOp>(at, grad, scale);
-    return builder_.create<arith::MinimumFOp>(at, builder_.create<arith::MaximumFOp>(at, scaled, lower), upper);
+    // The clamp as compare-and-select, not minimumf/maximumf: the bounds are
+    // never NaN or zero (grad_clip's range is (0, inf)), so the two agree bit
+    // for bit (a NaN gradient stays NaN, as in torch), and the selects
+    // become one vmaxps/vminps each where the IEEE maximum needs a blend
+    // sequence (the clamp is in every rule's every pass that reads grad).
+    Value below = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OLT, scaled, lower);
+    Value raised = builder_.create<arith::SelectOp>(at, below, lower, scaled);
+    Value above = builder_.create<arith::CmpFOp>(at, arith::CmpFPredicate::OGT, raised, upper);
+    return builder_.create<arith::SelectOp>(at, above, upper, raised);
   }
 
   /// `state s = f(param);`: on the group's first step, before the body,
