@@ -118,15 +118,17 @@ class Evaluator;
 /// and combines them in tensor order, once per step.
 struct Group {
   std::vector<Evaluator *> tensors;
-  std::vector<uint32_t> randomKeys; // per tensor: its key for random() (optrt::stochasticBits)
   std::vector<bool> given; // per input slot: whether the trainer passed it this step
   std::map<const ast::Expr *, double> groupValues;
 };
 
 class Evaluator {
 public:
-  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size, Group *group = nullptr)
-      : rule_(rule), env_(env), size_(size), group_(group) {}
+  /// randomKey: the tensor's key for random() (optrt::stochasticBits of the
+  /// seed, the optimizer's step and the tensor's index).
+  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size, Group *group = nullptr,
+            uint32_t randomKey = 0)
+      : rule_(rule), env_(env), size_(size), group_(group), randomKey_(randomKey) {}
 
   Value eval(const ast::Expr &expr) {
     switch (expr.kind) {
@@ -154,18 +156,11 @@ public:
 private:
   /// random(stream) of every element, as the kernels draw it.
   Value random(uint32_t stream) const {
-    uint32_t key = group_->randomKeys.at(tensorIndex()) ^ optrt::randomStreamSalt(stream);
+    uint32_t key = randomKey_ ^ optrt::randomStreamSalt(stream);
     std::vector<double> values(size_);
     for (size_t i = 0; i < size_; ++i)
       values[i] = optrt::uniformFromBits(optrt::stochasticBitsFromKey(key, i));
     return Value::of(std::move(values));
-  }
-
-  size_t tensorIndex() const {
-    for (size_t k = 0; k < group_->tensors.size(); ++k)
-      if (group_->tensors[k] == this)
-        return k;
-    return 0;
   }
 
   double groupReduce(const ast::Expr &expr) {
@@ -214,6 +209,7 @@ private:
   std::vector<Value> &env_;
   size_t size_;
   Group *group_;
+  uint32_t randomKey_;
 };
 
 } // namespace
@@ -306,8 +302,6 @@ void Interpreter::step(std::vector<TensorState> &tensors,
   Group group;
   group.given = given;
   uint64_t optimizerStep = static_cast<uint64_t>(random.optimizerStep > 0 ? random.optimizerStep : step);
-  for (size_t k = 0; k < tensors.size(); ++k)
-    group.randomKeys.push_back(optrt::stochasticBits(random.seed, optimizerStep, random.firstTensor + k));
   for (size_t k = 0; k < numTensors; ++k) {
     std::vector<Value> &env = envs[k];
     TensorState &tensor = tensors[k];
@@ -324,7 +318,8 @@ void Interpreter::step(std::vector<TensorState> &tensors,
     for (size_t slot = 0; slot < rule_.inputs.size(); ++slot)
       env[rule_.inputs[slot]] = given[slot] ? Value::of(inputs[slot][k])
                                             : Value::of(std::vector<double>(tensor.param.size(), 0.0));
-    evaluators.push_back(std::make_unique<Evaluator>(rule_, env, tensor.param.size(), &group));
+    uint32_t randomKey = optrt::stochasticBits(random.seed, optimizerStep, random.firstTensor + k);
+    evaluators.push_back(std::make_unique<Evaluator>(rule_, env, tensor.param.size(), &group, randomKey));
     group.tensors.push_back(evaluators.back().get());
   }
 

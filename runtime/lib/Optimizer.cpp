@@ -251,9 +251,6 @@ std::vector<std::vector<const std::vector<const void *> *>>
 Optimizer::Impl::validateInputs(const std::vector<StepInput> &inputs) const {
   static const char *caller = "optrt::Optimizer::step";
   const RuleKernels &rule = layout.rule();
-  std::string known;
-  for (const InputInfo &input : rule.inputs)
-    known += (known.empty() ? "'" : ", '") + input.name + "'";
   std::vector<std::vector<const std::vector<const void *> *>> values(
       rule.inputs.size(), std::vector<const std::vector<const void *> *>(groups.size(), nullptr));
   std::vector<bool> seen(rule.inputs.size(), false);
@@ -261,9 +258,13 @@ Optimizer::Impl::validateInputs(const std::vector<StepInput> &inputs) const {
     size_t slot = 0;
     while (slot < rule.inputs.size() && rule.inputs[slot].name != input.name)
       ++slot;
-    if (slot == rule.inputs.size())
+    if (slot == rule.inputs.size()) {
+      std::string known; // only for the message: a step allocates nothing it need not
+      for (const InputInfo &info : rule.inputs)
+        known += (known.empty() ? "'" : ", '") + info.name + "'";
       throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' has no input '" + input.name +
                                   "' (" + (known.empty() ? "it takes none" : "its inputs: " + known) + ")");
+    }
     if (seen[slot])
       throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' is given twice");
     seen[slot] = true;
