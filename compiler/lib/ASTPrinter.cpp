@@ -60,6 +60,8 @@ public:
     out_ << "Optimizer '" << rule.name << "' " << loc(rule.nameRange) << "\n";
     for (const Stmt &stmt : rule.stmts) {
       out_ << "  " << spelling(stmt.kind) << " '" << stmt.name << "' " << loc(stmt.range) << "\n";
+      if (!stmt.shape.empty())
+        out_ << "    Shape '" << stmt.shape << "' " << loc(stmt.shapeRange) << "\n";
       if (stmt.value)
         expr(*stmt.value, 2);
       if (const Interval *interval = stmt.interval.get()) {

@@ -1,10 +1,12 @@
 #include "optdsl/Builtins.h"
 
+#include "optdsl/AST.h"
+
 #include <array>
 
 namespace optdsl {
 
-static constexpr std::array<BuiltinInfo, 28> kBuiltins = {{
+static constexpr std::array<BuiltinInfo, 32> kBuiltins = {{
     {"sqrt", Builtin::Sqrt, 1, false},      {"rsqrt", Builtin::Rsqrt, 1, false},
     {"exp", Builtin::Exp, 1, false},        {"log", Builtin::Log, 1, false},
     {"abs", Builtin::Abs, 1, false},        {"sign", Builtin::Sign, 1, false},
@@ -22,6 +24,10 @@ static constexpr std::array<BuiltinInfo, 28> kBuiltins = {{
     {"group_norm", Builtin::GroupNorm, 1, true, true},
     {"group_mean", Builtin::GroupMean, 1, true, true},
     {"group_max", Builtin::GroupMax, 1, true, true},
+    {"row_sum", Builtin::RowSum, 1, true, false, kColAxis},
+    {"row_mean", Builtin::RowMean, 1, true, false, kColAxis},
+    {"col_sum", Builtin::ColSum, 1, true, false, kRowAxis},
+    {"col_mean", Builtin::ColMean, 1, true, false, kRowAxis},
 }};
 
 Builtin perTensorReduction(Builtin builtin) {

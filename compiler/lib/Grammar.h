@@ -94,6 +94,7 @@ const x3::rule<IntervalId, Interval> interval = "range";
 const x3::rule<struct ValueClauseId, ValueClause> valueClause = "expression";
 const x3::rule<struct OptionalValueId, boost::optional<ValueClause>> optionalValue =
     "'=' or ';'";
+const x3::rule<struct ShapeId, Name> shape = "shape";
 const x3::rule<StatementId, Statement> statement = "statement";
 
 // A rule with a semantic action gets no on_success call with its attribute,
@@ -186,21 +187,25 @@ const auto valueClause_def = expression > -interval;
 /// (one rule, so that `hyper lr 1;` is "expected '=' or ';'", not "expected ';'")
 const auto optionalValue_def = ('=' > valueClause > ';') | ';';
 
-/// statement ::= ('hyper' | 'state' | 'input' | 'apply') name optionalValue
-///             | ('scalar' | 'let') name '=' valueClause ';'
+/// shape ::= '[' name ']'     (`state vr[rows];`: one value per row)
+const auto shape_def = '[' > name > ']';
+
+/// statement ::= ('hyper' | 'state' | 'input' | 'apply') name [ shape ] optionalValue
+///             | ('scalar' | 'let') name [ shape ] '=' valueClause ';'
 ///             | name '=' valueClause ';'
-/// (an interval after anything but a hyper's value, and a value after an
-/// input or an apply, are refused by sema, with a clearer message than a
-/// syntax error)
+/// (an interval after anything but a hyper's value, a value after an input
+/// or an apply, and a shape after anything but a state are refused by sema,
+/// with a clearer message than a syntax error)
 const auto declKeyword = lexeme[(string("hyper") | string("state") | string("scalar") |
                                  string("let") | string("input") | string("apply")) >>
                                 !identChar];
 const auto optionalValueKeyword =
     lexeme[(string("hyper") | string("state") | string("input") | string("apply")) >> !identChar];
 const auto valueKeyword = lexeme[(string("scalar") | string("let")) >> !identChar];
-const auto statement_def = (optionalValueKeyword > name > optionalValue) |
-                           (valueKeyword > name > '=' > valueClause > ';') |
-                           (x3::attr(std::string()) >> name > '=' > valueClause > ';');
+const auto noShape = x3::attr(boost::optional<Name>());
+const auto statement_def = (optionalValueKeyword > name > -shape > optionalValue) |
+                           (valueKeyword > name > -shape > '=' > valueClause > ';') |
+                           (x3::attr(std::string()) >> name >> noShape > '=' > valueClause > ';');
 
 /// header ::= 'optimizer' name '{'
 const auto header = keyword("optimizer") > name > '{';
@@ -210,6 +215,6 @@ const auto transformHeader = keyword("transform") > name > '{';
 BOOST_SPIRIT_DEFINE(name, number, arguments, call, primary, paren, exponent, prefixed, powerOp, power,
                     multiplicativeOp, multiplicative, additiveOp, additive, relationalOp, relational,
                     equalityOp, equality, logicalAndOp, logicalAnd, logicalOrOp, logicalOr, branch,
-                    expression, interval, valueClause, optionalValue, statement)
+                    expression, interval, valueClause, optionalValue, shape, statement)
 
 } // namespace optdsl::grammar

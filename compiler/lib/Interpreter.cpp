@@ -111,6 +111,68 @@ double finish(Builtin builtin, double accumulator, size_t count) {
   return accumulator;
 }
 
+/// A tensor read as a stack of matrices, batch × rows × cols (optdsl::Axes).
+struct Geometry {
+  size_t batch = 1, rows = 1, cols = 0;
+  double rank = 1;
+
+  /// Throws std::invalid_argument when `shape` does not multiply out to `size`.
+  static Geometry of(const std::vector<int64_t> &shape, size_t size, const std::string &tensor) {
+    Geometry geometry;
+    geometry.cols = size;
+    if (shape.empty())
+      return geometry;
+    std::string written;
+    uint64_t product = 1;
+    bool valid = true;
+    for (int64_t dim : shape) {
+      written += (written.empty() ? "" : "x") + std::to_string(dim);
+      valid = valid && dim >= 0;
+      product *= static_cast<uint64_t>(std::max<int64_t>(dim, 0));
+    }
+    if (!valid || product != size)
+      throw std::invalid_argument(tensor + " has shape " + written + ", which " +
+                                  (valid ? "holds " + std::to_string(product) : std::string("is not a shape")) +
+                                  " elements, not its " + std::to_string(size));
+    size_t rank = shape.size();
+    geometry.rank = static_cast<double>(rank);
+    geometry.cols = static_cast<size_t>(shape[rank - 1]);
+    if (rank >= 2)
+      geometry.rows = static_cast<size_t>(shape[rank - 2]);
+    for (size_t k = 0; k + 2 < rank; ++k)
+      geometry.batch *= static_cast<size_t>(shape[k]);
+    return geometry;
+  }
+
+  size_t size() const { return batch * rows * cols; }
+  /// How many values a buffer spanning `axes` holds.
+  size_t count(Axes axes) const {
+    return (axes & kBatchAxis ? batch : 1) * (axes & kRowAxis ? rows : 1) * (axes & kColAxis ? cols : 1);
+  }
+  /// Where element i's value lies in a buffer spanning `axes`.
+  size_t index(size_t i, Axes axes) const {
+    size_t c = i % cols, r = (i / cols) % rows, b = i / (cols * rows);
+    size_t at = axes & kBatchAxis ? b : 0;
+    at = at * (axes & kRowAxis ? rows : 1) + (axes & kRowAxis ? r : 0);
+    return at * (axes & kColAxis ? cols : 1) + (axes & kColAxis ? c : 0);
+  }
+  /// A buffer spanning `axes`, as a value per element.
+  std::vector<double> broadcast(const std::vector<double> &values, Axes axes) const {
+    std::vector<double> out(size());
+    for (size_t i = 0; i < out.size(); ++i)
+      out[i] = values[index(i, axes)];
+    return out;
+  }
+  /// The inverse: one value per entry of a buffer spanning `axes` (sema
+  /// proved the value the same wherever it is read from).
+  std::vector<double> compact(const std::vector<double> &values, Axes axes) const {
+    std::vector<double> out(count(axes));
+    for (size_t i = 0; i < values.size(); ++i)
+      out[index(i, axes)] = values[i];
+    return out;
+  }
+};
+
 class Evaluator;
 
 /// The tensors of one group stepped together: a group-wide reduction
@@ -126,9 +188,9 @@ class Evaluator {
 public:
   /// randomKey: the tensor's key for random() (optrt::stochasticBits of the
   /// seed, the optimizer's step and the tensor's index).
-  Evaluator(const CheckedRule &rule, std::vector<Value> &env, size_t size, Group *group = nullptr,
+  Evaluator(const CheckedRule &rule, std::vector<Value> &env, const Geometry &geometry, Group *group = nullptr,
             uint32_t randomKey = 0)
-      : rule_(rule), env_(env), size_(size), group_(group), randomKey_(randomKey) {}
+      : rule_(rule), env_(env), geometry_(geometry), size_(geometry.size()), group_(group), randomKey_(randomKey) {}
 
   Value eval(const ast::Expr &expr) {
     switch (expr.kind) {
@@ -143,6 +205,8 @@ public:
         return Value::of(group_->given.at(rule_.symbol(expr.operands[0]->symbol).slot) ? 1.0 : 0.0);
       if (builtinInfo(expr.builtin).groupWide)
         return Value::of(groupReduce(expr));
+      if (builtinInfo(expr.builtin).reducedAxis)
+        return axisReduce(expr);
       if (builtinInfo(expr.builtin).isReduction)
         return Value::of(finish(expr.builtin, accumulate(expr.builtin, eval(*expr.operands[0]), size_), size_));
       [[fallthrough]];
@@ -161,6 +225,23 @@ private:
     for (size_t i = 0; i < size_; ++i)
       values[i] = optrt::uniformFromBits(optrt::stochasticBitsFromKey(key, i));
     return Value::of(std::move(values));
+  }
+
+  /// row_sum/row_mean (along each row's columns), col_sum/col_mean (along
+  /// each column's rows), broadcast back to every element.
+  Value axisReduce(const ast::Expr &expr) {
+    Value x = eval(*expr.operands[0]);
+    Axes reduced = builtinInfo(expr.builtin).reducedAxis;
+    Axes kept = kElementAxes & ~reduced;
+    std::vector<double> sums(geometry_.count(kept), 0.0);
+    for (size_t i = 0; i < size_; ++i)
+      sums[geometry_.index(i, kept)] += x.at(i);
+    if (expr.builtin == Builtin::RowMean || expr.builtin == Builtin::ColMean) {
+      double count = static_cast<double>(reduced == kColAxis ? geometry_.cols : geometry_.rows);
+      for (double &sum : sums)
+        sum /= count;
+    }
+    return Value::of(geometry_.broadcast(sums, kept));
   }
 
   double groupReduce(const ast::Expr &expr) {
@@ -207,6 +288,7 @@ private:
 
   const CheckedRule &rule_;
   std::vector<Value> &env_;
+  const Geometry &geometry_;
   size_t size_;
   Group *group_;
   uint32_t randomKey_;
@@ -239,11 +321,14 @@ void Interpreter::setHyper(HyperValues &hypers, const std::string &name, double 
   hypers.at(slot) = value;
 }
 
-TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues &hypers) const {
+TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues &hypers,
+                                    std::vector<int64_t> shape) const {
+  Geometry geometry = Geometry::of(shape, param.size(), "the tensor");
   std::vector<Value> env(rule_.symbols.size());
   for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
     env[rule_.hypers[slot]] = Value::of(hypers.at(slot));
-  Evaluator evaluator(rule_, env, 1);
+  Geometry one = Geometry::of({}, 1, "");
+  Evaluator evaluator(rule_, env, one);
   auto initial = [&](int id) {
     const Symbol &symbol = rule_.symbol(id);
     // A state set from the params is 0 until the first step (stepTensor).
@@ -251,10 +336,11 @@ TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues
   };
   TensorState tensor;
   for (int id : rule_.states)
-    tensor.states.emplace_back(param.size(), initial(id));
+    tensor.states.emplace_back(geometry.count(rule_.symbol(id).axes), initial(id));
   for (int id : rule_.scalarStates)
     tensor.scalarStates.push_back(initial(id));
   tensor.param = std::move(param);
+  tensor.shape = std::move(shape);
   return tensor;
 }
 
@@ -267,11 +353,21 @@ void Interpreter::step(std::vector<TensorState> &tensors,
   if (hypers.size() != rule_.hypers.size())
     throw std::invalid_argument("got " + std::to_string(hypers.size()) + " hyper values; '" +
                                 rule_.name() + "' has " + std::to_string(rule_.hypers.size()));
-  for (size_t k = 0; k < tensors.size(); ++k)
+  std::vector<Geometry> geometries;
+  for (size_t k = 0; k < tensors.size(); ++k) {
     if (grads[k].size() != tensors[k].param.size())
       throw std::invalid_argument("gradient " + std::to_string(k) + " has " +
                                   std::to_string(grads[k].size()) + " elements, its tensor " +
                                   std::to_string(tensors[k].param.size()));
+    geometries.push_back(Geometry::of(tensors[k].shape, tensors[k].param.size(), "tensor " + std::to_string(k)));
+    for (size_t slot = 0; slot < rule_.states.size(); ++slot)
+      if (tensors[k].states.at(slot).size() != geometries[k].count(rule_.symbol(rule_.states[slot]).axes))
+        throw std::invalid_argument("state '" + rule_.symbol(rule_.states[slot]).name + "' of tensor " +
+                                    std::to_string(k) + " has " + std::to_string(tensors[k].states[slot].size()) +
+                                    " values, not the " +
+                                    std::to_string(geometries[k].count(rule_.symbol(rule_.states[slot]).axes)) +
+                                    " its shape needs");
+  }
   if (inputs.size() > rule_.inputs.size())
     throw std::invalid_argument("got values for " + std::to_string(inputs.size()) + " inputs; '" + rule_.name() +
                                 "' declares " + std::to_string(rule_.inputs.size()));
@@ -308,10 +404,14 @@ void Interpreter::step(std::vector<TensorState> &tensors,
     env[rule_.paramSymbol] = Value::of(tensor.param);
     env[rule_.gradSymbol] = Value::of(grads[k]);
     env[rule_.stepSymbol] = Value::of(static_cast<double>(step));
+    const Geometry &geometry = geometries[k];
+    env[rule_.rankSymbol] = Value::of(geometry.rank);
+    env[rule_.rowsSymbol] = Value::of(static_cast<double>(geometry.rows));
+    env[rule_.colsSymbol] = Value::of(static_cast<double>(geometry.cols));
     for (size_t slot = 0; slot < rule_.hypers.size(); ++slot)
       env[rule_.hypers[slot]] = Value::of(hypers[slot]);
     for (size_t slot = 0; slot < rule_.states.size(); ++slot)
-      env[rule_.states[slot]] = Value::of(tensor.states[slot]);
+      env[rule_.states[slot]] = Value::of(geometry.broadcast(tensor.states[slot], rule_.symbol(rule_.states[slot]).axes));
     for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
       env[rule_.scalarStates[slot]] = Value::of(tensor.scalarStates[slot]);
     // An input left out reads as 0 (only a rule that tests given() runs then).
@@ -319,7 +419,7 @@ void Interpreter::step(std::vector<TensorState> &tensors,
       env[rule_.inputs[slot]] = given[slot] ? Value::of(inputs[slot][k])
                                             : Value::of(std::vector<double>(tensor.param.size(), 0.0));
     uint32_t randomKey = optrt::stochasticBits(random.seed, optimizerStep, random.firstTensor + k);
-    evaluators.push_back(std::make_unique<Evaluator>(rule_, env, tensor.param.size(), &group, randomKey));
+    evaluators.push_back(std::make_unique<Evaluator>(rule_, env, geometry, &group, randomKey));
     group.tensors.push_back(evaluators.back().get());
   }
 
@@ -354,7 +454,8 @@ void Interpreter::step(std::vector<TensorState> &tensors,
     std::vector<Value> &env = envs[k];
     tensor.param = std::move(env[rule_.paramSymbol].elements);
     for (size_t slot = 0; slot < rule_.states.size(); ++slot)
-      tensor.states[slot] = std::move(env[rule_.states[slot]].elements);
+      tensor.states[slot] = geometries[k].compact(env[rule_.states[slot]].elements,
+                                                  rule_.symbol(rule_.states[slot]).axes);
     for (size_t slot = 0; slot < rule_.scalarStates.size(); ++slot)
       tensor.scalarStates[slot] = env[rule_.scalarStates[slot]].scalar;
   }

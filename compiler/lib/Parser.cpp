@@ -468,6 +468,10 @@ private:
     stmt.name = parsed.name.text;
     stmt.nameRange = {parsed.name.begin, parsed.name.end};
     stmt.kind = kindOf(parsed.keyword);
+    if (parsed.shape) {
+      stmt.shape = parsed.shape->text;
+      stmt.shapeRange = {parsed.shape->begin, parsed.shape->end};
+    }
     if (parsed.value) {
       stmt.value = folder_.fold(parsed.value->value);
       if (!stmt.value) {

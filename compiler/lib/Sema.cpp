@@ -15,7 +15,8 @@
 namespace optdsl {
 
 bool isBuiltin(SymbolClass cls) {
-  return cls == SymbolClass::Param || cls == SymbolClass::Grad || cls == SymbolClass::Step;
+  return cls == SymbolClass::Param || cls == SymbolClass::Grad || cls == SymbolClass::Step ||
+         cls == SymbolClass::Dimension;
 }
 
 const char *spelling(SymbolClass cls) {
@@ -23,6 +24,7 @@ const char *spelling(SymbolClass cls) {
   case SymbolClass::Param: return "built-in";
   case SymbolClass::Grad: return "built-in";
   case SymbolClass::Step: return "built-in";
+  case SymbolClass::Dimension: return "built-in";
   case SymbolClass::Hyper: return "hyper";
   case SymbolClass::State: return "state";
   case SymbolClass::ScalarState: return "scalar state";
@@ -76,6 +78,9 @@ public:
     result_.paramSymbol = addBuiltin("param", SymbolClass::Param, ValueKind::Elementwise);
     result_.gradSymbol = addBuiltin("grad", SymbolClass::Grad, ValueKind::Elementwise);
     result_.stepSymbol = addBuiltin("step", SymbolClass::Step, ValueKind::Uniform);
+    result_.rankSymbol = addBuiltin("rank", SymbolClass::Dimension, ValueKind::Uniform);
+    result_.rowsSymbol = addBuiltin("rows", SymbolClass::Dimension, ValueKind::Uniform);
+    result_.colsSymbol = addBuiltin("cols", SymbolClass::Dimension, ValueKind::Uniform);
     std::vector<HyperRequirement> requirements = applyTransforms(result_.ast, *result_.source, diags_);
     declareAll();
     checkRequirements(requirements);
@@ -112,6 +117,7 @@ private:
 
   int addBuiltin(const char *name, SymbolClass cls, ValueKind kind) {
     Symbol symbol{name, cls, {}, kind};
+    symbol.axes = kind == ValueKind::Elementwise ? kElementAxes : 0;
     result_.symbols.push_back(symbol);
     int id = static_cast<int>(result_.symbols.size()) - 1;
     scope_[name] = id;
@@ -145,8 +151,9 @@ private:
     return false;
   }
 
-  int declare(const ast::Stmt &stmt, SymbolClass cls, ValueKind kind) {
+  int declare(const ast::Stmt &stmt, SymbolClass cls, ValueKind kind, Axes axes) {
     Symbol symbol{stmt.name, cls, stmt.nameRange, kind};
+    symbol.axes = axes;
     result_.symbols.push_back(symbol);
     int id = static_cast<int>(result_.symbols.size()) - 1;
     scope_[stmt.name] = id;
@@ -167,6 +174,13 @@ private:
                           : stmt.kind == ast::StmtKind::State ? "a state"
                           : stmt.kind == ast::StmtKind::Input ? "an input"
                                                               : "a scalar state"));
+      if (!stmt.shape.empty() && stmt.kind != ast::StmtKind::State)
+        diags_.error(stmt.shapeRange, "only a state has a shape ('state NAME[rows];'); '" + stmt.name + "' is " +
+                                          (stmt.kind == ast::StmtKind::Hyper   ? "a hyper"
+                                           : stmt.kind == ast::StmtKind::Input ? "an input"
+                                           : stmt.kind == ast::StmtKind::Apply ? "an apply"
+                                           : stmt.kind == ast::StmtKind::Let   ? "a let"
+                                                                               : "a scalar state"));
       switch (stmt.kind) {
       case ast::StmtKind::Hyper:
         if (declarable(stmt.name, stmt.nameRange, SymbolClass::Hyper))
@@ -196,7 +210,7 @@ private:
   }
 
   void declareInput(ast::Stmt &stmt) {
-    int id = declare(stmt, SymbolClass::Input, ValueKind::Elementwise);
+    int id = declare(stmt, SymbolClass::Input, ValueKind::Elementwise, kElementAxes);
     stmt.symbol = id;
     result_.symbols[id].slot = static_cast<int>(result_.inputs.size());
     result_.inputs.push_back(id);
@@ -207,7 +221,7 @@ private:
   }
 
   void declareHyper(ast::Stmt &stmt) {
-    int id = declare(stmt, SymbolClass::Hyper, ValueKind::Uniform);
+    int id = declare(stmt, SymbolClass::Hyper, ValueKind::Uniform, 0);
     stmt.symbol = id;
     Symbol &symbol = result_.symbols[id];
     symbol.slot = static_cast<int>(result_.hypers.size());
@@ -272,10 +286,35 @@ private:
     return std::nullopt;
   }
 
+  /// What a state varies along: every axis, or (`state vr[rows];`,
+  /// `state vc[cols];`) the batch and its rows or its columns.
+  Axes stateAxes(const ast::Stmt &stmt) {
+    if (stmt.kind == ast::StmtKind::Scalar)
+      return 0;
+    if (stmt.shape.empty())
+      return kElementAxes;
+    noteMatrixUse(stmt.shapeRange);
+    if (stmt.shape == "rows")
+      return kBatchAxis | kRowAxis;
+    if (stmt.shape == "cols")
+      return kBatchAxis | kColAxis;
+    diags_.error(stmt.shapeRange, "a state spans 'rows' (one value per row of each matrix) or 'cols' (one per "
+                                  "column), not '" + stmt.shape + "'");
+    return kElementAxes;
+  }
+
+  /// The rule reads tensors as matrices; matrixUse is the first place in
+  /// the text that says so.
+  void noteMatrixUse(SourceRange range) {
+    if (!result_.matrixShaped || range.begin < result_.matrixUse.begin)
+      result_.matrixUse = range;
+    result_.matrixShaped = true;
+  }
+
   void declareState(ast::Stmt &stmt) {
     bool scalar = stmt.kind == ast::StmtKind::Scalar;
     int id = declare(stmt, scalar ? SymbolClass::ScalarState : SymbolClass::State,
-                     scalar ? ValueKind::Uniform : ValueKind::Elementwise);
+                     scalar ? ValueKind::Uniform : ValueKind::Elementwise, stateAxes(stmt));
     stmt.symbol = id;
     std::vector<int> &slots = scalar ? result_.scalarStates : result_.states;
     result_.symbols[id].slot = static_cast<int>(slots.size());
@@ -328,7 +367,7 @@ private:
   void checkLet(ast::Stmt &stmt) {
     if (!declarable(stmt.name, stmt.nameRange, SymbolClass::Let))
       return;
-    int id = declare(stmt, SymbolClass::Let, stmt.value->valueKind);
+    int id = declare(stmt, SymbolClass::Let, stmt.value->valueKind, stmt.value->axes);
     stmt.symbol = id;
     writePhase_[id] = stmt.phase;
   }
@@ -345,7 +384,17 @@ private:
     stmt.symbol = it->second;
     switch (target.cls) {
     case SymbolClass::Param:
+      break;
     case SymbolClass::State:
+      if (stmt.value->axes & ~target.axes) {
+        // A [rows] state spans the batch and the rows: only the columns can be extra.
+        bool perRow = target.axes & kRowAxis;
+        diags_.error(stmt.value->range, "state '" + stmt.name + "' holds one value per " + (perRow ? "row" : "column") +
+                                            ", but this value varies along the " + (perRow ? "columns" : "rows") +
+                                            "; reduce it with " +
+                                            (perRow ? "row_mean() or row_sum()" : "col_mean() or col_sum()"));
+        diags_.note(target.declRange, "declared here");
+      }
       break;
     case SymbolClass::ScalarState:
       if (stmt.value->valueKind == ValueKind::Elementwise) {
@@ -360,6 +409,7 @@ private:
       // centralisation: what a transform does); nothing is stored.
       break;
     case SymbolClass::Step:
+    case SymbolClass::Dimension:
       diags_.error(stmt.nameRange, "cannot assign to '" + stmt.name + "': it is read-only");
       return;
     case SymbolClass::Input:
@@ -438,11 +488,12 @@ private:
     if (initialValueOf_ >= 0 && symbol.cls != SymbolClass::Hyper) {
       // An elementwise state may start from the params (set on the first
       // step: Symbol::initOnFirstStep).
-      bool elementwiseState = result_.symbols[initialValueOf_].cls == SymbolClass::State;
+      const Symbol &initialized = result_.symbols[initialValueOf_];
+      bool elementwiseState = initialized.cls == SymbolClass::State && initialized.axes == kElementAxes;
       if (symbol.cls == SymbolClass::Param && elementwiseState) {
         initialValueReadsParam_ = true;
         symbol.read = true;
-        expr.valueKind = ValueKind::Elementwise;
+        setAxes(expr, kElementAxes);
         return;
       }
       diags_.error(expr.range, "the initial value of '" + result_.symbols[initialValueOf_].name +
@@ -452,8 +503,15 @@ private:
       return;
     }
     symbol.read = true;
-    expr.valueKind = symbol.kind;
+    if (symbol.cls == SymbolClass::Dimension)
+      noteMatrixUse(expr.range);
+    setAxes(expr, symbol.axes);
     expr.phase = writePhase_[it->second];
+  }
+
+  static void setAxes(ast::Expr &expr, Axes axes) {
+    expr.axes = axes;
+    expr.valueKind = axes ? ValueKind::Elementwise : ValueKind::Uniform;
   }
 
   void checkCall(ast::Expr &expr) {
@@ -499,11 +557,19 @@ private:
       }
       // A reduction inside the argument is one of an earlier phase, as if a
       // `let` had named it: the argument's phase counts it.
+      const ast::Expr &argument = *expr.operands[0];
       check(*expr.operands[0]);
-      expr.valueKind = ValueKind::Uniform;
+      if (info->reducedAxis)
+        noteMatrixUse(expr.nameRange);
+      // Along one axis: what the argument varies along but that; over the
+      // tensor (or the group): one value.
+      setAxes(expr, info->reducedAxis ? argument.axes & ~info->reducedAxis : 0);
       // The whole tensor must be through the pass that computes the argument
-      // before the result can be used: the next phase.
-      expr.phase = expr.operands[0]->phase + 1;
+      // before the result can be used: the next phase. An argument with one
+      // value per row, column or matrix is no pass over the elements: it is
+      // reduced where it is computed, between the passes.
+      bool betweenPasses = argument.axes != 0 && (argument.axes & (kRowAxis | kColAxis)) != (kRowAxis | kColAxis);
+      expr.phase = argument.phase + (betweenPasses ? 0 : 1);
       expr.reduction = static_cast<int>(result_.reductions.size());
       result_.reductions.push_back(&expr);
       return;
@@ -591,7 +657,7 @@ private:
     if (refusedInInitialValue(expr, "given(): inputs come with steps"))
       return;
     argument.symbol = input;
-    argument.valueKind = ValueKind::Elementwise;
+    setAxes(argument, kElementAxes);
     result_.symbols[input].tested = true;
     expr.valueKind = ValueKind::Uniform;
     expr.phase = 0;
@@ -611,7 +677,7 @@ private:
     if (refusedInInitialValue(expr, "random(): draws come with steps"))
       return;
     result_.usesRandom = true;
-    expr.valueKind = ValueKind::Elementwise;
+    setAxes(expr, kElementAxes);
     expr.phase = 0;
   }
 
@@ -623,20 +689,20 @@ private:
   }
 
   void combineOperands(ast::Expr &expr) {
-    expr.valueKind = ValueKind::Uniform;
+    Axes axes = 0;
     expr.phase = 0;
     for (auto &operand : expr.operands) {
       check(*operand);
-      if (operand->valueKind == ValueKind::Elementwise)
-        expr.valueKind = ValueKind::Elementwise;
+      axes |= operand->axes;
       expr.phase = std::max(expr.phase, operand->phase);
     }
+    setAxes(expr, axes);
   }
 
   void check(ast::Expr &expr) {
     switch (expr.kind) {
     case ast::ExprKind::Number:
-      expr.valueKind = ValueKind::Uniform;
+      setAxes(expr, 0);
       break;
     case ast::ExprKind::Name:
       checkName(expr);

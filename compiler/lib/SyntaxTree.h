@@ -91,6 +91,7 @@ struct ValueClause {
 struct Statement : Tagged {
   std::string keyword; // empty for an assignment
   Name name;
+  boost::optional<Name> shape; // `state vr[rows]`: the axis the state spans
   boost::optional<ValueClause> value;
 };
 
@@ -104,4 +105,4 @@ BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Conditional, first, rest)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Call, callee, args)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Interval, open, lower, upper, close)
 BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::ValueClause, value, interval)
-BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Statement, keyword, name, value)
+BOOST_FUSION_ADAPT_STRUCT(optdsl::syntax::Statement, keyword, name, shape, value)

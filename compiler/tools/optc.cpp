@@ -69,8 +69,11 @@ options:
   --memory        print bytes per parameter (param, grad, master, state) of
                   each --layout (default: f32, state=bf16, state=q8,
                   param=bf16,master=f32 and param=bf16,master=f32,state=q8)
-                  over GPT-2 small's tensors, or over --sizes
-  --sizes=N,N,... tensor sizes (elements) for --memory
+                  over GPT-2 small's tensors (their shapes), or over --sizes
+                  or --shapes
+  --sizes=N,N,... tensor sizes (elements) for --memory, every tensor 1-D
+  --shapes=RxC,N,... tensor shapes for --memory (dimensions joined by x):
+                  what [rows] and [cols] states hold
   --gpu-arch=ARCH GPU architecture of --emit=ptx (default sm_90; sm_80, sm_90)
   --cuda          with --emit=so: also embed the CUDA kernels of every
                   layout (PTX for sm_80 and sm_90, cubins where ptxas is
@@ -106,15 +109,37 @@ template <typename Build> int reportErrors(Build &&build) {
 
 /// `optc --memory`: the memory table of the rule's states (after --fix,
 /// which can drop states) under each layout, from optrt::memoryReport.
+/// The states a rule declares, as the runtime describes them (before --fix
+/// drops any): for a rule whose kernels are not built yet.
+std::vector<optrt::StateInfo> declaredStates(const optdsl::CheckedRule &rule) {
+  std::vector<optrt::StateInfo> states;
+  for (const optdsl::Symbol &symbol : rule.symbols) {
+    if (symbol.cls == optdsl::SymbolClass::ScalarState)
+      states.push_back({symbol.name, true});
+    else if (symbol.cls == optdsl::SymbolClass::State)
+      states.push_back({symbol.name, false,
+                        symbol.axes == optdsl::kElementAxes ? optrt::StateSpan::Elements
+                        : symbol.axes & optdsl::kRowAxis    ? optrt::StateSpan::Rows
+                                                            : optrt::StateSpan::Cols});
+  }
+  return states;
+}
+
 int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
-                std::vector<std::string> layouts, const std::vector<size_t> &sizes, std::ostream &out) {
+                std::vector<std::string> layouts, const std::vector<size_t> &sizes,
+                const std::vector<std::vector<size_t>> &shapes, std::ostream &out) {
   if (layouts.empty())
     layouts = {"f32", "state=bf16", "state=q8", "param=bf16,master=f32", "param=bf16,master=f32,state=q8"};
   return reportErrors([&] {
     mlir::MLIRContext context;
-    // Building the kernels checks each layout against the rule, as --emit=so would.
-    optdsl::CpuKernelModule kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
-    const std::vector<optrt::StateInfo> &states = kernels.signature.states;
+    // Building the kernels checks each layout against the rule, as --emit=so
+    // would; a matrix-shaped rule has no kernels yet (its states as declared).
+    std::optional<optdsl::CpuKernelModule> kernels;
+    if (!rule.matrixShaped)
+      kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
+    std::vector<optrt::StateInfo> states = kernels ? kernels->signature.states : declaredStates(rule);
+    optrt::MemoryOptions memoryOptions;
+    memoryOptions.shapes = shapes;
     std::string names;
     for (const optrt::StateInfo &state : states)
       names += (names.empty() ? "" : ", ") + state.name;
@@ -125,7 +150,7 @@ int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &
     out << "| ---------------------------------------- | -----: | -----: | -----: | -----: | -----: |\n";
     size_t params = 0;
     for (const std::string &text : layouts) {
-      optrt::MemoryReport r = optrt::memoryReport(states, optrt::Layout::parse(text), sizes);
+      optrt::MemoryReport r = optrt::memoryReport(states, optrt::Layout::parse(text), sizes, memoryOptions);
       std::snprintf(line, sizeof line, "| %-40s | %6.3f | %6.3f | %6.3f | %6.3f | %6.3f |\n",
                     optrt::Layout::parse(text).str().c_str(), r.param, r.grad, r.master, r.state, r.total());
       out << line;
@@ -133,8 +158,19 @@ int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &
     }
     out << "bytes per parameter over " << params << " parameters in " << sizes.size()
         << " tensors; q8 states of tensors under 4096 elements are kept in f32\n";
+    for (const optrt::StateInfo &state : states)
+      if (!state.scalar && state.span != optrt::StateSpan::Elements) {
+        std::snprintf(line, sizeof line, "state %s: one f32 per %s of each matrix, %.4f B/param%s, in every layout\n",
+                      state.name.c_str(), state.span == optrt::StateSpan::Rows ? "row" : "column",
+                      optrt::memoryReport({state}, optrt::Layout{}, sizes, memoryOptions).state,
+                      shapes.empty() ? " (every tensor 1-D: one row)" : "");
+        out << line;
+      }
+    if (rule.matrixShaped)
+      out << "(kernels for matrix-shaped tensors are not built yet: the layouts above are what they will hold)\n";
     // Inputs are the trainer's memory, as the gradients are, not the optimizer's.
-    for (const optrt::InputInfo &input : kernels.signature.inputs)
+    if (kernels)
+      for (const optrt::InputInfo &input : kernels->signature.inputs)
       out << "input " << input.name << ": held by the trainer, stored like the grad (not counted above)\n";
   });
 }
@@ -165,6 +201,7 @@ int main(int argc, char **argv) {
   bool layoutGiven = false, memory = false;
   std::vector<std::string> memoryLayouts;
   std::vector<size_t> sizes = optrt::gpt2SmallTensorSizes();
+  std::vector<std::vector<size_t>> shapes = optrt::gpt2SmallTensorShapes();
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (arg == "--help" || arg == "-h") {
@@ -200,8 +237,32 @@ int main(int argc, char **argv) {
       memoryLayouts.push_back(arg.substr(9));
     } else if (arg == "--memory") {
       memory = true;
+    } else if (arg.rfind("--shapes=", 0) == 0) {
+      sizes.clear();
+      shapes.clear();
+      std::string list = arg.substr(9);
+      for (size_t start = 0; start <= list.size();) {
+        size_t comma = std::min(list.find(',', start), list.size());
+        std::string item = list.substr(start, comma - start);
+        std::vector<size_t> &shape = shapes.emplace_back();
+        size_t product = 1;
+        for (size_t from = 0; from <= item.size();) {
+          size_t x = std::min(item.find('x', from), item.size());
+          std::string dim = item.substr(from, x - from);
+          char *end = nullptr;
+          unsigned long long n = std::strtoull(dim.c_str(), &end, 10);
+          if (dim.empty() || *end || n == 0)
+            return usageError("--shapes expects dimensions like 768x2304 separated by commas, got '" + item + "'");
+          shape.push_back(static_cast<size_t>(n));
+          product *= static_cast<size_t>(n);
+          from = x + 1;
+        }
+        sizes.push_back(product);
+        start = comma + 1;
+      }
     } else if (arg.rfind("--sizes=", 0) == 0) {
       sizes.clear();
+      shapes.clear(); // every tensor 1-D
       std::string list = arg.substr(8);
       for (size_t start = 0; start <= list.size();) {
         size_t comma = std::min(list.find(',', start), list.size());
@@ -262,7 +323,7 @@ int main(int argc, char **argv) {
   }
   artifact.fixed = fixed;
   if (memory)
-    return printMemory(*rule, artifact, memoryLayouts, sizes, std::cout);
+    return printMemory(*rule, artifact, memoryLayouts, sizes, shapes, std::cout);
   // Checking runs every analysis the build runs (the opt passes, kernel
   // generation for the layouts), so a rule that passes builds.
   if (emit == "check")
@@ -319,7 +380,11 @@ int main(int argc, char **argv) {
   }
   mlir::OwningOpRef<mlir::ModuleOp> module = optdsl::buildModule(context, *rule);
   if (!module) {
-    std::cerr << "optc: internal error: the generated MLIR does not verify\n";
+    // A located error (a rule the kernels cannot take yet), or a bug.
+    if (irDiagnostics.hasErrors())
+      irDiagnostics.print(std::cerr);
+    else
+      std::cerr << "optc: internal error: the generated MLIR does not verify\n";
     return 1;
   }
   llvm::raw_os_ostream stream(out);

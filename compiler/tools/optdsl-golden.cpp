@@ -78,8 +78,11 @@ optdsl::Trajectory runOnInterpreter(const optdsl::GoldenCase &golden,
   for (const auto &[name, value] : golden.hypers)
     interpreter.setHyper(hypers, name, value);
   std::vector<optdsl::TensorState> tensors;
-  for (const auto &init : golden.init)
-    tensors.push_back(interpreter.initTensor(init, hypers));
+  for (size_t k = 0; k < golden.init.size(); ++k)
+    tensors.push_back(interpreter.initTensor(
+        golden.init[k], hypers,
+        golden.shapes.empty() ? std::vector<int64_t>{}
+                              : std::vector<int64_t>(golden.shapes[k].begin(), golden.shapes[k].end())));
   optdsl::Trajectory trajectory;
   for (size_t t = 0; t < golden.steps; ++t) {
     interpreter.step(tensors, referenceGrads(golden, t), static_cast<int64_t>(t + 1), hypers,
@@ -171,6 +174,14 @@ int main(int argc, char **argv) {
         optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
         optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
         bool float64 = name == "interp";
+        if (!float64 && rule.matrixShaped) {
+          // docs/status.md: the next step of the language's matrix-shaped tensors.
+          ++skipped;
+          std::printf("SKIP  %-28s backend=%-7s kernels for matrix-shaped tensors are not built yet "
+                      "(rule '%s'; the interpreter runs this case)\n",
+                      golden.name.c_str(), name.c_str(), rule.name().c_str());
+          continue;
+        }
         optdsl::Trajectory ours = float64          ? runOnInterpreter(golden, rule)
                                   : name == "cuda" ? optdsl::runOnCuda(golden, rule)
                                                    : runOnCpu(golden, rule);

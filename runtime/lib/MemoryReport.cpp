@@ -35,9 +35,27 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
   if (!options.ownedElements.empty() && options.ownedElements.size() != tensorSizes.size())
     throw std::invalid_argument("memoryReport: " + std::to_string(options.ownedElements.size()) +
                                 " owned counts for " + std::to_string(tensorSizes.size()) + " tensors");
+  if (!options.shapes.empty() && options.shapes.size() != tensorSizes.size())
+    throw std::invalid_argument("memoryReport: " + std::to_string(options.shapes.size()) + " shapes for " +
+                                std::to_string(tensorSizes.size()) + " tensors");
   std::vector<size_t> perState(states.size(), 0);
   for (size_t t = 0; t < tensorSizes.size(); ++t) {
     size_t n = tensorSizes[t];
+    // A stack of matrices over the last two dimensions; 1-D: one row.
+    size_t rows = 1, cols = n, batch = 1;
+    if (!options.shapes.empty()) {
+      const std::vector<size_t> &shape = options.shapes[t];
+      size_t product = 1;
+      for (size_t dim : shape)
+        product *= dim;
+      if (shape.empty() || product != n)
+        throw std::invalid_argument("memoryReport: tensor " + std::to_string(t) + "'s shape holds " +
+                                    std::to_string(shape.empty() ? 0 : product) + " elements, not its " +
+                                    std::to_string(n));
+      cols = shape.back();
+      rows = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
+      batch = n / (rows * cols);
+    }
     if (n == 0)
       throw std::invalid_argument("memoryReport: a tensor of size 0");
     size_t owned = options.ownedElements.empty() ? n : options.ownedElements[t];
@@ -49,8 +67,10 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
     gradBytes += elementBytes(layout.grad, n);
     masterBytes += layout.master ? elementBytes(*layout.master, owned) : 0;
     for (size_t s = 0; s < states.size(); ++s)
-      perState[s] += states[s].scalar ? sizeof(double)
-                                      : stateBytes(layout.stateDtype(states[s].name), n, owned, options);
+      perState[s] += states[s].scalar                        ? sizeof(double)
+                     : states[s].span == StateSpan::Rows ? sizeof(float) * batch * rows
+                     : states[s].span == StateSpan::Cols ? sizeof(float) * batch * cols
+                                                             : stateBytes(layout.stateDtype(states[s].name), n, owned, options);
   }
   double params = static_cast<double>(report.numParams);
   for (size_t s = 0; s < states.size(); ++s) {
@@ -73,6 +93,17 @@ std::vector<size_t> gpt2SmallTensorSizes() {
   sizes.push_back(768);
   sizes.push_back(768);
   return sizes;
+}
+
+std::vector<std::vector<size_t>> gpt2SmallTensorShapes() {
+  std::vector<std::vector<size_t>> shapes = {{50257, 768}, {1024, 768}};
+  for (int layer = 0; layer < 12; ++layer)
+    for (std::vector<size_t> shape : std::vector<std::vector<size_t>>{
+             {768}, {768}, {768, 2304}, {2304}, {768, 768}, {768}, {768}, {768}, {768, 3072}, {3072}, {3072, 768}, {768}})
+      shapes.push_back(shape);
+  shapes.push_back({768});
+  shapes.push_back({768});
+  return shapes;
 }
 
 std::string MemoryReport::str() const {

@@ -159,12 +159,13 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
   compareWithInterpreter(GetParam(), sizes, 8, 11, true, 1001);
 }
 
-/// The library rules the CUDA optimizer runs: all but those with a group-wide
+/// The library rules the CUDA optimizer runs: all with kernels
+/// (test::kernelRules) but those with a group-wide
 /// reduction (test::kGroupWideRules) or inputs (test::kInputRules), which it
 /// refuses by name (FakeDriverTest.GroupWideReductionIsRefusedByName,
 /// FakeDriverTest.InputsAreRefusedByName).
 std::vector<std::string> cudaRules() {
-  std::vector<std::string> rules = test::libraryRules();
+  std::vector<std::string> rules = test::kernelRules();
   for (const auto *list : {&test::kGroupWideRules, &test::kInputRules})
     for (const std::string &name : *list)
       std::erase(rules, name);

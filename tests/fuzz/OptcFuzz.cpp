@@ -43,9 +43,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   // (NaNs and infinities are fine results; undefined behaviour is not).
   optdsl::Interpreter interpreter(*rule);
   optdsl::HyperValues hypers = interpreter.defaultHypers();
-  std::vector<optdsl::TensorState> tensors{interpreter.initTensor({0.5, -1.0, 2.0}, hypers)};
+  // A 2 x 3 matrix, so that rows and columns differ (`state v[rows];`, row_mean).
+  std::vector<optdsl::TensorState> tensors{interpreter.initTensor({0.5, -1.0, 2.0, 0.0, 1.0, -0.5}, hypers, {2, 3})};
   // Every input given (a rule that never tests given() needs them).
-  optdsl::StepInputs inputs(rule->inputs.size(), {{1.5, -0.5, 0.0}});
-  interpreter.step(tensors, {{0.25, 0.0, -3.0}}, 1, hypers, inputs);
+  optdsl::StepInputs inputs(rule->inputs.size(), {{1.5, -0.5, 0.0, 2.0, -1.0, 0.5}});
+  interpreter.step(tensors, {{0.25, 0.0, -3.0, 1.0, -0.5, 2.0}}, 1, hypers, inputs);
   return 0;
 }

@@ -315,7 +315,7 @@ TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
 
 std::vector<Case> allCases() {
   std::vector<Case> cases;
-  for (const std::string &rule : libraryRules())
+  for (const std::string &rule : kernelRules())
     for (const char *layout : {"f32", kQ8Layout})
       for (ShardedGradients gradients : {ShardedGradients::Average, ShardedGradients::Reduced})
         cases.push_back({rule, layout, gradients});

@@ -204,13 +204,15 @@ void runMutant(const CheckedRule &rule, std::mt19937 &rng) {
   std::uniform_real_distribution<double> value(-2, 2);
   std::vector<TensorState> tensors;
   std::vector<std::vector<double>> grads;
-  for (size_t size : {size_t{1}, size_t{5}}) {
+  // A single element, and a 2 x 3 matrix (rows and columns differ).
+  for (std::vector<int64_t> shape : {std::vector<int64_t>{}, std::vector<int64_t>{2, 3}}) {
+    size_t size = shape.empty() ? 1 : 6;
     std::vector<double> param(size), grad(size);
     for (size_t i = 0; i < size; ++i) {
       param[i] = value(rng);
       grad[i] = value(rng);
     }
-    tensors.push_back(interpreter.initTensor(param, hypers));
+    tensors.push_back(interpreter.initTensor(param, hypers, shape));
     grads.push_back(grad);
   }
   // Every input at step 1; at step 2 only those the rule needs (it tests
@@ -226,8 +228,12 @@ void runMutant(const CheckedRule &rule, std::mt19937 &rng) {
   for (const TensorState &tensor : tensors) {
     ASSERT_EQ(tensor.param.size(), grads[&tensor - tensors.data()].size());
     ASSERT_EQ(tensor.states.size(), rule.states.size());
-    for (const auto &state : tensor.states)
-      ASSERT_EQ(state.size(), tensor.param.size());
+    for (size_t slot = 0; slot < rule.states.size(); ++slot) {
+      // One value per element, or per row (2) or column (3) of the matrix.
+      Axes axes = rule.symbol(rule.states[slot]).axes;
+      size_t expected = tensor.shape.empty() ? 1 : axes == kElementAxes ? 6 : axes & kRowAxis ? 2 : 3;
+      ASSERT_EQ(tensor.states[slot].size(), expected);
+    }
     ASSERT_EQ(tensor.scalarStates.size(), rule.scalarStates.size());
   }
 }

@@ -245,9 +245,13 @@ TEST(SemaPhases, TheLibrary) {
     EXPECT_EQ(rule.name(), name);
     // A reduction (the per-tensor norms of lamb and mars, the group-wide
     // ones of test::kGroupWideRules) adds a pass; lamb's norms come after
-    // its global clipping (group_norm): three.
+    // its global clipping (group_norm): three. Adafactor: the row and column
+    // means of grad^2 (and the params' RMS), then the update's RMS, then the
+    // step; the mean over the rows of a [rows] state is no pass. CAME adds
+    // the row and column means of its instability: four.
     bool groupWide = std::count(test::kGroupWideRules.begin(), test::kGroupWideRules.end(), name) > 0;
-    EXPECT_EQ(rule.numPhases, name == "lamb" ? 3 : name == "mars" || groupWide ? 2 : 1);
+    int expected = name == "came" ? 4 : name == "lamb" || name == "adafactor" ? 3 : name == "mars" || groupWide ? 2 : 1;
+    EXPECT_EQ(rule.numPhases, expected);
   }
 }
 

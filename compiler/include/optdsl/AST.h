@@ -18,6 +18,17 @@ enum class Builtin;
 /// `step`, scalar states, reductions), or per element.
 enum class ValueKind { Uniform, Elementwise };
 
+/// The axes a value varies along, as a bit set. A tensor is read as a stack
+/// of matrices, batch × rows × cols: its last two dimensions are the rows and
+/// columns, the ones before them the batch (rank 1: one row of n columns).
+/// An element's values vary along all three, a `state vr[rows]` along the
+/// batch and the rows (one value per row, the same in every column), a
+/// uniform value along none. Every value is read as if broadcast to every
+/// element: that defines what a reduction of it means.
+using Axes = unsigned;
+inline constexpr Axes kBatchAxis = 1, kRowAxis = 2, kColAxis = 4;
+inline constexpr Axes kElementAxes = kBatchAxis | kRowAxis | kColAxis;
+
 namespace ast {
 
 enum class ExprKind { Number, Name, Unary, Binary, Conditional, Call };
@@ -41,7 +52,8 @@ struct Expr {
   // Filled by sema.
   int symbol = -1;              // Name: index into CheckedRule::symbols
   Builtin builtin{};            // Call
-  ValueKind valueKind = ValueKind::Uniform;
+  ValueKind valueKind = ValueKind::Uniform; // Elementwise exactly when axes != 0
+  Axes axes = 0;                // what the value varies along
   int phase = 0;                // the pass in which this value is available
   int reduction = -1;           // Call to a reduction: its index in CheckedRule::reductions
 };
@@ -67,6 +79,10 @@ struct Stmt {
   std::string name;
   SourceRange nameRange;
   ExprPtr value; // null for `state NAME;`
+  /// `state vr[rows];`: the axis a state spans (`rows` or `cols`, checked by
+  /// sema); empty for one value per element and for every other statement.
+  std::string shape;
+  SourceRange shapeRange;
   std::unique_ptr<Interval> interval; // null unless written
 
   // Filled by sema.

@@ -17,6 +17,9 @@ enum class Builtin {
   ReduceSum, ReduceNorm, ReduceMean, ReduceMax,
   // Over every tensor of the parameter group (BuiltinInfo::groupWide).
   GroupSum, GroupNorm, GroupMean, GroupMax,
+  // Along one axis of each matrix (BuiltinInfo::reducedAxis): row_sum(x) is
+  // each row's sum (over its columns), col_sum(x) each column's.
+  RowSum, RowMean, ColSum, ColMean,
 };
 
 struct BuiltinInfo {
@@ -26,6 +29,8 @@ struct BuiltinInfo {
   bool isReduction;
   /// A reduction over every tensor of the parameter group, not one tensor.
   bool groupWide = false;
+  /// Reduces along this axis only (optdsl::Axes; 0: over the whole tensor).
+  unsigned reducedAxis = 0;
 };
 
 /// The per-tensor reduction a group-wide one combines like (group_sum: sum).

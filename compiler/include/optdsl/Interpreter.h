@@ -14,7 +14,12 @@ namespace optdsl {
 /// One tensor's parameters and optimizer state.
 struct TensorState {
   std::vector<double> param;
-  std::vector<std::vector<double>> states; // by CheckedRule::states slot
+  /// Its dimensions, row-major (empty: 1-D). A rule reads it as a stack of
+  /// matrices over the last two (optdsl::Axes).
+  std::vector<int64_t> shape;
+  /// By CheckedRule::states slot: one value per element, or per row or
+  /// column of each matrix for a `[rows]`/`[cols]` state (batch-major).
+  std::vector<std::vector<double>> states;
   std::vector<double> scalarStates;        // by CheckedRule::scalarStates slot
 };
 
@@ -48,7 +53,10 @@ public:
   void setHyper(HyperValues &hypers, const std::string &name, double value) const;
 
   /// Allocates the state of one tensor with the rule's initial values.
-  TensorState initTensor(std::vector<double> param, const HyperValues &hypers) const;
+  /// `shape` (empty: 1-D) must multiply out to param.size(); throws
+  /// std::invalid_argument naming both otherwise.
+  TensorState initTensor(std::vector<double> param, const HyperValues &hypers,
+                         std::vector<int64_t> shape = {}) const;
 
   /// One optimizer step (`step` is 1-based) on every tensor; the tensors
   /// form one parameter group (what group_sum and the other group-wide

@@ -17,7 +17,9 @@
 
 namespace optdsl {
 
-enum class SymbolClass { Param, Grad, Step, Hyper, State, ScalarState, Let, Input };
+/// Dimension: `rank`, `rows`, `cols`, the tensor's shape as the rule reads
+/// it (uniform, per tensor).
+enum class SymbolClass { Param, Grad, Step, Dimension, Hyper, State, ScalarState, Let, Input };
 const char *spelling(SymbolClass cls);
 bool isBuiltin(SymbolClass cls);
 
@@ -26,6 +28,9 @@ struct Symbol {
   SymbolClass cls;
   SourceRange declRange;       // empty for built-ins
   ValueKind kind = ValueKind::Uniform;
+  /// What the value varies along (State: kElementAxes, or a `[rows]` or
+  /// `[cols]` state's batch and rows or columns; ScalarState: none).
+  Axes axes = 0;
   double defaultValue = 0;     // Hyper
   optrt::HyperRange range;     // Hyper: the values it allows
   const ast::Expr *init = nullptr; // State, ScalarState: initial value (null: 0)
@@ -57,10 +62,15 @@ struct CheckedRule {
   std::vector<int> scalarStates;
   std::vector<int> inputs;       // `input NAME;`, declaration order
   bool usesRandom = false;       // some `random(stream)` (the kernels need the tensor's key)
+  /// The rule reads tensors as matrices: a `[rows]`/`[cols]` state, a
+  /// row_*/col_* reduction, or `rank`/`rows`/`cols`; matrixUse is the first.
+  bool matrixShaped = false;
+  SourceRange matrixUse;
   std::vector<int> body;         // indices into ast.stmts of Let and Assign statements
   std::vector<const ast::Expr *> reductions;
   int numPhases = 1;
   int paramSymbol = -1, gradSymbol = -1, stepSymbol = -1;
+  int rankSymbol = -1, rowsSymbol = -1, colsSymbol = -1;
 
   const std::string &name() const { return ast.name; }
   const Symbol &symbol(int id) const { return symbols[id]; }

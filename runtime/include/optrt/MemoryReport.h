@@ -24,6 +24,9 @@ struct MemoryOptions {
   /// whole on every rank, scalar states too; the small-tensor fallback is
   /// still decided by a tensor's full size.
   std::vector<size_t> ownedElements;
+  /// Per tensor its dimensions (empty: every tensor 1-D): what a [rows] or
+  /// [cols] state (StateSpan) holds. Their products must be the sizes.
+  std::vector<std::vector<size_t>> shapes;
 };
 
 /// One state's share of a MemoryReport.
@@ -51,11 +54,16 @@ struct MemoryReport {
 /// Validates the layout against the states first (validateLayout). A q8
 /// state of a tensor of n >= smallTensorElements elements costs n bytes plus
 /// 4 per block of blockElements (the absmax); a scalar state 8 bytes per
-/// tensor. Throws std::invalid_argument for an empty tensor list, a zero
+/// tensor; a [rows] or [cols] state 4 bytes per row or column of each
+/// matrix, whatever the layout (factored states stay f32). Throws std::invalid_argument for an empty tensor list, a zero
 /// size, or ownedElements of another length or above a tensor's size.
 MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &layout,
                           const std::vector<size_t> &tensorSizes,
                           const MemoryOptions &options = {});
+
+/// GPT-2 small's tensors as gpt2SmallTensorSizes, with their dimensions
+/// (Hugging Face's order and Conv1D layout: c_attn.weight is 768x2304).
+std::vector<std::vector<size_t>> gpt2SmallTensorShapes();
 
 /// GPT-2 small's 148 parameter tensors (124,439,808 parameters): token and
 /// position embeddings, 12 blocks (ln_1 w/b, c_attn w/b, c_proj w/b, ln_2

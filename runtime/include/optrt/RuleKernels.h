@@ -60,10 +60,19 @@ struct HyperInfo {
   HyperRange range{};
 };
 
+/// What a state holds per tensor, read as a stack of matrices over its last
+/// two dimensions (a rank-1 tensor: one row).
+enum class StateSpan {
+  Elements, ///< one value per element
+  Rows,     ///< `state v[rows];`: one f32 per row of each matrix
+  Cols,     ///< `state v[cols];`: one f32 per column of each matrix
+};
+
 /// A state of a rule.
 struct StateInfo {
   std::string name; ///< the name the rule declares it with
-  bool scalar; ///< one f64 per tensor; otherwise one f32 per element
+  bool scalar; ///< one f64 per tensor; otherwise one f32 per element (or per span)
+  StateSpan span = StateSpan::Elements; ///< for a state that is not scalar
 };
 
 /// A per-element input of a rule (`input NAME;`): a tensor the trainer

@@ -3,8 +3,10 @@
 real peer implementations: torch.optim (single-tensor path, foreach=False),
 lion-pytorch (lucidrains), timm's Lamb, adam-atan2-pytorch (lucidrains),
 pytorch-optimizer (Lookahead, AdaBound, AdaBelief, ADOPT, MARS, Adan),
-prodigyopt, schedulefree and sophia-opt (SophiaG, with its Hessian estimate
-as the case's input `hessian_estimate`).
+prodigyopt, schedulefree, sophia-opt (SophiaG, with its Hessian estimate
+as the case's input `hessian_estimate`), transformers (Adafactor) and
+came-pytorch (CAME), the last two on matrix-shaped tensors (the case's
+`shapes`).
 
 Every case is computed exactly as tests/golden/README.md (and the shared
 FORMAT.md) describe:
@@ -19,8 +21,8 @@ FORMAT.md) describe:
   in float32 on the same data, against ``expect``.
 
 Usage (needs torch, lion-pytorch, timm, adam-atan2-pytorch, pytorch-optimizer,
-prodigyopt, schedulefree, sophia-opt and einops in the interpreter that runs
-it; tests/golden/README.md lists the versions):
+prodigyopt, schedulefree, sophia-opt, einops, transformers and came-pytorch
+in the interpreter that runs it; tests/golden/README.md lists the versions):
 
     python tests/golden/tools/make_peer_cases.py              # all cases
     python tests/golden/tools/make_peer_cases.py --only lion_basic
@@ -200,6 +202,18 @@ def build_torch(name, hy):
                            use_bias_correction=bool(hy["use_bias_correction"]),
                            safeguard_warmup=bool(hy["safeguard_warmup"]), d0=hy["d0"], d_coef=hy["d_coef"],
                            growth_rate=hy["growth_rate"])
+        if name == "adafactor":
+            from transformers.optimization import Adafactor
+            # lr 0 and beta1 0 stand for transformers' None
+            return Adafactor(params, lr=hy["lr"] or None, eps=(hy["eps1"], hy["eps2"]),
+                             clip_threshold=hy["clip_threshold"], decay_rate=hy["decay_rate"],
+                             beta1=hy["beta1"] or None, weight_decay=hy["weight_decay"],
+                             scale_parameter=bool(hy["scale_parameter"]), relative_step=bool(hy["relative_step"]),
+                             warmup_init=bool(hy["warmup_init"]))
+        if name == "came":
+            from came_pytorch import CAME
+            return CAME(params, lr=hy["lr"], eps=(hy["eps1"], hy["eps2"]), clip_threshold=hy["clip_threshold"],
+                        betas=(hy["beta1"], hy["beta2"], hy["beta3"]), weight_decay=hy["weight_decay"])
         raise KeyError(name)
 
     return mk
@@ -225,23 +239,24 @@ def adan_norm_in(dtype):
         adan.get_global_gradient_norm = original
 
 
-def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None):
+def run_peer(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None, shapes=None):
     """Run the peer in `dtype`; return traj[t][k] as float64 numpy arrays.
     With max_grad_norm, torch.nn.utils.clip_grad_norm_ over all tensors
     before each step, as a trainer calls it. hessian_grads[t] (Sophia): the
     gradients of the Hessian pass the trainer feeds update_hessian() before
-    step t, or None."""
+    step t, or None. shapes[k]: tensor k's dimensions (None: 1-D)."""
     if peer == "adan":
         with adan_norm_in(dtype):
             return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm)
-    return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm, hessian_grads)
+    return run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm, hessian_grads, shapes)
 
 
-def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None):
+def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_grads=None, shapes=None):
     old = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # scalar state (step, mu_product) follows it
+    shapes = shapes or [[len(x)] for x in init]
     try:
-        params = [torch.nn.Parameter(torch.tensor(x, dtype=dtype)) for x in init]
+        params = [torch.nn.Parameter(torch.tensor(x, dtype=dtype).reshape(shape)) for x, shape in zip(init, shapes)]
         opt = build_torch(peer, hy)(params)
         traj = []
         for t, row in enumerate(grads):
@@ -250,14 +265,14 @@ def run_peer_as_is(peer, hy, init, grads, dtype, max_grad_norm=None, hessian_gra
                     p.grad = torch.tensor(h, dtype=dtype)
                 opt.update_hessian()
             for p, g in zip(params, row):
-                p.grad = torch.tensor(g, dtype=dtype)
+                p.grad = torch.tensor(g, dtype=dtype).reshape(p.shape)
             if max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm, foreach=False)
             if peer == "sophia":
                 opt.step(bs=hy["bs"])
             else:
                 opt.step()
-            traj.append([p.detach().to(torch.float64).numpy().copy() for p in params])
+            traj.append([p.detach().to(torch.float64).reshape(-1).numpy().copy() for p in params])
         return traj
     finally:
         torch.set_default_dtype(old)
@@ -542,6 +557,70 @@ def ref_run_sophia(hy, init, grads, hessian_grads):
     return traj
 
 
+def ref_run_factored(peer, hy, init, grads, shapes):
+    """Adafactor (transformers) and CAME (came-pytorch) in numpy float64, on
+    tensors of the given shapes: factored over the last two dimensions from
+    rank 2 on, unfactored below."""
+    b1 = hy["beta1"]
+    p = [x.reshape(s).copy() for x, s in zip(init, shapes)]
+    st = [dict() for _ in p]
+    traj = []
+
+    def rms(a):
+        return math.sqrt(float(np.sum(a * a)) / a.size)
+
+    def approx(row, col):
+        return (1 / np.sqrt(row / row.mean(axis=-1, keepdims=True)))[..., None] * (1 / np.sqrt(col))[..., None, :]
+
+    for t0, row in enumerate(grads):
+        t = t0 + 1
+        for k, g in enumerate(row):
+            g, x, s = g.reshape(p[k].shape), p[k], st[k]
+            factored = x.ndim >= 2
+            if not s:
+                s["m"] = np.zeros_like(x)
+                s["r"], s["c"] = np.zeros(x.shape[:-1]), np.zeros(x.shape[:-2] + x.shape[-1:])
+                s["rr"], s["rc"] = np.zeros(x.shape[:-1]), np.zeros(x.shape[:-2] + x.shape[-1:])
+                s["v"] = np.zeros_like(x)
+            if peer == "adafactor":
+                lr = hy["lr"]
+                if hy["relative_step"]:
+                    lr = min(1e-6 * t if hy["warmup_init"] else 1e-2, 1 / math.sqrt(t))
+                if hy["scale_parameter"]:
+                    lr *= max(hy["eps2"], rms(x))
+                b2 = 1 - t ** hy["decay_rate"]
+            else:
+                lr, b2 = hy["lr"], hy["beta2"]
+            u = g * g + hy["eps1"]
+            if factored:
+                s["r"] = b2 * s["r"] + (1 - b2) * u.mean(axis=-1)
+                s["c"] = b2 * s["c"] + (1 - b2) * u.mean(axis=-2)
+                upd = approx(s["r"], s["c"]) * g
+            else:
+                s["v"] = b2 * s["v"] + (1 - b2) * u
+                upd = g / np.sqrt(s["v"])
+            upd = upd / max(rms(upd) / hy["clip_threshold"], 1.0)
+            if peer == "adafactor":
+                upd = upd * lr
+                if b1:
+                    s["m"] = b1 * s["m"] + (1 - b1) * upd
+                    upd = s["m"]
+                x = x - hy["weight_decay"] * lr * x - upd
+            else:
+                s["m"] = b1 * s["m"] + (1 - b1) * upd
+                if factored:
+                    res = (upd - s["m"]) ** 2 + hy["eps2"]
+                    s["rr"] = hy["beta3"] * s["rr"] + (1 - hy["beta3"]) * res.mean(axis=-1)
+                    s["rc"] = hy["beta3"] * s["rc"] + (1 - hy["beta3"]) * res.mean(axis=-2)
+                    upd = approx(s["rr"], s["rc"]) * s["m"]
+                else:
+                    upd = s["m"]
+                x = x - hy["weight_decay"] * lr * x - lr * upd
+            p[k] = x
+        traj.append([x.reshape(-1).copy() for x in p])
+    return traj
+
+
 def make_hessian_grads(seed, sizes, steps, scales, every, offset):
     """Gradients of Sophia's Hessian pass at steps t % every == offset (else
     None): multiples of scale / 256 with |x| < 8 * scale, scale a power of
@@ -769,6 +848,41 @@ CASES = [
          data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
                    zero_steps=[(60, 1)], spike_p=0.1),
          hessian=dict(name="hessian_estimate", scales=[1.0, 0.25], every=5, offset=2, seed=2119)),
+    # Adafactor's defaults (relative step, parameter scale, no momentum) on
+    # a matrix, a vector (the unfactored branch) and a rank-3 tensor
+    # (factored over its last two dimensions, per matrix).
+    dict(name="adafactor_relative", rule="adafactor", peer="adafactor",
+         hypers=dict(lr=0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, beta1=0, weight_decay=0,
+                     scale_parameter=1, relative_step=1, warmup_init=0),
+         sizes=[96, 10, 30], shapes=[[8, 12], [10], [2, 3, 5]], steps=100, seed=1123,
+         data=dict(grad_scales=[1.0, 0.1, 3.0], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.1],
+                   zero_steps=[(20, 1), (0, 2)], spike_p=0.1)),
+    # Warm-up init: steps of 1e-6 * step relative to the params, below
+    # float32's resolution at first (the peer's own float32 run strays by
+    # a few percent), so this case pins the float64 semantics; the one
+    # above, the float32 kernels.
+    dict(name="adafactor_warmup_init", rule="adafactor", peer="adafactor",
+         hypers=dict(lr=0, eps1=1e-30, eps2=1e-3, clip_threshold=1.0, decay_rate=-0.8, beta1=0, weight_decay=0,
+                     scale_parameter=1, relative_step=1, warmup_init=1),
+         sizes=[40, 6], shapes=[[5, 8], [6]], steps=40, seed=1126,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(10, 1)], spike_p=0.1)),
+    # A fixed lr, momentum, decoupled decay, a tight update clip (binding on
+    # most steps) and a faster second-moment decay.
+    dict(name="adafactor_lr_momentum", rule="adafactor", peer="adafactor",
+         hypers=dict(lr=1e-2, eps1=1e-30, eps2=1e-3, clip_threshold=0.5, decay_rate=-0.5, beta1=0.9,
+                     weight_decay=0.01, scale_parameter=0, relative_step=0, warmup_init=0),
+         sizes=[63, 5, 30], shapes=[[7, 9], [5], [2, 5, 3]], steps=100, seed=1124,
+         data=dict(grad_scales=[1.0, 0.05, 2.0], init_scales=[1.0, 0.5, 0.3], sparse_p=[0.1, 0.0, 0.0],
+                   zero_steps=[(30, 0)], spike_p=0.1)),
+    # CAME with decay on a matrix, a vector (no confidence factor there) and
+    # a rank-3 tensor.
+    dict(name="came_basic", rule="came", peer="came",
+         hypers=dict(lr=1e-2, eps1=1e-30, eps2=1e-16, clip_threshold=1.0, beta1=0.9, beta2=0.999, beta3=0.9999,
+                     weight_decay=0.01),
+         sizes=[96, 10, 30], shapes=[[8, 12], [10], [2, 3, 5]], steps=100, seed=1125,
+         data=dict(grad_scales=[1.0, 0.1, 3.0], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.1],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
     dict(name="prodigy_basic", rule="prodigy", peer="prodigy",
          hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, beta3=-1, eps=1e-8, weight_decay=0.01, decouple=1,
                      use_bias_correction=1, safeguard_warmup=0, d0=1e-3, d_coef=1.0, growth_rate=1.02),
@@ -814,6 +928,11 @@ def source_of(case):
     if case["peer"] == "sophia":
         return (f"sophia-opt {_pkg_version('sophia-opt')} sophia_opt.SophiaG, update_hessian() with the Hessian "
                 f"pass's gradients before the steps that have an estimate, step(bs=bs), on torch {tv}")
+    if case["peer"] == "adafactor":
+        return (f"transformers {_pkg_version('transformers')} transformers.optimization.Adafactor "
+                f"(lr 0 and beta1 0 passed as None) on torch {tv}")
+    if case["peer"] == "came":
+        return f"came-pytorch {_pkg_version('came-pytorch')} came_pytorch.CAME on torch {tv}"
     if case["peer"] == "prodigy":
         return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
@@ -861,8 +980,9 @@ def generate(case, selfcheck=False):
     hess = case.get("hessian")
     hessian_grads = (make_hessian_grads(hess["seed"], case["sizes"], case["steps"], hess["scales"], hess["every"],
                                         hess["offset"]) if hess else None)
-    expect = run_peer(case["peer"], hy, init, grads, torch.float64, clip, hessian_grads)
-    got32 = run_peer(case["peer"], hy, init, grads, torch.float32, clip, hessian_grads)
+    shapes = case.get("shapes")
+    expect = run_peer(case["peer"], hy, init, grads, torch.float64, clip, hessian_grads, shapes)
+    got32 = run_peer(case["peer"], hy, init, grads, torch.float32, clip, hessian_grads, shapes)
     err32 = criterion(got32, expect, init)
     info = {}
     if selfcheck:
@@ -872,6 +992,8 @@ def generate(case, selfcheck=False):
         group_refs = {"prodigy": ref_run_prodigy, "adan": ref_run_adan}  # need every tensor first
         if case["peer"] == "sophia":
             ref = ref_run_sophia(hy, init, ref_grads, hessian_grads)
+        elif case["peer"] in ("adafactor", "came"):
+            ref = ref_run_factored(case["peer"], hy, init, ref_grads, shapes)
         elif case["peer"] in group_refs:
             ref = group_refs[case["peer"]](hy, init, ref_grads)
         else:
@@ -886,6 +1008,7 @@ def generate(case, selfcheck=False):
         "source": source_of(case),
         "hypers": hy,
         "sizes": case["sizes"],
+        **({"shapes": shapes} if shapes else {}),
         "steps": case["steps"],
         "init": [x.tolist() for x in init],
         "grads": [[g.tolist() for g in row] for row in grads],
