@@ -19,6 +19,8 @@
 #include <fstream>
 #include <iostream>
 #include <memory>
+#include <numeric>
+#include <optional>
 #include <string>
 
 #include "mlir/IR/MLIRContext.h"
@@ -85,6 +87,31 @@ options:
   --help          this text
   --version       version of OptDSL and of the MLIR/LLVM it uses
 )";
+
+/// "768x2304,2304" as {{768, 2304}, {2304}} (with `dims` false, one positive
+/// number per item); nullopt with `bad` the item that is not.
+std::optional<std::vector<std::vector<size_t>>> parseShapes(const std::string &list, bool dims, std::string &bad) {
+  std::vector<std::vector<size_t>> shapes;
+  for (size_t start = 0; start <= list.size();) {
+    size_t comma = std::min(list.find(',', start), list.size());
+    std::string item = list.substr(start, comma - start);
+    std::vector<size_t> &shape = shapes.emplace_back();
+    for (size_t from = 0; from <= item.size();) {
+      size_t x = dims ? std::min(item.find('x', from), item.size()) : item.size();
+      std::string dim = item.substr(from, x - from);
+      char *end = nullptr;
+      unsigned long long n = std::strtoull(dim.c_str(), &end, 10);
+      if (dim.empty() || *end || n == 0) {
+        bad = item;
+        return std::nullopt;
+      }
+      shape.push_back(static_cast<size_t>(n));
+      from = x + 1;
+    }
+    start = comma + 1;
+  }
+  return shapes;
+}
 
 int usageError(const std::string &message) {
   std::cerr << "optc: error: " << message << "\n" << kUsage;
@@ -237,43 +264,18 @@ int main(int argc, char **argv) {
       memoryLayouts.push_back(arg.substr(9));
     } else if (arg == "--memory") {
       memory = true;
-    } else if (arg.rfind("--shapes=", 0) == 0) {
+    } else if (arg.rfind("--shapes=", 0) == 0 || arg.rfind("--sizes=", 0) == 0) {
+      bool sized = arg.rfind("--sizes=", 0) == 0;
+      std::string bad;
+      std::optional<std::vector<std::vector<size_t>>> parsed = parseShapes(arg.substr(sized ? 8 : 9), !sized, bad);
+      if (!parsed)
+        return usageError(sized ? "--sizes expects positive element counts separated by commas, got '" + bad + "'"
+                                : "--shapes expects dimensions like 768x2304 separated by commas, got '" + bad + "'");
       sizes.clear();
-      shapes.clear();
-      std::string list = arg.substr(9);
-      for (size_t start = 0; start <= list.size();) {
-        size_t comma = std::min(list.find(',', start), list.size());
-        std::string item = list.substr(start, comma - start);
-        std::vector<size_t> &shape = shapes.emplace_back();
-        size_t product = 1;
-        for (size_t from = 0; from <= item.size();) {
-          size_t x = std::min(item.find('x', from), item.size());
-          std::string dim = item.substr(from, x - from);
-          char *end = nullptr;
-          unsigned long long n = std::strtoull(dim.c_str(), &end, 10);
-          if (dim.empty() || *end || n == 0)
-            return usageError("--shapes expects dimensions like 768x2304 separated by commas, got '" + item + "'");
-          shape.push_back(static_cast<size_t>(n));
-          product *= static_cast<size_t>(n);
-          from = x + 1;
-        }
-        sizes.push_back(product);
-        start = comma + 1;
-      }
-    } else if (arg.rfind("--sizes=", 0) == 0) {
-      sizes.clear();
-      shapes.clear(); // every tensor 1-D
-      std::string list = arg.substr(8);
-      for (size_t start = 0; start <= list.size();) {
-        size_t comma = std::min(list.find(',', start), list.size());
-        std::string item = list.substr(start, comma - start);
-        char *end = nullptr;
-        unsigned long long n = std::strtoull(item.c_str(), &end, 10);
-        if (item.empty() || *end || n == 0)
-          return usageError("--sizes expects positive element counts separated by commas, got '" + item + "'");
-        sizes.push_back(static_cast<size_t>(n));
-        start = comma + 1;
-      }
+      for (const std::vector<size_t> &shape : *parsed)
+        sizes.push_back(std::accumulate(shape.begin(), shape.end(), size_t{1}, std::multiplies<>()));
+      // --sizes: every tensor 1-D.
+      shapes = sized ? std::vector<std::vector<size_t>>{} : *parsed;
     } else if (arg == "--fix") {
       if (++i == argc)
         return usageError("--fix needs NAME=VALUE");
