@@ -182,7 +182,17 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   constexpr size_t kInitPiece = 64 * kQ8BlockElements;
   size_t largest = *std::max_element(sizes.begin(), sizes.end());
   std::vector<float> values(std::min(largest, kInitPiece));
-  s.shardGrads.reserve(elementBytes(s.layout.parsedLayout().grad, plan.ownedElements()));
+  // A sharded step's reduce-scatter writes this rank's part of the
+  // gradients, and of each input, here: allocated now, so a step does not
+  // fail for memory halfway through its collectives. (One process, or
+  // gradients reduced by the trainer: nothing.)
+  if (s.comm && s.gradientMode == ShardedGradients::Average && plan.ranks() > 1) {
+    size_t shardBytes = elementBytes(s.layout.parsedLayout().grad, plan.ownedElements());
+    s.shardGrads.reserve(shardBytes);
+    s.shardInputs.resize(s.layout.rule().inputs.size());
+    for (std::vector<char> &shard : s.shardInputs)
+      shard.reserve(shardBytes);
+  }
   s.arena.grow(arenaFloats);
   s.plan = std::move(plan);
   s.paramJoins.insert(s.paramJoins.end(), joins.begin(), joins.end());
@@ -268,9 +278,6 @@ Optimizer::Impl::validateInputs(const std::vector<StepInput> &inputs) const {
     if (seen[slot])
       throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' is given twice");
     seen[slot] = true;
-    if (comm)
-      throw std::logic_error(std::string(caller) + ": input '" + input.name +
-                             "': a sharded optimizer takes no inputs yet (docs/sharding.md)");
     if (input.perGroup.size() != groups.size())
       throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has values for " +
                                   std::to_string(input.perGroup.size()) + " groups but the optimizer has " +
@@ -325,10 +332,14 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
     size_t kept = keptBuffersEnd(tensor.layout->buffers);
     for (size_t b = 2; b < kept; ++b)
       slot[b] = kernelBuffer(tensor, b);
-    // Inputs: the caller's, or null where not given (the kernels then read none).
+    // Inputs: the caller's (summed over the ranks like the gradients when
+    // those are), or null where not given (the kernels then read none).
     for (size_t b = kept; b < tensor.layout->buffers.size(); ++b) {
-      const std::vector<const void *> *given = inputValues[tensor.layout->buffers[b].state][tensor.group];
-      slot[b] = given ? const_cast<void *>((*given)[t - group.firstTensor]) : nullptr;
+      size_t input = tensor.layout->buffers[b].state;
+      const std::vector<const void *> *given = inputValues[input][tensor.group];
+      slot[b] = !given          ? nullptr
+                : gradsInShard() ? const_cast<void *>(shardPointer(shardInputs[input], t))
+                                 : const_cast<void *>((*given)[t - group.firstTensor]);
     }
   }
 }
@@ -537,9 +548,11 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   } else {
     check();
   }
-  if (s.gradsInShard())
-    s.reduceScatterGradients(gradsPerGroup);
   s.inputValues = std::move(inputValues);
+  if (s.gradsInShard()) {
+    s.reduceScatterGradients(gradsPerGroup);
+    s.reduceScatterInputs();
+  }
   s.prepareStep(gradsPerGroup);
 
   double gradScale = 1.0 / options.lossScale;

@@ -113,6 +113,7 @@ struct Optimizer::Impl {
   ShardedGradients gradientMode;
   ShardPlan plan;
   std::vector<char> shardGrads; // this rank's part of the summed gradients
+  std::vector<std::vector<char>> shardInputs; // per rule input: the same for its values
   std::vector<double> gathered; // scratch of gatherChunkValues
   // Per tensor: 1 when the next tensor of its group starts where its param
   // ends on every rank, so one collective moves both (ShardedStep.cpp).
@@ -183,8 +184,15 @@ struct Optimizer::Impl {
   std::vector<std::vector<const std::vector<const void *> *>> validateInputs(const std::vector<StepInput> &inputs) const;
   // Sharded steps (shard/ShardedStep.cpp). Each returns after the
   // collective; every rank calls them in the same order.
-  // Sums the gradients of every rank's part into shardGrads and averages.
+  // Sums the gradients of every rank's part into shardGrads and averages;
+  // then each input given this step into its shardInputs entry.
   void reduceScatterGradients(const std::vector<std::vector<const void *>> &gradsPerGroup);
+  void reduceScatterInputs();
+  // One grad-shaped value (per group its tensors' pointers; a group with
+  // none is left out), summed over the ranks and averaged into `shard`, this
+  // rank's part; `joins` gets the runs of tensors moved together.
+  void reduceScatter(const std::vector<std::vector<const void *>> &perGroup, std::vector<char> &shard,
+                     std::vector<uint8_t> &joins);
   // values[c * stride + k], k < count, of every chunk c, from the rank that ran it.
   void gatherChunkValues(double *values, size_t stride, size_t count);
   // Every rank's updated params, into every rank's param tensors.
@@ -193,8 +201,10 @@ struct Optimizer::Impl {
   // ranks) rather than from the caller's: with one rank the sum is the
   // caller's gradient itself, and nothing needs to move.
   bool gradsInShard() const { return comm && gradientMode == ShardedGradients::Average && plan.ranks() > 1; }
-  // Where kernels read tensor t's gradient when gradsInShard().
-  const void *shardGrad(size_t t) const;
+  // Where kernels read tensor t's gradient (or an input, from its shard)
+  // when gradsInShard().
+  const void *shardGrad(size_t t) const { return shardPointer(shardGrads, t); }
+  const void *shardPointer(const std::vector<char> &shard, size_t t) const;
   void prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup);
   void runPhase(int phase);
   void combinePhase(int phase);

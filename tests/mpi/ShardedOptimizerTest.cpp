@@ -17,6 +17,8 @@
 
 #include <gtest/gtest.h>
 
+#include <deque>
+
 #include <bit>
 #include <climits>
 #include <cstring>
@@ -140,22 +142,26 @@ struct StoredGrads {
 // Rank r's gradient of `step`: k / 1024 with |k| <= 64, so the sum over up
 // to 4 ranks is exact in f32 and the mean one rounding, whatever order the
 // engine adds in. The reference gets that mean.
-std::vector<float> rankGradient(size_t n, int rank, int step, size_t salt) {
+// Inputs (Sophia's Hessian estimate) are drawn the same way, non-negative
+// (`positive`), from other seeds (`stream`).
+std::vector<float> rankGradient(size_t n, int rank, int step, size_t salt, bool positive = false) {
   std::mt19937 rng(1000 * step + 17 * rank + static_cast<uint32_t>(salt));
-  std::uniform_int_distribution<int> k(-64, 64);
+  std::uniform_int_distribution<int> k(positive ? 0 : -64, 64);
   std::vector<float> values(n);
   for (float &x : values)
     x = static_cast<float>(k(rng)) / 1024;
   return values;
 }
 
-Grads averagedGradients(int step) {
+constexpr int kInputStream = 500; // added to the step: an input's draws
+
+Grads averagedGradients(int step, bool positive = false) {
   size_t salt = 0;
   return Grads::make([&](size_t n) {
     ++salt;
     std::vector<float> sum(n, 0.0f);
     for (int r = 0; r < worldSize(); ++r) {
-      std::vector<float> mine = rankGradient(n, r, step, salt);
+      std::vector<float> mine = rankGradient(n, r, step, salt, positive);
       for (size_t i = 0; i < n; ++i)
         sum[i] += mine[i];
     }
@@ -165,9 +171,9 @@ Grads averagedGradients(int step) {
   });
 }
 
-Grads ownGradients(int step) {
+Grads ownGradients(int step, bool positive = false) {
   size_t salt = 0;
-  return Grads::make([&](size_t n) { return rankGradient(n, worldRank(), step, ++salt); });
+  return Grads::make([&](size_t n) { return rankGradient(n, worldRank(), step, ++salt, positive); });
 }
 
 // The same on every rank: what a trainer's all-reduce would have produced.
@@ -275,8 +281,23 @@ TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
     // then to bf16, is what the ranks' reduce-scatter computes.
     Dtype gradDtype = Layout::parse(c.layout).grad;
     StoredGrads referenceGrads(forReference, gradDtype), rankGrads(forRank, gradDtype);
-    StepResult expected = reference.stepStored(referenceGrads.pointers(), stepOpts);
-    StepResult got = sharded.stepStored(rankGrads.pointers(), stepOpts);
+    // A rule's inputs on steps 1 and 3 (not 2 and 4: each rank must leave
+    // them out alike), each rank with its own values, averaged like the
+    // gradients (or, reduced, the same on every rank).
+    StepOptions referenceOpts = stepOpts, rankOpts = stepOpts;
+    std::deque<StoredGrads> inputStorage; // stable addresses
+    if (step % 2 == 1)
+      for (const optrt::InputInfo &input : kernels->inputs) {
+        int stream = step + kInputStream;
+        Grads averaged = averagedGradients(stream, true);
+        Grads mine = c.gradients == ShardedGradients::Average ? ownGradients(stream, true) : averaged;
+        const StoredGrads &forReferenceInput = inputStorage.emplace_back(averaged, gradDtype);
+        const StoredGrads &forRankInput = inputStorage.emplace_back(mine, gradDtype);
+        referenceOpts.inputs.push_back({input.name, forReferenceInput.pointers()});
+        rankOpts.inputs.push_back({input.name, forRankInput.pointers()});
+      }
+    StepResult expected = reference.stepStored(referenceGrads.pointers(), referenceOpts);
+    StepResult got = sharded.stepStored(rankGrads.pointers(), rankOpts);
     ASSERT_FALSE(expected.skipped);
     EXPECT_EQ(got.skipped, expected.skipped);
     EXPECT_EQ(bits(got.gradNorm), bits(expected.gradNorm)) << got.gradNorm << " vs " << expected.gradNorm;

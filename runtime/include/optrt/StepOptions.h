@@ -31,7 +31,10 @@ struct StepInput {
   /// the param and stored like the gradients (the layout's grad dtype: float
   /// for f32 gradients). perGroup[g] empty: group g gets no value this step,
   /// which only a rule that tests given(NAME) allows (the input then reads
-  /// 0 and no memory is touched).
+  /// 0 and no memory is touched). Sharded (OptimizerOptions::communicator),
+  /// an input is treated as the gradients are: each rank's values averaged
+  /// over the ranks (ShardedGradients::Average) or already reduced, and
+  /// every rank must give it to the same groups.
   std::vector<std::vector<const void *>> perGroup;
 };
 

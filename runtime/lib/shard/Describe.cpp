@@ -1,5 +1,6 @@
 #include "Describe.h"
 
+#include <algorithm>
 #include <charconv>
 
 namespace optrt::detail {
@@ -52,6 +53,17 @@ std::string describeStep(int64_t stepCount, size_t numTensors, const StepOptions
                      ", checkFinite " + (options.checkFinite ? "true" : "false");
   text += ", maxGradNorm " + (options.maxGradNorm ? exact(*options.maxGradNorm) : std::string("none"));
   text += ", clipValue " + (options.clipValue ? exact(*options.clipValue) : std::string("none"));
+  // Which groups get each input: the ranks must move the same ones.
+  std::vector<const StepInput *> inputs;
+  for (const StepInput &input : options.inputs)
+    inputs.push_back(&input);
+  std::sort(inputs.begin(), inputs.end(), [](const StepInput *a, const StepInput *b) { return a->name < b->name; });
+  for (const StepInput *input : inputs) {
+    text += ", input " + input->name + " for groups";
+    for (size_t g = 0; g < input->perGroup.size(); ++g)
+      if (!input->perGroup[g].empty())
+        text += " " + std::to_string(g);
+  }
   for (size_t g = 0; g < groups.size(); ++g) {
     text += "; group " + std::to_string(g) + " at step " + std::to_string(groups[g].steps + 1) + ":";
     for (size_t h = 0; h < hypers.size() && h < groups[g].hypers.size(); ++h)

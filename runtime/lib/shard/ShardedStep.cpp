@@ -1,5 +1,6 @@
 // The collectives of a sharded step (ZeRO stage 1, docs/sharding.md): the
-// gradients summed and scattered so each rank receives its part, the
+// gradients (and the inputs given, the same way) summed and scattered so
+// each rank receives its part, the
 // reduction partials of every chunk gathered so each rank combines them in
 // chunk order exactly as one process would, and the updated params gathered.
 //
@@ -14,42 +15,63 @@
 
 namespace optrt {
 
-const void *Optimizer::Impl::shardGrad(size_t t) const {
+const void *Optimizer::Impl::shardPointer(const std::vector<char> &shard, size_t t) const {
   const Tensor &tensor = tensors[t];
-  // The tensor's owned elements sit in shardGrads where its group's part
+  // The tensor's owned elements sit in the shard where its group's part
   // does, at their distance from the start of this rank's part; the kernels
   // index from the tensor's first element.
   size_t unit = elementBytes(layout.parsedLayout().grad, 1);
   size_t firstOwned = plan.groupOffset(t) + tensor.owned.begin;
   size_t mineBegin = plan.bound(tensor.group, plan.rank());
-  auto at = reinterpret_cast<uintptr_t>(shardGrads.data()) +
+  auto at = reinterpret_cast<uintptr_t>(shard.data()) +
             (plan.shardOffset(tensor.group) + firstOwned - std::min(firstOwned, mineBegin)) * unit;
   return reinterpret_cast<const void *>(at - tensor.owned.begin * unit);
 }
 
 void Optimizer::Impl::reduceScatterGradients(const std::vector<std::vector<const void *>> &gradsPerGroup) {
+  reduceScatter(gradsPerGroup, shardGrads, gradJoins);
+}
+
+void Optimizer::Impl::reduceScatterInputs() {
+  shardInputs.resize(inputValues.size());
+  std::vector<uint8_t> joins;
+  for (size_t slot = 0; slot < inputValues.size(); ++slot) {
+    // Every rank agreed on the groups that have it (describeStep).
+    std::vector<std::vector<const void *>> perGroup(groups.size());
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (inputValues[slot][g])
+        perGroup[g] = *inputValues[slot][g];
+    reduceScatter(perGroup, shardInputs[slot], joins);
+  }
+}
+
+void Optimizer::Impl::reduceScatter(const std::vector<std::vector<const void *>> &perGroup, std::vector<char> &shard,
+                                    std::vector<uint8_t> &joins) {
   CommTimer timer(commSeconds);
   Dtype dtype = layout.parsedLayout().grad;
   size_t unit = elementBytes(dtype, 1);
-  shardGrads.resize(plan.ownedElements() * unit); // reserved by addGroup
+  shard.resize(plan.ownedElements() * unit); // the gradients': reserved by addGroup
 
+  // Tensors of a group without values are null here: they join nothing.
   std::vector<const void *> pointers;
   std::vector<size_t> sizes;
   for (size_t g = 0; g < groups.size(); ++g)
     for (size_t i = 0; i < groups[g].numTensors; ++i) {
-      pointers.push_back(gradsPerGroup[g][i]);
+      pointers.push_back(perGroup[g].empty() ? nullptr : perGroup[g][i]);
       sizes.push_back(tensors[groups[g].firstTensor + i].size);
     }
-  gradJoins = joinsOnEveryRank(*comm, pointers, sizes, unit);
+  joins = joinsOnEveryRank(*comm, pointers, sizes, unit);
 
   size_t me = plan.rank();
   for (size_t g = 0; g < groups.size(); ++g) {
     const Group &group = groups[g];
-    forEachJoinedRun(group.firstTensor, group.numTensors, gradJoins, [&](size_t first, size_t end) {
+    if (perGroup[g].empty())
+      continue;
+    forEachJoinedRun(group.firstTensor, group.numTensors, joins, [&](size_t first, size_t end) {
       size_t flatBegin = plan.groupOffset(first);
       size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
       size_t mineFrom = std::clamp(plan.bound(g, me), flatBegin, flatEnd);
-      char *recv = shardGrads.data() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
+      char *recv = shard.data() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
       // Divided, not multiplied by 1/ranks, so that a sum that was exact
       // gives exactly the single-process gradient.
       comm->reduceScatter(pointers[first], recv, plan.partsOf(g, flatBegin, flatEnd), dtype,
