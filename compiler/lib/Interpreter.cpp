@@ -337,8 +337,12 @@ TensorState Interpreter::initTensor(std::vector<double> param, const HyperValues
   TensorState tensor;
   for (int id : rule_.states)
     tensor.states.emplace_back(geometry.count(rule_.symbol(id).axes), initial(id));
+  // The hidden states behind rank, rows and cols hold the shape, as the
+  // runtime sets them (the interpreter reads the dimensions directly).
+  double dimensions[3] = {geometry.rank, static_cast<double>(geometry.rows), static_cast<double>(geometry.cols)};
   for (int id : rule_.scalarStates)
-    tensor.scalarStates.push_back(initial(id));
+    tensor.scalarStates.push_back(rule_.symbol(id).shapeDimension >= 0 ? dimensions[rule_.symbol(id).shapeDimension]
+                                                                        : initial(id));
   tensor.param = std::move(param);
   tensor.shape = std::move(shape);
   return tensor;

@@ -48,8 +48,8 @@ public:
       // docs/status.md: the language and the reference interpreter have
       // them; the kernels' row and column passes are the next step.
       emitError(loc(rule_.matrixUse)) << "kernels for matrix-shaped tensors (a [rows] or [cols] state, row_*/col_* "
-                                         "reductions, rank/rows/cols) are not built yet; the reference interpreter "
-                                         "runs this rule (optdsl-golden --backend interp)";
+                                         "reductions) are not built yet; the reference interpreter runs this rule "
+                                         "(optdsl-golden --backend interp)";
       return nullptr;
     }
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc(rule_.ast.range));
@@ -102,6 +102,12 @@ private:
     // (their slots follow them): the hyper's value when the group is added.
     for (int id : rule_.scalarStates) {
       const Symbol &symbol = rule_.symbol(id);
+      if (symbol.shapeDimension >= 0) {
+        // rank, rows, cols: 0 here; the runtime sets it from the shape.
+        builder_.create<opt::StateOp>(loc(rule_.ast.nameRange), builder_.getStringAttr(symbol.name),
+                                      builder_.getUnitAttr());
+        continue;
+      }
       if (symbol.initialOfHyper < 0)
         continue;
       Location at = loc(symbol.init->range);
@@ -232,7 +238,9 @@ private:
     case SymbolClass::Param: value = builder_.create<opt::ParamOp>(at, f32); break;
     case SymbolClass::Grad: value = stepGradient(at); break;
     case SymbolClass::Step: value = builder_.create<opt::StepOp>(at, f64); break;
-    case SymbolClass::Dimension: break; // refused by run()
+    case SymbolClass::Dimension:
+      value = builder_.create<opt::LoadStateOp>(at, f64, symbolRef(rule_.symbol(symbol.shapeScalar).name));
+      break;
     case SymbolClass::Hyper: value = builder_.create<opt::GetHyperOp>(at, f64, symbolRef(symbol.name)); break;
     case SymbolClass::State: value = builder_.create<opt::LoadStateOp>(at, f32, symbolRef(symbol.name)); break;
     case SymbolClass::ScalarState:

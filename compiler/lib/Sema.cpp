@@ -303,6 +303,23 @@ private:
     return kElementAxes;
   }
 
+  /// `rank`, `rows`, `cols` read the hidden scalar state the runtime fills
+  /// from the tensor's shape (Symbol::shapeDimension), declared here once.
+  void declareShapeScalar(int dimension) {
+    Symbol &builtin = result_.symbols[dimension];
+    if (builtin.shapeScalar >= 0)
+      return;
+    int k = dimension == result_.rankSymbol ? 0 : dimension == result_.rowsSymbol ? 1 : 2;
+    Symbol symbol{std::string(optrt::kShapeScalars[k]), SymbolClass::ScalarState, SourceRange{}, ValueKind::Uniform};
+    symbol.shapeDimension = k;
+    symbol.slot = static_cast<int>(result_.scalarStates.size());
+    symbol.written = symbol.read = true; // by the runtime; read through the built-in
+    result_.symbols.push_back(symbol);
+    writePhase_.push_back(0);
+    result_.symbols[dimension].shapeScalar = static_cast<int>(result_.symbols.size()) - 1;
+    result_.scalarStates.push_back(result_.symbols[dimension].shapeScalar);
+  }
+
   /// The rule reads tensors as matrices; matrixUse is the first place in
   /// the text that says so.
   void noteMatrixUse(SourceRange range) {
@@ -504,7 +521,7 @@ private:
     }
     symbol.read = true;
     if (symbol.cls == SymbolClass::Dimension)
-      noteMatrixUse(expr.range);
+      declareShapeScalar(it->second);
     setAxes(expr, symbol.axes);
     expr.phase = writePhase_[it->second];
   }

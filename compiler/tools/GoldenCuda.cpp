@@ -49,7 +49,8 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
-  optimizer.addGroup(paramPointers, golden.sizes); // the case's hypers are fixed into the kernels
+  // The case's hypers are fixed into the kernels.
+  optimizer.addGroup(paramPointers, golden.sizes, {}, golden.shapes);
   Trajectory trajectory;
   for (size_t t = 0; t < golden.steps; ++t) {
     for (size_t k = 0; k < golden.sizes.size(); ++k) {

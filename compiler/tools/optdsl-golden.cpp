@@ -103,7 +103,7 @@ optdsl::Trajectory runOnCpu(const optdsl::GoldenCase &golden, const optdsl::Chec
   for (auto &param : params)
     pointers.push_back(param.data());
   optimizer.addGroup(pointers, golden.sizes,
-                     std::map<std::string, double>(golden.hypers.begin(), golden.hypers.end()));
+                     std::map<std::string, double>(golden.hypers.begin(), golden.hypers.end()), golden.shapes);
   optdsl::Trajectory trajectory;
   std::vector<std::vector<float>> grads(golden.sizes.size());
   for (size_t t = 0; t < golden.steps; ++t) {

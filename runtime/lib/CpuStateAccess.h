@@ -49,6 +49,7 @@ public:
     for (size_t t = 0; t < scalars.size(); ++t)
       std::copy(scalars[t].begin(), scalars[t].end(),
                 s_.scalars.begin() + static_cast<std::ptrdiff_t>(t * s_.layout.numScalar()));
+    s_.applyShapes();
     s_.stepCount = stepCount;
   }
 

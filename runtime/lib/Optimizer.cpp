@@ -89,23 +89,29 @@ int64_t Optimizer::stepCount(int group) const {
 size_t Optimizer::numParams() const { return impl_->numParams; }
 
 int Optimizer::addGroup(std::vector<float *> params, std::vector<size_t> sizes,
-                        std::map<std::string, double> hyperOverrides) {
+                        std::map<std::string, double> hyperOverrides, std::vector<std::vector<size_t>> shapes) {
   const Layout &layout = impl_->layout.parsedLayout();
   if (layout.param != Dtype::F32)
     throw std::invalid_argument("optrt::Optimizer::addGroup: layout '" + layout.str() + "' stores params as " +
                                 dtypeName(layout.param) +
                                 "; pass them in that format with addGroupStored, not as float");
   return impl_->addGroupImpl(std::vector<void *>(params.begin(), params.end()), std::move(sizes),
-                             std::move(hyperOverrides));
+                             std::move(hyperOverrides), std::move(shapes));
 }
 
 int Optimizer::addGroupStored(std::vector<void *> params, std::vector<size_t> sizes,
-                              std::map<std::string, double> hyperOverrides) {
-  return impl_->addGroupImpl(std::move(params), std::move(sizes), std::move(hyperOverrides));
+                              std::map<std::string, double> hyperOverrides, std::vector<std::vector<size_t>> shapes) {
+  return impl_->addGroupImpl(std::move(params), std::move(sizes), std::move(hyperOverrides), std::move(shapes));
+}
+
+void Optimizer::Impl::applyShapes(size_t first) {
+  for (size_t t = first; t < tensors.size(); ++t)
+    setShapeScalars(layout, tensors[t].dims, scalars.data() + t * layout.numScalar());
 }
 
 int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
-                                  std::map<std::string, double> hyperOverrides) {
+                                  std::map<std::string, double> hyperOverrides,
+                                  std::vector<std::vector<size_t>> shapes) {
   static const char *caller = "optrt::Optimizer::addGroup";
   Impl &s = *this;
   const RuleKernels &rule = s.layout.rule();
@@ -120,12 +126,15 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   auto check = [&] {
     if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
       fail(problem);
+    if (std::string problem = shapeProblem(shapes, sizes); !problem.empty())
+      fail(problem);
     if (std::string clash = s.findOverlap(params, sizes, groupIndex); !clash.empty())
       fail(clash);
     hypers = groupHypers(s.layout, hyperOverrides, caller);
   };
   if (s.comm)
-    checkOnEveryRank(*s.comm, caller, "the new group", describeGroup(groupIndex, sizes, hyperOverrides), check);
+    checkOnEveryRank(*s.comm, caller, "the new group", describeGroup(groupIndex, sizes, hyperOverrides, shapes),
+                     check);
   else
     check();
   // Sharded, each rank keeps an even share of the state bytes: an element
@@ -152,7 +161,8 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   for (size_t i = 0; i < sizes.size(); ++i) {
     const LayoutKernels &chosen = s.layout.layoutFor(sizes[i], s.smallTensorElements);
     OwnedRange owned = plan.owned(s.tensors.size() + i);
-    Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}, owned};
+    Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}, owned,
+                  shapeDimensions(shapes.empty() ? std::vector<size_t>{} : shapes[i], sizes[i])};
     for (const BufferDesc &buffer : chosen.buffers) {
       tensor.offsets.push_back(arenaFloats);
       if (!keptByOptimizer(buffer) || owned.size() == 0)
@@ -231,6 +241,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
     s.scalars.insert(s.scalars.end(), scalarInit.begin(), scalarInit.end());
   }
   s.groups.push_back({std::move(hypers), firstTensor, params.size()});
+  s.applyShapes(firstTensor);
   return groupIndex;
 }
 

@@ -2,6 +2,8 @@
 // state access) and OptimizerState.cpp (saving and loading state).
 #pragma once
 
+#include <array>
+
 #include "optrt/Optimizer.h"
 
 #include "ChunkTable.h"
@@ -41,6 +43,8 @@ struct Tensor {
   // The elements whose master and state this rank keeps (all of them
   // without a communicator; ShardPlan.h).
   OwnedRange owned;
+  // rank, rows, cols as the rule's `rank`, `rows`, `cols` read them.
+  std::array<double, 3> dims{};
 };
 
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
@@ -161,7 +165,12 @@ struct Optimizer::Impl {
   void loadParts(const std::string &path, bool convert);
   const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
   int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
-                   std::map<std::string, double> hyperOverrides);
+                   std::map<std::string, double> hyperOverrides, std::vector<std::vector<size_t>> shapes);
+  // Writes each tensor's dimensions into the hidden scalar states of rank,
+  // rows and cols (RuleKernels.h kShapeScalars), from tensor `first` on:
+  // after a group's init, and after a load (they are the optimizer's, not
+  // the checkpoint's).
+  void applyShapes(size_t first = 0);
   StepResult stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup, const StepOptions &options);
   // Σ g² over every gradient element, chunks combined in table order.
   double gradSumOfSquares();

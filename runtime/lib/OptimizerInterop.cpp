@@ -62,6 +62,8 @@ void Optimizer::exportSafetensors(const std::string &path) const {
       float step = static_cast<float>(group.steps);
       file.tensors[stateKey(t, "step")] = {"F32", {}, bytesOf(&step, 1)};
       for (const StateInfo &state : rule.states) {
+        if (state.scalar && shapeDimension(state.name) >= 0)
+          continue; // the tensor's shape, which torch keeps in the tensor itself
         if (state.scalar) {
           double value = scalarState(state.name, static_cast<int>(g), i);
           file.tensors[stateKey(t, state.name)] = {"F64", {}, bytesOf(&value, 1)};
@@ -169,6 +171,8 @@ void Optimizer::importSafetensors(const std::string &path) {
         fail("'" + stateKey(t, "step") + "' is not the step of its group (" + std::to_string(steps[g]) +
              "); OptDSL keeps one step count per group");
       for (const StateInfo &state : rule.states) {
+        if (state.scalar && shapeDimension(state.name) >= 0)
+          continue; // set from the optimizer's own shapes
         if (state.scalar) {
           std::optional<double> value = scalarOf(find(t, state.name));
           if (!value)

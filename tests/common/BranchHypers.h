@@ -42,6 +42,9 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"prodigy", {{"use_bias_correction", 1}, {"weight_decay", 0.1}, {"growth_rate", 1.02}, {"d0", 1e-3}}},
     // a small batch, so that the ratio is clamped for some elements and not others
     {"sophia", {{"bs", 8}, {"lr", 1e-3}}},
+    // bias correction, decoupled decay and a growth rate that binds
+    {"dadapt_adam", {{"bias_correction", 1}, {"weight_decouple", 1}, {"weight_decay", 0.1}, {"growth_rate", 1.02},
+                     {"d0", 1e-3}}},
     {"adafactor", {{"beta1", 0.9}, {"weight_decay", 0.1}, {"warmup_init", 1}}},
     {"came", {{"weight_decay", 0.1}}},
 };
@@ -50,7 +53,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
 /// which the CUDA optimizer refuses by name (SemaTest checks the list: these,
 /// lamb and mars are the rules with more than one pass). lamb's (its global
 /// clipping) folds away under cudaFixedHypers, so the CUDA tests run it.
-inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy"};
+inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy", "dadapt_adam"};
 
 /// The library rules that take inputs besides the gradient (`input NAME;`),
 /// which the CUDA optimizer refuses by name too.

@@ -300,6 +300,26 @@ TEST_F(FakeDriverTest, HypersLiveInDeviceMemoryPerGroup) {
   EXPECT_THROW(optimizer.hyperAddress("lr", 2), std::out_of_range);
 }
 
+TEST_F(FakeDriverTest, ShapesReachTheDevicesScalarStates) {
+  // mars reads `rank` (pytorch-optimizer's 1-D path): the runtime writes each
+  // tensor's dimensions into its hidden scalar states in device memory.
+  optrt::CudaOptimizer optimizer(compiled("mars").host, deviceCopy("mars"));
+  DevicePtr matrix = fake().alloc(24 * sizeof(float)), vector = fake().alloc(7 * sizeof(float));
+  try {
+    optimizer.addGroup({matrix, vector}, {24, 7}, {}, {{4, 5}, {7}});
+    ADD_FAILURE() << "a 4x5 shape for 24 elements was accepted";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_EQ(std::string(e.what()), "optrt::CudaOptimizer::addGroup: group 0: tensor 0 has shape 4x5, which does "
+                                     "not hold its 24 elements");
+  }
+  EXPECT_EQ(optimizer.numGroups(), 0);
+  optimizer.addGroup({matrix, vector}, {24, 7}, {}, {{2, 3, 4}, {7}});
+  EXPECT_EQ(optimizer.scalarState("shape(rank)", 0, 0), 3.0);
+  EXPECT_EQ(optimizer.scalarState("shape(rank)", 0, 1), 1.0);
+  // Only what the rule reads is kept: mars reads the rank alone.
+  EXPECT_THROW(optimizer.scalarState("shape(rows)", 0, 0), std::invalid_argument);
+}
+
 TEST_F(FakeDriverTest, BadGradientIsNamedBeforeAnyLaunch) {
   optrt::CudaOptimizer optimizer(compiled("nadam").host, deviceCopy("nadam"));
   DevicePtr param = fake().alloc(64 * sizeof(float)), grad = fake().alloc(64 * sizeof(float)),

@@ -85,6 +85,27 @@ TEST(MatrixSema, ARuleWithoutThemIsNotMatrixShaped) {
   EXPECT_FALSE(c.rule->matrixShaped);
 }
 
+TEST(MatrixSema, DimensionsAloneAreHiddenScalarStatesTheKernelsTake) {
+  Checked c = check(R"(optimizer t {
+  state m;
+  m = rank >= 2 ? grad / rows : grad;
+  param = param - m * rank;
+})");
+  ASSERT_TRUE(c.rule) << c.messages();
+  const CheckedRule &rule = *c.rule;
+  EXPECT_FALSE(rule.matrixShaped);
+  // One hidden scalar per dimension read, declared on its first read.
+  ASSERT_EQ(rule.scalarStates.size(), 2u);
+  EXPECT_EQ(rule.symbol(rule.scalarStates[0]).name, "shape(rank)");
+  EXPECT_EQ(rule.symbol(rule.scalarStates[0]).shapeDimension, 0);
+  EXPECT_EQ(rule.symbol(rule.scalarStates[1]).name, "shape(rows)");
+  EXPECT_EQ(rule.symbol(rule.scalarStates[1]).shapeDimension, 1);
+  // The interpreter fills them as the runtime does.
+  Interpreter interpreter(rule);
+  TensorState tensor = interpreter.initTensor(Vec(24, 1.0), interpreter.defaultHypers(), {2, 3, 4});
+  EXPECT_EQ(tensor.scalarStates, (Vec{3, 3}));
+}
+
 TEST(MatrixSema, AStateGetsOnlyWhatVariesAlongItsAxes) {
   Checked c = check(R"(optimizer t {
   state vr[rows];

@@ -44,6 +44,12 @@ struct Symbol {
   /// it keeps the construction-time value (AdaBound's base lr) whatever a
   /// schedule or an override sets later. -1 for every other symbol.
   int initialOfHyper = -1;
+  /// The hidden scalar state behind `rank` (0), `rows` (1) or `cols` (2)
+  /// (named optrt::kShapeScalars[k]), declared on its first read: the
+  /// runtime sets it from the tensor's shape. -1 for every other symbol.
+  int shapeDimension = -1;
+  /// Dimension: the hidden scalar state that holds it (-1 until read).
+  int shapeScalar = -1;
   /// Input whose presence the rule tests (`given(NAME)`): the trainer may
   /// leave it out of a step, and then it reads as 0. An input never tested
   /// is needed every step (the runtime refuses a step without it).
@@ -62,8 +68,9 @@ struct CheckedRule {
   std::vector<int> scalarStates;
   std::vector<int> inputs;       // `input NAME;`, declaration order
   bool usesRandom = false;       // some `random(stream)` (the kernels need the tensor's key)
-  /// The rule reads tensors as matrices: a `[rows]`/`[cols]` state, a
-  /// row_*/col_* reduction, or `rank`/`rows`/`cols`; matrixUse is the first.
+  /// The rule reads tensors as matrices: a `[rows]`/`[cols]` state or a
+  /// row_*/col_* reduction (the kernels do not take these yet; `rank`,
+  /// `rows` and `cols` alone they do); matrixUse is the first in the text.
   bool matrixShaped = false;
   SourceRange matrixUse;
   std::vector<int> body;         // indices into ast.stmts of Let and Assign statements

@@ -115,7 +115,7 @@ public:
   /// or its allocation ends before the tensor does), WrongContext, and
   /// OutOfMemory when the grown state arena or tables do not fit.
   int addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
-               std::map<std::string, double> hyperOverrides = {});
+               std::map<std::string, double> hyperOverrides = {}, std::vector<std::vector<size_t>> shapes = {});
 
   /// Groups added so far.
   int numGroups() const;

@@ -112,8 +112,12 @@ public:
   /// another tensor's, an unknown hyper name (the message lists the rule's
   /// hypers), a non-finite value, or a new value for a fixed hyper. Moves the
   /// state arena: spans from state() taken earlier are invalid afterwards.
+  /// `shapes` (empty: every tensor 1-D) gives each tensor's dimensions, what
+  /// a rule's `rank`, `rows` and `cols` read (its last two dimensions; a
+  /// rank-1 tensor is one row); std::invalid_argument when their product is
+  /// not the tensor's size.
   int addGroup(std::vector<float *> params, std::vector<size_t> sizes,
-               std::map<std::string, double> hyperOverrides = {});
+               std::map<std::string, double> hyperOverrides = {}, std::vector<std::vector<size_t>> shapes = {});
   /// addGroup for params stored in the layout's param dtype (bf16/f16 bit
   /// patterns for param=bf16/f16; f32 otherwise): sizes count elements. A
   /// master copy, when the layout has one, starts as the exact f32 value of
@@ -121,7 +125,7 @@ public:
   /// vector<void *> would make every braced call ambiguous.) The float*
   /// addGroup throws std::invalid_argument on a layout whose params are not f32.
   int addGroupStored(std::vector<void *> params, std::vector<size_t> sizes,
-                     std::map<std::string, double> hyperOverrides = {});
+                     std::map<std::string, double> hyperOverrides = {}, std::vector<std::vector<size_t>> shapes = {});
 
   /// Groups added so far.
   int numGroups() const;

@@ -47,6 +47,21 @@ inline bool isStepHyper(std::string_view name) {
          (name.substr(0, 6) == "given(" && name.size() > 7 && name.back() == ')');
 }
 
+/// The hidden scalar states behind a rule's `rank`, `rows` and `cols`
+/// ("shape(rank)", ...: not identifiers, so never a rule's own name): the
+/// runtime sets them from each tensor's shape when its group is added
+/// (Optimizer::addGroup's shapes; 1-D without) and after every load; they
+/// are not saved as torch state.
+inline constexpr std::string_view kShapeScalars[3] = {"shape(rank)", "shape(rows)", "shape(cols)"};
+
+/// 0, 1 or 2 for the shape scalar `name` (rank, rows, cols), else -1.
+inline int shapeDimension(std::string_view name) {
+  for (int k = 0; k < 3; ++k)
+    if (name == kShapeScalars[k])
+      return k;
+  return -1;
+}
+
 /// How a per-tensor reduction combines its elements.
 enum class ReductionKind { Sum, Mean, Norm, Max }; ///< sum, mean, L2 norm, maximum
 

@@ -29,6 +29,7 @@ struct Tensor {
   size_t group;
   int run;                    // 0: the layout's kernels, 1: its small-tensor fallback's
   std::vector<size_t> offsets; // per buffer of the run's layout: byte offset in the arena (owned buffers)
+  std::array<double, 3> dims{}; // rank, rows, cols as the rule reads them
 };
 
 // Device tables and owned buffers start on 256-byte boundaries (the driver's
@@ -374,7 +375,7 @@ int64_t CudaOptimizer::stepCount() const { return impl_->stepCount; }
 size_t CudaOptimizer::numParams() const { return impl_->numParams; }
 
 int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
-                            std::map<std::string, double> hyperOverrides) {
+                            std::map<std::string, double> hyperOverrides, std::vector<std::vector<size_t>> shapes) {
   static const char *caller = "optrt::CudaOptimizer::addGroup";
   Impl &s = *impl_;
   const RuleKernels &rule = s.layout.rule();
@@ -386,6 +387,8 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
 
   // Plain argument checks first: no driver call for a malformed request.
   if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
+    fail(problem);
+  if (std::string problem = shapeProblem(shapes, sizes); !problem.empty())
     fail(problem);
   Dtype paramDtype = s.paramDtype();
   std::vector<ParamRange> ranges;
@@ -406,7 +409,8 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   std::vector<Tensor> newTensors = s.tensors;
   for (size_t i = 0; i < params.size(); ++i) {
     int run = s.runs.size() > 1 && sizes[i] < s.smallTensorElements ? 1 : 0;
-    Tensor tensor{params[i], sizes[i], groupIndex, run, {}};
+    Tensor tensor{params[i], sizes[i], groupIndex, run, {},
+                  shapeDimensions(shapes.empty() ? std::vector<size_t>{} : shapes[i], sizes[i])};
     for (const BufferDesc &buffer : s.runs[run].host->buffers) {
       size_t at = alignUp(newArenaBytes, kSegmentAlign);
       tensor.offsets.push_back(at);
@@ -480,9 +484,11 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
                                 s.tensors.size() * numScalar * sizeof(double)),
               "cuMemcpyDtoH_v2");
   }
-  for (size_t i = 0; i < params.size(); ++i)
-    std::copy(scalarInit.begin(), scalarInit.end(),
-              scalars.begin() + static_cast<std::ptrdiff_t>((s.tensors.size() + i) * numScalar));
+  for (size_t i = 0; i < params.size(); ++i) {
+    double *row = scalars.data() + (s.tensors.size() + i) * numScalar;
+    std::copy(scalarInit.begin(), scalarInit.end(), row);
+    setShapeScalars(s.layout, newTensors[s.tensors.size() + i].dims, row);
+  }
   std::vector<std::vector<CUdeviceptr>> bufferTables;
   for (const Run &run : s.runs) {
     size_t per = run.perTensor();
@@ -860,6 +866,10 @@ public:
     std::vector<double> table;
     for (const std::vector<double> &tensor : scalars)
       table.insert(table.end(), tensor.begin(), tensor.end());
+    // rank, rows and cols are the optimizer's tensors', not the file's.
+    size_t numScalar = s_.layout.numScalar();
+    for (size_t t = 0; t < s_.tensors.size() && numScalar > 0; ++t)
+      setShapeScalars(s_.layout, s_.tensors[t].dims, table.data() + t * numScalar);
     double counter = static_cast<double>(stepCount);
     const Driver &d = *s_.d;
     CUdeviceptr base = s_.tables.get();

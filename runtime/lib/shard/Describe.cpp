@@ -36,10 +36,19 @@ std::string describeOptions(const RuleKernels *kernels, const OptimizerOptions &
 }
 
 std::string describeGroup(int group, const std::vector<size_t> &sizes,
-                          const std::map<std::string, double> &hyperOverrides) {
+                          const std::map<std::string, double> &hyperOverrides,
+                          const std::vector<std::vector<size_t>> &shapes) {
   std::string text = "group " + std::to_string(group) + ": " + std::to_string(sizes.size()) + " tensors of sizes";
   for (size_t size : sizes)
     text += " " + std::to_string(size);
+  if (!shapes.empty()) {
+    text += "; shapes";
+    for (const std::vector<size_t> &shape : shapes) {
+      text += " ";
+      for (size_t k = 0; k < shape.size(); ++k)
+        text += (k ? "x" : "") + std::to_string(shape[k]);
+    }
+  }
   text += "; hypers";
   for (const auto &[name, value] : hyperOverrides)
     text += " " + name + "=" + exact(value);

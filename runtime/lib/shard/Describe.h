@@ -18,7 +18,8 @@ namespace optrt::detail {
 
 std::string describeOptions(const RuleKernels *kernels, const OptimizerOptions &options);
 std::string describeGroup(int group, const std::vector<size_t> &sizes,
-                          const std::map<std::string, double> &hyperOverrides);
+                          const std::map<std::string, double> &hyperOverrides,
+                          const std::vector<std::vector<size_t>> &shapes = {});
 /// Also every group's hyper values and step count: a setHyper made on one
 /// rank only would otherwise step its parts with other values.
 std::string describeStep(int64_t stepCount, size_t numTensors, const StepOptions &options,

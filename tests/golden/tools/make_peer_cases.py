@@ -168,7 +168,9 @@ def build_torch(name, hy):
         if name == "mars":
             from pytorch_optimizer import MARS
             return MARS(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), gamma=hy["gamma"], mars_type="adamw",
-                        optimize_1d=True, weight_decay=hy["weight_decay"],
+                        optimize_1d=bool(hy["optimize_1d"]), lr_1d=hy["lr_1d"],
+                        betas_1d=(hy["beta1_1d"], hy["beta2_1d"]), weight_decay=hy["weight_decay"],
+                        weight_decay_1d=hy["weight_decay_1d"],
                         weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
                         ams_bound=bool(hy["ams_bound"]), eps=hy["eps"], foreach=False)
         if name == "adabelief":
@@ -202,6 +204,13 @@ def build_torch(name, hy):
                            use_bias_correction=bool(hy["use_bias_correction"]),
                            safeguard_warmup=bool(hy["safeguard_warmup"]), d0=hy["d0"], d_coef=hy["d_coef"],
                            growth_rate=hy["growth_rate"])
+        if name == "dadapt_adam":
+            from pytorch_optimizer import DAdaptAdam
+            # growth_rate 1e30 stands for pytorch-optimizer's inf
+            return DAdaptAdam(params, lr=hy["lr"], betas=(hy["beta1"], hy["beta2"]), d0=hy["d0"],
+                              growth_rate=hy["growth_rate"], weight_decay=hy["weight_decay"],
+                              weight_decouple=bool(hy["weight_decouple"]), fixed_decay=bool(hy["fixed_decay"]),
+                              bias_correction=bool(hy["bias_correction"]), eps=hy["eps"], foreach=False)
         if name == "adafactor":
             from transformers.optimization import Adafactor
             # lr 0 and beta1 0 stand for transformers' None
@@ -296,7 +305,7 @@ def criterion(ours, expect, init):
 # independent numpy transcription of each peer (float64), for --selfcheck
 
 
-def ref_run(peer, hy, init, grads):
+def ref_run(peer, hy, init, grads, shapes=None):
     p = [x.copy() for x in init]
     st = [dict() for _ in p]
     traj = []
@@ -429,11 +438,19 @@ def ref_run(peer, hy, init, grads):
                 x = x + ckp1 * (s["z"] - x) + lr_t * (b1 * (1 - ckp1) - 1) * gn
                 s["z"] = s["z"] - lr_t * gn
             elif peer == "mars":
+                # optimize_1d off: tensors of rank < 2 take AdamW with the _1d
+                # hypers (lr scaled by lr_1d / lr, fixed at construction).
+                mars_path = hy["optimize_1d"] or (shapes is not None and len(shapes[k]) >= 2)
+                b1, b2 = (hy["beta1"], hy["beta2"]) if mars_path else (hy["beta1_1d"], hy["beta2_1d"])
+                lr = hy["lr"] if mars_path else hy["lr"] * (hy["lr_1d"] / hy["lr"])
+                wd = hy["weight_decay"] if mars_path else hy["weight_decay_1d"]
                 last = s.get("last", z)
                 c = (g - last) * (hy["gamma"] * (b1 / (1 - b1))) + g
                 n = float(np.linalg.norm(c))
                 if n > 1:
                     c = c / n
+                if not mars_path:
+                    c = g
                 s["m"] = s.get("m", z) + (1 - b1) * (c - s.get("m", z))
                 s["v"] = b2 * s.get("v", z) + (1 - b2) * c * c
                 v = s["v"]
@@ -677,6 +694,43 @@ def ref_run_prodigy(hy, init, grads):
     return traj
 
 
+def ref_run_dadapt(hy, init, grads):
+    """pytorch-optimizer's DAdaptAdam over one group, float64: the numerator
+    and the l1 norm of s over every tensor before the params move."""
+    p = [x.copy() for x in init]
+    m = [np.zeros_like(x) for x in init]
+    v = [np.zeros_like(x) for x in init]
+    s = [np.zeros_like(x) for x in init]
+    b1, b2 = hy["beta1"], hy["beta2"]
+    b2sq = math.sqrt(b2)
+    d, nw = hy["d0"], 0.0
+    traj = []
+    for t0, row in enumerate(grads):
+        t = t0 + 1
+        d_lr = d * hy["lr"]
+        if hy["bias_correction"]:
+            d_lr /= (1 - b1 ** t) / math.sqrt(1 - b2 ** t)
+        gs = [g if hy["weight_decouple"] else g + hy["weight_decay"] * x for g, x in zip(row, p)]
+        acc = sum(d_lr * float(np.dot(g, s[k] / (np.sqrt(v[k]) + hy["eps"]))) for k, g in enumerate(gs))
+        l1 = 0.0
+        for k, g in enumerate(gs):
+            m[k] = b1 * m[k] + d_lr * (1 - b1) * g
+            v[k] = b2 * v[k] + (1 - b2) * g * g
+            s[k] = b2sq * s[k] + d_lr * (1 - b2sq) * g
+            l1 += float(np.sum(np.abs(s[k])))
+        if l1 != 0:
+            nw = nw + (1 - b2sq) * (acc - nw)
+            if hy["lr"] > 0:
+                d = max(d, min(nw / ((1 - b2sq) * l1), d * hy["growth_rate"]))
+            for k in range(len(p)):
+                x = p[k]
+                if hy["weight_decouple"]:
+                    x = x * (1 - hy["weight_decay"] * (1 if hy["fixed_decay"] else d_lr))
+                p[k] = x - m[k] / (np.sqrt(v[k]) + hy["eps"])
+        traj.append([x.copy() for x in p])
+    return traj
+
+
 # --------------------------------------------------------------------------
 # cases
 
@@ -799,9 +853,20 @@ CASES = [
     # gradient is longer than 1 (scaled down), tensor 1's shorter; AMSBound.
     dict(name="mars_ams", rule="mars", peer="mars",
          hypers=dict(lr=3e-3, beta1=0.95, beta2=0.99, gamma=0.025, weight_decay=0.01, weight_decouple=1,
-                     fixed_decay=0, ams_bound=1, eps=1e-8),
+                     fixed_decay=0, ams_bound=1, eps=1e-8, optimize_1d=1, lr_1d=3e-3, beta1_1d=0.9, beta2_1d=0.95,
+                     weight_decay_1d=0.1),
          sizes=[64, 9], steps=100, seed=1121,
          data=dict(grad_scales=[1.0, 0.05], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(20, 1)], spike_p=0.1)),
+    # MARS as pytorch-optimizer runs it by default (optimize_1d=False): the
+    # matrices take the MARS update, the vector plain AdamW with the _1d
+    # hypers (the rule reads `rank`; the runtime gets the shapes).
+    dict(name="mars_1d", rule="mars", peer="mars",
+         hypers=dict(lr=3e-3, beta1=0.95, beta2=0.99, gamma=0.025, weight_decay=0.01, weight_decouple=1,
+                     fixed_decay=0, ams_bound=0, eps=1e-8, optimize_1d=0, lr_1d=1e-2, beta1_1d=0.9, beta2_1d=0.95,
+                     weight_decay_1d=0.1),
+         sizes=[96, 10, 30], shapes=[[8, 12], [10], [2, 3, 5]], steps=100, seed=1127,
+         data=dict(grad_scales=[1.0, 0.05, 0.3], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
                    zero_steps=[(20, 1)], spike_p=0.1)),
     # AdaBelief with RAdam's rectification (SGD with momentum for the first
     # steps, then rectified) and AMSBound, decoupled decay.
@@ -883,6 +948,23 @@ CASES = [
          sizes=[96, 10, 30], shapes=[[8, 12], [10], [2, 3, 5]], steps=100, seed=1125,
          data=dict(grad_scales=[1.0, 0.1, 3.0], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.1],
                    zero_steps=[(20, 1)], spike_p=0.1)),
+    # D-Adaptation Adam over one group of 3 tensors (d from group_sums),
+    # bias correction and decoupled decay on; d0 1e-3 for the same reason
+    # as prodigy_basic, and a growth rate that binds while d climbs.
+    dict(name="dadapt_adam_basic", rule="dadapt_adam", peer="dadapt_adam",
+         hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, d0=1e-3, growth_rate=1.05, weight_decay=0.01, weight_decouple=1,
+                     fixed_decay=0, bias_correction=1, eps=1e-8),
+         sizes=[64, 9, 5], steps=100, seed=1128,
+         data=dict(grad_scales=[1.0, 0.2, 0.05], init_scales=[1.0, 0.5, 0.2], sparse_p=[0.0, 0.2, 0.0],
+                   zero_steps=[(50, 1)], spike_p=0.05)),
+    # Coupled decay (pytorch-optimizer's default), no bias correction, d
+    # free to grow.
+    dict(name="dadapt_adam_coupled", rule="dadapt_adam", peer="dadapt_adam",
+         hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, d0=1e-3, growth_rate=1e30, weight_decay=0.01, weight_decouple=0,
+                     fixed_decay=0, bias_correction=0, eps=1e-8),
+         sizes=[64, 9], steps=60, seed=1129,
+         data=dict(grad_scales=[1.0, 0.1], init_scales=[1.0, 0.5], sparse_p=[0.0, 0.2],
+                   zero_steps=[(30, 1)], spike_p=0.05)),
     dict(name="prodigy_basic", rule="prodigy", peer="prodigy",
          hypers=dict(lr=1.0, beta1=0.9, beta2=0.999, beta3=-1, eps=1e-8, weight_decay=0.01, decouple=1,
                      use_bias_correction=1, safeguard_warmup=0, d0=1e-3, d_coef=1.0, growth_rate=1.02),
@@ -916,7 +998,7 @@ def source_of(case):
                 f"on torch {tv}")
     if case["peer"] == "mars":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} MARS (mars_type='adamw', "
-                f"optimize_1d=True, foreach=False) on torch {tv}")
+                f"optimize_1d={bool(case['hypers']['optimize_1d'])}, foreach=False) on torch {tv}")
     if case["peer"] == "adabelief":
         return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} AdaBelief (foreach=False) on torch {tv}")
     if case["peer"] == "adopt":
@@ -933,6 +1015,9 @@ def source_of(case):
                 f"(lr 0 and beta1 0 passed as None) on torch {tv}")
     if case["peer"] == "came":
         return f"came-pytorch {_pkg_version('came-pytorch')} came_pytorch.CAME on torch {tv}"
+    if case["peer"] == "dadapt_adam":
+        return (f"pytorch-optimizer {_pkg_version('pytorch-optimizer')} DAdaptAdam (foreach=False, one parameter "
+                f"group; growth_rate 1e30 passed as given) on torch {tv}")
     if case["peer"] == "prodigy":
         return (f"prodigyopt {_pkg_version('prodigyopt')} prodigyopt.Prodigy (one parameter group) on torch {tv}")
     if case["peer"] == "lamb":
@@ -989,7 +1074,8 @@ def generate(case, selfcheck=False):
         # Clipping is open loop too: the clipped gradients depend on the
         # gradients only.
         ref_grads = grads if clip is None else [clip_rows(row, clip) for row in grads]
-        group_refs = {"prodigy": ref_run_prodigy, "adan": ref_run_adan}  # need every tensor first
+        group_refs = {"prodigy": ref_run_prodigy, "adan": ref_run_adan,  # need every tensor first
+                      "dadapt_adam": ref_run_dadapt}
         if case["peer"] == "sophia":
             ref = ref_run_sophia(hy, init, ref_grads, hessian_grads)
         elif case["peer"] in ("adafactor", "came"):
@@ -997,7 +1083,7 @@ def generate(case, selfcheck=False):
         elif case["peer"] in group_refs:
             ref = group_refs[case["peer"]](hy, init, ref_grads)
         else:
-            ref = ref_run(case["peer"], hy, init, ref_grads)
+            ref = ref_run(case["peer"], hy, init, ref_grads, shapes)
         info["numpy_vs_peer64"] = criterion(ref, expect, init)
     if case["peer"] == "lion":
         info["lion_sign_margin"] = lion_margin(hy, grads)
