@@ -520,10 +520,12 @@ private:
       return;
     }
     symbol.read = true;
-    if (symbol.cls == SymbolClass::Dimension)
-      declareShapeScalar(it->second);
     setAxes(expr, symbol.axes);
     expr.phase = writePhase_[it->second];
+    // Last: declaring the hidden state grows the symbol table, which moves
+    // `symbol`.
+    if (symbol.cls == SymbolClass::Dimension)
+      declareShapeScalar(it->second);
   }
 
   static void setAxes(ast::Expr &expr, Axes axes) {

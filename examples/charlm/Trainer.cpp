@@ -119,6 +119,7 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     grads16.encode(gradValues);
   std::vector<void *> decayParams, plainParams;
   std::vector<size_t> decaySizes, plainSizes;
+  std::vector<std::vector<size_t>> decayShapes, plainShapes;
   std::vector<const void *> decayGrads, plainGrads;
   for (size_t t = 0; t < model.tensors().size(); ++t) {
     auto &tensor = model.tensors()[t];
@@ -126,6 +127,10 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
     const void *grad = grads16.active() ? static_cast<const void *>(grads16.tensors[t].data()) : tensor.grad.data();
     (tensor.decay ? decayParams : plainParams).push_back(param);
     (tensor.decay ? decaySizes : plainSizes).push_back(tensor.value.size());
+    // As torch holds them: a bias is a vector (a rule's rank reads 1), a
+    // weight a matrix.
+    (tensor.decay ? decayShapes : plainShapes)
+        .push_back(tensor.rows == 1 ? std::vector<size_t>{tensor.cols} : std::vector<size_t>{tensor.rows, tensor.cols});
     (tensor.decay ? decayGrads : plainGrads).push_back(grad);
   }
   optrt::OptimizerOptions options;
@@ -140,8 +145,8 @@ RunResult train(const Corpus &corpus, const TrainConfig &config, const RunSpec &
   std::map<std::string, double> plainHypers = spec.hypers;
   if (hasHyper(*spec.rule.kernels, "weight_decay"))
     plainHypers["weight_decay"] = 0;
-  optimizer.addGroupStored(decayParams, decaySizes, spec.hypers);
-  optimizer.addGroupStored(plainParams, plainSizes, plainHypers);
+  optimizer.addGroupStored(decayParams, decaySizes, spec.hypers, decayShapes);
+  optimizer.addGroupStored(plainParams, plainSizes, plainHypers, plainShapes);
   const std::vector<std::vector<const void *>> grads{decayGrads, plainGrads};
 
   // Linear warm-up from 0 to the peak, then a cosine to minLrFraction x peak
