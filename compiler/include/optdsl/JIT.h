@@ -1,5 +1,5 @@
 // In-process compilation of a rule to host code: opt dialect → kernels →
-// LLVM → native code in this process (MLIR ExecutionEngine, O3, host CPU).
+// LLVM → native code in this process (MLIR ExecutionEngine, LLVM O2, host CPU).
 // The returned table keeps the compiled code alive. The header names no
 // MLIR or LLVM type, so a trainer that includes it compiles as fast as one
 // that includes the runtime's headers (CheckedRule, from optdsl/Sema.h, is

@@ -61,7 +61,12 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   // options.transformer is a function_ref: the function it refers to must
   // outlive ExecutionEngine::create, so it lives here, not in a temporary
   // (ASan found the temporary's stack slot reused).
-  std::function<llvm::Error(llvm::Module *)> optimize = mlir::makeOptimizingTransformer(3, 0, nullptr);
+  // O2, not O3: the kernels arrive vectorised and unrolled from MLIR, and O3's
+  // extra IR passes bought no speed (the cached32K step benchmarks of adamw
+  // and ademamix in f32, bf16 + master and q8 equal within noise) for 10% of
+  // the compile time (prodigy 53.3 -> 47.7 ms; docs/benchmarks.md).
+  // Artifacts, compiled once, keep O3 (NativeCode.cpp).
+  std::function<llvm::Error(llvm::Module *)> optimize = mlir::makeOptimizingTransformer(2, 0, nullptr);
   mlir::ExecutionEngineOptions options;
   options.transformer = optimize;
   options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;

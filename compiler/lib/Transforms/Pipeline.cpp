@@ -76,7 +76,9 @@ mlir::OwningOpRef<mlir::ModuleOp> buildPreparedModule(mlir::MLIRContext &context
   checkFixedHypers(rule, fixed);
   mlir::OwningOpRef<mlir::ModuleOp> module = buildModule(context, rule);
   if (!module) {
-    failure = "the opt module does not verify";
+    // A rule the kernels cannot take yet says so at its location (the
+    // diagnostics that follow); anything else is a verifier failure.
+    failure = rule.matrixShaped ? "its kernels are not built yet" : "the opt module does not verify";
     return nullptr;
   }
   mlir::PassManager prep(&context);
