@@ -1,5 +1,6 @@
 #include "optdsl/Interpreter.h"
 
+#include "optrt/Shape.h"
 #include "optrt/Storage.h"
 
 #include <algorithm>
@@ -118,30 +119,24 @@ struct Geometry {
 
   /// Throws std::invalid_argument when `shape` does not multiply out to `size`.
   static Geometry of(const std::vector<int64_t> &shape, size_t size, const std::string &tensor) {
-    Geometry geometry;
-    geometry.cols = size;
-    if (shape.empty())
-      return geometry;
-    std::string written;
-    uint64_t product = 1;
+    std::vector<size_t> dims;
     bool valid = true;
+    uint64_t product = 1;
     for (int64_t dim : shape) {
-      written += (written.empty() ? "" : "x") + std::to_string(dim);
       valid = valid && dim >= 0;
-      product *= static_cast<uint64_t>(std::max<int64_t>(dim, 0));
+      dims.push_back(static_cast<size_t>(std::max<int64_t>(dim, 0)));
+      product *= dims.back();
     }
-    if (!valid || product != size)
+    if (!shape.empty() && (!valid || product != size)) {
+      std::string written;
+      for (int64_t dim : shape)
+        written += (written.empty() ? "" : "x") + std::to_string(dim);
       throw std::invalid_argument(tensor + " has shape " + written + ", which " +
                                   (valid ? "holds " + std::to_string(product) : std::string("is not a shape")) +
                                   " elements, not its " + std::to_string(size));
-    size_t rank = shape.size();
-    geometry.rank = static_cast<double>(rank);
-    geometry.cols = static_cast<size_t>(shape[rank - 1]);
-    if (rank >= 2)
-      geometry.rows = static_cast<size_t>(shape[rank - 2]);
-    for (size_t k = 0; k + 2 < rank; ++k)
-      geometry.batch *= static_cast<size_t>(shape[k]);
-    return geometry;
+    }
+    optrt::MatrixView view = optrt::matrixView(dims, size);
+    return Geometry{view.batch, view.rows, view.cols, static_cast<double>(view.rank)};
   }
 
   size_t size() const { return batch * rows * cols; }

@@ -8,6 +8,8 @@
 
 #include "RuleLayout.h"
 
+#include "optrt/Shape.h"
+
 #include "optrt/Schedule.h"
 
 #include <algorithm>
@@ -86,38 +88,11 @@ std::string newGroupProblem(const std::vector<Pointer> &params, const std::vecto
   return {};
 }
 
-/// What is wrong with a new group's shapes (empty: every tensor 1-D), or "":
-/// one shape per tensor, of positive dimensions multiplying out to its size.
-inline std::string shapeProblem(const std::vector<std::vector<size_t>> &shapes, const std::vector<size_t> &sizes) {
-  if (shapes.empty())
-    return {};
-  if (shapes.size() != sizes.size())
-    return std::to_string(shapes.size()) + " shapes but " + std::to_string(sizes.size()) + " tensors";
-  for (size_t i = 0; i < shapes.size(); ++i) {
-    std::string written;
-    size_t product = 1;
-    bool overflow = false;
-    for (size_t dim : shapes[i]) {
-      written += (written.empty() ? "" : "x") + std::to_string(dim);
-      overflow = overflow || __builtin_mul_overflow(product, dim, &product);
-    }
-    if (shapes[i].empty())
-      return "tensor " + std::to_string(i) + " has an empty shape; a 1-D tensor of n elements is {n}";
-    if (overflow || product != sizes[i])
-      return "tensor " + std::to_string(i) + " has shape " + written + ", which does not hold its " +
-             std::to_string(sizes[i]) + " elements";
-  }
-  return {};
-}
-
 /// rank, rows and cols of a tensor as a rule reads them (RuleKernels.h
-/// kShapeScalars): its last two dimensions; 1-D (or no shape): one row.
+/// kShapeScalars; optrt/Shape.h).
 inline std::array<double, 3> shapeDimensions(const std::vector<size_t> &shape, size_t size) {
-  if (shape.empty())
-    return {1, 1, static_cast<double>(size)};
-  size_t rank = shape.size();
-  return {static_cast<double>(rank), rank >= 2 ? static_cast<double>(shape[rank - 2]) : 1.0,
-          static_cast<double>(shape[rank - 1])};
+  MatrixView view = matrixView(shape, size);
+  return {static_cast<double>(view.rank), static_cast<double>(view.rows), static_cast<double>(view.cols)};
 }
 
 /// Writes a tensor's dimensions (shapeDimensions) into its scalar states

@@ -1,6 +1,7 @@
 #include "optrt/MemoryReport.h"
 
 #include "optrt/LayoutCheck.h"
+#include "optrt/Shape.h"
 #include "optrt/Storage.h"
 
 #include <cstdio>
@@ -35,27 +36,12 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
   if (!options.ownedElements.empty() && options.ownedElements.size() != tensorSizes.size())
     throw std::invalid_argument("memoryReport: " + std::to_string(options.ownedElements.size()) +
                                 " owned counts for " + std::to_string(tensorSizes.size()) + " tensors");
-  if (!options.shapes.empty() && options.shapes.size() != tensorSizes.size())
-    throw std::invalid_argument("memoryReport: " + std::to_string(options.shapes.size()) + " shapes for " +
-                                std::to_string(tensorSizes.size()) + " tensors");
+  if (std::string problem = shapeProblem(options.shapes, tensorSizes); !problem.empty())
+    throw std::invalid_argument("memoryReport: " + problem);
   std::vector<size_t> perState(states.size(), 0);
   for (size_t t = 0; t < tensorSizes.size(); ++t) {
     size_t n = tensorSizes[t];
-    // A stack of matrices over the last two dimensions; 1-D: one row.
-    size_t rows = 1, cols = n, batch = 1;
-    if (!options.shapes.empty()) {
-      const std::vector<size_t> &shape = options.shapes[t];
-      size_t product = 1;
-      for (size_t dim : shape)
-        product *= dim;
-      if (shape.empty() || product != n)
-        throw std::invalid_argument("memoryReport: tensor " + std::to_string(t) + "'s shape holds " +
-                                    std::to_string(shape.empty() ? 0 : product) + " elements, not its " +
-                                    std::to_string(n));
-      cols = shape.back();
-      rows = shape.size() >= 2 ? shape[shape.size() - 2] : 1;
-      batch = n / (rows * cols);
-    }
+    MatrixView view = matrixView(options.shapes.empty() ? std::vector<size_t>{} : options.shapes[t], n);
     if (n == 0)
       throw std::invalid_argument("memoryReport: a tensor of size 0");
     size_t owned = options.ownedElements.empty() ? n : options.ownedElements[t];
@@ -68,8 +54,8 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
     masterBytes += layout.master ? elementBytes(*layout.master, owned) : 0;
     for (size_t s = 0; s < states.size(); ++s)
       perState[s] += states[s].scalar                        ? sizeof(double)
-                     : states[s].span == StateSpan::Rows ? sizeof(float) * batch * rows
-                     : states[s].span == StateSpan::Cols ? sizeof(float) * batch * cols
+                     : states[s].span == StateSpan::Rows ? sizeof(float) * view.batch * view.rows
+                     : states[s].span == StateSpan::Cols ? sizeof(float) * view.batch * view.cols
                                                              : stateBytes(layout.stateDtype(states[s].name), n, owned, options);
   }
   double params = static_cast<double>(report.numParams);

@@ -9,6 +9,8 @@
 #include "optdsl/Sema.h"
 #include "optrt/Optimizer.h"
 
+#include "common/RandomValues.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -42,12 +44,8 @@ const std::vector<size_t> kSizes = {60, 17, 24};
 struct Tensors {
   explicit Tensors(uint32_t seed) {
     std::mt19937 rng(seed);
-    std::normal_distribution<float> normal;
-    for (size_t n : kSizes) {
-      params.emplace_back(n);
-      for (float &x : params.back())
-        x = normal(rng);
-    }
+    for (size_t n : kSizes)
+      params.push_back(test::normalValues(n, rng));
   }
   std::vector<float *> pointers() {
     std::vector<float *> result;
@@ -60,13 +58,9 @@ struct Tensors {
 
 std::vector<std::vector<float>> gradsOf(int step) {
   std::mt19937 rng(100 + step);
-  std::normal_distribution<float> normal;
   std::vector<std::vector<float>> grads;
-  for (size_t n : kSizes) {
-    grads.emplace_back(n);
-    for (float &x : grads.back())
-      x = normal(rng);
-  }
+  for (size_t n : kSizes)
+    grads.push_back(test::normalValues(n, rng));
   return grads;
 }
 
