@@ -44,14 +44,6 @@ public:
         current_(rule.symbols.size()) {}
 
   OwningOpRef<ModuleOp> run() {
-    if (rule_.matrixShaped) {
-      // docs/status.md: the language and the reference interpreter have
-      // them; the kernels' row and column passes are the next step.
-      emitError(loc(rule_.matrixUse)) << "kernels for matrix-shaped tensors (a [rows] or [cols] state, row_*/col_* "
-                                         "reductions) are not built yet; the reference interpreter runs this rule "
-                                         "(optdsl-golden --backend interp)";
-      return nullptr;
-    }
     OwningOpRef<ModuleOp> module = ModuleOp::create(loc(rule_.ast.range));
     builder_.setInsertionPointToEnd(module->getBody());
     auto ruleOp = builder_.create<opt::RuleOp>(loc(rule_.ast.nameRange),
@@ -61,6 +53,8 @@ public:
     declarations();
     stepHypers();
     update();
+    if (failed_)
+      return nullptr;
     return module;
   }
 
@@ -86,7 +80,8 @@ private:
       } else if (stmt.kind == ast::StmtKind::State || stmt.kind == ast::StmtKind::Scalar) {
         auto state = builder_.create<opt::StateOp>(
             loc(stmt.range), builder_.getStringAttr(stmt.name),
-            stmt.kind == ast::StmtKind::Scalar ? builder_.getUnitAttr() : UnitAttr());
+            stmt.kind == ast::StmtKind::Scalar ? builder_.getUnitAttr() : UnitAttr(),
+            axisAttr(rule_.symbol(stmt.symbol).axes), UnitAttr());
         // No init region: 0, and a state set from the params gets its
         // value on the first step (firstStepInits).
         if (!stmt.value || rule_.symbol(stmt.symbol).initOnFirstStep)
@@ -105,13 +100,14 @@ private:
       if (symbol.shapeDimension >= 0) {
         // rank, rows, cols: 0 here; the runtime sets it from the shape.
         builder_.create<opt::StateOp>(loc(rule_.ast.nameRange), builder_.getStringAttr(symbol.name),
-                                      builder_.getUnitAttr());
+                                      builder_.getUnitAttr(), StringAttr(), UnitAttr());
         continue;
       }
       if (symbol.initialOfHyper < 0)
         continue;
       Location at = loc(symbol.init->range);
-      auto state = builder_.create<opt::StateOp>(at, builder_.getStringAttr(symbol.name), builder_.getUnitAttr());
+      auto state = builder_.create<opt::StateOp>(at, builder_.getStringAttr(symbol.name), builder_.getUnitAttr(),
+                                                 StringAttr(), UnitAttr());
       OpBuilder::InsertionGuard guard(builder_);
       builder_.setInsertionPointToStart(&state.getInit().emplaceBlock());
       std::fill(current_.begin(), current_.end(), Value());
@@ -192,8 +188,21 @@ private:
     }
   }
 
+  /// A state's `axis`: none for one per element, else rows, cols or
+  /// matrices (what a [rows]/[cols] state or a row/column reduction's result
+  /// varies along).
+  StringAttr axisAttr(Axes axes) {
+    switch (axes) {
+    case kBatchAxis | kRowAxis: return builder_.getStringAttr("rows");
+    case kBatchAxis | kColAxis: return builder_.getStringAttr("cols");
+    case kBatchAxis: return builder_.getStringAttr("matrices");
+    default: return StringAttr();
+    }
+  }
+
   void update() {
     auto update = builder_.create<opt::UpdateOp>(loc(rule_.ast.range));
+    update_ = update;
     builder_.setInsertionPointToStart(&update.getBody().emplaceBlock());
     std::fill(current_.begin(), current_.end(), Value());
     firstStepInits();
@@ -359,12 +368,16 @@ private:
     if (expr.builtin == Builtin::Random)
       return builder_.create<opt::RandomOp>(at, builder_.getF32Type(),
                                             builder_.getI64IntegerAttr(static_cast<int64_t>(expr.operands[0]->number)));
-    if (builtinInfo(expr.builtin).isReduction) {
+    if (const BuiltinInfo &info = builtinInfo(expr.builtin); info.isReduction) {
       const ast::Expr &argument = *expr.operands[0];
       Value input = toFloat(gen(argument), true, argument.range);
+      if (info.reducedAxis)
+        return axisReduction(expr, input);
+      if (argument.axes != 0 && argument.axes != kElementAxes)
+        return unsupported(expr, "a reduction over the tensor of a value per row, column or matrix");
       return builder_.create<opt::ReduceOp>(
           at, builder_.getF64Type(), builder_.getStringAttr(reductionKind(expr.builtin)), input,
-          builder_.getI64IntegerAttr(argument.phase));
+          builder_.getI64IntegerAttr(argument.phase), FlatSymbolRefAttr());
     }
     std::vector<Value> x;
     for (const auto &argument : expr.operands)
@@ -418,8 +431,39 @@ private:
     }
   }
 
+  /// row_sum, row_mean, col_sum, col_mean: the result is kept in a scratch
+  /// state of the axes left (declared before the update), which later
+  /// phases read.
+  Value axisReduction(const ast::Expr &expr, Value input) {
+    const ast::Expr &argument = *expr.operands[0];
+    const BuiltinInfo &info = builtinInfo(expr.builtin);
+    if (!(argument.axes & info.reducedAxis))
+      return unsupported(expr, std::string(info.name) + " of a value that is the same along the axis it reduces");
+    std::string name = std::string(info.name) + "(" + std::to_string(numScratch_++) + ")";
+    {
+      OpBuilder::InsertionGuard guard(builder_);
+      builder_.setInsertionPoint(update_);
+      builder_.create<opt::StateOp>(loc(expr.range), builder_.getStringAttr(name), UnitAttr(),
+                                    axisAttr(argument.axes & ~info.reducedAxis), builder_.getUnitAttr());
+    }
+    return builder_.create<opt::ReduceOp>(loc(expr.range), builder_.getF32Type(), builder_.getStringAttr(info.name),
+                                          input, builder_.getI64IntegerAttr(argument.phase), symbolRef(name));
+  }
+
+  /// Reports a construct the kernels do not take yet (the interpreter does);
+  /// the module is then not built. Returns a placeholder of the right kind.
+  Value unsupported(const ast::Expr &expr, const std::string &what) {
+    emitError(loc(expr.range)) << "the kernels do not take " << what
+                               << " yet; the reference interpreter runs this rule (optdsl-golden --backend interp)";
+    failed_ = true;
+    return constant(0, expr.valueKind == ValueKind::Elementwise, expr.range);
+  }
+
   MLIRContext &context_;
   const CheckedRule &rule_;
+  opt::UpdateOp update_;
+  int numScratch_ = 0;
+  bool failed_ = false;
   OpBuilder builder_;
   std::vector<Value> current_; // per symbol: its value at this point of the update
 };

@@ -136,40 +136,26 @@ template <typename Build> int reportErrors(Build &&build) {
 
 /// `optc --memory`: the memory table of the rule's states (after --fix,
 /// which can drop states) under each layout, from optrt::memoryReport.
-/// The states a rule declares, as the runtime describes them (before --fix
-/// drops any): for a rule whose kernels are not built yet.
-std::vector<optrt::StateInfo> declaredStates(const optdsl::CheckedRule &rule) {
-  std::vector<optrt::StateInfo> states;
-  for (const optdsl::Symbol &symbol : rule.symbols) {
-    if (symbol.cls == optdsl::SymbolClass::ScalarState)
-      states.push_back({symbol.name, true});
-    else if (symbol.cls == optdsl::SymbolClass::State)
-      states.push_back({symbol.name, false,
-                        symbol.axes == optdsl::kElementAxes ? optrt::StateSpan::Elements
-                        : symbol.axes & optdsl::kRowAxis    ? optrt::StateSpan::Rows
-                                                            : optrt::StateSpan::Cols});
-  }
-  return states;
-}
-
 int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &options,
                 std::vector<std::string> layouts, const std::vector<size_t> &sizes,
                 const std::vector<std::vector<size_t>> &shapes, std::ostream &out) {
   if (layouts.empty())
-    layouts = {"f32", "state=bf16", "state=q8", "param=bf16,master=f32", "param=bf16,master=f32,state=q8"};
+    layouts = rule.matrixShaped // q8 kernels of a matrix-shaped rule are not built yet
+                  ? std::vector<std::string>{"f32", "state=bf16", "param=bf16,master=f32"}
+                  : std::vector<std::string>{"f32", "state=bf16", "state=q8", "param=bf16,master=f32",
+                                             "param=bf16,master=f32,state=q8"};
   return reportErrors([&] {
     mlir::MLIRContext context;
     // Building the kernels checks each layout against the rule, as --emit=so
-    // would; a matrix-shaped rule has no kernels yet (its states as declared).
-    std::optional<optdsl::CpuKernelModule> kernels;
-    if (!rule.matrixShaped)
-      kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
-    std::vector<optrt::StateInfo> states = kernels ? kernels->signature.states : declaredStates(rule);
+    // would (a matrix-shaped rule's q8 states are refused by name).
+    optdsl::CpuKernelModule kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
+    const std::vector<optrt::StateInfo> &states = kernels.signature.states;
     optrt::MemoryOptions memoryOptions;
     memoryOptions.shapes = shapes;
     std::string names;
     for (const optrt::StateInfo &state : states)
-      names += (names.empty() ? "" : ", ") + state.name;
+      if (!state.scratch)
+        names += (names.empty() ? "" : ", ") + state.name;
     char line[256];
     std::snprintf(line, sizeof line, "| %-40s | %6s | %6s | %6s | %6s | %6s |\n", "layout", "param", "grad",
                   "master", "state", "total");
@@ -187,17 +173,17 @@ int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &
         << " tensors; q8 states of tensors under 4096 elements are kept in f32\n";
     for (const optrt::StateInfo &state : states)
       if (!state.scalar && state.span != optrt::StateSpan::Elements) {
-        std::snprintf(line, sizeof line, "state %s: one f32 per %s of each matrix, %.4f B/param%s, in every layout\n",
-                      state.name.c_str(), state.span == optrt::StateSpan::Rows ? "row" : "column",
+        std::snprintf(line, sizeof line, "%s %s: one f32 per %s, %.4f B/param%s, in every layout\n",
+                      state.scratch ? "scratch of" : "state", state.name.c_str(),
+                      state.span == optrt::StateSpan::Rows   ? "row of each matrix"
+                      : state.span == optrt::StateSpan::Cols ? "column of each matrix"
+                                                             : "matrix",
                       optrt::memoryReport({state}, optrt::Layout{}, sizes, memoryOptions).state,
                       shapes.empty() ? " (every tensor 1-D: one row)" : "");
         out << line;
       }
-    if (rule.matrixShaped)
-      out << "(kernels for matrix-shaped tensors are not built yet: the layouts above are what they will hold)\n";
     // Inputs are the trainer's memory, as the gradients are, not the optimizer's.
-    if (kernels)
-      for (const optrt::InputInfo &input : kernels->signature.inputs)
+    for (const optrt::InputInfo &input : kernels.signature.inputs)
       out << "input " << input.name << ": held by the trainer, stored like the grad (not counted above)\n";
   });
 }

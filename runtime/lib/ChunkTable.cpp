@@ -9,12 +9,17 @@ void ChunkTable::reserve(size_t moreTensors, size_t moreChunks) {
   chunks_.reserve(chunks_.size() + moreChunks);
 }
 
-void ChunkTable::addTensor(size_t numElements) {
+size_t ChunkTable::chunkLength(size_t rowLength) const {
+  return rowLength <= 1 ? chunkElements_ : std::max<size_t>(1, chunkElements_ / rowLength) * rowLength;
+}
+
+void ChunkTable::addTensor(size_t numElements, size_t rowLength) {
   size_t tensor = tensorFirstChunk_.size() - 1;
-  // end = begin + min(rest, chunkElements) rather than begin + chunkElements,
-  // so a huge chunkElements cannot overflow.
+  size_t length = chunkLength(rowLength);
+  // end = begin + min(rest, length) rather than begin + length, so a huge
+  // chunkElements cannot overflow.
   for (size_t begin = 0, end = 0; begin < numElements; begin = end) {
-    end = begin + std::min(numElements - begin, chunkElements_);
+    end = begin + std::min(numElements - begin, length);
     chunks_.push_back({tensor, static_cast<int64_t>(begin), static_cast<int64_t>(end)});
   }
   tensorFirstChunk_.push_back(chunks_.size());

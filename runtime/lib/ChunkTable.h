@@ -24,16 +24,22 @@ public:
   explicit ChunkTable(size_t chunkElements) : chunkElements_(chunkElements) {}
 
   size_t chunkElements() const { return chunkElements_; }
-  size_t numChunksFor(size_t numElements) const {
-    return numElements / chunkElements_ + (numElements % chunkElements_ != 0);
+  /// Elements per chunk of a tensor whose chunks are whole rows of
+  /// `rowLength` (1: any element may begin a chunk): as many whole rows as
+  /// chunkElements holds, at least one.
+  size_t chunkLength(size_t rowLength = 1) const;
+  size_t numChunksFor(size_t numElements, size_t rowLength = 1) const {
+    size_t length = chunkLength(rowLength);
+    return numElements / length + (numElements % length != 0);
   }
 
   /// Makes room for more tensors and chunks, so that addTensor cannot throw
   /// once the caller has started committing a change.
   void reserve(size_t moreTensors, size_t moreChunks);
   /// Appends the chunks of the next tensor; its index is the number of
-  /// tensors added before it. numElements must be positive.
-  void addTensor(size_t numElements);
+  /// tensors added before it. numElements must be positive (and a multiple
+  /// of rowLength).
+  void addTensor(size_t numElements, size_t rowLength = 1);
 
   const std::vector<Chunk> &chunks() const { return chunks_; }
   size_t firstChunk(size_t tensor) const { return tensorFirstChunk_[tensor]; }

@@ -27,12 +27,14 @@ inline bool keptByOptimizer(const BufferDesc &buffer) {
          buffer.role == BufferRole::StateAbsmax;
 }
 
-/// One past the last buffer the optimizer keeps: the inputs come after it
-/// (layoutBuffers), and param and grad before, so the kept ones are
+/// One past the last buffer the optimizer keeps in its arena: the inputs,
+/// Dims and the states per row, column or matrix (kept per tensor) come after
+/// it (layoutBuffers), and param and grad before, so the kept ones are
 /// [2, keptBuffersEnd).
 inline size_t keptBuffersEnd(const std::vector<BufferDesc> &buffers) {
   size_t end = buffers.size();
-  while (end > 2 && buffers[end - 1].role == BufferRole::Input)
+  while (end > 2 && (buffers[end - 1].role == BufferRole::Input || buffers[end - 1].role == BufferRole::Dims ||
+                     buffers[end - 1].role == BufferRole::AxisState))
     --end;
   return end;
 }

@@ -29,11 +29,24 @@ void validateLayout(const Layout &layout, const std::vector<StateInfo> &states,
     if (found->scalar && dtype != Dtype::F32)
       fail("state '" + name + "' is a per-tensor scalar (one f64 per tensor) and cannot be " +
            dtypeName(dtype));
+    if (!found->scalar && found->span != StateSpan::Elements && dtype != Dtype::F32)
+      fail("state '" + name + "' holds one value per " + (found->span == StateSpan::Rows ? "row" : "column") +
+           " (small, kept in f32) and cannot be " + dtypeName(dtype));
   }
+  // Blocks of 256 consecutive elements do not fit rows of any length: the
+  // q8 kernels of a rule that reads tensors as matrices are not built yet.
+  if (readsMatrices(states))
+    for (const StateInfo &state : states)
+      if (!state.scalar && state.span == StateSpan::Elements) {
+        Dtype d = layout.stateDtype(state.name);
+        if (d == Dtype::Q8Signed || d == Dtype::Q8Unsigned)
+          fail("state '" + state.name + "' as q8: the kernels of a rule that reads tensors as matrices " +
+               "(states per row or column) take f32, bf16 and f16 states, not q8 yet");
+      }
   if (layout.stochastic) {
     bool any16 = layout.param == Dtype::BF16 || layout.param == Dtype::F16;
     for (const StateInfo &state : states)
-      if (!state.scalar) {
+      if (!state.scalar && state.span == StateSpan::Elements) {
         Dtype d = layout.stateDtype(state.name);
         any16 = any16 || d == Dtype::BF16 || d == Dtype::F16;
       }

@@ -56,6 +56,7 @@ MemoryReport memoryReport(const std::vector<StateInfo> &states, const Layout &la
       perState[s] += states[s].scalar                        ? sizeof(double)
                      : states[s].span == StateSpan::Rows ? sizeof(float) * view.batch * view.rows
                      : states[s].span == StateSpan::Cols ? sizeof(float) * view.batch * view.cols
+                     : states[s].span == StateSpan::Matrices ? sizeof(float) * view.batch
                                                              : stateBytes(layout.stateDtype(states[s].name), n, owned, options);
   }
   double params = static_cast<double>(report.numParams);

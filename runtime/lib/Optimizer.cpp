@@ -161,8 +161,9 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   for (size_t i = 0; i < sizes.size(); ++i) {
     const LayoutKernels &chosen = s.layout.layoutFor(sizes[i], s.smallTensorElements);
     OwnedRange owned = plan.owned(s.tensors.size() + i);
+    const std::vector<size_t> &shape = shapes.empty() ? std::vector<size_t>{} : shapes[i];
     Tensor tensor{params[i], sizes[i], static_cast<size_t>(groupIndex), &chosen, {}, owned,
-                  shapeDimensions(shapes.empty() ? std::vector<size_t>{} : shapes[i], sizes[i])};
+                  shapeDimensions(shape, sizes[i])};
     for (const BufferDesc &buffer : chosen.buffers) {
       tensor.offsets.push_back(arenaFloats);
       if (!keptByOptimizer(buffer) || owned.size() == 0)
@@ -172,9 +173,23 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
           arenaFloats > std::numeric_limits<size_t>::max() / sizeof(float))
         fail("its state would exceed the address space");
     }
+    if (s.layout.readsMatrices())
+      s.allocateAxisStates(tensor, shape);
     added.push_back(std::move(tensor));
-    moreChunks += s.chunks.numChunksFor(sizes[i]);
+    moreChunks += s.chunks.numChunksFor(sizes[i], s.rowLength(added.back()));
   }
+  // A rule that reads matrices: each new chunk's column partials.
+  std::vector<size_t> columnBegins;
+  size_t columnFloats = s.columnPartialBegin.back();
+  if (s.layout.maxColumnSums() > 0)
+    for (const Tensor &tensor : added) {
+      size_t length = s.chunks.chunkLength(s.rowLength(tensor));
+      for (size_t begin = 0; begin < tensor.size; begin += length) {
+        size_t end = std::min(tensor.size, begin + length);
+        columnFloats += s.columnPartialFloats(tensor, static_cast<int64_t>(begin), static_cast<int64_t>(end));
+        columnBegins.push_back(columnFloats);
+      }
+    }
 
   std::vector<float> elementwiseInit(s.layout.numElementwise());
   std::vector<double> scalarInit(numScalar);
@@ -203,7 +218,10 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
     for (std::vector<char> &shard : s.shardInputs)
       shard.reserve(shardBytes);
   }
+  s.columnPartialBegin.reserve(s.columnPartialBegin.size() + columnBegins.size());
+  s.columnPartials.resize(columnFloats);
   s.arena.grow(arenaFloats);
+  s.columnPartialBegin.insert(s.columnPartialBegin.end(), columnBegins.begin(), columnBegins.end());
   s.plan = std::move(plan);
   s.paramJoins.insert(s.paramJoins.end(), joins.begin(), joins.end());
 
@@ -222,6 +240,11 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         else
           decodeToF32(paramDtype, static_cast<char *>(tensor.param) + elementBytes(paramDtype, tensor.owned.begin),
                       nullptr, {s.arena.data() + tensor.offsets[b], n});
+      } else if (buffer.role == BufferRole::AxisState) {
+        size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
+        std::fill_n(tensor.axisStates.data() + tensor.axisOffsets[b], spanValues(rule.states[buffer.state].span,
+                                                                               tensor.matrixDims),
+                    elementwiseInit[k]);
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
         std::fill(values.begin(), values.end(), elementwiseInit[k]);
@@ -235,7 +258,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         }
       }
     }
-    s.chunks.addTensor(tensor.size);
+    s.chunks.addTensor(tensor.size, s.rowLength(tensor));
     s.numParams += tensor.size;
     s.tensors.push_back(std::move(tensor));
     s.scalars.insert(s.scalars.end(), scalarInit.begin(), scalarInit.end());
@@ -346,7 +369,13 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
     // Inputs: the caller's (summed over the ranks like the gradients when
     // those are), or null where not given (the kernels then read none).
     for (size_t b = kept; b < tensor.layout->buffers.size(); ++b) {
-      size_t input = tensor.layout->buffers[b].state;
+      const BufferDesc &desc = tensor.layout->buffers[b];
+      if (desc.role == BufferRole::Dims || desc.role == BufferRole::AxisState) {
+        slot[b] = desc.role == BufferRole::Dims ? static_cast<void *>(const_cast<int64_t *>(tensor.matrixDims.data()))
+                                                : const_cast<float *>(tensor.axisStates.data()) + tensor.axisOffsets[b];
+        continue;
+      }
+      size_t input = desc.state;
       const std::vector<const void *> *given = inputValues[input][tensor.group];
       slot[b] = !given          ? nullptr
                 : gradsInShard() ? const_cast<void *>(shardPointer(shardInputs[input], t))
@@ -378,6 +407,28 @@ void Optimizer::Impl::runPhase(int phase) {
   size_t uStride = uniformStride();
   size_t pStride = partialStride();
   const std::vector<Chunk> &table = chunks.chunks();
+  if (layout.domain(phase) != PhaseDomain::Elements) {
+    // Between the passes over the elements: each tensor's rows (or
+    // columns), one call per tensor.
+    bool rows = layout.domain(phase) == PhaseDomain::Rows;
+    auto runTensor = [&](size_t t) {
+      const Tensor &tensor = tensors[t];
+      int64_t count = tensor.matrixDims[0] * tensor.matrixDims[rows ? 1 : 2];
+      tensors[t].layout->kernels[phase](&buffers[t * perTensor], &uniforms[t * uStride],
+                                        &partials[chunks.firstChunk(t) * pStride], 0, count);
+    };
+    pool.parallelFor(tensors.size(), runTensor);
+    return;
+  }
+  if (!layout.columnSums(phase).empty()) {
+    // Each chunk's kernel finds its column partials through the slot after
+    // the phase's reductions.
+    size_t slot = layout.reductionEnd(phase) - layout.reductionBegin(phase);
+    for (size_t c = 0; c < table.size(); ++c) {
+      float *begin = columnPartials.data() + columnPartialBegin[c];
+      std::memcpy(&partials[c * pStride + slot], &begin, sizeof begin);
+    }
+  }
   const std::vector<size_t> &owned = plan.ownedChunks();
   auto runChunk = [&](size_t i) {
     size_t c = owned[i];
@@ -389,7 +440,44 @@ void Optimizer::Impl::runPhase(int phase) {
   pool.parallelFor(owned.size(), runChunk);
 }
 
+size_t Optimizer::Impl::columnPartialFloats(const Tensor &t, int64_t begin, int64_t end) const {
+  int64_t rows = t.matrixDims[1], cols = t.matrixDims[2];
+  int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
+  return static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * layout.maxColumnSums();
+}
+
+void Optimizer::Impl::combineColumns(int phase) {
+  const RuleKernels &rule = layout.rule();
+  const std::vector<size_t> &sums = layout.columnSums(phase);
+  if (sums.empty())
+    return;
+  const std::vector<Chunk> &table = chunks.chunks();
+  for (size_t t = 0; t < tensors.size(); ++t) {
+    Tensor &tensor = tensors[t];
+    int64_t rows = tensor.matrixDims[1], cols = tensor.matrixDims[2];
+    for (size_t k = 0; k < sums.size(); ++k) {
+      const AxisReductionInfo &info = rule.axisReductions[sums[k]];
+      columnScratch.assign(static_cast<size_t>(tensor.matrixDims[0] * cols), 0.0);
+      // Chunk order, whatever thread ran each chunk.
+      for (size_t c = chunks.firstChunk(t); c < chunks.endChunk(t); ++c) {
+        int64_t firstMatrix = table[c].begin / cols / rows, lastMatrix = (table[c].end / cols - 1) / rows;
+        size_t region = static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols);
+        const float *partial = columnPartials.data() + columnPartialBegin[c] + k * region;
+        double *sum = columnScratch.data() + firstMatrix * cols;
+        for (size_t j = 0; j < region; ++j)
+          sum[j] += partial[j];
+      }
+      int b = findBuffer(tensor.layout->buffers, BufferRole::AxisState, info.state);
+      float *target = tensor.axisStates.data() + tensor.axisOffsets[static_cast<size_t>(b)];
+      double divisor = info.mean ? static_cast<double>(rows) : 1.0;
+      for (size_t j = 0; j < columnScratch.size(); ++j)
+        target[j] = static_cast<float>(columnScratch[j] / divisor);
+    }
+  }
+}
+
 void Optimizer::Impl::combinePhase(int phase) {
+  combineColumns(phase);
   const std::vector<ReductionInfo> &infos = layout.rule().reductions;
   size_t begin = layout.reductionBegin(phase);
   size_t end = layout.reductionEnd(phase);
@@ -737,6 +825,10 @@ MemoryReport Optimizer::Impl::memoryOf(bool ownedOnly, const char *caller) const
     sizes.push_back(t.size);
     if (ownedOnly)
       options.ownedElements.push_back(t.owned.size());
+    // States per row, column or matrix count by the tensor's matrices.
+    if (layout.readsMatrices())
+      options.shapes.push_back({static_cast<size_t>(t.matrixDims[0]), static_cast<size_t>(t.matrixDims[1]),
+                                static_cast<size_t>(t.matrixDims[2])});
   }
   options.smallTensorElements = smallTensorElements;
   return optrt::memoryReport(layout.rule().states, layout.parsedLayout(), sizes, options);
@@ -762,7 +854,10 @@ double Optimizer::scalarState(const std::string &name, int group, size_t tensor)
 }
 
 size_t Optimizer::stateBytes() const {
-  return impl_->arena.bytes() + impl_->scalars.size() * sizeof(double);
+  size_t axisBytes = 0;
+  for (const Tensor &t : impl_->tensors)
+    axisBytes += t.axisStates.size() * sizeof(float);
+  return impl_->arena.bytes() + impl_->scalars.size() * sizeof(double) + axisBytes;
 }
 
 double Optimizer::stateBytesPerParam() const {

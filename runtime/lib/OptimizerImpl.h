@@ -45,7 +45,22 @@ struct Tensor {
   OwnedRange owned;
   // rank, rows, cols as the rule's `rank`, `rows`, `cols` read them.
   std::array<double, 3> dims{};
+  // A rule that reads matrices (RuleLayout::readsMatrices): what the
+  // kernels' Dims buffer holds (matrices, rows, cols), and its states per
+  // row, column or matrix (f32), each at axisOffsets[buffer] in axisStates.
+  std::array<int64_t, 3> matrixDims{1, 1, 1};
+  std::vector<float> axisStates;
+  std::vector<size_t> axisOffsets;
 };
+
+/// Values of a state spanning `span` for a tensor of these dimensions
+/// (matrices, rows, cols).
+inline size_t spanValues(StateSpan span, const std::array<int64_t, 3> &dims) {
+  auto n = static_cast<size_t>(span == StateSpan::Rows   ? dims[0] * dims[1]
+                               : span == StateSpan::Cols ? dims[0] * dims[2]
+                                                         : dims[0]);
+  return n;
+}
 
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
 /// bytes rounded up to whole floats, then to whole cache lines.
@@ -87,6 +102,10 @@ struct Optimizer::Impl {
                                   "' has q8 states: chunkElements (" +
                                   std::to_string(options.chunkElements) +
                                   ") must be a multiple of 256, the q8 block");
+    if (comm && layout.readsMatrices())
+      throw std::invalid_argument("optrt::Optimizer: rule '" + layout.rule().name +
+                                  "' reads tensors as matrices (states per row or column); the sharded "
+                                  "optimizer does not take such a rule yet");
   }
 
   RuleLayout layout;
@@ -130,9 +149,43 @@ struct Optimizer::Impl {
   bool tensorKeys() const { return layout.parsedLayout().stochastic || layout.rule().usesRandom; }
   size_t uniformStride() const { return std::max<size_t>(1, layout.maxUniforms() + (tensorKeys() ? 1 : 0)); }
   size_t partialStride() const {
-    size_t lines =
-        std::max<size_t>(1, (layout.maxReductionsPerPhase() + doublesPerLine - 1) / doublesPerLine);
+    // A phase with column sums: one more slot, the pointer to the chunk's
+    // column partials (RuleKernels.h KernelFn).
+    size_t slots = layout.maxReductionsPerPhase() + (layout.maxColumnSums() > 0 ? 1 : 0);
+    size_t lines = std::max<size_t>(1, (slots + doublesPerLine - 1) / doublesPerLine);
     return lines * doublesPerLine;
+  }
+  // A rule that reads matrices: per chunk (and one past the last), where its
+  // column partials begin in columnPartials (maxColumnSums regions of the
+  // chunk's matrices x cols floats).
+  std::vector<float> columnPartials;
+  std::vector<size_t> columnPartialBegin{0};
+  std::vector<double> columnScratch; // combineColumns's sums of one tensor
+  // Floats of column partials chunk [begin, end) of tensor t needs.
+  size_t columnPartialFloats(const Tensor &t, int64_t begin, int64_t end) const;
+  // Adds the chunks' column partials of phase p in chunk order into their
+  // scratch states.
+  void combineColumns(int phase);
+  // Elements per row of tensor t as its chunks are cut: whole rows for a
+  // rule that reads matrices, else 1 (any element).
+  size_t rowLength(const Tensor &t) const {
+    return layout.readsMatrices() ? static_cast<size_t>(t.matrixDims[2]) : 1;
+  }
+  // Sets t's matrixDims from its shape and allocates its states per row,
+  // column or matrix (zero; addGroup writes their initial values).
+  void allocateAxisStates(Tensor &t, const std::vector<size_t> &shape) const {
+    MatrixView view = matrixView(shape, t.size);
+    t.matrixDims = {static_cast<int64_t>(view.batch), static_cast<int64_t>(view.rows),
+                    static_cast<int64_t>(view.cols)};
+    const std::vector<BufferDesc> &buffers = t.layout->buffers;
+    t.axisOffsets.assign(buffers.size(), 0);
+    size_t floats = 0;
+    for (size_t b = 0; b < buffers.size(); ++b)
+      if (buffers[b].role == BufferRole::AxisState) {
+        t.axisOffsets[b] = floats;
+        floats += StateArena::paddedFloats(spanValues(layout.rule().states[buffers[b].state].span, t.matrixDims));
+      }
+    t.axisStates.assign(floats, 0.0f);
   }
 
   const Group &checkedGroup(int group, const char *caller) const;

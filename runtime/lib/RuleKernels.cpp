@@ -20,7 +20,7 @@ std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<St
     buffers.push_back({BufferRole::Master, *layout.master});
   std::vector<BufferDesc> absmax;
   for (size_t s = 0; s < states.size(); ++s) {
-    if (states[s].scalar)
+    if (states[s].scalar || states[s].span != StateSpan::Elements)
       continue;
     Dtype dtype = layout.stateDtype(states[s].name);
     if (isQ8(dtype)) {
@@ -35,7 +35,25 @@ std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<St
   buffers.insert(buffers.end(), absmax.begin(), absmax.end());
   for (size_t i = 0; i < numInputs; ++i)
     buffers.push_back({BufferRole::Input, layout.grad, static_cast<int>(i)});
+  // States per row, column or matrix stay f32 in every layout: they are
+  // small (rows + cols per matrix), and a factored moment is a mean.
+  bool dims = false;
+  for (size_t s = 0; s < states.size(); ++s) {
+    if (states[s].scalar || states[s].span == StateSpan::Elements)
+      continue;
+    if (!dims)
+      buffers.push_back({BufferRole::Dims, Dtype::F32});
+    dims = true;
+    buffers.push_back({BufferRole::AxisState, Dtype::F32, static_cast<int>(s)});
+  }
   return buffers;
+}
+
+bool readsMatrices(const std::vector<StateInfo> &states) {
+  for (const StateInfo &state : states)
+    if (!state.scalar && state.span != StateSpan::Elements)
+      return true;
+  return false;
 }
 
 bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
@@ -55,7 +73,7 @@ bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
 
 bool hasQ8States(const Layout &layout, const std::vector<StateInfo> &states) {
   for (const StateInfo &state : states)
-    if (!state.scalar && isQ8(layout.stateDtype(state.name)))
+    if (!state.scalar && state.span == StateSpan::Elements && isQ8(layout.stateDtype(state.name)))
       return true;
   return false;
 }

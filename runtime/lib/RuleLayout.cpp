@@ -107,7 +107,37 @@ RuleLayout::RuleLayout(std::shared_ptr<const RuleKernels> kernels, const std::st
     maxReductionsPerPhase_ = std::max(maxReductionsPerPhase_, phaseReductions_[p + 1]);
     phaseReductions_[p + 1] += phaseReductions_[p];
   }
+  checkMatrixTables();
   selectLayout(layout);
+}
+
+void RuleLayout::checkMatrixTables() {
+  const RuleKernels &rule = *kernels_;
+  readsMatrices_ = optrt::readsMatrices(rule.states);
+  if (!rule.phaseDomains.empty())
+    checkPhaseTable(rule, "phaseDomains", rule.phaseDomains.size());
+  columnSums_.assign(rule.numPhases, {});
+  for (int p = 0; p < rule.numPhases; ++p)
+    if (domain(p) != PhaseDomain::Elements) {
+      if (!readsMatrices_)
+        fail(rule, "phase " + std::to_string(p) + " runs over rows or columns, but no state spans them");
+      if (phaseReductions_[p + 1] != phaseReductions_[p])
+        fail(rule, "phase " + std::to_string(p) + " runs over rows or columns and reduces the tensor");
+    }
+  for (size_t a = 0; a < rule.axisReductions.size(); ++a) {
+    const AxisReductionInfo &info = rule.axisReductions[a];
+    std::string what = "axis reduction " + std::to_string(a);
+    if (info.phase < 0 || info.phase >= rule.numPhases)
+      fail(rule, what + " is in phase " + std::to_string(info.phase) + ", outside 0.." +
+                     std::to_string(rule.numPhases - 1));
+    if (info.state < 0 || static_cast<size_t>(info.state) >= rule.states.size() ||
+        !rule.states[info.state].scratch || rule.states[info.state].span == StateSpan::Elements)
+      fail(rule, what + " does not reduce into a scratch state spanning rows, columns or matrices");
+    if (!info.alongRows && domain(info.phase) == PhaseDomain::Elements)
+      columnSums_[info.phase].push_back(a);
+  }
+  for (const std::vector<size_t> &sums : columnSums_)
+    maxColumnSums_ = std::max(maxColumnSums_, sums.size());
 }
 
 const LayoutKernels &RuleLayout::findLayout(const std::string &wanted, const std::string &why) const {

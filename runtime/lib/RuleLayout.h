@@ -47,6 +47,17 @@ public:
   size_t reductionBegin(int phase) const { return phaseReductions_[phase]; }
   size_t reductionEnd(int phase) const { return phaseReductions_[phase + 1]; }
   size_t maxReductionsPerPhase() const { return maxReductionsPerPhase_; }
+  /// What phase p runs over (RuleKernels::phaseDomains).
+  PhaseDomain domain(int phase) const {
+    return kernels_->phaseDomains.empty() ? PhaseDomain::Elements : kernels_->phaseDomains[phase];
+  }
+  /// Some state spans rows, columns or matrices: chunks are whole rows, and
+  /// kernels take the tensor's Dims and those states (RuleKernels.h).
+  bool readsMatrices() const { return readsMatrices_; }
+  /// The column sums phase p's kernels leave as chunk partials, in their
+  /// order (indices into RuleKernels::axisReductions).
+  const std::vector<size_t> &columnSums(int phase) const { return columnSums_[phase]; }
+  size_t maxColumnSums() const { return maxColumnSums_; }
   size_t maxUniforms() const { return maxUniforms_; }
 
   /// Throw std::invalid_argument naming `name` and listing what exists;
@@ -76,6 +87,8 @@ private:
   void selectLayout(const std::string &layout);
   const LayoutKernels &findLayout(const std::string &name, const std::string &why) const;
   void checkKernels(const LayoutKernels &layout, const Layout &parsed) const;
+  // Phase domains and row/column reductions consistent with the states.
+  void checkMatrixTables();
 
   std::shared_ptr<const RuleKernels> kernels_;
   const LayoutKernels *layout_ = nullptr;
@@ -86,6 +99,9 @@ private:
   size_t numElementwise_ = 0;
   size_t numScalar_ = 0;
   size_t maxReductionsPerPhase_ = 0;
+  bool readsMatrices_ = false;
+  std::vector<std::vector<size_t>> columnSums_;
+  size_t maxColumnSums_ = 0;
   size_t maxUniforms_ = 0;
 };
 

@@ -24,6 +24,8 @@ struct KernelSignature {
   std::vector<optrt::StateInfo> states;
   std::vector<optrt::ReductionInfo> reductions;
   std::vector<optrt::InputInfo> inputs; // declaration order
+  std::vector<optrt::PhaseDomain> phaseDomains; // per phase
+  std::vector<optrt::AxisReductionInfo> axisReductions;
   bool usesRandom = false;              // random(): the kernels read the tensor's key
   int numPhases = 1;
   std::vector<int> numUniforms; // per phase

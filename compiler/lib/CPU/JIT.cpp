@@ -82,6 +82,8 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->states = signature.states;
   result->reductions = signature.reductions;
   result->inputs = signature.inputs;
+  result->phaseDomains = signature.phaseDomains;
+  result->axisReductions = signature.axisReductions;
   result->usesRandom = signature.usesRandom;
   result->numPhases = signature.numPhases;
   result->numUniforms = signature.numUniforms;

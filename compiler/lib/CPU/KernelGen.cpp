@@ -137,7 +137,9 @@ private:
       } else if (auto state = dyn_cast<opt::StateOp>(op)) {
         if (state.getScalar())
           scalarIndex_[state.getSymName()] = static_cast<int>(scalarIndex_.size());
-        signature_.states.push_back({state.getSymName().str(), state.getScalar()});
+        stateIndex_[state.getSymName()] = static_cast<int>(signature_.states.size());
+        signature_.states.push_back({state.getSymName().str(), state.getScalar(), stateSpan(state.getAxis()),
+                                     state.getScratch()});
       } else if (auto input = dyn_cast<opt::InputOp>(op)) {
         signature_.inputs.push_back({input.getSymName().str(), input.getOptional()});
 
@@ -155,12 +157,27 @@ private:
         signature_.reductions.push_back(
             {codegen::reductionKind(name), static_cast<int>(phases_.size()), name.starts_with("group_")});
       }
+      for (opt::AccumulateOp accumulate : codegen::phaseAccumulations(phase))
+        signature_.axisReductions.push_back({static_cast<int>(phases_.size()), stateIndex_.lookup(accumulate.getInto()),
+                                             accumulate.getKind().starts_with("row_"),
+                                             accumulate.getKind().ends_with("_mean")});
+      signature_.phaseDomains.push_back(!phase.getDomain()         ? optrt::PhaseDomain::Elements
+                                        : *phase.getDomain() == "rows" ? optrt::PhaseDomain::Rows
+                                                                       : optrt::PhaseDomain::Cols);
       phases_.push_back(phase);
     }
     if (phases_.empty())
       return update_.emitError("the update has no opt.phase; run the opt-kernel-prep pipeline first");
     signature_.numPhases = static_cast<int>(phases_.size());
     return success();
+  }
+
+  static optrt::StateSpan stateSpan(std::optional<StringRef> axis) {
+    if (!axis)
+      return optrt::StateSpan::Elements;
+    return *axis == "rows" ? optrt::StateSpan::Rows
+           : *axis == "cols" ? optrt::StateSpan::Cols
+                             : optrt::StateSpan::Matrices;
   }
 
   func::FuncOp startFunction(const std::string &name, TypeRange inputs) {
@@ -290,6 +307,8 @@ private:
     codegen::ElementAccess access;
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
       const LayoutPlan &plan = *plan_;
+      if (StringRef axis = buffers_->axis(buffer); !axis.empty())
+        return loadAxis(builder, loc, buffer, axis, width);
       if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
         if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder)
           return cpu::loadJoinedMaster(builder, loc, bufferBase_.at(plan.storage[buffer]), bufferBase_.at(plan.master),
@@ -308,6 +327,12 @@ private:
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
       const LayoutPlan &plan = *plan_;
+      if (StringRef axis = buffers_->axis(buffer); !axis.empty()) {
+        // Only the passes over rows or columns write these, one at a time.
+        cpu::storeFromF32(builder, loc, bufferBase_.at(plan.storage[buffer]), axisIndex(axis), value,
+                          optrt::Dtype::F32);
+        return;
+      }
       optrt::Dtype dtype = plan.dtype[buffer];
       if (buffer == codegen::BufferLayout::kParam && plan.master >= 0) {
         if (plan.buffers[plan.master].dtype == optrt::Dtype::Remainder) {
@@ -344,6 +369,28 @@ private:
       return codegen::randomUniform(builder, loc, stochasticKey_, stream, index, width);
     };
     return access;
+  }
+
+  /// Where a matrix rule's element code is: the tensor's row (over all its
+  /// matrices), column (matrix * cols + column) and matrix, for the values
+  /// of states and reductions spanning them.
+  struct MatrixPosition {
+    Value row, column, matrix;
+  };
+
+  Value axisIndex(StringRef axis) const {
+    return axis == "rows" ? position_.row : axis == "cols" ? position_.column : position_.matrix;
+  }
+
+  /// A value per row, column or matrix at the current element(s): columns
+  /// are consecutive, so `width` of them are one vector load; a row's or a
+  /// matrix's value is the same for every lane.
+  Value loadAxis(OpBuilder &builder, Location loc, int buffer, StringRef axis, int64_t width) {
+    Value base = bufferBase_.at(plan_->storage[buffer]);
+    if (axis == "cols" || width == 1)
+      return cpu::loadAsF32(builder, loc, base, axisIndex(axis), axis == "cols" ? width : 1, optrt::Dtype::F32);
+    Value one = cpu::loadAsF32(builder, loc, base, axisIndex(axis), 1, optrt::Dtype::F32);
+    return builder.create<vector::BroadcastOp>(loc, codegen::laneType(f32(), width), one);
   }
 
   Value prologueUniform(int slot, Type type, Location loc) {
@@ -389,7 +436,14 @@ private:
     prologueEnd_ = builder_.create<arith::ConstantOp>(loc, builder_.getI64IntegerAttr(kVectorWidth));
 
     std::vector<Value> accumulators;
-    if (plan.blockwise()) {
+    if (buffers_->matrixShaped()) {
+      FailureOr<std::vector<Value>> result = signature_.phaseDomains[p] == optrt::PhaseDomain::Elements
+                                                 ? matrixElementLoops(loc, phase, kinds, begin, end, partials)
+                                                 : axisLoops(loc, phase, signature_.phaseDomains[p], begin, end);
+      if (failed(result))
+        return failure();
+      accumulators = *result;
+    } else if (plan.blockwise()) {
       FailureOr<std::vector<Value>> result = blockwiseLoops(loc, phase, plan, kinds, begin, end);
       if (failed(result))
         return failure();
@@ -415,6 +469,191 @@ private:
       storeAt(loc, accumulators[r], partials, static_cast<int64_t>(r));
     builder_.create<func::ReturnOp>(loc);
     return success();
+  }
+
+  Value divide(Location loc, Value a, Value b) { return builder_.create<arith::DivSIOp>(loc, a, b); }
+  Value multiply(Location loc, Value a, Value b) { return builder_.create<arith::MulIOp>(loc, a, b); }
+  Value add(Location loc, Value a, Value b) { return builder_.create<arith::AddIOp>(loc, a, b); }
+  Value subtract(Location loc, Value a, Value b) { return builder_.create<arith::SubIOp>(loc, a, b); }
+
+  /// The kernel of a pass over the elements of a rule that reads tensors as
+  /// matrices: [begin, end) is whole rows (RuleKernels.h). Per row, a
+  /// 16-wide loop over its columns and a scalar tail; a row's sums are
+  /// carried in f64 lanes and stored when the row is done, a column's are
+  /// added (f32) into the chunk's column partials, which the runtime
+  /// combines in chunk order. Reductions over the tensor run through every
+  /// row, as in the flat kernels.
+  FailureOr<std::vector<Value>> matrixElementLoops(Location loc, opt::PhaseOp phase,
+                                                   const std::vector<optrt::ReductionKind> &kinds, Value begin,
+                                                   Value end, Value partials) {
+    SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phase);
+    Value dims = bufferBase_.at(plan_->dims);
+    Value rows = loadAt(loc, i64(), dims, 1), cols = loadAt(loc, i64(), dims, 2);
+    Value zero = constantI64(loc, 0), one = constantI64(loc, 1), width = constantI64(loc, kVectorWidth);
+    Value firstRow = divide(loc, begin, cols), endRow = divide(loc, end, cols);
+    Value firstMatrix = divide(loc, firstRow, rows);
+
+    // The chunk's column partials: one region of (matrices touched) x cols
+    // floats per column reduction, zeroed first.
+    std::vector<int> columnSlot(accumulations.size(), -1);
+    int numColumnSums = 0;
+    for (auto [a, accumulation] : llvm::enumerate(accumulations))
+      if (!accumulation.getKind().starts_with("row_"))
+        columnSlot[a] = numColumnSums++;
+    Value columnPartials, regionFloats;
+    if (numColumnSums > 0) {
+      columnPartials = loadAt(loc, ptr(), partials, static_cast<int64_t>(kinds.size()));
+      Value lastMatrix = divide(loc, subtract(loc, endRow, one), rows);
+      regionFloats = multiply(loc, add(loc, subtract(loc, lastMatrix, firstMatrix), one), cols);
+      Value total = multiply(loc, regionFloats, constantI64(loc, numColumnSums));
+      auto clear = builder_.create<scf::ForOp>(loc, zero, total, one);
+      OpBuilder::InsertionGuard guard(builder_);
+      codegen::LoopBody body(builder_, clear);
+      Value zeroF32 = builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(0));
+      builder_.create<LLVM::StoreOp>(loc, zeroF32, elementPointer(loc, columnPartials, clear.getInductionVar(), f32()));
+      body.yield(loc, {});
+    }
+
+    std::vector<Value> initial;
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(codegen::reductionIdentity(builder_, loc, kind, kVectorWidth));
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(codegen::reductionIdentity(builder_, loc, kind, 1));
+    auto rowLoop = builder_.create<scf::ForOp>(loc, firstRow, endRow, one, initial);
+    {
+      OpBuilder::InsertionGuard guard(builder_);
+      codegen::LoopBody body(builder_, rowLoop);
+      Value row = rowLoop.getInductionVar();
+      Value matrix = divide(loc, row, rows);
+      Value rowStart = multiply(loc, row, cols);
+      Value matrixColumns = multiply(loc, matrix, cols);
+      Value partialOffset = multiply(loc, subtract(loc, matrix, firstMatrix), cols);
+      Value vectorEnd = subtract(loc, cols, builder_.create<arith::RemSIOp>(loc, cols, width));
+      size_t numKinds = kinds.size();
+      ValueRange carried = rowLoop.getRegionIterArgs();
+
+      // One loop over the row's columns at `lanes` lanes, carrying the
+      // tensor's reductions and the row's sums.
+      auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial)
+          -> FailureOr<std::pair<std::vector<Value>, std::vector<Value>>> {
+        std::vector<Value> loopInitial(tensorInitial.begin(), tensorInitial.end());
+        for (opt::AccumulateOp accumulation : accumulations)
+          if (accumulation.getKind().starts_with("row_"))
+            loopInitial.push_back(codegen::reductionIdentity(builder_, loc, optrt::ReductionKind::Sum, lanes));
+        auto loop = builder_.create<scf::ForOp>(loc, from, to, lanes == 1 ? one : width, loopInitial);
+        OpBuilder::InsertionGuard inner(builder_);
+        codegen::LoopBody loopBody(builder_, loop);
+        Value column = loop.getInductionVar();
+        position_ = {row, add(loc, matrixColumns, column), matrix};
+        SmallVector<Value> accumulated;
+        FailureOr<SmallVector<Value>> inputs = codegen::emitElementBody(
+            builder_, phase, *buffers_, lanes, access(add(loc, rowStart, column), lanes), &accumulated);
+        if (failed(inputs))
+          return failure();
+        std::vector<Value> next;
+        ValueRange iter = loop.getRegionIterArgs();
+        for (size_t r = 0; r < numKinds; ++r)
+          next.push_back(codegen::accumulateReduction(builder_, loc, kinds[r], iter[r], (*inputs)[r], lanes));
+        size_t rowSum = numKinds;
+        for (auto [a, accumulation] : llvm::enumerate(accumulations)) {
+          if (columnSlot[a] < 0) {
+            next.push_back(codegen::accumulateReduction(builder_, loc, optrt::ReductionKind::Sum, iter[rowSum++],
+                                                        accumulated[a], lanes));
+            continue;
+          }
+          Value at = add(loc, multiply(loc, regionFloats, constantI64(loc, columnSlot[a])),
+                         add(loc, partialOffset, column));
+          Value before = cpu::loadAsF32(builder_, loc, columnPartials, at, lanes, optrt::Dtype::F32);
+          Value after = builder_.create<arith::AddFOp>(loc, before, accumulated[a]);
+          cpu::storeFromF32(builder_, loc, columnPartials, at, after, optrt::Dtype::F32);
+        }
+        loopBody.yield(loc, next);
+        std::vector<Value> results(loop.getResults().begin(), loop.getResults().end());
+        return std::make_pair(std::vector<Value>(results.begin(), results.begin() + numKinds),
+                              std::vector<Value>(results.begin() + numKinds, results.end()));
+      };
+      auto vectorPart = columnLoop(zero, vectorEnd, kVectorWidth, carried.take_front(numKinds));
+      if (failed(vectorPart))
+        return failure();
+      auto tailPart = columnLoop(vectorEnd, cols, 1, carried.drop_front(numKinds));
+      if (failed(tailPart))
+        return failure();
+      // The row's sums: lanes, then the tail; a mean over the row's columns.
+      size_t rowSum = 0;
+      for (opt::AccumulateOp accumulation : accumulations) {
+        if (!accumulation.getKind().starts_with("row_"))
+          continue;
+        Value lanes = builder_.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
+                                                           vectorPart->second[rowSum]);
+        Value sum = builder_.create<arith::AddFOp>(loc, lanes, tailPart->second[rowSum]);
+        ++rowSum;
+        if (accumulation.getKind().ends_with("_mean"))
+          sum = builder_.create<arith::DivFOp>(loc, sum, builder_.create<arith::SIToFPOp>(loc, f64(), cols));
+        Value target = bufferBase_.at(plan_->storage[buffers_->state(accumulation.getInto())]);
+        builder_.create<LLVM::StoreOp>(loc, builder_.create<arith::TruncFOp>(loc, f32(), sum),
+                                       elementPointer(loc, target, row, f32()));
+      }
+      std::vector<Value> next = vectorPart->first;
+      next.insert(next.end(), tailPart->first.begin(), tailPart->first.end());
+      body.yield(loc, next);
+    }
+    std::vector<Value> results(rowLoop.getResults().begin(), rowLoop.getResults().end());
+    std::vector<Value> folded = fold(loc, kinds, std::vector<Value>(results.begin(), results.begin() + kinds.size()));
+    std::vector<Value> accumulators;
+    for (size_t r = 0; r < kinds.size(); ++r) {
+      Value tail = results[kinds.size() + r];
+      accumulators.push_back(kinds[r] == optrt::ReductionKind::Max
+                                 ? Value(builder_.create<arith::MaximumFOp>(loc, folded[r], tail))
+                                 : Value(builder_.create<arith::AddFOp>(loc, folded[r], tail)));
+    }
+    return accumulators;
+  }
+
+  /// The kernel of a pass over each row (or column) of each matrix, between
+  /// the passes over the elements: [begin, end) is whole matrices' rows (or
+  /// columns). Scalar code; a reduction over each matrix's rows (or
+  /// columns) is summed in f64 in order and stored per matrix.
+  FailureOr<std::vector<Value>> axisLoops(Location loc, opt::PhaseOp phase, optrt::PhaseDomain domain, Value begin,
+                                          Value end) {
+    if (!phase.getReduce().empty())
+      return phase.emitOpError("reduces the tensor in a pass over rows or columns, which the kernels do not take");
+    SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phase);
+    bool overRows = domain == optrt::PhaseDomain::Rows;
+    Value dims = bufferBase_.at(plan_->dims);
+    Value perMatrix = loadAt(loc, i64(), dims, overRows ? 1 : 2);
+    Value zero = constantI64(loc, 0), one = constantI64(loc, 1);
+    auto matrixLoop = builder_.create<scf::ForOp>(loc, divide(loc, begin, perMatrix), divide(loc, end, perMatrix), one);
+    OpBuilder::InsertionGuard guard(builder_);
+    codegen::LoopBody body(builder_, matrixLoop);
+    Value matrix = matrixLoop.getInductionVar();
+    std::vector<Value> initial;
+    for (size_t a = 0; a < accumulations.size(); ++a)
+      initial.push_back(codegen::reductionIdentity(builder_, loc, optrt::ReductionKind::Sum, 1));
+    auto loop = builder_.create<scf::ForOp>(loc, zero, perMatrix, one, initial);
+    {
+      OpBuilder::InsertionGuard inner(builder_);
+      codegen::LoopBody loopBody(builder_, loop);
+      Value at = add(loc, multiply(loc, matrix, perMatrix), loop.getInductionVar());
+      position_ = overRows ? MatrixPosition{at, Value(), matrix} : MatrixPosition{Value(), at, matrix};
+      SmallVector<Value> accumulated;
+      if (failed(codegen::emitElementBody(builder_, phase, *buffers_, 1, access(at, 1), &accumulated)))
+        return failure();
+      std::vector<Value> next;
+      for (size_t a = 0; a < accumulations.size(); ++a)
+        next.push_back(codegen::accumulateReduction(builder_, loc, optrt::ReductionKind::Sum,
+                                                    loop.getRegionIterArgs()[a], accumulated[a], 1));
+      loopBody.yield(loc, next);
+    }
+    for (auto [a, accumulation] : llvm::enumerate(accumulations)) {
+      Value sum = loop.getResult(a);
+      if (accumulation.getKind().ends_with("_mean"))
+        sum = builder_.create<arith::DivFOp>(loc, sum, builder_.create<arith::SIToFPOp>(loc, f64(), perMatrix));
+      Value target = bufferBase_.at(plan_->storage[buffers_->state(accumulation.getInto())]);
+      builder_.create<LLVM::StoreOp>(loc, builder_.create<arith::TruncFOp>(loc, f32(), sum),
+                                     elementPointer(loc, target, matrix, f32()));
+    }
+    body.yield(loc, {});
+    return std::vector<Value>();
   }
 
   std::vector<Value> fold(Location loc, const std::vector<optrt::ReductionKind> &kinds, const std::vector<Value> &vectors) {
@@ -620,6 +859,8 @@ private:
   std::vector<opt::PhaseOp> phases_;
   llvm::StringMap<int> hyperIndex_;
   llvm::StringMap<int> scalarIndex_;
+  llvm::StringMap<int> stateIndex_; // StateInfo index
+  MatrixPosition position_;         // while emitting a matrix rule's element code
   llvm::DenseMap<Value, int> reductionIndex_; // phase result → runtime reduction slot
   std::optional<codegen::BufferLayout> buffers_;
   std::vector<LayoutPlan> plans_;

@@ -28,6 +28,10 @@ LayoutPlan planLayout(const optrt::Layout &layout, const std::vector<optrt::Stat
     case optrt::BufferRole::Master:
       plan.master = index;
       break;
+    case optrt::BufferRole::Dims:
+      plan.dims = index;
+      break;
+    case optrt::BufferRole::AxisState:
     case optrt::BufferRole::State:
       plan.storage[stateBuffer.at(buffer.state)] = index;
       plan.dtype[stateBuffer.at(buffer.state)] = buffer.dtype;

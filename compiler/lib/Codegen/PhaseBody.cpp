@@ -14,8 +14,12 @@ using namespace mlir;
 
 BufferLayout::BufferLayout(opt::RuleOp rule) {
   for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
-    if (!state.getScalar())
-      stateBuffer_[state.getSymName()] = 2 + static_cast<int>(stateBuffer_.size());
+    if (!state.getScalar()) {
+      int buffer = 2 + static_cast<int>(stateBuffer_.size());
+      stateBuffer_[state.getSymName()] = buffer;
+      if (state.getAxis())
+        axis_[buffer] = state.getAxis()->str();
+    }
   // Every state is numbered by now, so input(index) is final.
   for (opt::InputOp input : rule.getBody().getOps<opt::InputOp>())
     inputBuffer_[input.getSymName()] = this->input(static_cast<int>(inputBuffer_.size()));
@@ -31,8 +35,9 @@ bool isLaneScalar(Type type) { return type.isF32() || type.isInteger(1); }
 
 class BodyEmitter {
 public:
-  BodyEmitter(OpBuilder &builder, const BufferLayout &buffers, int64_t width, const ElementAccess &access)
-      : builder_(builder), buffers_(buffers), width_(width), access_(access) {}
+  BodyEmitter(OpBuilder &builder, const BufferLayout &buffers, int64_t width, const ElementAccess &access,
+              SmallVector<Value> *accumulated)
+      : builder_(builder), buffers_(buffers), width_(width), access_(access), accumulated_(accumulated) {}
 
   FailureOr<SmallVector<Value>> run(opt::PhaseOp phase) {
     Block &body = phase.getElementBody();
@@ -54,6 +59,10 @@ public:
       } else if (auto store = dyn_cast<opt::StoreStateOp>(op)) {
         writes.insert_or_assign(buffers_.state(store.getState()),
                                 std::make_pair(op.getLoc(), mapping_.lookup(store.getValue())));
+      } else if (auto accumulate = dyn_cast<opt::AccumulateOp>(op)) {
+        if (!accumulated_)
+          return accumulate.emitOpError("reduces rows or columns, which this backend does not build");
+        accumulated_->push_back(mapping_.lookup(accumulate.getValue()));
       } else if (failed(emit(op))) {
         return failure();
       }
@@ -147,6 +156,7 @@ private:
   const BufferLayout &buffers_;
   int64_t width_;
   const ElementAccess &access_;
+  SmallVector<Value> *accumulated_;
   IRMapping mapping_;
   llvm::DenseMap<Value, Value> scalarOf_; // uniform argument -> its scalar, before the splat
   std::map<int, Value> loaded_;
@@ -155,8 +165,13 @@ private:
 } // namespace
 
 FailureOr<SmallVector<Value>> emitElementBody(OpBuilder &builder, opt::PhaseOp phase, const BufferLayout &buffers,
-                                              int64_t width, const ElementAccess &access) {
-  return BodyEmitter(builder, buffers, width, access).run(phase);
+                                              int64_t width, const ElementAccess &access,
+                                              SmallVector<Value> *accumulated) {
+  return BodyEmitter(builder, buffers, width, access, accumulated).run(phase);
+}
+
+SmallVector<opt::AccumulateOp> phaseAccumulations(opt::PhaseOp phase) {
+  return llvm::to_vector(phase.getElementBody().getOps<opt::AccumulateOp>());
 }
 
 } // namespace optdsl::codegen

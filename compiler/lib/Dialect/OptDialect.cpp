@@ -71,12 +71,49 @@ static LogicalResult verifyReductionKind(Operation *op, StringRef kind) {
   return success();
 }
 
-LogicalResult ReduceOp::verify() { return verifyReductionKind(*this, getKind()); }
+/// row_sum, row_mean, col_sum, col_mean: along one axis of each matrix.
+static bool isAxisReduction(StringRef kind) {
+  return llvm::StringSwitch<bool>(kind).Cases("row_sum", "row_mean", "col_sum", "col_mean", true).Default(false);
+}
+
+LogicalResult ReduceOp::verify() {
+  if (!getInto())
+    return getType().isF64() ? verifyReductionKind(*this, getKind())
+                             : emitOpError("over the tensor yields f64, not ") << getType();
+  if (!isAxisReduction(getKind()))
+    return emitOpError("with 'into' reduces along an axis (row_sum, row_mean, col_sum, col_mean), not '")
+           << getKind() << "'";
+  if (!getType().isF32())
+    return emitOpError("along an axis yields f32 (a value per row, column or matrix), not ") << getType();
+  return success();
+}
+
+/// `into` is a scratch state with an axis.
+static LogicalResult verifyScratchTarget(Operation *op, FlatSymbolRefAttr into) {
+  StateOp state = lookupInRule<StateOp>(op, into);
+  if (!state || !state.getScratch() || !state.getAxis())
+    return op->emitOpError("reduces into '") << into.getValue() << "', which is not a scratch state with an axis";
+  return success();
+}
+
+LogicalResult ReduceOp::verifySymbolUses(SymbolTableCollection &) {
+  return getInto() ? verifyScratchTarget(*this, getIntoAttr()) : success();
+}
+
+LogicalResult AccumulateOp::verify() {
+  if (!isAxisReduction(getKind()))
+    return emitOpError("accumulates along an axis (row_sum, row_mean, col_sum, col_mean), not '") << getKind() << "'";
+  return success();
+}
+
+LogicalResult AccumulateOp::verifySymbolUses(SymbolTableCollection &) {
+  return verifyScratchTarget(*this, getIntoAttr());
+}
 
 /// Reads or writes one element's buffer: belongs in a phase's element
 /// region (or, in the flat form, directly in the update).
 static bool isPerElement(Operation *op) {
-  if (isa<ParamOp, GradOp, GetInputOp, RandomOp, ReloadOp, StoreParamOp, ReduceOp>(op))
+  if (isa<ParamOp, GradOp, GetInputOp, RandomOp, ReloadOp, StoreParamOp, ReduceOp, AccumulateOp>(op))
     return true;
   if (auto load = dyn_cast<LoadStateOp>(op))
     return load.getType().isF32();
@@ -121,6 +158,9 @@ LogicalResult PhaseOp::verify() {
   for (Attribute kind : getReduce())
     if (failed(verifyReductionKind(*this, cast<StringAttr>(kind).getValue())))
       return failure();
+  if (getDomain() && *getDomain() != "rows" && *getDomain() != "cols")
+    return emitOpError("runs per element, per row (\"rows\") or per column (\"cols\"), not \"")
+           << *getDomain() << "\"";
   if (elementYield.getValues().size() != getReduce().size() ||
       llvm::any_of(elementYield.getValues().getTypes(), [](Type t) { return !t.isF32(); }))
     return elementYield.emitOpError("must yield one f32 per reduction of the phase (")

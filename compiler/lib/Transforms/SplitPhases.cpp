@@ -7,8 +7,11 @@
 
 #include "mlir/IR/Builders.h"
 #include "mlir/IR/IRMapping.h"
+#include "llvm/ADT/StringMap.h"
 
 #include <algorithm>
+#include <functional>
+#include <optional>
 #include <map>
 #include <set>
 
@@ -27,6 +30,73 @@ struct BufferOrder {
   bool operator()(Buffer a, Buffer b) const { return a.getAsOpaquePointer() < b.getAsOpaquePointer(); }
 };
 template <typename T> using BufferMap = std::map<Buffer, T, BufferOrder>;
+
+/// What a pass runs once for (a rule that reads tensors as matrices): each
+/// element, or, between the passes over the elements, each row or each
+/// column of each matrix.
+enum class Domain { Elements, Rows, Cols };
+
+/// What values vary along, as sema's axes: a bit per batch, row, column.
+using Axes = unsigned;
+constexpr Axes kBatch = 1, kRow = 2, kCol = 4, kElement = kBatch | kRow | kCol;
+
+Axes axesOfAxis(std::optional<StringRef> axis) {
+  if (!axis)
+    return kElement;
+  return *axis == "rows" ? kBatch | kRow : *axis == "cols" ? kBatch | kCol : kBatch;
+}
+
+/// The domain that computes a value of these axes (a per-matrix value: the
+/// pass over rows or columns that reduces it; callers pass what varies).
+Domain domainOf(Axes axes) {
+  if (axes == (kBatch | kRow))
+    return Domain::Rows;
+  if (axes == (kBatch | kCol))
+    return Domain::Cols;
+  return Domain::Elements;
+}
+
+/// Per flat value: what it varies along (0: uniform), from its leaves.
+class AxesOf {
+public:
+  explicit AxesOf(opt::RuleOp rule) {
+    for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
+      if (!state.getScalar())
+        stateAxes_[state.getSymNameAttr().getValue()] = axesOfAxis(state.getAxis());
+  }
+
+  Axes ofState(Buffer buffer) const { return buffer ? stateAxes_.lookup(buffer.getValue()) : kElement; }
+
+  Axes operator()(Value value) {
+    if (auto it = memo_.find(value); it != memo_.end())
+      return it->second;
+    Axes axes = 0;
+    Operation *op = value.getDefiningOp();
+    if (!op || !value.getType().isF32()) {
+      axes = 0; // uniform (f64, or a truth value of uniforms: i1 of them is handled below)
+      if (op && value.getType().isInteger(1))
+        for (Value operand : op->getOperands())
+          axes |= (*this)(operand);
+    } else if (isa<opt::ParamOp, opt::GradOp, opt::GetInputOp, opt::RandomOp>(op)) {
+      axes = kElement;
+    } else if (auto load = dyn_cast<opt::LoadStateOp>(op)) {
+      axes = ofState(load.getStateAttr());
+    } else if (auto reduce = dyn_cast<opt::ReduceOp>(op)) {
+      // Along an axis: the argument's axes but the reduced one.
+      Axes reduced = reduce.getKind().starts_with("row_") ? kCol : kRow;
+      axes = (*this)(reduce.getInput()) & ~reduced;
+    } else {
+      for (Value operand : op->getOperands())
+        axes |= (*this)(operand);
+    }
+    memo_[value] = axes;
+    return axes;
+  }
+
+private:
+  llvm::StringMap<Axes> stateAxes_;
+  DenseMap<Value, Axes> memo_;
+};
 
 /// The f32 writes and reductions of the flat update, in program order.
 struct FlatUpdate {
@@ -82,6 +152,15 @@ struct FlatUpdate {
         ours.push_back(reduce);
     return ours;
   }
+
+  /// Per buffer of `domain`, the value of its last write in `phase`.
+  BufferMap<Value> lastWritesIn(int64_t phase, Domain domain, AxesOf &axes) const {
+    BufferMap<Value> last;
+    for (const Store *store : writesOf(phase))
+      if (domainOf(axes.ofState(store->buffer)) == domain)
+        last[store->buffer] = store->value;
+    return last;
+  }
 };
 
 /// Where each reduction runs. Sema gives a reduction the earliest phase its
@@ -96,8 +175,11 @@ class ReductionPlacer {
 public:
   ReductionPlacer(FlatUpdate &flat, int64_t numPhases) : flat_(flat), numPhases_(numPhases) {}
 
-  void run() {
+  void run(AxesOf &axes) {
     for (opt::ReduceOp reduce : flat_.reductions) {
+      // Rows' and columns' reductions run where their argument is computed.
+      if (axes(reduce.getInput()) != kElement)
+        continue;
       int64_t from = static_cast<int64_t>(reduce.getPhase());
       int64_t bound = firstUse(reduce);
       std::set<const void *> reads = readsOf(reduce.getInput());
@@ -217,9 +299,13 @@ private:
 /// Fills the element region of one phase by cloning flat values into it.
 class ElementCloner {
 public:
-  ElementCloner(opt::PhaseOp phase, const FlatUpdate &flat, const DenseMap<Operation *, Value> &reduced)
-      : phase_(phase), index_(static_cast<int64_t>(phase.getIndex())), held_(flat.heldAt(index_)),
-        reduced_(reduced), builder_(OpBuilder::atBlockEnd(&phase.getElementBody())) {
+  /// `flatIndex`: the phase of the flat update this pass belongs to;
+  /// `held`: what the buffers hold when it starts; `available(reduce)`:
+  /// whether a row or column reduction is done by then.
+  ElementCloner(opt::PhaseOp phase, int64_t flatIndex, BufferMap<Value> held,
+                const DenseMap<Operation *, Value> &reduced, std::function<bool(opt::ReduceOp)> available)
+      : phase_(phase), index_(flatIndex), held_(std::move(held)), reduced_(reduced), available_(std::move(available)),
+        builder_(OpBuilder::atBlockEnd(&phase.getElementBody())) {
     for (const auto &[buffer, value] : held_)
       heldIn_[value] = buffer;
   }
@@ -234,6 +320,13 @@ public:
     Value result;
     if (auto held = heldIn_.find(value); held != heldIn_.end()) {
       result = builder_.create<opt::ReloadOp>(op->getLoc(), builder_.getF32Type(), held->second);
+    } else if (auto reduce = dyn_cast<opt::ReduceOp>(op); reduce && reduce.getInto()) {
+      // A row's or column's reduction: what an earlier pass left in its
+      // scratch state.
+      if (!available_(reduce))
+        return reduce.emitOpError("is used in phase ")
+               << index_ << " by a pass that runs before the one that computes it; name the value a state";
+      result = builder_.create<opt::LoadStateOp>(op->getLoc(), builder_.getF32Type(), reduce.getIntoAttr());
     } else if (auto reduce = dyn_cast<opt::ReduceOp>(op)) {
       FailureOr<Value> input = earlierReduction(reduce);
       if (failed(input))
@@ -290,6 +383,7 @@ private:
   BufferMap<Value> held_;
   DenseMap<Value, Buffer> heldIn_;
   const DenseMap<Operation *, Value> &reduced_;
+  std::function<bool(opt::ReduceOp)> available_;
   OpBuilder builder_;
   IRMapping mapping_;
 };
@@ -302,24 +396,70 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
         return signalPassFailure();
   }
 
+  /// One pass of the explicit form: its domain, the flat phase it belongs
+  /// to, what it writes and reduces.
+  struct Pass {
+    Domain domain;
+    int64_t flatIndex;
+    BufferMap<Value> held;
+    std::vector<const FlatUpdate::Store *> writes;
+    std::vector<opt::ReduceOp> reductions; // over the tensor (results) or along an axis (accumulated)
+  };
+
   LogicalResult split(opt::RuleOp rule, opt::UpdateOp update) {
     Block &body = update.getBody().front();
     if (!body.getOps<opt::PhaseOp>().empty())
       return success(); // already split
     FlatUpdate flat(body);
-    ReductionPlacer(flat, static_cast<int64_t>(rule.getNumPhases())).run();
+    AxesOf axes(rule);
+    ReductionPlacer(flat, static_cast<int64_t>(rule.getNumPhases())).run(axes);
     OpBuilder builder(update.getContext());
     builder.setInsertionPointToStart(&body);
-    DenseMap<Operation *, Value> reduced; // flat opt.reduce → its phase's result
-    for (int64_t phase = 0; phase < static_cast<int64_t>(rule.getNumPhases()); ++phase) {
-      FailureOr<opt::PhaseOp> built = buildPhase(builder, update.getLoc(), flat, phase, reduced);
-      if (failed(built))
-        return failure();
-      builder.setInsertionPointAfter(*built);
+    DenseMap<Operation *, Value> reduced; // flat opt.reduce over the tensor → its phase's result
+    // A row's or column's reduction: the flat phase that computes it and
+    // whether its argument is per element (done when that phase ends) or per
+    // row or column (done before the phase's pass over the elements).
+    auto available = [&](int64_t flatIndex, Domain domain) {
+      return [&, flatIndex, domain](opt::ReduceOp reduce) {
+        auto from = static_cast<int64_t>(reduce.getPhase());
+        bool betweenPasses = axes(reduce.getInput()) != kElement;
+        return from < flatIndex || (from == flatIndex && betweenPasses && domain == Domain::Elements);
+      };
+    };
+    int64_t emitted = 0;
+    for (int64_t index = 0; index < static_cast<int64_t>(rule.getNumPhases()); ++index) {
+      // A flat phase runs its work per row and per column first (between the
+      // passes), then its pass over the elements, which sees what they wrote.
+      BufferMap<Value> held = flat.heldAt(index);
+      std::vector<Pass> passes;
+      for (Domain domain : {Domain::Rows, Domain::Cols, Domain::Elements}) {
+        Pass pass{domain, index, held, {}, {}};
+        for (const FlatUpdate::Store *store : flat.writesOf(index))
+          if (domainOf(axes.ofState(store->buffer)) == domain)
+            pass.writes.push_back(store);
+        for (opt::ReduceOp reduce : flat.reductionsOf(index))
+          if (domainOf(axes(reduce.getInput())) == domain)
+            pass.reductions.push_back(reduce);
+        if (domain == Domain::Elements)
+          for (Domain small : {Domain::Rows, Domain::Cols})
+            for (const auto &[buffer, value] : flat.lastWritesIn(index, small, axes))
+              pass.held[buffer] = value;
+        if (domain == Domain::Elements || !pass.writes.empty() || !pass.reductions.empty())
+          passes.push_back(std::move(pass));
+      }
+      for (const Pass &pass : passes) {
+        FailureOr<opt::PhaseOp> built =
+            buildPhase(builder, update.getLoc(), pass, emitted++, reduced, available(index, pass.domain));
+        if (failed(built))
+          return failure();
+        builder.setInsertionPointAfter(*built);
+      }
     }
     // What stays outside the phases is uniform: the scalar-state updates,
     // now reading the phases' results.
     for (opt::ReduceOp reduce : flat.reductions) {
+      if (reduce.getInto())
+        continue; // per row or column: read only by the phases
       reduce.replaceAllUsesWith(reduced.lookup(reduce));
       reduce.erase();
     }
@@ -332,34 +472,46 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
     return success();
   }
 
-  FailureOr<opt::PhaseOp> buildPhase(OpBuilder &builder, Location loc, const FlatUpdate &flat,
-                                     int64_t index, DenseMap<Operation *, Value> &reduced) {
-    std::vector<opt::ReduceOp> reductions = flat.reductionsOf(index);
+  FailureOr<opt::PhaseOp> buildPhase(OpBuilder &builder, Location loc, const Pass &pass, int64_t index,
+                                     DenseMap<Operation *, Value> &reduced,
+                                     std::function<bool(opt::ReduceOp)> available) {
+    std::vector<opt::ReduceOp> overTensor, alongAxis;
+    for (opt::ReduceOp reduce : pass.reductions)
+      (reduce.getInto() ? alongAxis : overTensor).push_back(reduce);
     SmallVector<StringRef> kinds;
-    for (opt::ReduceOp reduce : reductions)
+    for (opt::ReduceOp reduce : overTensor)
       kinds.push_back(reduce.getKind());
-    SmallVector<Type> resultTypes(reductions.size(), builder.getF64Type());
+    SmallVector<Type> resultTypes(overTensor.size(), builder.getF64Type());
+    StringAttr domain;
+    if (pass.domain != Domain::Elements)
+      domain = builder.getStringAttr(pass.domain == Domain::Rows ? "rows" : "cols");
     auto phase = builder.create<opt::PhaseOp>(loc, resultTypes, builder.getI64IntegerAttr(index), ValueRange(),
-                                              builder.getStrArrayAttr(kinds));
+                                              builder.getStrArrayAttr(kinds), domain);
     // Until opt-hoist-uniforms runs, the uniform region only hands the
     // phase's inputs through.
     OpBuilder::atBlockEnd(builder.createBlock(&phase.getUniforms())).create<opt::YieldOp>(loc, ValueRange());
     builder.createBlock(&phase.getElements());
 
-    ElementCloner elements(phase, flat, reduced);
+    ElementCloner elements(phase, pass.flatIndex, pass.held, reduced, std::move(available));
     SmallVector<std::pair<const FlatUpdate::Store *, Value>> writes;
-    for (const FlatUpdate::Store *store : flat.writesOf(index)) {
+    for (const FlatUpdate::Store *store : pass.writes) {
       FailureOr<Value> value = elements.clone(store->value);
       if (failed(value))
         return failure();
       writes.emplace_back(store, *value);
     }
-    SmallVector<Value> reductionInputs;
-    for (opt::ReduceOp reduce : reductions) {
+    SmallVector<Value> reductionInputs, accumulated;
+    for (opt::ReduceOp reduce : overTensor) {
       FailureOr<Value> input = elements.clone(reduce.getInput());
       if (failed(input))
         return failure();
       reductionInputs.push_back(*input);
+    }
+    for (opt::ReduceOp reduce : alongAxis) {
+      FailureOr<Value> input = elements.clone(reduce.getInput());
+      if (failed(input))
+        return failure();
+      accumulated.push_back(*input);
     }
     OpBuilder &inner = elements.builder();
     for (const auto &[store, value] : writes) {
@@ -368,8 +520,10 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
       else
         inner.create<opt::StoreParamOp>(store->loc, value, inner.getI64IntegerAttr(index));
     }
+    for (auto [reduce, value] : llvm::zip(alongAxis, accumulated))
+      inner.create<opt::AccumulateOp>(reduce.getLoc(), reduce.getKindAttr(), value, reduce.getIntoAttr());
     inner.create<opt::YieldOp>(loc, reductionInputs);
-    for (auto [k, reduce] : llvm::enumerate(reductions))
+    for (auto [k, reduce] : llvm::enumerate(overTensor))
       reduced[reduce] = phase.getResult(k);
     return phase;
   }

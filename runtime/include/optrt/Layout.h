@@ -45,6 +45,8 @@ enum class BufferRole : uint32_t {
   State = OPTDSL_BUFFER_STATE,
   StateAbsmax = OPTDSL_BUFFER_STATE_ABSMAX,
   Input = OPTDSL_BUFFER_INPUT, ///< an input of the rule (`state` is its index), stored as the grad
+  Dims = OPTDSL_BUFFER_DIMS, ///< int64_t matrices, rows, cols of the tensor
+  AxisState = OPTDSL_BUFFER_AXIS_STATE, ///< an f32 state per row, column or matrix (`state` is its index)
 };
 
 /// "f32", "bf16", "f16", "q8" (either signedness), "q8s"/"q8u" when it matters.

@@ -81,6 +81,7 @@ enum class StateSpan {
   Elements, ///< one value per element
   Rows,     ///< `state v[rows];`: one f32 per row of each matrix
   Cols,     ///< `state v[cols];`: one f32 per column of each matrix
+  Matrices, ///< one f32 per matrix (only a scratch state: a column's mean of a value per row)
 };
 
 /// A state of a rule.
@@ -88,6 +89,25 @@ struct StateInfo {
   std::string name; ///< the name the rule declares it with
   bool scalar; ///< one f64 per tensor; otherwise one f32 per element (or per span)
   StateSpan span = StateSpan::Elements; ///< for a state that is not scalar
+  /// Not the rule's own: where a row or column reduction leaves its result
+  /// for later phases (AxisReductionInfo). Never saved or exported.
+  bool scratch = false;
+};
+
+/// What one pass of a step runs once for (a rule that reads tensors as
+/// matrices): each element (in whole rows: the runtime's chunks of such a
+/// rule begin and end on row boundaries), or, between the passes over the
+/// elements, each row or each column of each matrix (one call per tensor:
+/// begin 0, end the number of rows or columns of all its matrices).
+enum class PhaseDomain { Elements, Rows, Cols };
+
+/// A row or column reduction (row_sum, row_mean, col_sum, col_mean) a
+/// phase accumulates into a scratch state.
+struct AxisReductionInfo {
+  int phase;        ///< the pass that accumulates it
+  int state;        ///< RuleKernels::states index of its scratch state
+  bool alongRows;   ///< row_*: each row over its columns; col_*: each column over its rows
+  bool mean;        ///< divided by the count
 };
 
 /// A per-element input of a rule (`input NAME;`): a tensor the trainer
@@ -122,6 +142,14 @@ using UniformsFn = void (*)(const double *hypers, double step, const double *sca
 /// elementwise states in StateInfo order). Processes elements [begin, end). partials: one double per
 /// reduction of this phase (in ReductionInfo order), overwritten with this
 /// range's partial: Σx for sum/mean, Σx² for norm, max x for max.
+///
+/// A rule with states spanning rows or columns (StateInfo::span) has, after
+/// the inputs, a Dims buffer (int64_t matrices, rows, cols of the tensor)
+/// and one f32 buffer per such state. Its kernels over the elements take
+/// whole rows; where they reduce columns (AxisReductionInfo), the partials
+/// slot after the phase's reductions holds a pointer to float scratch of
+/// (matrices the chunk touches) x cols floats per such reduction, in order,
+/// which the kernel overwrites with the chunk's column sums.
 using KernelFn = void (*)(void *const *buffers, const float *uniforms, double *partials,
                           int64_t begin, int64_t end);
 
@@ -151,7 +179,9 @@ std::vector<BufferDesc> f32Buffers(const std::vector<StateInfo> &states, size_t 
 /// The buffers of a layout's kernels, in the ABI's order (artifact_abi.h):
 /// param, grad, master (when the layout has one), then per elementwise state
 /// its storage, then one f32 absmax buffer per q8 state, in state order,
-/// then each of `numInputs` inputs in the grad's dtype.
+/// then each of `numInputs` inputs in the grad's dtype, then (a rule that
+/// readsMatrices) Dims and each state spanning rows, columns or matrices
+/// (f32 in every layout), in state order.
 /// nonNegative[s] (by StateInfo index; empty = none) says the compiler
 /// proved state s never negative: its q8 storage uses the unsigned map.
 /// The layout must have passed validateLayout for these states.
@@ -163,6 +193,9 @@ std::vector<BufferDesc> layoutBuffers(const Layout &layout, const std::vector<St
 bool buffersMatch(const std::vector<BufferDesc> &buffers, const Layout &layout,
                   const std::vector<StateInfo> &states, size_t numInputs = 0);
 
+/// True when some state of `states` spans rows, columns or matrices: the
+/// rule reads tensors as matrices (its buffers end with Dims and those states).
+bool readsMatrices(const std::vector<StateInfo> &states);
 /// True when some elementwise state of `states` is q8 under `layout`.
 bool hasQ8States(const Layout &layout, const std::vector<StateInfo> &states);
 
@@ -180,6 +213,13 @@ struct RuleKernels {
   std::vector<StateInfo> states;         ///< declaration order, scalar and elementwise mixed
   std::vector<ReductionInfo> reductions; ///< grouped by phase, ascending
   std::vector<InputInfo> inputs;         ///< declaration order
+  /// Per phase (empty: every phase runs over the elements).
+  std::vector<PhaseDomain> phaseDomains;
+  /// In phase order, and in each phase in the order its kernel accumulates
+  /// them. A column reduction in a pass over the elements: each chunk's
+  /// kernel writes its columns' partial sums (see KernelFn), which the
+  /// runtime adds in chunk order; every other one the kernel finishes.
+  std::vector<AxisReductionInfo> axisReductions;
   /// The rule draws random(stream): its kernels read each tensor's key in the
   /// uniform slot after the rule's own, as stochastic rounding does.
   bool usesRandom = false;

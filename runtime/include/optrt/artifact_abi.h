@@ -52,7 +52,9 @@ typedef enum optdsl_buffer_role {
   OPTDSL_BUFFER_MASTER = 2,      /**< full-precision copy of a reduced-precision param */
   OPTDSL_BUFFER_STATE = 3,       /**< elementwise state `state` */
   OPTDSL_BUFFER_STATE_ABSMAX = 4, /**< per-block scales of a q8 state `state` */
-  OPTDSL_BUFFER_INPUT = 5         /* input `state` (an index into inputs), read only, stored as the grad */
+  OPTDSL_BUFFER_INPUT = 5,        /* input `state` (an index into inputs), read only, stored as the grad */
+  OPTDSL_BUFFER_DIMS = 6,         /* int64_t matrices, rows, cols of the tensor (ABI 5) */
+  OPTDSL_BUFFER_AXIS_STATE = 7    /* f32 state `state` with one value per row, column or matrix (ABI 5) */
 } optdsl_buffer_role;
 
 typedef enum optdsl_reduction_kind {

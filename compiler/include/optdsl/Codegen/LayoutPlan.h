@@ -22,6 +22,7 @@ struct LayoutPlan {
   std::vector<optrt::Dtype> dtype;        // per element-code buffer
   std::map<int, int> absmax;              // q8 element-code buffer -> its absmax buffer
   int master = -1;                        // the master's buffer, or -1
+  int dims = -1;                          // the tensor's matrices, rows, cols (int64): a rule reading matrices
   bool stochastic = false;                // bf16/f16 writes round stochastically
   bool blockwise() const { return !absmax.empty(); }
   bool remainderMaster() const { return master >= 0 && buffers[master].dtype == optrt::Dtype::Remainder; }

@@ -14,6 +14,8 @@
 #include "llvm/ADT/StringMap.h"
 
 #include <functional>
+#include <map>
+#include <string>
 
 namespace optdsl::codegen {
 
@@ -27,8 +29,16 @@ public:
 
   explicit BufferLayout(opt::RuleOp rule);
 
-  /// The buffer of per-element state `name`.
+  /// The buffer of per-element state `name` (or of a state with an axis).
   int state(llvm::StringRef name) const { return stateBuffer_.lookup(name); }
+  /// What a state buffer holds one value for: "" each element, else the
+  /// state's axis ("rows", "cols", "matrices").
+  llvm::StringRef axis(int buffer) const {
+    auto it = axis_.find(buffer);
+    return it == axis_.end() ? llvm::StringRef() : llvm::StringRef(it->second);
+  }
+  /// Some state has an axis: the rule reads tensors as matrices.
+  bool matrixShaped() const { return !axis_.empty(); }
   /// The buffer of input `name`, and of the input with index `index`.
   int input(llvm::StringRef name) const { return inputBuffer_.lookup(name); }
   int input(int index) const { return 2 + static_cast<int>(stateBuffer_.size()) + index; }
@@ -38,6 +48,7 @@ public:
 private:
   llvm::StringMap<int> stateBuffer_;
   llvm::StringMap<int> inputBuffer_;
+  std::map<int, std::string> axis_;
 };
 
 /// What a backend provides to the element code. Each callback emits at the
@@ -67,9 +78,15 @@ mlir::Type laneType(mlir::Type scalar, int64_t width);
 /// in the order of the phase's results. Fails, after an error at the
 /// offending operation, when the region is not in hoisted form (a hyper,
 /// `step`, a scalar state or an f64 value left in it: run
-/// opt-hoist-uniforms).
+/// opt-hoist-uniforms), or when it accumulates rows or columns
+/// (opt.accumulate) and `accumulated` is null; otherwise `accumulated` gets
+/// the accumulated values, in the order of the region's opt.accumulate ops.
 mlir::FailureOr<llvm::SmallVector<mlir::Value>> emitElementBody(mlir::OpBuilder &builder, opt::PhaseOp phase,
                                                                 const BufferLayout &buffers, int64_t width,
-                                                                const ElementAccess &access);
+                                                                const ElementAccess &access,
+                                                                llvm::SmallVector<mlir::Value> *accumulated = nullptr);
+
+/// The opt.accumulate ops of a phase's element region, in order.
+llvm::SmallVector<opt::AccumulateOp> phaseAccumulations(opt::PhaseOp phase);
 
 } // namespace optdsl::codegen

@@ -97,16 +97,24 @@ def Opt_StateOp : Opt_Op<"state", [Symbol, HasParent<"RuleOp">, NoTerminator,
     update neither reads nor writes is erased by canonicalization: nothing
     is allocated for it.
 
+    `axis`: a state of a rule that reads tensors as matrices, one f32 per
+    row (`"rows"`) or column (`"cols"`) of each matrix, or (`"matrices"`)
+    one per matrix. `scratch`: not the rule's own state but where a row or
+    column reduction (`opt.reduce` with `into`) leaves its result for later
+    phases; not saved with a checkpoint.
+
     Example:
     ```mlir
     opt.state @exp_avg
+    opt.state @exp_avg_sq_row {axis = "rows"}
     opt.state @mu_product scalar init {
       %one = arith.constant 1.0 : f64
       opt.yield %one : f64
     }
     ```
   }];
-  let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$scalar);
+  let arguments = (ins SymbolNameAttr:$sym_name, UnitAttr:$scalar, OptionalAttr<StrAttr>:$axis,
+                       UnitAttr:$scratch);
   let regions = (region AnyRegion:$init);
   let assemblyFormat = "$sym_name (`scalar` $scalar^)? (`init` $init^)? attr-dict";
   // A state the update neither reads nor writes keeps its initial value and
@@ -187,6 +195,13 @@ def Opt_PhaseOp : Opt_Op<"phase", [HasParent<"UpdateOp">, IsolatedFromAbove,
     The phase is isolated from above so that folding and CSE never pull a
     value out of one part into another.
 
+    `domain` (a rule that reads tensors as matrices): what the element region
+    runs once for. Absent: each element. `"rows"` / `"cols"`: each row /
+    column of each matrix, between the passes over the elements (it reads
+    and writes `axis` states of its own axis, and the per-matrix results of
+    earlier row and column reductions); its `opt.accumulate`s reduce over
+    the matrix.
+
     Example:
     ```mlir
     %norm = opt.phase 0 reduce ["norm"] uniforms {
@@ -208,7 +223,7 @@ def Opt_PhaseOp : Opt_Op<"phase", [HasParent<"UpdateOp">, IsolatedFromAbove,
     ```
   }];
   let arguments = (ins I64Attr:$index, Variadic<F64>:$inputs,
-                       DefaultValuedAttr<StrArrayAttr, "{}">:$reduce);
+                       DefaultValuedAttr<StrArrayAttr, "{}">:$reduce, OptionalAttr<StrAttr>:$domain);
   let results = (outs Variadic<F64>:$results);
   let regions = (region SizedRegion<1>:$uniforms, SizedRegion<1>:$elements);
   let assemblyFormat = [{
@@ -349,6 +364,24 @@ def Opt_StoreStateOp : Opt_Op<"store_state", [DeclareOpInterfaceMethods<SymbolUs
   let hasCanonicalizeMethod = 1;
 }
 
+def Opt_AccumulateOp : Opt_Op<"accumulate", [MemoryEffects<[MemWrite]>,
+                                               DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
+  let summary = "Adds a value into its row's or column's reduction";
+  let description = [{
+    In a phase's element region: `row_sum`/`row_mean` reduce each row of
+    each matrix (over its columns), `col_sum`/`col_mean` each column (over
+    its rows). The result lands in the `scratch` state `into` (one f32 per
+    row, column or matrix: the value's axes less the reduced one) when the
+    phase ends; later phases read it with `opt.load_state`. Deterministic:
+    every backend combines in a fixed order.
+
+    Example: `opt.accumulate "row_mean" %g2 into @"row_mean(0)" : f32`
+  }];
+  let arguments = (ins StrAttr:$kind, F32:$value, FlatSymbolRefAttr:$into);
+  let assemblyFormat = "$kind $value `into` $into attr-dict `:` type($value)";
+  let hasVerifier = 1;
+}
+
 def Opt_StoreParamOp : Opt_Op<"store_param", [MemoryEffects<[MemWrite]>]> {
   let summary = "Writes the element's new parameter";
   let description = "Example: `opt.store_param %p1 phase 0 : f32`";
@@ -356,7 +389,7 @@ def Opt_StoreParamOp : Opt_Op<"store_param", [MemoryEffects<[MemWrite]>]> {
   let assemblyFormat = "$value `phase` $phase attr-dict `:` type($value)";
 }
 
-def Opt_ReduceOp : Opt_Op<"reduce", [Pure]> {
+def Opt_ReduceOp : Opt_Op<"reduce", [Pure, DeclareOpInterfaceMethods<SymbolUserOpInterface>]> {
   let summary = "A per-tensor reduction of an elementwise value";
   let description = [{
     `kind` is one of sum, norm (L2), mean, max. The result is uniform (f64)
@@ -364,10 +397,16 @@ def Opt_ReduceOp : Opt_Op<"reduce", [Pure]> {
     computes the argument. Flat form only: `opt-split-phases` turns each
     reduction into a result of its `opt.phase`.
 
+    With `into` (a rule that reads tensors as matrices): row_sum, row_mean,
+    col_sum, col_mean along one axis of each matrix; the result (f32) varies
+    along the argument's other axes and is kept in the scratch state `into`
+    (`opt-split-phases` makes it an `opt.accumulate` and later reads
+    `opt.load_state`s).
+
     Example: `%n = opt.reduce norm %u phase 0 : f32 -> f64`
   }];
-  let arguments = (ins StrAttr:$kind, F32:$input, I64Attr:$phase);
-  let results = (outs F64:$result);
+  let arguments = (ins StrAttr:$kind, F32:$input, I64Attr:$phase, OptionalAttr<FlatSymbolRefAttr>:$into);
+  let results = (outs AnyTypeOf<[F32, F64]>:$result);
   let assemblyFormat = "$kind $input `phase` $phase attr-dict `:` type($input) `->` type($result)";
   let hasVerifier = 1;
 }
