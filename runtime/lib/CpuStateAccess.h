@@ -34,11 +34,11 @@ public:
   }
   void withBuffer(size_t t, size_t b, const std::function<void(const void *, size_t)> &use) const override {
     const Tensor &tensor = s_.tensors[t];
-    use(s_.bufferAt(tensor, b), bufferBytes(tensor.layout->buffers[b], tensor.owned.size()));
+    use(address(tensor, b), bytes(tensor, b));
   }
   void writeBuffer(size_t t, size_t b, const void *data) override {
-    const Tensor &tensor = s_.tensors[t];
-    std::memcpy(s_.bufferAt(tensor, b), data, bufferBytes(tensor.layout->buffers[b], tensor.owned.size()));
+    Tensor &tensor = s_.tensors[t];
+    std::memcpy(address(tensor, b), data, bytes(tensor, b));
   }
   void finishLoad(int64_t stepCount, const std::vector<detail::GroupRecord> &groups,
                   const std::vector<std::vector<double>> &scalars) override {
@@ -54,6 +54,19 @@ public:
   }
 
 private:
+  // A state per row, column or matrix lives with its tensor, not in the arena.
+  void *address(const Tensor &tensor, size_t b) const {
+    if (tensor.layout->buffers[b].role == BufferRole::AxisState)
+      return const_cast<float *>(tensor.axisStates.data()) + tensor.axisOffsets[b];
+    return s_.bufferAt(tensor, b);
+  }
+  size_t bytes(const Tensor &tensor, size_t b) const {
+    const BufferDesc &desc = tensor.layout->buffers[b];
+    if (desc.role == BufferRole::AxisState)
+      return sizeof(float) * spanValues(s_.layout.rule().states[static_cast<size_t>(desc.state)].span, tensor.matrixDims);
+    return bufferBytes(desc, tensor.owned.size());
+  }
+
   Impl &s_;
 };
 

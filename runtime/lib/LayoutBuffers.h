@@ -8,6 +8,7 @@
 #include "optrt/Storage.h"
 
 #include <cstddef>
+#include <vector>
 
 namespace optrt::detail {
 
@@ -37,6 +38,18 @@ inline size_t keptBuffersEnd(const std::vector<BufferDesc> &buffers) {
                      buffers[end - 1].role == BufferRole::AxisState))
     --end;
   return end;
+}
+
+/// The buffers a checkpoint holds of a tensor, in order: those kept in the
+/// arena ([2, keptBuffersEnd)), then each state per row, column or matrix
+/// but the scratch of row and column reductions.
+inline std::vector<size_t> savedBuffers(const std::vector<BufferDesc> &buffers, const std::vector<StateInfo> &states) {
+  std::vector<size_t> saved;
+  for (size_t b = 2; b < buffers.size(); ++b)
+    if (b < keptBuffersEnd(buffers) ||
+        (buffers[b].role == BufferRole::AxisState && !states[static_cast<size_t>(buffers[b].state)].scratch))
+      saved.push_back(b);
+  return saved;
 }
 
 /// The index in `buffers` of the buffer with `role` (of state `state` for

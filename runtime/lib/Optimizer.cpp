@@ -147,8 +147,13 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         weight += bufferBytes(buffer, size_t{1} << 14);
     weights.push_back(weight);
   }
+  // A rule that reads matrices runs whole rows per chunk.
+  std::vector<size_t> chunkLengths;
+  for (size_t i = 0; i < sizes.size(); ++i)
+    chunkLengths.push_back(s.chunks.chunkLength(
+        s.layout.readsMatrices() ? matrixView(shapes.empty() ? std::vector<size_t>{} : shapes[i], sizes[i]).cols : 1));
   ShardPlan plan = s.plan;
-  plan.addGroup(sizes, weights, s.chunks.chunkElements());
+  plan.addGroup(sizes, weights, chunkLengths);
   std::vector<uint8_t> joins;
   if (s.comm)
     joins = joinsOnEveryRank(*s.comm, std::vector<const void *>(params.begin(), params.end()), sizes,
@@ -748,11 +753,21 @@ std::span<float> Optimizer::state(const std::string &name, int group, size_t ten
   return {const_cast<float *>(view.data()), view.size()};
 }
 
+std::span<float> Optimizer::Impl::axisState(const Tensor &t, const std::string &name) const {
+  int b = findBuffer(t.layout->buffers, BufferRole::AxisState, static_cast<int>(layout.stateIndex(name)));
+  if (b < 0)
+    return {};
+  size_t n = spanValues(layout.rule().states[layout.stateIndex(name)].span, t.matrixDims);
+  return {const_cast<float *>(t.axisStates.data()) + t.axisOffsets[static_cast<size_t>(b)], n};
+}
+
 std::span<const float> Optimizer::state(const std::string &name, int group, size_t tensor) const {
   static const char *caller = "optrt::Optimizer::state";
   const Impl &s = *impl_;
   s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
+  if (std::span<float> values = s.axisState(t, name); values.data())
+    return values;
   size_t b = s.stateBuffer(t, name, caller);
   Dtype dtype = t.layout->buffers[b].dtype;
   if (dtype != Dtype::F32)
@@ -767,6 +782,8 @@ std::vector<float> Optimizer::readState(const std::string &name, int group, size
   const Impl &s = *impl_;
   s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
+  if (std::span<float> values = s.axisState(t, name); values.data())
+    return {values.begin(), values.end()};
   size_t b = s.stateBuffer(t, name, caller);
   std::vector<float> values(t.owned.size());
   decodeToF32(t.layout->buffers[b].dtype, s.bufferAt(t, b), s.absmaxOf(t, b), values);
@@ -778,6 +795,14 @@ void Optimizer::writeState(const std::string &name, int group, size_t tensor, st
   Impl &s = *impl_;
   s.elementwiseSlot(name, caller);
   const Tensor &t = s.checkedTensor(group, tensor, caller);
+  if (std::span<float> target = s.axisState(t, name); target.data()) {
+    if (values.size() != target.size())
+      throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for state '" +
+                                  name + "' of " + tensorName(tensor, group) + ", which holds " +
+                                  std::to_string(target.size()) + " (one per row or column of its matrices)");
+    std::copy(values.begin(), values.end(), target.begin());
+    return;
+  }
   if (values.size() != t.owned.size())
     throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for " +
                                 tensorName(tensor, group) + ", which has " + std::to_string(t.owned.size()) +

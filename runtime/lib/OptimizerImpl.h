@@ -217,6 +217,9 @@ struct Optimizer::Impl {
   void saveShards(const std::string &folder) const;
   void loadParts(const std::string &path, bool convert);
   const float *absmaxOf(const Tensor &t, size_t stateBufferIndex) const;
+  // State `name` of t when it spans rows, columns or matrices (kept with the
+  // tensor, f32); an empty span (null data) for any other state.
+  std::span<float> axisState(const Tensor &t, const std::string &name) const;
   int addGroupImpl(std::vector<void *> params, std::vector<size_t> sizes,
                    std::map<std::string, double> hyperOverrides, std::vector<std::vector<size_t>> shapes);
   // Writes each tensor's dimensions into the hidden scalar states of rank,

@@ -140,8 +140,12 @@ SavedTensor readTensor(Reader &reader, size_t t, bool inlineData) {
     uint64_t expected = buffer.role == BufferRole::StateAbsmax
                             ? sizeof(float) * q8Blocks(tensor.size)
                             : (buffer.dtype > Dtype::Remainder ? 0 : elementBytes(buffer.dtype, tensor.size));
-    if (buffer.bytes != expected || buffer.dtype > Dtype::Remainder ||
-        buffer.role > BufferRole::StateAbsmax)
+    // A state per row, column or matrix (f32): at most one value per element;
+    // the loader checks its count against the tensor's shape.
+    bool axisState = buffer.role == BufferRole::AxisState && buffer.dtype == Dtype::F32 &&
+                     buffer.bytes % sizeof(float) == 0 && buffer.bytes > 0 && buffer.bytes <= expected;
+    if ((buffer.bytes != expected && !axisState) || buffer.dtype > Dtype::Remainder ||
+        (buffer.role > BufferRole::StateAbsmax && buffer.role != BufferRole::AxisState))
       fail("buffer " + std::to_string(b) + " of tensor " + std::to_string(t) + " has " +
            std::to_string(buffer.bytes) + " bytes");
     if (inlineData)
@@ -282,12 +286,15 @@ void writeStateStream(std::ostream &out, const StateAccess &state, const char *c
     for (double value : scalars)
       put<double>(header, value);
     const std::vector<BufferDesc> &buffers = layout.buffers;
-    put<uint32_t>(header, static_cast<uint32_t>(keptBuffersEnd(buffers) - 2));
-    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b) {
+    std::vector<size_t> saved = savedBuffers(buffers, rule.states);
+    put<uint32_t>(header, static_cast<uint32_t>(saved.size()));
+    for (size_t b : saved) {
       put<uint32_t>(header, static_cast<uint32_t>(buffers[b].role));
       put<uint32_t>(header, static_cast<uint32_t>(buffers[b].dtype));
       putString(header, buffers[b].state >= 0 ? rule.states[buffers[b].state].name : "");
-      put<uint64_t>(header, bufferBytes(buffers[b], size));
+      size_t bytes = 0;
+      state.withBuffer(t, b, [&](const void *, size_t n) { bytes = n; });
+      put<uint64_t>(header, bytes);
     }
   }
   std::string headerBytes = header.str();
@@ -298,7 +305,7 @@ void writeStateStream(std::ostream &out, const StateAccess &state, const char *c
   put<uint64_t>(out, checksum(headerBytes.data(), headerBytes.size()));
   for (size_t t = 0; t < state.numTensors(); ++t) {
     const std::vector<BufferDesc> &buffers = state.tensorLayout(t).buffers;
-    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b)
+    for (size_t b : savedBuffers(buffers, state.rule().rule().states))
       state.withBuffer(t, b, [&](const void *data, size_t bytes) {
         put<uint64_t>(out, bytes);
         out.write(static_cast<const char *>(data), static_cast<std::streamsize>(bytes));
@@ -374,7 +381,7 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
   for (size_t t = 0; t < saved.size(); ++t) {
     const SavedTensor &from = saved[t];
     const std::vector<BufferDesc> &buffers = state.tensorLayout(t).buffers;
-    for (size_t b = 2; b < keptBuffersEnd(buffers); ++b) {
+    for (size_t b : savedBuffers(buffers, rule.states)) {
       const BufferDesc &desc = buffers[b];
       if (desc.role == BufferRole::StateAbsmax)
         continue; // written with its state
@@ -395,7 +402,15 @@ void readStateStream(std::istream &in, StateAccess &state, bool convert, const c
         fail("state '" + name + "' of tensor " + std::to_string(t) + " is missing from the stream");
       }
       Apply apply{t, b, {}, nullptr};
-      if (found->dtype == desc.dtype && (!isQ8(desc.dtype) || absmax)) {
+      if (desc.role == BufferRole::AxisState) {
+        size_t bytes = 0;
+        state.withBuffer(t, b, [&](const void *, size_t n) { bytes = n; });
+        if (found->bytes != bytes)
+          fail("state '" + name + "' of tensor " + std::to_string(t) + " has " +
+               std::to_string(found->bytes / sizeof(float)) + " values in the stream and " +
+               std::to_string(bytes / sizeof(float)) + " here (one per row or column: the tensor's shape differs)");
+        apply.raw = found;
+      } else if (found->dtype == desc.dtype && (!isQ8(desc.dtype) || absmax)) {
         apply.raw = found;
       } else if (found->dtype == Dtype::Remainder || desc.dtype == Dtype::Remainder) {
         fail("tensor " + std::to_string(t) + ": a master kept as remainders converts to or from "

@@ -150,7 +150,7 @@ TEST(Artifact, RandomDrawsStepLikeTheJit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRuleArtifact,
-                         testing::ValuesIn(test::kernelRules()));
+                         testing::ValuesIn(test::flatRules()));
 
 TEST(Artifact, AnotherInstructionSetGivesTheSameBits) {
   auto sse = optrt::loadArtifact(artifactPath("ademamix_sse"));

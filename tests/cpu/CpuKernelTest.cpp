@@ -95,12 +95,13 @@ bool allocated(const optrt::RuleKernels &kernels, const std::string &state) {
 /// do not allocate (specialisation dropped it) is given to the interpreter
 /// at its initial value, and must still hold it after every step.
 void compareWithInterpreter(const Case &c, const std::map<std::string, double> &hyperValues,
-                            const std::vector<size_t> &sizes, int steps, unsigned seed) {
+                            const std::vector<size_t> &sizes, int steps, unsigned seed,
+                            const std::vector<std::vector<size_t>> &shapes = {}) {
   SCOPED_TRACE("rule " + c.rule.name() + ", seed " + std::to_string(seed));
   std::mt19937 rng(seed);
   Tensors tensors(sizes, rng);
   optrt::Optimizer optimizer(c.kernels, {2, 4096});
-  optimizer.addGroup(tensors.pointers, sizes, hyperValues);
+  optimizer.addGroup(tensors.pointers, sizes, hyperValues, shapes);
   Interpreter interpreter(c.rule);
   HyperValues hypers = interpreter.defaultHypers();
   for (const auto &[hyper, value] : hyperValues)
@@ -111,8 +112,10 @@ void compareWithInterpreter(const Case &c, const std::map<std::string, double> &
     // The interpreter starts from exactly the kernels' state.
     std::vector<TensorState> states;
     for (size_t k = 0; k < sizes.size(); ++k) {
+      std::vector<int64_t> shape = shapes.empty() ? std::vector<int64_t>{static_cast<int64_t>(sizes[k])}
+                                                  : std::vector<int64_t>(shapes[k].begin(), shapes[k].end());
       TensorState state = interpreter.initTensor(
-          std::vector<double>(tensors.pointers[k], tensors.pointers[k] + sizes[k]), hypers);
+          std::vector<double>(tensors.pointers[k], tensors.pointers[k] + sizes[k]), hypers, shape);
       for (size_t s = 0; s < c.rule.states.size(); ++s)
         if (allocated(*c.kernels, name(c.rule.states[s]))) {
           auto span = optimizer.state(name(c.rule.states[s]), 0, k);
@@ -165,8 +168,8 @@ void compareWithInterpreter(const Case &c, const std::map<std::string, double> &
 }
 
 void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps,
-                            unsigned seed) {
-  compareWithInterpreter(compiled(name), test::kBranchHypers.at(name), sizes, steps, seed);
+                            unsigned seed, const std::vector<std::vector<size_t>> &shapes = {}) {
+  compareWithInterpreter(compiled(name), test::kBranchHypers.at(name), sizes, steps, seed, shapes);
 }
 
 class EveryRule : public ::testing::TestWithParam<std::string> {};
@@ -182,6 +185,17 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensors) {
     sizes.push_back(1 + rng() % 300);
   // Eight steps: RAdam's rectified branch starts at step 6.
   compareWithInterpreter(GetParam(), sizes, 8, 11);
+}
+
+/// Matrices as the runtime cuts them (4096-element chunks of whole rows):
+/// 40 x 700 in chunks of 5 rows, 300 x 17 in two chunks, a stack of three
+/// 5 x 7 matrices in one, a vector (one row), 2 x 1 x 16 (rows of one
+/// element); row lengths with and without a 16-lane tail. Rules that read
+/// tensors as matrices reduce their rows and columns; the others read
+/// `rank`, `rows`, `cols` (mars branches on the rank).
+TEST_P(EveryRule, MatchesInterpreterOnMatrices) {
+  compareWithInterpreter(GetParam(), {28000, 105, 33, 5100, 32}, 4, 5,
+                         {{40, 700}, {3, 5, 7}, {33}, {300, 17}, {2, 1, 16}});
 }
 
 /// Every library rule with kernels (test::kernelRules) but those with

@@ -160,12 +160,12 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
 }
 
 /// The library rules the CUDA optimizer runs: all with kernels
-/// (test::kernelRules) but those with a group-wide
+/// (test::flatRules) but those with a group-wide
 /// reduction (test::kGroupWideRules) or inputs (test::kInputRules), which it
 /// refuses by name (FakeDriverTest.GroupWideReductionIsRefusedByName,
 /// FakeDriverTest.InputsAreRefusedByName).
 std::vector<std::string> cudaRules() {
-  std::vector<std::string> rules = test::kernelRules();
+  std::vector<std::string> rules = test::flatRules();
   for (const auto *list : {&test::kGroupWideRules, &test::kInputRules})
     for (const std::string &name : *list)
       std::erase(rules, name);

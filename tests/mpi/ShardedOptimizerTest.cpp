@@ -336,7 +336,7 @@ TEST_P(ShardedMatchesOneProcess, BitForBitAfterEveryStep) {
 
 std::vector<Case> allCases() {
   std::vector<Case> cases;
-  for (const std::string &rule : kernelRules())
+  for (const std::string &rule : flatRules())
     for (const char *layout : {"f32", kQ8Layout})
       for (ShardedGradients gradients : {ShardedGradients::Average, ShardedGradients::Reduced})
         cases.push_back({rule, layout, gradients});

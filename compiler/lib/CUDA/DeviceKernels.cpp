@@ -181,6 +181,10 @@ private:
     if (rules.empty())
       return optModule_.emitError("expected an opt.rule");
     opt::RuleOp rule = *rules.begin();
+    for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
+      if (state.getAxis() && !state.getScratch())
+        return state.emitError("CUDA kernels for a state per row or column (a rule that reads tensors as "
+                               "matrices) are not built yet; the CPU kernels run this rule");
     buffers_.emplace(rule);
     optrt::Layout layout = optrt::Layout::parse(layoutText_);
     plan_ = codegen::planLayout(layout, sig_.states, codegen::provedNonNegative(rule), *buffers_);

@@ -181,7 +181,9 @@ public:
   std::pair<size_t, size_t> ownedRange(int group, size_t tensor) const;
 
   /// The elementwise state `name` of one tensor (as many floats as the
-  /// tensor; sharded, as its ownedRange), valid until the next addGroup. Throws std::invalid_argument
+  /// tensor; sharded, as its ownedRange; a state per row or column
+  /// (`state v[rows];`): one float per row or column of each of the
+  /// tensor's matrices), valid until the next addGroup. Throws std::invalid_argument
   /// for an unknown or scalar state, or one not stored as f32 for this tensor
   /// (use readState/writeState), std::out_of_range for bad indices.
   std::span<float> state(const std::string &name, int group, size_t tensor);

@@ -199,6 +199,10 @@ void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const 
       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
                                   "' has a group-wide reduction (group_sum, group_norm, group_mean, group_max), "
                                   "which runs on the CPU optimizer only so far");
+  if (layout.readsMatrices())
+    throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
+                                "' reads tensors as matrices (states per row or column), which only the CPU "
+                                "optimizer runs so far");
   // Its step would need the inputs' device pointers and given() flags.
   if (!layout.rule().inputs.empty())
     throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name + "' takes input '" +

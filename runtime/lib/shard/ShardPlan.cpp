@@ -5,7 +5,7 @@
 namespace optrt::detail {
 
 void ShardPlan::addGroup(const std::vector<size_t> &sizes, const std::vector<uint64_t> &weights,
-                         size_t chunkElements) {
+                         const std::vector<size_t> &chunkLengths) {
   size_t elements = 0;
   unsigned __int128 total = 0;
   bool weighted = std::any_of(weights.begin(), weights.end(), [](uint64_t w) { return w != 0; });
@@ -19,7 +19,7 @@ void ShardPlan::addGroup(const std::vector<size_t> &sizes, const std::vector<uin
   unsigned __int128 weightBefore = 0; // of the tensors before this one
   for (size_t t = 0; t < sizes.size(); ++t) {
     size_t size = sizes[t];
-    for (size_t begin = 0; begin < size; begin += std::min(size - begin, chunkElements)) {
+    for (size_t begin = 0; begin < size; begin += std::min(size - begin, chunkLengths[t])) {
       size_t start = offset + begin;
       unsigned __int128 weight = weightBefore + static_cast<unsigned __int128>(begin) * weightOf(t);
       // Below ranks whenever weight < total, which a chunk's start is.

@@ -35,9 +35,10 @@ public:
   size_t ranks() const { return ranks_; }
 
   /// Partitions the next group: tensors of `sizes` elements, cut into chunks
-  /// of chunkElements as ChunkTable::addTensor cuts them, whose elements
-  /// weigh `weights` each (any unit; all 0: by elements).
-  void addGroup(const std::vector<size_t> &sizes, const std::vector<uint64_t> &weights, size_t chunkElements);
+  /// of chunkLengths[t] elements as ChunkTable::addTensor cuts them, whose
+  /// elements weigh `weights` each (any unit; all 0: by elements).
+  void addGroup(const std::vector<size_t> &sizes, const std::vector<uint64_t> &weights,
+                const std::vector<size_t> &chunkLengths);
 
   const OwnedRange &owned(size_t tensor) const { return tensors_[tensor].owned; }
   /// The elements of `tensor` that rank r owns (owned(tensor) for this rank).

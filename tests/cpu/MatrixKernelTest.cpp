@@ -1,0 +1,223 @@
+// The CPU kernels of rules that read tensors as matrices (adafactor, came):
+// the same bits for any thread count (rows and columns combine in a fixed
+// order), a checkpoint that continues the run bit for bit and refuses
+// tensors of another shape by name, bf16 states against the f32 run, and
+// the layouts and optimizers that do not take them yet refused by name.
+// CpuKernelTest.cpp's EveryRule.MatchesInterpreterOnMatrices checks each
+// step against the interpreter; the golden cases against the peers.
+#include "optdsl/JIT.h"
+#include "optdsl/Sema.h"
+#include "optrt/Optimizer.h"
+
+#include "common/BranchHypers.h"
+#include "common/RandomValues.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <sstream>
+
+namespace optdsl {
+namespace {
+
+// 40 x 700 and 300 x 17 in several chunks of whole rows (1000 elements: one
+// row of 700, 58 rows of 17), a stack of three 5 x 7 in one, a vector.
+const std::vector<std::vector<size_t>> kShapes = {{40, 700}, {300, 17}, {3, 5, 7}, {33}};
+const std::vector<size_t> kSizes = {28000, 5100, 105, 33};
+
+std::shared_ptr<const optrt::RuleKernels> kernelsOf(const std::string &rule,
+                                                    const std::vector<std::string> &layouts = {"f32"}) {
+  static std::map<std::string, std::shared_ptr<const optrt::RuleKernels>> cache;
+  std::string key = rule;
+  for (const std::string &layout : layouts)
+    key += "|" + layout;
+  auto it = cache.find(key);
+  if (it == cache.end())
+    it = cache.emplace(key, jitCompile(loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt"), {}, layouts))
+             .first;
+  return it->second;
+}
+
+struct Training {
+  std::vector<std::vector<float>> params;
+  explicit Training(uint32_t seed) {
+    std::mt19937 rng(seed);
+    for (size_t n : kSizes)
+      params.push_back(test::normalValues(n, rng));
+  }
+  std::vector<float *> pointers() {
+    std::vector<float *> result;
+    for (auto &p : params)
+      result.push_back(p.data());
+    return result;
+  }
+  // Gradients of step `step`, the same for every run.
+  static std::vector<std::vector<float>> grads(int step) {
+    std::mt19937 rng(500 + step);
+    std::vector<std::vector<float>> result;
+    for (size_t n : kSizes)
+      result.push_back(test::normalValues(n, rng));
+    return result;
+  }
+  void step(optrt::Optimizer &optimizer, int step) {
+    std::vector<std::vector<float>> g = grads(step);
+    std::vector<const float *> pointers;
+    for (const auto &values : g)
+      pointers.push_back(values.data());
+    optimizer.step({pointers});
+  }
+  // Params, then every state of every tensor.
+  std::vector<float> everything(const optrt::Optimizer &optimizer, const std::string &rule) const {
+    std::vector<float> all;
+    for (const auto &p : params)
+      all.insert(all.end(), p.begin(), p.end());
+    for (const optrt::StateInfo &state : kernelsOf(rule)->states)
+      if (!state.scalar && !state.scratch)
+        for (size_t t = 0; t < kSizes.size(); ++t) {
+          std::vector<float> values = optimizer.readState(state.name, 0, t);
+          all.insert(all.end(), values.begin(), values.end());
+        }
+    return all;
+  }
+};
+
+class MatrixRule : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(MatrixRule, BitwiseIdenticalForOneTwoAndThreeThreads) {
+  std::vector<float> results[3];
+  for (unsigned threads = 1; threads <= 3; ++threads) {
+    Training run(1);
+    optrt::Optimizer optimizer(kernelsOf(GetParam()), {threads, 1000});
+    optimizer.addGroup(run.pointers(), kSizes, test::kBranchHypers.at(GetParam()), kShapes);
+    for (int step = 1; step <= 3; ++step)
+      run.step(optimizer, step);
+    results[threads - 1] = run.everything(optimizer, GetParam());
+  }
+  for (unsigned k = 1; k < 3; ++k) {
+    ASSERT_EQ(results[0].size(), results[k].size());
+    EXPECT_EQ(std::memcmp(results[0].data(), results[k].data(), results[0].size() * sizeof(float)), 0)
+        << k + 1 << " threads differ from one";
+  }
+}
+
+TEST_P(MatrixRule, ACheckpointContinuesTheRunBitForBit) {
+  const std::map<std::string, double> &hypers = test::kBranchHypers.at(GetParam());
+  Training straight(2), resumed(2);
+  optrt::Optimizer first(kernelsOf(GetParam()), {2, 1000});
+  first.addGroup(straight.pointers(), kSizes, hypers, kShapes);
+  for (int step = 1; step <= 2; ++step)
+    straight.step(first, step);
+  std::stringstream saved;
+  first.saveState(saved);
+  for (int step = 3; step <= 4; ++step)
+    straight.step(first, step);
+
+  resumed.params = Training(2).params;
+  optrt::Optimizer second(kernelsOf(GetParam()), {2, 1000});
+  second.addGroup(resumed.pointers(), kSizes, hypers, kShapes);
+  for (int step = 1; step <= 2; ++step)
+    resumed.step(second, step); // the params a trainer would have restored too
+  // Disturb every state per row and column, then restore it from the stream.
+  for (const optrt::StateInfo &state : kernelsOf(GetParam())->states)
+    if (!state.scalar && state.span != optrt::StateSpan::Elements && !state.scratch)
+      for (size_t t = 0; t < kSizes.size(); ++t) {
+        std::vector<float> values = second.readState(state.name, 0, t);
+        for (float &v : values)
+          v = -1;
+        second.writeState(state.name, 0, t, values);
+      }
+  second.loadState(saved);
+  for (int step = 3; step <= 4; ++step)
+    resumed.step(second, step);
+  std::vector<float> a = straight.everything(first, GetParam()), b = resumed.everything(second, GetParam());
+  ASSERT_EQ(a.size(), b.size());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * sizeof(float)), 0);
+}
+
+TEST_P(MatrixRule, ACheckpointOfOtherShapesIsRefusedByNameWithNothingChanged) {
+  Training run(3), other(3);
+  optrt::Optimizer first(kernelsOf(GetParam()));
+  first.addGroup(run.pointers(), kSizes, {}, kShapes);
+  run.step(first, 1);
+  std::stringstream saved;
+  first.saveState(saved);
+  optrt::Optimizer second(kernelsOf(GetParam()));
+  // The same sizes read as other matrices: 70 x 400 has other rows and columns.
+  second.addGroup(other.pointers(), kSizes, {}, {{70, 400}, {300, 17}, {3, 5, 7}, {33}});
+  std::vector<float> before = other.everything(second, GetParam());
+  try {
+    second.loadState(saved);
+    ADD_FAILURE() << "loaded";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_NE(std::string(e.what()).find("values in the stream and"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("of tensor 0"), std::string::npos) << e.what();
+  }
+  std::vector<float> after = other.everything(second, GetParam());
+  EXPECT_EQ(before, after);
+  EXPECT_EQ(second.stepCount(), 0);
+}
+
+TEST_P(MatrixRule, StatesPerRowAndColumnAreAsLongAsTheMatricesSay) {
+  Training run(4);
+  optrt::Optimizer optimizer(kernelsOf(GetParam()));
+  optimizer.addGroup(run.pointers(), kSizes, {}, kShapes);
+  EXPECT_EQ(optimizer.state("exp_avg_sq_row", 0, 0).size(), 40u);
+  EXPECT_EQ(optimizer.state("exp_avg_sq_col", 0, 0).size(), 700u);
+  EXPECT_EQ(optimizer.state("exp_avg_sq_row", 0, 2).size(), 15u); // 3 matrices of 5 rows
+  EXPECT_EQ(optimizer.state("exp_avg_sq_col", 0, 2).size(), 21u);
+  EXPECT_EQ(optimizer.state("exp_avg_sq_row", 0, 3).size(), 1u); // a vector is one row
+  EXPECT_EQ(optimizer.state("exp_avg_sq_col", 0, 3).size(), 33u);
+  EXPECT_THROW(optimizer.writeState("exp_avg_sq_row", 0, 0, std::vector<float>(700, 1.0f)), std::invalid_argument);
+  EXPECT_EQ(optimizer.readState("exp_avg_sq_row", 0, 0), std::vector<float>(40, 0.0f));
+}
+
+/// bf16 states (the full ones: exp_avg; the factored stay f32) against the
+/// f32 run: a few bf16 roundings (2^-9 relative) of the states per step.
+TEST_P(MatrixRule, Bf16StatesFollowTheF32Run) {
+  std::map<std::string, double> hypers = test::kBranchHypers.at(GetParam());
+  Training f32Run(5), bf16Run(5);
+  optrt::Optimizer f32(kernelsOf(GetParam()));
+  optrt::Optimizer bf16(kernelsOf(GetParam(), {"state=bf16"}), {.layout = "state=bf16"});
+  f32.addGroup(f32Run.pointers(), kSizes, hypers, kShapes);
+  bf16.addGroup(bf16Run.pointers(), kSizes, hypers, kShapes);
+  std::vector<std::vector<float>> start = f32Run.params;
+  for (int step = 1; step <= 3; ++step) {
+    f32Run.step(f32, step);
+    bf16Run.step(bf16, step);
+  }
+  double largest = 0;
+  for (size_t t = 0; t < kSizes.size(); ++t)
+    for (size_t i = 0; i < kSizes[t]; ++i)
+      largest = std::max(largest, std::fabs(double(f32Run.params[t][i]) - start[t][i]));
+  size_t differs = 0;
+  for (size_t t = 0; t < kSizes.size(); ++t)
+    for (size_t i = 0; i < kSizes[t]; ++i) {
+      double a = f32Run.params[t][i], b = bf16Run.params[t][i];
+      // Three steps through a bf16 momentum (2^-9 relative each), and the
+      // params' own f32 rounding, which the two runs may take differently.
+      double bound = 0x1p-6 * largest + 4 * std::ldexp(std::fabs(a), -24);
+      differs += a != b;
+      ASSERT_LE(std::fabs(a - b), bound) << "tensor " << t << " element " << i << " (largest change " << largest << ")";
+    }
+  EXPECT_GT(differs, 0u); // the momentum is rounded to bf16
+  EXPECT_EQ(bf16.readState("exp_avg_sq_col", 0, 0).size(), 700u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, MatrixRule, ::testing::ValuesIn(test::kMatrixRules),
+                         [](const auto &info) { return info.param; });
+
+TEST(MatrixKernels, Q8StatesAreRefusedByName) {
+  CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adafactor.opt");
+  try {
+    jitCompile(rule, {}, {"state=q8"});
+    ADD_FAILURE() << "compiled";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_EQ(std::string(e.what()),
+              "layout 'state=q8' for rule 'adafactor': state 'exp_avg' as q8: the kernels of a rule that reads tensors "
+              "as matrices (states per row or column) take f32, bf16 and f16 states, not q8 yet");
+  }
+}
+
+} // namespace
+} // namespace optdsl
