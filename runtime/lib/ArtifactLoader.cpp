@@ -50,8 +50,13 @@ public:
              " outside its range " + range.str());
       rule.hypers.push_back({name, hyper.default_value, hyper.fixed != 0, range});
     }
-    for (const optdsl_state &state : array(artifact_.states, artifact_.num_states, "states"))
-      rule.states.push_back({string(state.name, "state name"), state.scalar != 0});
+    for (const optdsl_state &state : array(artifact_.states, artifact_.num_states, "states")) {
+      uint32_t span = state.span & ~OPTDSL_SPAN_SCRATCH;
+      if (span > OPTDSL_SPAN_MATRICES || (state.scalar && state.span != 0))
+        fail("state '" + string(state.name, "state name") + "' has the unknown span " + std::to_string(state.span));
+      rule.states.push_back({string(state.name, "state name"), state.scalar != 0, static_cast<StateSpan>(span),
+                             (state.span & OPTDSL_SPAN_SCRATCH) != 0});
+    }
     for (const optdsl_reduction &reduction :
          array(artifact_.reductions, artifact_.num_reductions, "reductions")) {
       uint32_t kind = reduction.kind & ~static_cast<uint32_t>(OPTDSL_REDUCE_GROUP_WIDE);
@@ -69,6 +74,14 @@ public:
     rule.numPhases = artifact_.num_phases;
     for (int32_t count : array(artifact_.num_uniforms, phases, "num_uniforms"))
       rule.numUniforms.push_back(count);
+    for (int32_t domain : array(artifact_.phase_domains, phases, "phase_domains")) {
+      if (domain < OPTDSL_DOMAIN_ELEMENTS || domain > OPTDSL_DOMAIN_COLS)
+        fail("a phase runs over the unknown domain " + std::to_string(domain));
+      rule.phaseDomains.push_back(static_cast<PhaseDomain>(domain));
+    }
+    for (const optdsl_axis_reduction &reduction :
+         array(artifact_.axis_reductions, artifact_.num_axis_reductions, "axis_reductions"))
+      rule.axisReductions.push_back({reduction.phase, reduction.state, reduction.along_rows != 0, reduction.mean != 0});
     rule.init = artifact_.init;
     for (optdsl_uniforms_fn fn : array(artifact_.uniforms, phases, "uniforms"))
       rule.uniforms.push_back(fn);
@@ -116,7 +129,7 @@ private:
     LayoutKernels result;
     result.name = string(layout.name, "layout name");
     for (const optdsl_buffer &buffer : array(layout.buffers, layout.num_buffers, "layout buffers")) {
-      if (buffer.role > OPTDSL_BUFFER_INPUT || buffer.dtype > OPTDSL_DTYPE_REMAINDER)
+      if (buffer.role > OPTDSL_BUFFER_AXIS_STATE || buffer.dtype > OPTDSL_DTYPE_REMAINDER)
         fail("layout " + result.name + " has a buffer of unknown role or dtype");
       bool input = buffer.role == OPTDSL_BUFFER_INPUT;
       if (buffer.state >= static_cast<int32_t>(input ? numInputs : numStates))

@@ -48,13 +48,14 @@ TEST(ArtifactErrors, ALibraryThatIsNoArtifact) {
 
 TEST(ArtifactErrors, AnotherAbiVersion) {
   expectParts(loadError(fake("fake_future_abi")),
-              {"ABI version 5", "reads version 4", "rebuild"});
+              {"ABI version 6", "reads version 5", "rebuild"});
 }
 
-// Version 4 added inputs to the descriptor: an artifact built before them is
-// refused by its version, not read with a shorter struct.
-TEST(ArtifactErrors, AnArtifactOfTheVersionBeforeInputs) {
-  expectParts(loadError(fake("fake_abi_v3")), {"ABI version 3", "reads version 4", "rebuild"});
+// Version 5 added matrices (state spans, phase domains, row and column
+// reductions) to the descriptor: an artifact built before them is refused by
+// its version, not read with a shorter struct.
+TEST(ArtifactErrors, AnArtifactOfTheVersionBeforeMatrices) {
+  expectParts(loadError(fake("fake_abi_v4")), {"ABI version 4", "reads version 5", "rebuild"});
 }
 
 TEST(ArtifactErrors, AMalformedDescriptor) {

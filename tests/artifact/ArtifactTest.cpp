@@ -49,6 +49,16 @@ void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels
   for (size_t i = 0; i < a.states.size(); ++i) {
     EXPECT_EQ(a.states[i].name, b.states[i].name);
     EXPECT_EQ(a.states[i].scalar, b.states[i].scalar) << a.states[i].name;
+    EXPECT_EQ(a.states[i].span, b.states[i].span) << a.states[i].name;
+    EXPECT_EQ(a.states[i].scratch, b.states[i].scratch) << a.states[i].name;
+  }
+  EXPECT_EQ(a.phaseDomains, b.phaseDomains);
+  ASSERT_EQ(a.axisReductions.size(), b.axisReductions.size());
+  for (size_t i = 0; i < a.axisReductions.size(); ++i) {
+    EXPECT_EQ(a.axisReductions[i].phase, b.axisReductions[i].phase);
+    EXPECT_EQ(a.axisReductions[i].state, b.axisReductions[i].state);
+    EXPECT_EQ(a.axisReductions[i].alongRows, b.axisReductions[i].alongRows);
+    EXPECT_EQ(a.axisReductions[i].mean, b.axisReductions[i].mean);
   }
   ASSERT_EQ(a.reductions.size(), b.reductions.size());
   for (size_t i = 0; i < a.reductions.size(); ++i) {
@@ -69,7 +79,8 @@ void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels
   EXPECT_EQ(a.layouts[0].buffers, b.layouts[0].buffers);
 }
 
-/// Steps both tables over the same 50 odd-sized, misaligned tensors and
+/// Steps both tables over the same 50 odd-sized, misaligned tensors (some
+/// read as matrices, some as stacks of them, the rest as vectors) and
 /// requires identical params and states after every step.
 void expectSameSteps(std::shared_ptr<const optrt::RuleKernels> artifact,
                      std::shared_ptr<const optrt::RuleKernels> reference,
@@ -93,9 +104,15 @@ void expectSameSteps(std::shared_ptr<const optrt::RuleKernels> artifact,
     gradPointers.push_back(grads.data() + offset);
     inputPointers.push_back(inputValues.data() + offset);
   }
+  std::vector<std::vector<size_t>> shapes;
+  for (size_t n : sizes)
+    shapes.push_back(n % 21 == 0 ? std::vector<size_t>{3, n / 21, 7}
+                     : n % 7 == 0 ? std::vector<size_t>{n / 7, 7}
+                     : n % 2 == 0 ? std::vector<size_t>{2, n / 2}
+                                  : std::vector<size_t>{n});
   optrt::Optimizer a(artifact, {2, 4096}), b(reference, {2, 4096});
-  a.addGroup(paramsA, sizes, hypers);
-  b.addGroup(paramsB, sizes, hypers);
+  a.addGroup(paramsA, sizes, hypers, shapes);
+  b.addGroup(paramsB, sizes, hypers, shapes);
   for (int step = 1; step <= 4; ++step) {
     for (float &g : grads)
       g = normal(rng) * 1e-2f;
@@ -150,7 +167,7 @@ TEST(Artifact, RandomDrawsStepLikeTheJit) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, EveryRuleArtifact,
-                         testing::ValuesIn(test::flatRules()));
+                         testing::ValuesIn(test::kernelRules()));
 
 TEST(Artifact, AnotherInstructionSetGivesTheSameBits) {
   auto sse = optrt::loadArtifact(artifactPath("ademamix_sse"));

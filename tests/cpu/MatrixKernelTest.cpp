@@ -28,7 +28,9 @@ const std::vector<size_t> kSizes = {28000, 5100, 105, 33};
 
 std::shared_ptr<const optrt::RuleKernels> kernelsOf(const std::string &rule,
                                                     const std::vector<std::string> &layouts = {"f32"}) {
-  static std::map<std::string, std::shared_ptr<const optrt::RuleKernels>> cache;
+  // Never destroyed: JIT engines torn down during static destruction would
+  // run after LLVM's own globals are gone.
+  static auto &cache = *new std::map<std::string, std::shared_ptr<const optrt::RuleKernels>>();
   std::string key = rule;
   for (const std::string &layout : layouts)
     key += "|" + layout;

@@ -40,7 +40,16 @@ public:
                                llvm::ConstantFP::get(f64_, hyper.range.lower),
                                llvm::ConstantFP::get(f64_, hyper.range.upper)}));
     for (const optrt::StateInfo &state : signature.states)
-      states.push_back(record({string(state.name), u32(state.scalar ? 1 : 0), u32(0)}));
+      states.push_back(record({string(state.name), u32(state.scalar ? 1 : 0),
+                               u32(state.scalar ? 0u
+                                                : static_cast<uint32_t>(state.span) |
+                                                      (state.scratch ? OPTDSL_SPAN_SCRATCH : 0u))}));
+    std::vector<llvm::Constant *> domains, axisReductions;
+    for (int phase = 0; phase < signature.numPhases; ++phase)
+      domains.push_back(s32(signature.phaseDomains.empty() ? 0 : static_cast<int32_t>(signature.phaseDomains[phase])));
+    for (const optrt::AxisReductionInfo &reduction : signature.axisReductions)
+      axisReductions.push_back(record({s32(reduction.phase), s32(reduction.state), u32(reduction.alongRows ? 1 : 0),
+                                       u32(reduction.mean ? 1 : 0)}));
     for (const optrt::ReductionInfo &reduction : signature.reductions)
       reductions.push_back(record({u32(static_cast<uint32_t>(reduction.kind) |
                                       (reduction.groupWide ? static_cast<uint32_t>(OPTDSL_REDUCE_GROUP_WIDE) : 0u)),
@@ -69,7 +78,8 @@ public:
                    array(numUniforms, i32_), function(initFunctionName(signature.rule)),
                    array(uniforms, ptr_), function(scalarUpdateFunctionName(signature.rule)),
                    array(layouts), u32(variants.size()), u32(0), array(variants),
-                   u32(inputs.size()), u32(signature.usesRandom ? 1 : 0), array(inputs)});
+                   u32(inputs.size()), u32(signature.usesRandom ? 1 : 0), array(inputs),
+                   array(domains, i32_), u32(axisReductions.size()), u32(0), array(axisReductions)});
   }
 
   llvm::Type *i32() const { return i32_; }

@@ -25,8 +25,12 @@ extern "C" {
 /* 2: hypers carry their declared range.
  * 3: kernels for several CPUs in one artifact (optdsl_cpu_variant).
  * 4: per-element inputs besides the gradient (optdsl_input, OPTDSL_BUFFER_INPUT);
- *    random() (uses_random). */
-#define OPTDSL_ABI_VERSION 4u
+ *    random() (uses_random).
+ * 5: tensors read as matrices: states per row, column or matrix
+ *    (optdsl_state.span), phases over rows or columns (phase_domains), row
+ *    and column reductions (optdsl_axis_reduction), OPTDSL_BUFFER_DIMS and
+ *    OPTDSL_BUFFER_AXIS_STATE. */
+#define OPTDSL_ABI_VERSION 5u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
@@ -102,12 +106,32 @@ typedef struct optdsl_hyper {
   double upper; /**< see lower */
 } optdsl_hyper;
 
+/* Bits of optdsl_state.span (ABI 5). */
+#define OPTDSL_SPAN_ELEMENTS 0u /* one value per element */
+#define OPTDSL_SPAN_ROWS 1u     /* one f32 per row of each matrix */
+#define OPTDSL_SPAN_COLS 2u     /* one f32 per column of each matrix */
+#define OPTDSL_SPAN_MATRICES 3u /* one f32 per matrix */
+#define OPTDSL_SPAN_SCRATCH 0x100u /* or'ed in: a row or column reduction's result, never saved */
+
 /** A state of the rule. */
 typedef struct optdsl_state {
   const char *name; /**< as the rule declares it */
-  uint32_t scalar; /**< 1: one double per tensor; 0: one value per element */
-  uint32_t reserved; /**< 0 */
+  uint32_t scalar; /**< 1: one double per tensor; 0: one value per element (or per span) */
+  uint32_t span;   /**< OPTDSL_SPAN_* (0 for a scalar state) */
 } optdsl_state;
+
+/* What a phase runs over (ABI 5; optrt::PhaseDomain). */
+#define OPTDSL_DOMAIN_ELEMENTS 0 /* each element, in chunks of whole rows when the rule reads matrices */
+#define OPTDSL_DOMAIN_ROWS 1     /* each row of each matrix: one call per tensor */
+#define OPTDSL_DOMAIN_COLS 2     /* each column of each matrix: one call per tensor */
+
+/** A row or column reduction (ABI 5; optrt::AxisReductionInfo). */
+typedef struct optdsl_axis_reduction {
+  int32_t phase;       /**< the phase that accumulates it */
+  int32_t state;       /**< the scratch state it reduces into */
+  uint32_t along_rows; /**< 1: row_* (each row over its columns); 0: col_* */
+  uint32_t mean;       /**< 1: divided by the count */
+} optdsl_axis_reduction;
 
 /** A per-tensor reduction of the rule. */
 typedef struct optdsl_reduction {
@@ -215,6 +239,10 @@ typedef struct optdsl_artifact {
   uint32_t num_inputs;                 /**< entries of inputs */
   uint32_t uses_random;                /**< 1: the kernels read each tensor's key (random()) as stochastic rounding does */
   const optdsl_input *inputs;          /**< declaration order */
+  const int32_t *phase_domains;        /**< num_phases OPTDSL_DOMAIN_* entries (ABI 5) */
+  uint32_t num_axis_reductions;        /**< entries of axis_reductions (ABI 5) */
+  uint32_t reserved_axis;              /**< 0 */
+  const optdsl_axis_reduction *axis_reductions; /**< in phase order (ABI 5) */
 } optdsl_artifact;
 
 #ifdef __cplusplus
