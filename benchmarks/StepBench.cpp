@@ -17,6 +17,12 @@
 // `step/sophia/<layout>/<shape>/given` passes Sophia's Hessian estimate (an
 // input, read like a gradient); `.../plain` does not (the steps between
 // refreshes), and reads no byte of it.
+//
+// Adafactor and CAME read tensors as matrices and take several passes over
+// the elements (row and column means first, then the update's RMS, then the
+// update): their same-traffic kernel moves the bytes of all their passes
+// (kPassStreams), and their tensors carry shapes (gpt2s: GPT-2 small's;
+// square16M: one 4096 x 4096 matrix).
 #include "optdsl/JIT.h"
 #include "optrt/MemoryReport.h"
 #include "LayoutStreams.h"
@@ -63,7 +69,7 @@ HugeBuffer hugeBuffer(size_t elements) {
 /// layout's buffers to stay in L2 (at most 1.2 MiB), stepped on one thread:
 /// what a step costs in instructions, not in memory traffic.
 std::vector<size_t> shape(const std::string &name) {
-  if (name == "flat16M")
+  if (name == "flat16M" || name == "square16M")
     return {16777216};
   if (name == "cached32K")
     return {32768};
@@ -71,8 +77,33 @@ std::vector<size_t> shape(const std::string &name) {
   return optrt::gpt2SmallTensorSizes();
 }
 
+/// The tensors' shapes (empty: every tensor 1-D).
+std::vector<std::vector<size_t>> shapesOf(const std::string &name) {
+  if (name == "square16M")
+    return {{4096, 4096}};
+  if (name == "gpt2s")
+    return optrt::gpt2SmallTensorShapes();
+  return {};
+}
+
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
-    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}}, {"adamw_clip", {}}, {"sophia", {}}, {"lamb", {}}};
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}, {"lion", {}}, {"adam_atan2", {}}, {"lookahead_adamw", {}},
+    {"adamw_clip", {}}, {"sophia", {}}, {"lamb", {}},
+    // transformers' default (beta1=None): no momentum is read.
+    {"adafactor", {{"beta1", 0}}}, {"came", {}}};
+
+/// What the passes over the elements of a rule that takes several read and
+/// write, in f32, per element (the values per row and column are a few KB
+/// and stay in cache). Adafactor (beta1 0): param and grad (the params' RMS,
+/// the gradient's row and column means), grad (the update's RMS), grad,
+/// param and exp_avg written (the update). CAME: grad (row and column
+/// means), grad (the update's RMS), exp_avg and grad (the momentum; the
+/// instability's row and column means), param and exp_avg (the update).
+const std::map<std::string, std::vector<optdsl::bench::Stream>> kPassStreams = {
+    {"adafactor", {{4, true, false}, {4, true, false}, {4, true, false}, {4, true, false}, {4, true, true},
+                   {4, false, true}}},
+    {"came", {{4, true, false}, {4, true, false}, {4, true, true}, {4, true, false}, {4, true, true},
+              {4, true, false}}}};
 
 const std::vector<std::string> kLayouts = {"f32",
                                            "state=bf16",
@@ -188,7 +219,7 @@ std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule) {
   auto &slot = cache[rule];
   if (!slot)
     slot = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", kFixedHypers.at(rule),
-                                  kLayouts);
+                                  kPassStreams.count(rule) ? std::vector<std::string>{"f32"} : kLayouts);
   return slot;
 }
 
@@ -231,12 +262,13 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
       inputPointers.push_back(inputs.back().get());
     }
   }
-  optimizer.addGroupStored(paramPointers, sizes);
+  optimizer.addGroupStored(paramPointers, sizes, {}, shapesOf(shapeName));
   const optrt::LayoutKernels *chosen = nullptr;
   for (const auto &candidate : kernels->layouts)
     if (candidate.name == layout.str())
       chosen = &candidate;
-  std::vector<Stream> streams = streamsOf(*chosen, mode == "given");
+  std::vector<Stream> streams =
+      kPassStreams.count(rule) ? kPassStreams.at(rule) : streamsOf(*chosen, mode == "given");
   optrt::StepOptions options;
   if (mode == "given") {
     for (const optrt::InputInfo &input : kernels->inputs)
@@ -290,6 +322,9 @@ void registerAll() {
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"flat16M", "gpt2s", "cached32K"})
         add(rule, layout, shapeName, "plain", false);
+  for (const char *rule : {"adafactor", "came"})
+    for (const char *shapeName : {"square16M", "gpt2s"})
+      add(rule, "f32", shapeName, "plain", false);
   for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"}) {
     for (const char *mode : {"plain", "given"})
       add("sophia", layout, "flat16M", mode, true);

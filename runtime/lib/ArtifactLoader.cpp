@@ -82,6 +82,11 @@ public:
     for (const optdsl_axis_reduction &reduction :
          array(artifact_.axis_reductions, artifact_.num_axis_reductions, "axis_reductions"))
       rule.axisReductions.push_back({reduction.phase, reduction.state, reduction.along_rows != 0, reduction.mean != 0});
+    for (int32_t slots : array(artifact_.column_slots, phases, "column_slots")) {
+      if (slots < 0 || slots > 4096)
+        fail("a phase takes " + std::to_string(slots) + " column scratch slots");
+      rule.columnSlots.push_back(slots);
+    }
     rule.init = artifact_.init;
     for (optdsl_uniforms_fn fn : array(artifact_.uniforms, phases, "uniforms"))
       rule.uniforms.push_back(fn);

@@ -186,7 +186,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
   // A rule that reads matrices: each new chunk's column partials.
   std::vector<size_t> columnBegins;
   size_t columnFloats = s.columnPartialBegin.back();
-  if (s.layout.maxColumnSums() > 0)
+  if (s.layout.maxColumnSlots() > 0)
     for (const Tensor &tensor : added) {
       size_t length = s.chunks.chunkLength(s.rowLength(tensor));
       for (size_t begin = 0; begin < tensor.size; begin += length) {
@@ -425,8 +425,8 @@ void Optimizer::Impl::runPhase(int phase) {
     pool.parallelFor(tensors.size(), runTensor);
     return;
   }
-  if (!layout.columnSums(phase).empty()) {
-    // Each chunk's kernel finds its column partials through the slot after
+  if (layout.columnSlots(phase) > 0) {
+    // Each chunk's kernel finds its column scratch through the slot after
     // the phase's reductions.
     size_t slot = layout.reductionEnd(phase) - layout.reductionBegin(phase);
     for (size_t c = 0; c < table.size(); ++c) {
@@ -448,7 +448,7 @@ void Optimizer::Impl::runPhase(int phase) {
 size_t Optimizer::Impl::columnPartialFloats(const Tensor &t, int64_t begin, int64_t end) const {
   int64_t rows = t.matrixDims[1], cols = t.matrixDims[2];
   int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
-  return static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * layout.maxColumnSums();
+  return static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * layout.maxColumnSlots();
 }
 
 void Optimizer::Impl::combineColumns(int phase) {

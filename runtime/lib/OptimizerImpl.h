@@ -151,7 +151,7 @@ struct Optimizer::Impl {
   size_t partialStride() const {
     // A phase with column sums: one more slot, the pointer to the chunk's
     // column partials (RuleKernels.h KernelFn).
-    size_t slots = layout.maxReductionsPerPhase() + (layout.maxColumnSums() > 0 ? 1 : 0);
+    size_t slots = layout.maxReductionsPerPhase() + (layout.maxColumnSlots() > 0 ? 1 : 0);
     size_t lines = std::max<size_t>(1, (slots + doublesPerLine - 1) / doublesPerLine);
     return lines * doublesPerLine;
   }

@@ -136,8 +136,18 @@ void RuleLayout::checkMatrixTables() {
     if (!info.alongRows && domain(info.phase) == PhaseDomain::Elements)
       columnSums_[info.phase].push_back(a);
   }
-  for (const std::vector<size_t> &sums : columnSums_)
-    maxColumnSums_ = std::max(maxColumnSums_, sums.size());
+  if (!rule.columnSlots.empty())
+    checkPhaseTable(rule, "columnSlots", rule.columnSlots.size());
+  columnSlots_.assign(rule.numPhases, 0);
+  for (int p = 0; p < rule.numPhases; ++p) {
+    int slots = rule.columnSlots.empty() ? 0 : rule.columnSlots[p];
+    if (slots < 0 || static_cast<size_t>(slots) < columnSums_[p].size() ||
+        (slots > 0 && (!readsMatrices_ || domain(p) != PhaseDomain::Elements)))
+      fail(rule, "phase " + std::to_string(p) + " takes " + std::to_string(slots) + " column scratch slots for " +
+                     std::to_string(columnSums_[p].size()) + " column sums");
+    columnSlots_[p] = static_cast<size_t>(slots);
+    maxColumnSlots_ = std::max(maxColumnSlots_, columnSlots_[p]);
+  }
 }
 
 const LayoutKernels &RuleLayout::findLayout(const std::string &wanted, const std::string &why) const {

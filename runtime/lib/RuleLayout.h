@@ -57,7 +57,10 @@ public:
   /// The column sums phase p's kernels leave as chunk partials, in their
   /// order (indices into RuleKernels::axisReductions).
   const std::vector<size_t> &columnSums(int phase) const { return columnSums_[phase]; }
-  size_t maxColumnSums() const { return maxColumnSums_; }
+  /// Column scratch regions phase p's kernels take (column sums first).
+  size_t columnSlots(int phase) const { return columnSlots_[phase]; }
+  /// The most of any phase: what each chunk's column scratch holds.
+  size_t maxColumnSlots() const { return maxColumnSlots_; }
   size_t maxUniforms() const { return maxUniforms_; }
 
   /// Throw std::invalid_argument naming `name` and listing what exists;
@@ -101,7 +104,8 @@ private:
   size_t maxReductionsPerPhase_ = 0;
   bool readsMatrices_ = false;
   std::vector<std::vector<size_t>> columnSums_;
-  size_t maxColumnSums_ = 0;
+  std::vector<size_t> columnSlots_;
+  size_t maxColumnSlots_ = 0;
   size_t maxUniforms_ = 0;
 };
 

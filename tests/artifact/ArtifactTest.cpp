@@ -53,6 +53,7 @@ void expectSameDescription(const optrt::RuleKernels &a, const optrt::RuleKernels
     EXPECT_EQ(a.states[i].scratch, b.states[i].scratch) << a.states[i].name;
   }
   EXPECT_EQ(a.phaseDomains, b.phaseDomains);
+  EXPECT_EQ(a.columnSlots, b.columnSlots);
   ASSERT_EQ(a.axisReductions.size(), b.axisReductions.size());
   for (size_t i = 0; i < a.axisReductions.size(); ++i) {
     EXPECT_EQ(a.axisReductions[i].phase, b.axisReductions[i].phase);

@@ -26,6 +26,7 @@ struct KernelSignature {
   std::vector<optrt::InputInfo> inputs; // declaration order
   std::vector<optrt::PhaseDomain> phaseDomains; // per phase
   std::vector<optrt::AxisReductionInfo> axisReductions;
+  std::vector<int> columnSlots; // per phase
   bool usesRandom = false;              // random(): the kernels read the tensor's key
   int numPhases = 1;
   std::vector<int> numUniforms; // per phase

@@ -44,9 +44,11 @@ public:
                                u32(state.scalar ? 0u
                                                 : static_cast<uint32_t>(state.span) |
                                                       (state.scratch ? OPTDSL_SPAN_SCRATCH : 0u))}));
-    std::vector<llvm::Constant *> domains, axisReductions;
-    for (int phase = 0; phase < signature.numPhases; ++phase)
+    std::vector<llvm::Constant *> domains, axisReductions, columnSlots;
+    for (int phase = 0; phase < signature.numPhases; ++phase) {
       domains.push_back(s32(signature.phaseDomains.empty() ? 0 : static_cast<int32_t>(signature.phaseDomains[phase])));
+      columnSlots.push_back(s32(signature.columnSlots.empty() ? 0 : signature.columnSlots[phase]));
+    }
     for (const optrt::AxisReductionInfo &reduction : signature.axisReductions)
       axisReductions.push_back(record({s32(reduction.phase), s32(reduction.state), u32(reduction.alongRows ? 1 : 0),
                                        u32(reduction.mean ? 1 : 0)}));
@@ -79,7 +81,8 @@ public:
                    array(uniforms, ptr_), function(scalarUpdateFunctionName(signature.rule)),
                    array(layouts), u32(variants.size()), u32(0), array(variants),
                    u32(inputs.size()), u32(signature.usesRandom ? 1 : 0), array(inputs),
-                   array(domains, i32_), u32(axisReductions.size()), u32(0), array(axisReductions)});
+                   array(domains, i32_), u32(axisReductions.size()), u32(0), array(axisReductions),
+                   array(columnSlots, i32_)});
   }
 
   llvm::Type *i32() const { return i32_; }

@@ -84,6 +84,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->inputs = signature.inputs;
   result->phaseDomains = signature.phaseDomains;
   result->axisReductions = signature.axisReductions;
+  result->columnSlots = signature.columnSlots;
   result->usesRandom = signature.usesRandom;
   result->numPhases = signature.numPhases;
   result->numUniforms = signature.numUniforms;

@@ -161,6 +161,10 @@ private:
         signature_.axisReductions.push_back({static_cast<int>(phases_.size()), stateIndex_.lookup(accumulate.getInto()),
                                              accumulate.getKind().starts_with("row_"),
                                              accumulate.getKind().ends_with("_mean")});
+      int columnSums = 0;
+      for (opt::AccumulateOp accumulate : codegen::phaseAccumulations(phase))
+        columnSums += !accumulate.getKind().starts_with("row_") && !phase.getDomain();
+      signature_.columnSlots.push_back(columnSums + static_cast<int>(planColumns(phase).frontier.size()));
       signature_.phaseDomains.push_back(!phase.getDomain()         ? optrt::PhaseDomain::Elements
                                         : *phase.getDomain() == "rows" ? optrt::PhaseDomain::Rows
                                                                        : optrt::PhaseDomain::Cols);
@@ -500,11 +504,16 @@ private:
     for (auto [a, accumulation] : llvm::enumerate(accumulations))
       if (!accumulation.getKind().starts_with("row_"))
         columnSlot[a] = numColumnSums++;
+    ColumnPlan columnPlan = planColumns(phase);
     Value columnPartials, regionFloats;
-    if (numColumnSums > 0) {
+    if (numColumnSums > 0 || !columnPlan.frontier.empty()) {
       columnPartials = loadAt(loc, ptr(), partials, static_cast<int64_t>(kinds.size()));
       Value lastMatrix = divide(loc, subtract(loc, endRow, one), rows);
       regionFloats = multiply(loc, add(loc, subtract(loc, lastMatrix, firstMatrix), one), cols);
+      columnInvariants(loc, phase, columnPlan, firstMatrix, add(loc, lastMatrix, one), cols, columnPartials,
+                       regionFloats, numColumnSums);
+    }
+    if (numColumnSums > 0) {
       Value total = multiply(loc, regionFloats, constantI64(loc, numColumnSums));
       auto clear = builder_.create<scf::ForOp>(loc, zero, total, one);
       OpBuilder::InsertionGuard guard(builder_);
@@ -532,6 +541,9 @@ private:
       size_t numKinds = kinds.size();
       ValueRange carried = rowLoop.getRegionIterArgs();
 
+      // What is the same along the row, once per row.
+      position_ = {row, Value(), matrix};
+      DenseMap<Value, Value> perRow = rowInvariants(loc, phase, rowStart);
       // One loop over the row's columns at `lanes` lanes, carrying the
       // tensor's reductions and the row's sums.
       auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial)
@@ -545,9 +557,21 @@ private:
         codegen::LoopBody loopBody(builder_, loop);
         Value column = loop.getInductionVar();
         position_ = {row, add(loc, matrixColumns, column), matrix};
+        // Values per row broadcast; values per column from the scratch the
+        // chunk computed them into.
+        DenseMap<Value, Value> known;
+        for (const auto &[value, scalar] : perRow)
+          known[value] = lanes == 1 ? scalar
+                                    : builder_.create<vector::BroadcastOp>(
+                                          loc, codegen::laneType(scalar.getType(), lanes), scalar).getResult();
+        for (auto [k, value] : llvm::enumerate(columnPlan.frontier)) {
+          Value at = add(loc, multiply(loc, regionFloats, constantI64(loc, numColumnSums + static_cast<int64_t>(k))),
+                         add(loc, partialOffset, column));
+          known[value] = cpu::loadAsF32(builder_, loc, columnPartials, at, lanes, optrt::Dtype::F32);
+        }
         SmallVector<Value> accumulated;
         FailureOr<SmallVector<Value>> inputs = codegen::emitElementBody(
-            builder_, phase, *buffers_, lanes, access(add(loc, rowStart, column), lanes), &accumulated);
+            builder_, phase, *buffers_, lanes, access(add(loc, rowStart, column), lanes), &accumulated, &known);
         if (failed(inputs))
           return failure();
         std::vector<Value> next;
@@ -607,6 +631,159 @@ private:
                                  : Value(builder_.create<arith::AddFOp>(loc, folded[r], tail)));
     }
     return accumulators;
+  }
+
+  /// The element region's values that are the same along a row (computed
+  /// from uniforms, constants and values per row or per matrix only), as
+  /// scalars computed at the current row (position_): a matrix rule's
+  /// factors per row cost a division or a square root per row, not per
+  /// element.
+  DenseMap<Value, Value> rowInvariants(Location loc, opt::PhaseOp phase, Value rowStart) {
+    Block &body = phase.getElementBody();
+    DenseMap<Value, Value> scalar, known;
+    for (BlockArgument argument : body.getArguments())
+      scalar[argument] = prologueUniform(static_cast<int>(argument.getArgNumber()), argument.getType(), loc);
+    codegen::ElementAccess at = access(rowStart, 1);
+    auto perRowBuffer = [&](int buffer) {
+      StringRef axis = buffers_->axis(buffer);
+      return axis == "rows" || axis == "matrices";
+    };
+    for (Operation &op : body.without_terminator()) {
+      if (op.getNumResults() != 1)
+        continue;
+      Value result = op.getResult(0);
+      if (auto load = dyn_cast<opt::LoadStateOp>(op); load && perRowBuffer(buffers_->state(load.getState()))) {
+        scalar[result] = at.load(builder_, op.getLoc(), buffers_->state(load.getState()));
+      } else if (auto reload = dyn_cast<opt::ReloadOp>(op);
+                 reload && reload.getState() && perRowBuffer(buffers_->state(*reload.getState()))) {
+        scalar[result] = at.load(builder_, op.getLoc(), buffers_->state(*reload.getState()));
+      } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
+                 llvm::all_of(op.getOperands(), [&](Value v) { return scalar.count(v) > 0; })) {
+        IRMapping mapping;
+        for (Value operand : op.getOperands())
+          mapping.map(operand, scalar.lookup(operand));
+        scalar[result] = builder_.clone(op, mapping)->getResult(0);
+        if (isa<arith::ConstantOp>(op))
+          continue; // the body splats its constants itself
+      } else {
+        continue;
+      }
+      known[result] = scalar[result];
+    }
+    return known;
+  }
+
+  /// The values of a matrix rule's element region that are the same down
+  /// each column but differ between columns (computed from uniforms,
+  /// constants and values per column or matrix, reading some value per
+  /// column): `invariant` every such value (and the ones per matrix and
+  /// uniform they use), `frontier` those the rest of the region reads, which
+  /// the kernel computes once per column of each matrix into its column
+  /// scratch (f32 only; a truth value is recomputed from them).
+  struct ColumnPlan {
+    DenseSet<Value> invariant;
+    SmallVector<Value> frontier;
+  };
+  ColumnPlan planColumns(opt::PhaseOp phase) const {
+    ColumnPlan plan;
+    if (!buffers_->matrixShaped() || phase.getDomain())
+      return plan;
+    Block &body = phase.getElementBody();
+    DenseSet<Value> readsColumns;
+    for (BlockArgument argument : body.getArguments())
+      plan.invariant.insert(argument);
+    auto axisOf = [&](Operation &op) -> StringRef {
+      if (auto load = dyn_cast<opt::LoadStateOp>(op))
+        return buffers_->axis(buffers_->state(load.getState()));
+      if (auto reload = dyn_cast<opt::ReloadOp>(op); reload && reload.getState())
+        return buffers_->axis(buffers_->state(*reload.getState()));
+      return StringRef();
+    };
+    for (Operation &op : body.without_terminator()) {
+      if (op.getNumResults() != 1)
+        continue;
+      Value result = op.getResult(0);
+      StringRef axis = axisOf(op);
+      if (axis == "cols" || axis == "matrices") {
+        plan.invariant.insert(result);
+        if (axis == "cols")
+          readsColumns.insert(result);
+      } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
+                 llvm::all_of(op.getOperands(), [&](Value v) { return plan.invariant.contains(v); })) {
+        plan.invariant.insert(result);
+        if (llvm::any_of(op.getOperands(), [&](Value v) { return readsColumns.contains(v); }))
+          readsColumns.insert(result);
+      }
+    }
+    for (Operation &op : body.without_terminator()) {
+      if (op.getNumResults() != 1 || !readsColumns.contains(op.getResult(0)) || !axisOf(op).empty() ||
+          !op.getResult(0).getType().isF32())
+        continue;
+      bool usedOutside = llvm::any_of(op.getResult(0).getUsers(), [&](Operation *user) {
+        return user->getNumResults() != 1 || !plan.invariant.contains(user->getResult(0));
+      });
+      if (usedOutside)
+        plan.frontier.push_back(op.getResult(0));
+    }
+    return plan;
+  }
+
+  /// Computes plan.frontier for each column of matrices [firstMatrix,
+  /// endMatrix) into the chunk's column scratch, after its column sums: 16
+  /// columns at a time, then the row's tail one by one.
+  void columnInvariants(Location loc, opt::PhaseOp phase, const ColumnPlan &plan, Value firstMatrix, Value endMatrix,
+                        Value cols, Value scratch, Value regionFloats, int numColumnSums) {
+    if (plan.frontier.empty())
+      return;
+    Value zero = constantI64(loc, 0), one = constantI64(loc, 1), width = constantI64(loc, kVectorWidth);
+    auto matrixLoop = builder_.create<scf::ForOp>(loc, firstMatrix, endMatrix, one);
+    OpBuilder::InsertionGuard guard(builder_);
+    codegen::LoopBody matrixBody(builder_, matrixLoop);
+    Value matrix = matrixLoop.getInductionVar();
+    Value vectorEnd = subtract(loc, cols, builder_.create<arith::RemSIOp>(loc, cols, width));
+    auto columns = [&](Value from, Value to, int64_t lanes) {
+      auto loop = builder_.create<scf::ForOp>(loc, from, to, lanes == 1 ? one : width);
+      OpBuilder::InsertionGuard inner(builder_);
+      codegen::LoopBody body(builder_, loop);
+      Value column = loop.getInductionVar();
+      position_ = {Value(), add(loc, multiply(loc, matrix, cols), column), matrix};
+      codegen::ElementAccess at = access(position_.column, lanes);
+      IRMapping lanesOf;
+      Block &region = phase.getElementBody();
+      for (BlockArgument argument : region.getArguments()) {
+        Value uniform = prologueUniform(static_cast<int>(argument.getArgNumber()), argument.getType(), loc);
+        lanesOf.map(argument, lanes == 1 ? uniform
+                                         : builder_.create<vector::BroadcastOp>(
+                                               loc, codegen::laneType(uniform.getType(), lanes), uniform).getResult());
+      }
+      for (Operation &op : region.without_terminator()) {
+        if (op.getNumResults() != 1 || !plan.invariant.contains(op.getResult(0)))
+          continue;
+        Value result = op.getResult(0);
+        if (auto load = dyn_cast<opt::LoadStateOp>(op)) {
+          lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(load.getState())));
+        } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
+          lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(*reload.getState())));
+        } else if (auto constant = dyn_cast<arith::ConstantOp>(op); constant && lanes > 1) {
+          auto type = VectorType::get({lanes}, constant.getType());
+          lanesOf.map(result, builder_.create<arith::ConstantOp>(
+                                  op.getLoc(), DenseElementsAttr::get(type, constant.getValue())));
+        } else {
+          Operation *clone = builder_.clone(op, lanesOf);
+          clone->getResult(0).setType(codegen::laneType(result.getType(), lanes));
+        }
+      }
+      Value offset = add(loc, multiply(loc, subtract(loc, matrix, firstMatrix), cols), column);
+      for (auto [k, value] : llvm::enumerate(plan.frontier)) {
+        Value slot = add(loc, multiply(loc, regionFloats, constantI64(loc, numColumnSums + static_cast<int64_t>(k))),
+                         offset);
+        cpu::storeFromF32(builder_, loc, scratch, slot, lanesOf.lookup(value), optrt::Dtype::F32);
+      }
+      body.yield(loc, {});
+    };
+    columns(zero, vectorEnd, kVectorWidth);
+    columns(vectorEnd, cols, 1);
+    matrixBody.yield(loc, {});
   }
 
   /// The kernel of a pass over each row (or column) of each matrix, between

@@ -36,8 +36,9 @@ bool isLaneScalar(Type type) { return type.isF32() || type.isInteger(1); }
 class BodyEmitter {
 public:
   BodyEmitter(OpBuilder &builder, const BufferLayout &buffers, int64_t width, const ElementAccess &access,
-              SmallVector<Value> *accumulated)
-      : builder_(builder), buffers_(buffers), width_(width), access_(access), accumulated_(accumulated) {}
+              SmallVector<Value> *accumulated, const DenseMap<Value, Value> *known)
+      : builder_(builder), buffers_(buffers), width_(width), access_(access), accumulated_(accumulated),
+        known_(known) {}
 
   FailureOr<SmallVector<Value>> run(opt::PhaseOp phase) {
     Block &body = phase.getElementBody();
@@ -63,6 +64,8 @@ public:
         if (!accumulated_)
           return accumulate.emitOpError("reduces rows or columns, which this backend does not build");
         accumulated_->push_back(mapping_.lookup(accumulate.getValue()));
+      } else if (known_ && op.getNumResults() == 1 && known_->count(op.getResult(0))) {
+        mapping_.map(op.getResult(0), known_->lookup(op.getResult(0)));
       } else if (failed(emit(op))) {
         return failure();
       }
@@ -157,6 +160,7 @@ private:
   int64_t width_;
   const ElementAccess &access_;
   SmallVector<Value> *accumulated_;
+  const DenseMap<Value, Value> *known_;
   IRMapping mapping_;
   llvm::DenseMap<Value, Value> scalarOf_; // uniform argument -> its scalar, before the splat
   std::map<int, Value> loaded_;
@@ -166,8 +170,8 @@ private:
 
 FailureOr<SmallVector<Value>> emitElementBody(OpBuilder &builder, opt::PhaseOp phase, const BufferLayout &buffers,
                                               int64_t width, const ElementAccess &access,
-                                              SmallVector<Value> *accumulated) {
-  return BodyEmitter(builder, buffers, width, access, accumulated).run(phase);
+                                              SmallVector<Value> *accumulated, const DenseMap<Value, Value> *known) {
+  return BodyEmitter(builder, buffers, width, access, accumulated, known).run(phase);
 }
 
 SmallVector<opt::AccumulateOp> phaseAccumulations(opt::PhaseOp phase) {

@@ -146,10 +146,11 @@ using UniformsFn = void (*)(const double *hypers, double step, const double *sca
 /// A rule with states spanning rows or columns (StateInfo::span) has, after
 /// the inputs, a Dims buffer (int64_t matrices, rows, cols of the tensor)
 /// and one f32 buffer per such state. Its kernels over the elements take
-/// whole rows; where they reduce columns (AxisReductionInfo), the partials
+/// whole rows; where they use column scratch (columnSlots), the partials
 /// slot after the phase's reductions holds a pointer to float scratch of
-/// (matrices the chunk touches) x cols floats per such reduction, in order,
-/// which the kernel overwrites with the chunk's column sums.
+/// (matrices the chunk touches) x cols floats per slot: first one per column
+/// reduction (AxisReductionInfo, in order), which the kernel overwrites with
+/// the chunk's column sums, then the kernel's own.
 using KernelFn = void (*)(void *const *buffers, const float *uniforms, double *partials,
                           int64_t begin, int64_t end);
 
@@ -220,6 +221,10 @@ struct RuleKernels {
   /// kernel writes its columns' partial sums (see KernelFn), which the
   /// runtime adds in chunk order; every other one the kernel finishes.
   std::vector<AxisReductionInfo> axisReductions;
+  /// Per phase over the elements (empty: none), the column scratch regions
+  /// its kernels use: its column sums first, then values the same down each
+  /// column that the kernel computes once per matrix (see KernelFn).
+  std::vector<int> columnSlots;
   /// The rule draws random(stream): its kernels read each tensor's key in the
   /// uniform slot after the rule's own, as stochastic rounding does.
   bool usesRandom = false;

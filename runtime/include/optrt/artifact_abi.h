@@ -243,6 +243,7 @@ typedef struct optdsl_artifact {
   uint32_t num_axis_reductions;        /**< entries of axis_reductions (ABI 5) */
   uint32_t reserved_axis;              /**< 0 */
   const optdsl_axis_reduction *axis_reductions; /**< in phase order (ABI 5) */
+  const int32_t *column_slots;         /**< num_phases entries: column scratch per chunk, in matrices x cols floats (ABI 5) */
 } optdsl_artifact;
 
 #ifdef __cplusplus

@@ -69,10 +69,11 @@ static const optdsl_cpu_variant variants[] = {{"future-cpu", "avx2,madeup512", v
 #endif
 
 static const int32_t domains[] = {OPTDSL_DOMAIN_ELEMENTS};
+static const int32_t columnSlots[] = {0};
 
 static const optdsl_artifact artifact = {
     OPTDSL_ABI_VERSION, 1, RULE_NAME, "hand-written", "x86-64", FEATURES, hypers, 0, 0, NULL, NULL,
-    1, 1, numUniforms, init, uniformFns, scalarUpdate, layouts, VARIANTS, 0, 0, NULL, domains, 0, 0, NULL};
+    1, 1, numUniforms, init, uniformFns, scalarUpdate, layouts, VARIANTS, 0, 0, NULL, domains, 0, 0, NULL, columnSlots};
 
 uint32_t optdsl_abi_version(void) { return OPTDSL_ABI_VERSION; }
 const optdsl_artifact *optdsl_artifact_descriptor(void) { return &artifact; }

@@ -10,6 +10,7 @@
 #include "optdsl/Dialect/OptDialect.h"
 
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseMap.h"
 #include "llvm/ADT/SmallVector.h"
 #include "llvm/ADT/StringMap.h"
 
@@ -81,10 +82,15 @@ mlir::Type laneType(mlir::Type scalar, int64_t width);
 /// opt-hoist-uniforms), or when it accumulates rows or columns
 /// (opt.accumulate) and `accumulated` is null; otherwise `accumulated` gets
 /// the accumulated values, in the order of the region's opt.accumulate ops.
+/// `known`: values of the region the caller has computed already, at the
+/// body's lane width (a matrix rule's values per row, computed once per
+/// row; per column, once per matrix): the body uses them instead of
+/// emitting their operations.
 mlir::FailureOr<llvm::SmallVector<mlir::Value>> emitElementBody(mlir::OpBuilder &builder, opt::PhaseOp phase,
                                                                 const BufferLayout &buffers, int64_t width,
                                                                 const ElementAccess &access,
-                                                                llvm::SmallVector<mlir::Value> *accumulated = nullptr);
+                                                                llvm::SmallVector<mlir::Value> *accumulated = nullptr,
+                                                                const llvm::DenseMap<mlir::Value, mlir::Value> *known = nullptr);
 
 /// The opt.accumulate ops of a phase's element region, in order.
 llvm::SmallVector<opt::AccumulateOp> phaseAccumulations(opt::PhaseOp phase);
