@@ -10,7 +10,11 @@ void ChunkTable::reserve(size_t moreTensors, size_t moreChunks) {
 }
 
 size_t ChunkTable::chunkLength(size_t rowLength) const {
-  return rowLength <= 1 ? chunkElements_ : std::max<size_t>(1, chunkElements_ / rowLength) * rowLength;
+  if (rowLength <= 1)
+    return chunkElements_;
+  // At least kMinRows rows: a chunk computes its columns' values once
+  // (RuleKernels::columnSlots), which whole rows then share.
+  return std::max<size_t>(kMinRows, chunkElements_ / rowLength) * rowLength;
 }
 
 void ChunkTable::addTensor(size_t numElements, size_t rowLength) {

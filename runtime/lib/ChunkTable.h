@@ -26,7 +26,8 @@ public:
   size_t chunkElements() const { return chunkElements_; }
   /// Elements per chunk of a tensor whose chunks are whole rows of
   /// `rowLength` (1: any element may begin a chunk): as many whole rows as
-  /// chunkElements holds, at least one.
+  /// chunkElements holds, at least kMinRows.
+  static constexpr size_t kMinRows = 64;
   size_t chunkLength(size_t rowLength = 1) const;
   size_t numChunksFor(size_t numElements, size_t rowLength = 1) const {
     size_t length = chunkLength(rowLength);
