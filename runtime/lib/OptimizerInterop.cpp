@@ -67,6 +67,15 @@ void Optimizer::exportSafetensors(const std::string &path) const {
         if (state.scalar) {
           double value = scalarState(state.name, static_cast<int>(g), i);
           file.tensors[stateKey(t, state.name)] = {"F64", {}, bytesOf(&value, 1)};
+        } else if (state.span != StateSpan::Elements) {
+          // A state per row or column (f32), one value per row or column of
+          // the tensor's matrices, flattened; the scratch of row and column
+          // reductions is not state.
+          if (state.scratch)
+            continue;
+          std::vector<float> values = readState(state.name, static_cast<int>(g), i);
+          file.tensors[stateKey(t, state.name)] = {"F32", {static_cast<int64_t>(values.size())},
+                                                   bytesOf(values.data(), values.size())};
         } else if (detail::findBuffer(tensor.layout->buffers, BufferRole::State,
                                       static_cast<int>(s.layout.stateIndex(state.name))) >= 0) {
           std::vector<float> values = readState(state.name, static_cast<int>(g), i);
@@ -180,14 +189,20 @@ void Optimizer::importSafetensors(const std::string &path) {
           scalars[t * s.layout.numScalar() + s.layout.scalarIndex(state.name, caller)] = *value;
           continue;
         }
-        if (detail::findBuffer(tensor.layout->buffers, BufferRole::State,
-                               static_cast<int>(s.layout.stateIndex(state.name))) < 0)
+        if (state.scratch)
+          continue;
+        bool perAxis = state.span != StateSpan::Elements;
+        if (!perAxis && detail::findBuffer(tensor.layout->buffers, BufferRole::State,
+                                           static_cast<int>(s.layout.stateIndex(state.name))) < 0)
           continue; // folded away by a fixed hyper: nothing to restore
+        // A state per row or column holds one value per row or column of
+        // this optimizer's shape of the tensor.
+        size_t count = perAxis ? s.axisState(tensor, state.name).size() : tensor.size;
         const detail::SafeTensor &value = find(t, state.name);
-        if (value.dtype != "F32" || value.bytes.size() != tensor.size * sizeof(float))
+        if (value.dtype != "F32" || value.bytes.size() != count * sizeof(float))
           fail("'" + stateKey(t, state.name) + "' holds " + std::to_string(value.bytes.size()) + " bytes of " +
-               value.dtype + "; tensor " + std::to_string(t) + " needs " + std::to_string(tensor.size) + " F32");
-        std::vector<float> values(tensor.size);
+               value.dtype + "; tensor " + std::to_string(t) + " needs " + std::to_string(count) + " F32");
+        std::vector<float> values(count);
         std::memcpy(values.data(), value.bytes.data(), value.bytes.size());
         elementwise.push_back({static_cast<int>(g), i, state.name, std::move(values)});
       }

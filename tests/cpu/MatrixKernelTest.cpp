@@ -14,6 +14,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -158,6 +159,29 @@ TEST_P(MatrixRule, ACheckpointOfOtherShapesIsRefusedByNameWithNothingChanged) {
   std::vector<float> after = other.everything(second, GetParam());
   EXPECT_EQ(before, after);
   EXPECT_EQ(second.stepCount(), 0);
+}
+
+TEST_P(MatrixRule, SafetensorsCarryTheStatesPerRowAndColumn) {
+  Training run(6), other(6);
+  optrt::Optimizer first(kernelsOf(GetParam()));
+  first.addGroup(run.pointers(), kSizes, {}, kShapes);
+  for (int step = 1; step <= 2; ++step)
+    run.step(first, step);
+  std::string path = ::testing::TempDir() + "/matrix-" + GetParam() + ".safetensors";
+  first.exportSafetensors(path);
+  optrt::Optimizer second(kernelsOf(GetParam()));
+  second.addGroup(other.pointers(), kSizes, {}, kShapes);
+  second.importSafetensors(path);
+  std::remove(path.c_str());
+  size_t compared = 0;
+  for (const optrt::StateInfo &state : kernelsOf(GetParam())->states)
+    if (!state.scalar && !state.scratch)
+      for (size_t t = 0; t < kSizes.size(); ++t) {
+        EXPECT_EQ(first.readState(state.name, 0, t), second.readState(state.name, 0, t)) << state.name << " " << t;
+        compared += state.span != optrt::StateSpan::Elements;
+      }
+  EXPECT_GE(compared, 8u);
+  EXPECT_EQ(second.stepCount(0), 2);
 }
 
 TEST_P(MatrixRule, StatesPerRowAndColumnAreAsLongAsTheMatricesSay) {
