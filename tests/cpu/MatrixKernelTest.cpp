@@ -42,19 +42,8 @@ std::shared_ptr<const optrt::RuleKernels> kernelsOf(const std::string &rule,
   return it->second;
 }
 
-struct Training {
-  std::vector<std::vector<float>> params;
-  explicit Training(uint32_t seed) {
-    std::mt19937 rng(seed);
-    for (size_t n : kSizes)
-      params.push_back(test::normalValues(n, rng));
-  }
-  std::vector<float *> pointers() {
-    std::vector<float *> result;
-    for (auto &p : params)
-      result.push_back(p.data());
-    return result;
-  }
+struct Training : test::NormalTensors {
+  explicit Training(uint32_t seed) : NormalTensors(kSizes, seed) {}
   // Gradients of step `step`, the same for every run.
   static std::vector<std::vector<float>> grads(int step) {
     std::mt19937 rng(500 + step);

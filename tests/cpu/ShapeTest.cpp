@@ -41,19 +41,8 @@ CheckedRule checked(const std::string &text) {
 const std::vector<std::vector<size_t>> kShapes = {{6, 10}, {17}, {2, 3, 4}};
 const std::vector<size_t> kSizes = {60, 17, 24};
 
-struct Tensors {
-  explicit Tensors(uint32_t seed) {
-    std::mt19937 rng(seed);
-    for (size_t n : kSizes)
-      params.push_back(test::normalValues(n, rng));
-  }
-  std::vector<float *> pointers() {
-    std::vector<float *> result;
-    for (auto &p : params)
-      result.push_back(p.data());
-    return result;
-  }
-  std::vector<std::vector<float>> params;
+struct Tensors : test::NormalTensors {
+  explicit Tensors(uint32_t seed) : NormalTensors(kSizes, seed) {}
 };
 
 std::vector<std::vector<float>> gradsOf(int step) {
