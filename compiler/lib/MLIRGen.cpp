@@ -373,8 +373,8 @@ private:
       Value input = toFloat(gen(argument), true, argument.range);
       if (info.reducedAxis)
         return axisReduction(expr, input);
-      if (argument.axes != 0 && argument.axes != kElementAxes)
-        return unsupported(expr, "a reduction over the tensor of a value per row, column or matrix");
+      if (argument.axes == kBatchAxis)
+        return unsupported(expr, "a reduction over the tensor of a value per matrix");
       return builder_.create<opt::ReduceOp>(
           at, builder_.getF64Type(), builder_.getStringAttr(reductionKind(expr.builtin)), input,
           builder_.getI64IntegerAttr(argument.phase), FlatSymbolRefAttr());

@@ -494,7 +494,9 @@ void Optimizer::Impl::combinePhase(int phase) {
     gatherChunkValues(partials.data(), pStride, end - begin);
   for (size_t t = 0; t < tensors.size(); ++t) {
     size_t firstChunk = chunks.firstChunk(t);
-    size_t endChunk = chunks.endChunk(t);
+    // A pass over rows or columns is one call per tensor, which writes the
+    // partials of the tensor's first chunk.
+    size_t endChunk = layout.domain(phase) == PhaseDomain::Elements ? chunks.endChunk(t) : firstChunk + 1;
     for (size_t r = begin; r < end; ++r) {
       ReductionKind kind = infos[r].kind;
       size_t local = r - begin;

@@ -121,8 +121,6 @@ void RuleLayout::checkMatrixTables() {
     if (domain(p) != PhaseDomain::Elements) {
       if (!readsMatrices_)
         fail(rule, "phase " + std::to_string(p) + " runs over rows or columns, but no state spans them");
-      if (phaseReductions_[p + 1] != phaseReductions_[p])
-        fail(rule, "phase " + std::to_string(p) + " runs over rows or columns and reduces the tensor");
     }
   for (size_t a = 0; a < rule.axisReductions.size(); ++a) {
     const AxisReductionInfo &info = rule.axisReductions[a];

@@ -5,6 +5,7 @@
 // the layouts and optimizers that do not take them yet refused by name.
 // CpuKernelTest.cpp's EveryRule.MatchesInterpreterOnMatrices checks each
 // step against the interpreter; the golden cases against the peers.
+#include "optdsl/Interpreter.h"
 #include "optdsl/JIT.h"
 #include "optdsl/Sema.h"
 #include "optrt/Optimizer.h"
@@ -15,6 +16,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -221,6 +223,45 @@ TEST_P(MatrixRule, Bf16StatesFollowTheF32Run) {
 
 INSTANTIATE_TEST_SUITE_P(Rules, MatrixRule, ::testing::ValuesIn(test::kMatrixRules),
                          [](const auto &info) { return info.param; });
+
+// Reductions over the tensor (and the group) of values per row and per
+// column: each value counts for the elements of its row (column).
+constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
+  hyper lr = 0.01;
+  state vr[rows];
+  state vc[cols];
+  vr = 0.5 * vr + row_mean(grad * grad);
+  vc = 0.5 * vc + col_mean(grad * grad);
+  let s = mean(vr) + norm(vc) + max(vr) + group_sum(vc) / 1000;
+  param = param - lr * grad / sqrt(s + 1e-8) - 1e-3 * sum(vr);
+})";
+
+TEST(MatrixKernels, ReductionsOverTheTensorOfValuesPerRowAndColumnMatchTheInterpreter) {
+  auto file = std::make_shared<const SourceFile>("reduced_axes.opt", kReducedAxes);
+  std::ostringstream diagnostics;
+  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
+  ASSERT_TRUE(rule) << diagnostics.str();
+  optrt::Optimizer optimizer(jitCompile(*rule), {2, 1000});
+  Training run(7);
+  optimizer.addGroup(run.pointers(), kSizes, {}, kShapes);
+  Interpreter interpreter(*rule);
+  HyperValues hypers = interpreter.defaultHypers();
+  std::vector<TensorState> reference;
+  for (size_t k = 0; k < kSizes.size(); ++k)
+    reference.push_back(interpreter.initTensor(std::vector<double>(run.params[k].begin(), run.params[k].end()), hypers,
+                                               std::vector<int64_t>(kShapes[k].begin(), kShapes[k].end())));
+  for (int step = 1; step <= 3; ++step) {
+    run.step(optimizer, step);
+    std::vector<std::vector<double>> wide;
+    for (const auto &g : Training::grads(step))
+      wide.emplace_back(g.begin(), g.end());
+    interpreter.step(reference, wide, step, hypers);
+  }
+  for (size_t k = 0; k < kSizes.size(); ++k)
+    for (size_t i = 0; i < kSizes[k]; ++i)
+      ASSERT_NEAR(run.params[k][i], reference[k].param[i], 1e-5 * (1 + std::fabs(reference[k].param[i])))
+          << "tensor " << k << " element " << i;
+}
 
 TEST(MatrixKernels, Q8StatesAreRefusedByName) {
   CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adafactor.opt");

@@ -792,20 +792,30 @@ private:
   /// columns) is summed in f64 in order and stored per matrix.
   FailureOr<std::vector<Value>> axisLoops(Location loc, opt::PhaseOp phase, optrt::PhaseDomain domain, Value begin,
                                           Value end) {
-    if (!phase.getReduce().empty())
-      return phase.emitOpError("reduces the tensor in a pass over rows or columns, which the kernels do not take");
     SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phase);
+    std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phase);
     bool overRows = domain == optrt::PhaseDomain::Rows;
     Value dims = bufferBase_.at(plan_->dims);
     Value perMatrix = loadAt(loc, i64(), dims, overRows ? 1 : 2);
     Value zero = constantI64(loc, 0), one = constantI64(loc, 1);
-    auto matrixLoop = builder_.create<scf::ForOp>(loc, divide(loc, begin, perMatrix), divide(loc, end, perMatrix), one);
+    // Reductions over the tensor: a value per row stands for the row's
+    // `cols` elements (per column: `rows`), so its sum (of squares, for a
+    // norm) counts that many times; a maximum does not.
+    std::vector<Value> tensorInitial;
+    for (optrt::ReductionKind kind : kinds)
+      tensorInitial.push_back(codegen::reductionIdentity(builder_, loc, kind, 1));
+    auto matrixLoop = builder_.create<scf::ForOp>(loc, divide(loc, begin, perMatrix), divide(loc, end, perMatrix), one,
+                                                  tensorInitial);
+    std::vector<Value> tensorSums;
+    {
     OpBuilder::InsertionGuard guard(builder_);
     codegen::LoopBody body(builder_, matrixLoop);
     Value matrix = matrixLoop.getInductionVar();
     std::vector<Value> initial;
     for (size_t a = 0; a < accumulations.size(); ++a)
       initial.push_back(codegen::reductionIdentity(builder_, loc, optrt::ReductionKind::Sum, 1));
+    ValueRange carried = matrixLoop.getRegionIterArgs();
+    initial.insert(initial.end(), carried.begin(), carried.end());
     auto loop = builder_.create<scf::ForOp>(loc, zero, perMatrix, one, initial);
     {
       OpBuilder::InsertionGuard inner(builder_);
@@ -813,12 +823,17 @@ private:
       Value at = add(loc, multiply(loc, matrix, perMatrix), loop.getInductionVar());
       position_ = overRows ? MatrixPosition{at, Value(), matrix} : MatrixPosition{Value(), at, matrix};
       SmallVector<Value> accumulated;
-      if (failed(codegen::emitElementBody(builder_, phase, *buffers_, 1, access(at, 1), &accumulated)))
+      FailureOr<SmallVector<Value>> inputs =
+          codegen::emitElementBody(builder_, phase, *buffers_, 1, access(at, 1), &accumulated);
+      if (failed(inputs))
         return failure();
       std::vector<Value> next;
+      ValueRange iter = loop.getRegionIterArgs();
       for (size_t a = 0; a < accumulations.size(); ++a)
-        next.push_back(codegen::accumulateReduction(builder_, loc, optrt::ReductionKind::Sum,
-                                                    loop.getRegionIterArgs()[a], accumulated[a], 1));
+        next.push_back(codegen::accumulateReduction(builder_, loc, optrt::ReductionKind::Sum, iter[a], accumulated[a], 1));
+      for (size_t r = 0; r < kinds.size(); ++r)
+        next.push_back(codegen::accumulateReduction(builder_, loc, kinds[r], iter[accumulations.size() + r],
+                                                    (*inputs)[r], 1));
       loopBody.yield(loc, next);
     }
     for (auto [a, accumulation] : llvm::enumerate(accumulations)) {
@@ -829,8 +844,16 @@ private:
       builder_.create<LLVM::StoreOp>(loc, builder_.create<arith::TruncFOp>(loc, f32(), sum),
                                      elementPointer(loc, target, matrix, f32()));
     }
-    body.yield(loc, {});
-    return std::vector<Value>();
+    body.yield(loc, ValueRange(loop.getResults()).drop_front(accumulations.size()));
+    }
+    // The other axis's length: how many elements each value stands for.
+    Value weight = builder_.create<arith::SIToFPOp>(loc, f64(), loadAt(loc, i64(), dims, overRows ? 2 : 1));
+    for (auto [r, kind] : llvm::enumerate(kinds)) {
+      Value total = matrixLoop.getResult(r);
+      tensorSums.push_back(kind == optrt::ReductionKind::Max ? total
+                                                             : builder_.create<arith::MulFOp>(loc, total, weight).getResult());
+    }
+    return tensorSums;
   }
 
   std::vector<Value> fold(Location loc, const std::vector<optrt::ReductionKind> &kinds, const std::vector<Value> &vectors) {
