@@ -9,6 +9,7 @@
 #include "optrt/RuleKernels.h"
 
 #include <limits>
+#include <set>
 #include <stdexcept>
 
 
@@ -437,8 +438,17 @@ private:
   Value axisReduction(const ast::Expr &expr, Value input) {
     const ast::Expr &argument = *expr.operands[0];
     const BuiltinInfo &info = builtinInfo(expr.builtin);
-    if (!(argument.axes & info.reducedAxis))
-      return unsupported(expr, std::string(info.name) + " of a value that is the same along the axis it reduces");
+    if (!(argument.axes & info.reducedAxis)) {
+      // The same along the axis it reduces: the mean is the value, the sum
+      // the value times the axis's length (columns for a row).
+      bool mean = expr.builtin == Builtin::RowMean || expr.builtin == Builtin::ColMean;
+      if (mean)
+        return input;
+      Location at = loc(expr.range);
+      Value length = builder_.create<arith::TruncFOp>(
+          at, builder_.getF32Type(), dimension(expr.builtin == Builtin::RowSum ? rule_.colsSymbol : rule_.rowsSymbol));
+      return builder_.create<arith::MulFOp>(at, input, length);
+    }
     std::string name = std::string(info.name) + "(" + std::to_string(numScratch_++) + ")";
     {
       OpBuilder::InsertionGuard guard(builder_);
@@ -448,6 +458,21 @@ private:
     }
     return builder_.create<opt::ReduceOp>(loc(expr.range), builder_.getF32Type(), builder_.getStringAttr(info.name),
                                           input, builder_.getI64IntegerAttr(argument.phase), symbolRef(name));
+  }
+
+  /// A tensor's `rows` or `cols` (f64): the hidden scalar state sema declared
+  /// for a rule that reads it, or one declared here (the runtime sets every
+  /// state of that name from the tensor's shape).
+  Value dimension(int symbol) {
+    std::string name = std::string(optrt::kShapeScalars[symbol == rule_.rowsSymbol ? 1 : 2]);
+    if (rule_.symbol(symbol).shapeScalar < 0 && !declaredDimensions_.count(name)) {
+      OpBuilder::InsertionGuard guard(builder_);
+      builder_.setInsertionPoint(update_);
+      builder_.create<opt::StateOp>(loc(rule_.ast.nameRange), builder_.getStringAttr(name), builder_.getUnitAttr(),
+                                    StringAttr(), UnitAttr());
+      declaredDimensions_.insert(name);
+    }
+    return builder_.create<opt::LoadStateOp>(loc(rule_.ast.nameRange), builder_.getF64Type(), symbolRef(name));
   }
 
   /// Reports a construct the kernels do not take yet (the interpreter does);
@@ -463,6 +488,7 @@ private:
   const CheckedRule &rule_;
   opt::UpdateOp update_;
   int numScratch_ = 0;
+  std::set<std::string> declaredDimensions_;
   bool failed_ = false;
   OpBuilder builder_;
   std::vector<Value> current_; // per symbol: its value at this point of the update

@@ -225,7 +225,8 @@ INSTANTIATE_TEST_SUITE_P(Rules, MatrixRule, ::testing::ValuesIn(test::kMatrixRul
                          [](const auto &info) { return info.param; });
 
 // Reductions over the tensor (and the group) of values per row and per
-// column: each value counts for the elements of its row (column).
+// column: each value counts for the elements of its row (column); a row's
+// sum of a value per row is the value times the row's length.
 constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
   hyper lr = 0.01;
   state vr[rows];
@@ -233,10 +234,11 @@ constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
   vr = 0.5 * vr + row_mean(grad * grad);
   vc = 0.5 * vc + col_mean(grad * grad);
   let s = mean(vr) + norm(vc) + max(vr) + group_sum(vc) / 1000;
-  param = param - lr * grad / sqrt(s + 1e-8) - 1e-3 * sum(vr);
+  let t = row_sum(vr) / 100 + col_sum(vc) / 100 + row_mean(vr) + col_mean(vc);
+  param = param - lr * grad / sqrt(s + 1e-8) - 1e-3 * sum(vr) - 1e-3 * t;
 })";
 
-TEST(MatrixKernels, ReductionsOverTheTensorOfValuesPerRowAndColumnMatchTheInterpreter) {
+TEST(MatrixKernels, ReductionsOfValuesPerRowAndColumnMatchTheInterpreter) {
   auto file = std::make_shared<const SourceFile>("reduced_axes.opt", kReducedAxes);
   std::ostringstream diagnostics;
   std::optional<CheckedRule> rule = compileSource(file, diagnostics);
