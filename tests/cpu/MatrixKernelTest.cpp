@@ -9,6 +9,7 @@
 #include "optdsl/JIT.h"
 #include "optdsl/Sema.h"
 #include "optrt/Optimizer.h"
+#include "optrt/Storage.h"
 
 #include "common/BranchHypers.h"
 #include "common/RandomValues.h"
@@ -219,6 +220,50 @@ TEST_P(MatrixRule, Bf16StatesFollowTheF32Run) {
     }
   EXPECT_GT(differs, 0u); // the momentum is rounded to bf16
   EXPECT_EQ(bf16.readState("exp_avg_sq_col", 0, 0).size(), 700u);
+}
+
+/// bf16 params with an f32 master against the f32 run from the same
+/// values: the master computes exactly as the f32 params do (the same f32
+/// arithmetic on the same values), and the stored params are the master
+/// rounded to bf16.
+TEST_P(MatrixRule, Bf16ParamsWithAnF32MasterStepAsTheF32Run) {
+  std::map<std::string, double> hypers = test::kBranchHypers.at(GetParam());
+  const std::string layout = "param=bf16,master=f32";
+  Training f32Run(8);
+  std::vector<std::vector<uint16_t>> stored;
+  std::vector<void *> pointers;
+  for (auto &p : f32Run.params) {
+    // The f32 run starts from exactly the bf16 values.
+    for (float &x : p)
+      x = optrt::bf16ToF32(optrt::f32ToBf16(x));
+    stored.emplace_back();
+    for (float x : p)
+      stored.back().push_back(optrt::f32ToBf16(x));
+    pointers.push_back(stored.back().data());
+  }
+  optrt::Optimizer f32(kernelsOf(GetParam()));
+  optrt::Optimizer mixed(kernelsOf(GetParam(), {layout}), {.layout = layout});
+  f32.addGroup(f32Run.pointers(), kSizes, hypers, kShapes);
+  mixed.addGroupStored(pointers, kSizes, hypers, kShapes);
+  std::vector<std::vector<float>> start = f32Run.params;
+  for (int step = 1; step <= 3; ++step) {
+    f32Run.step(f32, step);
+    std::vector<std::vector<float>> g = Training::grads(step);
+    std::vector<const float *> grads;
+    for (const auto &values : g)
+      grads.push_back(values.data());
+    mixed.step({grads});
+  }
+  size_t moved = 0;
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    std::vector<float> master = mixed.master(0, t);
+    for (size_t i = 0; i < kSizes[t]; ++i) {
+      moved += f32Run.params[t][i] != start[t][i];
+      ASSERT_EQ(f32Run.params[t][i], master[i]) << "tensor " << t << " element " << i;
+      ASSERT_EQ(stored[t][i], optrt::f32ToBf16(master[i])) << "tensor " << t << " element " << i;
+    }
+  }
+  EXPECT_GT(moved, 0u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, MatrixRule, ::testing::ValuesIn(test::kMatrixRules),
