@@ -54,8 +54,6 @@ public:
     declarations();
     stepHypers();
     update();
-    if (failed_)
-      return nullptr;
     return module;
   }
 
@@ -374,8 +372,6 @@ private:
       Value input = toFloat(gen(argument), true, argument.range);
       if (info.reducedAxis)
         return axisReduction(expr, input);
-      if (argument.axes == kBatchAxis)
-        return unsupported(expr, "a reduction over the tensor of a value per matrix");
       return builder_.create<opt::ReduceOp>(
           at, builder_.getF64Type(), builder_.getStringAttr(reductionKind(expr.builtin)), input,
           builder_.getI64IntegerAttr(argument.phase), FlatSymbolRefAttr());
@@ -475,21 +471,11 @@ private:
     return builder_.create<opt::LoadStateOp>(loc(rule_.ast.nameRange), builder_.getF64Type(), symbolRef(name));
   }
 
-  /// Reports a construct the kernels do not take yet (the interpreter does);
-  /// the module is then not built. Returns a placeholder of the right kind.
-  Value unsupported(const ast::Expr &expr, const std::string &what) {
-    emitError(loc(expr.range)) << "the kernels do not take " << what
-                               << " yet; the reference interpreter runs this rule (optdsl-golden --backend interp)";
-    failed_ = true;
-    return constant(0, expr.valueKind == ValueKind::Elementwise, expr.range);
-  }
-
   MLIRContext &context_;
   const CheckedRule &rule_;
   opt::UpdateOp update_;
   int numScratch_ = 0;
   std::set<std::string> declaredDimensions_;
-  bool failed_ = false;
   OpBuilder builder_;
   std::vector<Value> current_; // per symbol: its value at this point of the update
 };

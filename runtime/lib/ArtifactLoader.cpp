@@ -75,7 +75,7 @@ public:
     for (int32_t count : array(artifact_.num_uniforms, phases, "num_uniforms"))
       rule.numUniforms.push_back(count);
     for (int32_t domain : array(artifact_.phase_domains, phases, "phase_domains")) {
-      if (domain < OPTDSL_DOMAIN_ELEMENTS || domain > OPTDSL_DOMAIN_COLS)
+      if (domain < OPTDSL_DOMAIN_ELEMENTS || domain > OPTDSL_DOMAIN_MATRICES)
         fail("a phase runs over the unknown domain " + std::to_string(domain));
       rule.phaseDomains.push_back(static_cast<PhaseDomain>(domain));
     }

@@ -415,10 +415,12 @@ void Optimizer::Impl::runPhase(int phase) {
   if (layout.domain(phase) != PhaseDomain::Elements) {
     // Between the passes over the elements: each tensor's rows (or
     // columns), one call per tensor.
-    bool rows = layout.domain(phase) == PhaseDomain::Rows;
+    PhaseDomain domain = layout.domain(phase);
     auto runTensor = [&](size_t t) {
       const Tensor &tensor = tensors[t];
-      int64_t count = tensor.matrixDims[0] * tensor.matrixDims[rows ? 1 : 2];
+      int64_t count = tensor.matrixDims[0] * (domain == PhaseDomain::Rows   ? tensor.matrixDims[1]
+                                              : domain == PhaseDomain::Cols ? tensor.matrixDims[2]
+                                                                            : 1);
       tensors[t].layout->kernels[phase](&buffers[t * perTensor], &uniforms[t * uStride],
                                         &partials[chunks.firstChunk(t) * pStride], 0, count);
     };

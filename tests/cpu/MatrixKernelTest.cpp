@@ -269,9 +269,10 @@ TEST_P(MatrixRule, Bf16ParamsWithAnF32MasterStepAsTheF32Run) {
 INSTANTIATE_TEST_SUITE_P(Rules, MatrixRule, ::testing::ValuesIn(test::kMatrixRules),
                          [](const auto &info) { return info.param; });
 
-// Reductions over the tensor (and the group) of values per row and per
-// column: each value counts for the elements of its row (column); a row's
-// sum of a value per row is the value times the row's length.
+// Reductions over the tensor (and the group) of values per row, per column
+// and per matrix: each value counts for the elements of its row (column,
+// matrix); a row's sum of a value per row is the value times the row's
+// length.
 constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
   hyper lr = 0.01;
   state vr[rows];
@@ -279,7 +280,8 @@ constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
   vr = 0.5 * vr + row_mean(grad * grad);
   vc = 0.5 * vc + col_mean(grad * grad);
   let s = mean(vr) + norm(vc) + max(vr) + group_sum(vc) / 1000;
-  let t = row_sum(vr) / 100 + col_sum(vc) / 100 + row_mean(vr) + col_mean(vc);
+  let t = row_sum(vr) / 100 + col_sum(vc) / 100 + row_mean(vr) + col_mean(vc) + sum(col_mean(vr)) / 1000 +
+          max(row_sum(vc));
   param = param - lr * grad / sqrt(s + 1e-8) - 1e-3 * sum(vr) - 1e-3 * t;
 })";
 

@@ -165,9 +165,10 @@ private:
       for (opt::AccumulateOp accumulate : codegen::phaseAccumulations(phase))
         columnSums += !accumulate.getKind().starts_with("row_") && !phase.getDomain();
       signature_.columnSlots.push_back(columnSums + static_cast<int>(planColumns(phase).frontier.size()));
-      signature_.phaseDomains.push_back(!phase.getDomain()         ? optrt::PhaseDomain::Elements
-                                        : *phase.getDomain() == "rows" ? optrt::PhaseDomain::Rows
-                                                                       : optrt::PhaseDomain::Cols);
+      signature_.phaseDomains.push_back(!phase.getDomain()             ? optrt::PhaseDomain::Elements
+                                        : *phase.getDomain() == "rows"     ? optrt::PhaseDomain::Rows
+                                        : *phase.getDomain() == "cols"     ? optrt::PhaseDomain::Cols
+                                                                           : optrt::PhaseDomain::Matrices);
       phases_.push_back(phase);
     }
     if (phases_.empty())
@@ -786,17 +787,17 @@ private:
     matrixBody.yield(loc, {});
   }
 
-  /// The kernel of a pass over each row (or column) of each matrix, between
-  /// the passes over the elements: [begin, end) is whole matrices' rows (or
-  /// columns). Scalar code; a reduction over each matrix's rows (or
+  /// The kernel of a pass over each row (or column, or matrix) of each
+  /// matrix, between the passes over the elements: [begin, end) is whole
+  /// matrices' rows (columns; matrices). Scalar code; a reduction over each matrix's rows (or
   /// columns) is summed in f64 in order and stored per matrix.
   FailureOr<std::vector<Value>> axisLoops(Location loc, opt::PhaseOp phase, optrt::PhaseDomain domain, Value begin,
                                           Value end) {
     SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phase);
     std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phase);
-    bool overRows = domain == optrt::PhaseDomain::Rows;
+    bool overRows = domain == optrt::PhaseDomain::Rows, overMatrices = domain == optrt::PhaseDomain::Matrices;
     Value dims = bufferBase_.at(plan_->dims);
-    Value perMatrix = loadAt(loc, i64(), dims, overRows ? 1 : 2);
+    Value perMatrix = overMatrices ? constantI64(loc, 1) : loadAt(loc, i64(), dims, overRows ? 1 : 2);
     Value zero = constantI64(loc, 0), one = constantI64(loc, 1);
     // Reductions over the tensor: a value per row stands for the row's
     // `cols` elements (per column: `rows`), so its sum (of squares, for a
@@ -846,8 +847,11 @@ private:
     }
     body.yield(loc, ValueRange(loop.getResults()).drop_front(accumulations.size()));
     }
-    // The other axis's length: how many elements each value stands for.
-    Value weight = builder_.create<arith::SIToFPOp>(loc, f64(), loadAt(loc, i64(), dims, overRows ? 2 : 1));
+    // How many elements each value stands for: the other axis's length (a
+    // matrix's: rows x cols).
+    Value count = overMatrices ? multiply(loc, loadAt(loc, i64(), dims, 1), loadAt(loc, i64(), dims, 2))
+                               : loadAt(loc, i64(), dims, overRows ? 2 : 1);
+    Value weight = builder_.create<arith::SIToFPOp>(loc, f64(), count);
     for (auto [r, kind] : llvm::enumerate(kinds)) {
       Value total = matrixLoop.getResult(r);
       tensorSums.push_back(kind == optrt::ReductionKind::Max ? total

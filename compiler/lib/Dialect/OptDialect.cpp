@@ -158,8 +158,8 @@ LogicalResult PhaseOp::verify() {
   for (Attribute kind : getReduce())
     if (failed(verifyReductionKind(*this, cast<StringAttr>(kind).getValue())))
       return failure();
-  if (getDomain() && *getDomain() != "rows" && *getDomain() != "cols")
-    return emitOpError("runs per element, per row (\"rows\") or per column (\"cols\"), not \"")
+  if (getDomain() && *getDomain() != "rows" && *getDomain() != "cols" && *getDomain() != "matrices")
+    return emitOpError("runs per element, per row (\"rows\"), per column (\"cols\") or per matrix (\"matrices\"), not \"")
            << *getDomain() << "\"";
   if (elementYield.getValues().size() != getReduce().size() ||
       llvm::any_of(elementYield.getValues().getTypes(), [](Type t) { return !t.isF32(); }))

@@ -33,8 +33,9 @@ template <typename T> using BufferMap = std::map<Buffer, T, BufferOrder>;
 
 /// What a pass runs once for (a rule that reads tensors as matrices): each
 /// element, or, between the passes over the elements, each row or each
-/// column of each matrix.
-enum class Domain { Elements, Rows, Cols };
+/// column of each matrix, or each matrix (a reduction over the tensor of a
+/// value per matrix).
+enum class Domain { Elements, Rows, Cols, Matrices };
 
 /// What values vary along, as sema's axes: a bit per batch, row, column.
 using Axes = unsigned;
@@ -53,6 +54,8 @@ Domain domainOf(Axes axes) {
     return Domain::Rows;
   if (axes == (kBatch | kCol))
     return Domain::Cols;
+  if (axes == kBatch)
+    return Domain::Matrices;
   return Domain::Elements;
 }
 
@@ -423,7 +426,10 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
       return [&, flatIndex, domain](opt::ReduceOp reduce) {
         auto from = static_cast<int64_t>(reduce.getPhase());
         bool betweenPasses = axes(reduce.getInput()) != kElement;
-        return from < flatIndex || (from == flatIndex && betweenPasses && domain == Domain::Elements);
+        // Between the passes: done by the passes over rows and columns,
+        // which run before the phase's pass over the matrices and elements.
+        return from < flatIndex ||
+               (from == flatIndex && betweenPasses && (domain == Domain::Elements || domain == Domain::Matrices));
       };
     };
     int64_t emitted = 0;
@@ -432,7 +438,7 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
       // passes), then its pass over the elements, which sees what they wrote.
       BufferMap<Value> held = flat.heldAt(index);
       std::vector<Pass> passes;
-      for (Domain domain : {Domain::Rows, Domain::Cols, Domain::Elements}) {
+      for (Domain domain : {Domain::Rows, Domain::Cols, Domain::Matrices, Domain::Elements}) {
         Pass pass{domain, index, held, {}, {}};
         for (const FlatUpdate::Store *store : flat.writesOf(index))
           if (domainOf(axes.ofState(store->buffer)) == domain)
@@ -484,7 +490,9 @@ struct SplitPhasesPass : impl::SplitPhasesBase<SplitPhasesPass> {
     SmallVector<Type> resultTypes(overTensor.size(), builder.getF64Type());
     StringAttr domain;
     if (pass.domain != Domain::Elements)
-      domain = builder.getStringAttr(pass.domain == Domain::Rows ? "rows" : "cols");
+      domain = builder.getStringAttr(pass.domain == Domain::Rows   ? "rows"
+                                     : pass.domain == Domain::Cols ? "cols"
+                                                                   : "matrices");
     auto phase = builder.create<opt::PhaseOp>(loc, resultTypes, builder.getI64IntegerAttr(index), ValueRange(),
                                               builder.getStrArrayAttr(kinds), domain);
     // Until opt-hoist-uniforms runs, the uniform region only hands the

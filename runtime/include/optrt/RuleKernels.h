@@ -97,9 +97,9 @@ struct StateInfo {
 /// What one pass of a step runs once for (a rule that reads tensors as
 /// matrices): each element (in whole rows: the runtime's chunks of such a
 /// rule begin and end on row boundaries), or, between the passes over the
-/// elements, each row or each column of each matrix (one call per tensor:
-/// begin 0, end the number of rows or columns of all its matrices).
-enum class PhaseDomain { Elements, Rows, Cols };
+/// elements, each row or each column of each matrix, or each matrix (one
+/// call per tensor: begin 0, end the number of rows, columns or matrices).
+enum class PhaseDomain { Elements, Rows, Cols, Matrices };
 
 /// A row or column reduction (row_sum, row_mean, col_sum, col_mean) a
 /// phase accumulates into a scratch state.

@@ -124,6 +124,7 @@ typedef struct optdsl_state {
 #define OPTDSL_DOMAIN_ELEMENTS 0 /* each element, in chunks of whole rows when the rule reads matrices */
 #define OPTDSL_DOMAIN_ROWS 1     /* each row of each matrix: one call per tensor */
 #define OPTDSL_DOMAIN_COLS 2     /* each column of each matrix: one call per tensor */
+#define OPTDSL_DOMAIN_MATRICES 3 /* each matrix: one call per tensor */
 
 /** A row or column reduction (ABI 5; optrt::AxisReductionInfo). */
 typedef struct optdsl_axis_reduction {

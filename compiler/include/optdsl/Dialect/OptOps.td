@@ -200,7 +200,8 @@ def Opt_PhaseOp : Opt_Op<"phase", [HasParent<"UpdateOp">, IsolatedFromAbove,
     column of each matrix, between the passes over the elements (it reads
     and writes `axis` states of its own axis, and the per-matrix results of
     earlier row and column reductions); its `opt.accumulate`s reduce over
-    the matrix.
+    the matrix. `"matrices"`: each matrix, after those (a reduction over the
+    tensor of a value per matrix).
 
     Example:
     ```mlir
