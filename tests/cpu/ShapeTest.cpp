@@ -62,7 +62,7 @@ std::vector<const float *> pointersOf(const std::vector<std::vector<float>> &gra
 
 TEST(Shapes, KernelsReadRankRowsAndColsAsTheInterpreterDoes) {
   CheckedRule rule = checked(kShapeRule);
-  EXPECT_FALSE(rule.matrixShaped); // the dimensions alone: kernels take it
+  EXPECT_FALSE(rule.matrixShaped); // the dimensions alone: every backend takes it
   optrt::Optimizer optimizer(jitCompile(rule));
   Tensors tensors(1);
   optimizer.addGroup(tensors.pointers(), kSizes, {}, kShapes);

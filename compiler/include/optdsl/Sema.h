@@ -69,8 +69,9 @@ struct CheckedRule {
   std::vector<int> inputs;       // `input NAME;`, declaration order
   bool usesRandom = false;       // some `random(stream)` (the kernels need the tensor's key)
   /// The rule reads tensors as matrices: a `[rows]`/`[cols]` state or a
-  /// row_*/col_* reduction (the kernels do not take these yet; `rank`,
-  /// `rows` and `cols` alone they do); matrixUse is the first in the text.
+  /// row_*/col_* reduction (the CPU kernels take these, not the CUDA
+  /// kernels or q8 layouts yet; `rank`, `rows` and `cols` alone every
+  /// backend takes); matrixUse is the first in the text.
   bool matrixShaped = false;
   SourceRange matrixUse;
   std::vector<int> body;         // indices into ast.stmts of Let and Assign statements

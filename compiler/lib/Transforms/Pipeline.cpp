@@ -76,9 +76,7 @@ mlir::OwningOpRef<mlir::ModuleOp> buildPreparedModule(mlir::MLIRContext &context
   checkFixedHypers(rule, fixed);
   mlir::OwningOpRef<mlir::ModuleOp> module = buildModule(context, rule);
   if (!module) {
-    // A rule the kernels cannot take yet says so at its location (the
-    // diagnostics that follow); anything else is a verifier failure.
-    failure = rule.matrixShaped ? "its kernels are not built yet" : "the opt module does not verify";
+    failure = "the opt module does not verify";
     return nullptr;
   }
   mlir::PassManager prep(&context);
