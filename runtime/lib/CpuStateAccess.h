@@ -57,7 +57,7 @@ private:
   // A state per row, column or matrix lives with its tensor, not in the arena.
   void *address(const Tensor &tensor, size_t b) const {
     if (tensor.layout->buffers[b].role == BufferRole::AxisState)
-      return const_cast<float *>(tensor.axisStates.data()) + tensor.axisOffsets[b];
+      return tensor.axisBuffer(b);
     return s_.bufferAt(tensor, b);
   }
   size_t bytes(const Tensor &tensor, size_t b) const {

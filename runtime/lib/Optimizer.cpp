@@ -191,7 +191,8 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
       size_t length = s.chunks.chunkLength(s.rowLength(tensor));
       for (size_t begin = 0; begin < tensor.size; begin += length) {
         size_t end = std::min(tensor.size, begin + length);
-        columnFloats += s.columnPartialFloats(tensor, static_cast<int64_t>(begin), static_cast<int64_t>(end));
+        columnFloats += s.columnRegion(tensor, static_cast<int64_t>(begin), static_cast<int64_t>(end)).floats *
+                        s.layout.maxColumnSlots();
         columnBegins.push_back(columnFloats);
       }
     }
@@ -247,8 +248,7 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
                       nullptr, {s.arena.data() + tensor.offsets[b], n});
       } else if (buffer.role == BufferRole::AxisState) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
-        std::fill_n(tensor.axisStates.data() + tensor.axisOffsets[b], spanValues(rule.states[buffer.state].span,
-                                                                               tensor.matrixDims),
+        std::fill_n(tensor.axisBuffer(b), spanValues(rule.states[buffer.state].span, tensor.matrixDims),
                     elementwiseInit[k]);
       } else if (buffer.role == BufferRole::State) {
         size_t k = s.layout.stateSlot(rule.states[buffer.state].name, caller).index;
@@ -377,7 +377,7 @@ void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &
       const BufferDesc &desc = tensor.layout->buffers[b];
       if (desc.role == BufferRole::Dims || desc.role == BufferRole::AxisState) {
         slot[b] = desc.role == BufferRole::Dims ? static_cast<void *>(const_cast<int64_t *>(tensor.matrixDims.data()))
-                                                : const_cast<float *>(tensor.axisStates.data()) + tensor.axisOffsets[b];
+                                                : static_cast<void *>(tensor.axisBuffer(b));
         continue;
       }
       size_t input = desc.state;
@@ -447,12 +447,6 @@ void Optimizer::Impl::runPhase(int phase) {
   pool.parallelFor(owned.size(), runChunk);
 }
 
-size_t Optimizer::Impl::columnPartialFloats(const Tensor &t, int64_t begin, int64_t end) const {
-  int64_t rows = t.matrixDims[1], cols = t.matrixDims[2];
-  int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
-  return static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * layout.maxColumnSlots();
-}
-
 void Optimizer::Impl::combineColumns(int phase) {
   const RuleKernels &rule = layout.rule();
   const std::vector<size_t> &sums = layout.columnSums(phase);
@@ -467,15 +461,14 @@ void Optimizer::Impl::combineColumns(int phase) {
       columnScratch.assign(static_cast<size_t>(tensor.matrixDims[0] * cols), 0.0);
       // Chunk order, whatever thread ran each chunk.
       for (size_t c = chunks.firstChunk(t); c < chunks.endChunk(t); ++c) {
-        int64_t firstMatrix = table[c].begin / cols / rows, lastMatrix = (table[c].end / cols - 1) / rows;
-        size_t region = static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols);
-        const float *partial = columnPartials.data() + columnPartialBegin[c] + k * region;
-        double *sum = columnScratch.data() + firstMatrix * cols;
-        for (size_t j = 0; j < region; ++j)
+        ColumnRegion region = columnRegion(tensor, table[c].begin, table[c].end);
+        const float *partial = columnPartials.data() + columnPartialBegin[c] + k * region.floats;
+        double *sum = columnScratch.data() + region.firstMatrix * cols;
+        for (size_t j = 0; j < region.floats; ++j)
           sum[j] += partial[j];
       }
-      int b = findBuffer(tensor.layout->buffers, BufferRole::AxisState, info.state);
-      float *target = tensor.axisStates.data() + tensor.axisOffsets[static_cast<size_t>(b)];
+      float *target = tensor.axisBuffer(
+          static_cast<size_t>(findBuffer(tensor.layout->buffers, BufferRole::AxisState, info.state)));
       double divisor = info.mean ? static_cast<double>(rows) : 1.0;
       for (size_t j = 0; j < columnScratch.size(); ++j)
         target[j] = static_cast<float>(columnScratch[j] / divisor);
@@ -762,7 +755,7 @@ std::span<float> Optimizer::Impl::axisState(const Tensor &t, const std::string &
   if (b < 0)
     return {};
   size_t n = spanValues(layout.rule().states[layout.stateIndex(name)].span, t.matrixDims);
-  return {const_cast<float *>(t.axisStates.data()) + t.axisOffsets[static_cast<size_t>(b)], n};
+  return {t.axisBuffer(static_cast<size_t>(b)), n};
 }
 
 std::span<const float> Optimizer::state(const std::string &name, int group, size_t tensor) const {

@@ -51,6 +51,8 @@ struct Tensor {
   std::array<int64_t, 3> matrixDims{1, 1, 1};
   std::vector<float> axisStates;
   std::vector<size_t> axisOffsets;
+  // Where buffer b (an AxisState of the layout) lives.
+  float *axisBuffer(size_t b) const { return const_cast<float *>(axisStates.data()) + axisOffsets[b]; }
 };
 
 /// Values of a state spanning `span` for a tensor of these dimensions
@@ -161,8 +163,17 @@ struct Optimizer::Impl {
   std::vector<float> columnPartials;
   std::vector<size_t> columnPartialBegin{0};
   std::vector<double> columnScratch; // combineColumns's sums of one tensor
-  // Floats of column partials chunk [begin, end) of tensor t needs.
-  size_t columnPartialFloats(const Tensor &t, int64_t begin, int64_t end) const;
+  // The matrices chunk [begin, end) of tensor t touches: the first, and
+  // the floats of one column scratch region (those matrices x cols).
+  struct ColumnRegion {
+    int64_t firstMatrix;
+    size_t floats;
+  };
+  static ColumnRegion columnRegion(const Tensor &t, int64_t begin, int64_t end) {
+    int64_t rows = t.matrixDims[1], cols = t.matrixDims[2];
+    int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
+    return {firstMatrix, static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols)};
+  }
   // Adds the chunks' column partials of phase p in chunk order into their
   // scratch states.
   void combineColumns(int phase);

@@ -9,6 +9,8 @@
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
+#include "common/CheckedText.h"
+
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -21,12 +23,7 @@ namespace {
 
 std::shared_ptr<const optrt::RuleKernels> compileText(const std::string &text,
                                                       const std::vector<std::string> &layouts = {"f32"}) {
-  auto file = std::make_shared<const SourceFile>("test.opt", text);
-  std::ostringstream diagnostics;
-  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
-  if (!rule)
-    throw std::runtime_error(diagnostics.str());
-  return jitCompile(*rule, {}, layouts);
+  return jitCompile(test::checkedText(text), {}, layouts);
 }
 
 std::shared_ptr<const optrt::RuleKernels> sophia(const std::vector<std::string> &layouts = {"f32"}) {

@@ -14,6 +14,8 @@
 #include "common/BranchHypers.h"
 #include "common/RandomValues.h"
 
+#include "common/CheckedText.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -286,14 +288,11 @@ constexpr const char *kReducedAxes = R"(optimizer reduced_axes {
 })";
 
 TEST(MatrixKernels, ReductionsOfValuesPerRowAndColumnMatchTheInterpreter) {
-  auto file = std::make_shared<const SourceFile>("reduced_axes.opt", kReducedAxes);
-  std::ostringstream diagnostics;
-  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
-  ASSERT_TRUE(rule) << diagnostics.str();
-  optrt::Optimizer optimizer(jitCompile(*rule), {2, 1000});
+  CheckedRule rule = test::checkedText(kReducedAxes, "reduced_axes.opt");
+  optrt::Optimizer optimizer(jitCompile(rule), {2, 1000});
   Training run(7);
   optimizer.addGroup(run.pointers(), kSizes, {}, kShapes);
-  Interpreter interpreter(*rule);
+  Interpreter interpreter(rule);
   HyperValues hypers = interpreter.defaultHypers();
   std::vector<TensorState> reference;
   for (size_t k = 0; k < kSizes.size(); ++k)

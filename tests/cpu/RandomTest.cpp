@@ -11,6 +11,8 @@
 #include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
+#include "common/CheckedText.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -28,14 +30,7 @@ const char *kRule = R"(optimizer noisy {
   param = param - lr * grad;
 })";
 
-CheckedRule checked() {
-  auto file = std::make_shared<const SourceFile>("noisy.opt", kRule);
-  std::ostringstream diagnostics;
-  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
-  if (!rule)
-    throw std::runtime_error(diagnostics.str());
-  return std::move(*rule);
-}
+CheckedRule checked() { return test::checkedText(kRule, "noisy.opt"); }
 
 /// The states a and b of every tensor after `steps` steps of two groups,
 /// params stored in the layout's param dtype.

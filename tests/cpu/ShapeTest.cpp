@@ -11,6 +11,8 @@
 
 #include "common/RandomValues.h"
 
+#include "common/CheckedText.h"
+
 #include <gtest/gtest.h>
 
 #include <random>
@@ -29,14 +31,7 @@ constexpr const char *kShapeRule = R"(optimizer shaped {
   param = param - lr * scale * m + 1e-3 * rows - 1e-4 * cols;
 })";
 
-CheckedRule checked(const std::string &text) {
-  auto file = std::make_shared<const SourceFile>("shaped.opt", text);
-  std::ostringstream diagnostics;
-  std::optional<CheckedRule> rule = compileSource(file, diagnostics);
-  if (!rule)
-    throw std::runtime_error(diagnostics.str());
-  return std::move(*rule);
-}
+CheckedRule checked(const std::string &text) { return test::checkedText(text, "shaped.opt"); }
 
 const std::vector<std::vector<size_t>> kShapes = {{6, 10}, {17}, {2, 3, 4}};
 const std::vector<size_t> kSizes = {60, 17, 24};

@@ -634,43 +634,80 @@ private:
     return accumulators;
   }
 
-  /// The element region's values that are the same along a row (computed
-  /// from uniforms, constants and values per row or per matrix only), as
-  /// scalars computed at the current row (position_): a matrix rule's
-  /// factors per row cost a division or a square root per row, not per
-  /// element.
-  DenseMap<Value, Value> rowInvariants(Location loc, opt::PhaseOp phase, Value rowStart) {
+  /// The axis of the state an opt.load_state or opt.reload reads ("" for
+  /// anything else, or a state per element).
+  StringRef stateAxis(Operation &op) const {
+    if (auto load = dyn_cast<opt::LoadStateOp>(op))
+      return buffers_->axis(buffers_->state(load.getState()));
+    if (auto reload = dyn_cast<opt::ReloadOp>(op); reload && reload.getState())
+      return buffers_->axis(buffers_->state(*reload.getState()));
+    return StringRef();
+  }
+
+  /// The element region's values the same along every element of a row
+  /// (`axis` "rows") or of a column ("cols"): its arguments, and what is
+  /// computed from them, constants and reads of states per `axis` or per
+  /// matrix only.
+  DenseSet<Value> invariantAlong(opt::PhaseOp phase, StringRef axis) const {
     Block &body = phase.getElementBody();
-    DenseMap<Value, Value> scalar, known;
-    for (BlockArgument argument : body.getArguments())
-      scalar[argument] = prologueUniform(static_cast<int>(argument.getArgNumber()), argument.getType(), loc);
-    codegen::ElementAccess at = access(rowStart, 1);
-    auto perRowBuffer = [&](int buffer) {
-      StringRef axis = buffers_->axis(buffer);
-      return axis == "rows" || axis == "matrices";
-    };
+    DenseSet<Value> invariant(body.getArguments().begin(), body.getArguments().end());
     for (Operation &op : body.without_terminator()) {
       if (op.getNumResults() != 1)
         continue;
-      Value result = op.getResult(0);
-      if (auto load = dyn_cast<opt::LoadStateOp>(op); load && perRowBuffer(buffers_->state(load.getState()))) {
-        scalar[result] = at.load(builder_, op.getLoc(), buffers_->state(load.getState()));
-      } else if (auto reload = dyn_cast<opt::ReloadOp>(op);
-                 reload && reload.getState() && perRowBuffer(buffers_->state(*reload.getState()))) {
-        scalar[result] = at.load(builder_, op.getLoc(), buffers_->state(*reload.getState()));
-      } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
-                 llvm::all_of(op.getOperands(), [&](Value v) { return scalar.count(v) > 0; })) {
-        IRMapping mapping;
-        for (Value operand : op.getOperands())
-          mapping.map(operand, scalar.lookup(operand));
-        scalar[result] = builder_.clone(op, mapping)->getResult(0);
-        if (isa<arith::ConstantOp>(op))
-          continue; // the body splats its constants itself
-      } else {
-        continue;
-      }
-      known[result] = scalar[result];
+      StringRef read = stateAxis(op);
+      bool pure = isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0;
+      if (read == axis || read == "matrices" ||
+          (read.empty() && pure && llvm::all_of(op.getOperands(), [&](Value v) { return invariant.contains(v); })))
+        invariant.insert(op.getResult(0));
     }
+    return invariant;
+  }
+
+  /// Emits the operations of `values` (invariantAlong's) at `lanes` lanes
+  /// at the current position (position_), reading states through
+  /// access(index, lanes); returns what each became.
+  IRMapping emitInvariants(Location loc, opt::PhaseOp phase, const DenseSet<Value> &values, Value index,
+                           int64_t lanes) {
+    codegen::ElementAccess at = access(index, lanes);
+    IRMapping lanesOf;
+    Block &region = phase.getElementBody();
+    for (BlockArgument argument : region.getArguments()) {
+      Value uniform = prologueUniform(static_cast<int>(argument.getArgNumber()), argument.getType(), loc);
+      lanesOf.map(argument, lanes == 1 ? uniform
+                                       : builder_.create<vector::BroadcastOp>(
+                                             loc, codegen::laneType(uniform.getType(), lanes), uniform).getResult());
+    }
+    for (Operation &op : region.without_terminator()) {
+      if (op.getNumResults() != 1 || !values.contains(op.getResult(0)))
+        continue;
+      Value result = op.getResult(0);
+      if (auto load = dyn_cast<opt::LoadStateOp>(op)) {
+        lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(load.getState())));
+      } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
+        lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(*reload.getState())));
+      } else if (auto constant = dyn_cast<arith::ConstantOp>(op); constant && lanes > 1) {
+        auto type = VectorType::get({lanes}, constant.getType());
+        lanesOf.map(result,
+                    builder_.create<arith::ConstantOp>(op.getLoc(), DenseElementsAttr::get(type, constant.getValue())));
+      } else {
+        Operation *clone = builder_.clone(op, lanesOf);
+        clone->getResult(0).setType(codegen::laneType(result.getType(), lanes));
+      }
+    }
+    return lanesOf;
+  }
+
+  /// The element region's values that are the same along a row, as scalars
+  /// computed at the current row (position_): a matrix rule's factors per
+  /// row cost a division or a square root per row, not per element.
+  /// (Arguments and constants the body maps itself.)
+  DenseMap<Value, Value> rowInvariants(Location loc, opt::PhaseOp phase, Value rowStart) {
+    DenseSet<Value> invariant = invariantAlong(phase, "rows");
+    IRMapping scalar = emitInvariants(loc, phase, invariant, rowStart, 1);
+    DenseMap<Value, Value> known;
+    for (Operation &op : phase.getElementBody().without_terminator())
+      if (op.getNumResults() == 1 && invariant.contains(op.getResult(0)) && !isa<arith::ConstantOp>(op))
+        known[op.getResult(0)] = scalar.lookup(op.getResult(0));
     return known;
   }
 
@@ -689,36 +726,15 @@ private:
     ColumnPlan plan;
     if (!buffers_->matrixShaped() || phase.getDomain())
       return plan;
-    Block &body = phase.getElementBody();
+    plan.invariant = invariantAlong(phase, "cols");
     DenseSet<Value> readsColumns;
-    for (BlockArgument argument : body.getArguments())
-      plan.invariant.insert(argument);
-    auto axisOf = [&](Operation &op) -> StringRef {
-      if (auto load = dyn_cast<opt::LoadStateOp>(op))
-        return buffers_->axis(buffers_->state(load.getState()));
-      if (auto reload = dyn_cast<opt::ReloadOp>(op); reload && reload.getState())
-        return buffers_->axis(buffers_->state(*reload.getState()));
-      return StringRef();
-    };
-    for (Operation &op : body.without_terminator()) {
-      if (op.getNumResults() != 1)
+    for (Operation &op : phase.getElementBody().without_terminator()) {
+      if (op.getNumResults() != 1 || !plan.invariant.contains(op.getResult(0)))
         continue;
-      Value result = op.getResult(0);
-      StringRef axis = axisOf(op);
-      if (axis == "cols" || axis == "matrices") {
-        plan.invariant.insert(result);
-        if (axis == "cols")
-          readsColumns.insert(result);
-      } else if (isa<arith::ArithDialect, math::MathDialect>(op.getDialect()) && op.getNumRegions() == 0 &&
-                 llvm::all_of(op.getOperands(), [&](Value v) { return plan.invariant.contains(v); })) {
-        plan.invariant.insert(result);
-        if (llvm::any_of(op.getOperands(), [&](Value v) { return readsColumns.contains(v); }))
-          readsColumns.insert(result);
-      }
-    }
-    for (Operation &op : body.without_terminator()) {
-      if (op.getNumResults() != 1 || !readsColumns.contains(op.getResult(0)) || !axisOf(op).empty() ||
-          !op.getResult(0).getType().isF32())
+      if (stateAxis(op) == "cols" ||
+          llvm::any_of(op.getOperands(), [&](Value v) { return readsColumns.contains(v); }))
+        readsColumns.insert(op.getResult(0));
+      if (!readsColumns.contains(op.getResult(0)) || !stateAxis(op).empty() || !op.getResult(0).getType().isF32())
         continue;
       bool usedOutside = llvm::any_of(op.getResult(0).getUsers(), [&](Operation *user) {
         return user->getNumResults() != 1 || !plan.invariant.contains(user->getResult(0));
@@ -748,32 +764,7 @@ private:
       codegen::LoopBody body(builder_, loop);
       Value column = loop.getInductionVar();
       position_ = {Value(), add(loc, multiply(loc, matrix, cols), column), matrix};
-      codegen::ElementAccess at = access(position_.column, lanes);
-      IRMapping lanesOf;
-      Block &region = phase.getElementBody();
-      for (BlockArgument argument : region.getArguments()) {
-        Value uniform = prologueUniform(static_cast<int>(argument.getArgNumber()), argument.getType(), loc);
-        lanesOf.map(argument, lanes == 1 ? uniform
-                                         : builder_.create<vector::BroadcastOp>(
-                                               loc, codegen::laneType(uniform.getType(), lanes), uniform).getResult());
-      }
-      for (Operation &op : region.without_terminator()) {
-        if (op.getNumResults() != 1 || !plan.invariant.contains(op.getResult(0)))
-          continue;
-        Value result = op.getResult(0);
-        if (auto load = dyn_cast<opt::LoadStateOp>(op)) {
-          lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(load.getState())));
-        } else if (auto reload = dyn_cast<opt::ReloadOp>(op)) {
-          lanesOf.map(result, at.load(builder_, op.getLoc(), buffers_->state(*reload.getState())));
-        } else if (auto constant = dyn_cast<arith::ConstantOp>(op); constant && lanes > 1) {
-          auto type = VectorType::get({lanes}, constant.getType());
-          lanesOf.map(result, builder_.create<arith::ConstantOp>(
-                                  op.getLoc(), DenseElementsAttr::get(type, constant.getValue())));
-        } else {
-          Operation *clone = builder_.clone(op, lanesOf);
-          clone->getResult(0).setType(codegen::laneType(result.getType(), lanes));
-        }
-      }
+      IRMapping lanesOf = emitInvariants(loc, phase, plan.invariant, position_.column, lanes);
       Value offset = add(loc, multiply(loc, subtract(loc, matrix, firstMatrix), cols), column);
       for (auto [k, value] : llvm::enumerate(plan.frontier)) {
         Value slot = add(loc, multiply(loc, regionFloats, constantI64(loc, numColumnSums + static_cast<int64_t>(k))),
