@@ -6,6 +6,8 @@
 #include "optrt/RuleKernels.h"
 #include "optrt/Storage.h"
 
+#include <map>
+#include <string>
 #include <vector>
 
 namespace optdsl::bench {
@@ -44,6 +46,19 @@ inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout, bool in
   }
   return streams;
 }
+
+/// What the passes over the elements of a rule that reads tensors as
+/// matrices (it takes several) read and write, in f32, per element (the
+/// values per row and column are a few KB and stay in cache). Adafactor (beta1 0): param and grad (the params' RMS,
+/// the gradient's row and column means), grad (the update's RMS), grad,
+/// param and exp_avg written (the update). CAME: grad (row and column
+/// means), grad (the update's RMS), exp_avg and grad (the momentum; the
+/// instability's row and column means), param and exp_avg (the update).
+inline const std::map<std::string, std::vector<Stream>> kMatrixPassStreams = {
+    {"adafactor", {{4, true, false}, {4, true, false}, {4, true, false}, {4, true, false}, {4, true, true},
+                   {4, false, true}}},
+    {"came", {{4, true, false}, {4, true, false}, {4, true, true}, {4, true, false}, {4, true, true},
+              {4, true, false}}}};
 
 inline double bytesPerParam(const std::vector<Stream> &streams) {
   double bytes = 0;

@@ -21,8 +21,8 @@
 // Adafactor and CAME read tensors as matrices and take several passes over
 // the elements (row and column means first, then the update's RMS, then the
 // update): their same-traffic kernel moves the bytes of all their passes
-// (kPassStreams), and their tensors carry shapes (gpt2s: GPT-2 small's;
-// square16M: one 4096 x 4096 matrix).
+// (kMatrixPassStreams, LayoutStreams.h), and their tensors carry shapes
+// (gpt2s: GPT-2 small's; square16M: one 4096 x 4096 matrix).
 #include "optdsl/JIT.h"
 #include "optrt/MemoryReport.h"
 #include "LayoutStreams.h"
@@ -92,19 +92,6 @@ const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
     // transformers' default (beta1=None): no momentum is read.
     {"adafactor", {{"beta1", 0}}}, {"came", {}}};
 
-/// What the passes over the elements of a rule that takes several read and
-/// write, in f32, per element (the values per row and column are a few KB
-/// and stay in cache). Adafactor (beta1 0): param and grad (the params' RMS,
-/// the gradient's row and column means), grad (the update's RMS), grad,
-/// param and exp_avg written (the update). CAME: grad (row and column
-/// means), grad (the update's RMS), exp_avg and grad (the momentum; the
-/// instability's row and column means), param and exp_avg (the update).
-const std::map<std::string, std::vector<optdsl::bench::Stream>> kPassStreams = {
-    {"adafactor", {{4, true, false}, {4, true, false}, {4, true, false}, {4, true, false}, {4, true, true},
-                   {4, false, true}}},
-    {"came", {{4, true, false}, {4, true, false}, {4, true, true}, {4, true, false}, {4, true, true},
-              {4, true, false}}}};
-
 const std::vector<std::string> kLayouts = {"f32",
                                            "state=bf16",
                                            "state=q8",
@@ -118,6 +105,7 @@ unsigned benchThreads() { return std::max(1u, std::thread::hardware_concurrency(
 using optdsl::bench::Stream;
 using optdsl::bench::streamsOf;
 using optdsl::bench::bytesPerParam;
+using optdsl::bench::kMatrixPassStreams;
 
 /// Splits [0, size) into one contiguous range per thread of the pool, as a
 /// hand-written OpenMP loop would (schedule(static)); body gets the share too.
@@ -219,7 +207,7 @@ std::shared_ptr<const optrt::RuleKernels> kernelsFor(const std::string &rule) {
   auto &slot = cache[rule];
   if (!slot)
     slot = optdsl::jitCompileFile(std::string(OPTDSL_DSL_DIR) + "/" + rule + ".opt", kFixedHypers.at(rule),
-                                  kPassStreams.count(rule) ? std::vector<std::string>{"f32"} : kLayouts);
+                                  kMatrixPassStreams.count(rule) ? std::vector<std::string>{"f32"} : kLayouts);
   return slot;
 }
 
@@ -268,7 +256,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     if (candidate.name == layout.str())
       chosen = &candidate;
   std::vector<Stream> streams =
-      kPassStreams.count(rule) ? kPassStreams.at(rule) : streamsOf(*chosen, mode == "given");
+      kMatrixPassStreams.count(rule) ? kMatrixPassStreams.at(rule) : streamsOf(*chosen, mode == "given");
   optrt::StepOptions options;
   if (mode == "given") {
     for (const optrt::InputInfo &input : kernels->inputs)

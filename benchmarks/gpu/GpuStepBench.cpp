@@ -10,12 +10,16 @@
 // traffic) and state_bytes_per_param (resident master + states,
 // memoryReport). Each iteration is one step followed by a context
 // synchronize, timed on the host (a step is ~1 ms at 124M params, the
-// synchronize some microseconds). Exits with a message where there is no GPU.
+// synchronize some microseconds). Adafactor and CAME, which read tensors as
+// matrices, take several passes: GPT-2 small's shapes, and the streams of
+// all their passes (kMatrixPassStreams). Exits with a message where there
+// is no GPU.
 #include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
 #include "optrt/Layout.h"
+#include "optrt/MemoryReport.h"
 #include "optrt/Storage.h"
 
 #include "LayoutStreams.h"
@@ -61,7 +65,9 @@ const std::vector<std::string> kLayouts = {"f32", "state=bf16", "state=q8", "par
                                            "param=bf16,grad=bf16,master=remainder,state=q8"};
 
 const std::map<std::string, std::map<std::string, double>> kFixedHypers = {
-    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}}};
+    {"adamw", {{"amsgrad", 0}}}, {"ademamix", {}},
+    // transformers' default (beta1=None): no momentum is read.
+    {"adafactor", {{"beta1", 0}}}, {"came", {}}};
 
 struct Gpu {
   const Driver *d = nullptr;
@@ -184,7 +190,10 @@ DeviceMemory filled(optrt::Dtype dtype, size_t n, float value, const char *what)
 void BM_Step(benchmark::State &state, const std::string &rule, const std::string &layoutText,
              const std::string &shapeName) {
   const Driver &d = *gpu().d;
-  std::vector<size_t> sizes = shape(shapeName);
+  // A rule that reads tensors as matrices gets GPT-2 small's shapes.
+  bool matrices = optdsl::bench::kMatrixPassStreams.count(rule) > 0;
+  std::vector<size_t> sizes = matrices ? optrt::gpt2SmallTensorSizes() : shape(shapeName);
+  std::vector<std::vector<size_t>> shapes = matrices ? optrt::gpt2SmallTensorShapes() : std::vector<std::vector<size_t>>{};
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;
@@ -209,7 +218,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
-  optimizer.addGroup(paramPointers, sizes);
+  optimizer.addGroup(paramPointers, sizes, {}, shapes);
   for (int warm = 0; warm < 3; ++warm)
     optimizer.step({gradPointers});
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
@@ -228,7 +237,8 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   for (size_t t = 0; t < sizes.size(); ++t)
     for (const optrt::LayoutKernels &kernels : host->layouts)
       if (kernels.name == optimizer.tensorLayout(0, t))
-        for (const bench::Stream &stream : bench::streamsOf(kernels)) {
+        for (const bench::Stream &stream :
+             matrices ? bench::kMatrixPassStreams.at(rule) : bench::streamsOf(kernels)) {
           streams.emplace_back(stream, sizes[t]);
           bytesPerStep += stream.bytesPerElement * static_cast<double>(sizes[t]) *
                           ((stream.read ? 1 : 0) + (stream.written ? 1 : 0));
@@ -276,6 +286,13 @@ int main(int argc, char **argv) {
           ->UseManualTime()
           // 24 benchmarks: run.sh must fit a lent machine's 10-minute call.
           ->MinTime(1.0);
+  // Adafactor and CAME (several passes; their same-traffic kernel moves
+  // the bytes of all of them) at GPT-2 small's shapes, in f32.
+  for (const char *rule : {"adafactor", "came"})
+    benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/f32/gpt2s").c_str(), BM_Step, rule, "f32", "gpt2s")
+        ->Unit(benchmark::kMillisecond)
+        ->UseManualTime()
+        ->MinTime(1.0);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

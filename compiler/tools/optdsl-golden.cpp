@@ -174,14 +174,6 @@ int main(int argc, char **argv) {
         optdsl::GoldenCase golden = optdsl::GoldenCase::load(path);
         optdsl::CheckedRule rule = optdsl::loadRuleFile(dslDir + "/" + golden.rule + ".opt");
         bool float64 = name == "interp";
-        if (name == "cuda" && rule.matrixShaped) {
-          // docs/status.md: the next step of the language's matrix-shaped tensors.
-          ++skipped;
-          std::printf("SKIP  %-28s backend=%-7s CUDA kernels for matrix-shaped tensors are not built yet "
-                      "(rule '%s'; the interpreter and the CPU kernels run this case)\n",
-                      golden.name.c_str(), name.c_str(), rule.name().c_str());
-          continue;
-        }
         optdsl::Trajectory ours = float64          ? runOnInterpreter(golden, rule)
                                   : name == "cuda" ? optdsl::runOnCuda(golden, rule)
                                                    : runOnCpu(golden, rule);

@@ -61,10 +61,8 @@ private:
     return s_.bufferAt(tensor, b);
   }
   size_t bytes(const Tensor &tensor, size_t b) const {
-    const BufferDesc &desc = tensor.layout->buffers[b];
-    if (desc.role == BufferRole::AxisState)
-      return sizeof(float) * spanValues(s_.layout.rule().states[static_cast<size_t>(desc.state)].span, tensor.matrixDims);
-    return bufferBytes(desc, tensor.owned.size());
+    return tensorBufferBytes(tensor.layout->buffers[b], tensor.owned.size(), tensor.matrixDims,
+                             s_.layout.rule().states);
   }
 
   Impl &s_;

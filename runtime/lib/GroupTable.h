@@ -95,6 +95,13 @@ inline std::array<double, 3> shapeDimensions(const std::vector<size_t> &shape, s
   return {static_cast<double>(view.rank), static_cast<double>(view.rows), static_cast<double>(view.cols)};
 }
 
+/// The matrices, rows and cols a rule reading matrices sees in a tensor of
+/// this shape (optrt/Shape.h).
+inline std::array<int64_t, 3> matrixDimensions(const std::vector<size_t> &shape, size_t size) {
+  MatrixView view = matrixView(shape, size);
+  return {static_cast<int64_t>(view.batch), static_cast<int64_t>(view.rows), static_cast<int64_t>(view.cols)};
+}
+
 /// Writes a tensor's dimensions (shapeDimensions) into its scalar states
 /// (`scalars`: numScalar of them) that hold the rule's rank, rows and cols.
 inline void setShapeScalars(const RuleLayout &layout, const std::array<double, 3> &dims, double *scalars) {

@@ -7,7 +7,9 @@
 #include "optrt/RuleKernels.h"
 #include "optrt/Storage.h"
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace optrt::detail {
@@ -19,6 +21,26 @@ inline bool isQ8(Dtype dtype) { return dtype == Dtype::Q8Signed || dtype == Dtyp
 inline size_t bufferBytes(const BufferDesc &buffer, size_t n) {
   return buffer.role == BufferRole::StateAbsmax ? sizeof(float) * q8Blocks(n, buffer.blockElements)
                                                 : elementBytes(buffer.dtype, n);
+}
+
+/// Values of a state spanning `span` for a tensor of these dimensions
+/// (matrices, rows, cols).
+inline size_t spanValues(StateSpan span, const std::array<int64_t, 3> &dims) {
+  return static_cast<size_t>(span == StateSpan::Rows   ? dims[0] * dims[1]
+                             : span == StateSpan::Cols ? dims[0] * dims[2]
+                                                       : dims[0]);
+}
+
+/// Bytes of buffer `buffer` of a tensor of n elements whose matrices are
+/// `dims` (matrices, rows, cols): bufferBytes, but Dims (three int64) and a
+/// state per row, column or matrix (one f32 each) by the tensor's shape.
+inline size_t tensorBufferBytes(const BufferDesc &buffer, size_t n, const std::array<int64_t, 3> &dims,
+                                const std::vector<StateInfo> &states) {
+  if (buffer.role == BufferRole::Dims)
+    return sizeof(int64_t) * dims.size();
+  if (buffer.role == BufferRole::AxisState)
+    return sizeof(float) * spanValues(states[static_cast<size_t>(buffer.state)].span, dims);
+  return bufferBytes(buffer, n);
 }
 
 /// Whether the optimizer keeps buffer `buffer` in its arena (master, states,

@@ -55,15 +55,6 @@ struct Tensor {
   float *axisBuffer(size_t b) const { return const_cast<float *>(axisStates.data()) + axisOffsets[b]; }
 };
 
-/// Values of a state spanning `span` for a tensor of these dimensions
-/// (matrices, rows, cols).
-inline size_t spanValues(StateSpan span, const std::array<int64_t, 3> &dims) {
-  auto n = static_cast<size_t>(span == StateSpan::Rows   ? dims[0] * dims[1]
-                               : span == StateSpan::Cols ? dims[0] * dims[2]
-                                                         : dims[0]);
-  return n;
-}
-
 /// Arena floats that buffer `buffer` of a tensor of n elements takes: its
 /// bytes rounded up to whole floats, then to whole cache lines.
 inline size_t bufferFloats(const BufferDesc &buffer, size_t n) {
@@ -185,9 +176,7 @@ struct Optimizer::Impl {
   // Sets t's matrixDims from its shape and allocates its states per row,
   // column or matrix (zero; addGroup writes their initial values).
   void allocateAxisStates(Tensor &t, const std::vector<size_t> &shape) const {
-    MatrixView view = matrixView(shape, t.size);
-    t.matrixDims = {static_cast<int64_t>(view.batch), static_cast<int64_t>(view.rows),
-                    static_cast<int64_t>(view.cols)};
+    t.matrixDims = matrixDimensions(shape, t.size);
     const std::vector<BufferDesc> &buffers = t.layout->buffers;
     t.axisOffsets.assign(buffers.size(), 0);
     size_t floats = 0;

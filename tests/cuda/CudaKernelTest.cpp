@@ -83,13 +83,14 @@ void expectClose(const std::vector<double> &before, const std::vector<double> &r
 }
 
 void compareWithInterpreter(const std::string &name, const std::vector<size_t> &sizes, int steps, unsigned seed,
-                            bool aligned, size_t chunkElements = 65536) {
+                            bool aligned, size_t chunkElements = 65536,
+                            const std::vector<std::vector<size_t>> &shapes = {}) {
   SCOPED_TRACE("rule " + name + ", seed " + std::to_string(seed) + (aligned ? ", aligned" : ", misaligned"));
   const CompiledRule &c = compiledRule(name);
   std::mt19937 rng(seed);
   DeviceTensors tensors(sizes, aligned, rng);
   optrt::CudaOptimizer optimizer(c.host, c.device, {-1, chunkElements});
-  optimizer.addGroup(tensors.paramPointers(), sizes, test::kBranchHypers.at(name));
+  optimizer.addGroup(tensors.paramPointers(), sizes, test::kBranchHypers.at(name), shapes);
   Interpreter interpreter(c.rule);
   HyperValues hypers = interpreter.defaultHypers();
   for (const auto &[hyper, value] : test::kBranchHypers.at(name))
@@ -101,15 +102,18 @@ void compareWithInterpreter(const std::string &name, const std::vector<size_t> &
   for (int step = 1; step <= steps; ++step) {
     std::vector<TensorState> states;
     for (size_t k = 0; k < sizes.size(); ++k) {
-      TensorState state;
       std::vector<float> param = tensors.param(k);
-      state.param.assign(param.begin(), param.end());
-      for (int id : c.rule.states) {
-        std::vector<float> values = optimizer.state(c.rule.symbol(id).name, 0, k);
-        state.states.emplace_back(values.begin(), values.end());
+      std::vector<int64_t> shape = shapes.empty() ? std::vector<int64_t>{static_cast<int64_t>(sizes[k])}
+                                                  : std::vector<int64_t>(shapes[k].begin(), shapes[k].end());
+      // The interpreter's tensor of this shape (its hidden rank, rows and
+      // cols), then the GPU's own state.
+      TensorState state = interpreter.initTensor(std::vector<double>(param.begin(), param.end()), hypers, shape);
+      for (size_t s = 0; s < c.rule.states.size(); ++s) {
+        std::vector<float> values = optimizer.state(c.rule.symbol(c.rule.states[s]).name, 0, k);
+        state.states[s].assign(values.begin(), values.end());
       }
-      for (int id : c.rule.scalarStates)
-        state.scalarStates.push_back(optimizer.scalarState(c.rule.symbol(id).name, 0, k));
+      for (size_t s = 0; s < c.rule.scalarStates.size(); ++s)
+        state.scalarStates[s] = optimizer.scalarState(c.rule.symbol(c.rule.scalarStates[s]).name, 0, k);
       states.push_back(std::move(state));
     }
     std::vector<TensorState> before = states;
@@ -159,13 +163,23 @@ TEST_P(EveryRule, MatchesInterpreterOnFiftyOddTensorsWithOddChunks) {
   compareWithInterpreter(GetParam(), sizes, 8, 11, true, 1001);
 }
 
+/// Shapes of every kind (CpuKernelTest.cpp's): 40 x 700 in one chunk of whole
+/// rows, 300 x 17 and a stack of four 100 x 33 in several (chunks of 64 rows
+/// cross the stack's matrices), a stack of three 5 x 7, a vector (one row),
+/// 2 x 1 x 16. Rules that read tensors as matrices reduce their rows and
+/// columns; the others read `rank`, `rows`, `cols`.
+TEST_P(EveryRule, MatchesInterpreterOnMatrices) {
+  compareWithInterpreter(GetParam(), {28000, 105, 33, 5100, 32, 13200}, 4, 5, true, 4096,
+                         {{40, 700}, {3, 5, 7}, {33}, {300, 17}, {2, 1, 16}, {4, 100, 33}});
+}
+
 /// The library rules the CUDA optimizer runs: all with kernels
-/// (test::flatRules) but those with a group-wide
+/// (test::kernelRules) but those with a group-wide
 /// reduction (test::kGroupWideRules) or inputs (test::kInputRules), which it
 /// refuses by name (FakeDriverTest.GroupWideReductionIsRefusedByName,
 /// FakeDriverTest.InputsAreRefusedByName).
 std::vector<std::string> cudaRules() {
-  std::vector<std::string> rules = test::flatRules();
+  std::vector<std::string> rules = test::kernelRules();
   for (const auto *list : {&test::kGroupWideRules, &test::kInputRules})
     for (const std::string &name : *list)
       std::erase(rules, name);

@@ -120,7 +120,7 @@ public:
       buildUniformsKernel(phase);
       if (failed(buildElementKernel(phase)))
         return nullptr;
-      if (reductionEnd(phase) > reductionBegin(phase))
+      if (hasFinish(phase))
         buildFinishKernel(phase);
     }
     if (numScalars_ > 0)
@@ -160,7 +160,12 @@ private:
     // The per-tensor key of stochastic rounding and random() goes in the
     // slot after the rule's uniforms, as on the CPU.
     facts_.uniformStride = std::max(1, maxUniforms + (plan_.stochastic || sig_.usesRandom ? 1 : 0));
-    facts_.partialStride = static_cast<int>(std::max<int64_t>(1, maxPerPhase));
+    // A rule with column sums: one more slot, the pointer to the chunk's
+    // column partials (the last slot of its row, CudaKernels.h).
+    bool columns = false;
+    for (int phase = 0; phase < sig_.numPhases; ++phase)
+      columns |= !columnSums(phase).empty();
+    facts_.partialStride = static_cast<int>(std::max<int64_t>(1, maxPerPhase + (columns ? 1 : 0)));
     facts_.uniformsEntries.clear();
     facts_.elementEntries.clear();
     facts_.finishEntries.clear();
@@ -168,9 +173,7 @@ private:
       std::string p = std::to_string(phase);
       facts_.uniformsEntries.push_back(entryName("uniforms" + p));
       facts_.elementEntries.push_back(entryName("element" + p));
-      facts_.finishEntries.push_back(reductionEnd(phase) > reductionBegin(phase)
-                                         ? entryName("finish" + p)
-                                         : std::string());
+      facts_.finishEntries.push_back(hasFinish(phase) ? entryName("finish" + p) : std::string());
     }
     facts_.scalarsEntry = numScalars_ > 0 ? entryName("scalars") : std::string();
     facts_.advanceEntry = entryName("advance");
@@ -181,10 +184,6 @@ private:
     if (rules.empty())
       return optModule_.emitError("expected an opt.rule");
     opt::RuleOp rule = *rules.begin();
-    for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
-      if (state.getAxis() && !state.getScratch())
-        return state.emitError("CUDA kernels for a state per row or column (a rule that reads tensors as "
-                               "matrices) are not built yet; the CPU kernels run this rule");
     buffers_.emplace(rule);
     optrt::Layout layout = optrt::Layout::parse(layoutText_);
     plan_ = codegen::planLayout(layout, sig_.states, codegen::provedNonNegative(rule), *buffers_);
@@ -206,6 +205,24 @@ private:
     return n;
   }
   int64_t reductionEnd(int phase) const { return reductionBegin(phase + 1); }
+
+  optrt::PhaseDomain domain(int phase) const {
+    return sig_.phaseDomains.empty() ? optrt::PhaseDomain::Elements : sig_.phaseDomains[phase];
+  }
+  /// The accumulations of a pass over the elements that sum columns (each
+  /// chunk's partial sums, combined by finish[p]), in the order of their
+  /// slots in the column partials; a row's sums the element kernel finishes.
+  SmallVector<opt::AccumulateOp> columnSums(int phase) {
+    SmallVector<opt::AccumulateOp> sums;
+    if (domain(phase) != optrt::PhaseDomain::Elements)
+      return sums;
+    for (opt::AccumulateOp accumulation : codegen::phaseAccumulations(phases_[phase]))
+      if (!accumulation.getKind().starts_with("row_"))
+        sums.push_back(accumulation);
+    return sums;
+  }
+  /// finish[p]: the phase reduces over tensors, or sums columns.
+  bool hasFinish(int phase) { return reductionEnd(phase) > reductionBegin(phase) || !columnSums(phase).empty(); }
 
   // --- small builders -------------------------------------------------------
   Value constI64(int64_t v) { return b_.create<arith::ConstantOp>(loc_, b_.getI64IntegerAttr(v)); }
@@ -350,6 +367,8 @@ private:
   codegen::ElementAccess access(Value index, int64_t width) {
     codegen::ElementAccess access;
     access.load = [=, this](OpBuilder &builder, Location loc, int buffer) -> Value {
+      if (StringRef axis = buffers_->axis(buffer); !axis.empty())
+        return builder.create<LLVM::LoadOp>(loc, f32(), axisAddress(builder, loc, buffer, axis), 4);
       if (buffer == codegen::BufferLayout::kParam && plan_.master >= 0) {
         Value master = loadRaw(builder, loc, plan_.master, index, width, false);
         if (!plan_.remainderMaster())
@@ -375,6 +394,12 @@ private:
       }
     };
     access.store = [=, this](OpBuilder &builder, Location loc, int buffer, Value value) {
+      if (StringRef axis = buffers_->axis(buffer); !axis.empty()) {
+        // Only the passes over rows, columns or matrices write these: one
+        // thread per row, column or matrix.
+        builder.create<LLVM::StoreOp>(loc, value, axisAddress(builder, loc, buffer, axis), 4);
+        return;
+      }
       if (buffer == codegen::BufferLayout::kParam && plan_.master >= 0) {
         if (plan_.remainderMaster()) {
           auto [param, remainder] = codegen::splitMaster(builder, loc, value);
@@ -409,6 +434,21 @@ private:
       return codegen::randomUniform(builder, loc, stochasticKey(loc), stream, index, width);
     };
     return access;
+  }
+
+  /// Where a matrix rule's element code is: the tensor's row (over all its
+  /// matrices), column (matrix * cols + column) and matrix, for the values
+  /// of states and reductions spanning them.
+  struct MatrixPosition {
+    Value row, column, matrix;
+  };
+  Value axisIndex(StringRef axis) const {
+    return axis == "rows" ? position_.row : axis == "cols" ? position_.column : position_.matrix;
+  }
+  /// The f32 of state buffer `buffer` (spanning `axis`) at the current position.
+  Value axisAddress(OpBuilder &builder, Location loc, int buffer, StringRef axis) {
+    Value base = bufferBase_.at(plan_.storage[buffer]);
+    return builder.create<LLVM::GEPOp>(loc, base.getType(), f32(), base, ValueRange{axisIndex(axis)});
   }
 
   Value chunkUniform(int slot, Type type, Location loc) {
@@ -575,9 +615,14 @@ private:
     // Uniform loads go before this marker, ahead of the element loops.
     prologueEnd_ = constI64(kVectorLanes).getDefiningOp();
 
-    FailureOr<std::vector<Value>> totals = plan_.blockwise()
-                                               ? blockwiseBody(phase, kinds, begin, end, tid)
-                                               : stridedBody(phase, kinds, begin, end, tid, misalignment);
+    FailureOr<std::vector<Value>> totals;
+    if (buffers_->matrixShaped())
+      totals = domain(phase) == optrt::PhaseDomain::Elements ? matrixBody(phase, kinds, c, begin, end, tid, partials)
+                                                             : axisBody(phase, kinds, begin, tid);
+    else if (plan_.blockwise())
+      totals = blockwiseBody(phase, kinds, begin, end, tid);
+    else
+      totals = stridedBody(phase, kinds, begin, end, tid, misalignment);
     if (failed(totals))
       return failure();
     for (int64_t r = 0; r < count; ++r)
@@ -587,6 +632,199 @@ private:
     b_.setInsertionPointAfter(chunkLoop);
     b_.create<gpu::ReturnOp>(loc_);
     return success();
+  }
+
+  Value divide(Value a, Value c) { return b_.create<arith::DivSIOp>(loc_, a, c); }
+  Value subtract(Value a, Value c) { return b_.create<arith::SubIOp>(loc_, a, c); }
+  /// &base[index] in base's address space.
+  Value at(Value base, Value index, Type element) {
+    return b_.create<LLVM::GEPOp>(loc_, base.getType(), element, base, ValueRange{index});
+  }
+  Value toGlobal(Value pointer) {
+    return b_.create<LLVM::AddrSpaceCastOp>(
+        loc_, LLVM::LLVMPointerType::get(b_.getContext(), kGlobalAddressSpace), pointer);
+  }
+  /// The pointer to chunk c's column partials: the last slot of its row of
+  /// the partials table (the runtime writes it when the chunk is made).
+  Value columnPartialsOf(Value partials, Value c) {
+    Value slot = add(mul(c, constI64(facts_.partialStride)), constI64(facts_.partialStride - 1));
+    return toGlobal(load(ptr(), gep(partials, slot, f64())));
+  }
+  /// The matrices chunk [begin, end) of a tensor touches: the first, and the
+  /// floats of one region of its column partials (those matrices x cols).
+  std::pair<Value, Value> columnRegion(Value begin, Value end, Value rows, Value cols) {
+    Value firstMatrix = divide(divide(begin, cols), rows);
+    Value lastMatrix = divide(subtract(divide(end, cols), constI64(1)), rows);
+    return {firstMatrix, mul(add(subtract(lastMatrix, firstMatrix), constI64(1)), cols)};
+  }
+  Value toF64(Value v) { return v.getType().isF64() ? v : b_.create<arith::ExtFOp>(loc_, f64(), v).getResult(); }
+
+  /// A rule that reads tensors as matrices, a pass over the elements: the
+  /// chunk's whole rows one after the other, the block's threads striding
+  /// over each row's columns (contiguous, so a warp's accesses coalesce).
+  /// A row's sums: each thread's in f64, then the block's tree, stored by
+  /// thread 0 when the row is done. A column's: thread j owns columns j,
+  /// j + 256, ... of every row, so it adds (f32) into the chunk's column
+  /// partials alone; finish[p] combines the chunks in order. Values the same
+  /// along a row or column are recomputed per element (the CPU kernels hoist
+  /// them): loads of a row's value hit the same address in every thread.
+  FailureOr<std::vector<Value>> matrixBody(int phase, const std::vector<optrt::ReductionKind> &kinds, Value c,
+                                           Value begin, Value end, Value tid, Value partials) {
+    SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phases_[phase]);
+    Value dims = bufferBase_.at(plan_.dims);
+    Value rows = load(i64(), at(dims, constI64(1), i64())), cols = load(i64(), at(dims, constI64(2), i64()));
+    Value firstRow = divide(begin, cols), endRow = divide(end, cols);
+    Value stride = constI64(kCudaBlockSize);
+    std::vector<int> columnSlot(accumulations.size(), -1);
+    int64_t numColumnSums = 0;
+    for (auto [a, accumulation] : llvm::enumerate(accumulations))
+      if (!accumulation.getKind().starts_with("row_"))
+        columnSlot[a] = static_cast<int>(numColumnSums++);
+    Value columnPartials, firstMatrix, regionFloats;
+    if (numColumnSums > 0) {
+      columnPartials = columnPartialsOf(partials, c);
+      std::tie(firstMatrix, regionFloats) = columnRegion(begin, end, rows, cols);
+      // Zeroed by any thread, so every thread waits before adding.
+      auto clear = b_.create<scf::ForOp>(loc_, tid, mul(regionFloats, constI64(numColumnSums)), stride);
+      {
+        OpBuilder::InsertionGuard guard(b_);
+        codegen::LoopBody body(b_, clear);
+        store(b_.create<arith::ConstantOp>(loc_, b_.getF32FloatAttr(0)).getResult(),
+              at(columnPartials, clear.getInductionVar(), f32()));
+        body.yield(loc_, {});
+      }
+      b_.create<gpu::BarrierOp>(loc_);
+    }
+    std::vector<Value> initial;
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
+    // Every thread runs every row: the barriers of the row sums below are
+    // reached by all of them.
+    auto rowLoop = b_.create<scf::ForOp>(loc_, firstRow, endRow, constI64(1), initial);
+    OpBuilder::InsertionGuard guard(b_);
+    codegen::LoopBody rowBody(b_, rowLoop);
+    Value row = rowLoop.getInductionVar();
+    Value matrix = divide(row, rows);
+    Value rowStart = mul(row, cols);
+    std::vector<Value> columnInitial(rowLoop.getRegionIterArgs().begin(), rowLoop.getRegionIterArgs().end());
+    size_t numKinds = kinds.size();
+    for (opt::AccumulateOp accumulation : accumulations)
+      if (accumulation.getKind().starts_with("row_"))
+        columnInitial.push_back(codegen::reductionIdentity(b_, loc_, optrt::ReductionKind::Sum, 1));
+    auto columnLoop = b_.create<scf::ForOp>(loc_, tid, cols, stride, columnInitial);
+    {
+      OpBuilder::InsertionGuard inner(b_);
+      codegen::LoopBody body(b_, columnLoop);
+      Value column = columnLoop.getInductionVar();
+      position_ = {row, add(mul(matrix, cols), column), matrix};
+      SmallVector<Value> accumulated;
+      FailureOr<SmallVector<Value>> inputs =
+          codegen::emitElementBody(b_, phases_[phase], *buffers_, 1, access(add(rowStart, column), 1), &accumulated);
+      if (failed(inputs))
+        return failure();
+      ValueRange iter = columnLoop.getRegionIterArgs();
+      std::vector<Value> next;
+      for (size_t r = 0; r < numKinds; ++r)
+        next.push_back(codegen::accumulateReduction(b_, loc_, kinds[r], iter[r], (*inputs)[r], 1));
+      size_t rowSum = numKinds;
+      for (auto [a, accumulation] : llvm::enumerate(accumulations)) {
+        if (columnSlot[a] < 0) {
+          next.push_back(codegen::accumulateReduction(b_, loc_, optrt::ReductionKind::Sum, iter[rowSum++],
+                                                      accumulated[a], 1));
+          continue;
+        }
+        Value offset = add(mul(subtract(matrix, firstMatrix), cols), column);
+        Value slot = at(columnPartials, add(mul(regionFloats, constI64(columnSlot[a])), offset), f32());
+        store(b_.create<arith::AddFOp>(loc_, load(f32(), slot), accumulated[a]).getResult(), slot);
+      }
+      body.yield(loc_, next);
+    }
+    size_t rowSum = numKinds;
+    for (opt::AccumulateOp accumulation : accumulations) {
+      if (!accumulation.getKind().starts_with("row_"))
+        continue;
+      blockReduce(optrt::ReductionKind::Sum, columnLoop.getResult(rowSum++), tid, [&](Value total) {
+        if (accumulation.getKind().ends_with("_mean"))
+          total = b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), cols));
+        Value target = bufferBase_.at(plan_.storage[buffers_->state(accumulation.getInto())]);
+        store(b_.create<arith::TruncFOp>(loc_, f32(), total).getResult(), at(target, row, f32()));
+      });
+    }
+    rowBody.yield(loc_, ValueRange(columnLoop.getResults()).take_front(numKinds));
+    return std::vector<Value>(rowLoop.getResults().begin(), rowLoop.getResults().end());
+  }
+
+  /// A rule that reads tensors as matrices, a pass over each row (column,
+  /// matrix) of each matrix: the tensor's first chunk does the whole tensor
+  /// (the others' partials stay the identity), matrix after matrix, its
+  /// threads striding over the matrix's rows (columns); a sum over them is
+  /// the block's tree, stored per matrix by thread 0. A reduction over the
+  /// tensor weighs each value by the elements it stands for, as on the CPU.
+  FailureOr<std::vector<Value>> axisBody(int phase, const std::vector<optrt::ReductionKind> &kinds, Value begin,
+                                         Value tid) {
+    SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phases_[phase]);
+    optrt::PhaseDomain over = domain(phase);
+    bool overRows = over == optrt::PhaseDomain::Rows, overMatrices = over == optrt::PhaseDomain::Matrices;
+    Value dims = bufferBase_.at(plan_.dims);
+    Value matrices = load(i64(), at(dims, constI64(0), i64()));
+    Value rows = load(i64(), at(dims, constI64(1), i64())), cols = load(i64(), at(dims, constI64(2), i64()));
+    Value perMatrix = overMatrices ? constI64(1) : overRows ? rows : cols;
+    Value first = b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, begin, constI64(0));
+    Value matrixEnd = b_.create<arith::SelectOp>(loc_, first, matrices, constI64(0));
+    std::vector<Value> initial;
+    for (optrt::ReductionKind kind : kinds)
+      initial.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
+    auto matrixLoop = b_.create<scf::ForOp>(loc_, constI64(0), matrixEnd, constI64(1), initial);
+    {
+      OpBuilder::InsertionGuard guard(b_);
+      codegen::LoopBody matrixBody(b_, matrixLoop);
+      Value matrix = matrixLoop.getInductionVar();
+      std::vector<Value> loopInitial;
+      for (size_t a = 0; a < accumulations.size(); ++a)
+        loopInitial.push_back(codegen::reductionIdentity(b_, loc_, optrt::ReductionKind::Sum, 1));
+      ValueRange carried = matrixLoop.getRegionIterArgs();
+      loopInitial.insert(loopInitial.end(), carried.begin(), carried.end());
+      auto loop = b_.create<scf::ForOp>(loc_, tid, perMatrix, constI64(kCudaBlockSize), loopInitial);
+      {
+        OpBuilder::InsertionGuard inner(b_);
+        codegen::LoopBody body(b_, loop);
+        Value index = add(mul(matrix, perMatrix), loop.getInductionVar());
+        position_ = overRows ? MatrixPosition{index, Value(), matrix} : MatrixPosition{Value(), index, matrix};
+        SmallVector<Value> accumulated;
+        FailureOr<SmallVector<Value>> inputs =
+            codegen::emitElementBody(b_, phases_[phase], *buffers_, 1, access(index, 1), &accumulated);
+        if (failed(inputs))
+          return failure();
+        ValueRange iter = loop.getRegionIterArgs();
+        std::vector<Value> next;
+        for (size_t a = 0; a < accumulations.size(); ++a)
+          next.push_back(codegen::accumulateReduction(b_, loc_, optrt::ReductionKind::Sum, iter[a], accumulated[a], 1));
+        for (size_t r = 0; r < kinds.size(); ++r)
+          next.push_back(codegen::accumulateReduction(b_, loc_, kinds[r], iter[accumulations.size() + r],
+                                                      (*inputs)[r], 1));
+        body.yield(loc_, next);
+      }
+      for (size_t a = 0; a < accumulations.size(); ++a) {
+        opt::AccumulateOp accumulation = accumulations[a];
+        blockReduce(optrt::ReductionKind::Sum, loop.getResult(a), tid, [&](Value total) {
+          if (accumulation.getKind().ends_with("_mean"))
+            total = b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), perMatrix));
+          Value target = bufferBase_.at(plan_.storage[buffers_->state(accumulation.getInto())]);
+          store(b_.create<arith::TruncFOp>(loc_, f32(), total).getResult(), at(target, matrix, f32()));
+        });
+      }
+      matrixBody.yield(loc_, ValueRange(loop.getResults()).drop_front(accumulations.size()));
+    }
+    // How many elements each value stands for: the other axis's length (a
+    // matrix's: rows x cols).
+    Value count = overMatrices ? mul(rows, cols) : overRows ? cols : rows;
+    Value weight = b_.create<arith::SIToFPOp>(loc_, f64(), count);
+    std::vector<Value> totals;
+    for (auto [r, kind] : llvm::enumerate(kinds)) {
+      Value total = matrixLoop.getResult(r);
+      totals.push_back(kind == optrt::ReductionKind::Max ? total : b_.create<arith::MulFOp>(loc_, total, weight).getResult());
+    }
+    return totals;
   }
 
   /// The chunk's elements, threads striding over them: 4 at a time where
@@ -697,9 +935,10 @@ private:
   /// tensor's thousands of chunks alone, one load latency each.
   void buildFinishKernel(int phase) {
     OpBuilder::InsertionGuard guard(b_);
-    auto kernel = startKernel(facts_.finishEntries[phase], {i64(), ptr(), ptr(), ptr()});
+    auto kernel = startKernel(facts_.finishEntries[phase], {i64(), ptr(), ptr(), ptr(), ptr(), ptr()});
     Value numTensors = kernel.getArgument(0), tensors = kernel.getArgument(1),
-          partials = kernel.getArgument(2), reductions = kernel.getArgument(3);
+          partials = kernel.getArgument(2), reductions = kernel.getArgument(3),
+          chunks = kernel.getArgument(4), buffers = kernel.getArgument(5);
     Value tid = threadId();
     auto tensorLoop = b_.create<scf::ForOp>(loc_, blockId(), numTensors, gridDim());
     b_.setInsertionPoint(tensorLoop.getBody()->getTerminator());
@@ -708,6 +947,7 @@ private:
     Value firstChunk = load(i64(), gep(record, 1, i64()));
     Value endChunk = load(i64(), gep(record, 2, i64()));
     Value size = load(i64(), gep(record, 3, i64()));
+    combineColumns(phase, t, tid, firstChunk, endChunk, chunks, buffers, partials);
     Value pStride = constI64(facts_.partialStride);
     int64_t first = reductionBegin(phase), last = reductionEnd(phase);
     for (int64_t r = first; r < last; ++r) {
@@ -731,6 +971,65 @@ private:
     }
     b_.setInsertionPointAfter(tensorLoop);
     b_.create<gpu::ReturnOp>(loc_);
+  }
+
+  /// Phase p's column sums of tensor t: thread j takes columns j, j + 256,
+  /// ... of every matrix, adds each chunk's partial sum in chunk order (f64),
+  /// and stores the sum (a mean: divided by rows) into its scratch state.
+  void combineColumns(int phase, Value t, Value tid, Value firstChunk, Value endChunk, Value chunks, Value buffers,
+                      Value partials) {
+    SmallVector<opt::AccumulateOp> sums = columnSums(phase);
+    if (sums.empty())
+      return;
+    Value table = gep(buffers, mul(t, constI64(facts_.buffersPerTensor)), ptr());
+    auto bufferOf = [&](int buffer) { return toGlobal(load(ptr(), gep(table, buffer, ptr()))); };
+    Value dims = bufferOf(plan_.dims);
+    Value matrices = load(i64(), at(dims, constI64(0), i64()));
+    Value rows = load(i64(), at(dims, constI64(1), i64())), cols = load(i64(), at(dims, constI64(2), i64()));
+    auto columns = b_.create<scf::ForOp>(loc_, tid, mul(matrices, cols), constI64(kCudaBlockSize));
+    OpBuilder::InsertionGuard guard(b_);
+    codegen::LoopBody columnBody(b_, columns);
+    Value j = columns.getInductionVar();
+    Value matrix = divide(j, cols);
+    std::vector<Value> initial(sums.size(), constF64(0.0));
+    auto chunkLoop = b_.create<scf::ForOp>(loc_, firstChunk, endChunk, constI64(1), initial);
+    {
+      OpBuilder::InsertionGuard inner(b_);
+      codegen::LoopBody chunkBody(b_, chunkLoop);
+      Value c = chunkLoop.getInductionVar();
+      Value record = gep(chunks, mul(c, constI64(kChunkRecord)), i64());
+      Value begin = load(i64(), gep(record, 1, i64())), end = load(i64(), gep(record, 2, i64()));
+      auto [firstMatrix, regionFloats] = columnRegion(begin, end, rows, cols);
+      Value lastMatrix = subtract(add(firstMatrix, divide(regionFloats, cols)), constI64(1));
+      Value touched = b_.create<arith::AndIOp>(
+          loc_, b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::sle, firstMatrix, matrix),
+          b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::sle, matrix, lastMatrix));
+      ValueRange sumsSoFar = chunkLoop.getRegionIterArgs();
+      auto ifTouched = b_.create<scf::IfOp>(loc_, TypeRange(sumsSoFar), touched, /*withElseRegion=*/true);
+      {
+        OpBuilder::InsertionGuard branch(b_);
+        b_.setInsertionPointToStart(ifTouched.thenBlock());
+        Value region = columnPartialsOf(partials, c);
+        Value offset = subtract(j, mul(firstMatrix, cols));
+        std::vector<Value> next;
+        for (size_t k = 0; k < sums.size(); ++k) {
+          Value partial = load(f32(), at(region, add(mul(regionFloats, constI64(static_cast<int64_t>(k))), offset), f32()));
+          next.push_back(b_.create<arith::AddFOp>(loc_, sumsSoFar[k], toF64(partial)));
+        }
+        b_.create<scf::YieldOp>(loc_, next);
+        b_.setInsertionPointToStart(ifTouched.elseBlock());
+        b_.create<scf::YieldOp>(loc_, sumsSoFar);
+      }
+      chunkBody.yield(loc_, ifTouched.getResults());
+    }
+    for (auto [k, accumulation] : llvm::enumerate(sums)) {
+      Value total = chunkLoop.getResult(k);
+      if (accumulation.getKind().ends_with("_mean"))
+        total = b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), rows));
+      Value target = bufferOf(plan_.storage[buffers_->state(accumulation.getInto())]);
+      store(b_.create<arith::TruncFOp>(loc_, f32(), total).getResult(), at(target, j, f32()));
+    }
+    columnBody.yield(loc_, {});
   }
 
   void buildScalarsKernel() {
@@ -786,6 +1085,7 @@ private:
   std::map<int, Value> uniformLoads_;
   Value tensorUniforms_;
   Operation *prologueEnd_ = nullptr;
+  MatrixPosition position_; // while emitting a matrix rule's element code
 };
 
 } // namespace

@@ -30,6 +30,8 @@ struct Tensor {
   int run;                    // 0: the layout's kernels, 1: its small-tensor fallback's
   std::vector<size_t> offsets; // per buffer of the run's layout: byte offset in the arena (owned buffers)
   std::array<double, 3> dims{}; // rank, rows, cols as the rule reads them
+  // A rule that reads matrices: matrices, rows, cols (its Dims buffer).
+  std::array<int64_t, 3> matrixDims{1, 1, 1};
 };
 
 // Device tables and owned buffers start on 256-byte boundaries (the driver's
@@ -51,10 +53,10 @@ struct CounterRecord {
 /// different buffers).
 struct TableLayout {
   size_t tensors = 0, chunks = 0, buffers[2] = {0, 0}, hypers = 0, counter = 0, scalars = 0,
-         reductions = 0, partials = 0, uniforms = 0, bytes = 0;
+         reductions = 0, partials = 0, uniforms = 0, columns = 0, bytes = 0;
 
   static TableLayout make(size_t numTensors, size_t numChunks, size_t numGroups, const RuleLayout &rule,
-                          const CudaKernels &k, size_t fallbackPerTensor) {
+                          const CudaKernels &k, size_t fallbackPerTensor, size_t columnFloats) {
     TableLayout t;
     size_t at = 0;
     auto take = [&](size_t bytes) {
@@ -72,6 +74,7 @@ struct TableLayout {
     t.reductions = take(numTensors * std::max<size_t>(1, rule.numReductions()) * sizeof(double));
     t.partials = take(numChunks * k.partialStride * sizeof(double));
     t.uniforms = take(numTensors * k.uniformStride * sizeof(float));
+    t.columns = take(columnFloats * sizeof(float));
     t.bytes = at;
     return t;
   }
@@ -103,10 +106,14 @@ void checkConsistent(const RuleLayout &layout, const LayoutKernels &host, const 
       k->finishEntries.size() != phases)
     fail("the CUDA kernels have entries for a different number of phases than the rule's " +
          std::to_string(phases));
+  bool columns = false;
   for (size_t p = 0; p < phases; ++p) {
+    // finish[p] combines the phase's reductions over tensors and its column sums.
+    bool sumsColumns = !layout.columnSums(static_cast<int>(p)).empty();
     bool reduces = layout.reductionEnd(static_cast<int>(p)) > layout.reductionBegin(static_cast<int>(p));
+    columns |= sumsColumns;
     if (k->uniformsEntries[p].empty() || k->elementEntries[p].empty() ||
-        reduces == k->finishEntries[p].empty())
+        (reduces || sumsColumns) == k->finishEntries[p].empty())
       fail("the CUDA kernels' entries of phase " + std::to_string(p) + " do not match the rule");
   }
   if ((layout.numScalar() > 0) == k->scalarsEntry.empty() || k->advanceEntry.empty())
@@ -117,7 +124,7 @@ void checkConsistent(const RuleLayout &layout, const LayoutKernels &host, const 
   if (k->blockSize <= 0 || k->blockSize > 1024 ||
       k->buffersPerTensor != static_cast<int>(host.buffers.size()) ||
       static_cast<size_t>(k->uniformStride) < std::max<size_t>(1, layout.maxUniforms() + keySlot) ||
-      static_cast<size_t>(k->partialStride) < std::max<size_t>(1, layout.maxReductionsPerPhase()))
+      static_cast<size_t>(k->partialStride) < std::max<size_t>(1, layout.maxReductionsPerPhase() + (columns ? 1 : 0)))
     fail("the CUDA kernels' launch facts do not match the rule");
   if (k->images.empty())
     fail("the CUDA kernels hold no device code");
@@ -199,10 +206,6 @@ void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const 
       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
                                   "' has a group-wide reduction (group_sum, group_norm, group_mean, group_max), "
                                   "which runs on the CPU optimizer only so far");
-  if (layout.readsMatrices())
-    throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
-                                "' reads tensors as matrices (states per row or column), which only the CPU "
-                                "optimizer runs so far");
   // Its step would need the inputs' device pointers and given() flags.
   if (!layout.rule().inputs.empty())
     throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name + "' takes input '" +
@@ -413,14 +416,17 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   std::vector<Tensor> newTensors = s.tensors;
   for (size_t i = 0; i < params.size(); ++i) {
     int run = s.runs.size() > 1 && sizes[i] < s.smallTensorElements ? 1 : 0;
-    Tensor tensor{params[i], sizes[i], groupIndex, run, {},
-                  shapeDimensions(shapes.empty() ? std::vector<size_t>{} : shapes[i], sizes[i])};
+    const std::vector<size_t> &shape = shapes.empty() ? std::vector<size_t>{} : shapes[i];
+    Tensor tensor{params[i], sizes[i], groupIndex, run, {}, shapeDimensions(shape, sizes[i])};
+    if (s.layout.readsMatrices())
+      tensor.matrixDims = matrixDimensions(shape, sizes[i]);
     for (const BufferDesc &buffer : s.runs[run].host->buffers) {
       size_t at = alignUp(newArenaBytes, kSegmentAlign);
       tensor.offsets.push_back(at);
       if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad)
         continue;
-      if (__builtin_add_overflow(at, bufferBytes(buffer, sizes[i]), &newArenaBytes))
+      if (__builtin_add_overflow(at, tensorBufferBytes(buffer, sizes[i], tensor.matrixDims, rule.states),
+                                 &newArenaBytes))
         fail("its state would exceed the address space");
     }
     newTensors.push_back(std::move(tensor));
@@ -442,7 +448,9 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     for (size_t t = 0; t < numTensors; ++t)
       if (newTensors[t].run == run) {
         global.push_back(t);
-        table.addTensor(newTensors[t].size);
+        // A rule that reads matrices runs whole rows per chunk.
+        table.addTensor(newTensors[t].size,
+                        s.layout.readsMatrices() ? static_cast<size_t>(newTensors[t].matrixDims[2]) : 1);
       }
     size_t first = chunkRecords.size() / 3;
     for (const Chunk &chunk : table.chunks())
@@ -457,6 +465,20 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     runChunks.emplace_back(first, table.chunks().size());
   }
   size_t numChunks = chunkRecords.size() / 3;
+  // A rule that sums columns: each chunk's column partials, one region of
+  // (the matrices it touches) x cols floats per column sum (CudaKernels.h).
+  size_t columnSums = 0;
+  for (int p = 0; p < rule.numPhases; ++p)
+    columnSums = std::max(columnSums, s.layout.columnSums(p).size());
+  std::vector<size_t> columnBegins;
+  size_t columnFloats = 0;
+  for (size_t c = 0; c < numChunks && columnSums > 0; ++c) {
+    const std::array<int64_t, 3> &dims = newTensors[static_cast<size_t>(chunkRecords[c * 3])].matrixDims;
+    int64_t rows = dims[1], cols = dims[2];
+    int64_t firstMatrix = chunkRecords[c * 3 + 1] / cols / rows, lastMatrix = (chunkRecords[c * 3 + 2] / cols - 1) / rows;
+    columnBegins.push_back(columnFloats);
+    columnFloats += static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * columnSums;
+  }
 
   // Device checks and allocations; the optimizer changes only after all of
   // them succeeded.
@@ -470,7 +492,7 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
 
   size_t fallbackPerTensor = s.runs.size() > 1 ? s.runs[1].perTensor() : 0;
   TableLayout tl = TableLayout::make(numTensors, numChunks, s.groups.size() + 1, s.layout, s.kernels(),
-                                     fallbackPerTensor);
+                                     fallbackPerTensor, columnFloats);
   // Rounded up to whole segments: the last buffer's padding too (fill).
   DeviceMemory newArena(d, s.context, std::max<size_t>(alignUp(newArenaBytes, kSegmentAlign), kSegmentAlign),
                         "optimizer state arena");
@@ -549,6 +571,10 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
         uploadTo(at, bytes.data(), bytes.size());
         // Moving a vector keeps its storage, which the upload reads.
         staged.push_back(std::move(bytes));
+      } else if (buffer.role == BufferRole::Dims) {
+        uploadTo(at, tensor.matrixDims.data(), sizeof tensor.matrixDims);
+      } else if (buffer.role == BufferRole::AxisState) {
+        fill(at, 0, tensorBufferBytes(buffer, n, tensor.matrixDims, rule.states));
       } else if (buffer.role == BufferRole::State) {
         // Every element starts at the same value, so every element is
         // stored alike (and every q8 block has the same absmax): the
@@ -576,6 +602,14 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   upload(tl.hypers, hyperTable.data(), hyperTable.size() * sizeof(double));
   upload(tl.counter, &counter, sizeof(counter));
   upload(tl.scalars, scalars.data(), scalars.size() * sizeof(double));
+  // Each chunk's pointer to its column partials, in the last slot of its row
+  // of partials, where the kernels find it.
+  std::vector<double> partialRows(columnSums > 0 ? numChunks * s.kernels().partialStride : 0);
+  for (size_t c = 0; c < columnBegins.size(); ++c) {
+    CUdeviceptr region = newTables.get() + tl.columns + columnBegins[c] * sizeof(float);
+    std::memcpy(&partialRows[(c + 1) * s.kernels().partialStride - 1], &region, sizeof region);
+  }
+  upload(tl.partials, partialRows.data(), partialRows.size() * sizeof(double));
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
 
   // Commit: nothing below can fail.
@@ -683,9 +717,9 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
                cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials});
     }
     if (m.finish[p]) {
-      CUdeviceptr partials = base + tl.partials;
+      CUdeviceptr partials = base + tl.partials, chunks = base + tl.chunks, buffers = base + tl.buffers[0];
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
-               {&numTensors, &tensors, &partials, &reductions});
+               {&numTensors, &tensors, &partials, &reductions, &chunks, &buffers});
     }
   }
   if (m.scalars)
@@ -718,7 +752,7 @@ DevicePtr CudaOptimizer::hyperAddress(const std::string &name, int group) const 
 
 std::vector<uint8_t> CudaOptimizer::Impl::download(const Tensor &t, int b) const {
   const BufferDesc &buffer = hostLayout(t).buffers[b];
-  std::vector<uint8_t> bytes(bufferBytes(buffer, t.size));
+  std::vector<uint8_t> bytes(tensorBufferBytes(buffer, t.size, t.matrixDims, layout.rule().states));
   CUdeviceptr from = buffer.role == BufferRole::Param ? t.param : arena.get() + t.offsets[b];
   d->check(d->cuMemcpyDtoH_v2(bytes.data(), from, bytes.size()), "cuMemcpyDtoH_v2");
   return bytes;
@@ -726,7 +760,10 @@ std::vector<uint8_t> CudaOptimizer::Impl::download(const Tensor &t, int b) const
 
 int CudaOptimizer::Impl::stateBufferOf(const Tensor &t, const std::string &name, const char *caller) const {
   layout.elementwiseIndex(name, caller);
-  int b = findBuffer(hostLayout(t).buffers, BufferRole::State, static_cast<int>(layout.stateIndex(name)));
+  int state = static_cast<int>(layout.stateIndex(name));
+  int b = findBuffer(hostLayout(t).buffers, BufferRole::State, state);
+  if (b < 0)
+    b = findBuffer(hostLayout(t).buffers, BufferRole::AxisState, state);
   if (b < 0)
     throw std::logic_error(std::string(caller) + ": layout '" + hostLayout(t).name + "' has no buffer for state '" +
                            name + "'");
@@ -742,6 +779,11 @@ std::vector<float> CudaOptimizer::readState(const std::string &name, int group, 
   ContextScope scope(*s.d, s.context);
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
   std::vector<uint8_t> data = s.download(t, b);
+  if (buffers[b].role == BufferRole::AxisState) {
+    std::vector<float> values(data.size() / sizeof(float));
+    std::memcpy(values.data(), data.data(), data.size());
+    return values;
+  }
   int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
   std::vector<uint8_t> absmax = a < 0 ? std::vector<uint8_t>() : s.download(t, a);
   std::vector<float> values(t.size);
@@ -758,15 +800,23 @@ void CudaOptimizer::writeState(const std::string &name, int group, size_t tensor
   Impl &s = *impl_;
   const Tensor &t = s.checkedTensor(group, tensor, caller);
   int b = s.stateBufferOf(t, name, caller);
-  if (values.size() != t.size)
+  const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
+  size_t bytes = tensorBufferBytes(buffers[b], t.size, t.matrixDims, s.layout.rule().states);
+  if (buffers[b].role == BufferRole::AxisState && values.size() * sizeof(float) != bytes)
+    throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for state '" +
+                                name + "' of " + tensorName(tensor, static_cast<size_t>(group)) + ", which holds " +
+                                std::to_string(bytes / sizeof(float)) + " (one per row or column of its matrices)");
+  if (buffers[b].role != BufferRole::AxisState && values.size() != t.size)
     throw std::invalid_argument(std::string(caller) + ": got " + std::to_string(values.size()) + " values for " +
                                 tensorName(tensor, static_cast<size_t>(group)) + ", which has " +
                                 std::to_string(t.size) + " elements");
-  const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
   int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
-  std::vector<uint8_t> data(bufferBytes(buffers[b], t.size));
+  std::vector<uint8_t> data(bytes);
   std::vector<uint8_t> absmax(a < 0 ? 0 : bufferBytes(buffers[a], t.size));
-  encodeF32(buffers[b].dtype, values, data.data(), a < 0 ? nullptr : reinterpret_cast<float *>(absmax.data()));
+  if (buffers[b].role == BufferRole::AxisState)
+    std::memcpy(data.data(), values.data(), bytes);
+  else
+    encodeF32(buffers[b].dtype, values, data.data(), a < 0 ? nullptr : reinterpret_cast<float *>(absmax.data()));
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
   // Steps in flight read the state being replaced.
@@ -813,9 +863,14 @@ MemoryReport CudaOptimizer::memoryReport() const {
   if (s.tensors.empty())
     throw std::logic_error("optrt::CudaOptimizer::memoryReport: the optimizer has no parameters");
   std::vector<size_t> sizes;
-  for (const Tensor &t : s.tensors)
-    sizes.push_back(t.size);
   MemoryOptions options;
+  for (const Tensor &t : s.tensors) {
+    sizes.push_back(t.size);
+    // States per row, column or matrix count by the tensor's matrices.
+    if (s.layout.readsMatrices())
+      options.shapes.push_back({static_cast<size_t>(t.matrixDims[0]), static_cast<size_t>(t.matrixDims[1]),
+                                static_cast<size_t>(t.matrixDims[2])});
+  }
   options.smallTensorElements = s.smallTensorElements;
   return optrt::memoryReport(s.layout.rule().states, s.layout.parsedLayout(), sizes, options);
 }
@@ -856,7 +911,8 @@ public:
   }
   void writeBuffer(size_t t, size_t b, const void *data) override {
     const Tensor &tensor = s_.tensors[t];
-    size_t bytes = bufferBytes(s_.hostLayout(tensor).buffers[b], tensor.size);
+    size_t bytes =
+        tensorBufferBytes(s_.hostLayout(tensor).buffers[b], tensor.size, tensor.matrixDims, s_.layout.rule().states);
     s_.d->check(s_.d->cuMemcpyHtoDAsync_v2(s_.arena.get() + tensor.offsets[b], data, bytes, nullptr),
                 "cuMemcpyHtoDAsync_v2");
     // `data` may go as soon as this returns.
