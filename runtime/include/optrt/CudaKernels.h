@@ -9,20 +9,25 @@
 //   tensors:    int64 [T][4]  {group, firstChunk, endChunk, numElements}
 //   chunks:     int64 [C][3]  {tensor, begin, end}   (element range of the tensor)
 //   buffers:    void* [T][buffersPerTensor]  the layout's buffers (optrt::layoutBuffers:
-//               param, grad, master, elementwise states, q8 absmax), each at the
-//               tensor's element 0
+//               param, grad, master, elementwise states, q8 absmax; a rule that
+//               reads matrices: then Dims and its states per row, column or
+//               matrix), each at the tensor's element 0
 //   counter:    double[1] steps completed, then the u32 stochastic-rounding seed
 //   hypers:     double[G][numHypers]                  per group
 //   scalars:    double[T][numScalarStates]
 //   reductions: double[T][max(1, numReductions)]
 //   uniforms:   float [T][uniformStride]
-//   partials:   double[C][partialStride]
+//   partials:   double[C][partialStride]  a rule that sums columns: the last slot
+//               of chunk c's row holds a pointer to its column partials, float
+//               [column sums][matrices the chunk touches][cols], which the
+//               runtime writes when the chunk is made
 // One step, on one stream, with nothing read back to the host (so a whole
 // step can be captured in a CUDA graph):
 //   for p in phases:
 //     uniforms[p](T, tensors, hypers, counter, scalars, reductions, uniforms)
 //     element[p](chunks, C, buffers, uniforms, partials)      blockSize threads
-//     finish[p](T, tensors, partials, reductions)             if p has reductions
+//     finish[p](T, tensors, partials, reductions, chunks, buffers)
+//                                                             if p has reductions or column sums
 //   scalars(T, tensors, hypers, counter, scalars, reductions) if the rule has scalar states
 //   advance(counter)                                          one thread
 // uniforms and scalars take one thread per tensor: launch them with
@@ -31,7 +36,12 @@
 // element[p] takes a block per chunk, in a grid-stride loop over chunks, and
 // must be launched with exactly blockSize threads (its block reduction is
 // compiled for that size). A layout with q8 states needs every chunk's begin
-// to be a multiple of 256 (a q8 block never spans two chunks). Kernels use
+// to be a multiple of 256 (a q8 block never spans two chunks). A rule that
+// reads tensors as matrices (RuleKernels::phaseDomains) needs chunks of
+// whole rows; element[p] of a pass over rows, columns or matrices does a
+// tensor's whole work on its first chunk (begin 0; its other chunks'
+// partials are the identity), and finish[p] first adds each column's chunk
+// partials in chunk order into its scratch state. Kernels use
 // step = counter + 1. With stochastic rounding, uniforms[p] also writes the
 // tensor's key (optrt::stochasticBits(seed, step, t)) as a u32 after the
 // phase's own uniform values.
