@@ -24,13 +24,6 @@ std::string rulePath(const std::string &rule) { return std::string(OPTDSL_DSL_DI
 /// The JIT of one rule for one layout (a q8 layout brings its small-tensor
 /// fallback's kernels along, as the runtime needs them).
 void BM_JitCompile(benchmark::State &state, const std::string &rule, const std::string &layout) {
-  // A matrix-shaped rule's q8 kernels are not built yet (docs/status.md).
-  // (Checked here, not at registration: static initialisers run before the
-  // parser's grammar is built.)
-  if (optdsl::loadRuleFile(rulePath(rule)).matrixShaped && layout.find("q8") != std::string::npos) {
-    state.SkipWithError("no q8 kernels yet: the rule has matrix-shaped state");
-    return;
-  }
   for (auto _ : state)
     benchmark::DoNotOptimize(optdsl::jitCompileFile(rulePath(rule), {}, {layout}));
 }

@@ -140,14 +140,11 @@ int printMemory(const optdsl::CheckedRule &rule, const optdsl::ArtifactOptions &
                 std::vector<std::string> layouts, const std::vector<size_t> &sizes,
                 const std::vector<std::vector<size_t>> &shapes, std::ostream &out) {
   if (layouts.empty())
-    layouts = rule.matrixShaped // q8 kernels of a matrix-shaped rule are not built yet
-                  ? std::vector<std::string>{"f32", "state=bf16", "param=bf16,master=f32"}
-                  : std::vector<std::string>{"f32", "state=bf16", "state=q8", "param=bf16,master=f32",
-                                             "param=bf16,master=f32,state=q8"};
+    layouts = {"f32", "state=bf16", "state=q8", "param=bf16,master=f32", "param=bf16,master=f32,state=q8"};
   return reportErrors([&] {
     mlir::MLIRContext context;
     // Building the kernels checks each layout against the rule, as --emit=so
-    // would (a matrix-shaped rule's q8 states are refused by name).
+    // would.
     optdsl::CpuKernelModule kernels = optdsl::buildCpuKernelModule(context, rule, options.fixed, layouts);
     const std::vector<optrt::StateInfo> &states = kernels.signature.states;
     optrt::MemoryOptions memoryOptions;

@@ -1,6 +1,7 @@
 #include "ChunkTable.h"
 
 #include <algorithm>
+#include <numeric>
 
 namespace optrt {
 
@@ -13,8 +14,11 @@ size_t ChunkTable::chunkLength(size_t rowLength) const {
   if (rowLength <= 1)
     return chunkElements_;
   // At least kMinRows rows: a chunk computes its columns' values once
-  // (RuleKernels::columnSlots), which whole rows then share.
-  return std::max<size_t>(kMinRows, chunkElements_ / rowLength) * rowLength;
+  // (RuleKernels::columnSlots), which whole rows then share. Then a whole
+  // number of blocks: rows in multiples of blockElements / gcd.
+  size_t rows = std::max<size_t>(kMinRows, chunkElements_ / rowLength);
+  size_t rowsPerBlock = blockElements_ / std::gcd(rowLength, blockElements_);
+  return (rows + rowsPerBlock - 1) / rowsPerBlock * rowsPerBlock * rowLength;
 }
 
 void ChunkTable::addTensor(size_t numElements, size_t rowLength) {

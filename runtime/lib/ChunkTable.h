@@ -21,12 +21,18 @@ struct Chunk {
 
 class ChunkTable {
 public:
-  explicit ChunkTable(size_t chunkElements) : chunkElements_(chunkElements) {}
+  /// `blockElements`: every chunk begins at a multiple of it (a layout with
+  /// q8 states: 256, so each chunk's kernel quantises whole q8 blocks).
+  /// Chunks of single elements take chunkElements as given (the caller
+  /// checks it is a multiple).
+  explicit ChunkTable(size_t chunkElements, size_t blockElements = 1)
+      : chunkElements_(chunkElements), blockElements_(blockElements) {}
 
   size_t chunkElements() const { return chunkElements_; }
   /// Elements per chunk of a tensor whose chunks are whole rows of
   /// `rowLength` (1: any element may begin a chunk): as many whole rows as
-  /// chunkElements holds, at least kMinRows.
+  /// chunkElements holds, at least kMinRows, rounded up to whole
+  /// blockElements.
   static constexpr size_t kMinRows = 64;
   size_t chunkLength(size_t rowLength = 1) const;
   size_t numChunksFor(size_t numElements, size_t rowLength = 1) const {
@@ -48,6 +54,7 @@ public:
 
 private:
   size_t chunkElements_;
+  size_t blockElements_;
   std::vector<Chunk> chunks_;
   // One entry per tensor plus the end, so endChunk needs no special case.
   std::vector<size_t> tensorFirstChunk_{0};

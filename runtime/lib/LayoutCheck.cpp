@@ -33,16 +33,6 @@ void validateLayout(const Layout &layout, const std::vector<StateInfo> &states,
       fail("state '" + name + "' holds one value per " + (found->span == StateSpan::Rows ? "row" : "column") +
            " (small, kept in f32) and cannot be " + dtypeName(dtype));
   }
-  // Blocks of 256 consecutive elements do not fit rows of any length: the
-  // q8 kernels of a rule that reads tensors as matrices are not built yet.
-  if (readsMatrices(states))
-    for (const StateInfo &state : states)
-      if (!state.scalar && state.span == StateSpan::Elements) {
-        Dtype d = layout.stateDtype(state.name);
-        if (d == Dtype::Q8Signed || d == Dtype::Q8Unsigned)
-          fail("state '" + state.name + "' as q8: the kernels of a rule that reads tensors as matrices " +
-               "(states per row or column) take f32, bf16 and f16 states, not q8 yet");
-      }
   if (layout.stochastic) {
     bool any16 = layout.param == Dtype::BF16 || layout.param == Dtype::F16;
     for (const StateInfo &state : states)

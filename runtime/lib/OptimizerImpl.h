@@ -82,7 +82,9 @@ using namespace detail;
 
 struct Optimizer::Impl {
   Impl(std::shared_ptr<const RuleKernels> kernels, OptimizerOptions options)
-      : layout(std::move(kernels), options.layout), chunks(options.chunkElements),
+      : layout(std::move(kernels), options.layout),
+        chunks(options.chunkElements,
+               hasQ8States(layout.parsedLayout(), layout.rule().states) ? kQ8BlockElements : 1),
         pool(resolveThreads(options.threads)), smallTensorElements(options.smallTensorElements),
         seed(options.seed), comm(options.communicator), gradientMode(options.gradients),
         plan(comm ? comm->rank() : 0, comm ? comm->size() : 1) {

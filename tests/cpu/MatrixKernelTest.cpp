@@ -18,6 +18,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cmath>
 #include <cstring>
@@ -311,15 +312,71 @@ TEST(MatrixKernels, ReductionsOfValuesPerRowAndColumnMatchTheInterpreter) {
           << "tensor " << k << " element " << i;
 }
 
-TEST(MatrixKernels, Q8StatesAreRefusedByName) {
-  CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adafactor.opt");
-  try {
-    jitCompile(rule, {}, {"state=q8"});
-    ADD_FAILURE() << "compiled";
-  } catch (const std::invalid_argument &e) {
-    EXPECT_EQ(std::string(e.what()),
-              "layout 'state=q8' for rule 'adafactor': state 'exp_avg' as q8: the kernels of a rule that reads tensors "
-              "as matrices (states per row or column) take f32, bf16 and f16 states, not q8 yet");
+/// q8 states (exp_avg; the factored states stay f32) against the f32 run of
+/// each step from the same start: every state the step writes from exact
+/// values is the reference encoding of the f32 result (optrt's bitsandbytes
+/// codec), bit for bit. The q8 kernels cut each row at the q8 blocks, and
+/// their lanes follow the element's index, so the row sums are the f32
+/// kernels' to the bit. Adafactor's params (its momentum is written in the
+/// last pass, from exact values) are the f32 run's too; CAME's last pass
+/// reads its q8 momentum back, so its params must only stay finite. The
+/// tensors under 4096 elements keep their states in f32 (the small-tensor
+/// fallback).
+TEST_P(MatrixRule, Q8StatesAreTheReferenceEncodingOfTheF32Step) {
+  const std::string layout = "state=q8";
+  std::map<std::string, double> hypers = test::kBranchHypers.at(GetParam());
+  Training q8Run(11), f32Run(11);
+  // Chunks of whole q8 blocks: 64 rows of 700, 256 rows of 17; the f32 run
+  // cuts the same (its column sums are added per chunk).
+  optrt::Optimizer q8(kernelsOf(GetParam(), {layout}), {.threads = 2, .chunkElements = 4096, .layout = layout});
+  optrt::Optimizer f32(kernelsOf(GetParam()), {.threads = 2, .chunkElements = 256 * 17});
+  q8.addGroup(q8Run.pointers(), kSizes, hypers, kShapes);
+  f32.addGroup(f32Run.pointers(), kSizes, hypers, kShapes);
+  EXPECT_EQ(q8.tensorLayout(0, 0), layout);
+  EXPECT_EQ(q8.tensorLayout(0, 2), "f32");
+  bool paramsExact = GetParam() == "adafactor";
+  for (int step = 1; step <= 4; ++step) {
+    SCOPED_TRACE("step " + std::to_string(step));
+    // The f32 run starts from exactly what the q8 run holds (in the buffers
+    // it was given).
+    for (size_t t = 0; t < kSizes.size(); ++t)
+      std::copy(q8Run.params[t].begin(), q8Run.params[t].end(), f32Run.params[t].begin());
+    for (const optrt::StateInfo &state : kernelsOf(GetParam())->states)
+      if (!state.scalar && !state.scratch)
+        for (size_t t = 0; t < kSizes.size(); ++t)
+          f32.writeState(state.name, 0, t, q8.readState(state.name, 0, t));
+    q8Run.step(q8, step);
+    f32Run.step(f32, step);
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      SCOPED_TRACE("tensor " + std::to_string(t));
+      for (size_t i = 0; i < kSizes[t]; ++i) {
+        ASSERT_TRUE(std::isfinite(q8Run.params[t][i])) << i;
+        if (paramsExact)
+          ASSERT_EQ(q8Run.params[t][i], f32Run.params[t][i]) << i;
+      }
+      for (const optrt::StateInfo &state : kernelsOf(GetParam())->states) {
+        if (state.scalar || state.scratch)
+          continue;
+        std::vector<float> exact = f32.readState(state.name, 0, t), ours = q8.readState(state.name, 0, t);
+        std::vector<float> reference = exact;
+        bool quantised = state.span == optrt::StateSpan::Elements && kSizes[t] >= 4096;
+        if (quantised) {
+          // exp_avg can take either sign: the signed map.
+          std::vector<uint8_t> codes(exact.size());
+          std::vector<float> absmax(optrt::q8Blocks(exact.size()));
+          optrt::quantizeBlockwise(optrt::q8MapFor(optrt::Dtype::Q8Signed), exact, codes, absmax);
+          optrt::dequantizeBlockwise(optrt::q8MapFor(optrt::Dtype::Q8Signed), codes, absmax, reference);
+        }
+        size_t differ = 0, moved = 0;
+        for (size_t i = 0; i < exact.size(); ++i) {
+          differ += std::memcmp(&ours[i], &reference[i], sizeof(float)) != 0;
+          moved += reference[i] != 0;
+        }
+        EXPECT_EQ(differ, 0u) << state.name << (quantised ? " (q8)" : "") << " differs from "
+                              << (quantised ? "the q8 encoding of " : "") << "the f32 step";
+        EXPECT_GT(moved, 0u) << state.name;
+      }
+    }
   }
 }
 

@@ -213,6 +213,21 @@ TEST_P(FakeDriverMatrix, MemoryReportCountsTheFactoredStatesAsTheCpuDoes) {
     EXPECT_EQ(a.states[s].bytesPerParam, b.states[s].bytesPerParam) << a.states[s].name;
 }
 
+TEST_P(FakeDriverMatrix, Q8StatesAreRefusedByName) {
+  // The CPU kernels take them; the CUDA kernels of such a layout are not
+  // built, and the optimizer says so before looking for them.
+  optdsl::CheckedRule checked = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + GetParam() + ".opt");
+  auto host = optdsl::jitCompile(checked, {}, {"state=q8"});
+  try {
+    optrt::CudaOptimizer optimizer(host, rule().device, {.layout = "state=q8"});
+    ADD_FAILURE() << "constructed";
+  } catch (const std::invalid_argument &e) {
+    EXPECT_EQ(std::string(e.what()), "optrt::CudaOptimizer: layout 'state=q8' of rule '" + GetParam() +
+                                         "' has q8 states, whose CUDA kernels for a rule that reads tensors as "
+                                         "matrices are not built yet (the CPU optimizer runs it)");
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Rules, FakeDriverMatrix, ::testing::ValuesIn(optdsl::test::kMatrixRules),
                          [](const auto &info) { return info.param; });
 

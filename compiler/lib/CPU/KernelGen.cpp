@@ -322,7 +322,7 @@ private:
       }
       optrt::Dtype dtype = plan.dtype[buffer];
       Value base = bufferBase_.at(plan.storage[buffer]);
-      if (codegen::isQ8(dtype) && isa_.avx512vbmi)
+      if (codegen::isQ8(dtype) && blockDecoded_)
         return cpu::loadAsF32(builder, loc, scratch_.at(buffer), builder.create<arith::SubIOp>(loc, index, blockStart_),
                               width, optrt::Dtype::F32);
       if (codegen::isQ8(dtype))
@@ -492,6 +492,10 @@ private:
                                                    const std::vector<optrt::ReductionKind> &kinds, Value begin,
                                                    Value end, Value partials) {
     SmallVector<opt::AccumulateOp> accumulations = codegen::phaseAccumulations(phase);
+    if (plan_->blockwise()) {
+      allocateBlockScratch(loc, *plan_);
+      blockDecoded_ = false;
+    }
     Value dims = bufferBase_.at(plan_->dims);
     Value rows = loadAt(loc, i64(), dims, 1), cols = loadAt(loc, i64(), dims, 2);
     Value zero = constantI64(loc, 0), one = constantI64(loc, 1), width = constantI64(loc, kVectorWidth);
@@ -538,7 +542,6 @@ private:
       Value rowStart = multiply(loc, row, cols);
       Value matrixColumns = multiply(loc, matrix, cols);
       Value partialOffset = multiply(loc, subtract(loc, matrix, firstMatrix), cols);
-      Value vectorEnd = subtract(loc, cols, builder_.create<arith::RemSIOp>(loc, cols, width));
       size_t numKinds = kinds.size();
       ValueRange carried = rowLoop.getRegionIterArgs();
 
@@ -547,12 +550,10 @@ private:
       DenseMap<Value, Value> perRow = rowInvariants(loc, phase, rowStart);
       // One loop over the row's columns at `lanes` lanes, carrying the
       // tensor's reductions and the row's sums.
-      auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial)
+      auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial, ValueRange rowInitial)
           -> FailureOr<std::pair<std::vector<Value>, std::vector<Value>>> {
         std::vector<Value> loopInitial(tensorInitial.begin(), tensorInitial.end());
-        for (opt::AccumulateOp accumulation : accumulations)
-          if (accumulation.getKind().starts_with("row_"))
-            loopInitial.push_back(codegen::reductionIdentity(builder_, loc, optrt::ReductionKind::Sum, lanes));
+        loopInitial.insert(loopInitial.end(), rowInitial.begin(), rowInitial.end());
         auto loop = builder_.create<scf::ForOp>(loc, from, to, lanes == 1 ? one : width, loopInitial);
         OpBuilder::InsertionGuard inner(builder_);
         codegen::LoopBody loopBody(builder_, loop);
@@ -597,20 +598,109 @@ private:
         return std::make_pair(std::vector<Value>(results.begin(), results.begin() + numKinds),
                               std::vector<Value>(results.begin() + numKinds, results.end()));
       };
-      auto vectorPart = columnLoop(zero, vectorEnd, kVectorWidth, carried.take_front(numKinds));
-      if (failed(vectorPart))
-        return failure();
-      auto tailPart = columnLoop(vectorEnd, cols, 1, carried.drop_front(numKinds));
-      if (failed(tailPart))
-        return failure();
+      std::vector<Value> rowIdentity[2];
+      for (opt::AccumulateOp accumulation : accumulations)
+        if (accumulation.getKind().starts_with("row_"))
+          for (int64_t lanes : {kVectorWidth, int64_t{1}})
+            rowIdentity[lanes == 1].push_back(
+                codegen::reductionIdentity(builder_, loc, optrt::ReductionKind::Sum, lanes));
+      size_t numRowSums = rowIdentity[0].size();
+      // The sums a row's columns carry: the tensor's reductions and the
+      // row's, 16 lanes and scalar.
+      struct Sums {
+        std::vector<Value> tensorLanes, tensorScalar, rowLanes, rowScalar;
+        std::vector<Value> flat() const {
+          std::vector<Value> all = tensorLanes;
+          for (const std::vector<Value> *part : {&tensorScalar, &rowLanes, &rowScalar})
+            all.insert(all.end(), part->begin(), part->end());
+          return all;
+        }
+      };
+      auto unflatten = [&](ValueRange all) {
+        auto part = [&](size_t begin, size_t n) {
+          return std::vector<Value>(all.begin() + begin, all.begin() + begin + n);
+        };
+        return Sums{part(0, numKinds), part(numKinds, numKinds), part(2 * numKinds, numRowSums),
+                    part(2 * numKinds + numRowSums, numRowSums)};
+      };
+      // Columns [from, to) of the row: a scalar head up to the first element
+      // whose index in the tensor is a multiple of 16, a 16-wide loop, a
+      // scalar tail. Lanes follow the index mod 16, so a row cut at
+      // multiples of 16 (q8 blocks, below) sums in the same order as whole.
+      auto rowPiece = [&](Value from, Value to, const Sums &in) -> FailureOr<Sums> {
+        Value mask = constantI64(loc, -kVectorWidth);
+        Value alignedFrom = builder_.create<arith::MinSIOp>(
+            loc, subtract(loc, builder_.create<arith::AndIOp>(loc, add(loc, add(loc, rowStart, from), constantI64(loc, kVectorWidth - 1)), mask), rowStart),
+            to);
+        Value alignedTo = builder_.create<arith::MaxSIOp>(
+            loc, alignedFrom, subtract(loc, builder_.create<arith::AndIOp>(loc, add(loc, rowStart, to), mask), rowStart));
+        auto head = columnLoop(from, alignedFrom, 1, in.tensorScalar, in.rowScalar);
+        if (failed(head))
+          return failure();
+        auto lanes = columnLoop(alignedFrom, alignedTo, kVectorWidth, in.tensorLanes, in.rowLanes);
+        if (failed(lanes))
+          return failure();
+        auto tail = columnLoop(alignedTo, to, 1, head->first, head->second);
+        if (failed(tail))
+          return failure();
+        return Sums{lanes->first, tail->first, lanes->second, tail->second};
+      };
+      Sums start{std::vector<Value>(carried.begin(), carried.begin() + numKinds),
+                 std::vector<Value>(carried.begin() + numKinds, carried.end()), rowIdentity[0], rowIdentity[1]};
+      FailureOr<Sums> rowSums = failure();
+      if (!plan_->blockwise()) {
+        rowSums = rowPiece(zero, cols, start);
+        if (failed(rowSums))
+          return failure();
+      } else {
+        // q8 states: the row in pieces, one per q8 block it meets (a piece
+        // reads its block's absmax; the new values go to the block's
+        // scratch); a block is quantised when the piece that ends it is done
+        // (chunks begin on block boundaries: RuleKernels.h).
+        Value block = constantI64(loc, optrt::kQ8BlockElements);
+        Value rowEnd = add(loc, rowStart, cols);
+        auto pieces = builder_.create<scf::ForOp>(loc, divide(loc, rowStart, block),
+                                                  add(loc, divide(loc, subtract(loc, rowEnd, one), block), one), one,
+                                                  start.flat());
+        OpBuilder::InsertionGuard inner(builder_);
+        codegen::LoopBody pieceBody(builder_, pieces);
+        Value blockIndex = pieces.getInductionVar();
+        blockStart_ = multiply(loc, blockIndex, block);
+        Value blockEnd = builder_.create<arith::MinSIOp>(loc, add(loc, blockStart_, block), end);
+        Value from = subtract(loc, builder_.create<arith::MaxSIOp>(loc, rowStart, blockStart_), rowStart);
+        Value to = subtract(loc, builder_.create<arith::MinSIOp>(loc, rowEnd, add(loc, blockStart_, block)), rowStart);
+        auto startsBlock = builder_.create<scf::IfOp>(
+            loc, builder_.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, add(loc, rowStart, from), blockStart_),
+            /*withElseRegion=*/false);
+        {
+          OpBuilder::InsertionGuard branch(builder_);
+          builder_.setInsertionPoint(startsBlock.thenBlock()->getTerminator());
+          startBlockMaxima(loc, *plan_);
+        }
+        loadBlockAbsmax(loc, *plan_, blockIndex);
+        FailureOr<Sums> piece = rowPiece(from, to, unflatten(pieces.getRegionIterArgs()));
+        if (failed(piece))
+          return failure();
+        auto endsBlock = builder_.create<scf::IfOp>(
+            loc, builder_.create<arith::CmpIOp>(loc, arith::CmpIPredicate::eq, add(loc, rowStart, to), blockEnd),
+            /*withElseRegion=*/false);
+        {
+          OpBuilder::InsertionGuard branch(builder_);
+          builder_.setInsertionPoint(endsBlock.thenBlock()->getTerminator());
+          Value count = subtract(loc, blockEnd, blockStart_);
+          finishBlock(loc, *plan_, writtenStates(phase), blockIndex, count,
+                      builder_.create<arith::RemSIOp>(loc, count, width));
+        }
+        pieceBody.yield(loc, piece->flat());
+        rowSums = unflatten(pieces.getResults());
+      }
       // The row's sums: lanes, then the tail; a mean over the row's columns.
       size_t rowSum = 0;
       for (opt::AccumulateOp accumulation : accumulations) {
         if (!accumulation.getKind().starts_with("row_"))
           continue;
-        Value lanes = builder_.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD,
-                                                           vectorPart->second[rowSum]);
-        Value sum = builder_.create<arith::AddFOp>(loc, lanes, tailPart->second[rowSum]);
+        Value lanes = builder_.create<vector::ReductionOp>(loc, vector::CombiningKind::ADD, rowSums->rowLanes[rowSum]);
+        Value sum = builder_.create<arith::AddFOp>(loc, lanes, rowSums->rowScalar[rowSum]);
         ++rowSum;
         if (accumulation.getKind().ends_with("_mean"))
           sum = builder_.create<arith::DivFOp>(loc, sum, builder_.create<arith::SIToFPOp>(loc, f64(), cols));
@@ -618,8 +708,8 @@ private:
         builder_.create<LLVM::StoreOp>(loc, builder_.create<arith::TruncFOp>(loc, f32(), sum),
                                        elementPointer(loc, target, row, f32()));
       }
-      std::vector<Value> next = vectorPart->first;
-      next.insert(next.end(), tailPart->first.begin(), tailPart->first.end());
+      std::vector<Value> next = rowSums->tensorLanes;
+      next.insert(next.end(), rowSums->tensorScalar.begin(), rowSums->tensorScalar.end());
       body.yield(loc, next);
     }
     std::vector<Value> results(rowLoop.getResults().begin(), rowLoop.getResults().end());
@@ -875,28 +965,15 @@ private:
                                                const std::vector<optrt::ReductionKind> &kinds, Value begin,
                                                Value end) {
     constexpr int64_t block = optrt::kQ8BlockElements;
-    std::set<int> written, read;
-    for (auto store : phase.getElementBody().getOps<opt::StoreStateOp>())
-      written.insert(buffers_->state(store.getState()));
+    std::set<int> written = writtenStates(phase), read;
     for (Operation &op : phase.getElementBody().without_terminator()) {
       if (auto load = dyn_cast<opt::LoadStateOp>(op); load && load.getType().isF32())
         read.insert(buffers_->state(load.getState()));
       if (auto reload = dyn_cast<opt::ReloadOp>(op); reload && reload.getState())
         read.insert(buffers_->state(*reload.getState()));
     }
-    {
-      OpBuilder::InsertionGuard guard(builder_);
-      builder_.setInsertionPoint(prologueEnd_);
-      scratch_.clear();
-      vectorMax_.clear();
-      tailMax_.clear();
-      Value one = constantI64(loc, 1);
-      for (const auto &[buffer, absmax] : plan.absmax) {
-        scratch_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), constantI64(loc, block), 64);
-        vectorMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), codegen::laneType(f32(), kVectorWidth), one, 64);
-        tailMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), one, 4);
-      }
-    }
+    allocateBlockScratch(loc, plan);
+    blockDecoded_ = isa_.avx512vbmi;
     std::vector<Value> initial;
     for (optrt::ReductionKind kind : kinds)
       initial.push_back(codegen::reductionIdentity(builder_, loc, kind, kVectorWidth));
@@ -911,16 +988,8 @@ private:
     Value blockEnd = builder_.create<arith::MinSIOp>(
         loc, builder_.create<arith::AddIOp>(loc, blockStart_, constantI64(loc, block)), end);
     Value blockIndex = builder_.create<arith::DivSIOp>(loc, blockStart_, constantI64(loc, block));
-    Value zeroVector = builder_.create<arith::ConstantOp>(
-        loc, DenseElementsAttr::get(VectorType::get({kVectorWidth}, f32()), builder_.getF32FloatAttr(0)));
-    Value zero = builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(0));
-    blockAbsmax_.clear();
-    for (const auto &[buffer, absmax] : plan.absmax) {
-      blockAbsmax_[buffer] = builder_.create<LLVM::LoadOp>(
-          loc, f32(), elementPointer(loc, bufferBase_.at(absmax), blockIndex, f32()), 4);
-      builder_.create<LLVM::StoreOp>(loc, zeroVector, vectorMax_.at(buffer), 64);
-      builder_.create<LLVM::StoreOp>(loc, zero, tailMax_.at(buffer), 4);
-    }
+    loadBlockAbsmax(loc, plan, blockIndex);
+    startBlockMaxima(loc, plan);
     Value count = builder_.create<arith::SubIOp>(loc, blockEnd, blockStart_);
     Value remainder = builder_.create<arith::RemSIOp>(loc, count, constantI64(loc, kVectorWidth));
     Value vectorEnd = builder_.create<arith::SubIOp>(loc, blockEnd, remainder);
@@ -937,24 +1006,7 @@ private:
     FailureOr<std::vector<Value>> tailOut = loop(loc, phase, vectorEnd, blockEnd, 1, kinds, tailIn);
     if (failed(tailOut))
       return failure();
-    for (int buffer : written) {
-      if (!plan.absmax.count(buffer))
-        continue;
-      Value lanesMax = builder_.create<LLVM::LoadOp>(loc, zeroVector.getType(), vectorMax_.at(buffer), 64);
-      // The lanes are finite magnitudes (never NaN or -0), which order as
-      // their bit patterns do: an unsigned integer max is the same value and
-      // a 4-step shuffle tree, where maximumf's NaN handling makes LLVM emit a
-      // serial chain of 15 compares and blends per block.
-      auto lanesI32 = VectorType::get({kVectorWidth}, builder_.getI32Type());
-      Value bitsMax = builder_.create<vector::ReductionOp>(
-          loc, vector::CombiningKind::MAXUI, builder_.create<arith::BitcastOp>(loc, lanesI32, lanesMax));
-      Value vectorMax = builder_.create<arith::BitcastOp>(loc, f32(), bitsMax);
-      Value tailMax = builder_.create<LLVM::LoadOp>(loc, f32(), tailMax_.at(buffer), 4);
-      Value absmax = builder_.create<arith::MaximumFOp>(loc, vectorMax, tailMax);
-      quantiseBlock(loc, plan, buffer, absmax, count, remainder);
-      builder_.create<LLVM::StoreOp>(loc, absmax,
-                                     elementPointer(loc, bufferBase_.at(plan.absmax.at(buffer)), blockIndex, f32()), 4);
-    }
+    finishBlock(loc, plan, written, blockIndex, count, remainder);
     std::vector<Value> next(vectorOut->begin(), vectorOut->end());
     next.insert(next.end(), tailOut->begin(), tailOut->end());
     body.yield(loc, next);
@@ -970,6 +1022,72 @@ private:
                              : builder_.create<arith::AddFOp>(loc, folded[r], tail).getResult());
     }
     return combined;
+  }
+
+  /// Per q8 state of the layout, the block's f32 scratch (the new values,
+  /// quantised when the block is done) and the maxima of their magnitudes,
+  /// 16 lanes and the scalar tail's, allocated once per kernel.
+  void allocateBlockScratch(Location loc, const LayoutPlan &plan) {
+    OpBuilder::InsertionGuard guard(builder_);
+    builder_.setInsertionPoint(prologueEnd_);
+    scratch_.clear();
+    vectorMax_.clear();
+    tailMax_.clear();
+    Value one = constantI64(loc, 1);
+    for (const auto &[buffer, absmax] : plan.absmax) {
+      scratch_[buffer] =
+          builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), constantI64(loc, optrt::kQ8BlockElements), 64);
+      vectorMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), codegen::laneType(f32(), kVectorWidth), one, 64);
+      tailMax_[buffer] = builder_.create<LLVM::AllocaOp>(loc, ptr(), f32(), one, 4);
+    }
+  }
+  /// Each q8 state's absmax of block `blockIndex`, for the element code's reads.
+  void loadBlockAbsmax(Location loc, const LayoutPlan &plan, Value blockIndex) {
+    blockAbsmax_.clear();
+    for (const auto &[buffer, absmax] : plan.absmax)
+      blockAbsmax_[buffer] = builder_.create<LLVM::LoadOp>(
+          loc, f32(), elementPointer(loc, bufferBase_.at(absmax), blockIndex, f32()), 4);
+  }
+  /// A block begins: its new values' maxima start at 0.
+  void startBlockMaxima(Location loc, const LayoutPlan &plan) {
+    Value zeroVector = builder_.create<arith::ConstantOp>(
+        loc, DenseElementsAttr::get(VectorType::get({kVectorWidth}, f32()), builder_.getF32FloatAttr(0)));
+    Value zero = builder_.create<arith::ConstantOp>(loc, builder_.getF32FloatAttr(0));
+    for (const auto &[buffer, absmax] : plan.absmax) {
+      builder_.create<LLVM::StoreOp>(loc, zeroVector, vectorMax_.at(buffer), 64);
+      builder_.create<LLVM::StoreOp>(loc, zero, tailMax_.at(buffer), 4);
+    }
+  }
+  /// A block of `count` elements (`remainder` = count % 16) is done: each q8
+  /// state in `written` gets the maximum of its new values' magnitudes as the
+  /// block's absmax, and its codes quantised from the scratch.
+  void finishBlock(Location loc, const LayoutPlan &plan, const std::set<int> &written, Value blockIndex, Value count,
+                   Value remainder) {
+    for (int buffer : written) {
+      if (!plan.absmax.count(buffer))
+        continue;
+      Value lanesMax = builder_.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), kVectorWidth), vectorMax_.at(buffer), 64);
+      // The lanes are finite magnitudes (never NaN or -0), which order as
+      // their bit patterns do: an unsigned integer max is the same value and
+      // a 4-step shuffle tree, where maximumf's NaN handling makes LLVM emit a
+      // serial chain of 15 compares and blends per block.
+      auto lanesI32 = VectorType::get({kVectorWidth}, builder_.getI32Type());
+      Value bitsMax = builder_.create<vector::ReductionOp>(
+          loc, vector::CombiningKind::MAXUI, builder_.create<arith::BitcastOp>(loc, lanesI32, lanesMax));
+      Value vectorMax = builder_.create<arith::BitcastOp>(loc, f32(), bitsMax);
+      Value tailMax = builder_.create<LLVM::LoadOp>(loc, f32(), tailMax_.at(buffer), 4);
+      Value absmax = builder_.create<arith::MaximumFOp>(loc, vectorMax, tailMax);
+      quantiseBlock(loc, plan, buffer, absmax, count, remainder);
+      builder_.create<LLVM::StoreOp>(loc, absmax,
+                                     elementPointer(loc, bufferBase_.at(plan.absmax.at(buffer)), blockIndex, f32()), 4);
+    }
+  }
+  /// The states a phase writes (buffers), as blockwise code finishes them.
+  std::set<int> writtenStates(opt::PhaseOp phase) const {
+    std::set<int> written;
+    for (auto store : phase.getElementBody().getOps<opt::StoreStateOp>())
+      written.insert(buffers_->state(store.getState()));
+    return written;
   }
 
   /// With byte permutes (isa_.avx512vbmi): the block's values of q8 buffer
@@ -1068,6 +1186,9 @@ private:
   // accumulators (allocas), and the current block's start and stored absmax.
   std::map<int, Value> scratch_, vectorMax_, tailMax_, blockAbsmax_;
   Value blockStart_;
+  // q8 reads come from the block's scratch, decoded ahead with byte permutes
+  // (the flat q8 kernels with AVX-512 VBMI), not from the codes.
+  bool blockDecoded_ = false;
   Value stochasticKey_;
   Value uniformsArg_;
   std::map<int, Value> uniformLoads_;

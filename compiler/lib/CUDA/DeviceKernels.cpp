@@ -187,6 +187,11 @@ private:
     buffers_.emplace(rule);
     optrt::Layout layout = optrt::Layout::parse(layoutText_);
     plan_ = codegen::planLayout(layout, sig_.states, codegen::provedNonNegative(rule), *buffers_);
+    if (buffers_->matrixShaped() && plan_.blockwise())
+      for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
+        if (!state.getAxis() && codegen::isQ8(layout.stateDtype(state.getSymName().str())))
+          return state.emitError("CUDA kernels for q8 states of a rule that reads tensors as matrices are not "
+                                 "built yet; the CPU kernels run this layout");
     for (opt::UpdateOp update : rule.getBody().front().getOps<opt::UpdateOp>())
       for (opt::PhaseOp phase : update.getBody().front().getOps<opt::PhaseOp>())
         phases_.push_back(phase);

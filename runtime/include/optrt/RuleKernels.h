@@ -146,7 +146,8 @@ using UniformsFn = void (*)(const double *hypers, double step, const double *sca
 /// A rule with states spanning rows or columns (StateInfo::span) has, after
 /// the inputs, a Dims buffer (int64_t matrices, rows, cols of the tensor)
 /// and one f32 buffer per such state. Its kernels over the elements take
-/// whole rows; where they use column scratch (columnSlots), the partials
+/// whole rows (with q8 states, beginning at a multiple of 256, so that a
+/// chunk quantises whole q8 blocks); where they use column scratch (columnSlots), the partials
 /// slot after the phase's reductions holds a pointer to float scratch of
 /// (matrices the chunk touches) x cols floats per slot: first one per column
 /// reduction (AxisReductionInfo, in order), which the kernel overwrites with

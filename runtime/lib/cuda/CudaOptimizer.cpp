@@ -206,6 +206,11 @@ void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const 
       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
                                   "' has a group-wide reduction (group_sum, group_norm, group_mean, group_max), "
                                   "which runs on the CPU optimizer only so far");
+  if (layout.readsMatrices() && hasQ8States(layout.parsedLayout(), layout.rule().states))
+    throw std::invalid_argument("optrt::CudaOptimizer: layout '" + layout.layout().name + "' of rule '" +
+                                layout.rule().name +
+                                "' has q8 states, whose CUDA kernels for a rule that reads tensors as matrices "
+                                "are not built yet (the CPU optimizer runs it)");
   // Its step would need the inputs' device pointers and given() flags.
   if (!layout.rule().inputs.empty())
     throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name + "' takes input '" +
