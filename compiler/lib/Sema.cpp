@@ -174,13 +174,17 @@ private:
                           : stmt.kind == ast::StmtKind::State ? "a state"
                           : stmt.kind == ast::StmtKind::Input ? "an input"
                                                               : "a scalar state"));
-      if (!stmt.shape.empty() && stmt.kind != ast::StmtKind::State)
-        diags_.error(stmt.shapeRange, "only a state has a shape ('state NAME[rows];'); '" + stmt.name + "' is " +
+      if (!stmt.shape.empty() && stmt.kind != ast::StmtKind::State &&
+          !(stmt.kind == ast::StmtKind::Scalar && stmt.shape == "group"))
+        diags_.error(stmt.shapeRange,
+                     stmt.kind == ast::StmtKind::Scalar
+                         ? "a scalar state is one value per tensor, or per parameter group ('scalar " + stmt.name +
+                               "[group] = ...;'), not per '" + stmt.shape + "'"
+                         : "only a state has a shape ('state NAME[rows];'); '" + stmt.name + "' is " +
                                           (stmt.kind == ast::StmtKind::Hyper   ? "a hyper"
                                            : stmt.kind == ast::StmtKind::Input ? "an input"
                                            : stmt.kind == ast::StmtKind::Apply ? "an apply"
-                                           : stmt.kind == ast::StmtKind::Let   ? "a let"
-                                                                               : "a scalar state"));
+                                                                               : "a let"));
       switch (stmt.kind) {
       case ast::StmtKind::Hyper:
         if (declarable(stmt.name, stmt.nameRange, SymbolClass::Hyper))
@@ -333,6 +337,7 @@ private:
     int id = declare(stmt, scalar ? SymbolClass::ScalarState : SymbolClass::State,
                      scalar ? ValueKind::Uniform : ValueKind::Elementwise, stateAxes(stmt));
     stmt.symbol = id;
+    result_.symbols[id].perGroup = scalar && stmt.shape == "group";
     std::vector<int> &slots = scalar ? result_.scalarStates : result_.states;
     result_.symbols[id].slot = static_cast<int>(slots.size());
     slots.push_back(id);
@@ -386,6 +391,7 @@ private:
       return;
     int id = declare(stmt, SymbolClass::Let, stmt.value->valueKind, stmt.value->axes);
     stmt.symbol = id;
+    letValue_[id] = stmt.value.get();
     writePhase_[id] = stmt.phase;
   }
 
@@ -419,6 +425,12 @@ private:
                                             "' is assigned an elementwise value; use a "
                                             "reduction (sum, norm, mean, max) or a 'state'");
         diags_.note(target.declRange, "declared as a scalar state here");
+      } else if (const ast::Expr *part = target.perGroup ? perTensorPart(*stmt.value) : nullptr) {
+        diags_.error(part->range, "scalar '" + stmt.name +
+                                      "' is one value for the whole parameter group, but this differs from tensor "
+                                      "to tensor; take it through group_sum, group_mean, group_norm or group_max, "
+                                      "or keep '" + stmt.name + "' per tensor ('scalar " + stmt.name + " = ...;')");
+        diags_.note(target.declRange, "declared per group here");
       }
       break;
     case SymbolClass::Grad:
@@ -448,6 +460,48 @@ private:
     }
     target.written = true;
     writePhase_[stmt.symbol] = stmt.phase;
+  }
+
+  /// The first part of `expr` that can differ between the tensors of one
+  /// parameter group (what a `scalar NAME[group]` may not take), or null:
+  /// numbers, hypers, the step, group-wide reductions, initial(), scalars
+  /// per group, and lets and functions of those are the same for all.
+  const ast::Expr *perTensorPart(const ast::Expr &expr) const {
+    if (expr.kind == ast::ExprKind::Number)
+      return nullptr;
+    if (expr.kind == ast::ExprKind::Name) {
+      if (expr.symbol < 0)
+        return nullptr; // reported already
+      const Symbol &symbol = result_.symbols[expr.symbol];
+      switch (symbol.cls) {
+      case SymbolClass::Hyper:
+      case SymbolClass::Step:
+        return nullptr;
+      case SymbolClass::ScalarState:
+        return symbol.perGroup ? nullptr : &expr;
+      case SymbolClass::Let: {
+        auto it = letValue_.find(expr.symbol);
+        return it != letValue_.end() && perTensorPart(*it->second) ? &expr : nullptr;
+      }
+      default:
+        return &expr;
+      }
+    }
+    if (expr.kind == ast::ExprKind::Call) {
+      const BuiltinInfo *info = lookupBuiltin(expr.name, static_cast<unsigned>(expr.operands.size()));
+      if (!info)
+        return nullptr; // reported already
+      if (info->isReduction)
+        return info->groupWide ? nullptr : &expr;
+      if (info->id == Builtin::Initial)
+        return nullptr;
+      if (info->id == Builtin::Given || info->id == Builtin::Random)
+        return &expr;
+    }
+    for (const auto &operand : expr.operands)
+      if (const ast::Expr *part = perTensorPart(*operand))
+        return part;
+    return nullptr;
   }
 
   /// Whether to look for a "did you mean": each look compares the name with
@@ -772,6 +826,7 @@ private:
   bool initialValueReadsParam_ = false;
   unsigned suggestions_ = 0;
   std::map<std::string, const ast::Stmt *> firstLet_;
+  std::map<int, const ast::Expr *> letValue_; // per let symbol: its value
 };
 
 } // namespace

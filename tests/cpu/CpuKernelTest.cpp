@@ -558,6 +558,41 @@ TEST(GroupWide, EachGroupReducesOverItsOwnTensors) {
   EXPECT_NE(0, std::memcmp(a.storage.data(), reference.storage.data(), a.storage.size() * sizeof(float)));
 }
 
+/// A scalar per group (`scalar d[group]`: Prodigy's d and its companions)
+/// is one value for the group: every tensor of the group holds the same
+/// bits after every step (sema let it take group-wide values only), while
+/// two groups on other data part ways.
+TEST(GroupScalar, EveryTensorOfTheGroupHoldsTheSameBits) {
+  const Case &c = compiled("prodigy");
+  std::mt19937 rng(53);
+  std::vector<size_t> sizesA{3000, 17, 70001}, sizesB{500, 4096};
+  Tensors a(sizesA, rng), b(sizesB, rng);
+  optrt::Optimizer optimizer(c.kernels, {2, 1000});
+  optimizer.addGroup(a.pointers, sizesA);
+  optimizer.addGroup(b.pointers, sizesB);
+  auto bitsOf = [](double x) {
+    uint64_t bits;
+    std::memcpy(&bits, &x, sizeof bits);
+    return bits;
+  };
+  // The same gradients every step: the params travel in one direction, and
+  // d grows (random ones would leave it near d0 for long).
+  std::vector<const float *> gradsA = a.drawGrads(rng, 1), gradsB = b.drawGrads(rng, 1);
+  for (int step = 1; step <= 6; ++step) {
+    optimizer.step({gradsA, gradsB});
+    for (const char *name : {"d", "d_max", "d_numerator"}) {
+      for (size_t t = 1; t < sizesA.size(); ++t)
+        EXPECT_EQ(bitsOf(optimizer.scalarState(name, 0, t)), bitsOf(optimizer.scalarState(name, 0, 0)))
+            << name << " of tensor " << t << ", step " << step;
+      EXPECT_EQ(bitsOf(optimizer.scalarState(name, 1, 1)), bitsOf(optimizer.scalarState(name, 1, 0)))
+          << name << ", step " << step;
+    }
+  }
+  // d has grown from d0 = 1e-6, each group by its own data.
+  EXPECT_GT(optimizer.scalarState("d", 0, 0), 1e-6);
+  EXPECT_NE(optimizer.scalarState("d", 0, 0), optimizer.scalarState("d", 1, 0));
+}
+
 TEST(Jit, UnknownFixedHyperIsNamed) {
   CheckedRule rule = loadRuleFile(std::string(OPTDSL_DSL_DIR) + "/adamw.opt");
   try {

@@ -54,6 +54,12 @@ struct Symbol {
   /// leave it out of a step, and then it reads as 0. An input never tested
   /// is needed every step (the runtime refuses a step without it).
   bool tested = false;
+  /// ScalarState `scalar NAME[group] = ...;`: one value for the whole
+  /// parameter group (Prodigy's d). Sema checks that every value assigned to
+  /// it is the same for every tensor of the group (hypers, the step,
+  /// group-wide reductions, other such scalars), so the copy each tensor
+  /// keeps stays the same bits.
+  bool perGroup = false;
   int slot = -1;               // index among hypers / states / scalar states / inputs
   bool read = false;
   bool written = false;
