@@ -19,9 +19,6 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
   std::shared_ptr<const optrt::RuleKernels> host = jitCompile(rule, fixed);
   if (golden.maxGradNorm)
     throw NotOnCudaYet("the CUDA optimizer has no fused clipping yet (docs/training-step.md)");
-  for (const optrt::ReductionInfo &reduction : host->reductions)
-    if (reduction.groupWide)
-      throw NotOnCudaYet("the CUDA optimizer has no group-wide reductions yet (rule '" + rule.name() + "')");
   if (!host->inputs.empty())
     throw NotOnCudaYet("the CUDA optimizer takes no inputs yet (rule '" + rule.name() + "', input '" +
                        host->inputs[0].name + "')");

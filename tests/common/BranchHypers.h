@@ -49,10 +49,10 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
     {"came", {{"weight_decay", 0.1}}},
 };
 
-/// The library rules with a group-wide reduction (group_sum, group_norm...),
-/// which the CUDA optimizer refuses by name (SemaTest checks the list: these,
-/// lamb and mars are the rules with more than one pass). lamb's (its global
-/// clipping) folds away under cudaFixedHypers, so the CUDA tests run it.
+/// The library rules with a group-wide reduction (group_sum, group_norm...)
+/// (SemaTest checks the list: these, lamb and mars are the rules with more
+/// than one pass). lamb's (its global clipping) folds away under
+/// cudaFixedHypers, as the CUDA tests build it.
 inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy", "dadapt_adam"};
 
 /// The library rules that take inputs besides the gradient (`input NAME;`),

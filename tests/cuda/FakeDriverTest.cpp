@@ -208,14 +208,31 @@ TEST_F(FakeDriverTest, BadParamPointersAreNamedAndChangeNothing) {
 // A rule with a group-wide reduction (adamw_clip's group_norm) compiles for
 // CUDA, but the device optimizer refuses it by name: it has no cross-tensor
 // combination yet.
-TEST_F(FakeDriverTest, GroupWideReductionIsRefusedByName) {
-  try {
-    optrt::CudaOptimizer optimizer(compiled("adamw_clip").host, deviceCopy("adamw_clip"));
-    FAIL() << "constructed";
-  } catch (const std::invalid_argument &e) {
-    EXPECT_NE(std::string(e.what()).find("rule 'adamw_clip' has a group-wide reduction"), std::string::npos)
-        << e.what();
+/// A rule with group-wide reductions steps with the same launches as any
+/// other: the uniforms and scalars kernels combine a group's tensors (each
+/// thread over the tensor table), so no kernel is added.
+TEST_F(FakeDriverTest, GroupWideReductionsTakeNoExtraLaunch) {
+  auto device = deviceCopy("prodigy");
+  optrt::CudaOptimizer optimizer(compiled("prodigy").host, device, {-1, 1000});
+  DevicePtr a = fake().alloc(3000 * sizeof(float)), b = fake().alloc(17 * sizeof(float)),
+            c = fake().alloc(17 * sizeof(float)), grad = fake().alloc(3000 * sizeof(float));
+  optimizer.addGroup({a, b}, {3000, 17});
+  optimizer.addGroup({c}, {17});
+  fake().reset();
+  optimizer.step({{grad, grad}, {grad}});
+  std::vector<std::string> expected, launched;
+  for (int p = 0; p < compiled("prodigy").host->numPhases; ++p) {
+    expected.push_back(device->uniformsEntries[p]);
+    expected.push_back(device->elementEntries[p]);
+    if (!device->finishEntries[p].empty())
+      expected.push_back(device->finishEntries[p]);
   }
+  expected.push_back(device->scalarsEntry);
+  expected.push_back(device->advanceEntry);
+  for (size_t i = 0; i < fake().numLaunches(); ++i)
+    launched.push_back(fake().launch(i));
+  EXPECT_EQ(launched, expected);
+  EXPECT_EQ(optimizer.stepCount(), 1);
 }
 
 TEST_F(FakeDriverTest, InputsAreRefusedByName) {

@@ -301,7 +301,7 @@ private:
       b_.create<func::CallOp>(
           loc_, uniformsFunctionName(sig_.rule, phase), TypeRange{},
           ValueRange{groupHypers, step, gep(scalars, mul(t, constI64(numScalars_)), f64()),
-                     gep(reductions, mul(t, constI64(numReductions_)), f64()),
+                     groupedReductions(numTensors, tensors, reductions, t),
                      gep(uniforms, mul(t, constI64(facts_.uniformStride)), f32())});
       if (plan_.stochastic || sig_.usesRandom) {
         // optrt::stochasticBits(seed, step, t), the CPU runtime's per-tensor
@@ -967,10 +967,10 @@ private:
         b_.create<scf::YieldOp>(loc_, combine(kind, loop.getRegionIterArgs()[0], partial));
       }
       blockReduce(kind, loop.getResult(0), tid, [&](Value total) {
-        if (kind == optrt::ReductionKind::Mean)
-          total = b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), size));
-        else if (kind == optrt::ReductionKind::Norm)
-          total = b_.create<math::SqrtOp>(loc_, total);
+        // A group-wide reduction keeps the tensor's sum for the group's
+        // combination (groupedReductions).
+        if (!sig_.reductions[r].groupWide)
+          total = finishReduction(kind, total, size);
         store(total, gep(reductions, add(mul(t, constI64(numReductions_)), constI64(r)), f64()));
       });
     }
@@ -1037,6 +1037,68 @@ private:
     columnBody.yield(loc_, {});
   }
 
+  /// A reduction's result from its combined partials: mean divides by the
+  /// element count, norm takes the square root (optrt::finishReduction).
+  Value finishReduction(optrt::ReductionKind kind, Value total, Value count) {
+    if (kind == optrt::ReductionKind::Mean)
+      return b_.create<arith::DivFOp>(loc_, total, b_.create<arith::SIToFPOp>(loc_, f64(), count));
+    if (kind == optrt::ReductionKind::Norm)
+      return b_.create<math::SqrtOp>(loc_, total);
+    return total;
+  }
+
+  /// The reductions tensor t's uniform and scalar-update functions read: its
+  /// row of the table, but each group-wide one combined over the tensors of
+  /// t's group in tensor order (finish[p] left each tensor's sum) and
+  /// finished over the group's elements, as the CPU runtime does. In a
+  /// local copy: other threads read the table's rows meanwhile. Each thread
+  /// walks the tensor table (T loads a reduction; T is hundreds).
+  Value groupedReductions(Value numTensors, Value tensors, Value reductions, Value t) {
+    Value mine = gep(reductions, mul(t, constI64(numReductions_)), f64());
+    std::vector<int64_t> wide;
+    for (int64_t r = 0; r < numReductions_; ++r)
+      if (sig_.reductions[r].groupWide)
+        wide.push_back(r);
+    if (wide.empty())
+      return mine;
+    Value local;
+    {
+      // In the kernel's entry block: NVPTX takes no dynamic stack allocation.
+      OpBuilder::InsertionGuard guard(b_);
+      b_.setInsertionPointToStart(&b_.getBlock()->getParent()->getParentOfType<gpu::GPUFuncOp>().getBody().front());
+      local = b_.create<LLVM::AllocaOp>(loc_, ptr(), f64(), constI64(numReductions_), 8);
+    }
+    for (int64_t r = 0; r < numReductions_; ++r)
+      store(load(f64(), gep(mine, r, f64())), gep(local, r, f64()));
+    Value group = load(i64(), gep(tensors, mul(t, constI64(kTensorRecord)), i64()));
+    std::vector<Value> initial;
+    for (int64_t r : wide)
+      initial.push_back(codegen::reductionIdentity(b_, loc_, sig_.reductions[r].kind, 1));
+    initial.push_back(constI64(0));
+    auto loop = b_.create<scf::ForOp>(loc_, constI64(0), numTensors, constI64(1), initial);
+    {
+      OpBuilder::InsertionGuard guard(b_);
+      codegen::LoopBody body(b_, loop);
+      Value i = loop.getInductionVar();
+      Value record = gep(tensors, mul(i, constI64(kTensorRecord)), i64());
+      Value same = b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, load(i64(), record), group);
+      ValueRange acc = loop.getRegionIterArgs();
+      std::vector<Value> next;
+      for (size_t k = 0; k < wide.size(); ++k) {
+        Value value = load(f64(), gep(reductions, add(mul(i, constI64(numReductions_)), constI64(wide[k])), f64()));
+        Value combined = combine(sig_.reductions[wide[k]].kind, acc[k], value);
+        next.push_back(b_.create<arith::SelectOp>(loc_, same, combined, acc[k]));
+      }
+      Value elements = add(acc.back(), load(i64(), gep(record, 3, i64())));
+      next.push_back(b_.create<arith::SelectOp>(loc_, same, elements, acc.back()));
+      body.yield(loc_, next);
+    }
+    for (size_t k = 0; k < wide.size(); ++k)
+      store(finishReduction(sig_.reductions[wide[k]].kind, loop.getResult(k), loop.getResults().back()),
+            gep(local, wide[k], f64()));
+    return local;
+  }
+
   void buildScalarsKernel() {
     OpBuilder::InsertionGuard guard(b_);
     auto kernel = startKernel(facts_.scalarsEntry, {i64(), ptr(), ptr(), ptr(), ptr(), ptr()});
@@ -1050,7 +1112,7 @@ private:
       Value mine = gep(scalars, mul(t, constI64(numScalars_)), f64());
       b_.create<func::CallOp>(loc_, scalarUpdateFunctionName(sig_.rule), TypeRange{},
                               ValueRange{groupHypers, step, mine,
-                                         gep(reductions, mul(t, constI64(numReductions_)), f64()), next});
+                                         groupedReductions(numTensors, tensors, reductions, t), next});
       // In place: the update read every start-of-step value first, and no
       // other thread touches this tensor's scalars.
       for (int64_t j = 0; j < numScalars_; ++j)

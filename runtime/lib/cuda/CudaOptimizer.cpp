@@ -199,13 +199,6 @@ struct CudaOptimizer::Impl {
 };
 
 void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const CudaKernels>> &device) {
-  // The device finishes each tensor's reductions in its own kernel; nothing
-  // combines tensors there yet.
-  for (const ReductionInfo &reduction : layout.rule().reductions)
-    if (reduction.groupWide)
-      throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name +
-                                  "' has a group-wide reduction (group_sum, group_norm, group_mean, group_max), "
-                                  "which runs on the CPU optimizer only so far");
   if (layout.readsMatrices() && hasQ8States(layout.parsedLayout(), layout.rule().states))
     throw std::invalid_argument("optrt::CudaOptimizer: layout '" + layout.layout().name + "' of rule '" +
                                 layout.rule().name +
