@@ -19,9 +19,6 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
   std::shared_ptr<const optrt::RuleKernels> host = jitCompile(rule, fixed);
   if (golden.maxGradNorm)
     throw NotOnCudaYet("the CUDA optimizer has no fused clipping yet (docs/training-step.md)");
-  if (!host->inputs.empty())
-    throw NotOnCudaYet("the CUDA optimizer takes no inputs yet (rule '" + rule.name() + "', input '" +
-                       host->inputs[0].name + "')");
   const Driver &d = driver();
   // Device 0's primary context, current for the rest of the process.
   static CUcontext context = [&] {
@@ -46,6 +43,11 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
     paramPointers.push_back(params.back().get());
     gradPointers.push_back(grads.back().get());
   }
+  // Each input's device buffers, one per tensor, refilled on the steps that give it.
+  std::vector<std::vector<DeviceMemory>> inputBuffers(golden.inputs.size());
+  for (size_t input = 0; input < golden.inputs.size(); ++input)
+    for (size_t k = 0; k < golden.sizes.size(); ++k)
+      inputBuffers[input].emplace_back(d, context, golden.sizes[k] * sizeof(float), "golden input");
   // The case's hypers are fixed into the kernels.
   optimizer.addGroup(paramPointers, golden.sizes, {}, golden.shapes);
   Trajectory trajectory;
@@ -55,7 +57,21 @@ Trajectory runOnCuda(const GoldenCase &golden, const CheckedRule &rule) {
       d.check(d.cuMemcpyHtoDAsync_v2(grads[k].get(), g.data(), g.size() * sizeof(float), nullptr),
               "cuMemcpyHtoDAsync_v2");
     }
-    optimizer.step({gradPointers});
+    std::vector<optrt::CudaStepInput> inputs;
+    for (size_t input = 0; input < golden.inputs.size(); ++input) {
+      const auto &[name, perStep] = golden.inputs[input];
+      if (!perStep[t])
+        continue; // not given this step
+      std::vector<optrt::DevicePtr> &pointers = inputs.emplace_back(optrt::CudaStepInput{name, {{}}}).perGroup[0];
+      for (size_t k = 0; k < golden.sizes.size(); ++k) {
+        std::vector<float> values((*perStep[t])[k].begin(), (*perStep[t])[k].end());
+        d.check(d.cuMemcpyHtoDAsync_v2(inputBuffers[input][k].get(), values.data(), values.size() * sizeof(float),
+                                       nullptr),
+                "cuMemcpyHtoDAsync_v2");
+        pointers.push_back(inputBuffers[input][k].get());
+      }
+    }
+    optimizer.step({gradPointers}, nullptr, inputs);
     d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
     auto &after = trajectory.emplace_back();
     for (size_t k = 0; k < golden.sizes.size(); ++k) {

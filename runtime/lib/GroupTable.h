@@ -110,6 +110,64 @@ inline void setShapeScalars(const RuleLayout &layout, const std::array<double, 3
       scalars[layout.scalarIndex(state.name, "optrt")] = dims[static_cast<size_t>(k)];
 }
 
+/// A step's inputs (StepInput, CudaStepInput), checked against the rule and
+/// the groups: values[slot][g] is group g's pointers for the rule's input
+/// `slot`, or null where the step gives none. Throws std::invalid_argument
+/// naming the problem (an unknown input, one given twice, a wrong count of
+/// groups or tensors, a null pointer, a required input missing) before the
+/// caller changes anything.
+template <typename Pointer, typename Input>
+std::vector<std::vector<const std::vector<Pointer> *>>
+validatedInputs(const RuleKernels &rule, const std::vector<Group> &groups, const std::vector<Input> &inputs,
+                const char *caller) {
+  std::vector<std::vector<const std::vector<Pointer> *>> values(
+      rule.inputs.size(), std::vector<const std::vector<Pointer> *>(groups.size(), nullptr));
+  std::vector<bool> seen(rule.inputs.size(), false);
+  for (const Input &input : inputs) {
+    size_t slot = 0;
+    while (slot < rule.inputs.size() && rule.inputs[slot].name != input.name)
+      ++slot;
+    if (slot == rule.inputs.size()) {
+      std::string known; // only for the message: a step allocates nothing it need not
+      for (const InputInfo &info : rule.inputs)
+        known += (known.empty() ? "'" : ", '") + info.name + "'";
+      throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' has no input '" + input.name +
+                                  "' (" + (known.empty() ? "it takes none" : "its inputs: " + known) + ")");
+    }
+    if (seen[slot])
+      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' is given twice");
+    seen[slot] = true;
+    if (input.perGroup.size() != groups.size())
+      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has values for " +
+                                  std::to_string(input.perGroup.size()) + " groups but the optimizer has " +
+                                  std::to_string(groups.size()));
+    for (size_t g = 0; g < groups.size(); ++g) {
+      const std::vector<Pointer> &tensorsOfGroup = input.perGroup[g];
+      if (tensorsOfGroup.empty())
+        continue;
+      if (tensorsOfGroup.size() != groups[g].numTensors)
+        throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has " +
+                                    std::to_string(tensorsOfGroup.size()) + " tensors for group " + std::to_string(g) +
+                                    ", which has " + std::to_string(groups[g].numTensors));
+      for (size_t i = 0; i < tensorsOfGroup.size(); ++i)
+        if (!tensorsOfGroup[i])
+          throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' of " +
+                                      tensorName(i, g) + " is null");
+      values[slot][g] = &tensorsOfGroup;
+    }
+  }
+  for (size_t slot = 0; slot < rule.inputs.size(); ++slot) {
+    if (rule.inputs[slot].optional)
+      continue;
+    for (size_t g = 0; g < groups.size(); ++g)
+      if (!values[slot][g])
+        throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' needs input '" +
+                                    rule.inputs[slot].name + "' at every step (it never tests given(" +
+                                    rule.inputs[slot].name + ")), and group " + std::to_string(g) + " has none");
+  }
+  return values;
+}
+
 /// The bytes [begin, end) of one tensor's params.
 struct ParamRange {
   uintptr_t begin, end;

@@ -296,58 +296,6 @@ void Optimizer::Impl::validateGrads(
   }
 }
 
-std::vector<std::vector<const std::vector<const void *> *>>
-Optimizer::Impl::validateInputs(const std::vector<StepInput> &inputs) const {
-  static const char *caller = "optrt::Optimizer::step";
-  const RuleKernels &rule = layout.rule();
-  std::vector<std::vector<const std::vector<const void *> *>> values(
-      rule.inputs.size(), std::vector<const std::vector<const void *> *>(groups.size(), nullptr));
-  std::vector<bool> seen(rule.inputs.size(), false);
-  for (const StepInput &input : inputs) {
-    size_t slot = 0;
-    while (slot < rule.inputs.size() && rule.inputs[slot].name != input.name)
-      ++slot;
-    if (slot == rule.inputs.size()) {
-      std::string known; // only for the message: a step allocates nothing it need not
-      for (const InputInfo &info : rule.inputs)
-        known += (known.empty() ? "'" : ", '") + info.name + "'";
-      throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' has no input '" + input.name +
-                                  "' (" + (known.empty() ? "it takes none" : "its inputs: " + known) + ")");
-    }
-    if (seen[slot])
-      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' is given twice");
-    seen[slot] = true;
-    if (input.perGroup.size() != groups.size())
-      throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has values for " +
-                                  std::to_string(input.perGroup.size()) + " groups but the optimizer has " +
-                                  std::to_string(groups.size()));
-    for (size_t g = 0; g < groups.size(); ++g) {
-      const std::vector<const void *> &tensorsOfGroup = input.perGroup[g];
-      if (tensorsOfGroup.empty())
-        continue;
-      if (tensorsOfGroup.size() != groups[g].numTensors)
-        throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' has " +
-                                    std::to_string(tensorsOfGroup.size()) + " tensors for group " + std::to_string(g) +
-                                    ", which has " + std::to_string(groups[g].numTensors));
-      for (size_t i = 0; i < tensorsOfGroup.size(); ++i)
-        if (!tensorsOfGroup[i])
-          throw std::invalid_argument(std::string(caller) + ": input '" + input.name + "' of " +
-                                      tensorName(i, g) + " is null");
-      values[slot][g] = &tensorsOfGroup;
-    }
-  }
-  for (size_t slot = 0; slot < rule.inputs.size(); ++slot) {
-    if (rule.inputs[slot].optional)
-      continue;
-    for (size_t g = 0; g < groups.size(); ++g)
-      if (!values[slot][g])
-        throw std::invalid_argument(std::string(caller) + ": rule '" + rule.name + "' needs input '" +
-                                    rule.inputs[slot].name + "' at every step (it never tests given(" +
-                                    rule.inputs[slot].name + ")), and group " + std::to_string(g) + " has none");
-  }
-  return values;
-}
-
 void Optimizer::Impl::prepareStep(const std::vector<std::vector<const void *>> &gradsPerGroup) {
   size_t numTensors = tensors.size();
   size_t perTensor = buffersPerTensor();
@@ -636,7 +584,7 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   auto check = [&] {
     s.validateGrads(gradsPerGroup);
     checkStepOptions(options, s.layout, caller);
-    inputValues = s.validateInputs(options.inputs);
+    inputValues = validatedInputs<const void *>(s.layout.rule(), s.groups, options.inputs, "optrt::Optimizer::step");
     scheduled = s.scheduledValues(caller);
   };
   s.commSeconds = 0;

@@ -248,7 +248,6 @@ struct Optimizer::Impl {
   void validateGrads(const std::vector<std::vector<const void *>> &gradsPerGroup) const;
   // Checks StepOptions::inputs against the rule and the groups; returns
   // what inputValues becomes for the step (nothing is changed here).
-  std::vector<std::vector<const std::vector<const void *> *>> validateInputs(const std::vector<StepInput> &inputs) const;
   // Sharded steps (shard/ShardedStep.cpp). Each returns after the
   // collective; every rank calls them in the same order.
   // Sums the gradients of every rank's part into shardGrads and averages;

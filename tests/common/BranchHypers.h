@@ -55,8 +55,7 @@ inline const std::map<std::string, std::map<std::string, double>> kBranchHypers 
 /// cudaFixedHypers, as the CUDA tests build it.
 inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "prodigy", "dadapt_adam"};
 
-/// The library rules that take inputs besides the gradient (`input NAME;`),
-/// which the CUDA optimizer refuses by name too.
+/// The library rules that take inputs besides the gradient (`input NAME;`).
 inline const std::vector<std::string> kInputRules = {"sophia"};
 
 /// The library rules that read tensors as matrices (`state v[rows];`,

@@ -179,9 +179,10 @@ TEST_P(EveryRule, MatchesInterpreterOnMatrices) {
                          {{40, 700}, {3, 5, 7}, {33}, {300, 17}, {2, 1, 16}, {4, 100, 33}});
 }
 
-/// The library rules the CUDA optimizer runs: all with kernels
-/// (test::kernelRules) but those with inputs (test::kInputRules), which it
-/// refuses by name (FakeDriverTest.InputsAreRefusedByName).
+/// The library rules these tests run: all with kernels (test::kernelRules)
+/// but those with inputs (test::kInputRules): Sophia divides by its Hessian
+/// estimate, beyond this file's bound as on the CPU (InputTest.cpp); the
+/// golden case sophia_refresh runs it on a GPU (golden.cuda.*).
 std::vector<std::string> cudaRules() {
   std::vector<std::string> rules = test::kernelRules();
   for (const std::string &name : test::kInputRules)

@@ -50,6 +50,14 @@ using DevicePtr = std::uint64_t;
 using CudaStream = void *;
 
 /// How a CudaOptimizer runs: device, chunking, layout, small-tensor threshold, seed.
+/// The values of one of the rule's inputs for one CUDA step (StepInput's
+/// device form): perGroup[g][i] is the input of tensor i of group g;
+/// perGroup[g] empty gives group g none this step.
+struct CudaStepInput {
+  std::string name; ///< as the rule declares it
+  std::vector<std::vector<DevicePtr>> perGroup;
+};
+
 struct CudaOptimizerOptions {
   /// -1: the CUDA context current on the calling thread, or device 0's
   /// primary context when none is current. N >= 0: device N's primary context.
@@ -128,6 +136,16 @@ public:
   /// checked like params. Throws std::logic_error before any addGroup,
   /// std::invalid_argument for wrong counts or null pointers, CudaError.
   void step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream = nullptr);
+  /// The same step with values of the rule's inputs (`input NAME;`, as
+  /// StepOptions::inputs on the CPU: device pointers in the grad dtype; an
+  /// input left out, or given to no tensor of a group, reads 0 there, which
+  /// only a rule that tests given(NAME) allows). Named errors, checked before
+  /// anything is enqueued: an unknown input, one given twice, wrong counts,
+  /// null or wrong-size pointers, a required input missing. A step whose
+  /// inputs (pointers, or given() per group) differ from the previous one's
+  /// uploads them first, as new gradient pointers do.
+  void step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
+            const std::vector<CudaStepInput> &inputs);
   /// step() calls so far.
   int64_t stepCount() const;
 

@@ -204,11 +204,6 @@ void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const 
                                 layout.rule().name +
                                 "' has q8 states, whose CUDA kernels for a rule that reads tensors as matrices "
                                 "are not built yet (the CPU optimizer runs it)");
-  // Its step would need the inputs' device pointers and given() flags.
-  if (!layout.rule().inputs.empty())
-    throw std::invalid_argument("optrt::CudaOptimizer: rule '" + layout.rule().name + "' takes input '" +
-                                layout.rule().inputs[0].name +
-                                "' besides the gradient, which only the CPU optimizer passes so far");
   std::vector<const LayoutKernels *> wanted{&layout.layout()};
   // A tensor of 0 elements is under any positive threshold: the fallback,
   // where the layout has one.
@@ -629,6 +624,11 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
 }
 
 void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream) {
+  step(gradsPerGroup, stream, {});
+}
+
+void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
+                         const std::vector<CudaStepInput> &inputs) {
   static const char *caller = "optrt::CudaOptimizer::step";
   Impl &s = *impl_;
   if (s.groups.empty())
@@ -646,6 +646,9 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
       if (!gradsPerGroup[g][i])
         throw std::invalid_argument(std::string(caller) + ": the gradient of " + tensorName(i, g) + " is null");
   }
+  const std::vector<InputInfo> &ruleInputs = s.layout.rule().inputs;
+  std::vector<std::vector<const std::vector<DevicePtr> *>> inputValues =
+      validatedInputs<DevicePtr>(s.layout.rule(), s.groups, inputs, caller);
 
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
@@ -670,6 +673,37 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
                            "the gradient of " + tensorName(i, g));
       slot = grad;
       changed[tensor.run] = true;
+    }
+  // Inputs: each tensor's pointer (0 where not given: the kernels do not
+  // read it then) and each group's given() flag, a hidden hyper.
+  std::vector<Group> groups = s.groups;
+  for (size_t input = 0; input < ruleInputs.size(); ++input) {
+    int given = s.layout.stepHyper(givenHyper(ruleInputs[input].name));
+    for (size_t g = 0; g < s.groups.size(); ++g) {
+      const std::vector<DevicePtr> *values = inputValues[input][g];
+      if (given >= 0)
+        groups[g].hypers[static_cast<size_t>(given)] = values ? 1.0 : 0.0;
+      for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
+        size_t t = s.groups[g].firstTensor + i;
+        const Tensor &tensor = s.tensors[t];
+        int b = findBuffer(s.runs[tensor.run].host->buffers, BufferRole::Input, static_cast<int>(input));
+        CUdeviceptr &slot = bufferTables[tensor.run][t * s.runs[tensor.run].perTensor() + static_cast<size_t>(b)];
+        DevicePtr value = values ? (*values)[i] : 0;
+        if (slot == value)
+          continue;
+        if (value)
+          s.checkDevicePointer(value, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
+                               "input '" + ruleInputs[input].name + "' of " + tensorName(i, g));
+        slot = value;
+        changed[tensor.run] = true;
+      }
+    }
+  }
+  // Checked: nothing below throws for the arguments.
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (groups[g].hypers != s.groups[g].hypers) {
+      s.groups[g].hypers = groups[g].hypers;
+      s.hypersDirty = true;
     }
   CUdeviceptr base = s.tables.get();
   const TableLayout &tl = s.tableLayout;
