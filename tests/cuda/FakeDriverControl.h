@@ -2,13 +2,17 @@
 // library the runtime loads too ($OPTDSL_LIBCUDA), for the host-side tests.
 #pragma once
 
+#include "optdsl/CUDACompile.h"
 #include "optrt/CudaOptimizer.h"
+
+#include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <dlfcn.h>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace optdsl::test {
 
@@ -51,5 +55,43 @@ struct Fake {
     return fake;
   }
 };
+
+/// A test against the fake driver (`Base`: ::testing::Test or a
+/// TestWithParam): skipped where there is no CUDA toolkit to build kernels
+/// with, the fake reset before each test.
+template <typename Base> class FakeDriverFixture : public Base {
+protected:
+  void SetUp() override {
+    if (!optdsl::findCudaToolkit())
+      GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
+    Fake::get().reset();
+  }
+  Fake &fake() { return Fake::get(); }
+};
+
+/// The kernels one step launches, in order (optrt/CudaKernels.h): per phase
+/// its uniforms, element and (where it has one) finish kernel, then scalars
+/// (where the rule has scalar states) and advance.
+inline std::vector<std::string> stepLaunches(const optrt::CudaKernels &k) {
+  std::vector<std::string> names;
+  for (size_t p = 0; p < k.uniformsEntries.size(); ++p) {
+    names.push_back(k.uniformsEntries[p]);
+    names.push_back(k.elementEntries[p]);
+    if (!k.finishEntries[p].empty())
+      names.push_back(k.finishEntries[p]);
+  }
+  if (!k.scalarsEntry.empty())
+    names.push_back(k.scalarsEntry);
+  names.push_back(k.advanceEntry);
+  return names;
+}
+
+/// The kernels the fake driver launched since its last reset.
+inline std::vector<std::string> launchedKernels() {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < Fake::get().numLaunches(); ++i)
+    names.push_back(Fake::get().launch(i));
+  return names;
+}
 
 } // namespace optdsl::test

@@ -91,14 +91,7 @@ optrt::Dtype stateDtype(const optrt::RuleKernels &host, const std::string &layou
   throw std::logic_error("no state " + name + " in layout " + layout);
 }
 
-class FakeDriverLayoutTest : public ::testing::Test {
-protected:
-  void SetUp() override {
-    if (!optdsl::findCudaToolkit())
-      GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-    Fake::get().reset();
-  }
-};
+class FakeDriverLayoutTest : public optdsl::test::FakeDriverFixture<::testing::Test> {};
 
 TEST_F(FakeDriverLayoutTest, Bf16MasterQ8KeepsEveryBufferApart) {
   const std::string layout = "param=bf16,master=f32,state=q8";

@@ -49,14 +49,8 @@ const Rule &compiled(const std::string &name) {
 const std::vector<std::vector<size_t>> kShapes = {{40, 700}, {300, 17}, {3, 5, 7}, {33}};
 const std::vector<size_t> kSizes = {28000, 5100, 105, 33};
 
-class FakeDriverMatrix : public ::testing::TestWithParam<std::string> {
+class FakeDriverMatrix : public optdsl::test::FakeDriverFixture<::testing::TestWithParam<std::string>> {
 protected:
-  void SetUp() override {
-    if (!optdsl::findCudaToolkit())
-      GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-    Fake::get().reset();
-  }
-  Fake &fake() { return Fake::get(); }
   const Rule &rule() { return compiled(GetParam()); }
 
   /// Device params (fake: host memory) holding `values`.
@@ -103,19 +97,7 @@ TEST_P(FakeDriverMatrix, EveryPassThatSumsColumnsIsFinished) {
     grads.push_back(fake().alloc(n * sizeof(float)));
   fake().reset();
   optimizer.step({grads});
-  std::vector<std::string> expected, launched;
-  for (int p = 0; p < rule().host->numPhases; ++p) {
-    expected.push_back(device->uniformsEntries[p]);
-    expected.push_back(device->elementEntries[p]);
-    if (!device->finishEntries[p].empty())
-      expected.push_back(device->finishEntries[p]);
-  }
-  if (!device->scalarsEntry.empty())
-    expected.push_back(device->scalarsEntry);
-  expected.push_back(device->advanceEntry);
-  for (size_t i = 0; i < fake().numLaunches(); ++i)
-    launched.push_back(fake().launch(i));
-  EXPECT_EQ(launched, expected);
+  EXPECT_EQ(optdsl::test::launchedKernels(), optdsl::test::stepLaunches(*device));
 }
 
 TEST_P(FakeDriverMatrix, StatesPerRowAndColumnAreAsLongAsTheMatricesSay) {

@@ -53,15 +53,8 @@ std::shared_ptr<const optrt::CudaKernels> deviceCopy(const std::string &name,
   return copy;
 }
 
-class FakeDriverTest : public ::testing::Test {
+class FakeDriverTest : public optdsl::test::FakeDriverFixture<::testing::Test> {
 protected:
-  void SetUp() override {
-    if (!optdsl::findCudaToolkit())
-      GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-    Fake::get().reset();
-  }
-  Fake &fake() { return Fake::get(); }
-
   template <typename F> CudaError expectCudaError(CudaErrc code, F &&f) {
     try {
       f();
@@ -220,18 +213,8 @@ TEST_F(FakeDriverTest, GroupWideReductionsTakeNoExtraLaunch) {
   optimizer.addGroup({c}, {17});
   fake().reset();
   optimizer.step({{grad, grad}, {grad}});
-  std::vector<std::string> expected, launched;
-  for (int p = 0; p < compiled("prodigy").host->numPhases; ++p) {
-    expected.push_back(device->uniformsEntries[p]);
-    expected.push_back(device->elementEntries[p]);
-    if (!device->finishEntries[p].empty())
-      expected.push_back(device->finishEntries[p]);
-  }
-  expected.push_back(device->scalarsEntry);
-  expected.push_back(device->advanceEntry);
-  for (size_t i = 0; i < fake().numLaunches(); ++i)
-    launched.push_back(fake().launch(i));
-  EXPECT_EQ(launched, expected);
+  EXPECT_EQ(optdsl::test::launchedKernels(), optdsl::test::stepLaunches(*device));
+  EXPECT_FALSE(device->scalarsEntry.empty()); // d and its companions
   EXPECT_EQ(optimizer.stepCount(), 1);
 }
 
@@ -306,20 +289,7 @@ TEST_F(FakeDriverTest, StepLaunchesEveryPhaseOverAllTensorsOnce) {
   fake().reset();
   fake().set("multiprocessors", 2);
   optimizer.step({{grads[0], grads[1]}, {grads[2], grads[3]}});
-  std::vector<std::string> expected;
-  for (int p = 0; p < compiled("lamb").host->numPhases; ++p) {
-    expected.push_back(device->uniformsEntries[p]);
-    expected.push_back(device->elementEntries[p]);
-    if (!device->finishEntries[p].empty())
-      expected.push_back(device->finishEntries[p]);
-  }
-  if (!device->scalarsEntry.empty())
-    expected.push_back(device->scalarsEntry);
-  expected.push_back(device->advanceEntry);
-  std::vector<std::string> launched;
-  for (size_t i = 0; i < fake().numLaunches(); ++i)
-    launched.push_back(fake().launch(i));
-  EXPECT_EQ(launched, expected);
+  EXPECT_EQ(optdsl::test::launchedKernels(), optdsl::test::stepLaunches(*device));
   // 1 + 1 + 2 + 20 = 24 chunks of at most 1000 elements, 16 blocks striding over them.
   EXPECT_EQ(fake().launchGrid(1), 16u);
   EXPECT_EQ(fake().launchGrid(0), 1u); // 4 tensors, one thread each
