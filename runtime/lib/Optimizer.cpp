@@ -425,6 +425,8 @@ void Optimizer::Impl::combineColumns(int phase) {
 }
 
 void Optimizer::Impl::combinePhase(int phase) {
+  if (comm && (!layout.rowSums(phase).empty() || !layout.columnSums(phase).empty()))
+    gatherAxisSums(phase);
   combineColumns(phase);
   const std::vector<ReductionInfo> &infos = layout.rule().reductions;
   size_t begin = layout.reductionBegin(phase);

@@ -97,10 +97,6 @@ struct Optimizer::Impl {
                                   "' has q8 states: chunkElements (" +
                                   std::to_string(options.chunkElements) +
                                   ") must be a multiple of 256, the q8 block");
-    if (comm && layout.readsMatrices())
-      throw std::invalid_argument("optrt::Optimizer: rule '" + layout.rule().name +
-                                  "' reads tensors as matrices (states per row or column); the sharded "
-                                  "optimizer does not take such a rule yet");
   }
 
   RuleLayout layout;
@@ -133,6 +129,7 @@ struct Optimizer::Impl {
   std::vector<char> shardGrads; // this rank's part of the summed gradients
   std::vector<std::vector<char>> shardInputs; // per rule input: the same for its values
   std::vector<double> gathered; // scratch of gatherChunkValues
+  std::vector<float> axisGathered; // scratch of gatherAxisSums
   // Per tensor: 1 when the next tensor of its group starts where its param
   // ends on every rank, so one collective moves both (ShardedStep.cpp).
   std::vector<uint8_t> paramJoins;
@@ -261,6 +258,10 @@ struct Optimizer::Impl {
                      std::vector<uint8_t> &joins);
   // values[c * stride + k], k < count, of every chunk c, from the rank that ran it.
   void gatherChunkValues(double *values, size_t stride, size_t count);
+  // A rule that reads matrices, after a pass over the elements: each chunk's
+  // row sums (in its tensors' states per row) and column partials, from the
+  // rank that ran it, so every rank holds whole states per row and column.
+  void gatherAxisSums(int phase);
   // Every rank's updated params, into every rank's param tensors.
   void gatherParams();
   // Whether kernels read the gradients from shardGrads (summed across

@@ -117,6 +117,7 @@ void RuleLayout::checkMatrixTables() {
   if (!rule.phaseDomains.empty())
     checkPhaseTable(rule, "phaseDomains", rule.phaseDomains.size());
   columnSums_.assign(rule.numPhases, {});
+  rowSums_.assign(rule.numPhases, {});
   for (int p = 0; p < rule.numPhases; ++p)
     if (domain(p) != PhaseDomain::Elements) {
       if (!readsMatrices_)
@@ -131,8 +132,8 @@ void RuleLayout::checkMatrixTables() {
     if (info.state < 0 || static_cast<size_t>(info.state) >= rule.states.size() ||
         !rule.states[info.state].scratch || rule.states[info.state].span == StateSpan::Elements)
       fail(rule, what + " does not reduce into a scratch state spanning rows, columns or matrices");
-    if (!info.alongRows && domain(info.phase) == PhaseDomain::Elements)
-      columnSums_[info.phase].push_back(a);
+    if (domain(info.phase) == PhaseDomain::Elements)
+      (info.alongRows ? rowSums_ : columnSums_)[info.phase].push_back(a);
   }
   if (!rule.columnSlots.empty())
     checkPhaseTable(rule, "columnSlots", rule.columnSlots.size());

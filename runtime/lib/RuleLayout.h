@@ -57,6 +57,9 @@ public:
   /// The column sums phase p's kernels leave as chunk partials, in their
   /// order (indices into RuleKernels::axisReductions).
   const std::vector<size_t> &columnSums(int phase) const { return columnSums_[phase]; }
+  /// The row sums phase p's kernels store per row of each chunk, in their
+  /// order (indices into RuleKernels::axisReductions; a pass over the elements).
+  const std::vector<size_t> &rowSums(int phase) const { return rowSums_[phase]; }
   /// Column scratch regions phase p's kernels take (column sums first).
   size_t columnSlots(int phase) const { return columnSlots_[phase]; }
   /// The most of any phase: what each chunk's column scratch holds.
@@ -103,7 +106,7 @@ private:
   size_t numScalar_ = 0;
   size_t maxReductionsPerPhase_ = 0;
   bool readsMatrices_ = false;
-  std::vector<std::vector<size_t>> columnSums_;
+  std::vector<std::vector<size_t>> columnSums_, rowSums_;
   std::vector<size_t> columnSlots_;
   size_t maxColumnSlots_ = 0;
   size_t maxUniforms_ = 0;

@@ -59,10 +59,10 @@ inline const std::vector<std::string> kGroupWideRules = {"adamw_clip", "adan", "
 inline const std::vector<std::string> kInputRules = {"sophia"};
 
 /// The library rules that read tensors as matrices (`state v[rows];`,
-/// row_mean, col_mean): the CPU kernels take them in every layout, the CUDA
-/// kernels in f32, bf16 and f16 layouts; their CUDA q8 kernels and the
-/// sharded optimizer do not yet, so those tests leave them out (the top
-/// CMakeLists.txt keeps the same list, OPTDSL_MATRIX_RULES).
+/// row_mean, col_mean): tests give their tensors shapes. The CPU kernels
+/// (sharded too) take them in every layout, the CUDA kernels in f32, bf16
+/// and f16 layouts, not q8 yet (the top CMakeLists.txt keeps the same list,
+/// OPTDSL_MATRIX_RULES, for the ptxas tests' layouts).
 inline const std::vector<std::string> kMatrixRules = {"adafactor", "came"};
 
 /// Hypers a rule is built with for the CUDA optimizer: lamb's global
@@ -86,14 +86,5 @@ inline std::vector<std::string> libraryRules() {
 
 /// The library rules with CPU kernels: every one.
 inline std::vector<std::string> kernelRules() { return libraryRules(); }
-
-/// The library rules with CUDA q8 kernels and the sharded optimizer: all
-/// but kMatrixRules.
-inline std::vector<std::string> flatRules() {
-  std::vector<std::string> names = libraryRules();
-  for (const std::string &name : kMatrixRules)
-    std::erase(names, name);
-  return names;
-}
 
 } // namespace optdsl::test

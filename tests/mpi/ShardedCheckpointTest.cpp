@@ -29,6 +29,9 @@ using optrt::OptimizerOptions;
 const char *const kQ8Layout = "param=bf16,master=f32,state=q8";
 constexpr size_t kChunk = 1024;
 const std::vector<size_t> kSizes = {7 * kChunk + 100, 5000, 300, 3 * kChunk};
+// Their shapes for rules that read tensors as matrices (chunks of whole
+// rows: 79 x 92 and the stack of two 50 x 50 in two each).
+const std::vector<std::vector<size_t>> kShapes = {{79, 92}, {2, 50, 50}, {300}, {48, 64}};
 
 // Params in one layout's storage, one buffer per tensor.
 struct Params {
@@ -97,8 +100,9 @@ const std::map<std::string, double> kHypers = {{"lr", 3e-3}};
 
 Optimizer makeOptimizer(std::shared_ptr<const optrt::RuleKernels> kernels, const std::string &layout,
                         std::shared_ptr<optrt::Communicator> comm, Params &params) {
+  bool matrices = optrt::readsMatrices(kernels->states);
   Optimizer optimizer(std::move(kernels), optionsFor(layout, std::move(comm)));
-  optimizer.addGroupStored(params.pointers(), kSizes, kHypers);
+  optimizer.addGroupStored(params.pointers(), kSizes, kHypers, matrices ? kShapes : std::vector<std::vector<size_t>>{});
   return optimizer;
 }
 
@@ -172,7 +176,9 @@ TEST_P(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcessAndBack) {
 
 INSTANTIATE_TEST_SUITE_P(Rules, ShardedCheckpoint,
                          testing::Values(CheckpointCase{"adamw", "f32"}, CheckpointCase{"adamw", kQ8Layout},
-                                         CheckpointCase{"lamb", "f32"}, CheckpointCase{"ademamix", kQ8Layout}));
+                                         CheckpointCase{"lamb", "f32"}, CheckpointCase{"ademamix", kQ8Layout},
+                                         // states per row and column: whole in every rank's file
+                                         CheckpointCase{"came", "f32"}, CheckpointCase{"adafactor", kQ8Layout}));
 
 
 // The name docs/checkpoints.md gives rank r's file of a save by every rank.

@@ -48,12 +48,19 @@ public:
       : CpuStateAccess<Impl>(const_cast<Impl &>(s)), s_(s), parts_(parts), buffers_(s.tensors.size()) {}
   size_t tensorSize(size_t t) const override { return parts_[t].size(); }
   std::vector<double> scalars(size_t) const override { return {}; }
-  void withBuffer(size_t, size_t, const std::function<void(const void *, size_t)> &) const override {}
+  // The stream asks a state per row or column for its length, to refuse one
+  // of another shape (every file holds them whole: each rank keeps them).
+  void withBuffer(size_t t, size_t b, const std::function<void(const void *, size_t)> &use) const override {
+    const BufferDesc &buffer = s_.tensors[t].layout->buffers[b];
+    if (buffer.role == BufferRole::AxisState)
+      use(nullptr, tensorBufferBytes(buffer, 0, s_.tensors[t].matrixDims, s_.layout.rule().states));
+  }
   void writeBuffer(size_t t, size_t b, const void *data) override {
     const BufferDesc &buffer = s_.tensors[t].layout->buffers[b];
     const auto *bytes = static_cast<const char *>(data);
     buffers_[t].resize(s_.tensors[t].layout->buffers.size());
-    buffers_[t][b].assign(bytes, bytes + bufferBytes(buffer, parts_[t].size()));
+    buffers_[t][b].assign(bytes, bytes + tensorBufferBytes(buffer, parts_[t].size(), s_.tensors[t].matrixDims,
+                                                           s_.layout.rule().states));
   }
   void finishLoad(int64_t stepCount, const std::vector<GroupRecord> &groups,
                   const std::vector<std::vector<double>> &scalars) override {
@@ -278,8 +285,14 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
                       staged[t][b].data() + bufferBytes(buffer, from - tensor.owned.begin));
         }
       }
-      if (!metadata)
+      if (!metadata) {
+        // States per row or column: whole in every file; from the first.
+        for (size_t t = 0; t < tensors.size(); ++t)
+          for (size_t b : savedBuffers(tensors[t].layout->buffers, layout.rule().states))
+            if (tensors[t].layout->buffers[b].role == BufferRole::AxisState)
+              staged[t][b] = reader->buffer(t, b);
         metadata = std::move(reader);
+      }
     }
   } catch (...) {
     error = std::current_exception();
@@ -290,8 +303,12 @@ void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
     std::rethrow_exception(error);
 
   for (size_t t = 0; t < tensors.size(); ++t)
-    for (size_t b = 2; b < keptBuffersEnd(tensors[t].layout->buffers); ++b)
-      std::copy(staged[t][b].begin(), staged[t][b].end(), static_cast<char *>(bufferAt(tensors[t], b)));
+    for (size_t b = 2; b < staged[t].size(); ++b) {
+      char *target = tensors[t].layout->buffers[b].role == BufferRole::AxisState
+                         ? reinterpret_cast<char *>(tensors[t].axisBuffer(b))
+                         : static_cast<char *>(bufferAt(tensors[t], b));
+      std::copy(staged[t][b].begin(), staged[t][b].end(), target);
+    }
   CpuStateAccess<Impl>(*this).finishLoad(metadata->step(), metadata->groupRecords(), metadata->scalarStates());
 }
 
