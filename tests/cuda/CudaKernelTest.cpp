@@ -249,6 +249,32 @@ TEST(CudaGroups, EachGroupKeepsItsHypers) {
   EXPECT_EQ(b.param(0), afterOne); // the new hypers reached the device
 }
 
+/// A group added after two steps takes its first step as a fresh optimizer
+/// does (step 1's bias corrections), bit for bit: each group has its own
+/// counter on the device.
+TEST(CudaGroups, AGroupAddedLaterStartsAtStepOne) {
+  OPTDSL_REQUIRE_GPU();
+  const CompiledRule &c = compiledRule("adamw");
+  std::mt19937 rng(8), same(9), again(9), gradsLater(10), gradsFresh(10);
+  DeviceTensors early({1000}, true, rng), later({3000}, true, same), fresh({3000}, true, again);
+  optrt::CudaOptimizer optimizer(c.host, c.device), alone(c.host, c.device);
+  optimizer.addGroup(early.paramPointers(), early.sizes);
+  alone.addGroup(fresh.paramPointers(), fresh.sizes);
+  std::vector<optrt::DevicePtr> ge, gl, gf;
+  for (int step = 1; step <= 2; ++step) {
+    early.drawGrads(rng, step, ge);
+    optimizer.step({ge});
+  }
+  optimizer.addGroup(later.paramPointers(), later.sizes);
+  early.drawGrads(rng, 3, ge);
+  later.drawGrads(gradsLater, 1, gl);
+  fresh.drawGrads(gradsFresh, 1, gf);
+  optimizer.step({ge, gl});
+  alone.step({gf});
+  EXPECT_EQ(later.param(0), fresh.param(0));
+  EXPECT_EQ(optimizer.stepCount(1), 1);
+}
+
 TEST(CudaErrors, WrongSizeParamIsNamed) {
   OPTDSL_REQUIRE_GPU();
   const CompiledRule &c = compiledRule("sgd");

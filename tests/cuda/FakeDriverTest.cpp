@@ -8,6 +8,7 @@
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
+#include "optrt/Optimizer.h"
 
 #include "cuda/FakeDriverControl.h"
 #include "cuda/ModuleCache.h"
@@ -294,6 +295,43 @@ TEST_F(FakeDriverTest, StepLaunchesEveryPhaseOverAllTensorsOnce) {
   EXPECT_EQ(fake().launchGrid(1), 16u);
   EXPECT_EQ(fake().launchGrid(0), 1u); // 4 tensors, one thread each
   EXPECT_EQ(optimizer.stepCount(), 1);
+}
+
+/// Each group counts its own steps, as on the CPU: a group added after two
+/// steps has taken one after the next, and checkpoints carry the counts both
+/// ways between the CPU and the GPU optimizer.
+TEST_F(FakeDriverTest, GroupsCountTheirOwnSteps) {
+  optrt::CudaOptimizer optimizer(compiled("adamw").host, deviceCopy("adamw"));
+  DevicePtr a = fake().alloc(64 * sizeof(float)), b = fake().alloc(64 * sizeof(float)),
+            grad = fake().alloc(64 * sizeof(float));
+  optimizer.addGroup({a}, {64});
+  optimizer.step({{grad}});
+  optimizer.step({{grad}});
+  optimizer.addGroup({b}, {64});
+  EXPECT_EQ(optimizer.stepCount(1), 0);
+  optimizer.step({{grad}, {grad}});
+  EXPECT_EQ(optimizer.stepCount(), 3);
+  EXPECT_EQ(optimizer.stepCount(0), 3);
+  EXPECT_EQ(optimizer.stepCount(1), 1);
+  EXPECT_THROW(optimizer.stepCount(2), std::out_of_range);
+
+  std::stringstream saved;
+  optimizer.saveState(saved);
+  std::vector<float> hostA(64, 0.5f), hostB(64, 0.25f);
+  optrt::Optimizer cpu(compiled("adamw").host);
+  cpu.addGroup({hostA.data()}, {64});
+  cpu.addGroup({hostB.data()}, {64});
+  cpu.loadState(saved);
+  EXPECT_EQ(cpu.stepCount(0), 3);
+  EXPECT_EQ(cpu.stepCount(1), 1);
+
+  cpu.step({{hostA.data()}, {hostB.data()}});
+  std::stringstream back;
+  cpu.saveState(back);
+  optimizer.loadState(back);
+  EXPECT_EQ(optimizer.stepCount(), 4);
+  EXPECT_EQ(optimizer.stepCount(0), 4);
+  EXPECT_EQ(optimizer.stepCount(1), 2);
 }
 
 TEST_F(FakeDriverTest, HypersLiveInDeviceMemoryPerGroup) {

@@ -278,12 +278,16 @@ private:
     return b_.create<arith::SelectOp>(loc_, take, partial, acc);
   }
 
-  /// {hypers of the tensor's group, step} for per-tensor kernels.
+  /// {hypers of the tensor's group, its group's step} for per-tensor
+  /// kernels: the group's counter is the f64 at kGroupCounters + group of
+  /// the counter segment (CudaKernels.h), so a group added later starts at
+  /// step 1, as on the CPU.
+  static constexpr int64_t kGroupCounters = 2; // after {steps: f64, seed: u32, reserved: u32}
   std::pair<Value, Value> hypersAndStep(Value tensors, Value hypers, Value counter, Value t) {
     Value group = load(i64(), gep(tensors, mul(t, constI64(kTensorRecord)), i64()));
     Value groupHypers = gep(hypers, mul(group, constI64(static_cast<int64_t>(sig_.hypers.size()))), f64());
-    Value step = b_.create<arith::AddFOp>(loc_, load(f64(), counter), constF64(1.0));
-    return {groupHypers, step};
+    Value steps = load(f64(), gep(counter, add(group, constI64(kGroupCounters)), f64()));
+    return {groupHypers, b_.create<arith::AddFOp>(loc_, steps, constF64(1.0))};
   }
 
   // --- kernels --------------------------------------------------------------
@@ -308,7 +312,10 @@ private:
         // key, here because the step lives on the device. The seed is the
         // u32 after the step counter.
         Value seed = load(b_.getI32Type(), gep(counter, 2, b_.getI32Type()));
-        Value stepIndex = b_.create<arith::FPToUIOp>(loc_, i64(), step);
+        // The optimizer's step, not the group's (as the CPU runtime: a
+        // tensor's bits never repeat).
+        Value optimizerStep = b_.create<arith::AddFOp>(loc_, load(f64(), counter), constF64(1.0));
+        Value stepIndex = b_.create<arith::FPToUIOp>(loc_, i64(), optimizerStep);
         Value key = codegen::stochasticKeyBits(b_, loc_, seed, stepIndex, t);
         Value slot = add(mul(t, constI64(facts_.uniformStride)), constI64(sig_.numUniforms[phase]));
         store(key, gep(uniforms, slot, b_.getI32Type()));
@@ -1123,10 +1130,17 @@ private:
 
   void buildAdvanceKernel() {
     OpBuilder::InsertionGuard guard(b_);
-    auto kernel = startKernel(facts_.advanceEntry, {ptr()});
-    Value counter = kernel.getArgument(0);
+    auto kernel = startKernel(facts_.advanceEntry, {ptr(), i64()});
+    Value counter = kernel.getArgument(0), numGroups = kernel.getArgument(1);
+    // The optimizer's steps, then each group's.
     ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, globalThread(), constI64(0)), [&] {
       store(b_.create<arith::AddFOp>(loc_, load(f64(), counter), constF64(1.0)), counter);
+      auto groups = b_.create<scf::ForOp>(loc_, constI64(kGroupCounters), add(numGroups, constI64(kGroupCounters)),
+                                          constI64(1));
+      OpBuilder::InsertionGuard inner(b_);
+      b_.setInsertionPoint(groups.getBody()->getTerminator());
+      Value at = gep(counter, groups.getInductionVar(), f64());
+      store(b_.create<arith::AddFOp>(loc_, load(f64(), at), constF64(1.0)), at);
     });
     b_.create<gpu::ReturnOp>(loc_);
   }

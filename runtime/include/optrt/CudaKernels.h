@@ -12,7 +12,8 @@
 //               param, grad, master, elementwise states, q8 absmax; a rule that
 //               reads matrices: then Dims and its states per row, column or
 //               matrix), each at the tensor's element 0
-//   counter:    double[1] steps completed, then the u32 stochastic-rounding seed
+//   counter:    double steps completed, the u32 stochastic-rounding seed, a u32
+//               reserved, then double[G] each group's steps completed
 //   hypers:     double[G][numHypers]                  per group
 //   scalars:    double[T][numScalarStates]
 //   reductions: double[T][max(1, numReductions)]
@@ -29,22 +30,24 @@
 //     finish[p](T, tensors, partials, reductions, chunks, buffers)
 //                                                             if p has reductions or column sums
 //   scalars(T, tensors, hypers, counter, scalars, reductions) if the rule has scalar states
-//   advance(counter)                                          one thread
+//   advance(counter, G)                                       one thread
 // uniforms and scalars take one thread per tensor: launch them with
 // blockSize threads and ceil(T / blockSize) blocks. finish[p] takes a block
 // per tensor (T blocks; it loops if given fewer).
 // element[p] takes a block per chunk, in a grid-stride loop over chunks, and
 // must be launched with exactly blockSize threads (its block reduction is
 // compiled for that size). A layout with q8 states needs every chunk's begin
-// to be a multiple of 256 (a q8 block never spans two chunks). A rule that
+// to be a multiple of 256 (a q8 block never spans two chunks). The
+// uniforms and scalars kernels pass a tensor's group's step (a group added
+// later starts at 1), the per-tensor key takes the optimizer's. A rule that
 // reads tensors as matrices (RuleKernels::phaseDomains) needs chunks of
 // whole rows; element[p] of a pass over rows, columns or matrices does a
 // tensor's whole work on its first chunk (begin 0; its other chunks'
 // partials are the identity), and finish[p] first adds each column's chunk
-// partials in chunk order into its scratch state. Kernels use
-// step = counter + 1. With stochastic rounding, uniforms[p] also writes the
-// tensor's key (optrt::stochasticBits(seed, step, t)) as a u32 after the
-// phase's own uniform values.
+// partials in chunk order into its scratch state. Kernels use step = the
+// tensor's group's counter + 1. With stochastic rounding, uniforms[p] also
+// writes the tensor's key (optrt::stochasticBits(seed, counter + 1, t)) as a
+// u32 after the phase's own uniform values.
 #pragma once
 
 #include <string>

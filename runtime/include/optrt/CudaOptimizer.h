@@ -21,7 +21,7 @@
 // captured in a CUDA graph and replayed (torch's `capturable`), provided
 // nothing needs uploading during the captured step, i.e. the gradient
 // pointers are those of the previous step and no setHyper came in between.
-// A replay advances the device's step counter, not stepCount().
+// A replay advances the device's step counters, not stepCount().
 //
 // Every call checks its arguments before it changes anything or launches
 // anything: an exception leaves parameters, state and settings as they were.
@@ -148,6 +148,10 @@ public:
             const std::vector<CudaStepInput> &inputs);
   /// step() calls so far.
   int64_t stepCount() const;
+  /// Steps group `group` has taken (as Optimizer::stepCount(group)): a group
+  /// added later starts at step 1, on the device too. std::out_of_range for
+  /// a bad group.
+  int64_t stepCount(int group) const;
 
   /// As optrt::Optimizer; the new value reaches the device with the next step.
   void setHyper(const std::string &name, double value, int group = -1);

@@ -41,7 +41,7 @@ constexpr size_t kSegmentAlign = 256;
 size_t alignUp(size_t n, size_t alignment) { return (n + alignment - 1) / alignment * alignment; }
 
 /// The counter segment: steps completed, then the stochastic-rounding seed
-/// (CudaKernels.h).
+/// (CudaKernels.h); then each group's steps, one double per group.
 struct CounterRecord {
   double counter;
   uint32_t seed;
@@ -69,7 +69,7 @@ struct TableLayout {
     t.buffers[0] = take(numTensors * k.buffersPerTensor * sizeof(CUdeviceptr));
     t.buffers[1] = take(numTensors * fallbackPerTensor * sizeof(CUdeviceptr));
     t.hypers = take(numGroups * rule.numHypers() * sizeof(double));
-    t.counter = take(sizeof(CounterRecord));
+    t.counter = take(sizeof(CounterRecord) + numGroups * sizeof(double));
     t.scalars = take(numTensors * rule.numScalar() * sizeof(double));
     t.reductions = take(numTensors * std::max<size_t>(1, rule.numReductions()) * sizeof(double));
     t.partials = take(numChunks * k.partialStride * sizeof(double));
@@ -372,6 +372,9 @@ size_t CudaOptimizer::numTensors(int group) const {
   return impl_->checkedGroup(group, "optrt::CudaOptimizer::numTensors").numTensors;
 }
 int64_t CudaOptimizer::stepCount() const { return impl_->stepCount; }
+int64_t CudaOptimizer::stepCount(int group) const {
+  return impl_->checkedGroup(group, "optrt::CudaOptimizer::stepCount").steps;
+}
 size_t CudaOptimizer::numParams() const { return impl_->numParams; }
 
 int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> sizes,
@@ -494,9 +497,14 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   // Host images of the new tables; the counter and scalar states come back
   // from the device (graph replays may have advanced them).
   CounterRecord counter{static_cast<double>(s.stepCount), s.seed, 0};
+  // A new group has taken no step: its kernels pass step 1 first.
+  std::vector<double> groupSteps(s.groups.size() + 1, 0.0);
   std::vector<double> scalars(numTensors * numScalar);
   if (s.tables.get()) {
     d.check(d.cuMemcpyDtoH_v2(&counter.counter, s.tables.get() + s.tableLayout.counter, sizeof(double)),
+            "cuMemcpyDtoH_v2");
+    d.check(d.cuMemcpyDtoH_v2(groupSteps.data(), s.tables.get() + s.tableLayout.counter + sizeof(CounterRecord),
+                              s.groups.size() * sizeof(double)),
             "cuMemcpyDtoH_v2");
     if (numScalar > 0)
       d.check(d.cuMemcpyDtoH_v2(scalars.data(), s.tables.get() + s.tableLayout.scalars,
@@ -594,6 +602,7 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     upload(tl.buffers[r], bufferTables[r].data(), bufferTables[r].size() * sizeof(CUdeviceptr));
   upload(tl.hypers, hyperTable.data(), hyperTable.size() * sizeof(double));
   upload(tl.counter, &counter, sizeof(counter));
+  upload(tl.counter + sizeof(CounterRecord), groupSteps.data(), groupSteps.size() * sizeof(double));
   upload(tl.scalars, scalars.data(), scalars.size() * sizeof(double));
   // Each chunk's pointer to its column partials, in the last slot of its row
   // of partials, where the kernels find it.
@@ -757,8 +766,11 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
   if (m.scalars)
     s.launch(m.scalars, k.scalarsEntry, s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions});
-  s.launch(m.advance, k.advanceEntry, 1, 1, cuStream, {&counter});
+  auto numGroups = static_cast<int64_t>(s.groups.size());
+  s.launch(m.advance, k.advanceEntry, 1, 1, cuStream, {&counter, &numGroups});
   ++s.stepCount;
+  for (Group &group : s.groups)
+    ++group.steps;
 }
 
 void CudaOptimizer::setHyper(const std::string &name, double value, int group) {
@@ -920,14 +932,13 @@ public:
   size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
   const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
   int64_t stepCount() const override { return s_.stepCount; }
-  // The device keeps one step counter: every group has taken every step.
+  // Each group's steps (a group added later has taken fewer).
   std::vector<GroupRecord> groups() const override {
     std::vector<GroupRecord> records;
     for (const Group &group : s_.groups)
-      records.push_back({group.numTensors, s_.stepCount, group.hypers});
+      records.push_back({group.numTensors, group.steps, group.hypers});
     return records;
   }
-  bool perGroupSteps() const override { return false; }
   std::vector<double> scalars(size_t t) const override {
     size_t n = s_.layout.numScalar();
     std::vector<double> values(n);
@@ -952,8 +963,12 @@ public:
   }
   void finishLoad(int64_t stepCount, const std::vector<GroupRecord> &groups,
                   const std::vector<std::vector<double>> &scalars) override {
-    for (size_t g = 0; g < groups.size(); ++g)
+    std::vector<double> groupSteps;
+    for (size_t g = 0; g < groups.size(); ++g) {
       s_.groups[g].hypers = groups[g].hypers;
+      s_.groups[g].steps = groups[g].steps;
+      groupSteps.push_back(static_cast<double>(groups[g].steps));
+    }
     s_.hypersDirty = true; // the device copy is refreshed by the next step
     std::vector<double> table;
     for (const std::vector<double> &tensor : scalars)
@@ -967,6 +982,10 @@ public:
     CUdeviceptr base = s_.tables.get();
     d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.counter, &counter, sizeof counter, nullptr),
             "cuMemcpyHtoDAsync_v2");
+    if (!groupSteps.empty())
+      d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.counter + sizeof(CounterRecord), groupSteps.data(),
+                                     groupSteps.size() * sizeof(double), nullptr),
+              "cuMemcpyHtoDAsync_v2");
     if (!table.empty())
       d.check(d.cuMemcpyHtoDAsync_v2(base + s_.tableLayout.scalars, table.data(), table.size() * sizeof(double),
                                      nullptr),
