@@ -193,7 +193,8 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   // A rule that reads tensors as matrices gets GPT-2 small's shapes.
   bool matrices = optdsl::bench::kMatrixPassStreams.count(rule) > 0;
   std::vector<size_t> sizes = matrices ? optrt::gpt2SmallTensorSizes() : shape(shapeName);
-  std::vector<std::vector<size_t>> shapes = matrices ? optrt::gpt2SmallTensorShapes() : std::vector<std::vector<size_t>>{};
+  std::vector<std::vector<size_t>> shapes =
+      matrices ? optrt::gpt2SmallTensorShapes() : std::vector<std::vector<size_t>>{};
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;

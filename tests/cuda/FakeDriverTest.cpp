@@ -230,7 +230,8 @@ TEST_F(FakeDriverTest, InputsAndTheirGivenFlagsReachTheDevice) {
   optimizer.addGroup({a}, {1000});
   optimizer.addGroup({b}, {500});
   auto given = [&](int group) {
-    return *reinterpret_cast<const double *>(optimizer.hyperAddress("given(hessian_estimate)", group)); // fake: host memory
+    // The fake's device memory is host memory.
+    return *reinterpret_cast<const double *>(optimizer.hyperAddress("given(hessian_estimate)", group));
   };
   optimizer.step({{gradA}, {gradB}}, nullptr, {{"hessian_estimate", {{hessianA}, {}}}});
   EXPECT_EQ(given(0), 1.0);

@@ -629,11 +629,11 @@ private:
       // multiples of 16 (q8 blocks, below) sums in the same order as whole.
       auto rowPiece = [&](Value from, Value to, const Sums &in) -> FailureOr<Sums> {
         Value mask = constantI64(loc, -kVectorWidth);
-        Value alignedFrom = builder_.create<arith::MinSIOp>(
-            loc, subtract(loc, builder_.create<arith::AndIOp>(loc, add(loc, add(loc, rowStart, from), constantI64(loc, kVectorWidth - 1)), mask), rowStart),
-            to);
+        auto roundDown = [&](Value index) { return builder_.create<arith::AndIOp>(loc, index, mask).getResult(); };
+        Value firstAligned = roundDown(add(loc, add(loc, rowStart, from), constantI64(loc, kVectorWidth - 1)));
+        Value alignedFrom = builder_.create<arith::MinSIOp>(loc, subtract(loc, firstAligned, rowStart), to);
         Value alignedTo = builder_.create<arith::MaxSIOp>(
-            loc, alignedFrom, subtract(loc, builder_.create<arith::AndIOp>(loc, add(loc, rowStart, to), mask), rowStart));
+            loc, alignedFrom, subtract(loc, roundDown(add(loc, rowStart, to)), rowStart));
         auto head = columnLoop(from, alignedFrom, 1, in.tensorScalar, in.rowScalar);
         if (failed(head))
           return failure();
@@ -1066,7 +1066,8 @@ private:
     for (int buffer : written) {
       if (!plan.absmax.count(buffer))
         continue;
-      Value lanesMax = builder_.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), kVectorWidth), vectorMax_.at(buffer), 64);
+      Value lanesMax =
+          builder_.create<LLVM::LoadOp>(loc, codegen::laneType(f32(), kVectorWidth), vectorMax_.at(buffer), 64);
       // The lanes are finite magnitudes (never NaN or -0), which order as
       // their bit patterns do: an unsigned integer max is the same value and
       // a 4-step shuffle tree, where maximumf's NaN handling makes LLVM emit a

@@ -834,7 +834,8 @@ private:
     std::vector<Value> totals;
     for (auto [r, kind] : llvm::enumerate(kinds)) {
       Value total = matrixLoop.getResult(r);
-      totals.push_back(kind == optrt::ReductionKind::Max ? total : b_.create<arith::MulFOp>(loc_, total, weight).getResult());
+      totals.push_back(kind == optrt::ReductionKind::Max ? total
+                                                         : b_.create<arith::MulFOp>(loc_, total, weight).getResult());
     }
     return totals;
   }
@@ -1025,7 +1026,8 @@ private:
         Value offset = subtract(j, mul(firstMatrix, cols));
         std::vector<Value> next;
         for (size_t k = 0; k < sums.size(); ++k) {
-          Value partial = load(f32(), at(region, add(mul(regionFloats, constI64(static_cast<int64_t>(k))), offset), f32()));
+          Value slot = add(mul(regionFloats, constI64(static_cast<int64_t>(k))), offset);
+          Value partial = load(f32(), at(region, slot, f32()));
           next.push_back(b_.create<arith::AddFOp>(loc_, sumsSoFar[k], toF64(partial)));
         }
         b_.create<scf::YieldOp>(loc_, next);
