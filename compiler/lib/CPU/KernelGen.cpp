@@ -549,8 +549,11 @@ private:
       position_ = {row, Value(), matrix};
       DenseMap<Value, Value> perRow = rowInvariants(loc, phase, rowStart);
       // One loop over the row's columns at `lanes` lanes, carrying the
-      // tensor's reductions and the row's sums.
-      auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial, ValueRange rowInitial)
+      // tensor's reductions and the row's sums. With a gap, the columns are
+      // [from, gapBegin) then [gapEnd, to - gapBegin + gapEnd): one loop (one
+      // copy of the element code) for a scalar head and tail.
+      auto columnLoop = [&](Value from, Value to, int64_t lanes, ValueRange tensorInitial, ValueRange rowInitial,
+                            Value gapBegin = Value(), Value gapEnd = Value())
           -> FailureOr<std::pair<std::vector<Value>, std::vector<Value>>> {
         std::vector<Value> loopInitial(tensorInitial.begin(), tensorInitial.end());
         loopInitial.insert(loopInitial.end(), rowInitial.begin(), rowInitial.end());
@@ -558,6 +561,10 @@ private:
         OpBuilder::InsertionGuard inner(builder_);
         codegen::LoopBody loopBody(builder_, loop);
         Value column = loop.getInductionVar();
+        if (gapBegin)
+          column = builder_.create<arith::SelectOp>(
+              loc, builder_.create<arith::CmpIOp>(loc, arith::CmpIPredicate::slt, column, gapBegin), column,
+              add(loc, column, subtract(loc, gapEnd, gapBegin)));
         position_ = {row, add(loc, matrixColumns, column), matrix};
         // Values per row broadcast; values per column from the scratch the
         // chunk computed them into.
@@ -623,10 +630,11 @@ private:
         return Sums{part(0, numKinds), part(numKinds, numKinds), part(2 * numKinds, numRowSums),
                     part(2 * numKinds + numRowSums, numRowSums)};
       };
-      // Columns [from, to) of the row: a scalar head up to the first element
-      // whose index in the tensor is a multiple of 16, a 16-wide loop, a
-      // scalar tail. Lanes follow the index mod 16, so a row cut at
-      // multiples of 16 (q8 blocks, below) sums in the same order as whole.
+      // Columns [from, to) of the row: a 16-wide loop from the first element
+      // whose index in the tensor is a multiple of 16, then one scalar loop
+      // over the head before it and the tail after it. Lanes follow the
+      // index mod 16, so a row cut at multiples of 16 (q8 blocks, below)
+      // sums in the same order as whole.
       auto rowPiece = [&](Value from, Value to, const Sums &in) -> FailureOr<Sums> {
         Value mask = constantI64(loc, -kVectorWidth);
         auto roundDown = [&](Value index) { return builder_.create<arith::AndIOp>(loc, index, mask).getResult(); };
@@ -634,16 +642,14 @@ private:
         Value alignedFrom = builder_.create<arith::MinSIOp>(loc, subtract(loc, firstAligned, rowStart), to);
         Value alignedTo = builder_.create<arith::MaxSIOp>(
             loc, alignedFrom, subtract(loc, roundDown(add(loc, rowStart, to)), rowStart));
-        auto head = columnLoop(from, alignedFrom, 1, in.tensorScalar, in.rowScalar);
-        if (failed(head))
-          return failure();
         auto lanes = columnLoop(alignedFrom, alignedTo, kVectorWidth, in.tensorLanes, in.rowLanes);
         if (failed(lanes))
           return failure();
-        auto tail = columnLoop(alignedTo, to, 1, head->first, head->second);
-        if (failed(tail))
+        Value scalarEnd = subtract(loc, to, subtract(loc, alignedTo, alignedFrom));
+        auto ends = columnLoop(from, scalarEnd, 1, in.tensorScalar, in.rowScalar, alignedFrom, alignedTo);
+        if (failed(ends))
           return failure();
-        return Sums{lanes->first, tail->first, lanes->second, tail->second};
+        return Sums{lanes->first, ends->first, lanes->second, ends->second};
       };
       Sums start{std::vector<Value>(carried.begin(), carried.begin() + numKinds),
                  std::vector<Value>(carried.begin() + numKinds, carried.end()), rowIdentity[0], rowIdentity[1]};
