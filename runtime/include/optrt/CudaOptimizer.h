@@ -49,15 +49,16 @@ using DevicePtr = std::uint64_t;
 /// A CUstream; nullptr is the legacy default stream.
 using CudaStream = void *;
 
-/// How a CudaOptimizer runs: device, chunking, layout, small-tensor threshold, seed.
 /// The values of one of the rule's inputs for one CUDA step (StepInput's
-/// device form): perGroup[g][i] is the input of tensor i of group g;
-/// perGroup[g] empty gives group g none this step.
+/// device form).
 struct CudaStepInput {
   std::string name; ///< as the rule declares it
+  /// perGroup[g][i]: the input of tensor i of group g, a device pointer in
+  /// the layout's grad dtype; perGroup[g] empty gives group g none this step.
   std::vector<std::vector<DevicePtr>> perGroup;
 };
 
+/// How a CudaOptimizer runs: device, chunking, layout, small-tensor threshold, seed.
 struct CudaOptimizerOptions {
   /// -1: the CUDA context current on the calling thread, or device 0's
   /// primary context when none is current. N >= 0: device N's primary context.
