@@ -3,6 +3,7 @@
 // bytes and what their same-traffic reference kernels move.
 #pragma once
 
+#include "optrt/Layout.h"
 #include "optrt/RuleKernels.h"
 #include "optrt/Storage.h"
 
@@ -47,18 +48,47 @@ inline std::vector<Stream> streamsOf(const optrt::LayoutKernels &layout, bool in
   return streams;
 }
 
+/// One stream of a pass over the elements: `momentum` marks the rule's
+/// elementwise state (exp_avg), stored in the layout's state dtype.
+struct PassStream {
+  Stream f32;
+  bool momentum = false;
+};
+
 /// What the passes over the elements of a rule that reads tensors as
-/// matrices (it takes several) read and write, in f32, per element (the
-/// values per row and column are a few KB and stay in cache). Adafactor (beta1 0): param and grad (the params' RMS,
-/// the gradient's row and column means), grad (the update's RMS), grad,
-/// param and exp_avg written (the update). CAME: grad (row and column
-/// means), grad (the update's RMS), exp_avg and grad (the momentum; the
-/// instability's row and column means), param and exp_avg (the update).
-inline const std::map<std::string, std::vector<Stream>> kMatrixPassStreams = {
-    {"adafactor", {{4, true, false}, {4, true, false}, {4, true, false}, {4, true, false}, {4, true, true},
-                   {4, false, true}}},
-    {"came", {{4, true, false}, {4, true, false}, {4, true, true}, {4, true, false}, {4, true, true},
-              {4, true, false}}}};
+/// matrices (it takes several) read and write, per element (the values per
+/// row and column are a few KB and stay in cache). Adafactor (beta1 0):
+/// param and grad (the params' RMS, the gradient's row and column means),
+/// grad (the update's RMS), grad, param and exp_avg written (the update).
+/// CAME: grad (row and column means), grad (the update's RMS), exp_avg and
+/// grad (the momentum; the instability's row and column means), param and
+/// exp_avg (the update).
+inline const std::map<std::string, std::vector<PassStream>> kMatrixPassStreams = {
+    {"adafactor",
+     {{{4, true, false}}, {{4, true, false}}, {{4, true, false}}, {{4, true, false}}, {{4, true, true}},
+      {{4, false, true}, true}}},
+    {"came",
+     {{{4, true, false}}, {{4, true, false}}, {{4, true, true}, true}, {{4, true, false}}, {{4, true, true}},
+      {{4, true, false}, true}}}};
+
+/// Those streams in `layout`: exp_avg in its state dtype (q8: a byte and its
+/// block's absmax); params, gradients and masters stay f32 in the layouts
+/// these benchmarks take.
+inline std::vector<Stream> matrixPassStreams(const std::string &rule, const optrt::Layout &layout) {
+  optrt::Dtype state = layout.stateDtype("exp_avg");
+  bool q8 = state == optrt::Dtype::Q8Signed || state == optrt::Dtype::Q8Unsigned;
+  std::vector<Stream> streams;
+  for (const PassStream &pass : kMatrixPassStreams.at(rule)) {
+    Stream stream = pass.f32;
+    if (pass.momentum) {
+      stream.bytesPerElement = static_cast<double>(optrt::elementBytes(state, 1));
+      if (q8)
+        streams.push_back({4.0 / optrt::kQ8BlockElements, stream.read, stream.written});
+    }
+    streams.push_back(stream);
+  }
+  return streams;
+}
 
 inline double bytesPerParam(const std::vector<Stream> &streams) {
   double bytes = 0;

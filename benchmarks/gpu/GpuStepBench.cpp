@@ -239,7 +239,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     for (const optrt::LayoutKernels &kernels : host->layouts)
       if (kernels.name == optimizer.tensorLayout(0, t))
         for (const bench::Stream &stream :
-             matrices ? bench::kMatrixPassStreams.at(rule) : bench::streamsOf(kernels)) {
+             matrices ? bench::matrixPassStreams(rule, layout) : bench::streamsOf(kernels)) {
           streams.emplace_back(stream, sizes[t]);
           bytesPerStep += stream.bytesPerElement * static_cast<double>(sizes[t]) *
                           ((stream.read ? 1 : 0) + (stream.written ? 1 : 0));
