@@ -19,6 +19,18 @@ struct Chunk {
   int64_t end;
 };
 
+/// The matrices a chunk [begin, end) of whole rows touches in a tensor of
+/// `rows` x `cols` matrices: the first, and the floats of one region of its
+/// column partials (those matrices x cols; RuleKernels.h KernelFn).
+struct ColumnRegion {
+  int64_t firstMatrix;
+  size_t floats;
+};
+inline ColumnRegion columnRegion(int64_t rows, int64_t cols, int64_t begin, int64_t end) {
+  int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
+  return {firstMatrix, static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols)};
+}
+
 class ChunkTable {
 public:
   /// `blockElements`: every chunk begins at a multiple of it (a layout with

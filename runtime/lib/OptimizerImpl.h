@@ -153,16 +153,9 @@ struct Optimizer::Impl {
   std::vector<float> columnPartials;
   std::vector<size_t> columnPartialBegin{0};
   std::vector<double> columnScratch; // combineColumns's sums of one tensor
-  // The matrices chunk [begin, end) of tensor t touches: the first, and
-  // the floats of one column scratch region (those matrices x cols).
-  struct ColumnRegion {
-    int64_t firstMatrix;
-    size_t floats;
-  };
+  // The matrices chunk [begin, end) of tensor t touches (ChunkTable.h).
   static ColumnRegion columnRegion(const Tensor &t, int64_t begin, int64_t end) {
-    int64_t rows = t.matrixDims[1], cols = t.matrixDims[2];
-    int64_t firstMatrix = begin / cols / rows, lastMatrix = (end / cols - 1) / rows;
-    return {firstMatrix, static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols)};
+    return optrt::columnRegion(t.matrixDims[1], t.matrixDims[2], begin, end);
   }
   // Adds the chunks' column partials of phase p in chunk order into their
   // scratch states.

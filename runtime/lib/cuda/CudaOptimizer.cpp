@@ -470,11 +470,8 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   size_t columnFloats = 0;
   for (size_t c = 0; c < numChunks && columnSums > 0; ++c) {
     const std::array<int64_t, 3> &dims = newTensors[static_cast<size_t>(chunkRecords[c * 3])].matrixDims;
-    int64_t rows = dims[1], cols = dims[2];
-    int64_t firstMatrix = chunkRecords[c * 3 + 1] / cols / rows;
-    int64_t lastMatrix = (chunkRecords[c * 3 + 2] / cols - 1) / rows;
     columnBegins.push_back(columnFloats);
-    columnFloats += static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols) * columnSums;
+    columnFloats += columnRegion(dims[1], dims[2], chunkRecords[c * 3 + 1], chunkRecords[c * 3 + 2]).floats * columnSums;
   }
 
   // Device checks and allocations; the optimizer changes only after all of

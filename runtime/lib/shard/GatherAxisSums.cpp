@@ -56,8 +56,9 @@ void Optimizer::Impl::gatherAxisSums(int phase) {
   std::vector<size_t> parts(plan.ranks(), 0), offsets(byRank.size() + 1, 0);
   for (size_t r = 0; r < plan.ranks(); ++r)
     for (size_t i = plan.firstOfRank(r); i < plan.firstOfRank(r + 1); ++i) {
-      offsets[i + 1] = offsets[i] + floatsOf(byRank[i]);
-      parts[r] += floatsOf(byRank[i]) * sizeof(float);
+      size_t floats = floatsOf(byRank[i]);
+      offsets[i + 1] = offsets[i] + floats;
+      parts[r] += floats * sizeof(float);
     }
   axisGathered.resize(offsets.back());
   size_t me = plan.rank();
