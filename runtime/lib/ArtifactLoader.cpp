@@ -178,6 +178,8 @@ private:
     result->finishEntries = names(cuda.finish_entries, "finish_entries");
     result->scalarsEntry = string(cuda.scalars_entry, (where + "scalars_entry").c_str());
     result->advanceEntry = string(cuda.advance_entry, (where + "advance_entry").c_str());
+    result->gradStatsEntry = string(cuda.gradstats_entry, (where + "gradstats_entry").c_str());
+    result->stepOptionsEntry = string(cuda.stepoptions_entry, (where + "stepoptions_entry").c_str());
     result->layout = layout;
     result->blockSize = cuda.block_size;
     result->buffersPerTensor = cuda.buffers_per_tensor;

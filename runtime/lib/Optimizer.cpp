@@ -5,6 +5,7 @@
 #include "shard/Describe.h"
 #include "shard/JoinedRuns.h"
 #include "step/GradNorm.h"
+#include "step/StepOptionsCheck.h"
 
 #include <cmath>
 
@@ -555,27 +556,6 @@ std::vector<Optimizer::Impl::ScheduledValue> Optimizer::Impl::scheduledValues(co
   return values;
 }
 
-namespace {
-
-void checkStepOptions(const StepOptions &options, const RuleLayout &layout, const char *caller) {
-  auto positive = [&](const char *name, double value) {
-    if (!std::isfinite(value) || value <= 0)
-      throw std::invalid_argument(std::string(caller) + ": " + name + " is " + HyperRange::format(value) +
-                                  "; it must be finite and positive");
-  };
-  positive("lossScale", options.lossScale);
-  if (options.maxGradNorm)
-    positive("maxGradNorm", *options.maxGradNorm);
-  if (options.clipValue)
-    positive("clipValue", *options.clipValue);
-  bool changesGradients = options.lossScale != 1.0 || options.maxGradNorm || options.clipValue;
-  if (changesGradients && (layout.stepHyper(kGradScaleHyper) < 0 || layout.stepHyper(kGradClipHyper) < 0))
-    throw std::invalid_argument(std::string(caller) + ": rule '" + layout.rule().name +
-                                "' has no step hypers (grad_scale, grad_clip), so its kernels cannot unscale "
-                                "or clip gradients; rebuild it with this version of optc");
-}
-
-} // namespace
 
 StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>> &gradsPerGroup,
                                      const StepOptions &options) {
@@ -585,7 +565,8 @@ StepResult Optimizer::Impl::stepImpl(const std::vector<std::vector<const void *>
   std::vector<std::vector<const std::vector<const void *> *>> inputValues;
   auto check = [&] {
     s.validateGrads(gradsPerGroup);
-    checkStepOptions(options, s.layout, caller);
+    checkGradientOptions(options.lossScale, options.lossScale != 1.0, options.maxGradNorm, options.clipValue,
+                         s.layout, caller);
     inputValues = validatedInputs<const void *>(s.layout.rule(), s.groups, options.inputs, "optrt::Optimizer::step");
     scheduled = s.scheduledValues(caller);
   };

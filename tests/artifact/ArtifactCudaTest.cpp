@@ -31,6 +31,9 @@ TEST(ArtifactCuda, CarriesTheCompilersCudaKernels) {
   EXPECT_EQ(loaded.finishEntries, expected.finishEntries);
   EXPECT_EQ(loaded.scalarsEntry, expected.scalarsEntry);
   EXPECT_EQ(loaded.advanceEntry, expected.advanceEntry);
+  EXPECT_EQ(loaded.gradStatsEntry, expected.gradStatsEntry);
+  EXPECT_EQ(loaded.stepOptionsEntry, expected.stepOptionsEntry);
+  EXPECT_FALSE(loaded.gradStatsEntry.empty());
   EXPECT_EQ(loaded.blockSize, expected.blockSize);
   EXPECT_EQ(loaded.buffersPerTensor, expected.buffersPerTensor);
   EXPECT_EQ(loaded.uniformStride, expected.uniformStride);

@@ -48,14 +48,14 @@ TEST(ArtifactErrors, ALibraryThatIsNoArtifact) {
 
 TEST(ArtifactErrors, AnotherAbiVersion) {
   expectParts(loadError(fake("fake_future_abi")),
-              {"ABI version 6", "reads version 5", "rebuild"});
+              {"ABI version 7", "reads version 6", "rebuild"});
 }
 
 // Version 5 added matrices (state spans, phase domains, row and column
 // reductions) to the descriptor: an artifact built before them is refused by
 // its version, not read with a shorter struct.
 TEST(ArtifactErrors, AnArtifactOfTheVersionBeforeMatrices) {
-  expectParts(loadError(fake("fake_abi_v4")), {"ABI version 4", "reads version 5", "rebuild"});
+  expectParts(loadError(fake("fake_abi_v4")), {"ABI version 4", "reads version 6", "rebuild"});
 }
 
 TEST(ArtifactErrors, AMalformedDescriptor) {

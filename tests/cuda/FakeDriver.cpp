@@ -1,5 +1,6 @@
-// A stand-in for libcuda.so.1 that runs no kernels: device memory is host
-// memory, launches are recorded by name and shape, and each failure a test
+// A stand-in for libcuda.so.1 that runs no kernels (but the step counters'
+// bookkeeping of `advance`): device memory is host memory, launches are
+// recorded by name and shape, and each failure a test
 // needs (no device, an old driver, a refused cubin, a full device, a pointer
 // of another context) is switched on through fake_cuda_set. It lets the
 // runtime's host side (driver loading, error naming, pointer checks, tables,
@@ -151,10 +152,29 @@ CUresult cuModuleGetFunction(void **f, void *, const char *name) {
   *f = strdup(name); // the handle is the name; a few bytes per test, never freed
   return 0;
 }
+/// The advance kernel's bookkeeping (optrt/CudaKernels.h: counter segment
+/// {steps, seed, skip flag}, then each group's steps), so that the host's
+/// reads of the device's counters (stepCount, checkpoints) see steps. No
+/// other kernel runs; a GPU test checks the real advance.
+void advanceCounters(void **args) {
+  auto *counter = reinterpret_cast<double *>(*static_cast<CUdeviceptr *>(args[0]));
+  long long groups = *static_cast<long long *>(args[1]);
+  auto *skip = reinterpret_cast<unsigned *>(counter) + 3;
+  if (*skip != 0) {
+    *skip = 0;
+    return;
+  }
+  for (long long i = 0; i <= groups; ++i)
+    counter[i == 0 ? 0 : i + 1] += 1.0;
+}
+
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
-                        void *, void **, void **) {
-  state().launches.push_back(static_cast<const char *>(f));
+                        void *, void **args, void **) {
+  std::string name = static_cast<const char *>(f);
+  state().launches.push_back(name);
   state().launchGrids.push_back(gx);
+  if (name.find("_cuda_advance") != std::string::npos)
+    advanceCounters(args);
   return 0;
 }
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {

@@ -137,6 +137,7 @@ private:
     return record({u32(images.size()), s32(cuda.blockSize), array(images),
                    strings(cuda.uniformsEntries), strings(cuda.elementEntries),
                    strings(cuda.finishEntries), string(cuda.scalarsEntry), string(cuda.advanceEntry),
+                   string(cuda.gradStatsEntry), string(cuda.stepOptionsEntry),
                    s32(cuda.buffersPerTensor), s32(cuda.uniformStride), s32(cuda.partialStride),
                    u32(fixedNames.size()), array(fixedNames, ptr_), array(fixedValues, f64_)});
   }

@@ -32,6 +32,9 @@
 // the CPU's, which sums in another order).
 #include "optdsl/CUDAKernelGen.h"
 
+#include "DeviceBuilder.h"
+#include "StepKernels.h"
+
 #include "optdsl/Codegen/ElementLoop.h"
 #include "optdsl/Codegen/LayoutPlan.h"
 #include "optdsl/Codegen/PhaseBody.h"
@@ -62,12 +65,9 @@ using namespace mlir;
 
 namespace {
 
-constexpr int64_t kTensorRecord = 4; // {group, firstChunk, endChunk, numElements}
-constexpr int64_t kChunkRecord = 3;  // {tensor, begin, end}
-constexpr unsigned kGlobalAddressSpace = 1;
-constexpr unsigned kSharedAddressSpace = 3;
+using namespace cuda;
+
 constexpr int64_t kVectorLanes = 4; // 16 bytes of f32
-constexpr const char *kSharedName = "optdsl_block_scratch";
 constexpr const char *kWarpMaxName = "optdsl_warp_max";
 constexpr int64_t kWarps = kCudaBlockSize / 32;
 
@@ -84,12 +84,12 @@ Type storageType(MLIRContext *context, optrt::Dtype dtype) {
   }
 }
 
-class DeviceKernelBuilder {
+class DeviceKernelBuilder : public DeviceBuilder {
 public:
   DeviceKernelBuilder(ModuleOp optModule, ModuleOp host, const KernelSignature &signature,
                       const std::string &layout, optrt::CudaKernels &facts)
-      : optModule_(optModule), host_(host), sig_(signature), layoutText_(layout), facts_(facts),
-        b_(host.getContext()), loc_(host.getLoc()) {}
+      : DeviceBuilder(host.getContext(), host.getLoc()), optModule_(optModule), host_(host), sig_(signature),
+        layoutText_(layout), facts_(facts) {}
 
   OwningOpRef<ModuleOp> run() {
     if (failed(findPhases()))
@@ -126,14 +126,12 @@ public:
     if (numScalars_ > 0)
       buildScalarsKernel();
     buildAdvanceKernel();
+    if (!facts_.gradStatsEntry.empty())
+      buildStepKernels(b_, loc_, stepKernelSpec());
     return module;
   }
 
 private:
-  Type f32() { return b_.getF32Type(); }
-  Type f64() { return b_.getF64Type(); }
-  Type i64() { return b_.getI64Type(); }
-  Type ptr() { return LLVM::LLVMPointerType::get(b_.getContext()); }
 
   std::string entryName(const std::string &what) const {
     return "optdsl_" + sig_.rule + "_cuda_" + what + layoutSuffix(plan_.name);
@@ -177,6 +175,29 @@ private:
     }
     facts_.scalarsEntry = numScalars_ > 0 ? entryName("scalars") : std::string();
     facts_.advanceEntry = entryName("advance");
+    bool stepHypers = hyperIndex(optrt::kGradScaleHyper) >= 0 && hyperIndex(optrt::kGradClipHyper) >= 0;
+    facts_.gradStatsEntry = stepHypers ? entryName("gradstats") : std::string();
+    facts_.stepOptionsEntry = stepHypers ? entryName("stepoptions") : std::string();
+  }
+
+  int64_t hyperIndex(std::string_view name) const {
+    for (size_t h = 0; h < sig_.hypers.size(); ++h)
+      if (sig_.hypers[h].name == name)
+        return static_cast<int64_t>(h);
+    return -1;
+  }
+
+  StepKernelSpec stepKernelSpec() const {
+    StepKernelSpec spec;
+    spec.gradStatsEntry = facts_.gradStatsEntry;
+    spec.stepOptionsEntry = facts_.stepOptionsEntry;
+    spec.buffersPerTensor = facts_.buffersPerTensor;
+    spec.gradBuffer = plan_.storage[codegen::BufferLayout::kGrad];
+    spec.gradDtype = plan_.dtype[codegen::BufferLayout::kGrad];
+    spec.numHypers = static_cast<int64_t>(sig_.hypers.size());
+    spec.gradScaleHyper = hyperIndex(optrt::kGradScaleHyper);
+    spec.gradClipHyper = hyperIndex(optrt::kGradClipHyper);
+    return spec;
   }
 
   LogicalResult findPhases() {
@@ -229,60 +250,13 @@ private:
   /// finish[p]: the phase reduces over tensors, or sums columns.
   bool hasFinish(int phase) { return reductionEnd(phase) > reductionBegin(phase) || !columnSums(phase).empty(); }
 
-  // --- small builders -------------------------------------------------------
-  Value constI64(int64_t v) { return b_.create<arith::ConstantOp>(loc_, b_.getI64IntegerAttr(v)); }
-  Value constF64(double v) { return b_.create<arith::ConstantOp>(loc_, b_.getF64FloatAttr(v)); }
-  Value gep(Value base, Value index, Type element) {
-    return b_.create<LLVM::GEPOp>(loc_, ptr(), element, base, ValueRange{index});
-  }
-  Value gep(Value base, int64_t index, Type element) { return gep(base, constI64(index), element); }
-  // Alignment spelled out: without it, LLVM's default data layout (which the
-  // gpu.module is translated with) aligns i64 to 4 and splits the access.
-  static unsigned alignOf(Type type) { return type.isF32() || type.isInteger(32) ? 4 : 8; }
-  Value load(Type type, Value address) { return b_.create<LLVM::LoadOp>(loc_, type, address, alignOf(type)); }
-  void store(Value value, Value address) {
-    b_.create<LLVM::StoreOp>(loc_, value, address, alignOf(value.getType()));
-  }
-  Value mul(Value a, Value c) { return b_.create<arith::MulIOp>(loc_, a, c); }
-  Value add(Value a, Value c) { return b_.create<arith::AddIOp>(loc_, a, c); }
-  Value toI64(Value index) { return b_.create<arith::IndexCastOp>(loc_, i64(), index); }
-  Value threadId() { return toI64(b_.create<gpu::ThreadIdOp>(loc_, gpu::Dimension::x)); }
-  Value blockId() { return toI64(b_.create<gpu::BlockIdOp>(loc_, gpu::Dimension::x)); }
-  Value gridDim() { return toI64(b_.create<gpu::GridDimOp>(loc_, gpu::Dimension::x)); }
-  Value globalThread() { return add(mul(blockId(), constI64(kCudaBlockSize)), threadId()); }
-
-  gpu::GPUFuncOp startKernel(const std::string &name, TypeRange inputs) {
-    auto kernel = b_.create<gpu::GPUFuncOp>(loc_, name, b_.getFunctionType(inputs, {}));
-    kernel->setAttr(gpu::GPUDialect::getKernelFuncAttrName(), b_.getUnitAttr());
-    kernel.setKnownBlockSizeAttr(b_.getDenseI32ArrayAttr({kCudaBlockSize, 1, 1}));
-    b_.setInsertionPointToStart(&kernel.getBody().front());
-    return kernel;
-  }
-
-  /// Runs `body` in the thread only if `condition` holds.
-  template <typename Body> void ifThen(Value condition, Body body) {
-    auto ifOp = b_.create<scf::IfOp>(loc_, condition, /*withElseRegion=*/false);
-    OpBuilder::InsertionGuard guard(b_);
-    b_.setInsertionPoint(ifOp.thenBlock()->getTerminator());
-    body();
-  }
-
-  /// Two partials of a reduction, combined as optrt::combinePartials does:
-  /// sum/mean/norm add, max keeps the larger and lets NaN win.
-  Value combine(optrt::ReductionKind kind, Value acc, Value partial) {
-    if (kind != optrt::ReductionKind::Max)
-      return b_.create<arith::AddFOp>(loc_, acc, partial);
-    Value isNan = b_.create<arith::CmpFOp>(loc_, arith::CmpFPredicate::UNO, partial, partial);
-    Value larger = b_.create<arith::CmpFOp>(loc_, arith::CmpFPredicate::OGT, partial, acc);
-    Value take = b_.create<arith::OrIOp>(loc_, isNan, larger);
-    return b_.create<arith::SelectOp>(loc_, take, partial, acc);
-  }
+  Value divide(Value a, Value c) { return b_.create<arith::DivSIOp>(loc_, a, c); }
+  Value subtract(Value a, Value c) { return b_.create<arith::SubIOp>(loc_, a, c); }
 
   /// {hypers of the tensor's group, its group's step} for per-tensor
   /// kernels: the group's counter is the f64 at kGroupCounters + group of
   /// the counter segment (CudaKernels.h), so a group added later starts at
   /// step 1, as on the CPU.
-  static constexpr int64_t kGroupCounters = 2; // after {steps: f64, seed: u32, reserved: u32}
   std::pair<Value, Value> hypersAndStep(Value tensors, Value hypers, Value counter, Value t) {
     Value group = load(i64(), gep(tensors, mul(t, constI64(kTensorRecord)), i64()));
     Value groupHypers = gep(hypers, mul(group, constI64(static_cast<int64_t>(sig_.hypers.size()))), f64());
@@ -299,6 +273,7 @@ private:
           hypers = kernel.getArgument(2), counter = kernel.getArgument(3),
           scalars = kernel.getArgument(4), reductions = kernel.getArgument(5),
           uniforms = kernel.getArgument(6);
+    unlessStepSkipped(counter);
     Value t = globalThread();
     ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, t, numTensors), [&] {
       auto [groupHypers, step] = hypersAndStep(tensors, hypers, counter, t);
@@ -321,30 +296,6 @@ private:
         store(key, gep(uniforms, slot, b_.getI32Type()));
       }
     });
-    b_.create<gpu::ReturnOp>(loc_);
-  }
-
-  /// Combines every thread's `value` in a fixed tree in shared memory and
-  /// calls `use` with the block's total on thread 0. All threads of the
-  /// block must reach it (it has barriers).
-  template <typename Use> void blockReduce(optrt::ReductionKind kind, Value value, Value tid, Use use) {
-    Value shared = b_.create<LLVM::AddressOfOp>(
-        loc_, LLVM::LLVMPointerType::get(b_.getContext(), kSharedAddressSpace), kSharedName);
-    Value mine = b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{tid});
-    store(value, mine);
-    b_.create<gpu::BarrierOp>(loc_);
-    for (int64_t half = kCudaBlockSize / 2; half > 0; half /= 2) {
-      ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, tid, constI64(half)), [&] {
-        Value other =
-            b_.create<LLVM::GEPOp>(loc_, shared.getType(), f64(), shared, ValueRange{add(tid, constI64(half))});
-        store(combine(kind, load(f64(), mine), load(f64(), other)), mine);
-      });
-      b_.create<gpu::BarrierOp>(loc_);
-    }
-    ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, tid, constI64(0)),
-           [&] { use(load(f64(), shared)); });
-    // The next use overwrites the scratch.
-    b_.create<gpu::BarrierOp>(loc_);
   }
 
   // --- element access ---------------------------------------------------------
@@ -585,10 +536,11 @@ private:
 
   LogicalResult buildElementKernel(int phase) {
     OpBuilder::InsertionGuard guard(b_);
-    auto kernel = startKernel(facts_.elementEntries[phase], {ptr(), i64(), ptr(), ptr(), ptr()});
+    auto kernel = startKernel(facts_.elementEntries[phase], {ptr(), i64(), ptr(), ptr(), ptr(), ptr()});
     Value chunks = kernel.getArgument(0), numChunks = kernel.getArgument(1),
           buffers = kernel.getArgument(2), uniforms = kernel.getArgument(3),
-          partials = kernel.getArgument(4);
+          partials = kernel.getArgument(4), counter = kernel.getArgument(5);
+    unlessStepSkipped(counter);
     currentPhase_ = phase;
     std::vector<optrt::ReductionKind> kinds = codegen::phaseReductionKinds(phases_[phase]);
     int64_t count = static_cast<int64_t>(kinds.size());
@@ -599,7 +551,7 @@ private:
       // promotes), outside every loop.
       q8Value_.clear();
       for (const auto &[buffer, absmax] : plan_.absmax)
-        q8Value_[buffer] = b_.create<LLVM::AllocaOp>(loc_, ptr(), f32(), constI64(1), 4);
+        q8Value_[buffer] = entryAlloca(f32(), 1);
     }
     // Every thread of a block runs the same chunk iterations, so the
     // barriers of the block reduction below are reached by all of them.
@@ -641,13 +593,9 @@ private:
       blockReduce(kinds[r], (*totals)[r], tid, [&](Value total) {
         store(total, gep(partials, add(mul(c, constI64(facts_.partialStride)), constI64(r)), f64()));
       });
-    b_.setInsertionPointAfter(chunkLoop);
-    b_.create<gpu::ReturnOp>(loc_);
     return success();
   }
 
-  Value divide(Value a, Value c) { return b_.create<arith::DivSIOp>(loc_, a, c); }
-  Value subtract(Value a, Value c) { return b_.create<arith::SubIOp>(loc_, a, c); }
   /// &base[index] in base's address space.
   Value at(Value base, Value index, Type element) {
     return b_.create<LLVM::GEPOp>(loc_, base.getType(), element, base, ValueRange{index});
@@ -948,10 +896,11 @@ private:
   /// tensor's thousands of chunks alone, one load latency each.
   void buildFinishKernel(int phase) {
     OpBuilder::InsertionGuard guard(b_);
-    auto kernel = startKernel(facts_.finishEntries[phase], {i64(), ptr(), ptr(), ptr(), ptr(), ptr()});
+    auto kernel = startKernel(facts_.finishEntries[phase], {i64(), ptr(), ptr(), ptr(), ptr(), ptr(), ptr()});
     Value numTensors = kernel.getArgument(0), tensors = kernel.getArgument(1),
           partials = kernel.getArgument(2), reductions = kernel.getArgument(3),
-          chunks = kernel.getArgument(4), buffers = kernel.getArgument(5);
+          chunks = kernel.getArgument(4), buffers = kernel.getArgument(5), counter = kernel.getArgument(6);
+    unlessStepSkipped(counter);
     Value tid = threadId();
     auto tensorLoop = b_.create<scf::ForOp>(loc_, blockId(), numTensors, gridDim());
     b_.setInsertionPoint(tensorLoop.getBody()->getTerminator());
@@ -982,8 +931,6 @@ private:
         store(total, gep(reductions, add(mul(t, constI64(numReductions_)), constI64(r)), f64()));
       });
     }
-    b_.setInsertionPointAfter(tensorLoop);
-    b_.create<gpu::ReturnOp>(loc_);
   }
 
   /// Phase p's column sums of tensor t: thread j takes columns j, j + 256,
@@ -1070,13 +1017,7 @@ private:
         wide.push_back(r);
     if (wide.empty())
       return mine;
-    Value local;
-    {
-      // In the kernel's entry block: NVPTX takes no dynamic stack allocation.
-      OpBuilder::InsertionGuard guard(b_);
-      b_.setInsertionPointToStart(&b_.getBlock()->getParent()->getParentOfType<gpu::GPUFuncOp>().getBody().front());
-      local = b_.create<LLVM::AllocaOp>(loc_, ptr(), f64(), constI64(numReductions_), 8);
-    }
+    Value local = entryAlloca(f64(), numReductions_);
     for (int64_t r = 0; r < numReductions_; ++r)
       store(load(f64(), gep(mine, r, f64())), gep(local, r, f64()));
     Value group = load(i64(), gep(tensors, mul(t, constI64(kTensorRecord)), i64()));
@@ -1114,7 +1055,8 @@ private:
     Value numTensors = kernel.getArgument(0), tensors = kernel.getArgument(1),
           hypers = kernel.getArgument(2), counter = kernel.getArgument(3),
           scalars = kernel.getArgument(4), reductions = kernel.getArgument(5);
-    Value next = b_.create<LLVM::AllocaOp>(loc_, ptr(), f64(), constI64(numScalars_), 8);
+    Value next = entryAlloca(f64(), numScalars_);
+    unlessStepSkipped(counter);
     Value t = globalThread();
     ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, t, numTensors), [&] {
       auto [groupHypers, step] = hypersAndStep(tensors, hypers, counter, t);
@@ -1127,33 +1069,38 @@ private:
       for (int64_t j = 0; j < numScalars_; ++j)
         store(load(f64(), gep(next, j, f64())), gep(mine, j, f64()));
     });
-    b_.create<gpu::ReturnOp>(loc_);
   }
 
+  /// The step's last kernel: counts the step (the optimizer's steps, then
+  /// each group's), or, when the step was skipped, only clears the skip flag
+  /// for the next one.
   void buildAdvanceKernel() {
     OpBuilder::InsertionGuard guard(b_);
     auto kernel = startKernel(facts_.advanceEntry, {ptr(), i64()});
     Value counter = kernel.getArgument(0), numGroups = kernel.getArgument(1);
-    // The optimizer's steps, then each group's.
-    ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, globalThread(), constI64(0)), [&] {
+    ifThen(isThread(globalThread(), 0), [&] {
+      Value flag = gep(counter, kSkipFlagWord, i32());
+      Value skipped = b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::ne, load(i32(), flag), constI32(0));
+      auto ifSkipped = b_.create<scf::IfOp>(loc_, skipped, /*withElseRegion=*/true);
+      OpBuilder::InsertionGuard inner(b_);
+      b_.setInsertionPoint(ifSkipped.thenBlock()->getTerminator());
+      store(constI32(0), flag);
+      b_.setInsertionPoint(ifSkipped.elseBlock()->getTerminator());
       store(b_.create<arith::AddFOp>(loc_, load(f64(), counter), constF64(1.0)), counter);
       auto groups = b_.create<scf::ForOp>(loc_, constI64(kGroupCounters), add(numGroups, constI64(kGroupCounters)),
                                           constI64(1));
-      OpBuilder::InsertionGuard inner(b_);
       b_.setInsertionPoint(groups.getBody()->getTerminator());
       Value at = gep(counter, groups.getInductionVar(), f64());
       store(b_.create<arith::AddFOp>(loc_, load(f64(), at), constF64(1.0)), at);
     });
-    b_.create<gpu::ReturnOp>(loc_);
   }
+
 
   ModuleOp optModule_;
   ModuleOp host_;
   const KernelSignature &sig_;
   std::string layoutText_;
   optrt::CudaKernels &facts_;
-  OpBuilder b_;
-  Location loc_;
   int64_t numScalars_ = 0;
   int64_t numReductions_ = 0;
   std::optional<codegen::BufferLayout> buffers_;

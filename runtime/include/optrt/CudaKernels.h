@@ -12,25 +12,36 @@
 //               param, grad, master, elementwise states, q8 absmax; a rule that
 //               reads matrices: then Dims and its states per row, column or
 //               matrix), each at the tensor's element 0
-//   counter:    double steps completed, the u32 stochastic-rounding seed, a u32
-//               reserved, then double[G] each group's steps completed
+//   counter:    double steps completed, the u32 stochastic-rounding seed, the
+//               u32 skip flag (set by stepoptions when a gradient is not finite,
+//               cleared by advance), then double[G] each group's steps completed
 //   hypers:     double[G][numHypers]                  per group
 //   scalars:    double[T][numScalarStates]
 //   reductions: double[T][max(1, numReductions)]
 //   uniforms:   float [T][uniformStride]
+//   step:       CudaStepRecord (below): the training step's options, the
+//               dynamic loss scaler and the step's result
+//   stats:      double[C]  each chunk's sum of squares of its gradient
 //   partials:   double[C][partialStride]  a rule that sums columns: the last slot
 //               of chunk c's row holds a pointer to its column partials, float
 //               [column sums][matrices the chunk touches][cols], which the
 //               runtime writes when the chunk is made
 // One step, on one stream, with nothing read back to the host (so a whole
 // step can be captured in a CUDA graph):
+//   gradstats(chunks, C, buffers, stats)                      when the step reads the
+//   stepoptions(C, stats, step, hypers, G, counter)           gradients first (one block)
 //   for p in phases:
 //     uniforms[p](T, tensors, hypers, counter, scalars, reductions, uniforms)
-//     element[p](chunks, C, buffers, uniforms, partials)      blockSize threads
-//     finish[p](T, tensors, partials, reductions, chunks, buffers)
+//     element[p](chunks, C, buffers, uniforms, partials, counter)   blockSize threads
+//     finish[p](T, tensors, partials, reductions, chunks, buffers, counter)
 //                                                             if p has reductions or column sums
 //   scalars(T, tensors, hypers, counter, scalars, reductions) if the rule has scalar states
 //   advance(counter, G)                                       one thread
+// gradstats is an element kernel over one run's chunks (its own buffers
+// table and range of stats); stepoptions adds the stats in a fixed order,
+// decides, writes grad_scale and grad_clip into every group's hypers, the
+// skip flag and the step's result, and updates the dynamic loss scale. Every
+// kernel after it does nothing while the skip flag is set; advance clears it.
 // uniforms and scalars take one thread per tensor: launch them with
 // blockSize threads and ceil(T / blockSize) blocks. finish[p] takes a block
 // per tensor (T blocks; it loops if given fewer).
@@ -50,6 +61,7 @@
 // u32 after the phase's own uniform values.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -80,11 +92,39 @@ struct CudaKernels {
   std::vector<std::string> finishEntries; ///< per phase: combines the chunks' partials; empty where the phase has no reduction
   std::string scalarsEntry;      ///< empty when the rule has no scalar state
   std::string advanceEntry; ///< advances the device's step counter
+  /// Each chunk's sum of squares of its gradient; stepoptions turns them into
+  /// the step's decisions (both empty for a rule without the step hypers
+  /// grad_scale and grad_clip, which then takes no step options).
+  std::string gradStatsEntry;
+  std::string stepOptionsEntry; ///< see gradStatsEntry
   // Launch facts and strides of the tables above, fixed when the code was built.
   int blockSize = 256; ///< threads per block every kernel is compiled for
   int buffersPerTensor = 2; ///< buffers per tensor in the buffers table
   int uniformStride = 1; ///< f32 slots per tensor in the uniforms table
   int partialStride = 1; ///< f64 slots per chunk in the partials table
+};
+
+/// The step segment of the tables (the device ABI above): what a step does
+/// around the rule, read and written by the stepoptions kernel. Plain data,
+/// the same bytes on host and device.
+struct CudaStepRecord {
+  // Set by the host, uploaded when they change:
+  double lossScale = 1.0;       ///< the scale the gradients carry, unless dynamic
+  double maxGradNorm = 0.0;     ///< clip by global norm to it; 0: no clipping
+  double clipValue = 1e300;     ///< grad_clip's value (kGradClipDefault: none)
+  double dynamic = 0.0;         ///< 1: the scale is `scale` below, updated by the step
+  double growthFactor = 2.0;    ///< the dynamic scaler's settings (LossScalerOptions)
+  double backoffFactor = 0.5;   ///< see growthFactor
+  double growthInterval = 2000; ///< see growthFactor
+  // The dynamic loss scaler (torch GradScaler's scale and growth tracker),
+  // kept on the device: the trainer multiplies its loss by `scale`.
+  float scale = 65536.0f;     ///< the scale of the next backward pass
+  int32_t growthTracker = 0;  ///< clean steps since the scale last changed
+  // Written by stepoptions for the caller (StepResult's fields):
+  double gradNorm = 0.0;        ///< global L2 norm of the unscaled gradients
+  double clipCoefficient = 1.0; ///< the factor norm clipping applied
+  double skipped = 0.0;         ///< 1 when a gradient was not finite
+  double scaleUsed = 1.0;       ///< the loss scale this step divided out
 };
 
 } // namespace optrt

@@ -20,8 +20,10 @@
 // in device memory), and it reads nothing back to the host: it can be
 // captured in a CUDA graph and replayed (torch's `capturable`), provided
 // nothing needs uploading during the captured step, i.e. the gradient
-// pointers are those of the previous step and no setHyper came in between.
-// A replay advances the device's step counters, not stepCount().
+// pointers and step options are those of the previous step and no setHyper
+// came in between. Loss scaling, the non-finite skip and clipping are
+// decided on the device too (CudaStepOptions). stepCount() reads the
+// device's counters, so it counts replays and leaves out skipped steps.
 //
 // Every call checks its arguments before it changes anything or launches
 // anything: an exception leaves parameters, state and settings as they were.
@@ -30,14 +32,17 @@
 
 #include "optrt/CudaError.h"
 #include "optrt/CudaKernels.h"
+#include "optrt/LossScaler.h"
 #include "optrt/MemoryReport.h"
 #include "optrt/RuleKernels.h"
+#include "optrt/StepOptions.h"
 
 #include <cstddef>
 #include <cstdint>
 #include <istream>
 #include <map>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -56,6 +61,34 @@ struct CudaStepInput {
   /// perGroup[g][i]: the input of tensor i of group g, a device pointer in
   /// the layout's grad dtype; perGroup[g] empty gives group g none this step.
   std::vector<std::vector<DevicePtr>> perGroup;
+};
+
+/// What a CUDA step does around the rule: StepOptions' device form. A step
+/// that reads the gradients first (a loss scale, fixed or dynamic,
+/// checkFinite or maxGradNorm) decides on the device (the stepoptions
+/// kernel, optrt/CudaKernels.h): a non-finite gradient skips the step there,
+/// with nothing written and the step counters unchanged, and the host learns
+/// it only when it asks (lastStepResult), so the step stays capturable.
+struct CudaStepOptions {
+  /// The factor the gradients carry; finite and positive. A value other
+  /// than 1 implies checkFinite. Ignored with dynamicLossScale.
+  double lossScale = 1.0;
+  /// The gradients carry the optimizer's device-resident loss scale
+  /// (lossScaleAddress(), torch GradScaler's semantics: setLossScaler); the
+  /// step divides it out, skips on a non-finite gradient, and updates it for
+  /// the next step on the device (backoff after a skip, growth after
+  /// growthInterval clean steps). Implies checkFinite.
+  bool dynamicLossScale = false;
+  /// Read the gradients first and skip the step when any element is Inf or NaN.
+  bool checkFinite = false;
+  /// Clip by the global L2 norm of every gradient (after unscaling), as
+  /// torch.nn.utils.clip_grad_norm_. Finite and positive. Implies checkFinite.
+  std::optional<double> maxGradNorm;
+  /// Clip each element to [-clipValue, clipValue] after unscaling and norm
+  /// clipping (in the kernels: no read of its own). Finite and positive.
+  std::optional<double> clipValue;
+  /// Values of the rule's inputs (the step(grads, stream, inputs) overload).
+  std::vector<CudaStepInput> inputs;
 };
 
 /// How a CudaOptimizer runs: device, chunking, layout, small-tensor threshold, seed.
@@ -147,11 +180,51 @@ public:
   /// uploads them first, as new gradient pointers do.
   void step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
             const std::vector<CudaStepInput> &inputs);
-  /// step() calls so far.
+  /// The step with loss scaling, the non-finite skip and clipping fused
+  /// (CudaStepOptions; docs/training-step.md "CUDA"): one extra read of the
+  /// gradients when it needs their norm or a finiteness check, and no
+  /// transfer to the host. Named errors, checked before anything is
+  /// enqueued: as Optimizer::step's for the options, as above for the rest.
+  /// Changed options are uploaded before the step (as new gradient
+  /// pointers are), so a captured step keeps the options it was captured with.
+  void step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
+            const CudaStepOptions &options);
+  /// What the last step did (Optimizer::step's StepResult: skipped, the
+  /// gradients' norm before clipping, the clip coefficient), read from the
+  /// device after everything enqueued so far has finished (synchronizes).
+  /// A step that did not read the gradients says gradNorm NaN, not skipped.
+  /// std::logic_error before any step.
+  StepResult lastStepResult() const;
+  /// The device address of the last step's result: a CudaStepRecord
+  /// (optrt/CudaKernels.h) whose fields gradNorm, clipCoefficient, skipped
+  /// and scaleUsed the step writes, for a trainer that reads them on the
+  /// device. Valid until the next addGroup.
+  DevicePtr stepRecordAddress() const;
+
+  /// Resets the device-resident dynamic loss scaler (CudaStepOptions::
+  /// dynamicLossScale) to `options.initScale` with a growth tracker of
+  /// `growthTracker` (to resume a run). Until called, GradScaler's defaults.
+  /// Throws std::invalid_argument as DynamicLossScaler does, and for an
+  /// interval or tracker beyond int32 (the device keeps them there) or a
+  /// tracker not below the interval. Synchronizes.
+  void setLossScaler(LossScalerOptions options = {}, int64_t growthTracker = 0);
+  /// The dynamic loss scale the next backward pass multiplies the loss by,
+  /// read from the device (synchronizes).
+  float lossScale() const;
+  /// The dynamic scaler's count of clean steps since its scale last changed
+  /// (synchronizes).
+  int64_t lossScaleGrowthTracker() const;
+  /// The device address of that scale (one float32), for a trainer that
+  /// scales its loss on the device, inside a captured graph too. Valid
+  /// until the next addGroup. std::logic_error before any addGroup.
+  DevicePtr lossScaleAddress() const;
+
+  /// Steps completed on the device: skipped steps excluded, graph replays
+  /// included. Synchronizes once the optimizer has parameters.
   int64_t stepCount() const;
   /// Steps group `group` has taken (as Optimizer::stepCount(group)): a group
-  /// added later starts at step 1, on the device too. std::out_of_range for
-  /// a bad group.
+  /// added later starts at step 1, on the device too. Synchronizes.
+  /// std::out_of_range for a bad group.
   int64_t stepCount(int group) const;
 
   /// As optrt::Optimizer; the new value reaches the device with the next step.

@@ -29,8 +29,11 @@ extern "C" {
  * 5: tensors read as matrices: states per row, column or matrix
  *    (optdsl_state.span), phases over rows or columns (phase_domains), row
  *    and column reductions (optdsl_axis_reduction), OPTDSL_BUFFER_DIMS and
- *    OPTDSL_BUFFER_AXIS_STATE. */
-#define OPTDSL_ABI_VERSION 5u
+ *    OPTDSL_BUFFER_AXIS_STATE.
+ * 6: the CUDA kernels' training step (gradstats_entry, stepoptions_entry) and
+ *    its device ABI (the skip flag, counter arguments of element and finish
+ *    kernels). */
+#define OPTDSL_ABI_VERSION 6u
 #define OPTDSL_ABI_VERSION_SYMBOL "optdsl_abi_version"
 #define OPTDSL_ARTIFACT_SYMBOL "optdsl_artifact_descriptor"
 
@@ -170,6 +173,8 @@ typedef struct optdsl_cuda {
   const char *const *finish_entries;     /**< one per phase, "" where no reduction */
   const char *scalars_entry;             /**< "" when the rule has no scalar state */
   const char *advance_entry;             /**< advances the device step counter */
+  const char *gradstats_entry;           /**< each chunk's gradient sum of squares; "" without step hypers */
+  const char *stepoptions_entry;         /**< the step's decisions on the device; "" without step hypers */
   int32_t buffers_per_tensor;            /**< buffers per tensor in the buffers table */
   int32_t uniform_stride;                /**< f32 slots per tensor in the uniforms table */
   int32_t partial_stride;                /**< f64 slots per chunk in the partials table */

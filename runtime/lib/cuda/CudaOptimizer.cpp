@@ -5,6 +5,7 @@
 #include "../LayoutBuffers.h"
 #include "../RuleLayout.h"
 #include "../StateStream.h"
+#include "../step/StepOptionsCheck.h"
 #include "DeviceMemory.h"
 #include "optrt/Storage.h"
 #include "Driver.h"
@@ -41,11 +42,12 @@ constexpr size_t kSegmentAlign = 256;
 size_t alignUp(size_t n, size_t alignment) { return (n + alignment - 1) / alignment * alignment; }
 
 /// The counter segment: steps completed, then the stochastic-rounding seed
-/// (CudaKernels.h); then each group's steps, one double per group.
+/// and the skip flag (CudaKernels.h); then each group's steps, one double
+/// per group.
 struct CounterRecord {
   double counter;
   uint32_t seed;
-  uint32_t reserved;
+  uint32_t skip;
 };
 
 /// Byte offsets of the tables of CudaKernels.h in one device allocation; one
@@ -53,7 +55,8 @@ struct CounterRecord {
 /// different buffers).
 struct TableLayout {
   size_t tensors = 0, chunks = 0, buffers[2] = {0, 0}, hypers = 0, counter = 0, scalars = 0,
-         reductions = 0, partials = 0, uniforms = 0, columns = 0, bytes = 0;
+         reductions = 0, step = 0, stats = 0, partials = 0, uniforms = 0, columns = 0, bytes = 0;
+  size_t statsChunks = 0; // chunks of every run: the stats segment's length
 
   static TableLayout make(size_t numTensors, size_t numChunks, size_t numGroups, const RuleLayout &rule,
                           const CudaKernels &k, size_t fallbackPerTensor, size_t columnFloats) {
@@ -72,6 +75,9 @@ struct TableLayout {
     t.counter = take(sizeof(CounterRecord) + numGroups * sizeof(double));
     t.scalars = take(numTensors * rule.numScalar() * sizeof(double));
     t.reductions = take(numTensors * std::max<size_t>(1, rule.numReductions()) * sizeof(double));
+    t.step = take(sizeof(CudaStepRecord));
+    t.stats = take(numChunks * sizeof(double));
+    t.statsChunks = numChunks;
     t.partials = take(numChunks * k.partialStride * sizeof(double));
     t.uniforms = take(numTensors * k.uniformStride * sizeof(float));
     t.columns = take(columnFloats * sizeof(float));
@@ -118,6 +124,9 @@ void checkConsistent(const RuleLayout &layout, const LayoutKernels &host, const 
   }
   if ((layout.numScalar() > 0) == k->scalarsEntry.empty() || k->advanceEntry.empty())
     fail("the CUDA kernels' scalar-state or advance entry does not match the rule");
+  bool stepHypers = layout.stepHyper(kGradScaleHyper) >= 0 && layout.stepHyper(kGradClipHyper) >= 0;
+  if (k->gradStatsEntry.empty() != k->stepOptionsEntry.empty() || stepHypers == k->gradStatsEntry.empty())
+    fail("the CUDA kernels' step-option entries do not match the rule's step hypers");
   size_t keySlot = layout.parsedLayout().stochastic || rule.usesRandom ? 1 : 0;
   if (k->layout != host.name)
     fail("the CUDA kernels are for layout '" + k->layout + "', not '" + host.name + "'");
@@ -180,6 +189,12 @@ struct CudaOptimizer::Impl {
   DeviceMemory tables;
   TableLayout tableLayout;
   bool hypersDirty = false;
+  // The step segment as the host last uploaded it (its options, the
+  // scaler's settings and initial scale); the device owns the scale and
+  // tracker from then on, and writes the results.
+  CudaStepRecord stepRecord;
+  bool anyStep = false;      // a step was enqueued
+  bool lastStepRead = false; // ... and read the gradients (stepoptions ran)
 
   const CudaKernels &kernels() const { return *runs[0].kernels; }
   const LayoutKernels &hostLayout(const Tensor &t) const { return *runs[t.run].host; }
@@ -196,7 +211,44 @@ struct CudaOptimizer::Impl {
   /// Buffer `b` of tensor t's run layout: a host copy of its bytes.
   std::vector<uint8_t> download(const Tensor &t, int b) const;
   int stateBufferOf(const Tensor &t, const std::string &name, const char *caller) const;
+  /// The device's counters after everything enqueued so far: the
+  /// optimizer's steps, then each group's (synchronizes).
+  std::vector<int64_t> deviceCounters() const;
+  /// The step segment after everything enqueued so far (synchronizes).
+  CudaStepRecord deviceStepRecord() const;
+  /// Bytes [offsetof(first), offsetof(end)) of the step segment from the host's record.
+  void uploadStepFields(size_t first, size_t end, CUstream stream) const;
+  void stepImpl(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream,
+                const CudaStepOptions &options);
 };
+
+std::vector<int64_t> CudaOptimizer::Impl::deviceCounters() const {
+  std::vector<double> counters(1 + groups.size(), static_cast<double>(stepCount));
+  if (!tables.get())
+    return {stepCount};
+  ContextScope scope(*d, context);
+  d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
+  d->check(d->cuMemcpyDtoH_v2(counters.data(), tables.get() + tableLayout.counter, sizeof(double)),
+           "cuMemcpyDtoH_v2");
+  d->check(d->cuMemcpyDtoH_v2(counters.data() + 1, tables.get() + tableLayout.counter + sizeof(CounterRecord),
+                              groups.size() * sizeof(double)),
+           "cuMemcpyDtoH_v2");
+  return std::vector<int64_t>(counters.begin(), counters.end());
+}
+
+CudaStepRecord CudaOptimizer::Impl::deviceStepRecord() const {
+  CudaStepRecord record;
+  ContextScope scope(*d, context);
+  d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
+  d->check(d->cuMemcpyDtoH_v2(&record, tables.get() + tableLayout.step, sizeof record), "cuMemcpyDtoH_v2");
+  return record;
+}
+
+void CudaOptimizer::Impl::uploadStepFields(size_t first, size_t end, CUstream stream) const {
+  d->check(d->cuMemcpyHtoDAsync_v2(tables.get() + tableLayout.step + first,
+                                   reinterpret_cast<const uint8_t *>(&stepRecord) + first, end - first, stream),
+           "cuMemcpyHtoDAsync_v2");
+}
 
 void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const CudaKernels>> &device) {
   if (layout.readsMatrices() && hasQ8States(layout.parsedLayout(), layout.rule().states))
@@ -371,9 +423,10 @@ int CudaOptimizer::numGroups() const { return static_cast<int>(impl_->groups.siz
 size_t CudaOptimizer::numTensors(int group) const {
   return impl_->checkedGroup(group, "optrt::CudaOptimizer::numTensors").numTensors;
 }
-int64_t CudaOptimizer::stepCount() const { return impl_->stepCount; }
+int64_t CudaOptimizer::stepCount() const { return impl_->deviceCounters()[0]; }
 int64_t CudaOptimizer::stepCount(int group) const {
-  return impl_->checkedGroup(group, "optrt::CudaOptimizer::stepCount").steps;
+  impl_->checkedGroup(group, "optrt::CudaOptimizer::stepCount");
+  return impl_->deviceCounters()[static_cast<size_t>(group) + 1];
 }
 size_t CudaOptimizer::numParams() const { return impl_->numParams; }
 
@@ -495,11 +548,16 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   // Host images of the new tables; the counter and scalar states come back
   // from the device (graph replays may have advanced them).
   CounterRecord counter{static_cast<double>(s.stepCount), s.seed, 0};
+  // The step segment: the host's record at first, then the device's (its
+  // scale, tracker and results are the device's own).
+  CudaStepRecord stepRecord = s.stepRecord;
   // A new group has taken no step: its kernels pass step 1 first.
   std::vector<double> groupSteps(s.groups.size() + 1, 0.0);
   std::vector<double> scalars(numTensors * numScalar);
   if (s.tables.get()) {
     d.check(d.cuMemcpyDtoH_v2(&counter.counter, s.tables.get() + s.tableLayout.counter, sizeof(double)),
+            "cuMemcpyDtoH_v2");
+    d.check(d.cuMemcpyDtoH_v2(&stepRecord, s.tables.get() + s.tableLayout.step, sizeof stepRecord),
             "cuMemcpyDtoH_v2");
     d.check(d.cuMemcpyDtoH_v2(groupSteps.data(), s.tables.get() + s.tableLayout.counter + sizeof(CounterRecord),
                               s.groups.size() * sizeof(double)),
@@ -602,6 +660,7 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   upload(tl.counter, &counter, sizeof(counter));
   upload(tl.counter + sizeof(CounterRecord), groupSteps.data(), groupSteps.size() * sizeof(double));
   upload(tl.scalars, scalars.data(), scalars.size() * sizeof(double));
+  upload(tl.step, &stepRecord, sizeof stepRecord);
   // Each chunk's pointer to its column partials, in the last slot of its row
   // of partials, where the kernels find it.
   std::vector<double> partialRows(columnSums > 0 ? numChunks * s.kernels().partialStride : 0);
@@ -631,13 +690,25 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
 }
 
 void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream) {
-  step(gradsPerGroup, stream, {});
+  impl_->stepImpl(gradsPerGroup, static_cast<CUstream>(stream), CudaStepOptions{});
 }
 
 void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
                          const std::vector<CudaStepInput> &inputs) {
+  CudaStepOptions options;
+  options.inputs = inputs;
+  impl_->stepImpl(gradsPerGroup, static_cast<CUstream>(stream), options);
+}
+
+void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CudaStream stream,
+                         const CudaStepOptions &options) {
+  impl_->stepImpl(gradsPerGroup, static_cast<CUstream>(stream), options);
+}
+
+void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream cuStream,
+                                   const CudaStepOptions &options) {
   static const char *caller = "optrt::CudaOptimizer::step";
-  Impl &s = *impl_;
+  Impl &s = *this;
   if (s.groups.empty())
     throw std::logic_error(std::string(caller) + ": the optimizer has no parameters; call addGroup before step");
   if (gradsPerGroup.size() != s.groups.size())
@@ -655,11 +726,16 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
   }
   const std::vector<InputInfo> &ruleInputs = s.layout.rule().inputs;
   std::vector<std::vector<const std::vector<DevicePtr> *>> inputValues =
-      validatedInputs<DevicePtr>(s.layout.rule(), s.groups, inputs, caller);
+      validatedInputs<DevicePtr>(s.layout.rule(), s.groups, options.inputs, caller);
+  double lossScale = options.dynamicLossScale ? 1.0 : options.lossScale;
+  checkGradientOptions(lossScale, options.dynamicLossScale || lossScale != 1.0, options.maxGradNorm,
+                       options.clipValue, s.layout, caller);
+  // The step reads the gradients first (gradstats, stepoptions) when it
+  // needs their norm or a finiteness check, as Optimizer::step does.
+  bool reads = options.dynamicLossScale || options.checkFinite || lossScale != 1.0 || options.maxGradNorm;
 
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
-  auto cuStream = static_cast<CUstream>(stream);
   // New gradient pointers are checked (all of them, before anything is
   // enqueued) and uploaded; unchanged ones cost nothing, which is what keeps
   // a captured step free of uploads.
@@ -706,6 +782,16 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
       }
     }
   }
+  // Without the read, the step hypers are the host's: the CPU optimizer's
+  // values (grad_scale 1, grad_clip the clip value). After a step that read,
+  // the device holds that step's, written by stepoptions: upload again.
+  int scaleHyper = s.layout.stepHyper(kGradScaleHyper), clipHyper = s.layout.stepHyper(kGradClipHyper);
+  for (size_t g = 0; g < groups.size() && !reads && scaleHyper >= 0 && clipHyper >= 0; ++g) {
+    groups[g].hypers[static_cast<size_t>(scaleHyper)] = kGradScaleDefault;
+    groups[g].hypers[static_cast<size_t>(clipHyper)] = options.clipValue.value_or(kGradClipDefault);
+  }
+  if (!reads && s.lastStepRead)
+    s.hypersDirty = true;
   // Checked: nothing below throws for the arguments.
   for (size_t g = 0; g < groups.size(); ++g)
     if (groups[g].hypers != s.groups[g].hypers) {
@@ -734,7 +820,37 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
   int64_t numTensors = static_cast<int64_t>(s.tensors.size());
   CUdeviceptr tensors = base + tl.tensors, hypers = base + tl.hypers, counter = base + tl.counter,
               scalars = base + tl.scalars, reductions = base + tl.reductions, uniforms = base + tl.uniforms;
+  auto numGroups = static_cast<int64_t>(s.groups.size());
   unsigned perTensorBlocks = std::numeric_limits<unsigned>::max() / 2;
+  if (reads) {
+    CudaStepRecord wanted = s.stepRecord;
+    wanted.lossScale = lossScale;
+    wanted.maxGradNorm = options.maxGradNorm.value_or(0.0);
+    wanted.clipValue = options.clipValue.value_or(kGradClipDefault);
+    wanted.dynamic = options.dynamicLossScale ? 1.0 : 0.0;
+    if (std::memcmp(&wanted, &s.stepRecord, offsetof(CudaStepRecord, growthFactor)) != 0) {
+      s.stepRecord = wanted;
+      s.uploadStepFields(0, offsetof(CudaStepRecord, growthFactor), cuStream);
+    }
+    // Each run's chunks (its own buffers table), then the decision.
+    CUdeviceptr stats = base + tl.stats;
+    for (size_t r = 0; r < s.runs.size(); ++r) {
+      const Run &run = s.runs[r];
+      if (run.numChunks == 0)
+        continue;
+      CUdeviceptr chunks = base + tl.chunks + run.firstChunk * 3 * sizeof(int64_t);
+      CUdeviceptr buffers = base + tl.buffers[r];
+      CUdeviceptr runStats = stats + run.firstChunk * sizeof(double);
+      auto numChunks = static_cast<int64_t>(run.numChunks);
+      auto blocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->gradStatsBlocksPerSM));
+      s.launch(run.module->gradStats, run.kernels->gradStatsEntry, run.numChunks * k.blockSize, blocks, cuStream,
+               {&chunks, &numChunks, &buffers, &runStats});
+    }
+    auto allChunks = static_cast<int64_t>(tl.statsChunks);
+    CUdeviceptr step = base + tl.step;
+    s.launch(m.stepOptions, k.stepOptionsEntry, 1, 1, cuStream,
+             {&allChunks, &stats, &step, &hypers, &numGroups, &counter});
+  }
   for (int p = 0; p < s.layout.rule().numPhases; ++p) {
     s.launch(m.uniforms[p], k.uniformsEntries[p], s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
@@ -753,22 +869,86 @@ void CudaOptimizer::step(const std::vector<std::vector<DevicePtr>> &gradsPerGrou
       // its chunks, and run alone at the end.
       auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->elementBlocksPerSM[p]));
       s.launch(run.module->element[p], run.kernels->elementEntries[p], run.numChunks * k.blockSize, elementBlocks,
-               cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials});
+               cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials, &counter});
     }
     if (m.finish[p]) {
       CUdeviceptr partials = base + tl.partials, chunks = base + tl.chunks, buffers = base + tl.buffers[0];
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
-               {&numTensors, &tensors, &partials, &reductions, &chunks, &buffers});
+               {&numTensors, &tensors, &partials, &reductions, &chunks, &buffers, &counter});
     }
   }
   if (m.scalars)
     s.launch(m.scalars, k.scalarsEntry, s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions});
-  auto numGroups = static_cast<int64_t>(s.groups.size());
   s.launch(m.advance, k.advanceEntry, 1, 1, cuStream, {&counter, &numGroups});
-  ++s.stepCount;
-  for (Group &group : s.groups)
-    ++group.steps;
+  s.anyStep = true;
+  s.lastStepRead = reads;
+}
+
+StepResult CudaOptimizer::lastStepResult() const {
+  const Impl &s = *impl_;
+  if (!s.anyStep)
+    throw std::logic_error("optrt::CudaOptimizer::lastStepResult: no step has been enqueued yet");
+  StepResult result;
+  if (!s.lastStepRead)
+    return result;
+  CudaStepRecord record = s.deviceStepRecord();
+  result.skipped = record.skipped != 0.0;
+  result.gradNorm = record.gradNorm;
+  result.clipCoefficient = record.clipCoefficient;
+  return result;
+}
+
+DevicePtr CudaOptimizer::stepRecordAddress() const {
+  if (!impl_->tables.get())
+    throw std::logic_error("optrt::CudaOptimizer::stepRecordAddress: the optimizer has no parameters yet");
+  return impl_->tables.get() + impl_->tableLayout.step;
+}
+
+DevicePtr CudaOptimizer::lossScaleAddress() const {
+  return stepRecordAddress() + offsetof(CudaStepRecord, scale);
+}
+
+void CudaOptimizer::setLossScaler(LossScalerOptions options, int64_t growthTracker) {
+  static const char *caller = "optrt::CudaOptimizer::setLossScaler";
+  Impl &s = *impl_;
+  DynamicLossScaler validated(options); // the CPU scaler's checks and words
+  constexpr int64_t kInt32Max = std::numeric_limits<int32_t>::max();
+  if (options.growthInterval > kInt32Max)
+    throw std::invalid_argument(std::string(caller) + ": growthInterval is " + std::to_string(options.growthInterval) +
+                                "; the device keeps it in 32 bits (at most " + std::to_string(kInt32Max) + ")");
+  if (growthTracker < 0 || growthTracker >= options.growthInterval)
+    throw std::invalid_argument(std::string(caller) + ": growthTracker is " + std::to_string(growthTracker) +
+                                "; it must lie in [0, growthInterval = " + std::to_string(options.growthInterval) +
+                                ")");
+  s.stepRecord.growthFactor = options.growthFactor;
+  s.stepRecord.backoffFactor = options.backoffFactor;
+  s.stepRecord.growthInterval = static_cast<double>(options.growthInterval);
+  s.stepRecord.scale = validated.scale();
+  s.stepRecord.growthTracker = static_cast<int32_t>(growthTracker);
+  if (!s.tables.get())
+    return; // the first addGroup uploads it
+  ContextScope scope(*s.d, s.context);
+  // Steps in flight use and update the scale being replaced.
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+  s.uploadStepFields(offsetof(CudaStepRecord, growthFactor), offsetof(CudaStepRecord, gradNorm), nullptr);
+  s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+}
+
+float CudaOptimizer::lossScale() const {
+  const Impl &s = *impl_;
+  if (!s.tables.get())
+    return s.stepRecord.scale;
+  CudaStepRecord record = s.deviceStepRecord();
+  return record.scale;
+}
+
+int64_t CudaOptimizer::lossScaleGrowthTracker() const {
+  const Impl &s = *impl_;
+  if (!s.tables.get())
+    return s.stepRecord.growthTracker;
+  CudaStepRecord record = s.deviceStepRecord();
+  return record.growthTracker;
 }
 
 void CudaOptimizer::setHyper(const std::string &name, double value, int group) {
@@ -929,12 +1109,14 @@ public:
   size_t numTensors() const override { return s_.tensors.size(); }
   size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
   const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
-  int64_t stepCount() const override { return s_.stepCount; }
+  // The device's counters: replays count, skipped steps do not.
+  int64_t stepCount() const override { return s_.deviceCounters()[0]; }
   // Each group's steps (a group added later has taken fewer).
   std::vector<GroupRecord> groups() const override {
+    std::vector<int64_t> counters = s_.deviceCounters();
     std::vector<GroupRecord> records;
-    for (const Group &group : s_.groups)
-      records.push_back({group.numTensors, group.steps, group.hypers});
+    for (size_t g = 0; g < s_.groups.size(); ++g)
+      records.push_back({s_.groups[g].numTensors, counters[g + 1], s_.groups[g].hypers});
     return records;
   }
   std::vector<double> scalars(size_t t) const override {

@@ -154,6 +154,14 @@ std::shared_ptr<const LoadedModule> loadModule(const Driver &d, CUcontext contex
   if (!kernels->scalarsEntry.empty())
     loaded->scalars = function(d, loaded->module, kernels->scalarsEntry);
   loaded->advance = function(d, loaded->module, kernels->advanceEntry);
+  if (!kernels->gradStatsEntry.empty()) {
+    loaded->gradStats = function(d, loaded->module, kernels->gradStatsEntry);
+    loaded->stepOptions = function(d, loaded->module, kernels->stepOptionsEntry);
+    int blocks = 0;
+    d.check(d.cuOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, loaded->gradStats, kernels->blockSize, 0),
+            "cuOccupancyMaxActiveBlocksPerMultiprocessor");
+    loaded->gradStatsBlocksPerSM = std::max(1, blocks);
+  }
   cache[key] = loaded;
   return loaded;
 }

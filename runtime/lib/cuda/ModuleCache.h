@@ -21,6 +21,10 @@ struct LoadedModule {
   std::vector<CUfunction> uniforms, element, finish; // finish[p] null without reductions
   std::vector<int> elementBlocksPerSM; // resident blocks of element[p] per multiprocessor
   CUfunction scalars = nullptr, advance = nullptr;
+  // The training step's gradient read and decision; null for a rule built
+  // without the step hypers.
+  CUfunction gradStats = nullptr, stepOptions = nullptr;
+  int gradStatsBlocksPerSM = 1; // resident blocks of gradStats per multiprocessor
   ~LoadedModule();
 };
 
