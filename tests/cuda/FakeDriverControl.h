@@ -2,7 +2,10 @@
 // library the runtime loads too ($OPTDSL_LIBCUDA), for the host-side tests.
 #pragma once
 
+#include "common/BranchHypers.h"
+#include "common/RuleLibrary.h"
 #include "optdsl/CUDACompile.h"
+#include "optdsl/JIT.h"
 #include "optrt/CudaOptimizer.h"
 
 #include <gtest/gtest.h>
@@ -68,6 +71,26 @@ protected:
   }
   Fake &fake() { return Fake::get(); }
 };
+
+/// A library rule's host kernels for `layouts` and the CUDA kernels of each
+/// layout (q8 layouts bring their small-tensor fallback), not assembled.
+struct LayoutRule {
+  std::shared_ptr<const optrt::RuleKernels> host;
+  std::vector<std::shared_ptr<const optrt::CudaKernels>> device;
+};
+
+inline LayoutRule compileLayouts(const std::string &name, const std::vector<std::string> &layouts) {
+  optdsl::CheckedRule rule = optdsl::loadRuleFile(ruleLibraryDir() + "/" + name + ".opt");
+  optdsl::FixedHypers fixed = cudaFixedHypers(name);
+  LayoutRule result{optdsl::jitCompile(rule, fixed, layouts), {}};
+  for (const optrt::LayoutKernels &layout : result.host->layouts) {
+    optdsl::CudaCompileOptions options;
+    options.layout = layout.name;
+    options.assemble = false;
+    result.device.push_back(std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, fixed, options)));
+  }
+  return result;
+}
 
 /// The kernels one step launches, in order (optrt/CudaKernels.h): per phase
 /// its uniforms, element and (where it has one) finish kernel, then scalars

@@ -27,30 +27,12 @@
 
 namespace {
 
+using optdsl::test::compileLayouts;
 using optdsl::test::Fake;
+using optdsl::test::LayoutRule;
 using optrt::CudaErrc;
 using optrt::CudaError;
 using optrt::DevicePtr;
-
-/// A rule's host kernels for `layouts` and the CUDA kernels of each layout
-/// (q8 layouts bring their small-tensor fallback).
-struct LayoutRule {
-  std::shared_ptr<const optrt::RuleKernels> host;
-  std::vector<std::shared_ptr<const optrt::CudaKernels>> device;
-};
-
-LayoutRule compileLayouts(const std::string &name, const std::vector<std::string> &layouts) {
-  optdsl::CheckedRule rule = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + name + ".opt");
-  optdsl::FixedHypers fixed = optdsl::test::cudaFixedHypers(name);
-  LayoutRule result{optdsl::jitCompile(rule, fixed, layouts), {}};
-  for (const optrt::LayoutKernels &layout : result.host->layouts) {
-    optdsl::CudaCompileOptions options;
-    options.layout = layout.name;
-    options.assemble = false;
-    result.device.push_back(std::make_shared<optrt::CudaKernels>(optdsl::cudaCompile(rule, fixed, options)));
-  }
-  return result;
-}
 
 /// The optimizer of `layout` over the rule's CUDA kernels.
 optrt::CudaOptimizer optimizerFor(const LayoutRule &rule, const std::string &layout) {
