@@ -297,21 +297,8 @@ TEST(CudaGraph, ReplayedStepsEqualPlainSteps) {
   if (!d)
     GTEST_SKIP() << "no GPU: " << why;
   using namespace optrt::cuda;
-  void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_NOLOAD);
-  ASSERT_TRUE(lib);
-  using Stream = CUstream;
-  auto sym = [&](const char *name) {
-    void *f = dlsym(lib, name);
-    EXPECT_TRUE(f) << name;
-    return f;
-  };
-  auto streamCreate = reinterpret_cast<CUresult (*)(Stream *, unsigned)>(sym("cuStreamCreate"));
-  auto beginCapture = reinterpret_cast<CUresult (*)(Stream, int)>(sym("cuStreamBeginCapture_v2"));
-  auto endCapture = reinterpret_cast<CUresult (*)(Stream, void **)>(sym("cuStreamEndCapture"));
-  auto instantiate = reinterpret_cast<CUresult (*)(void **, void *, unsigned long long)>(
-      sym("cuGraphInstantiateWithFlags"));
-  auto graphLaunch = reinterpret_cast<CUresult (*)(void *, Stream)>(sym("cuGraphLaunch"));
-  ASSERT_FALSE(HasFailure());
+  const GraphApi *graphs = GraphApi::get(why);
+  ASSERT_TRUE(graphs) << why;
 
   const CompiledRule &c = compiledRule("lamb");
   std::mt19937 rng(3);
@@ -329,16 +316,16 @@ TEST(CudaGraph, ReplayedStepsEqualPlainSteps) {
   for (int i = 0; i < 4; ++i)
     a.step({grads});
 
-  Stream stream = nullptr;
-  d->check(streamCreate(&stream, 1 /* non-blocking */), "cuStreamCreate");
+  CUstream stream = nullptr;
+  d->check(graphs->streamCreate(&stream, 1 /* non-blocking */), "cuStreamCreate");
   b.step({graphedGrads}, stream); // uploads the gradient pointers, outside the capture
-  d->check(beginCapture(stream, 2 /* relaxed */), "cuStreamBeginCapture_v2");
+  d->check(graphs->beginCapture(stream, 2 /* relaxed */), "cuStreamBeginCapture_v2");
   b.step({graphedGrads}, stream);
   void *graph = nullptr, *exec = nullptr;
-  d->check(endCapture(stream, &graph), "cuStreamEndCapture");
-  d->check(instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
+  d->check(graphs->endCapture(stream, &graph), "cuStreamEndCapture");
+  d->check(graphs->instantiate(&exec, graph, 0), "cuGraphInstantiateWithFlags");
   for (int i = 0; i < 3; ++i)
-    d->check(graphLaunch(exec, stream), "cuGraphLaunch");
+    d->check(graphs->launch(exec, stream), "cuGraphLaunch");
   d->check(d->cuStreamSynchronize(stream), "cuStreamSynchronize");
   for (size_t k = 0; k < plain.sizes.size(); ++k) {
     EXPECT_EQ(plain.param(k), graphed.param(k)) << "tensor " << k;

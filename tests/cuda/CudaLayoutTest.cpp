@@ -58,54 +58,6 @@ std::vector<Case> cases() {
   return result;
 }
 
-/// n elements of dtype as raw bytes on the host and on the device; on the
-/// device one element past a 256-byte boundary when `misaligned` (the
-/// kernels' one-element path, as for a tensor of a flat parameter store).
-struct StoredArray {
-  std::vector<uint8_t> host;
-  size_t offset;
-  DeviceFloats device;
-  StoredArray(optrt::Dtype dtype, const std::vector<float> &values, bool misaligned)
-      : host(optrt::elementBytes(dtype, values.size())), offset(misaligned ? optrt::elementBytes(dtype, 1) : 0),
-        device((offset + host.size() + 3) / 4) {
-    optrt::encodeF32(dtype, values, host.data(), nullptr);
-    std::vector<float> words((offset + host.size() + 3) / 4);
-    std::memcpy(reinterpret_cast<uint8_t *>(words.data()) + offset, host.data(), host.size());
-    device.upload(0, words.data(), words.size());
-  }
-  optrt::DevicePtr address() const { return device.at(0) + offset; }
-  std::vector<uint8_t> downloaded() const {
-    std::vector<float> words((offset + host.size() + 3) / 4);
-    device.download(0, words.data(), words.size());
-    const uint8_t *from = reinterpret_cast<const uint8_t *>(words.data()) + offset;
-    return {from, from + host.size()};
-  }
-};
-
-/// The first element whose bits differ, or -1. NaN matches any NaN: x86
-/// propagates an operand's payload where PTX arithmetic returns the
-/// canonical NaN, so a NaN the update produces (from a NaN or Inf gradient)
-/// has other bits on each side, in f32 and in bf16/f16 storage alike.
-long firstDifference(const std::vector<float> &a, const std::vector<float> &b) {
-  if (a.size() != b.size())
-    return 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    uint32_t x, y;
-    std::memcpy(&x, &a[i], 4);
-    std::memcpy(&y, &b[i], 4);
-    if (x != y && !(std::isnan(a[i]) && std::isnan(b[i])))
-      return static_cast<long>(i);
-  }
-  return -1;
-}
-
-/// Stored values decoded (exact, one f32 per bf16/f16/f32 pattern).
-std::vector<float> decoded(optrt::Dtype dtype, const std::vector<uint8_t> &bytes, size_t n) {
-  std::vector<float> values(n);
-  optrt::decodeToF32(dtype, bytes.data(), nullptr, values);
-  return values;
-}
-
 class CudaLayoutTest : public ::testing::TestWithParam<Case> {};
 
 TEST_P(CudaLayoutTest, MatchesTheCpuKernelsBitForBit) {

@@ -5,11 +5,14 @@
 #include "optdsl/CUDACompile.h"
 #include "optdsl/JIT.h"
 #include "optrt/CudaKernels.h"
+#include "optrt/CudaOptimizer.h"
+#include "optrt/Layout.h"
 #include "optrt/RuleKernels.h"
 
 #include "cuda/DeviceMemory.h"
 #include "cuda/Driver.h"
 
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -39,6 +42,39 @@ public:
 
 private:
   optrt::cuda::DeviceMemory memory_;
+};
+
+/// n elements of dtype as raw bytes on the host and on the device; on the
+/// device one element past a 256-byte boundary when `misaligned` (the
+/// kernels' one-element path, as for a tensor of a flat parameter store).
+struct StoredArray {
+  std::vector<uint8_t> host;
+  size_t offset;
+  DeviceFloats device;
+  StoredArray(optrt::Dtype dtype, const std::vector<float> &values, bool misaligned);
+  optrt::DevicePtr address() const { return device.at(0) + offset; }
+  std::vector<uint8_t> downloaded() const;
+};
+
+/// The first element whose bits differ, or -1. NaN matches any NaN: x86
+/// propagates an operand's payload where PTX arithmetic returns the
+/// canonical NaN, so a NaN the update produces (from a NaN or Inf gradient)
+/// has other bits on each side, in f32 and in bf16/f16 storage alike.
+long firstDifference(const std::vector<float> &a, const std::vector<float> &b);
+
+/// Stored values decoded (exact, one f32 per bf16/f16/f32 pattern).
+std::vector<float> decoded(optrt::Dtype dtype, const std::vector<uint8_t> &bytes, size_t n);
+
+/// The driver's graph-capture entry points (not part of optrt's Driver: the
+/// runtime never captures; a trainer does), looked up in the loaded libcuda.
+struct GraphApi {
+  optrt::cuda::CUresult (*streamCreate)(optrt::cuda::CUstream *, unsigned);
+  optrt::cuda::CUresult (*beginCapture)(optrt::cuda::CUstream, int);
+  optrt::cuda::CUresult (*endCapture)(optrt::cuda::CUstream, void **);
+  optrt::cuda::CUresult (*instantiate)(void **, void *, unsigned long long);
+  optrt::cuda::CUresult (*launch)(void *, optrt::cuda::CUstream);
+  /// Null (with `reason`) when an entry point is missing.
+  static const GraphApi *get(std::string &reason);
 };
 
 struct CompiledRule {
