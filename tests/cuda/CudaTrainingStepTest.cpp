@@ -107,6 +107,14 @@ void expectSameBits(const GpuRun &a, const GpuRun &b, const std::string &where) 
   }
 }
 
+std::vector<std::vector<float>> initialParams(std::mt19937 &rng) {
+  std::vector<std::vector<float>> params;
+  for (size_t n : kSizes)
+    params.push_back(test::normalValues(n, rng, 1.0f));
+  return params;
+}
+
+/// A step's gradients, of another magnitude in each tensor and step.
 std::vector<std::vector<float>> draw(std::mt19937 &rng, int step) {
   std::vector<std::vector<float>> grads;
   for (size_t k = 0; k < kSizes.size(); ++k)
@@ -117,7 +125,7 @@ std::vector<std::vector<float>> draw(std::mt19937 &rng, int step) {
 class CudaTrainingStep : public ::testing::TestWithParam<std::string> {};
 
 // The gradients carry the device scaler's scale (a power of two: unscaling
-// is exact, and bf16 has f32's exponent range). GpuRun A gets a NaN at step 2
+// is exact, and bf16 has f32's exponent range). Run A gets a NaN at step 2
 // and an Inf at step 5; run B only the clean steps. A's skipped steps must
 // change nothing: both end with the same bits, the same step count; A's
 // scale follows the CPU's DynamicLossScaler through backoffs and growths.
@@ -127,9 +135,7 @@ TEST_P(CudaTrainingStep, SkippedStepsLeaveEverythingAsTheRunWithoutThem) {
   uint32_t seed = std::random_device{}();
   SCOPED_TRACE("random seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  std::vector<std::vector<float>> initial;
-  for (size_t n : kSizes)
-    initial.push_back(test::normalValues(n, rng, 1.0f));
+  std::vector<std::vector<float>> initial = initialParams(rng);
   GpuRun a(layout, initial), b(layout, initial);
   optrt::LossScalerOptions scaler{1024.0, 2.0, 0.5, 2};
   a.optimizer.setLossScaler(scaler);
@@ -205,9 +211,7 @@ TEST(CudaTrainingStepCpu, LossScalingAndClippingFollowTheCpuOptimizer) {
   uint32_t seed = std::random_device{}();
   SCOPED_TRACE("random seed " + std::to_string(seed));
   std::mt19937 rng(seed);
-  std::vector<std::vector<float>> initial;
-  for (size_t n : kSizes)
-    initial.push_back(test::normalValues(n, rng, 1.0f));
+  std::vector<std::vector<float>> initial = initialParams(rng);
   GpuRun gpu("f32", initial);
   CpuRun cpu(initial);
   optrt::CudaStepOptions gpuOptions;
@@ -255,9 +259,7 @@ TEST(CudaTrainingStepGraph, ACapturedStepSkipsOnTheDevice) {
   ASSERT_TRUE(graphs) << why;
   const optrt::cuda::Driver &d = *gpu(why);
   std::mt19937 rng(11);
-  std::vector<std::vector<float>> initial;
-  for (size_t n : kSizes)
-    initial.push_back(test::normalValues(n, rng, 1.0f));
+  std::vector<std::vector<float>> initial = initialParams(rng);
   GpuRun run("f32", initial);
   std::vector<StoredArray> grads;
   std::vector<optrt::DevicePtr> pointers;

@@ -101,6 +101,27 @@ protected:
     return b_.create<mlir::LLVM::AllocaOp>(loc_, ptr(), element, constI64(count), alignOf(element));
   }
 
+  /// One chunk of the chunk table as a block sees it.
+  struct ChunkInLoop {
+    mlir::Value c, tensor, begin, end;
+    mlir::Value bufferRow; ///< the tensor's row of the buffers table
+  };
+  /// A grid-stride loop over the chunk table, a block per chunk; the
+  /// insertion point moves into its body. Every thread of a block runs the
+  /// same chunks, so barriers inside are reached by all of them.
+  ChunkInLoop chunkLoop(mlir::Value chunks, mlir::Value numChunks, mlir::Value buffers, int64_t buffersPerTensor) {
+    auto loop = b_.create<mlir::scf::ForOp>(loc_, blockId(), numChunks, gridDim());
+    b_.setInsertionPoint(loop.getBody()->getTerminator());
+    ChunkInLoop chunk;
+    chunk.c = loop.getInductionVar();
+    mlir::Value record = gep(chunks, mul(chunk.c, constI64(kChunkRecord)), i64());
+    chunk.tensor = load(i64(), record);
+    chunk.begin = load(i64(), gep(record, 1, i64()));
+    chunk.end = load(i64(), gep(record, 2, i64()));
+    chunk.bufferRow = gep(buffers, mul(chunk.tensor, constI64(buffersPerTensor)), ptr());
+    return chunk;
+  }
+
   /// Runs `body` in the thread only if `condition` holds.
   template <typename Body> void ifThen(mlir::Value condition, Body body) {
     auto ifOp = b_.create<mlir::scf::IfOp>(loc_, condition, /*withElseRegion=*/false);

@@ -553,16 +553,7 @@ private:
       for (const auto &[buffer, absmax] : plan_.absmax)
         q8Value_[buffer] = entryAlloca(f32(), 1);
     }
-    // Every thread of a block runs the same chunk iterations, so the
-    // barriers of the block reduction below are reached by all of them.
-    auto chunkLoop = b_.create<scf::ForOp>(loc_, blockId(), numChunks, gridDim());
-    b_.setInsertionPoint(chunkLoop.getBody()->getTerminator());
-    Value c = chunkLoop.getInductionVar();
-    Value record = gep(chunks, mul(c, constI64(kChunkRecord)), i64());
-    Value tensor = load(i64(), record);
-    Value begin = load(i64(), gep(record, 1, i64()));
-    Value end = load(i64(), gep(record, 2, i64()));
-    Value table = gep(buffers, mul(tensor, constI64(facts_.buffersPerTensor)), ptr());
+    auto [c, tensor, begin, end, table] = chunkLoop(chunks, numChunks, buffers, facts_.buffersPerTensor);
     auto globalPtr = LLVM::LLVMPointerType::get(b_.getContext(), kGlobalAddressSpace);
     bufferBase_.clear();
     uniformLoads_.clear();

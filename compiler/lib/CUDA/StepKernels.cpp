@@ -90,16 +90,7 @@ private:
     Value chunks = kernel.getArgument(0), numChunks = kernel.getArgument(1), buffers = kernel.getArgument(2),
           stats = kernel.getArgument(3);
     Value tid = threadId();
-    // Every thread of a block runs the same chunks: the barriers of the
-    // block's tree are reached by all of them.
-    auto chunkLoop = b_.create<scf::ForOp>(loc_, blockId(), numChunks, gridDim());
-    b_.setInsertionPoint(chunkLoop.getBody()->getTerminator());
-    Value c = chunkLoop.getInductionVar();
-    Value record = gep(chunks, mul(c, constI64(kChunkRecord)), i64());
-    Value tensor = load(i64(), record);
-    Value begin = load(i64(), gep(record, 1, i64()));
-    Value end = load(i64(), gep(record, 2, i64()));
-    Value row = gep(buffers, mul(tensor, constI64(spec_.buffersPerTensor)), ptr());
+    auto [c, tensor, begin, end, row] = chunkLoop(chunks, numChunks, buffers, spec_.buffersPerTensor);
     auto pointer = b_.create<LLVM::LoadOp>(loc_, ptr(), gep(row, spec_.gradBuffer, ptr()), 8);
     pointer.setInvariant(true);
     Value base = b_.create<LLVM::AddrSpaceCastOp>(

@@ -214,12 +214,21 @@ struct CudaOptimizer::Impl {
   /// The device's counters after everything enqueued so far: the
   /// optimizer's steps, then each group's (synchronizes).
   std::vector<int64_t> deviceCounters() const;
-  /// The step segment after everything enqueued so far (synchronizes).
+  /// The step segment after everything enqueued so far (synchronizes); the
+  /// host's record before the first addGroup.
   CudaStepRecord deviceStepRecord() const;
   /// Bytes [offsetof(first), offsetof(end)) of the step segment from the host's record.
   void uploadStepFields(size_t first, size_t end, CUstream stream) const;
   void stepImpl(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream,
                 const CudaStepOptions &options);
+  /// use(run, its chunks, its buffers table, its number of chunks) for each
+  /// run with chunks: the device addresses of its part of the tables.
+  template <typename Use> void forEachRun(Use use) const {
+    for (size_t r = 0; r < runs.size(); ++r)
+      if (runs[r].numChunks > 0)
+        use(runs[r], tables.get() + tableLayout.chunks + runs[r].firstChunk * 3 * sizeof(int64_t),
+            tables.get() + tableLayout.buffers[r], static_cast<int64_t>(runs[r].numChunks));
+  }
 };
 
 std::vector<int64_t> CudaOptimizer::Impl::deviceCounters() const {
@@ -237,6 +246,8 @@ std::vector<int64_t> CudaOptimizer::Impl::deviceCounters() const {
 }
 
 CudaStepRecord CudaOptimizer::Impl::deviceStepRecord() const {
+  if (!tables.get())
+    return stepRecord; // the first addGroup uploads it
   CudaStepRecord record;
   ContextScope scope(*d, context);
   d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
@@ -834,18 +845,12 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     }
     // Each run's chunks (its own buffers table), then the decision.
     CUdeviceptr stats = base + tl.stats;
-    for (size_t r = 0; r < s.runs.size(); ++r) {
-      const Run &run = s.runs[r];
-      if (run.numChunks == 0)
-        continue;
-      CUdeviceptr chunks = base + tl.chunks + run.firstChunk * 3 * sizeof(int64_t);
-      CUdeviceptr buffers = base + tl.buffers[r];
+    s.forEachRun([&](const Run &run, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
       CUdeviceptr runStats = stats + run.firstChunk * sizeof(double);
-      auto numChunks = static_cast<int64_t>(run.numChunks);
       auto blocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->gradStatsBlocksPerSM));
       s.launch(run.module->gradStats, run.kernels->gradStatsEntry, run.numChunks * k.blockSize, blocks, cuStream,
                {&chunks, &numChunks, &buffers, &runStats});
-    }
+    });
     auto allChunks = static_cast<int64_t>(tl.statsChunks);
     CUdeviceptr step = base + tl.step;
     s.launch(m.stepOptions, k.stepOptionsEntry, 1, 1, cuStream,
@@ -856,21 +861,15 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
     // Each run's element kernel over its own range of the chunk table (and
     // of the partials), with its own buffers table.
-    for (size_t r = 0; r < s.runs.size(); ++r) {
-      const Run &run = s.runs[r];
-      if (run.numChunks == 0)
-        continue;
-      CUdeviceptr chunks = base + tl.chunks + run.firstChunk * 3 * sizeof(int64_t);
-      CUdeviceptr buffers = base + tl.buffers[r];
+    s.forEachRun([&](const Run &run, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
       CUdeviceptr partials = base + tl.partials + run.firstChunk * k.partialStride * sizeof(double);
-      auto numChunks = static_cast<int64_t>(run.numChunks);
       // Exactly the blocks that fit on the GPU at once: each loops over its
       // share of the chunks. More would wait for a whole block to finish all
       // its chunks, and run alone at the end.
       auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->elementBlocksPerSM[p]));
       s.launch(run.module->element[p], run.kernels->elementEntries[p], run.numChunks * k.blockSize, elementBlocks,
                cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials, &counter});
-    }
+    });
     if (m.finish[p]) {
       CUdeviceptr partials = base + tl.partials, chunks = base + tl.chunks, buffers = base + tl.buffers[0];
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
@@ -935,21 +934,9 @@ void CudaOptimizer::setLossScaler(LossScalerOptions options, int64_t growthTrack
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
 }
 
-float CudaOptimizer::lossScale() const {
-  const Impl &s = *impl_;
-  if (!s.tables.get())
-    return s.stepRecord.scale;
-  CudaStepRecord record = s.deviceStepRecord();
-  return record.scale;
-}
+float CudaOptimizer::lossScale() const { return impl_->deviceStepRecord().scale; }
 
-int64_t CudaOptimizer::lossScaleGrowthTracker() const {
-  const Impl &s = *impl_;
-  if (!s.tables.get())
-    return s.stepRecord.growthTracker;
-  CudaStepRecord record = s.deviceStepRecord();
-  return record.growthTracker;
-}
+int64_t CudaOptimizer::lossScaleGrowthTracker() const { return impl_->deviceStepRecord().growthTracker; }
 
 void CudaOptimizer::setHyper(const std::string &name, double value, int group) {
   setGroupHyper(impl_->groups, impl_->layout, name, value, group, "optrt::CudaOptimizer::setHyper");
