@@ -99,7 +99,7 @@ std::string requiredCpuFeatures(const llvm::TargetMachine &machine) {
 void optimizeForTarget(llvm::Module &module, llvm::TargetMachine &machine) {
   module.setTargetTriple(machine.getTargetTriple().str());
   module.setDataLayout(machine.createDataLayout());
-  // The JIT's pipeline (ExecutionEngine with this transformer), so an
+  // The JIT's pipeline (this transformer, at O2 there), so an
   // artifact's code is the JIT's code.
   if (llvm::Error error = mlir::makeOptimizingTransformer(3, 0, &machine)(&module))
     throw std::runtime_error("LLVM optimisation failed: " + llvm::toString(std::move(error)));

@@ -1,18 +1,22 @@
 #include "optdsl/JIT.h"
 
+#include "ParallelObjects.h"
 #include "optdsl/CpuPipeline.h"
 
-#include "mlir/ExecutionEngine/ExecutionEngine.h"
 #include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
+#include "mlir/Target/LLVMIR/Export.h"
+#include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
+#include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/Support/TargetSelect.h"
 #include "llvm/TargetParser/Host.h"
 #include "llvm/Support/raw_ostream.h"
 
 #include <mutex>
 #include <stdexcept>
+#include <thread>
 
 namespace optdsl {
 namespace {
@@ -20,7 +24,7 @@ namespace {
 /// The table plus what its function pointers live in.
 struct JitRuleKernels : optrt::RuleKernels {
   std::unique_ptr<mlir::MLIRContext> context;
-  std::unique_ptr<mlir::ExecutionEngine> engine;
+  std::unique_ptr<llvm::orc::LLJIT> jit;
 };
 
 void initializeNativeTarget() {
@@ -31,14 +35,25 @@ void initializeNativeTarget() {
   });
 }
 
-template <typename Fn> Fn lookup(mlir::ExecutionEngine &engine, const std::string &name) {
-  auto symbol = engine.lookup(name);
+template <typename Fn> Fn lookup(llvm::orc::LLJIT &jit, const std::string &name) {
+  auto symbol = jit.lookup(name);
   if (!symbol) {
     std::string message = llvm::toString(symbol.takeError());
     throw std::runtime_error("JIT: no symbol '" + name + "': " + message);
   }
-  return reinterpret_cast<Fn>(*symbol);
+  return symbol->toPtr<Fn>();
 }
+
+/// Throws std::runtime_error naming the rule for a failed LLVM step.
+template <typename T> T orThrow(llvm::Expected<T> value, const std::string &rule, const char *what) {
+  if (!value)
+    throw std::runtime_error("cannot compile rule '" + rule + "': JIT: " + what + ": " +
+                             llvm::toString(value.takeError()));
+  return std::move(*value);
+}
+
+/// The host's cores, for code generation (a rule has a handful of kernels).
+unsigned codegenThreads() { return std::max(1u, std::min(8u, std::thread::hardware_concurrency())); }
 
 } // namespace
 
@@ -58,23 +73,37 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   mlir::registerBuiltinDialectTranslation(context);
   mlir::registerLLVMDialectTranslation(context);
 
-  // options.transformer is a function_ref: the function it refers to must
-  // outlive ExecutionEngine::create, so it lives here, not in a temporary
-  // (ASan found the temporary's stack slot reused).
+  // For this host, with its features, as mlir::ExecutionEngine did.
+  llvm::orc::JITTargetMachineBuilder target =
+      orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), rule.name(), "detecting the host");
+  target.setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
+  llvm::DataLayout dataLayout = orThrow(target.getDefaultDataLayoutForTarget(), rule.name(), "the data layout");
+  llvm::LLVMContext llvmContext;
+  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);
+  if (!llvmModule)
+    throw std::runtime_error("cannot compile rule '" + rule.name() + "': JIT: translation to LLVM IR failed");
+  llvmModule->setDataLayout(dataLayout);
+  llvmModule->setTargetTriple(target.getTargetTriple().str());
   // O2, not O3: the kernels arrive vectorised and unrolled from MLIR, and O3's
   // extra IR passes bought no speed (the cached32K step benchmarks of adamw
   // and ademamix in f32, bf16 + master and q8 equal within noise) for 10% of
   // the compile time (prodigy 53.3 -> 47.7 ms; docs/benchmarks.md).
   // Artifacts, compiled once, keep O3 (NativeCode.cpp).
   std::function<llvm::Error(llvm::Module *)> optimize = mlir::makeOptimizingTransformer(2, 0, nullptr);
-  mlir::ExecutionEngineOptions options;
-  options.transformer = optimize;
-  options.jitCodeGenOptLevel = llvm::CodeGenOptLevel::Aggressive;
-  auto engine = mlir::ExecutionEngine::create(*kernels.module, options);
-  if (!engine)
-    throw std::runtime_error("cannot compile rule '" + rule.name() +
-                             "': JIT: " + llvm::toString(engine.takeError()));
-  result->engine = std::move(*engine);
+  // Each kernel optimised and compiled on its own thread (ParallelObjects.h),
+  // then linked.
+  std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects =
+      compileInParallel(*llvmModule, target, optimize, codegenThreads());
+  result->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(target).create(), rule.name(),
+                        "creating the JIT");
+  llvm::orc::LLJIT &jit = *result->jit;
+  // libm and the C runtime (expf, memset, ...) from this process.
+  jit.getMainJITDylib().addGenerator(orThrow(
+      llvm::orc::DynamicLibrarySearchGenerator::GetForCurrentProcess(dataLayout.getGlobalPrefix()), rule.name(),
+      "finding the process's symbols"));
+  for (std::unique_ptr<llvm::MemoryBuffer> &object : objects)
+    if (llvm::Error error = jit.addObjectFile(std::move(object)))
+      throw std::runtime_error("cannot compile rule '" + rule.name() + "': JIT: " + llvm::toString(std::move(error)));
 
   const KernelSignature &signature = kernels.signature;
   result->name = signature.rule;
@@ -88,7 +117,6 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   result->usesRandom = signature.usesRandom;
   result->numPhases = signature.numPhases;
   result->numUniforms = signature.numUniforms;
-  mlir::ExecutionEngine &jit = *result->engine;
   result->init = lookup<optrt::InitFn>(jit, initFunctionName(signature.rule));
   for (int phase = 0; phase < signature.numPhases; ++phase)
     result->uniforms.push_back(lookup<optrt::UniformsFn>(jit, uniformsFunctionName(signature.rule, phase)));
