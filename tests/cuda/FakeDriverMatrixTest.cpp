@@ -16,6 +16,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cstring>
 #include <random>
 #include <sstream>
@@ -195,19 +197,54 @@ TEST_P(FakeDriverMatrix, MemoryReportCountsTheFactoredStatesAsTheCpuDoes) {
     EXPECT_EQ(a.states[s].bytesPerParam, b.states[s].bytesPerParam) << a.states[s].name;
 }
 
-TEST_P(FakeDriverMatrix, Q8StatesAreRefusedByName) {
-  // The CPU kernels take them; the CUDA kernels of such a layout are not
-  // built, and the optimizer says so before looking for them.
-  optdsl::CheckedRule checked = optdsl::loadRuleFile(optdsl::test::ruleLibraryDir() + "/" + GetParam() + ".opt");
-  auto host = optdsl::jitCompile(checked, {}, {"state=q8"});
+// q8 states: the CUDA kernels quantise each row's q8 blocks as they go, so
+// a tensor in the q8 layout needs rows of whole blocks; one without is
+// refused by name with nothing added, one with them (and a small tensor in
+// the f32 fallback) steps both runs and reports the CPU's memory.
+TEST_P(FakeDriverMatrix, Q8StatesNeedRowsOfWholeBlocks) {
+  const std::string layout = "state=q8";
+  optdsl::test::LayoutRule kernels = optdsl::test::compileLayouts(GetParam(), {layout});
+  ASSERT_EQ(kernels.device.size(), 2u) << "the layout and its f32 fallback";
+  optrt::CudaOptimizer optimizer(kernels.host, kernels.device, {.layout = layout});
   try {
-    optrt::CudaOptimizer optimizer(host, rule().device, {.layout = "state=q8"});
-    ADD_FAILURE() << "constructed";
+    optimizer.addGroup({fake().alloc(28000 * sizeof(float))}, {28000}, {}, {{40, 700}});
+    ADD_FAILURE() << "rows of 700 columns accepted";
   } catch (const std::invalid_argument &e) {
-    EXPECT_EQ(std::string(e.what()), "optrt::CudaOptimizer: layout 'state=q8' of rule '" + GetParam() +
-                                         "' has q8 states, whose CUDA kernels for a rule that reads tensors as "
-                                         "matrices are not built yet (the CPU optimizer runs it)");
+    std::string what = e.what();
+    EXPECT_NE(what.find("rows of 700 columns"), std::string::npos) << what;
+    EXPECT_NE(what.find("a multiple of 256 columns"), std::string::npos) << what;
+    EXPECT_NE(what.find("smallTensorElements above 28000"), std::string::npos) << what;
   }
+  EXPECT_EQ(optimizer.numGroups(), 0);
+
+  const std::vector<std::vector<size_t>> shapes = {{64, 512}, {3, 40, 256}, {33}};
+  const std::vector<size_t> sizes = {32768, 30720, 33};
+  std::vector<DevicePtr> params, grads;
+  for (size_t n : sizes) {
+    params.push_back(fake().alloc(n * sizeof(float)));
+    grads.push_back(fake().alloc(n * sizeof(float)));
+  }
+  optimizer.addGroup(params, sizes, {}, shapes);
+  EXPECT_EQ(optimizer.tensorLayout(0, 0), layout);
+  EXPECT_EQ(optimizer.tensorLayout(0, 1), layout);
+  EXPECT_EQ(optimizer.tensorLayout(0, 2), kernels.device[1]->layout);
+  fake().reset();
+  optimizer.step({grads});
+  std::vector<std::string> launched = optdsl::test::launchedKernels();
+  for (const auto &device : kernels.device)
+    EXPECT_NE(std::find(launched.begin(), launched.end(), device->elementEntries[0]), launched.end())
+        << device->elementEntries[0] << " not launched";
+  optrt::Optimizer cpu(kernels.host, {.layout = layout});
+  std::vector<std::vector<float>> host;
+  std::vector<float *> hostPointers;
+  for (size_t n : sizes) {
+    host.emplace_back(n, 0.5f);
+    hostPointers.push_back(host.back().data());
+  }
+  cpu.addGroup(hostPointers, sizes, {}, shapes);
+  optrt::MemoryReport gpuReport = optimizer.memoryReport(), cpuReport = cpu.memoryReport();
+  EXPECT_EQ(gpuReport.state, cpuReport.state);
+  EXPECT_EQ(gpuReport.master, cpuReport.master);
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, FakeDriverMatrix, ::testing::ValuesIn(optdsl::test::kMatrixRules),

@@ -208,11 +208,6 @@ private:
     buffers_.emplace(rule);
     optrt::Layout layout = optrt::Layout::parse(layoutText_);
     plan_ = codegen::planLayout(layout, sig_.states, codegen::provedNonNegative(rule), *buffers_);
-    if (buffers_->matrixShaped() && plan_.blockwise())
-      for (opt::StateOp state : rule.getBody().getOps<opt::StateOp>())
-        if (!state.getAxis() && codegen::isQ8(layout.stateDtype(state.getSymName().str())))
-          return state.emitError("CUDA kernels for q8 states of a rule that reads tensors as matrices are not "
-                                 "built yet; the CPU kernels run this layout");
     for (opt::UpdateOp update : rule.getBody().front().getOps<opt::UpdateOp>())
       for (opt::PhaseOp phase : update.getBody().front().getOps<opt::PhaseOp>())
         phases_.push_back(phase);
@@ -668,11 +663,21 @@ private:
       codegen::LoopBody body(b_, columnLoop);
       Value column = columnLoop.getInductionVar();
       position_ = {row, add(mul(matrix, cols), column), matrix};
+      Value index = add(rowStart, column);
+      // q8 states: rows of whole q8 blocks (the runtime's condition), so
+      // iteration k of every thread is element k of the row's block k, and
+      // the block's new absmax is the 256 threads' maximum, as in the flat
+      // kernels' blocks.
+      Value blockIndex = divide(index, constI64(optrt::kQ8BlockElements));
+      if (plan_.blockwise())
+        startQ8Block(blockIndex);
       SmallVector<Value> accumulated;
       FailureOr<SmallVector<Value>> inputs =
-          codegen::emitElementBody(b_, phases_[phase], *buffers_, 1, access(add(rowStart, column), 1), &accumulated);
+          codegen::emitElementBody(b_, phases_[phase], *buffers_, 1, access(index, 1), &accumulated);
       if (failed(inputs))
         return failure();
+      if (plan_.blockwise())
+        finishQ8Block(writtenQ8States(phase), index, blockIndex, tid, Value());
       ValueRange iter = columnLoop.getRegionIterArgs();
       std::vector<Value> next;
       for (size_t r = 0; r < numKinds; ++r)
@@ -820,22 +825,69 @@ private:
     return elementLoop(phase, add(vend, tid), end, kCudaBlockSize, 1, kinds, afterBody);
   }
 
+  /// The q8 states phase p writes (element-code buffer indices).
+  std::set<int> writtenQ8States(int phase) {
+    std::set<int> written;
+    for (auto store : phases_[phase].getElementBody().getOps<opt::StoreStateOp>())
+      if (plan_.absmax.count(buffers_->state(store.getState())))
+        written.insert(buffers_->state(store.getState()));
+    return written;
+  }
+
+  /// Before a q8 block's element code: each q8 state's absmax of block
+  /// `blockIndex` (read once), its new value's register zeroed.
+  void startQ8Block(Value blockIndex) {
+    static_assert(optrt::kQ8BlockElements == kCudaBlockSize, "one thread per element of a q8 block");
+    Value zero = b_.create<arith::ConstantOp>(loc_, b_.getF32FloatAttr(0));
+    blockAbsmax_.clear();
+    for (const auto &[buffer, absmax] : plan_.absmax) {
+      blockAbsmax_[buffer] = load(f32(), b_.create<LLVM::GEPOp>(loc_, bufferBase_.at(absmax).getType(), f32(),
+                                                              bufferBase_.at(absmax), ValueRange{blockIndex}));
+      store(zero, q8Value_.at(buffer));
+    }
+  }
+
+  /// After a q8 block's element code (every thread of the block reaches it:
+  /// it has barriers): for each q8 state the phase writes, the block's
+  /// maximum finite magnitude is the new absmax (so a NaN or Inf poisons
+  /// nothing else, as on the CPU); each thread in range (`inRange`, or all
+  /// when null) stores its element's code, thread 0 the absmax. The barriers
+  /// inside blockMax also order every thread's read of the old absmax
+  /// before its overwrite.
+  void finishQ8Block(const std::set<int> &written, Value index, Value blockIndex, Value tid, Value inRange) {
+    for (int buffer : written) {
+      bool isSigned = plan_.dtype[buffer] == optrt::Dtype::Q8Signed;
+      Value value = load(f32(), q8Value_.at(buffer));
+      Value absmax = blockMax(codegen::finiteMagnitude(b_, loc_, value), tid);
+      auto storeCode = [&] {
+        codegen::Q8Lookups lookups;
+        lookups.threshold = [&](OpBuilder &builder, Location loc, Value probe) {
+          return sharedTableLoad(builder, loc, isSigned, true, probe);
+        };
+        Value code = codegen::quantizeQ8(b_, loc_, isSigned, value, absmax, lookups);
+        storeRaw(b_, loc_, plan_.storage[buffer], index, b_.create<arith::TruncIOp>(loc_, b_.getI8Type(), code));
+      };
+      if (inRange)
+        ifThen(inRange, storeCode);
+      else
+        storeCode();
+      ifThen(isThread(tid, 0), [&] {
+        Value base = bufferBase_.at(plan_.absmax.at(buffer));
+        store(absmax, b_.create<LLVM::GEPOp>(loc_, base.getType(), f32(), base, ValueRange{blockIndex}));
+      });
+    }
+  }
+
   /// A layout with q8 states: the chunk (begin a multiple of 256) one q8
   /// block at a time, thread tid on element blockStart + tid. Each q8
   /// state's absmax is read once per block; the element code writes the new
   /// values of q8 states to registers; then for each q8 state this phase
   /// writes, the block's maximum finite magnitude is the new absmax (so a
   /// NaN or Inf poisons nothing else, as on the CPU), each thread stores its
-  /// element's code and thread 0 the absmax. The barriers inside blockMax
-  /// also order every thread's read of the old absmax before its overwrite.
+  /// element's code and thread 0 the absmax (finishQ8Block).
   FailureOr<std::vector<Value>> blockwiseBody(int phase, const std::vector<optrt::ReductionKind> &kinds, Value begin,
                                               Value end, Value tid) {
     constexpr int64_t block = optrt::kQ8BlockElements;
-    static_assert(block == kCudaBlockSize, "one thread per element of a q8 block");
-    std::set<int> written;
-    for (auto store : phases_[phase].getElementBody().getOps<opt::StoreStateOp>())
-      if (plan_.absmax.count(buffers_->state(store.getState())))
-        written.insert(buffers_->state(store.getState()));
     std::vector<Value> initial;
     for (optrt::ReductionKind kind : kinds)
       initial.push_back(codegen::reductionIdentity(b_, loc_, kind, 1));
@@ -846,36 +898,14 @@ private:
     Value index = add(blockStart, tid);
     Value blockEnd = b_.create<arith::MinSIOp>(loc_, add(blockStart, constI64(block)), end);
     Value blockIndex = b_.create<arith::DivSIOp>(loc_, blockStart, constI64(block));
-    Value zero = b_.create<arith::ConstantOp>(loc_, b_.getF32FloatAttr(0));
-    blockAbsmax_.clear();
-    for (const auto &[buffer, absmax] : plan_.absmax) {
-      blockAbsmax_[buffer] = load(f32(), b_.create<LLVM::GEPOp>(loc_, bufferBase_.at(absmax).getType(), f32(),
-                                                              bufferBase_.at(absmax), ValueRange{blockIndex}));
-      store(zero, q8Value_.at(buffer));
-    }
+    startQ8Block(blockIndex);
     FailureOr<std::vector<Value>> out =
         elementLoop(phase, index, blockEnd, block, 1, kinds,
                     std::vector<Value>(blocks.getRegionIterArgs().begin(), blocks.getRegionIterArgs().end()));
     if (failed(out))
       return failure();
     Value inRange = b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::slt, index, blockEnd);
-    for (int buffer : written) {
-      bool isSigned = plan_.dtype[buffer] == optrt::Dtype::Q8Signed;
-      Value value = load(f32(), q8Value_.at(buffer));
-      Value absmax = blockMax(codegen::finiteMagnitude(b_, loc_, value), tid);
-      ifThen(inRange, [&] {
-        codegen::Q8Lookups lookups;
-        lookups.threshold = [&](OpBuilder &builder, Location loc, Value probe) {
-          return sharedTableLoad(builder, loc, isSigned, true, probe);
-        };
-        Value code = codegen::quantizeQ8(b_, loc_, isSigned, value, absmax, lookups);
-        storeRaw(b_, loc_, plan_.storage[buffer], index, b_.create<arith::TruncIOp>(loc_, b_.getI8Type(), code));
-      });
-      ifThen(b_.create<arith::CmpIOp>(loc_, arith::CmpIPredicate::eq, tid, constI64(0)), [&] {
-        Value base = bufferBase_.at(plan_.absmax.at(buffer));
-        store(absmax, b_.create<LLVM::GEPOp>(loc_, base.getType(), f32(), base, ValueRange{blockIndex}));
-      });
-    }
+    finishQ8Block(writtenQ8States(phase), index, blockIndex, tid, inRange);
     body.yield(loc_, *out);
     return std::vector<Value>(blocks.getResults().begin(), blocks.getResults().end());
   }

@@ -262,11 +262,6 @@ void CudaOptimizer::Impl::uploadStepFields(size_t first, size_t end, CUstream st
 }
 
 void CudaOptimizer::Impl::selectKernels(const std::vector<std::shared_ptr<const CudaKernels>> &device) {
-  if (layout.readsMatrices() && hasQ8States(layout.parsedLayout(), layout.rule().states))
-    throw std::invalid_argument("optrt::CudaOptimizer: layout '" + layout.layout().name + "' of rule '" +
-                                layout.rule().name +
-                                "' has q8 states, whose CUDA kernels for a rule that reads tensors as matrices "
-                                "are not built yet (the CPU optimizer runs it)");
   std::vector<const LayoutKernels *> wanted{&layout.layout()};
   // A tensor of 0 elements is under any positive threshold: the fallback,
   // where the layout has one.
@@ -480,6 +475,15 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     Tensor tensor{params[i], sizes[i], groupIndex, run, {}, shapeDimensions(shape, sizes[i])};
     if (s.layout.readsMatrices())
       tensor.matrixDims = matrixDimensions(shape, sizes[i]);
+    // The CUDA kernels quantise a row's q8 blocks as the row is computed,
+    // thread j holding element j of each: rows must be whole q8 blocks.
+    if (s.layout.readsMatrices() && run == 0 && s.runs.size() > 1 &&
+        tensor.matrixDims[2] % static_cast<int64_t>(kQ8BlockElements) != 0)
+      fail(tensorName(i, groupIndex) + " has rows of " + std::to_string(tensor.matrixDims[2]) +
+           " columns; the CUDA kernels of rule '" + rule.name + "' keep q8 states only for rows of whole q8 blocks "
+           "(a multiple of " + std::to_string(kQ8BlockElements) + " columns). Keep its states in f32 with "
+           "smallTensorElements above " + std::to_string(sizes[i]) + ", use a 16-bit state layout, or the CPU "
+           "optimizer");
     for (const BufferDesc &buffer : s.runs[run].host->buffers) {
       size_t at = alignUp(newArenaBytes, kSegmentAlign);
       tensor.offsets.push_back(at);
