@@ -62,6 +62,11 @@ run_sanitized_tests() {
     echo "   $test"
     "$dir/bin/$test" --gtest_brief=1 || return 1
   done
+  # The CUDA optimizer's host side against the fake driver (tables, step
+  # records, checkpoints moved between the CPU and the device's memory).
+  echo "   optdsl-cuda-host-tests (fake libcuda)"
+  cmake --build "$dir" --target optdsl-cuda-host-tests optdsl-fake-cuda
+  OPTDSL_LIBCUDA="$(cd "$dir" && pwd)/lib/liboptdsl-fake-cuda.so" "$dir/bin/optdsl-cuda-host-tests" --gtest_brief=1 || return 1
   # The sharded optimizer under mpirun, 3 ranks (uneven parts, empty ones).
   # Leak checking is off for it alone: OpenMPI keeps buffers until exit.
   if grep -q "optdsl-mpi-tests" "$dir/build.ninja"; then

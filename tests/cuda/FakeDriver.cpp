@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,7 @@ struct Allocation {
   size_t size;
   void *context; // null: virtual-memory-API memory, owned by a device
   int device;
+  void *memory; // the host memory behind the address (keeps it reachable for LeakSanitizer)
 };
 
 struct State {
@@ -36,7 +38,8 @@ struct State {
 int contextTag, foreignContextTag; // their addresses are the fake contexts
 
 State &state() {
-  static State s;
+  // Never destroyed: the allocations stay reachable until the leak check.
+  static State &s = *new State();
   return s;
 }
 
@@ -61,7 +64,7 @@ CUdeviceptr allocate(size_t bytes, void *context, int device = 0) {
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   std::memset(p, 0xA5, bytes); // like device memory: not zero
   auto address = reinterpret_cast<CUdeviceptr>(p);
-  state().allocations[address] = {bytes, context, device};
+  state().allocations[address] = {bytes, context, device, p};
   state().liveBytes += bytes;
   return address;
 }
@@ -149,7 +152,9 @@ CUresult cuModuleLoadDataEx(void **module, const void *image, unsigned, int *, v
 }
 CUresult cuModuleUnload(void *) { return 0; }
 CUresult cuModuleGetFunction(void **f, void *, const char *name) {
-  *f = strdup(name); // the handle is the name; a few bytes per test, never freed
+  // The handle is the name, kept for the process (reachable: no leak).
+  static std::set<std::string> &names = *new std::set<std::string>();
+  *f = const_cast<char *>(names.insert(name).first->c_str());
   return 0;
 }
 /// The advance kernel's bookkeeping (optrt/CudaKernels.h: counter segment
