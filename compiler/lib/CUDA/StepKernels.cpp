@@ -23,6 +23,7 @@
 #include "mlir/Dialect/Vector/IR/VectorOps.h"
 
 #include <cstddef>
+#include <limits>
 
 namespace optdsl::cuda {
 

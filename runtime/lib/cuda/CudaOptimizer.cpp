@@ -232,9 +232,9 @@ struct CudaOptimizer::Impl {
 };
 
 std::vector<int64_t> CudaOptimizer::Impl::deviceCounters() const {
-  std::vector<double> counters(1 + groups.size(), static_cast<double>(stepCount));
   if (!tables.get())
     return {stepCount};
+  std::vector<double> counters(1 + groups.size());
   ContextScope scope(*d, context);
   d->check(d->cuCtxSynchronize(), "cuCtxSynchronize");
   d->check(d->cuMemcpyDtoH_v2(counters.data(), tables.get() + tableLayout.counter, sizeof(double)),
@@ -748,6 +748,10 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
   // The step reads the gradients first (gradstats, stepoptions) when it
   // needs their norm or a finiteness check, as Optimizer::step does.
   bool reads = options.dynamicLossScale || options.checkFinite || lossScale != 1.0 || options.maxGradNorm;
+  if (reads && !s.runs[0].module->stepOptions)
+    throw std::invalid_argument(std::string(caller) + ": rule '" + s.layout.rule().name +
+                                "' has no CUDA step-option kernels (gradstats, stepoptions), so it cannot check or "
+                                "clip gradients on the device; rebuild it with this version of optc");
 
   const Driver &d = *s.d;
   ContextScope scope(d, s.context);
