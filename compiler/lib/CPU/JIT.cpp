@@ -21,9 +21,9 @@
 namespace optdsl {
 namespace {
 
-/// The table plus what its function pointers live in (the MLIR and LLVM
-/// modules they were compiled from go when jitCompile returns).
+/// The table plus what its function pointers live in.
 struct JitRuleKernels : optrt::RuleKernels {
+  std::unique_ptr<mlir::MLIRContext> context;
   std::unique_ptr<llvm::orc::LLJIT> jit;
 };
 
@@ -62,7 +62,8 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
                                                       const std::vector<std::string> &layouts) {
   initializeNativeTarget();
   auto result = std::make_shared<JitRuleKernels>();
-  mlir::MLIRContext context;
+  result->context = std::make_unique<mlir::MLIRContext>();
+  mlir::MLIRContext &context = *result->context;
   // The ExecutionEngine compiles for this host with its features.
   llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
   CpuKernelModule kernels = buildCpuKernelModule(
