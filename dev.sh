@@ -67,13 +67,18 @@ run_sanitized_tests() {
   echo "   optdsl-cuda-host-tests (fake libcuda)"
   cmake --build "$dir" --target optdsl-cuda-host-tests optdsl-fake-cuda
   OPTDSL_LIBCUDA="$(cd "$dir" && pwd)/lib/liboptdsl-fake-cuda.so" "$dir/bin/optdsl-cuda-host-tests" --gtest_brief=1 || return 1
-  # The sharded optimizer under mpirun, 3 ranks (uneven parts, empty ones).
+  # The sharded optimizer and both engines (NCCL's over the fake libnccl
+  # and libcuda) under mpirun, 3 ranks (uneven parts, empty ones).
   # Leak checking is off for it alone: OpenMPI keeps buffers until exit.
   if grep -q "optdsl-mpi-tests" "$dir/build.ninja"; then
     echo "   optdsl-mpi-tests (mpirun -np 3)"
     cmake --build "$dir" --target optdsl-mpi-tests
-    ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 mpirun -np 3 --allow-run-as-root --oversubscribe \
-      -x ASAN_OPTIONS -x UBSAN_OPTIONS "$dir/bin/optdsl-mpi-tests" --gtest_brief=1 || return 1
+    local libs
+    libs="$(cd "$dir" && pwd)/lib"
+    ASAN_OPTIONS=abort_on_error=1:detect_leaks=0 OPTDSL_LIBNCCL="$libs/liboptdsl-fake-nccl.so" \
+      OPTDSL_LIBCUDA="$libs/liboptdsl-fake-cuda.so" mpirun -np 3 --allow-run-as-root --oversubscribe \
+      -x ASAN_OPTIONS -x UBSAN_OPTIONS -x OPTDSL_LIBNCCL -x OPTDSL_LIBCUDA "$dir/bin/optdsl-mpi-tests" \
+      --gtest_brief=1 || return 1
   fi
 }
 

@@ -68,8 +68,16 @@ Optimizer::Optimizer(std::shared_ptr<const RuleKernels> kernels, OptimizerOption
   // Sharded: one rank's bad rule or layout must not leave the others
   // waiting in the next collective.
   checkOnEveryRank(*options.communicator, "optrt::Optimizer", "the rule and the optimizer's options",
-                   describeOptions(kernels.get(), options),
-                   [&] { impl_ = std::make_unique<Impl>(std::move(kernels), options); });
+                   describeOptions(kernels.get(), options), [&] {
+                     // Every engine moves the agreement's host records, so
+                     // this reaches every rank too.
+                     if (options.communicator->memory() != Communicator::Memory::Host)
+                       throw std::invalid_argument(
+                           "optrt::Optimizer: the " + options.communicator->engine() +
+                           " engine moves device memory; a CPU optimizer shards over an engine of host "
+                           "memory (optrt::mpiCommunicator)");
+                     impl_ = std::make_unique<Impl>(std::move(kernels), options);
+                   });
 }
 
 Optimizer::~Optimizer() = default;

@@ -1,5 +1,5 @@
 // A stand-in for libcuda.so.1 that runs no kernels (but the step counters'
-// bookkeeping of `advance`): device memory is host memory, launches are
+// bookkeeping of `advance` and the NCCL engine's division): device memory is host memory, launches are
 // recorded by name and shape, and each failure a test
 // needs (no device, an old driver, a refused cubin, a full device, a pointer
 // of another context) is switched on through fake_cuda_set. It lets the
@@ -173,6 +173,43 @@ void advanceCounters(void **args) {
     counter[i == 0 ? 0 : i + 1] += 1.0;
 }
 
+/// The NCCL engine's division kernels (runtime/lib/nccl/DivideKernels.ptx):
+/// data[i] / divisor in f32, 16-bit values rounded to nearest even, as the
+/// PTX does (a GPU test checks the PTX itself), so that the engine's means
+/// can be tested without a GPU.
+void divideInPlace(const std::string &name, void **args) {
+  auto *data = reinterpret_cast<char *>(*static_cast<CUdeviceptr *>(args[0]));
+  unsigned long long count = *static_cast<unsigned long long *>(args[1]);
+  float divisor = *static_cast<float *>(args[2]);
+  bool f32 = name == "optrt_divide_f32", f16 = name == "optrt_divide_f16";
+  for (unsigned long long i = 0; i < count; ++i) {
+    if (f32) {
+      float x;
+      std::memcpy(&x, data + 4 * i, 4);
+      x /= divisor;
+      std::memcpy(data + 4 * i, &x, 4);
+      continue;
+    }
+    uint16_t h;
+    std::memcpy(&h, data + 2 * i, 2);
+    float x;
+    if (f16) {
+      _Float16 v;
+      std::memcpy(&v, &h, 2);
+      x = static_cast<float>(v) / divisor;
+      v = static_cast<_Float16>(x);
+      std::memcpy(&h, &v, 2);
+    } else {
+      uint32_t bits = static_cast<uint32_t>(h) << 16;
+      std::memcpy(&x, &bits, 4);
+      x /= divisor;
+      std::memcpy(&bits, &x, 4);
+      h = static_cast<uint16_t>((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16);
+    }
+    std::memcpy(data + 2 * i, &h, 2);
+  }
+}
+
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                         void *, void **args, void **) {
   std::string name = static_cast<const char *>(f);
@@ -180,6 +217,8 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsi
   state().launchGrids.push_back(gx);
   if (name.find("_cuda_advance") != std::string::npos)
     advanceCounters(args);
+  if (name.rfind("optrt_divide_", 0) == 0)
+    divideInPlace(name, args);
   return 0;
 }
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {

@@ -1,6 +1,7 @@
 // The MPI engine of a sharded optimizer (optrt/Communicator.h): collectives
 // over a duplicate of a communicator the trainer already has, so the
-// optimizer's messages never match the trainer's own. Built into the
+// optimizer's messages never match the trainer's own; and the NCCL engine
+// made over MPI ranks (ncclCommunicator(MPI_Comm, device)). Built into the
 // library optrt_mpi (target OptDSL::optrt_mpi) only where CMake finds MPI;
 // the rest of the project builds and runs without it.
 #pragma once
@@ -32,5 +33,14 @@ struct MpiOptions {
 /// not initialised or already finalised, std::invalid_argument for
 /// MPI_COMM_NULL or maxCountPerCall 0 or above INT_MAX.
 std::shared_ptr<Communicator> mpiCommunicator(MPI_Comm comm, MpiOptions options = {});
+
+/// The NCCL engine (optrt/NcclCommunicator.h) over the ranks of `comm`,
+/// each on its CUDA device `device` (the trainer's choice, usually the rank
+/// on its node): a collective call. Rank 0 makes NCCL's unique id, MPI gives
+/// it to every rank, every rank joins with ncclCommInitRank; the NCCL
+/// communicator is the engine's and goes with it. NCCL, the driver or the
+/// device missing on one rank is an error on every rank (the rank named);
+/// MPI problems as mpiCommunicator's.
+std::shared_ptr<Communicator> ncclCommunicator(MPI_Comm comm, int device);
 
 } // namespace optrt

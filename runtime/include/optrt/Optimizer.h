@@ -76,6 +76,8 @@ struct OptimizerOptions {
   /// group (cut at chunk boundaries), and each step ends by gathering the
   /// updated params. Params after any number of steps are bitwise those of
   /// one process, for any number of ranks. Null: one process owns everything.
+  /// An engine of host memory (MPI); one of device memory (NCCL) is refused
+  /// by name.
   std::shared_ptr<Communicator> communicator;
   /// With a communicator: what step's gradients are on each rank.
   ShardedGradients gradients = ShardedGradients::Average;

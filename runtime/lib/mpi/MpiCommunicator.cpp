@@ -94,6 +94,7 @@ public:
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   std::string engine() const override { return "MPI"; }
+  Memory memory() const override { return Memory::Host; }
 
   void allGather(const void *mine, void *all, size_t bytes) override {
     if (bytes * static_cast<size_t>(size_) <= maxCount_) {
@@ -103,10 +104,10 @@ public:
     }
     std::memmove(static_cast<char *>(all) + bytes * static_cast<size_t>(rank_), mine, bytes);
     std::vector<size_t> parts(static_cast<size_t>(size_), bytes);
-    allGatherInPlace(all, parts);
+    allGatherInPlace(all, parts, nullptr);
   }
 
-  void allGatherInPlace(void *buffer, std::span<const size_t> bytesPerRank) override {
+  void allGatherInPlace(void *buffer, std::span<const size_t> bytesPerRank, void * /*stream*/) override {
     checkParts(bytesPerRank.size(), "allGatherInPlace");
     size_t total = 0;
     for (size_t part : bytesPerRank)
@@ -146,7 +147,7 @@ public:
   // parts go round in windows of at most kWindow elements, so the scratch
   // stays small whatever the gradients' size.
   void reduceScatter(const void *send, void *recv, std::span<const size_t> countsPerRank, Dtype dtype,
-                     Reduction reduction) override {
+                     Reduction reduction, void * /*stream*/) override {
     checkParts(countsPerRank.size(), "reduceScatter");
     if (dtype != Dtype::F32 && dtype != Dtype::BF16 && dtype != Dtype::F16)
       throw std::invalid_argument("optrt MPI communicator: reduceScatter adds f32, bf16 or f16, not " +

@@ -41,25 +41,21 @@ void agreeAcrossRanks(Communicator &comm, const char *caller, const char *what, 
   std::vector<uint64_t> allLengths(2 * ranks);
   comm.allGather(lengths, allLengths.data(), sizeof lengths);
 
-  std::vector<size_t> parts(ranks);
-  size_t total = 0;
-  for (size_t r = 0; r < ranks; ++r) {
-    parts[r] = allLengths[2 * r] + allLengths[2 * r + 1];
-    total += parts[r];
-  }
-  std::vector<char> texts(total);
-  size_t mine = 0;
-  for (size_t r = 0; r < static_cast<size_t>(comm.rank()); ++r)
-    mine += parts[r];
-  std::copy(problem.begin(), problem.end(), texts.begin() + static_cast<std::ptrdiff_t>(mine));
-  std::copy(description.begin(), description.end(),
-            texts.begin() + static_cast<std::ptrdiff_t>(mine + problem.size()));
-  comm.allGatherInPlace(texts.data(), parts);
+  // Host records only (every engine moves those): each rank's texts padded
+  // to the longest.
+  size_t longest = 0;
+  for (size_t r = 0; r < ranks; ++r)
+    longest = std::max<size_t>(longest, allLengths[2 * r] + allLengths[2 * r + 1]);
+  std::string mine = problem + description;
+  mine.resize(longest);
+  std::vector<char> texts(longest * ranks);
+  comm.allGather(mine.data(), texts.data(), longest);
 
   std::vector<std::string> problems(ranks), descriptions(ranks);
-  for (size_t r = 0, at = 0; r < ranks; at += parts[r], ++r) {
-    problems[r].assign(texts.data() + at, allLengths[2 * r]);
-    descriptions[r].assign(texts.data() + at + allLengths[2 * r], allLengths[2 * r + 1]);
+  for (size_t r = 0; r < ranks; ++r) {
+    const char *at = texts.data() + r * longest;
+    problems[r].assign(at, allLengths[2 * r]);
+    descriptions[r].assign(at + allLengths[2 * r], allLengths[2 * r + 1]);
   }
   if (error)
     std::rethrow_exception(error);

@@ -64,7 +64,7 @@ void Optimizer::Impl::gatherAxisSums(int phase) {
   size_t me = plan.rank();
   for (size_t i = plan.firstOfRank(me); i < plan.firstOfRank(me + 1); ++i)
     move(byRank[i], axisGathered.data() + offsets[i], true);
-  comm->allGatherInPlace(axisGathered.data(), parts);
+  comm->allGatherInPlace(axisGathered.data(), parts, nullptr);
   for (size_t r = 0; r < plan.ranks(); ++r)
     if (r != me)
       for (size_t i = plan.firstOfRank(r); i < plan.firstOfRank(r + 1); ++i)

@@ -75,7 +75,7 @@ void Optimizer::Impl::reduceScatter(const std::vector<std::vector<const void *>>
       // Divided, not multiplied by 1/ranks, so that a sum that was exact
       // gives exactly the single-process gradient.
       comm->reduceScatter(pointers[first], recv, plan.partsOf(g, flatBegin, flatEnd), dtype,
-                          Communicator::Reduction::Average);
+                          Communicator::Reduction::Average, nullptr);
     });
   }
 }
@@ -90,7 +90,7 @@ void Optimizer::Impl::gatherChunkValues(double *values, size_t stride, size_t co
   std::vector<size_t> parts(plan.ranks());
   for (size_t r = 0; r < plan.ranks(); ++r)
     parts[r] = (plan.firstOfRank(r + 1) - plan.firstOfRank(r)) * count * sizeof(double);
-  comm->allGatherInPlace(gathered.data(), parts);
+  comm->allGatherInPlace(gathered.data(), parts, nullptr);
   for (size_t i = 0; i < byRank.size(); ++i)
     std::copy_n(gathered.data() + i * count, count, values + byRank[i] * stride);
 }
@@ -106,7 +106,7 @@ void Optimizer::Impl::gatherParams() {
       std::vector<size_t> parts = plan.partsOf(g, flatBegin, flatEnd);
       for (size_t &part : parts)
         part = elementBytes(dtype, part);
-      comm->allGatherInPlace(tensors[first].param, parts);
+      comm->allGatherInPlace(tensors[first].param, parts, nullptr);
     });
   }
 }

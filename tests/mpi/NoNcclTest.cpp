@@ -1,0 +1,41 @@
+// NCCL that cannot be loaded, or is older than the engine needs: named
+// errors before anything else happens (no MPI needed).
+#include "optrt/NcclCommunicator.h"
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <stdexcept>
+#include <string>
+
+namespace {
+
+std::string messageOf(ncclComm_t comm) {
+  try {
+    optrt::ncclCommunicator(comm);
+  } catch (const std::runtime_error &e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "no std::runtime_error";
+  return "";
+}
+
+// Never used by a collective: the library's checks come first.
+ncclComm_t anyComm() { return reinterpret_cast<ncclComm_t>(0x1); }
+
+TEST(NcclMissing, NamesTheLibraryAndHowToGetIt) {
+  setenv("OPTDSL_LIBNCCL", "/nonexistent/libnccl.so.2", 1);
+  std::string message = messageOf(anyComm());
+  EXPECT_NE(message.find("NCCL is not available (/nonexistent/libnccl.so.2 not found"), std::string::npos) << message;
+  EXPECT_NE(message.find("OPTDSL_LIBNCCL"), std::string::npos) << message;
+}
+
+TEST(NcclTooOld, NamesTheVersionNeeded) {
+  setenv("OPTDSL_LIBNCCL", OPTDSL_FAKE_NCCL, 1);
+  setenv("FAKE_NCCL_VERSION", "20903", 1); // 2.9.3: no bf16 reductions
+  std::string message = messageOf(anyComm());
+  EXPECT_NE(message.find("is NCCL version code 20903; bf16 reductions need NCCL 2.10 or later"), std::string::npos)
+      << message;
+}
+
+} // namespace
