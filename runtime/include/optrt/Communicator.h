@@ -73,4 +73,16 @@ public:
                              Reduction reduction, void *stream) = 0;
 };
 
+/// What the gradients a sharded optimizer's step takes are on each rank.
+enum class ShardedGradients {
+  /// Each rank's own (e.g. of its slice of the batch): the step sums them
+  /// across ranks with a reduce-scatter, so each rank receives only its part,
+  /// and divides the sum by the number of ranks, as data-parallel training
+  /// averages gradients.
+  Average,
+  /// Already reduced by the trainer (an all-reduce, as DDP does): the same on
+  /// every rank. The step reads its own part and moves no gradient.
+  Reduced,
+};
+
 } // namespace optrt

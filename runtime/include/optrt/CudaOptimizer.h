@@ -30,6 +30,7 @@
 // Not safe to use from two threads at once.
 #pragma once
 
+#include "optrt/Communicator.h"
 #include "optrt/CudaError.h"
 #include "optrt/CudaKernels.h"
 #include "optrt/LossScaler.h"
@@ -45,6 +46,7 @@
 #include <optional>
 #include <ostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace optrt {
@@ -112,6 +114,20 @@ struct CudaOptimizerOptions {
   /// Stochastic rounding's seed (OptimizerOptions::seed): the same seed gives
   /// the CPU optimizer's bits.
   uint32_t seed = 0;
+  /// Shards the state across the ranks of this communicator (ZeRO stage 1,
+  /// docs/sharding.md), as OptimizerOptions::communicator: every rank
+  /// passes the same rule, options and groups and holds every param, keeps
+  /// and steps only its part of each group (cut between chunks), and each
+  /// step ends by gathering the updated params. The NCCL engine moves device
+  /// memory on the step's stream; an engine of host memory (MPI) moves it
+  /// through host buffers, synchronising the stream around each collective.
+  /// A sharded step agrees on its arguments with the other ranks first (on
+  /// the host), so it cannot be captured in a CUDA graph. Not yet sharded:
+  /// rules that read matrices, rules with inputs, and checkpoints (named
+  /// errors). Null: one process owns everything.
+  std::shared_ptr<Communicator> communicator;
+  /// With a communicator: what the step's gradients are on each rank.
+  ShardedGradients gradients = ShardedGradients::Average;
 };
 
 /// optrt::Optimizer on a GPU: the same groups, layouts, state and checkpoints in device memory, a step as a fixed sequence of launches (capturable in a CUDA graph).
@@ -238,6 +254,11 @@ public:
   /// hyper overwrites it at the next step.
   DevicePtr hyperAddress(const std::string &name, int group) const;
 
+  /// The elements [first, second) of tensor `tensor` of `group` whose state
+  /// this rank keeps and steps (Optimizer::ownedRange): [0, size) without a
+  /// communicator. readState, writeState and master address these elements.
+  std::pair<size_t, size_t> ownedRange(int group, size_t tensor) const;
+
   /// Decoded f32 copies of state in any storage, taken after everything
   /// enqueued so far has finished (these synchronize the context), as
   /// Optimizer::readState. state() is the same as readState().
@@ -255,13 +276,15 @@ public:
   /// The layout the tensor runs: the optimizer's, or its small-tensor fallback.
   const std::string &tensorLayout(int group, size_t tensor) const;
   /// Bytes per parameter, as Optimizer::memoryReport (optrt::memoryReport
-  /// with smallTensorElements). std::logic_error before any addGroup.
+  /// with smallTensorElements); sharded, this rank's master and state bytes.
+  /// std::logic_error before any addGroup.
   MemoryReport memoryReport() const;
 
   /// Optimizer::saveState/loadState on the device's state, in the same
   /// stream format: state saved by either optimizer loads into the other
   /// (same rule, tensors and layout, or `convert`). Both synchronize; the
-  /// step count loaded is also the device's step counter.
+  /// step count loaded is also the device's step counter. Sharded:
+  /// std::logic_error (not yet).
   void saveState(std::ostream &out) const;
   /// Reads state saved by either optimizer (see Optimizer::loadState).
   void loadState(std::istream &in, bool convert = false);

@@ -31,18 +31,6 @@
 
 namespace optrt {
 
-/// What the gradients a sharded optimizer's step takes are on each rank.
-enum class ShardedGradients {
-  /// Each rank's own (e.g. of its slice of the batch): the step sums them
-  /// across ranks with a reduce-scatter, so each rank receives only its part,
-  /// and divides the sum by the number of ranks, as data-parallel training
-  /// averages gradients.
-  Average,
-  /// Already reduced by the trainer (an all-reduce, as DDP does): the same on
-  /// every rank. The step reads its own part and moves no gradient.
-  Reduced,
-};
-
 /// How an Optimizer runs: threads, chunking, the layout, the small-tensor threshold, the seed, sharding.
 struct OptimizerOptions {
   /// Threads of a step's parallel pass, the calling thread included;

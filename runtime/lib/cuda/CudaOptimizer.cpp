@@ -5,7 +5,11 @@
 #include "../LayoutBuffers.h"
 #include "../RuleLayout.h"
 #include "../StateStream.h"
+#include "../shard/Agreement.h"
+#include "../shard/Describe.h"
+#include "../shard/JoinedRuns.h"
 #include "../step/StepOptionsCheck.h"
+#include "CudaShard.h"
 #include "DeviceMemory.h"
 #include "optrt/Storage.h"
 #include "Driver.h"
@@ -33,6 +37,11 @@ struct Tensor {
   std::array<double, 3> dims{}; // rank, rows, cols as the rule reads them
   // A rule that reads matrices: matrices, rows, cols (its Dims buffer).
   std::array<int64_t, 3> matrixDims{1, 1, 1};
+  // The elements whose state this rank keeps (sharded; else all of them):
+  // the arena holds these only, and the buffers table points where element
+  // 0 would be, so the kernels index every buffer by the element's index.
+  size_t ownedBegin = 0, ownedEnd = 0;
+  size_t owned() const { return ownedEnd - ownedBegin; }
 };
 
 // Device tables and owned buffers start on 256-byte boundaries (the driver's
@@ -161,6 +170,7 @@ struct CudaOptimizer::Impl {
         smallTensorElements(options.smallTensorElements), seed(options.seed) {}
   ~Impl() {
     // Device memory and the modules go while the context is still retained.
+    shard.reset();
     tables = DeviceMemory();
     arena = DeviceMemory();
     for (Run &run : runs)
@@ -195,6 +205,7 @@ struct CudaOptimizer::Impl {
   CudaStepRecord stepRecord;
   bool anyStep = false;      // a step was enqueued
   bool lastStepRead = false; // ... and read the gradients (stepoptions ran)
+  std::unique_ptr<CudaShard> shard; // sharded (a communicator in the options); else null
 
   const CudaKernels &kernels() const { return *runs[0].kernels; }
   const LayoutKernels &hostLayout(const Tensor &t) const { return *runs[t.run].host; }
@@ -221,15 +232,86 @@ struct CudaOptimizer::Impl {
   void uploadStepFields(size_t first, size_t end, CUstream stream) const;
   void stepImpl(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream,
                 const CudaStepOptions &options);
+  // Sharded (CudaShard.h): where tensor t's kernels read its gradient in the
+  // shard (as if element 0 were there), the averaged gradients' move into
+  // the shard, and the updated params' move to every rank.
+  CUdeviceptr shardGradSlot(size_t t) const;
+  void reduceScatterGrads(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream);
+  void gatherParams(CUstream stream);
   /// use(run, its chunks, its buffers table, its number of chunks) for each
   /// run with chunks: the device addresses of its part of the tables.
+  /// Sharded, use(...) for each segment's chunks of this rank instead, with
+  /// `firstChunk` the first of them (partials and statistics are indexed by it).
   template <typename Use> void forEachRun(Use use) const {
-    for (size_t r = 0; r < runs.size(); ++r)
-      if (runs[r].numChunks > 0)
-        use(runs[r], tables.get() + tableLayout.chunks + runs[r].firstChunk * 3 * sizeof(int64_t),
-            tables.get() + tableLayout.buffers[r], static_cast<int64_t>(runs[r].numChunks));
+    auto visit = [&](size_t r, size_t first, size_t count) {
+      if (count > 0)
+        use(runs[r], first, tables.get() + tableLayout.chunks + first * 3 * sizeof(int64_t),
+            tables.get() + tableLayout.buffers[r], static_cast<int64_t>(count));
+    };
+    if (!shard) {
+      for (size_t r = 0; r < runs.size(); ++r)
+        visit(r, runs[r].firstChunk, runs[r].numChunks);
+      return;
+    }
+    size_t me = shard->rank();
+    for (const ChunkSegment &segment : shard->segments)
+      visit(static_cast<size_t>(segment.run), segment.starts[me], segment.starts[me + 1] - segment.starts[me]);
   }
 };
+
+CUdeviceptr CudaOptimizer::Impl::shardGradSlot(size_t t) const {
+  const detail::ShardPlan &plan = shard->plan;
+  const Tensor &tensor = tensors[t];
+  size_t g = tensor.group;
+  // The shard holds this rank's part of each group, one after another;
+  // element e of the tensor is at (its group offset + e - the part's start).
+  // Unsigned arithmetic wraps, as the kernels' address arithmetic does, for a
+  // tensor whose first elements are another rank's.
+  return shard->gradShard.get() +
+         (plan.shardOffset(g) + plan.groupOffset(t) - plan.bound(g, plan.rank())) * elementBytes(gradDtype(), 1);
+}
+
+void CudaOptimizer::Impl::reduceScatterGrads(const std::vector<std::vector<DevicePtr>> &gradsPerGroup,
+                                             CUstream stream) {
+  CudaShard &sh = *shard;
+  const detail::ShardPlan &plan = sh.plan;
+  Dtype dtype = gradDtype();
+  size_t unit = elementBytes(dtype, 1);
+  std::vector<const void *> pointers;
+  std::vector<size_t> sizes;
+  for (size_t g = 0; g < groups.size(); ++g)
+    for (size_t i = 0; i < groups[g].numTensors; ++i) {
+      pointers.push_back(reinterpret_cast<const void *>(gradsPerGroup[g][i]));
+      sizes.push_back(tensors[groups[g].firstTensor + i].size);
+    }
+  // Gradients back to back on every rank move in one collective.
+  std::vector<uint8_t> joins = joinsOnEveryRank(*sh.comm, pointers, sizes, unit);
+  size_t me = plan.rank();
+  for (size_t g = 0; g < groups.size(); ++g)
+    forEachJoinedRun(groups[g].firstTensor, groups[g].numTensors, joins, [&](size_t first, size_t end) {
+      size_t flatBegin = plan.groupOffset(first);
+      size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
+      size_t mineFrom = std::clamp(plan.bound(g, me), flatBegin, flatEnd);
+      CUdeviceptr recv = sh.gradShard.get() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
+      sh.reduceScatterMean(*d, gradsPerGroup[g][first - groups[g].firstTensor], recv,
+                           plan.partsOf(g, flatBegin, flatEnd), dtype, stream);
+    });
+}
+
+void CudaOptimizer::Impl::gatherParams(CUstream stream) {
+  CudaShard &sh = *shard;
+  const detail::ShardPlan &plan = sh.plan;
+  Dtype dtype = paramDtype();
+  for (size_t g = 0; g < groups.size(); ++g)
+    forEachJoinedRun(groups[g].firstTensor, groups[g].numTensors, sh.paramJoins, [&](size_t first, size_t end) {
+      size_t flatBegin = plan.groupOffset(first);
+      size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
+      std::vector<size_t> parts = plan.partsOf(g, flatBegin, flatEnd);
+      for (size_t &part : parts)
+        part = elementBytes(dtype, part); // in the params' storage dtype: bf16 moves 2 bytes
+      sh.allGatherInPlace(*d, tensors[first].param, parts, stream);
+    });
+}
 
 std::vector<int64_t> CudaOptimizer::Impl::deviceCounters() const {
   if (!tables.get())
@@ -386,12 +468,41 @@ CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host,
                              std::vector<std::shared_ptr<const CudaKernels>> device, CudaOptimizerOptions options) {
   if (options.chunkElements == 0)
     throw std::invalid_argument("optrt::CudaOptimizer: chunkElements must be at least 1");
-  auto impl = std::make_unique<Impl>(std::move(host), options);
-  impl->selectKernels(device);
-  impl->acquireContext(options.device);
-  for (Run &run : impl->runs)
-    run.module = loadModule(*impl->d, impl->context, impl->device, run.kernels);
-  impl_ = std::move(impl);
+  auto make = [&] {
+    auto impl = std::make_unique<Impl>(host, options);
+    impl->selectKernels(device);
+    impl->acquireContext(options.device);
+    for (Run &run : impl->runs)
+      run.module = loadModule(*impl->d, impl->context, impl->device, run.kernels);
+    impl_ = std::move(impl);
+  };
+  if (!options.communicator) {
+    make();
+    return;
+  }
+  // Sharded: one rank's bad rule, layout or GPU must not leave the others
+  // waiting in the next collective.
+  OptimizerOptions described;
+  described.layout = options.layout;
+  described.chunkElements = options.chunkElements;
+  described.smallTensorElements = options.smallTensorElements;
+  described.seed = options.seed;
+  described.gradients = options.gradients;
+  checkOnEveryRank(*options.communicator, "optrt::CudaOptimizer", "the rule and the optimizer's options",
+                   describeOptions(host.get(), described), [&] {
+                     make();
+                     const RuleKernels &rule = impl_->layout.rule();
+                     auto notYet = [&](const std::string &what) {
+                       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + rule.name + "' " + what +
+                                                   "; a sharded CudaOptimizer does not run such rules yet "
+                                                   "(the CPU optimizer shards them)");
+                     };
+                     if (impl_->layout.readsMatrices())
+                       notYet("reads tensors as matrices");
+                     if (!rule.inputs.empty())
+                       notYet("takes inputs");
+                     impl_->shard = std::make_unique<CudaShard>(options.communicator, options.gradients);
+                   });
 }
 
 CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host, std::shared_ptr<const CudaKernels> device,
@@ -447,23 +558,63 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
                                 problem);
   };
 
-  // Plain argument checks first: no driver call for a malformed request.
-  if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
-    fail(problem);
-  if (std::string problem = shapeProblem(shapes, sizes); !problem.empty())
-    fail(problem);
+  const Driver &d = *s.d;
   Dtype paramDtype = s.paramDtype();
-  std::vector<ParamRange> ranges;
-  for (size_t g = 0; g < s.groups.size(); ++g)
-    for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
-      const Tensor &t = s.tensors[s.groups[g].firstTensor + i];
-      ranges.push_back({t.param, t.param + elementBytes(paramDtype, t.size), g, i});
+  std::vector<double> hypers;
+  // Everything is checked before anything changes; sharded, on every rank.
+  auto check = [&] {
+    // Plain argument checks first: no driver call for a malformed request.
+    if (std::string problem = newGroupProblem(params, sizes); !problem.empty())
+      fail(problem);
+    if (std::string problem = shapeProblem(shapes, sizes); !problem.empty())
+      fail(problem);
+    std::vector<ParamRange> ranges;
+    for (size_t g = 0; g < s.groups.size(); ++g)
+      for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
+        const Tensor &t = s.tensors[s.groups[g].firstTensor + i];
+        ranges.push_back({t.param, t.param + elementBytes(paramDtype, t.size), g, i});
+      }
+    for (size_t i = 0; i < params.size(); ++i)
+      ranges.push_back({params[i], params[i] + elementBytes(paramDtype, sizes[i]), groupIndex, i});
+    if (std::string clash = firstOverlap(std::move(ranges)); !clash.empty())
+      fail(clash);
+    hypers = groupHypers(s.layout, hyperOverrides, caller);
+    ContextScope scope(d, s.context);
+    for (size_t i = 0; i < params.size(); ++i)
+      s.checkDevicePointer(params[i], elementBytes(paramDtype, sizes[i]), paramDtype == Dtype::F32 ? 4 : 2,
+                           "the param of " + tensorName(i, groupIndex));
+  };
+  if (s.shard)
+    checkOnEveryRank(*s.shard->comm, caller, "the new group",
+                     describeGroup(static_cast<int>(groupIndex), sizes, hyperOverrides, shapes), check);
+  else
+    check();
+
+  // Sharded: each rank keeps an even share of the group's state bytes (an
+  // element weighs what its layout keeps for it, as on the CPU), cut
+  // between the chunks the table below makes.
+  size_t numBefore = s.tensors.size();
+  std::optional<detail::ShardPlan> plan;
+  std::vector<uint8_t> paramJoins;
+  if (s.shard) {
+    std::vector<uint64_t> weights;
+    std::vector<size_t> chunkLengths;
+    for (size_t n : sizes) {
+      int run = s.runs.size() > 1 && n < s.smallTensorElements ? 1 : 0;
+      uint64_t weight = 0;
+      for (const BufferDesc &buffer : s.runs[run].host->buffers)
+        if (keptByOptimizer(buffer))
+          weight += bufferBytes(buffer, size_t{1} << 14);
+      weights.push_back(weight);
+      chunkLengths.push_back(ChunkTable(s.chunkElements).chunkLength(1));
     }
-  for (size_t i = 0; i < params.size(); ++i)
-    ranges.push_back({params[i], params[i] + elementBytes(paramDtype, sizes[i]), groupIndex, i});
-  if (std::string clash = firstOverlap(std::move(ranges)); !clash.empty())
-    fail(clash);
-  std::vector<double> hypers = groupHypers(s.layout, hyperOverrides, caller);
+    plan = s.shard->plan;
+    plan->addGroup(sizes, weights, chunkLengths);
+    std::vector<const void *> pointers;
+    for (DevicePtr param : params)
+      pointers.push_back(reinterpret_cast<const void *>(param));
+    paramJoins = joinsOnEveryRank(*s.shard->comm, pointers, sizes, elementBytes(paramDtype, 1));
+  }
 
   // Owned buffers of the new tensors, each on its own 256-byte boundary.
   size_t numScalar = s.layout.numScalar();
@@ -473,6 +624,12 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     int run = s.runs.size() > 1 && sizes[i] < s.smallTensorElements ? 1 : 0;
     const std::vector<size_t> &shape = shapes.empty() ? std::vector<size_t>{} : shapes[i];
     Tensor tensor{params[i], sizes[i], groupIndex, run, {}, shapeDimensions(shape, sizes[i])};
+    tensor.ownedEnd = sizes[i];
+    if (plan) {
+      detail::OwnedRange owned = plan->owned(numBefore + i);
+      tensor.ownedBegin = owned.begin;
+      tensor.ownedEnd = owned.end;
+    }
     if (s.layout.readsMatrices())
       tensor.matrixDims = matrixDimensions(shape, sizes[i]);
     // The CUDA kernels quantise a row's q8 blocks as the row is computed,
@@ -489,7 +646,7 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
       tensor.offsets.push_back(at);
       if (buffer.role == BufferRole::Param || buffer.role == BufferRole::Grad)
         continue;
-      if (__builtin_add_overflow(at, tensorBufferBytes(buffer, sizes[i], tensor.matrixDims, rule.states),
+      if (__builtin_add_overflow(at, tensorBufferBytes(buffer, tensor.owned(), tensor.matrixDims, rule.states),
                                  &newArenaBytes))
         fail("its state would exceed the address space");
     }
@@ -529,6 +686,15 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     runChunks.emplace_back(first, table.chunks().size());
   }
   size_t numChunks = chunkRecords.size() / 3;
+  std::vector<ChunkSegment> segments;
+  if (plan) {
+    std::vector<size_t> tensorGroups, tensorSizes;
+    for (const Tensor &tensor : newTensors) {
+      tensorGroups.push_back(tensor.group);
+      tensorSizes.push_back(tensor.size);
+    }
+    segments = chunkSegments(*plan, chunkRecords, runChunks, tensorGroups, tensorSizes);
+  }
   // A rule that sums columns: each chunk's column partials, one region of
   // (the matrices it touches) x cols floats per column sum (CudaKernels.h).
   size_t columnSums = 0;
@@ -542,13 +708,8 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     columnFloats += columnRegion(dims[1], dims[2], chunkRecords[c * 3 + 1], chunkRecords[c * 3 + 2]).floats * columnSums;
   }
 
-  // Device checks and allocations; the optimizer changes only after all of
-  // them succeeded.
-  const Driver &d = *s.d;
+  // Allocations; the optimizer changes only after all of them succeeded.
   ContextScope scope(d, s.context);
-  for (size_t i = 0; i < params.size(); ++i)
-    s.checkDevicePointer(params[i], elementBytes(paramDtype, sizes[i]), paramDtype == Dtype::F32 ? 4 : 2,
-                         "the param of " + tensorName(i, groupIndex));
   // Steps still running use the current arena and tables.
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
 
@@ -559,6 +720,10 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   DeviceMemory newArena(d, s.context, std::max<size_t>(alignUp(newArenaBytes, kSegmentAlign), kSegmentAlign),
                         "optimizer state arena");
   DeviceMemory newTables(d, s.context, tl.bytes, "optimizer tables");
+  // Sharded with averaged gradients: the reduce-scatter's destination.
+  DeviceMemory newGradShard;
+  if (plan && s.shard->gradients == ShardedGradients::Average && plan->ranks() > 1)
+    newGradShard = DeviceMemory(d, s.context, elementBytes(s.gradDtype(), plan->ownedElements()), "gradient shard");
 
   // Host images of the new tables; the counter and scalar states come back
   // from the device (graph replays may have advanced them).
@@ -599,8 +764,10 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     size_t per = s.runs[tensor.run].perTensor();
     CUdeviceptr *row = &bufferTables[tensor.run][t * per];
     row[0] = tensor.param;
+    // Where element 0 would be: the arena holds the owned elements only.
+    const std::vector<BufferDesc> &buffers = s.runs[tensor.run].host->buffers;
     for (size_t b = 2; b < per; ++b)
-      row[b] = newArena.get() + tensor.offsets[b];
+      row[b] = newArena.get() + tensor.offsets[b] - bufferBytes(buffers[b], tensor.ownedBegin);
   }
   std::vector<Group> newGroups = s.groups;
   newGroups.push_back({hypers, s.tensors.size(), params.size()});
@@ -624,7 +791,7 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   };
   for (size_t t = s.tensors.size(); t < numTensors; ++t) {
     const Tensor &tensor = newTensors[t];
-    size_t n = tensor.size;
+    size_t n = tensor.owned();
     const std::vector<BufferDesc> &buffers = s.runs[tensor.run].host->buffers;
     for (size_t b = 0; b < buffers.size(); ++b) {
       const BufferDesc &buffer = buffers[b];
@@ -638,7 +805,9 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
         }
         std::vector<uint8_t> param(elementBytes(paramDtype, n));
         std::vector<uint8_t> bytes(elementBytes(buffer.dtype, n));
-        d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param, param.size()), "cuMemcpyDtoH_v2");
+        d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param + elementBytes(paramDtype, tensor.ownedBegin),
+                                  param.size()),
+                "cuMemcpyDtoH_v2");
         decodeToF32(paramDtype, param.data(), nullptr, {reinterpret_cast<float *>(bytes.data()), n});
         uploadTo(at, bytes.data(), bytes.size());
         // Moving a vector keeps its storage, which the upload reads.
@@ -699,6 +868,13 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     s.runs[r].numChunks = runChunks[r].second;
   }
   s.hypersDirty = false;
+  if (plan) {
+    s.shard->plan = std::move(*plan);
+    s.shard->segments = std::move(segments);
+    s.shard->paramJoins.insert(s.shard->paramJoins.end(), paramJoins.begin(), paramJoins.end());
+    s.shard->checkedGrads.resize(numTensors, 0);
+    s.shard->gradShard.swap(newGradShard);
+  }
   for (size_t size : sizes)
     s.numParams += size;
   return static_cast<int>(groupIndex);
@@ -724,6 +900,19 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
                                    const CudaStepOptions &options) {
   static const char *caller = "optrt::CudaOptimizer::step";
   Impl &s = *this;
+  const Driver &d = *s.d;
+  ContextScope scope(d, s.context);
+  Dtype gradDtype = s.gradDtype();
+  const std::vector<InputInfo> &ruleInputs = s.layout.rule().inputs;
+  double lossScale = options.dynamicLossScale ? 1.0 : options.lossScale;
+  bool reads = options.dynamicLossScale || options.checkFinite || lossScale != 1.0 || options.maxGradNorm;
+  std::vector<std::vector<CUdeviceptr>> bufferTables;
+  std::vector<bool> changed(s.runs.size(), false);
+  std::vector<Group> groups;
+  // Everything that can be wrong with the arguments is found here, before
+  // anything changes; sharded, on every rank (a mistake on one rank is an
+  // error on all, and no rank waits in a collective the others skip).
+  auto check = [&] {
   if (s.groups.empty())
     throw std::logic_error(std::string(caller) + ": the optimizer has no parameters; call addGroup before step");
   if (gradsPerGroup.size() != s.groups.size())
@@ -739,46 +928,46 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
       if (!gradsPerGroup[g][i])
         throw std::invalid_argument(std::string(caller) + ": the gradient of " + tensorName(i, g) + " is null");
   }
-  const std::vector<InputInfo> &ruleInputs = s.layout.rule().inputs;
   std::vector<std::vector<const std::vector<DevicePtr> *>> inputValues =
       validatedInputs<DevicePtr>(s.layout.rule(), s.groups, options.inputs, caller);
-  double lossScale = options.dynamicLossScale ? 1.0 : options.lossScale;
   checkGradientOptions(lossScale, options.dynamicLossScale || lossScale != 1.0, options.maxGradNorm,
                        options.clipValue, s.layout, caller);
   // The step reads the gradients first (gradstats, stepoptions) when it
   // needs their norm or a finiteness check, as Optimizer::step does.
-  bool reads = options.dynamicLossScale || options.checkFinite || lossScale != 1.0 || options.maxGradNorm;
   if (reads && !s.runs[0].module->stepOptions)
     throw std::invalid_argument(std::string(caller) + ": rule '" + s.layout.rule().name +
                                 "' has no CUDA step-option kernels (gradstats, stepoptions), so it cannot check or "
                                 "clip gradients on the device; rebuild it with this version of optc");
 
-  const Driver &d = *s.d;
-  ContextScope scope(d, s.context);
   // New gradient pointers are checked (all of them, before anything is
   // enqueued) and uploaded; unchanged ones cost nothing, which is what keeps
-  // a captured step free of uploads.
-  Dtype gradDtype = s.gradDtype();
-  std::vector<std::vector<CUdeviceptr>> bufferTables;
+  // a captured step free of uploads. Sharded with averaged gradients, the
+  // kernels read the gradient shard instead, whose slots never change.
   for (const Run &run : s.runs)
     bufferTables.push_back(run.bufferTable);
-  std::vector<bool> changed(s.runs.size(), false);
+  bool inShard = s.shard && s.shard->gradsInShard();
   for (size_t g = 0; g < s.groups.size(); ++g)
     for (size_t i = 0; i < s.groups[g].numTensors; ++i) {
       size_t t = s.groups[g].firstTensor + i;
       const Tensor &tensor = s.tensors[t];
       CUdeviceptr &slot = bufferTables[tensor.run][t * s.runs[tensor.run].perTensor() + 1];
       DevicePtr grad = gradsPerGroup[g][i];
-      if (slot == grad)
-        continue;
-      s.checkDevicePointer(grad, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
-                           "the gradient of " + tensorName(i, g));
-      slot = grad;
-      changed[tensor.run] = true;
+      // Sharded, the last pointer checked is kept apart from the slot.
+      CUdeviceptr &checked = inShard ? s.shard->checkedGrads[t] : slot;
+      if (checked != grad)
+        s.checkDevicePointer(grad, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
+                             "the gradient of " + tensorName(i, g));
+      DevicePtr read = inShard ? s.shardGradSlot(t) : grad;
+      if (inShard)
+        checked = grad; // valid, whatever the other ranks say
+      if (slot != read) {
+        slot = read;
+        changed[tensor.run] = true;
+      }
     }
   // Inputs: each tensor's pointer (0 where not given: the kernels do not
   // read it then) and each group's given() flag, a hidden hyper.
-  std::vector<Group> groups = s.groups;
+  groups = s.groups;
   for (size_t input = 0; input < ruleInputs.size(); ++input) {
     int given = s.layout.stepHyper(givenHyper(ruleInputs[input].name));
     for (size_t g = 0; g < s.groups.size(); ++g) {
@@ -809,6 +998,21 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     groups[g].hypers[static_cast<size_t>(scaleHyper)] = kGradScaleDefault;
     groups[g].hypers[static_cast<size_t>(clipHyper)] = options.clipValue.value_or(kGradClipDefault);
   }
+  };
+  if (s.shard) {
+    StepOptions described;
+    described.lossScale = lossScale;
+    described.checkFinite = options.checkFinite;
+    described.maxGradNorm = options.maxGradNorm;
+    described.clipValue = options.clipValue;
+    size_t numTensors = s.tensors.size(); // checked by every rank, so equal when the counts are
+    checkOnEveryRank(*s.shard->comm, caller, "the step's arguments",
+                     describeStep(0, numTensors, described, s.groups, s.layout.rule().hypers) +
+                         (options.dynamicLossScale ? ", dynamic loss scale" : ""),
+                     check);
+  } else {
+    check();
+  }
   if (!reads && s.lastStepRead)
     s.hypersDirty = true;
   // Checked: nothing below throws for the arguments.
@@ -834,6 +1038,8 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     s.hypersDirty = false;
   }
 
+  if (s.shard && s.shard->gradsInShard())
+    s.reduceScatterGrads(gradsPerGroup, cuStream);
   const CudaKernels &k = s.kernels();
   const LoadedModule &m = *s.runs[0].module;
   int64_t numTensors = static_cast<int64_t>(s.tensors.size());
@@ -853,12 +1059,14 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     }
     // Each run's chunks (its own buffers table), then the decision.
     CUdeviceptr stats = base + tl.stats;
-    s.forEachRun([&](const Run &run, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
-      CUdeviceptr runStats = stats + run.firstChunk * sizeof(double);
+    s.forEachRun([&](const Run &run, size_t firstChunk, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
+      CUdeviceptr runStats = stats + firstChunk * sizeof(double);
       auto blocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->gradStatsBlocksPerSM));
-      s.launch(run.module->gradStats, run.kernels->gradStatsEntry, run.numChunks * k.blockSize, blocks, cuStream,
-               {&chunks, &numChunks, &buffers, &runStats});
+      s.launch(run.module->gradStats, run.kernels->gradStatsEntry, static_cast<size_t>(numChunks) * k.blockSize,
+               blocks, cuStream, {&chunks, &numChunks, &buffers, &runStats});
     });
+    if (s.shard) // every chunk's sum, from the rank that read it
+      s.shard->gatherChunkRows(d, stats, sizeof(double), cuStream);
     auto allChunks = static_cast<int64_t>(tl.statsChunks);
     CUdeviceptr step = base + tl.step;
     s.launch(m.stepOptions, k.stepOptionsEntry, 1, 1, cuStream,
@@ -869,16 +1077,18 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
     // Each run's element kernel over its own range of the chunk table (and
     // of the partials), with its own buffers table.
-    s.forEachRun([&](const Run &run, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
-      CUdeviceptr partials = base + tl.partials + run.firstChunk * k.partialStride * sizeof(double);
+    s.forEachRun([&](const Run &run, size_t firstChunk, CUdeviceptr chunks, CUdeviceptr buffers, int64_t numChunks) {
+      CUdeviceptr partials = base + tl.partials + firstChunk * k.partialStride * sizeof(double);
       // Exactly the blocks that fit on the GPU at once: each loops over its
       // share of the chunks. More would wait for a whole block to finish all
       // its chunks, and run alone at the end.
       auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->elementBlocksPerSM[p]));
-      s.launch(run.module->element[p], run.kernels->elementEntries[p], run.numChunks * k.blockSize, elementBlocks,
-               cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials, &counter});
+      s.launch(run.module->element[p], run.kernels->elementEntries[p], static_cast<size_t>(numChunks) * k.blockSize,
+               elementBlocks, cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials, &counter});
     });
     if (m.finish[p]) {
+      if (s.shard) // every chunk's partials, from the rank that computed them
+        s.shard->gatherChunkRows(d, base + tl.partials, k.partialStride * sizeof(double), cuStream);
       CUdeviceptr partials = base + tl.partials, chunks = base + tl.chunks, buffers = base + tl.buffers[0];
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
                {&numTensors, &tensors, &partials, &reductions, &chunks, &buffers, &counter});
@@ -888,6 +1098,8 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     s.launch(m.scalars, k.scalarsEntry, s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions});
   s.launch(m.advance, k.advanceEntry, 1, 1, cuStream, {&counter, &numGroups});
+  if (s.shard)
+    s.gatherParams(cuStream);
   s.anyStep = true;
   s.lastStepRead = reads;
 }
@@ -969,8 +1181,9 @@ DevicePtr CudaOptimizer::hyperAddress(const std::string &name, int group) const 
 
 std::vector<uint8_t> CudaOptimizer::Impl::download(const Tensor &t, int b) const {
   const BufferDesc &buffer = hostLayout(t).buffers[b];
-  std::vector<uint8_t> bytes(tensorBufferBytes(buffer, t.size, t.matrixDims, layout.rule().states));
-  CUdeviceptr from = buffer.role == BufferRole::Param ? t.param : arena.get() + t.offsets[b];
+  std::vector<uint8_t> bytes(tensorBufferBytes(buffer, t.owned(), t.matrixDims, layout.rule().states));
+  CUdeviceptr from =
+      buffer.role == BufferRole::Param ? t.param + bufferBytes(buffer, t.ownedBegin) : arena.get() + t.offsets[b];
   d->check(d->cuMemcpyDtoH_v2(bytes.data(), from, bytes.size()), "cuMemcpyDtoH_v2");
   return bytes;
 }
@@ -1003,7 +1216,7 @@ std::vector<float> CudaOptimizer::readState(const std::string &name, int group, 
   }
   int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
   std::vector<uint8_t> absmax = a < 0 ? std::vector<uint8_t>() : s.download(t, a);
-  std::vector<float> values(t.size);
+  std::vector<float> values(t.owned());
   decodeToF32(buffers[b].dtype, data.data(), a < 0 ? nullptr : reinterpret_cast<const float *>(absmax.data()), values);
   return values;
 }
@@ -1018,18 +1231,18 @@ void CudaOptimizer::writeState(const std::string &name, int group, size_t tensor
   const Tensor &t = s.checkedTensor(group, tensor, caller);
   int b = s.stateBufferOf(t, name, caller);
   const std::vector<BufferDesc> &buffers = s.hostLayout(t).buffers;
-  size_t bytes = tensorBufferBytes(buffers[b], t.size, t.matrixDims, s.layout.rule().states);
+  size_t bytes = tensorBufferBytes(buffers[b], t.owned(), t.matrixDims, s.layout.rule().states);
   if (buffers[b].role == BufferRole::AxisState && values.size() * sizeof(float) != bytes)
     throw std::invalid_argument(std::string(caller) + ": " + std::to_string(values.size()) + " values for state '" +
                                 name + "' of " + tensorName(tensor, static_cast<size_t>(group)) + ", which holds " +
                                 std::to_string(bytes / sizeof(float)) + " (one per row or column of its matrices)");
-  if (buffers[b].role != BufferRole::AxisState && values.size() != t.size)
+  if (buffers[b].role != BufferRole::AxisState && values.size() != t.owned())
     throw std::invalid_argument(std::string(caller) + ": got " + std::to_string(values.size()) + " values for " +
                                 tensorName(tensor, static_cast<size_t>(group)) + ", which has " +
-                                std::to_string(t.size) + " elements");
+                                std::to_string(t.owned()) + (s.shard ? " elements on this rank" : " elements"));
   int a = findBuffer(buffers, BufferRole::StateAbsmax, buffers[b].state);
   std::vector<uint8_t> data(bytes);
-  std::vector<uint8_t> absmax(a < 0 ? 0 : bufferBytes(buffers[a], t.size));
+  std::vector<uint8_t> absmax(a < 0 ? 0 : bufferBytes(buffers[a], t.owned()));
   if (buffers[b].role == BufferRole::AxisState)
     std::memcpy(data.data(), values.data(), bytes);
   else
@@ -1057,17 +1270,22 @@ std::vector<float> CudaOptimizer::master(int group, size_t tensor) const {
   ContextScope scope(*s.d, s.context);
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
   std::vector<uint8_t> data = s.download(t, b);
-  std::vector<float> values(t.size);
+  std::vector<float> values(t.owned());
   if (buffers[b].dtype != Dtype::Remainder) {
-    std::memcpy(values.data(), data.data(), t.size * sizeof(float));
+    std::memcpy(values.data(), data.data(), t.owned() * sizeof(float));
     return values;
   }
   std::vector<uint8_t> param = s.download(t, findBuffer(buffers, BufferRole::Param));
   const auto *high = reinterpret_cast<const uint16_t *>(param.data());
   const auto *low = reinterpret_cast<const int16_t *>(data.data());
-  for (size_t i = 0; i < t.size; ++i)
+  for (size_t i = 0; i < t.owned(); ++i)
     values[i] = joinMaster(high[i], low[i]);
   return values;
+}
+
+std::pair<size_t, size_t> CudaOptimizer::ownedRange(int group, size_t tensor) const {
+  const Tensor &t = impl_->checkedTensor(group, tensor, "optrt::CudaOptimizer::ownedRange");
+  return {t.ownedBegin, t.ownedEnd};
 }
 
 const std::string &CudaOptimizer::tensorLayout(int group, size_t tensor) const {
@@ -1083,6 +1301,8 @@ MemoryReport CudaOptimizer::memoryReport() const {
   MemoryOptions options;
   for (const Tensor &t : s.tensors) {
     sizes.push_back(t.size);
+    if (s.shard) // this rank's master and state bytes
+      options.ownedElements.push_back(t.owned());
     // States per row, column or matrix count by the tensor's matrices.
     if (s.layout.readsMatrices())
       options.shapes.push_back({static_cast<size_t>(t.matrixDims[0]), static_cast<size_t>(t.matrixDims[1]),
@@ -1175,8 +1395,20 @@ private:
 
 } // namespace
 
+namespace {
+
+void refuseSharded(const CudaShard *shard, const char *caller) {
+  if (shard)
+    throw std::logic_error(std::string(caller) + ": a sharded CudaOptimizer cannot save or load its state yet "
+                                                 "(each rank holds a part; the CPU optimizer saves sharded "
+                                                 "checkpoints, docs/sharding.md)");
+}
+
+} // namespace
+
 void CudaOptimizer::saveState(std::ostream &out) const {
   Impl &s = *impl_; // the stream only reads it
+  refuseSharded(s.shard.get(), "optrt::CudaOptimizer::saveState");
   ContextScope scope(*s.d, s.context);
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
   writeStateStream(out, CudaStateAccess<Impl>(s), "optrt::CudaOptimizer::saveState");
@@ -1184,6 +1416,7 @@ void CudaOptimizer::saveState(std::ostream &out) const {
 
 void CudaOptimizer::loadState(std::istream &in, bool convert) {
   Impl &s = *impl_;
+  refuseSharded(s.shard.get(), "optrt::CudaOptimizer::loadState");
   ContextScope scope(*s.d, s.context);
   // Steps in flight use the state being replaced.
   s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
@@ -1193,11 +1426,13 @@ void CudaOptimizer::loadState(std::istream &in, bool convert) {
 
 void CudaOptimizer::saveState(const std::string &path) const {
   static const char *caller = "optrt::CudaOptimizer::saveState";
+  refuseSharded(impl_->shard.get(), caller); // before the file is touched
   writeFileAtomically(path, [&](std::ostream &out) { saveState(out); }, caller);
 }
 
 void CudaOptimizer::loadState(const std::string &path, bool convert) {
   static const char *caller = "optrt::CudaOptimizer::loadState";
+  refuseSharded(impl_->shard.get(), caller);
   readFile(path, [&](std::istream &in) { loadState(in, convert); }, caller);
 }
 

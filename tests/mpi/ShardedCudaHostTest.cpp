@@ -1,0 +1,227 @@
+// A sharded CudaOptimizer's host side under mpirun, on the fake driver (no
+// kernel runs) with both engines: NCCL (the fake libnccl) and MPI (staged
+// through host memory). What can be checked without a GPU: each rank keeps
+// its share of the state and launches the element kernels over its own
+// chunks only (every chunk by exactly one rank), the params each rank
+// updates reach every rank, the memory per rank adds up to one process's,
+// mistakes on one rank are errors on every rank with nothing launched, and
+// what is not sharded yet is refused by name. The bits of a sharded step
+// against one process are checked on a GPU (docs/sharding.md).
+#include "MpiWorld.h"
+
+#include "cuda/FakeDriverControl.h"
+#include "optrt/NcclCommunicator.h"
+#include "optrt/Storage.h"
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <numeric>
+
+namespace optdsl::test {
+namespace {
+
+using optrt::CudaOptimizer;
+using optrt::CudaOptimizerOptions;
+
+constexpr size_t kChunk = 1024;
+// Chunks: 6 + 3 + 1, fewer than the fake GPU's resident blocks (4 x 8), so
+// each element launch's grid is its number of chunks.
+const std::vector<size_t> kSizes = {5 * kChunk + 10, 3000, 700};
+
+std::shared_ptr<optrt::Communicator> engine(const std::string &name) {
+  return name == "NCCL" ? optrt::ncclCommunicator(MPI_COMM_WORLD, 0) : worldCommunicator();
+}
+
+CudaOptimizerOptions options(const std::string &layout, std::shared_ptr<optrt::Communicator> comm) {
+  CudaOptimizerOptions o;
+  o.layout = layout;
+  o.chunkElements = kChunk;
+  o.smallTensorElements = 2048; // 700 runs the q8 layouts' fallback
+  o.communicator = std::move(comm);
+  return o;
+}
+
+/// Device tensors of kSizes in `dtype`, element i of tensor t holding `value(t, i)`.
+struct DeviceTensors {
+  std::vector<DevicePtr> pointers;
+  optrt::Dtype dtype;
+  DeviceTensors(optrt::Dtype dtype, float (*value)(size_t, size_t), const std::vector<size_t> &sizes = kSizes)
+      : dtype(dtype) {
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      pointers.push_back(Fake::get().alloc(optrt::elementBytes(dtype, sizes[t])));
+      std::vector<float> values(sizes[t]);
+      for (size_t i = 0; i < values.size(); ++i)
+        values[i] = value(t, i);
+      write(t, 0, values);
+    }
+  }
+  void write(size_t t, size_t first, const std::vector<float> &values) {
+    optrt::encodeF32(dtype, values, reinterpret_cast<char *>(pointers[t]) + optrt::elementBytes(dtype, first), nullptr);
+  }
+  std::vector<float> read(size_t t) const {
+    std::vector<float> values(kSizes[t]);
+    optrt::decodeToF32(dtype, reinterpret_cast<const char *>(pointers[t]), nullptr, values);
+    return values;
+  }
+};
+
+float initial(size_t t, size_t i) { return static_cast<float>((t * 7 + i) % 64) / 16; }
+float gradient(size_t t, size_t i) { return static_cast<float>((t + i * 3) % 32) / 1024; }
+// What rank r's kernels would have written: exact in bf16.
+float updated(int r, size_t i) { return static_cast<float>(r + 1) * 16 + static_cast<float>(i % 8); }
+
+struct Case {
+  const char *engine, *layout;
+};
+void PrintTo(const Case &c, std::ostream *out) { *out << c.engine << " " << c.layout; }
+
+class ShardedCudaHost : public testing::TestWithParam<Case> {
+protected:
+  void SetUp() override {
+    if (!optdsl::findCudaToolkit())
+      GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
+    Fake::get().reset();
+  }
+  std::string layout() const { return GetParam().layout; }
+  optrt::Dtype paramDtype() const { return optrt::Layout::parse(layout()).param; }
+};
+
+TEST_P(ShardedCudaHost, EachRankStepsItsChunksAndEveryRankGetsEveryParam) {
+  LayoutRule rule = compileLayouts("adamw", {layout()});
+  CudaOptimizer sharded(rule.host, rule.device, options(layout(), engine(GetParam().engine)));
+  DeviceTensors params(paramDtype(), initial), grads(optrt::Layout::parse(layout()).grad, gradient);
+  sharded.addGroup(params.pointers, kSizes);
+
+  // Each tensor's elements are owned once, in rank order, cut at chunks.
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    auto [begin, end] = sharded.ownedRange(0, t);
+    std::vector<size_t> begins = gatherFromRanks(begin), ends = gatherFromRanks(end);
+    size_t at = 0;
+    for (int r = 0; r < worldSize(); ++r) {
+      if (begins[r] == ends[r])
+        continue;
+      EXPECT_EQ(begins[r], at) << "tensor " << t << " rank " << r;
+      EXPECT_EQ(begins[r] % kChunk, 0u);
+      at = ends[r];
+    }
+    EXPECT_EQ(at, kSizes[t]);
+  }
+
+  // The kernels do not run on the fake driver: write what this rank's would
+  // (into its own elements), and the step's gather must bring every rank's.
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    auto [begin, end] = sharded.ownedRange(0, t);
+    std::vector<float> mine(end - begin);
+    for (size_t i = begin; i < end; ++i)
+      mine[i - begin] = updated(worldRank(), i);
+    params.write(t, begin, mine);
+  }
+  Fake::get().reset();
+  sharded.step({grads.pointers});
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    std::vector<size_t> ends = gatherFromRanks(sharded.ownedRange(0, t).second);
+    std::vector<float> got = params.read(t);
+    int owner = 0;
+    for (size_t i = 0; i < kSizes[t]; ++i) {
+      while (i >= ends[owner])
+        ++owner;
+      ASSERT_EQ(got[i], updated(owner, i)) << "tensor " << t << " element " << i;
+    }
+  }
+
+  // Every chunk was launched by exactly one rank: the grids of this rank's
+  // element launches (one block per chunk here) add up over the ranks to
+  // one process's chunks.
+  size_t chunks = 0;
+  for (size_t i = 0; i < Fake::get().numLaunches(); ++i)
+    if (std::string(Fake::get().launch(i)).find("_element") != std::string::npos)
+      chunks += Fake::get().launchGrid(i);
+  std::vector<size_t> all = gatherFromRanks(chunks);
+  EXPECT_EQ(std::accumulate(all.begin(), all.end(), size_t{0}), size_t{6 + 3 + 1});
+}
+
+TEST_P(ShardedCudaHost, EachRankKeepsItsShareOfTheState) {
+  LayoutRule rule = compileLayouts("adamw", {layout()});
+  DeviceTensors params(paramDtype(), initial);
+  CudaOptimizer sharded(rule.host, rule.device, options(layout(), engine(GetParam().engine)));
+  sharded.addGroup(params.pointers, kSizes);
+  CudaOptimizerOptions alone = options(layout(), nullptr);
+  CudaOptimizer one(rule.host, rule.device, alone);
+  one.addGroup(params.pointers, kSizes);
+  optrt::MemoryReport mine = sharded.memoryReport(), whole = one.memoryReport();
+  std::vector<double> states = gatherFromRanks(mine.state), masters = gatherFromRanks(mine.master);
+  EXPECT_NEAR(std::accumulate(states.begin(), states.end(), 0.0), whole.state, 1e-12);
+  EXPECT_NEAR(std::accumulate(masters.begin(), masters.end(), 0.0), whole.master, 1e-12);
+  EXPECT_EQ(mine.param, whole.param); // params stay whole on every rank
+  // Each rank's state as read back has its owned elements only.
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    auto [begin, end] = sharded.ownedRange(0, t);
+    EXPECT_EQ(sharded.readState("exp_avg", 0, t).size(), end - begin);
+  }
+}
+
+// Each mistake on one rank: an error naming it on every rank, nothing
+// launched, and the next correct step goes through.
+TEST_P(ShardedCudaHost, AMistakeOnOneRankIsAnErrorOnEveryRank) {
+  LayoutRule rule = compileLayouts("adamw", {layout()});
+  DeviceTensors params(paramDtype(), initial), grads(optrt::Layout::parse(layout()).grad, gradient);
+  CudaOptimizer sharded(rule.host, rule.device, options(layout(), engine(GetParam().engine)));
+  sharded.addGroup(params.pointers, kSizes);
+  int last = worldSize() - 1;
+
+  std::vector<DevicePtr> mine = grads.pointers;
+  if (worldRank() == last)
+    mine.pop_back();
+  Fake::get().reset();
+  std::string message = messageOf([&] { sharded.step({mine}); });
+  EXPECT_TRUE(contains(message, "got 2 gradients for group 0, which has 3 tensors")) << message;
+  if (worldRank() != last)
+    EXPECT_TRUE(contains(message, "rank " + std::to_string(last) + " failed")) << message;
+  EXPECT_EQ(Fake::get().numLaunches(), 0u);
+
+  if (worldSize() > 1) {
+    if (worldRank() == last)
+      sharded.setHyper("lr", 0.5);
+    message = messageOf([&] { sharded.step({grads.pointers}); });
+    EXPECT_TRUE(contains(message, "the ranks disagree on the step's arguments")) << message;
+    EXPECT_EQ(Fake::get().numLaunches(), 0u);
+    sharded.setHyper("lr", 0.5);
+    std::vector<size_t> other = kSizes;
+    if (worldRank() == last)
+      other[1] += 1;
+    DeviceTensors more(paramDtype(), initial, other);
+    message = messageOf([&] { sharded.addGroup(more.pointers, other); });
+    EXPECT_TRUE(contains(message, "the ranks disagree on the new group")) << message;
+    EXPECT_EQ(sharded.numGroups(), 1);
+  }
+  sharded.step({grads.pointers});
+  EXPECT_GT(Fake::get().numLaunches(), 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Engines, ShardedCudaHost,
+                         testing::Values(Case{"NCCL", "f32"}, Case{"NCCL", "param=bf16,master=f32,state=q8"},
+                                         Case{"MPI", "f32"}, Case{"MPI", "param=bf16,master=f32,state=q8"}),
+                         [](const testing::TestParamInfo<Case> &info) {
+                           return std::string(info.param.engine) + (std::string(info.param.layout) == "f32" ? "_f32" : "_bf16_q8");
+                         });
+
+TEST(ShardedCudaHostRefusals, WhatIsNotShardedYetIsRefusedByName) {
+  if (!optdsl::findCudaToolkit())
+    GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
+  for (const char *name : {"adafactor", "sophia"}) {
+    LayoutRule rule = compileLayouts(name, {"f32"});
+    std::string message =
+        messageOf([&] { CudaOptimizer(rule.host, rule.device, options("f32", engine("NCCL"))); });
+    EXPECT_TRUE(contains(message, "a sharded CudaOptimizer does not run such rules yet")) << name << ": " << message;
+  }
+  LayoutRule rule = compileLayouts("adamw", {"f32"});
+  CudaOptimizer sharded(rule.host, rule.device, options("f32", engine("NCCL")));
+  DeviceTensors params(optrt::Dtype::F32, initial);
+  sharded.addGroup(params.pointers, kSizes);
+  std::ostringstream out;
+  EXPECT_THROW(sharded.saveState(out), std::logic_error);
+}
+
+} // namespace
+} // namespace optdsl::test
