@@ -1,0 +1,180 @@
+// A sharded CudaOptimizer on one GPU: 2 and 3 ranks as threads of this
+// process (tests/common/ThreadWorld.h, an engine of host memory: the
+// optimizer stages its collectives through the host), each with its own
+// copy of the params, against one CudaOptimizer given the mean gradient.
+// Params bit for bit on every rank and each rank's part of every state and
+// master, after steps with and without clipping by global norm (the
+// statistics gathered), for rules with per-tensor reductions (lamb: the
+// partials gathered) and without, in f32 and bf16 + f32 master + q8.
+// Skipped, with the reason, where there is no GPU.
+#include "GpuTestSupport.h"
+#include "common/BranchHypers.h"
+#include "common/RuleLibrary.h"
+#include "common/ThreadWorld.h"
+
+#include "optdsl/CUDACompile.h"
+#include "optdsl/JIT.h"
+#include "optrt/CudaOptimizer.h"
+#include "optrt/Storage.h"
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <map>
+#include <mutex>
+
+namespace optdsl::gputest {
+namespace {
+
+struct RuleLayoutKernels {
+  std::shared_ptr<const optrt::RuleKernels> host;
+  std::vector<std::shared_ptr<const optrt::CudaKernels>> device;
+};
+
+/// Rule `name`'s host kernels for `layout` and the CUDA kernels of each of
+/// its layouts, compiled once per process.
+const RuleLayoutKernels &kernelsOf(const std::string &name, const std::string &layout) {
+  static std::mutex mutex;
+  static auto &cache = *new std::map<std::pair<std::string, std::string>, RuleLayoutKernels>();
+  std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find({name, layout});
+  if (it != cache.end())
+    return it->second;
+  CheckedRule rule = loadRuleFile(test::ruleLibraryDir() + "/" + name + ".opt");
+  FixedHypers fixed = test::cudaFixedHypers(name);
+  RuleLayoutKernels k{jitCompile(rule, fixed, {layout}), {}};
+  for (const optrt::LayoutKernels &l : k.host->layouts) {
+    CudaCompileOptions options;
+    options.layout = l.name;
+    k.device.push_back(std::make_shared<optrt::CudaKernels>(cudaCompile(rule, fixed, options)));
+  }
+  return cache.emplace(std::make_pair(name, layout), std::move(k)).first->second;
+}
+
+constexpr size_t kChunk = 4096;
+// Several chunks, a q8 fallback tensor, one whole q8 block short of a chunk.
+const std::vector<size_t> kSizes = {9 * kChunk + 300, 1000, 3 * kChunk - 256};
+constexpr int kSteps = 3;
+
+float initial(size_t t, size_t i) { return static_cast<float>(static_cast<int>((i * 37 + t * 11) % 199) - 99) / 128; }
+
+// Rank r's gradient: multiples of 1/4096 times r^2 + 1, whose sums over 2
+// or 3 ranks are exact (so the mean is one rounding in every engine) and
+// not multiples of 3.
+float gradient(int rank, size_t t, size_t i, int step) {
+  return static_cast<float>(static_cast<int>((i * 13 + t * 5 + static_cast<size_t>(step) * 7) % 83) - 41) *
+         static_cast<float>(rank * rank + 1) / 4096;
+}
+
+optrt::CudaStepOptions optionsOf(int step) {
+  optrt::CudaStepOptions options;
+  if (step == 1)
+    options.maxGradNorm = 0.5; // clips: the gradients' norm is larger
+  return options;
+}
+
+std::vector<float> values(size_t t, const std::function<float(size_t)> &at) {
+  std::vector<float> v(kSizes[t]);
+  for (size_t i = 0; i < v.size(); ++i)
+    v[i] = at(i);
+  return v;
+}
+
+class CudaSharded : public testing::TestWithParam<std::tuple<const char *, const char *, int>> {};
+
+TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
+  OPTDSL_REQUIRE_GPU();
+  auto [name, layoutText, ranks] = GetParam();
+  const RuleLayoutKernels &k = kernelsOf(name, layoutText);
+  optrt::Layout layout = optrt::Layout::parse(layoutText);
+  optrt::CudaOptimizerOptions options;
+  options.layout = layoutText;
+  options.chunkElements = kChunk;
+  options.smallTensorElements = 2048;
+
+  // One process, given the mean of the ranks' gradients.
+  std::vector<StoredArray> reference;
+  std::vector<optrt::DevicePtr> pointers;
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    reference.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
+    pointers.push_back(reference.back().address());
+  }
+  optrt::CudaOptimizer one(k.host, k.device, options);
+  one.addGroup(pointers, kSizes);
+  for (int step = 0; step < kSteps; ++step) {
+    std::vector<StoredArray> grads;
+    std::vector<optrt::DevicePtr> gradPointers;
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      grads.emplace_back(layout.grad, values(t, [&](size_t i) {
+                           float sum = 0;
+                           for (int r = 0; r < ranks; ++r)
+                             sum += gradient(r, t, i, step);
+                           return sum / static_cast<float>(ranks);
+                         }),
+                         false);
+      gradPointers.push_back(grads.back().address());
+    }
+    one.step({gradPointers}, nullptr, optionsOf(step));
+    one.stepCount(); // waits before `grads` goes
+  }
+
+  test::ThreadWorld world(ranks);
+  std::mutex reportMutex;
+  world.run([&](int rank) {
+    optrt::CudaOptimizerOptions sharded = options;
+    sharded.communicator = world.communicator(rank);
+    std::vector<StoredArray> params;
+    std::vector<optrt::DevicePtr> mine;
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      params.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
+      mine.push_back(params.back().address());
+    }
+    optrt::CudaOptimizer optimizer(k.host, k.device, sharded);
+    optimizer.addGroup(mine, kSizes);
+    for (int step = 0; step < kSteps; ++step) {
+      std::vector<StoredArray> grads;
+      std::vector<optrt::DevicePtr> gradPointers;
+      for (size_t t = 0; t < kSizes.size(); ++t) {
+        grads.emplace_back(layout.grad, values(t, [&](size_t i) { return gradient(rank, t, i, step); }), false);
+        gradPointers.push_back(grads.back().address());
+      }
+      optimizer.step({gradPointers}, nullptr, optionsOf(step));
+      optimizer.stepCount();
+    }
+    std::lock_guard<std::mutex> lock(reportMutex); // gtest's assertions from one thread at a time
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      std::string at = "rank " + std::to_string(rank) + " tensor " + std::to_string(t);
+      EXPECT_EQ(firstDifference(decoded(layout.param, params[t].downloaded(), kSizes[t]),
+                                decoded(layout.param, reference[t].downloaded(), kSizes[t])),
+                -1)
+          << at << ": params";
+      auto [begin, end] = optimizer.ownedRange(0, t);
+      for (const optrt::StateInfo &state : optimizer.rule().states) {
+        if (state.scalar)
+          continue;
+        std::vector<float> whole = one.readState(state.name, 0, t);
+        EXPECT_EQ(firstDifference(optimizer.readState(state.name, 0, t),
+                                  std::vector<float>(whole.begin() + static_cast<long>(begin),
+                                                     whole.begin() + static_cast<long>(end))),
+                  -1)
+            << at << ": state " << state.name;
+      }
+      if (layout.master) {
+        std::vector<float> whole = one.master(0, t);
+        EXPECT_EQ(firstDifference(optimizer.master(0, t),
+                                  std::vector<float>(whole.begin() + static_cast<long>(begin),
+                                                     whole.begin() + static_cast<long>(end))),
+                  -1)
+            << at << ": master";
+      }
+    }
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(Rules, CudaSharded,
+                         testing::Combine(testing::Values("adamw", "lamb", "ademamix"),
+                                          testing::Values("f32", "param=bf16,master=f32,state=q8"),
+                                          testing::Values(2, 3)));
+
+} // namespace
+} // namespace optdsl::gputest
