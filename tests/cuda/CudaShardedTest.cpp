@@ -5,7 +5,10 @@
 // Params bit for bit on every rank and each rank's part of every state and
 // master, after steps with and without clipping by global norm (the
 // statistics gathered), for rules with per-tensor reductions (lamb: the
-// partials gathered) and without, in f32 and bf16 + f32 master + q8.
+// partials gathered) and without, with an input (sophia's Hessian estimate,
+// averaged like the gradients), reading matrices (adafactor, came: row sums
+// and column partials gathered, the passes over rows and columns on every
+// rank), in f32 and bf16 + f32 master + q8.
 // Skipped, with the reason, where there is no GPU.
 #include "GpuTestSupport.h"
 #include "common/BranchHypers.h"
@@ -19,6 +22,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <mutex>
@@ -52,9 +57,20 @@ const RuleLayoutKernels &kernelsOf(const std::string &name, const std::string &l
 }
 
 constexpr size_t kChunk = 4096;
-// Several chunks, a q8 fallback tensor, one whole q8 block short of a chunk.
-const std::vector<size_t> kSizes = {9 * kChunk + 300, 1000, 3 * kChunk - 256};
 constexpr int kSteps = 3;
+
+// Flat rules: several chunks, a q8 fallback tensor, one whole q8 block
+// short of a chunk.
+const std::vector<size_t> kFlatSizes = {9 * kChunk + 300, 1000, 3 * kChunk - 256};
+// Rules that read matrices: chunks of 64 whole rows (ChunkTable's least;
+// rows of 1024 and 512 are whole q8 blocks): 4 chunks, the last of 8 rows; a
+// rank-1 tensor (the fallback); a stack of 3 matrices of 50 rows whose
+// chunks start inside the second and third.
+const std::vector<size_t> kMatrixSizes = {200 * 1024, 1000, 3 * 50 * 512};
+const std::vector<std::vector<size_t>> kMatrixShapes = {{200, 1024}, {1000}, {3, 50, 512}};
+
+// The tensors of the test being run (set by each test before use).
+std::vector<size_t> tensorSizes;
 
 float initial(size_t t, size_t i) { return static_cast<float>(static_cast<int>((i * 37 + t * 11) % 199) - 99) / 128; }
 
@@ -66,6 +82,10 @@ float gradient(int rank, size_t t, size_t i, int step) {
          static_cast<float>(rank * rank + 1) / 4096;
 }
 
+// Rank r's value of a rule's input (Sophia's Hessian estimate): as the
+// gradients, another pattern.
+float inputValue(int rank, size_t t, size_t i, int step) { return std::abs(gradient(rank, t, i + 17, step + 3)); }
+
 optrt::CudaStepOptions optionsOf(int step) {
   optrt::CudaStepOptions options;
   if (step == 1)
@@ -73,11 +93,47 @@ optrt::CudaStepOptions optionsOf(int step) {
   return options;
 }
 
+/// One step's values of every tensor, stored in `dtype`, and their pointers.
+struct StepValues {
+  std::vector<StoredArray> arrays;
+  std::vector<optrt::DevicePtr> pointers;
+  StepValues(optrt::Dtype dtype, const std::function<float(size_t, size_t)> &value);
+};
+
 std::vector<float> values(size_t t, const std::function<float(size_t)> &at) {
-  std::vector<float> v(kSizes[t]);
+  std::vector<float> v(tensorSizes[t]);
   for (size_t i = 0; i < v.size(); ++i)
     v[i] = at(i);
   return v;
+}
+
+std::vector<float> values(size_t t, const std::function<float(size_t)> &at);
+
+StepValues::StepValues(optrt::Dtype dtype, const std::function<float(size_t, size_t)> &value) {
+  arrays.reserve(tensorSizes.size());
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
+    arrays.emplace_back(dtype, values(t, [&](size_t i) { return value(t, i); }), false);
+    pointers.push_back(arrays.back().address());
+  }
+}
+
+/// The step's options, with the rule's input given on even steps: averaged
+/// over `ranks` (rank -1: one process's mean) or this rank's.
+optrt::CudaStepOptions stepOptions(const optrt::RuleKernels &rule, int step, int rank, int ranks,
+                                   optrt::Dtype dtype, std::vector<StepValues> &keep) {
+  optrt::CudaStepOptions options = optionsOf(step);
+  if (rule.inputs.empty() || step % 2 != 0)
+    return options;
+  keep.emplace_back(dtype, [&](size_t t, size_t i) {
+    if (rank >= 0)
+      return inputValue(rank, t, i, step);
+    float sum = 0;
+    for (int r = 0; r < ranks; ++r)
+      sum += inputValue(r, t, i, step);
+    return sum / static_cast<float>(ranks);
+  });
+  options.inputs.push_back({rule.inputs[0].name, {keep.back().pointers}});
+  return options;
 }
 
 class CudaSharded : public testing::TestWithParam<std::tuple<const char *, const char *, int>> {};
@@ -85,6 +141,10 @@ class CudaSharded : public testing::TestWithParam<std::tuple<const char *, const
 TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   OPTDSL_REQUIRE_GPU();
   auto [name, layoutText, ranks] = GetParam();
+  bool matrices = std::find(test::kMatrixRules.begin(), test::kMatrixRules.end(), std::string(name)) !=
+                  test::kMatrixRules.end();
+  tensorSizes = matrices ? kMatrixSizes : kFlatSizes;
+  std::vector<std::vector<size_t>> shapes = matrices ? kMatrixShapes : std::vector<std::vector<size_t>>{};
   const RuleLayoutKernels &k = kernelsOf(name, layoutText);
   optrt::Layout layout = optrt::Layout::parse(layoutText);
   optrt::CudaOptimizerOptions options;
@@ -95,16 +155,16 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   // One process, given the mean of the ranks' gradients.
   std::vector<StoredArray> reference;
   std::vector<optrt::DevicePtr> pointers;
-  for (size_t t = 0; t < kSizes.size(); ++t) {
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
     reference.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
     pointers.push_back(reference.back().address());
   }
   optrt::CudaOptimizer one(k.host, k.device, options);
-  one.addGroup(pointers, kSizes);
+  one.addGroup(pointers, tensorSizes, {}, shapes);
   for (int step = 0; step < kSteps; ++step) {
     std::vector<StoredArray> grads;
     std::vector<optrt::DevicePtr> gradPointers;
-    for (size_t t = 0; t < kSizes.size(); ++t) {
+    for (size_t t = 0; t < tensorSizes.size(); ++t) {
       grads.emplace_back(layout.grad, values(t, [&](size_t i) {
                            float sum = 0;
                            for (int r = 0; r < ranks; ++r)
@@ -114,7 +174,8 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
                          false);
       gradPointers.push_back(grads.back().address());
     }
-    one.step({gradPointers}, nullptr, optionsOf(step));
+    std::vector<StepValues> inputs;
+    one.step({gradPointers}, nullptr, stepOptions(one.rule(), step, -1, ranks, layout.grad, inputs));
     one.stepCount(); // waits before `grads` goes
   }
 
@@ -125,27 +186,28 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
     sharded.communicator = world.communicator(rank);
     std::vector<StoredArray> params;
     std::vector<optrt::DevicePtr> mine;
-    for (size_t t = 0; t < kSizes.size(); ++t) {
+    for (size_t t = 0; t < tensorSizes.size(); ++t) {
       params.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
       mine.push_back(params.back().address());
     }
     optrt::CudaOptimizer optimizer(k.host, k.device, sharded);
-    optimizer.addGroup(mine, kSizes);
+    optimizer.addGroup(mine, tensorSizes, {}, shapes);
     for (int step = 0; step < kSteps; ++step) {
       std::vector<StoredArray> grads;
       std::vector<optrt::DevicePtr> gradPointers;
-      for (size_t t = 0; t < kSizes.size(); ++t) {
+      for (size_t t = 0; t < tensorSizes.size(); ++t) {
         grads.emplace_back(layout.grad, values(t, [&](size_t i) { return gradient(rank, t, i, step); }), false);
         gradPointers.push_back(grads.back().address());
       }
-      optimizer.step({gradPointers}, nullptr, optionsOf(step));
+      std::vector<StepValues> inputs;
+      optimizer.step({gradPointers}, nullptr, stepOptions(optimizer.rule(), step, rank, ranks, layout.grad, inputs));
       optimizer.stepCount();
     }
     std::lock_guard<std::mutex> lock(reportMutex); // gtest's assertions from one thread at a time
-    for (size_t t = 0; t < kSizes.size(); ++t) {
+    for (size_t t = 0; t < tensorSizes.size(); ++t) {
       std::string at = "rank " + std::to_string(rank) + " tensor " + std::to_string(t);
-      EXPECT_EQ(firstDifference(decoded(layout.param, params[t].downloaded(), kSizes[t]),
-                                decoded(layout.param, reference[t].downloaded(), kSizes[t])),
+      EXPECT_EQ(firstDifference(decoded(layout.param, params[t].downloaded(), tensorSizes[t]),
+                                decoded(layout.param, reference[t].downloaded(), tensorSizes[t])),
                 -1)
           << at << ": params";
       auto [begin, end] = optimizer.ownedRange(0, t);
@@ -153,11 +215,10 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
         if (state.scalar)
           continue;
         std::vector<float> whole = one.readState(state.name, 0, t);
-        EXPECT_EQ(firstDifference(optimizer.readState(state.name, 0, t),
-                                  std::vector<float>(whole.begin() + static_cast<long>(begin),
-                                                     whole.begin() + static_cast<long>(end))),
-                  -1)
-            << at << ": state " << state.name;
+        // Elementwise states: the rank's part; per row or column: whole on every rank.
+        if (state.span == optrt::StateSpan::Elements)
+          whole = std::vector<float>(whole.begin() + static_cast<long>(begin), whole.begin() + static_cast<long>(end));
+        EXPECT_EQ(firstDifference(optimizer.readState(state.name, 0, t), whole), -1) << at << ": state " << state.name;
       }
       if (layout.master) {
         std::vector<float> whole = one.master(0, t);
@@ -172,7 +233,7 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Rules, CudaSharded,
-                         testing::Combine(testing::Values("adamw", "lamb", "ademamix"),
+                         testing::Combine(testing::Values("adamw", "lamb", "ademamix", "sophia", "adafactor", "came"),
                                           testing::Values("f32", "param=bf16,master=f32,state=q8"),
                                           testing::Values(2, 3)));
 

@@ -249,6 +249,34 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
   std::memcpy(reinterpret_cast<void *>(to), reinterpret_cast<const void *>(from), bytes);
   return 0;
 }
+/// cuda.h's CUDA_MEMCPY2D, host or device memory (both host memory here).
+struct Memcpy2D {
+  size_t srcXInBytes, srcY;
+  unsigned srcMemoryType;
+  const void *srcHost;
+  CUdeviceptr srcDevice;
+  void *srcArray;
+  size_t srcPitch;
+  size_t dstXInBytes, dstY;
+  unsigned dstMemoryType;
+  void *dstHost;
+  CUdeviceptr dstDevice;
+  void *dstArray;
+  size_t dstPitch;
+  size_t WidthInBytes, Height;
+};
+CUresult cuMemcpy2DAsync_v2(const Memcpy2D *copy, void *) {
+  auto base = [](unsigned type, const void *host, CUdeviceptr device) {
+    return type == 1 ? static_cast<const char *>(host) : reinterpret_cast<const char *>(device);
+  };
+  const char *from = base(copy->srcMemoryType, copy->srcHost, copy->srcDevice) + copy->srcXInBytes +
+                     copy->srcY * copy->srcPitch;
+  char *to = const_cast<char *>(base(copy->dstMemoryType, copy->dstHost, copy->dstDevice)) + copy->dstXInBytes +
+             copy->dstY * copy->dstPitch;
+  for (size_t row = 0; row < copy->Height; ++row)
+    std::memcpy(to + row * copy->dstPitch, from + row * copy->srcPitch, copy->WidthInBytes);
+  return 0;
+}
 CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned value, size_t n) {
   auto *words = reinterpret_cast<unsigned *>(p);
   for (size_t i = 0; i < n; ++i)

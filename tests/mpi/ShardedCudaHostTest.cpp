@@ -17,6 +17,7 @@
 
 #include <cstring>
 #include <numeric>
+#include <set>
 
 namespace optdsl::test {
 namespace {
@@ -28,6 +29,11 @@ constexpr size_t kChunk = 1024;
 // Chunks: 6 + 3 + 1, fewer than the fake GPU's resident blocks (4 x 8), so
 // each element launch's grid is its number of chunks.
 const std::vector<size_t> kSizes = {5 * kChunk + 10, 3000, 700};
+// A rule that reads matrices: chunks of 64 rows (ChunkTable's least) of 256
+// columns (whole q8 blocks), and a rank-1 tensor (one row: the fallback in
+// q8 layouts). Chunks: 6 + 3 + 1.
+const std::vector<size_t> kMatrixSizes = {6 * 64 * 256, 3 * 64 * 256, 700};
+const std::vector<std::vector<size_t>> kMatrixShapes = {{6 * 64, 256}, {3 * 64, 256}, {700}};
 
 std::shared_ptr<optrt::Communicator> engine(const std::string &name) {
   return name == "NCCL" ? optrt::ncclCommunicator(MPI_COMM_WORLD, 0) : worldCommunicator();
@@ -46,8 +52,9 @@ CudaOptimizerOptions options(const std::string &layout, std::shared_ptr<optrt::C
 struct DeviceTensors {
   std::vector<DevicePtr> pointers;
   optrt::Dtype dtype;
+  std::vector<size_t> sizes;
   DeviceTensors(optrt::Dtype dtype, float (*value)(size_t, size_t), const std::vector<size_t> &sizes = kSizes)
-      : dtype(dtype) {
+      : dtype(dtype), sizes(sizes) {
     for (size_t t = 0; t < sizes.size(); ++t) {
       pointers.push_back(Fake::get().alloc(optrt::elementBytes(dtype, sizes[t])));
       std::vector<float> values(sizes[t]);
@@ -60,7 +67,7 @@ struct DeviceTensors {
     optrt::encodeF32(dtype, values, reinterpret_cast<char *>(pointers[t]) + optrt::elementBytes(dtype, first), nullptr);
   }
   std::vector<float> read(size_t t) const {
-    std::vector<float> values(kSizes[t]);
+    std::vector<float> values(sizes[t]);
     optrt::decodeToF32(dtype, reinterpret_cast<const char *>(pointers[t]), nullptr, values);
     return values;
   }
@@ -72,9 +79,9 @@ float gradient(size_t t, size_t i) { return static_cast<float>((t + i * 3) % 32)
 float updated(int r, size_t i) { return static_cast<float>(r + 1) * 16 + static_cast<float>(i % 8); }
 
 struct Case {
-  const char *engine, *layout;
+  const char *engine, *layout, *rule;
 };
-void PrintTo(const Case &c, std::ostream *out) { *out << c.engine << " " << c.layout; }
+void PrintTo(const Case &c, std::ostream *out) { *out << c.engine << " " << c.layout << " " << c.rule; }
 
 class ShardedCudaHost : public testing::TestWithParam<Case> {
 protected:
@@ -84,17 +91,23 @@ protected:
     Fake::get().reset();
   }
   std::string layout() const { return GetParam().layout; }
+  bool matrices() const { return std::string(GetParam().rule) == "adafactor"; }
+  const std::vector<size_t> &sizes() const { return matrices() ? kMatrixSizes : kSizes; }
+  std::vector<std::vector<size_t>> shapes() const {
+    return matrices() ? kMatrixShapes : std::vector<std::vector<size_t>>{};
+  }
   optrt::Dtype paramDtype() const { return optrt::Layout::parse(layout()).param; }
 };
 
 TEST_P(ShardedCudaHost, EachRankStepsItsChunksAndEveryRankGetsEveryParam) {
-  LayoutRule rule = compileLayouts("adamw", {layout()});
+  const std::vector<size_t> &tensorSizes = sizes();
+  LayoutRule rule = compileLayouts(GetParam().rule, {layout()});
   CudaOptimizer sharded(rule.host, rule.device, options(layout(), engine(GetParam().engine)));
-  DeviceTensors params(paramDtype(), initial), grads(optrt::Layout::parse(layout()).grad, gradient);
-  sharded.addGroup(params.pointers, kSizes);
+  DeviceTensors params(paramDtype(), initial, tensorSizes), grads(optrt::Layout::parse(layout()).grad, gradient, tensorSizes);
+  sharded.addGroup(params.pointers, tensorSizes, {}, shapes());
 
   // Each tensor's elements are owned once, in rank order, cut at chunks.
-  for (size_t t = 0; t < kSizes.size(); ++t) {
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
     auto [begin, end] = sharded.ownedRange(0, t);
     std::vector<size_t> begins = gatherFromRanks(begin), ends = gatherFromRanks(end);
     size_t at = 0;
@@ -105,40 +118,77 @@ TEST_P(ShardedCudaHost, EachRankStepsItsChunksAndEveryRankGetsEveryParam) {
       EXPECT_EQ(begins[r] % kChunk, 0u);
       at = ends[r];
     }
-    EXPECT_EQ(at, kSizes[t]);
+    EXPECT_EQ(at, tensorSizes[t]);
   }
 
   // The kernels do not run on the fake driver: write what this rank's would
   // (into its own elements), and the step's gather must bring every rank's.
-  for (size_t t = 0; t < kSizes.size(); ++t) {
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
     auto [begin, end] = sharded.ownedRange(0, t);
     std::vector<float> mine(end - begin);
     for (size_t i = begin; i < end; ++i)
       mine[i - begin] = updated(worldRank(), i);
     params.write(t, begin, mine);
   }
+  // A rule that reads matrices: each rank's pass over the elements sums its
+  // own rows (into the scratch state per row): write what it would, and the
+  // step's gather must bring every rank's rows.
+  const char *rowSums = "row_mean(0)";
+  auto rowOwner = [&](size_t t, size_t row) {
+    size_t cols = tensorSizes[t] / sharded.readState(rowSums, 0, t).size();
+    std::vector<size_t> ends = gatherFromRanks(sharded.ownedRange(0, t).second);
+    int owner = 0;
+    while (row * cols >= ends[owner])
+      ++owner;
+    return owner;
+  };
+  std::vector<std::vector<int>> owners(tensorSizes.size());
+  if (matrices())
+    for (size_t t = 0; t < tensorSizes.size(); ++t) {
+      std::vector<float> rows(sharded.readState(rowSums, 0, t).size(), -1.0f);
+      for (size_t row = 0; row < rows.size(); ++row) {
+        owners[t].push_back(rowOwner(t, row));
+        if (owners[t][row] == worldRank())
+          rows[row] = updated(worldRank(), row);
+      }
+      sharded.writeState(rowSums, 0, t, rows);
+    }
   Fake::get().reset();
   sharded.step({grads.pointers});
-  for (size_t t = 0; t < kSizes.size(); ++t) {
+  for (size_t t = 0; t < tensorSizes.size() && matrices(); ++t) {
+    std::vector<float> rows = sharded.readState(rowSums, 0, t);
+    for (size_t row = 0; row < rows.size(); ++row)
+      ASSERT_EQ(rows[row], updated(owners[t][row], row)) << "tensor " << t << " row " << row;
+  }
+  for (size_t t = 0; t < tensorSizes.size(); ++t) {
     std::vector<size_t> ends = gatherFromRanks(sharded.ownedRange(0, t).second);
     std::vector<float> got = params.read(t);
     int owner = 0;
-    for (size_t i = 0; i < kSizes[t]; ++i) {
+    for (size_t i = 0; i < tensorSizes[t]; ++i) {
       while (i >= ends[owner])
         ++owner;
       ASSERT_EQ(got[i], updated(owner, i)) << "tensor " << t << " element " << i;
     }
   }
 
-  // Every chunk was launched by exactly one rank: the grids of this rank's
-  // element launches (one block per chunk here) add up over the ranks to
-  // one process's chunks.
+  // Every chunk of a pass over the elements was launched by exactly one
+  // rank: the grids of this rank's launches of those passes (one block per
+  // chunk here) add up over the ranks to one process's chunks, in every
+  // such pass. (A pass over rows or columns runs every chunk on every rank.)
+  std::set<std::string> overElements;
+  for (const auto &device : rule.device)
+    for (size_t p = 0; p < device->elementEntries.size(); ++p)
+      if (rule.host->phaseDomains.empty() || rule.host->phaseDomains[p] == optrt::PhaseDomain::Elements)
+        overElements.insert(device->elementEntries[p]);
   size_t chunks = 0;
   for (size_t i = 0; i < Fake::get().numLaunches(); ++i)
-    if (std::string(Fake::get().launch(i)).find("_element") != std::string::npos)
+    if (overElements.count(Fake::get().launch(i)))
       chunks += Fake::get().launchGrid(i);
   std::vector<size_t> all = gatherFromRanks(chunks);
-  EXPECT_EQ(std::accumulate(all.begin(), all.end(), size_t{0}), size_t{6 + 3 + 1});
+  size_t passes = 0;
+  for (size_t p = 0; p < rule.device[0]->elementEntries.size(); ++p)
+    passes += overElements.count(rule.device[0]->elementEntries[p]);
+  EXPECT_EQ(std::accumulate(all.begin(), all.end(), size_t{0}), passes * (6 + 3 + 1));
 }
 
 TEST_P(ShardedCudaHost, EachRankKeepsItsShareOfTheState) {
@@ -200,21 +250,19 @@ TEST_P(ShardedCudaHost, AMistakeOnOneRankIsAnErrorOnEveryRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Engines, ShardedCudaHost,
-                         testing::Values(Case{"NCCL", "f32"}, Case{"NCCL", "param=bf16,master=f32,state=q8"},
-                                         Case{"MPI", "f32"}, Case{"MPI", "param=bf16,master=f32,state=q8"}),
+                         testing::Values(Case{"NCCL", "f32", "adamw"},
+                                         Case{"NCCL", "param=bf16,master=f32,state=q8", "adamw"},
+                                         Case{"MPI", "f32", "adamw"}, Case{"MPI", "param=bf16,master=f32,state=q8", "adamw"},
+                                         Case{"NCCL", "param=bf16,master=f32,state=q8", "adafactor"},
+                                         Case{"MPI", "f32", "adafactor"}),
                          [](const testing::TestParamInfo<Case> &info) {
-                           return std::string(info.param.engine) + (std::string(info.param.layout) == "f32" ? "_f32" : "_bf16_q8");
+                           return std::string(info.param.engine) +
+                                  (std::string(info.param.layout) == "f32" ? "_f32_" : "_bf16_q8_") + info.param.rule;
                          });
 
-TEST(ShardedCudaHostRefusals, WhatIsNotShardedYetIsRefusedByName) {
+TEST(ShardedCudaHostRefusals, CheckpointsAreNotShardedYet) {
   if (!optdsl::findCudaToolkit())
     GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-  for (const char *name : {"adafactor", "sophia"}) {
-    LayoutRule rule = compileLayouts(name, {"f32"});
-    std::string message =
-        messageOf([&] { CudaOptimizer(rule.host, rule.device, options("f32", engine("NCCL"))); });
-    EXPECT_TRUE(contains(message, "a sharded CudaOptimizer does not run such rules yet")) << name << ": " << message;
-  }
   LayoutRule rule = compileLayouts("adamw", {"f32"});
   CudaOptimizer sharded(rule.host, rule.device, options("f32", engine("NCCL")));
   DeviceTensors params(optrt::Dtype::F32, initial);

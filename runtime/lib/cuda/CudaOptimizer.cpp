@@ -206,6 +206,10 @@ struct CudaOptimizer::Impl {
   bool anyStep = false;      // a step was enqueued
   bool lastStepRead = false; // ... and read the gradients (stepoptions ran)
   std::unique_ptr<CudaShard> shard; // sharded (a communicator in the options); else null
+  // A rule that sums columns: each chunk's first float in the column
+  // partials (and the end), and its pointer there as its partials row holds it.
+  std::vector<size_t> columnBegins;
+  std::vector<CUdeviceptr> columnPointers;
 
   const CudaKernels &kernels() const { return *runs[0].kernels; }
   const LayoutKernels &hostLayout(const Tensor &t) const { return *runs[t.run].host; }
@@ -232,23 +236,32 @@ struct CudaOptimizer::Impl {
   void uploadStepFields(size_t first, size_t end, CUstream stream) const;
   void stepImpl(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream,
                 const CudaStepOptions &options);
-  // Sharded (CudaShard.h): where tensor t's kernels read its gradient in the
-  // shard (as if element 0 were there), the averaged gradients' move into
-  // the shard, and the updated params' move to every rank.
-  CUdeviceptr shardGradSlot(size_t t) const;
-  void reduceScatterGrads(const std::vector<std::vector<DevicePtr>> &gradsPerGroup, CUstream stream);
+  // Sharded (CudaShard.h): where tensor t's kernels read its gradient (or
+  // input) in a shard starting at shardBase (as if element 0 were there),
+  // the averaged gradients' (or an input's) move into a shard (groups with
+  // no values skipped), and the updated params' move to every rank.
+  CUdeviceptr shardSlot(CUdeviceptr shardBase, size_t t) const;
+  void reduceScatterInto(const std::vector<std::vector<DevicePtr>> &perGroup, CUdeviceptr shardBase,
+                         CUstream stream);
   void gatherParams(CUstream stream);
+  // After pass p over the elements: the rows of each state per row its
+  // chunks summed, and their column partials, from the ranks that ran them
+  // (docs/sharding.md "Matrices"); and the chunks' reduction partials.
+  void gatherAxisSums(int phase, CUstream stream);
+  void gatherPartials(CUstream stream);
   /// use(run, its chunks, its buffers table, its number of chunks) for each
   /// run with chunks: the device addresses of its part of the tables.
   /// Sharded, use(...) for each segment's chunks of this rank instead, with
-  /// `firstChunk` the first of them (partials and statistics are indexed by it).
-  template <typename Use> void forEachRun(Use use) const {
+  /// `firstChunk` the first of them (partials and statistics are indexed by
+  /// it); with `everyChunk` (a pass over rows, columns or matrices, which
+  /// every rank runs alike) every run's chunks as one process.
+  template <typename Use> void forEachRun(Use use, bool everyChunk = false) const {
     auto visit = [&](size_t r, size_t first, size_t count) {
       if (count > 0)
         use(runs[r], first, tables.get() + tableLayout.chunks + first * 3 * sizeof(int64_t),
             tables.get() + tableLayout.buffers[r], static_cast<int64_t>(count));
     };
-    if (!shard) {
+    if (!shard || everyChunk) {
       for (size_t r = 0; r < runs.size(); ++r)
         visit(r, runs[r].firstChunk, runs[r].numChunks);
       return;
@@ -259,7 +272,7 @@ struct CudaOptimizer::Impl {
   }
 };
 
-CUdeviceptr CudaOptimizer::Impl::shardGradSlot(size_t t) const {
+CUdeviceptr CudaOptimizer::Impl::shardSlot(CUdeviceptr shardBase, size_t t) const {
   const detail::ShardPlan &plan = shard->plan;
   const Tensor &tensor = tensors[t];
   size_t g = tensor.group;
@@ -267,12 +280,12 @@ CUdeviceptr CudaOptimizer::Impl::shardGradSlot(size_t t) const {
   // element e of the tensor is at (its group offset + e - the part's start).
   // Unsigned arithmetic wraps, as the kernels' address arithmetic does, for a
   // tensor whose first elements are another rank's.
-  return shard->gradShard.get() +
+  return shardBase +
          (plan.shardOffset(g) + plan.groupOffset(t) - plan.bound(g, plan.rank())) * elementBytes(gradDtype(), 1);
 }
 
-void CudaOptimizer::Impl::reduceScatterGrads(const std::vector<std::vector<DevicePtr>> &gradsPerGroup,
-                                             CUstream stream) {
+void CudaOptimizer::Impl::reduceScatterInto(const std::vector<std::vector<DevicePtr>> &perGroup,
+                                            CUdeviceptr shardBase, CUstream stream) {
   CudaShard &sh = *shard;
   const detail::ShardPlan &plan = sh.plan;
   Dtype dtype = gradDtype();
@@ -281,21 +294,72 @@ void CudaOptimizer::Impl::reduceScatterGrads(const std::vector<std::vector<Devic
   std::vector<size_t> sizes;
   for (size_t g = 0; g < groups.size(); ++g)
     for (size_t i = 0; i < groups[g].numTensors; ++i) {
-      pointers.push_back(reinterpret_cast<const void *>(gradsPerGroup[g][i]));
+      pointers.push_back(perGroup[g].empty() ? nullptr : reinterpret_cast<const void *>(perGroup[g][i]));
       sizes.push_back(tensors[groups[g].firstTensor + i].size);
     }
   // Gradients back to back on every rank move in one collective.
   std::vector<uint8_t> joins = joinsOnEveryRank(*sh.comm, pointers, sizes, unit);
   size_t me = plan.rank();
-  for (size_t g = 0; g < groups.size(); ++g)
+  for (size_t g = 0; g < groups.size(); ++g) {
+    if (perGroup[g].empty()) // the ranks agreed on it
+      continue;
     forEachJoinedRun(groups[g].firstTensor, groups[g].numTensors, joins, [&](size_t first, size_t end) {
       size_t flatBegin = plan.groupOffset(first);
       size_t flatEnd = plan.groupOffset(end - 1) + tensors[end - 1].size;
       size_t mineFrom = std::clamp(plan.bound(g, me), flatBegin, flatEnd);
-      CUdeviceptr recv = sh.gradShard.get() + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
-      sh.reduceScatterMean(*d, gradsPerGroup[g][first - groups[g].firstTensor], recv,
-                           plan.partsOf(g, flatBegin, flatEnd), dtype, stream);
+      CUdeviceptr recv = shardBase + (plan.shardOffset(g) + mineFrom - plan.bound(g, me)) * unit;
+      sh.reduceScatterMean(*d, perGroup[g][first - groups[g].firstTensor], recv, plan.partsOf(g, flatBegin, flatEnd),
+                           dtype, stream);
     });
+  }
+}
+
+void CudaOptimizer::Impl::gatherAxisSums(int phase, CUstream stream) {
+  CudaShard &sh = *shard;
+  const detail::ShardPlan &plan = sh.plan;
+  const RuleKernels &rule = layout.rule();
+  CUdeviceptr base = tables.get();
+  std::vector<size_t> parts(plan.ranks());
+  for (size_t k : layout.rowSums(phase))
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      const Tensor &tensor = tensors[t];
+      int b = findBuffer(hostLayout(tensor).buffers, BufferRole::AxisState, rule.axisReductions[k].state);
+      // Rank r's chunks are its rows (chunks are whole rows), in order.
+      auto cols = static_cast<size_t>(tensor.matrixDims[2]);
+      for (size_t r = 0; r < parts.size(); ++r)
+        parts[r] = plan.ownedBy(r, t, tensor.size).size() / cols * sizeof(float);
+      // The parts cover every row of the tensor's matrices, from the first.
+      sh.allGatherInPlace(*d, arena.get() + tensor.offsets[static_cast<size_t>(b)], parts, stream);
+    }
+  if (layout.columnSums(phase).empty())
+    return;
+  // Each chunk's column partials, one region after another in chunk order.
+  for (const ChunkSegment &segment : sh.segments) {
+    for (size_t r = 0; r < parts.size(); ++r)
+      parts[r] = (columnBegins[segment.starts[r + 1]] - columnBegins[segment.starts[r]]) * sizeof(float);
+    sh.allGatherInPlace(*d, base + tableLayout.columns + columnBegins[segment.starts[0]] * sizeof(float), parts,
+                        stream);
+  }
+}
+
+void CudaOptimizer::Impl::gatherPartials(CUstream stream) {
+  size_t stride = kernels().partialStride * sizeof(double);
+  CUdeviceptr partials = tables.get() + tableLayout.partials;
+  shard->gatherChunkRows(*d, partials, stride, stream);
+  if (columnPointers.empty())
+    return;
+  // The rows came with the other ranks' pointers to their own column
+  // partials in their last slots: this rank's go back.
+  CUDA_MEMCPY2D copy{};
+  copy.srcMemoryType = CU_MEMORYTYPE_HOST;
+  copy.srcHost = columnPointers.data();
+  copy.srcPitch = sizeof(CUdeviceptr);
+  copy.dstMemoryType = CU_MEMORYTYPE_DEVICE;
+  copy.dstDevice = partials + stride - sizeof(CUdeviceptr);
+  copy.dstPitch = stride;
+  copy.WidthInBytes = sizeof(CUdeviceptr);
+  copy.Height = columnPointers.size();
+  d->check(d->cuMemcpy2DAsync_v2(&copy, stream), "cuMemcpy2DAsync_v2");
 }
 
 void CudaOptimizer::Impl::gatherParams(CUstream stream) {
@@ -491,16 +555,6 @@ CudaOptimizer::CudaOptimizer(std::shared_ptr<const RuleKernels> host,
   checkOnEveryRank(*options.communicator, "optrt::CudaOptimizer", "the rule and the optimizer's options",
                    describeOptions(host.get(), described), [&] {
                      make();
-                     const RuleKernels &rule = impl_->layout.rule();
-                     auto notYet = [&](const std::string &what) {
-                       throw std::invalid_argument("optrt::CudaOptimizer: rule '" + rule.name + "' " + what +
-                                                   "; a sharded CudaOptimizer does not run such rules yet "
-                                                   "(the CPU optimizer shards them)");
-                     };
-                     if (impl_->layout.readsMatrices())
-                       notYet("reads tensors as matrices");
-                     if (!rule.inputs.empty())
-                       notYet("takes inputs");
                      impl_->shard = std::make_unique<CudaShard>(options.communicator, options.gradients);
                    });
 }
@@ -599,14 +653,19 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   if (s.shard) {
     std::vector<uint64_t> weights;
     std::vector<size_t> chunkLengths;
-    for (size_t n : sizes) {
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      size_t n = sizes[i];
       int run = s.runs.size() > 1 && n < s.smallTensorElements ? 1 : 0;
       uint64_t weight = 0;
       for (const BufferDesc &buffer : s.runs[run].host->buffers)
         if (keptByOptimizer(buffer))
           weight += bufferBytes(buffer, size_t{1} << 14);
       weights.push_back(weight);
-      chunkLengths.push_back(ChunkTable(s.chunkElements).chunkLength(1));
+      // A rule that reads matrices runs whole rows per chunk.
+      size_t rowLength = s.layout.readsMatrices()
+                             ? matrixView(shapes.empty() ? std::vector<size_t>{} : shapes[i], n).cols
+                             : 1;
+      chunkLengths.push_back(ChunkTable(s.chunkElements).chunkLength(rowLength));
     }
     plan = s.shard->plan;
     plan->addGroup(sizes, weights, chunkLengths);
@@ -722,8 +781,13 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
   DeviceMemory newTables(d, s.context, tl.bytes, "optimizer tables");
   // Sharded with averaged gradients: the reduce-scatter's destination.
   DeviceMemory newGradShard;
-  if (plan && s.shard->gradients == ShardedGradients::Average && plan->ranks() > 1)
-    newGradShard = DeviceMemory(d, s.context, elementBytes(s.gradDtype(), plan->ownedElements()), "gradient shard");
+  std::vector<DeviceMemory> newInputShards;
+  if (plan && s.shard->gradients == ShardedGradients::Average && plan->ranks() > 1) {
+    size_t bytes = elementBytes(s.gradDtype(), plan->ownedElements());
+    newGradShard = DeviceMemory(d, s.context, bytes, "gradient shard");
+    for (size_t input = 0; input < rule.inputs.size(); ++input)
+      newInputShards.emplace_back(d, s.context, bytes, "input shard");
+  }
 
   // Host images of the new tables; the counter and scalar states come back
   // from the device (graph replays may have advanced them).
@@ -767,7 +831,8 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     // Where element 0 would be: the arena holds the owned elements only.
     const std::vector<BufferDesc> &buffers = s.runs[tensor.run].host->buffers;
     for (size_t b = 2; b < per; ++b)
-      row[b] = newArena.get() + tensor.offsets[b] - bufferBytes(buffers[b], tensor.ownedBegin);
+      row[b] = newArena.get() + tensor.offsets[b] -
+               (keptByOptimizer(buffers[b]) ? bufferBytes(buffers[b], tensor.ownedBegin) : 0);
   }
   std::vector<Group> newGroups = s.groups;
   newGroups.push_back({hypers, s.tensors.size(), params.size()});
@@ -853,6 +918,12 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     std::memcpy(&partialRows[(c + 1) * s.kernels().partialStride - 1], &region, sizeof region);
   }
   upload(tl.partials, partialRows.data(), partialRows.size() * sizeof(double));
+  // Sharded, a gather of the partials brings other ranks' pointers in these
+  // slots: the step writes this rank's back from here.
+  std::vector<CUdeviceptr> columnPointers;
+  for (size_t c = 0; c < columnBegins.size(); ++c)
+    columnPointers.push_back(newTables.get() + tl.columns + columnBegins[c] * sizeof(float));
+  columnBegins.push_back(columnFloats);
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
 
   // Commit: nothing below can fail.
@@ -868,12 +939,18 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
     s.runs[r].numChunks = runChunks[r].second;
   }
   s.hypersDirty = false;
+  s.columnBegins = std::move(columnBegins);
+  s.columnPointers = std::move(columnPointers);
   if (plan) {
     s.shard->plan = std::move(*plan);
     s.shard->segments = std::move(segments);
     s.shard->paramJoins.insert(s.shard->paramJoins.end(), paramJoins.begin(), paramJoins.end());
     s.shard->checkedGrads.resize(numTensors, 0);
+    s.shard->checkedInputs.resize(rule.inputs.size());
+    for (std::vector<CUdeviceptr> &checked : s.shard->checkedInputs)
+      checked.resize(numTensors, 0);
     s.shard->gradShard.swap(newGradShard);
+    s.shard->inputShards = std::move(newInputShards);
   }
   for (size_t size : sizes)
     s.numParams += size;
@@ -957,7 +1034,7 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
       if (checked != grad)
         s.checkDevicePointer(grad, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
                              "the gradient of " + tensorName(i, g));
-      DevicePtr read = inShard ? s.shardGradSlot(t) : grad;
+      DevicePtr read = inShard ? s.shardSlot(s.shard->gradShard.get(), t) : grad;
       if (inShard)
         checked = grad; // valid, whatever the other ranks say
       if (slot != read) {
@@ -980,13 +1057,18 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
         int b = findBuffer(s.runs[tensor.run].host->buffers, BufferRole::Input, static_cast<int>(input));
         CUdeviceptr &slot = bufferTables[tensor.run][t * s.runs[tensor.run].perTensor() + static_cast<size_t>(b)];
         DevicePtr value = values ? (*values)[i] : 0;
-        if (slot == value)
-          continue;
-        if (value)
+        // Sharded with averaged inputs, the kernels read the input's shard.
+        CUdeviceptr &checked = inShard ? s.shard->checkedInputs[input][t] : slot;
+        if (value && checked != value)
           s.checkDevicePointer(value, elementBytes(gradDtype, tensor.size), gradDtype == Dtype::F32 ? 4 : 2,
                                "input '" + ruleInputs[input].name + "' of " + tensorName(i, g));
-        slot = value;
-        changed[tensor.run] = true;
+        DevicePtr read = inShard && value ? s.shardSlot(s.shard->inputShards[input].get(), t) : value;
+        if (inShard)
+          checked = value;
+        if (slot != read) {
+          slot = read;
+          changed[tensor.run] = true;
+        }
       }
     }
   }
@@ -1005,6 +1087,13 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     described.checkFinite = options.checkFinite;
     described.maxGradNorm = options.maxGradNorm;
     described.clipValue = options.clipValue;
+    // Which groups get each input: the ranks must move the same ones.
+    for (const CudaStepInput &input : options.inputs) {
+      StepInput shown{input.name, {}};
+      for (const std::vector<DevicePtr> &values : input.perGroup)
+        shown.perGroup.emplace_back(values.size(), nullptr);
+      described.inputs.push_back(std::move(shown));
+    }
     size_t numTensors = s.tensors.size(); // checked by every rank, so equal when the counts are
     checkOnEveryRank(*s.shard->comm, caller, "the step's arguments",
                      describeStep(0, numTensors, described, s.groups, s.layout.rule().hypers) +
@@ -1038,8 +1127,17 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     s.hypersDirty = false;
   }
 
-  if (s.shard && s.shard->gradsInShard())
-    s.reduceScatterGrads(gradsPerGroup, cuStream);
+  if (s.shard && s.shard->gradsInShard()) {
+    s.reduceScatterInto(gradsPerGroup, s.shard->gradShard.get(), cuStream);
+    for (size_t input = 0; input < ruleInputs.size(); ++input) {
+      std::vector<std::vector<DevicePtr>> perGroup(s.groups.size());
+      for (const CudaStepInput &given : options.inputs)
+        if (given.name == ruleInputs[input].name)
+          perGroup = given.perGroup;
+      perGroup.resize(s.groups.size());
+      s.reduceScatterInto(perGroup, s.shard->inputShards[input].get(), cuStream);
+    }
+  }
   const CudaKernels &k = s.kernels();
   const LoadedModule &m = *s.runs[0].module;
   int64_t numTensors = static_cast<int64_t>(s.tensors.size());
@@ -1072,7 +1170,12 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     s.launch(m.stepOptions, k.stepOptionsEntry, 1, 1, cuStream,
              {&allChunks, &stats, &step, &hypers, &numGroups, &counter});
   }
-  for (int p = 0; p < s.layout.rule().numPhases; ++p) {
+  const RuleKernels &rule = s.layout.rule();
+  for (int p = 0; p < rule.numPhases; ++p) {
+    // A pass over the elements runs each chunk on the rank that owns it; a
+    // pass over rows, columns or matrices reads only the states per row and
+    // column, which every rank keeps whole, and runs on every rank alike.
+    bool overElements = rule.phaseDomains.empty() || rule.phaseDomains[p] == PhaseDomain::Elements;
     s.launch(m.uniforms[p], k.uniformsEntries[p], s.tensors.size(), perTensorBlocks, cuStream,
              {&numTensors, &tensors, &hypers, &counter, &scalars, &reductions, &uniforms});
     // Each run's element kernel over its own range of the chunk table (and
@@ -1085,10 +1188,12 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
       auto elementBlocks = static_cast<unsigned>(std::max(1, s.multiprocessors * run.module->elementBlocksPerSM[p]));
       s.launch(run.module->element[p], run.kernels->elementEntries[p], static_cast<size_t>(numChunks) * k.blockSize,
                elementBlocks, cuStream, {&chunks, &numChunks, &buffers, &uniforms, &partials, &counter});
-    });
+    }, /*everyChunk=*/!overElements);
+    if (s.shard && overElements)
+      s.gatherAxisSums(p, cuStream);
     if (m.finish[p]) {
-      if (s.shard) // every chunk's partials, from the rank that computed them
-        s.shard->gatherChunkRows(d, base + tl.partials, k.partialStride * sizeof(double), cuStream);
+      if (s.shard && overElements) // every chunk's partials, from the rank that computed them
+        s.gatherPartials(cuStream);
       CUdeviceptr partials = base + tl.partials, chunks = base + tl.chunks, buffers = base + tl.buffers[0];
       s.launch(m.finish[p], k.finishEntries[p], s.tensors.size() * k.blockSize, perTensorBlocks, cuStream,
                {&numTensors, &tensors, &partials, &reductions, &chunks, &buffers, &counter});

@@ -55,7 +55,9 @@ public:
   std::vector<ChunkSegment> segments;
   std::vector<uint8_t> paramJoins; // joinsOnEveryRank of the params, per tensor
   DeviceMemory gradShard;           // this rank's part of the averaged gradients
+  std::vector<DeviceMemory> inputShards; // per input of the rule: its part, as gradShard
   std::vector<CUdeviceptr> checkedGrads; // per tensor: the gradient pointer last checked
+  std::vector<std::vector<CUdeviceptr>> checkedInputs; // per input, per tensor: as checkedGrads
   double commSeconds = 0;           // seconds spent in collectives
 
   size_t rank() const { return plan.rank(); }

@@ -81,6 +81,7 @@ Driver loadDriver(const std::string &library) {
   OPTRT_RESOLVE(cuMemcpyHtoDAsync_v2);
   OPTRT_RESOLVE(cuMemcpyDtoH_v2);
   OPTRT_RESOLVE(cuMemcpyDtoD_v2);
+  OPTRT_RESOLVE(cuMemcpy2DAsync_v2);
   OPTRT_RESOLVE(cuMemsetD32_v2);
   OPTRT_RESOLVE(cuStreamSynchronize);
   OPTRT_RESOLVE(cuPointerGetAttribute);

@@ -40,6 +40,25 @@ inline constexpr unsigned CU_MEMORYTYPE_DEVICE = 2;
 inline constexpr int CU_JIT_ERROR_LOG_BUFFER = 5;
 inline constexpr int CU_JIT_ERROR_LOG_BUFFER_SIZE_BYTES = 6;
 
+inline constexpr unsigned CU_MEMORYTYPE_HOST = 1;
+
+/// cuda.h's CUDA_MEMCPY2D (the enum fields are ints; arrays unused here).
+struct CUDA_MEMCPY2D {
+  size_t srcXInBytes, srcY;
+  unsigned srcMemoryType;
+  const void *srcHost;
+  CUdeviceptr srcDevice;
+  void *srcArray;
+  size_t srcPitch;
+  size_t dstXInBytes, dstY;
+  unsigned dstMemoryType;
+  void *dstHost;
+  CUdeviceptr dstDevice;
+  void *dstArray;
+  size_t dstPitch;
+  size_t WidthInBytes, Height;
+};
+
 /// The driver functions the runtime uses, by their exported (versioned) names.
 struct Driver {
   CUresult (*cuInit)(unsigned);
@@ -65,6 +84,7 @@ struct Driver {
   CUresult (*cuMemcpyHtoDAsync_v2)(CUdeviceptr, const void *, size_t, CUstream);
   CUresult (*cuMemcpyDtoH_v2)(void *, CUdeviceptr, size_t);
   CUresult (*cuMemcpyDtoD_v2)(CUdeviceptr, CUdeviceptr, size_t);
+  CUresult (*cuMemcpy2DAsync_v2)(const CUDA_MEMCPY2D *, CUstream);
   CUresult (*cuMemsetD32_v2)(CUdeviceptr, unsigned, size_t);
   CUresult (*cuStreamSynchronize)(CUstream);
   CUresult (*cuPointerGetAttribute)(void *, int, CUdeviceptr);
