@@ -72,10 +72,6 @@ inline unsigned resolveThreads(unsigned requested) {
   return std::max(1u, std::thread::hardware_concurrency());
 }
 
-/// Whether `path` is a sharded checkpoint (a folder) rather than one
-/// process's file.
-bool isShardedCheckpoint(const std::string &path);
-
 } // namespace detail
 
 using namespace detail;

@@ -3,10 +3,45 @@
 #include "OptimizerImpl.h"
 #include "CpuStateAccess.h"
 #include "StateStream.h"
+#include "shard/ShardedCheckpoint.h"
 
 #include <cstring>
 
 namespace optrt {
+
+void Optimizer::Impl::refuseSharded(const char *caller) const {
+  if (comm)
+    throw std::logic_error(std::string(caller) + ": the optimizer is sharded over " + std::to_string(comm->size()) +
+                           " ranks; its state goes to a folder, one file per rank: saveState(path) and "
+                           "loadState(path) (streams and safetensors hold one process's state)");
+}
+
+namespace {
+
+// The optimizer as sharded checkpoints see it (shard/ShardedCheckpoint.h).
+template <typename Impl> detail::ShardedView shardedView(Impl &s, detail::StateAccess &access) {
+  detail::ShardedView view{access, {}, {}, s.comm ? &s.plan : nullptr, s.comm.get(), s.layout.rule().name,
+                           s.layout.layout().name, s.stepCount};
+  for (const detail::Tensor &t : s.tensors) {
+    view.sizes.push_back(t.size);
+    view.owned.push_back(t.owned);
+  }
+  return view;
+}
+
+} // namespace
+
+void Optimizer::Impl::saveShards(const std::string &folder) const {
+  Impl &s = const_cast<Impl &>(*this); // the stream only reads it
+  CpuStateAccess<Impl> access(s);
+  detail::saveShards(folder, shardedView(s, access), "optrt::Optimizer::saveState");
+}
+
+void Optimizer::Impl::loadParts(const std::string &path, bool convert) {
+  CpuStateAccess<Impl> access(*this);
+  detail::ShardedView view = shardedView(*this, access);
+  detail::loadParts(path, view, convert, "optrt::Optimizer::loadState");
+}
 
 void Optimizer::saveState(std::ostream &out) const {
   impl_->refuseSharded("optrt::Optimizer::saveState");

@@ -2,22 +2,27 @@
 // kernel runs) with both engines: NCCL (the fake libnccl) and MPI (staged
 // through host memory). What can be checked without a GPU: each rank keeps
 // its share of the state and launches the element kernels over its own
-// chunks only (every chunk by exactly one rank), the params each rank
-// updates reach every rank, the memory per rank adds up to one process's,
-// mistakes on one rank are errors on every rank with nothing launched, and
-// what is not sharded yet is refused by name. The bits of a sharded step
+// chunks only (every chunk by exactly one rank), the params and row sums
+// each rank computes reach every rank, the memory per rank adds up to one
+// process's, mistakes on one rank are errors on every rank with nothing
+// launched, and checkpoints move between rank counts and optimizers. The bits of a sharded step
 // against one process are checked on a GPU (docs/sharding.md).
 #include "MpiWorld.h"
 
 #include "cuda/FakeDriverControl.h"
 #include "optrt/NcclCommunicator.h"
+#include "optrt/Optimizer.h"
 #include "optrt/Storage.h"
 
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <filesystem>
 #include <numeric>
 #include <set>
+#include <sstream>
+
+#include <unistd.h>
 
 namespace optdsl::test {
 namespace {
@@ -260,15 +265,112 @@ INSTANTIATE_TEST_SUITE_P(Engines, ShardedCudaHost,
                                   (std::string(info.param.layout) == "f32" ? "_f32_" : "_bf16_q8_") + info.param.rule;
                          });
 
-TEST(ShardedCudaHostRefusals, CheckpointsAreNotShardedYet) {
+// A folder every rank agrees on, new for this test.
+std::string sharedFolder(const std::string &name) {
+  int pid = gatherFromRanks(static_cast<int>(getpid()))[0];
+  std::string folder = "/tmp/optdsl-cuda-shard-ckpt-" + std::to_string(pid) + "-" + name;
+  if (worldRank() == 0)
+    std::filesystem::remove_all(folder);
+  MPI_Barrier(MPI_COMM_WORLD);
+  return folder;
+}
+
+// A sharded CUDA checkpoint loads into one process, into fewer ranks and
+// into the sharded CPU optimizer, and one process's file into the sharded
+// CUDA optimizer, the state landing bit for bit where one process keeps it
+// (q8 codes and absmax included: parts are whole blocks). Streams are
+// refused by name. (Kernels do not run on the fake driver: the state is
+// written, not stepped.)
+TEST(ShardedCudaHostCheckpoints, MoveBetweenRankCountsAndTheCpuOptimizer) {
   if (!optdsl::findCudaToolkit())
     GTEST_SKIP() << "no CUDA toolkit (libdevice) to build the kernels with";
-  LayoutRule rule = compileLayouts("adamw", {"f32"});
-  CudaOptimizer sharded(rule.host, rule.device, options("f32", engine("NCCL")));
-  DeviceTensors params(optrt::Dtype::F32, initial);
+  const std::string layout = "param=bf16,master=f32,state=q8";
+  LayoutRule rule = compileLayouts("adamw", {layout});
+  DeviceTensors params(optrt::Dtype::BF16, initial);
+  auto value = [](size_t t, size_t i) { return static_cast<float>((t * 5 + i * 3) % 97) / 64 - 0.75f; };
+  auto whole = [&](size_t t) {
+    std::vector<float> v(kSizes[t]);
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = value(t, i);
+    return v;
+  };
+  // What one process keeps, written whole.
+  CudaOptimizer reference(rule.host, rule.device, options(layout, nullptr));
+  reference.addGroup(params.pointers, kSizes);
+  for (size_t t = 0; t < kSizes.size(); ++t)
+    reference.writeState("exp_avg", 0, t, whole(t));
+  auto expectParts = [&](auto &optimizer, const std::string &where) {
+    for (size_t t = 0; t < kSizes.size(); ++t) {
+      auto [begin, end] = optimizer.ownedRange(0, t);
+      std::vector<float> expected = reference.readState("exp_avg", 0, t);
+      expected = std::vector<float>(expected.begin() + static_cast<long>(begin), expected.begin() + static_cast<long>(end));
+      std::vector<float> got = optimizer.readState("exp_avg", 0, t);
+      ASSERT_EQ(got.size(), expected.size()) << where << " tensor " << t;
+      EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0) << where << " tensor " << t;
+    }
+  };
+
+  CudaOptimizer sharded(rule.host, rule.device, options(layout, engine("NCCL")));
   sharded.addGroup(params.pointers, kSizes);
-  std::ostringstream out;
-  EXPECT_THROW(sharded.saveState(out), std::logic_error);
+  for (size_t t = 0; t < kSizes.size(); ++t) {
+    auto [begin, end] = sharded.ownedRange(0, t);
+    std::vector<float> all = whole(t);
+    sharded.writeState("exp_avg", 0, t, std::vector<float>(all.begin() + static_cast<long>(begin),
+                                                           all.begin() + static_cast<long>(end)));
+  }
+  expectParts(sharded, "written");
+  std::string folder = sharedFolder("adamw");
+  sharded.saveState(folder);
+  EXPECT_TRUE(std::filesystem::exists(folder + "/manifest.json"));
+  std::ostringstream stream;
+  EXPECT_THROW(sharded.saveState(stream), std::logic_error);
+
+  CudaOptimizer alone(rule.host, rule.device, options(layout, nullptr));
+  alone.addGroup(params.pointers, kSizes);
+  alone.loadState(folder);
+  expectParts(alone, "one process");
+
+  if (worldSize() > 1) { // resharded onto one rank fewer (the MPI engine over them)
+    MPI_Comm fewer = MPI_COMM_NULL;
+    MPI_Comm_split(MPI_COMM_WORLD, worldRank() + 1 < worldSize() ? 0 : MPI_UNDEFINED, worldRank(), &fewer);
+    if (fewer != MPI_COMM_NULL) {
+      CudaOptimizer resharded(rule.host, rule.device, options(layout, optrt::mpiCommunicator(fewer)));
+      resharded.addGroup(params.pointers, kSizes);
+      resharded.loadState(folder);
+      expectParts(resharded, "fewer ranks");
+      MPI_Comm_free(&fewer);
+    }
+  }
+
+  optrt::OptimizerOptions cpuOptions;
+  cpuOptions.layout = layout;
+  cpuOptions.threads = 1;
+  cpuOptions.chunkElements = kChunk;
+  cpuOptions.smallTensorElements = 2048; // the CUDA optimizers' fallback
+  cpuOptions.communicator = worldCommunicator();
+  std::vector<std::vector<uint16_t>> hostParams;
+  std::vector<void *> hostPointers;
+  for (size_t n : kSizes) {
+    hostParams.emplace_back(n, 0x3F80);
+    hostPointers.push_back(hostParams.back().data());
+  }
+  optrt::Optimizer cpu(rule.host, cpuOptions);
+  cpu.addGroupStored(hostPointers, kSizes);
+  cpu.loadState(folder);
+  expectParts(cpu, "the CPU optimizer");
+
+  // And back: one process's file into the sharded CUDA optimizer.
+  std::string file = folder + "-one-process-of-rank-" + std::to_string(worldRank());
+  alone.saveState(file);
+  CudaOptimizer again(rule.host, rule.device, options(layout, engine("MPI")));
+  again.addGroup(params.pointers, kSizes);
+  again.loadState(file);
+  expectParts(again, "from one process's file");
+
+  MPI_Barrier(MPI_COMM_WORLD);
+  std::filesystem::remove(file);
+  if (worldRank() == 0)
+    std::filesystem::remove_all(folder);
 }
 
 } // namespace

@@ -8,6 +8,7 @@
 #include "../shard/Agreement.h"
 #include "../shard/Describe.h"
 #include "../shard/JoinedRuns.h"
+#include "../shard/ShardedCheckpoint.h"
 #include "../step/StepOptionsCheck.h"
 #include "CudaShard.h"
 #include "DeviceMemory.h"
@@ -1427,7 +1428,8 @@ public:
   explicit CudaStateAccess(Impl &s) : s_(s) {}
   const RuleLayout &rule() const override { return s_.layout; }
   size_t numTensors() const override { return s_.tensors.size(); }
-  size_t tensorSize(size_t t) const override { return s_.tensors[t].size; }
+  // A sharded optimizer's stream holds its own part of each tensor.
+  size_t tensorSize(size_t t) const override { return s_.tensors[t].owned(); }
   const LayoutKernels &tensorLayout(size_t t) const override { return s_.hostLayout(s_.tensors[t]); }
   // The device's counters: replays count, skipped steps do not.
   int64_t stepCount() const override { return s_.deviceCounters()[0]; }
@@ -1454,8 +1456,8 @@ public:
   }
   void writeBuffer(size_t t, size_t b, const void *data) override {
     const Tensor &tensor = s_.tensors[t];
-    size_t bytes =
-        tensorBufferBytes(s_.hostLayout(tensor).buffers[b], tensor.size, tensor.matrixDims, s_.layout.rule().states);
+    size_t bytes = tensorBufferBytes(s_.hostLayout(tensor).buffers[b], tensor.owned(), tensor.matrixDims,
+                                     s_.layout.rule().states);
     s_.d->check(s_.d->cuMemcpyHtoDAsync_v2(s_.arena.get() + tensor.offsets[b], data, bytes, nullptr),
                 "cuMemcpyHtoDAsync_v2");
     // `data` may go as soon as this returns.
@@ -1504,9 +1506,21 @@ namespace {
 
 void refuseSharded(const CudaShard *shard, const char *caller) {
   if (shard)
-    throw std::logic_error(std::string(caller) + ": a sharded CudaOptimizer cannot save or load its state yet "
-                                                 "(each rank holds a part; the CPU optimizer saves sharded "
-                                                 "checkpoints, docs/sharding.md)");
+    throw std::logic_error(std::string(caller) + ": the optimizer is sharded over " +
+                           std::to_string(shard->plan.ranks()) +
+                           " ranks; its state goes to a folder, one file per rank: saveState(path) and "
+                           "loadState(path) (a stream holds one process's state)");
+}
+
+// The optimizer as sharded checkpoints see it (shard/ShardedCheckpoint.h).
+template <typename Impl> ShardedView shardedView(Impl &s, StateAccess &access) {
+  ShardedView view{access, {}, {}, s.shard ? &s.shard->plan : nullptr, s.shard ? s.shard->comm.get() : nullptr,
+                   s.layout.rule().name, s.layout.layout().name, s.deviceCounters()[0]};
+  for (const Tensor &t : s.tensors) {
+    view.sizes.push_back(t.size);
+    view.owned.push_back({t.ownedBegin, t.ownedEnd});
+  }
+  return view;
 }
 
 } // namespace
@@ -1531,13 +1545,27 @@ void CudaOptimizer::loadState(std::istream &in, bool convert) {
 
 void CudaOptimizer::saveState(const std::string &path) const {
   static const char *caller = "optrt::CudaOptimizer::saveState";
-  refuseSharded(impl_->shard.get(), caller); // before the file is touched
+  if (impl_->shard) {
+    Impl &s = *impl_; // the stream only reads it
+    ContextScope scope(*s.d, s.context);
+    s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+    CudaStateAccess<Impl> access(s);
+    return saveShards(path, shardedView(s, access), caller);
+  }
   writeFileAtomically(path, [&](std::ostream &out) { saveState(out); }, caller);
 }
 
 void CudaOptimizer::loadState(const std::string &path, bool convert) {
   static const char *caller = "optrt::CudaOptimizer::loadState";
-  refuseSharded(impl_->shard.get(), caller);
+  if (impl_->shard || isShardedCheckpoint(path)) {
+    Impl &s = *impl_;
+    ContextScope scope(*s.d, s.context);
+    // Steps in flight use the state being replaced.
+    s.d->check(s.d->cuCtxSynchronize(), "cuCtxSynchronize");
+    CudaStateAccess<Impl> access(s);
+    ShardedView view = shardedView(s, access);
+    return loadParts(path, view, convert, caller);
+  }
   readFile(path, [&](std::istream &in) { loadState(in, convert); }, caller);
 }
 
