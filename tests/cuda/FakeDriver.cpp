@@ -1,11 +1,14 @@
 // A stand-in for libcuda.so.1 that runs no kernels (but the step counters'
-// bookkeeping of `advance` and the NCCL engine's division): device memory is host memory, launches are
-// recorded by name and shape, and each failure a test
+// bookkeeping of `advance` and the NCCL engine's division): device memory
+// is host memory, launches are recorded by name and shape, and each failure
+// a test
 // needs (no device, an old driver, a refused cubin, a full device, a pointer
 // of another context) is switched on through fake_cuda_set. It lets the
 // runtime's host side (driver loading, error naming, pointer checks, tables,
 // the launch sequence, state left untouched on failure) be tested on
 // machines without a GPU. Loaded by the runtime through OPTDSL_LIBCUDA.
+#include "cuda/Driver.h" // the driver's types the runtime declares (CUDA_MEMCPY2D)
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -249,23 +252,8 @@ CUresult cuMemcpyDtoD_v2(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
   std::memcpy(reinterpret_cast<void *>(to), reinterpret_cast<const void *>(from), bytes);
   return 0;
 }
-/// cuda.h's CUDA_MEMCPY2D, host or device memory (both host memory here).
-struct Memcpy2D {
-  size_t srcXInBytes, srcY;
-  unsigned srcMemoryType;
-  const void *srcHost;
-  CUdeviceptr srcDevice;
-  void *srcArray;
-  size_t srcPitch;
-  size_t dstXInBytes, dstY;
-  unsigned dstMemoryType;
-  void *dstHost;
-  CUdeviceptr dstDevice;
-  void *dstArray;
-  size_t dstPitch;
-  size_t WidthInBytes, Height;
-};
-CUresult cuMemcpy2DAsync_v2(const Memcpy2D *copy, void *) {
+// Host or device memory: both are host memory here.
+CUresult cuMemcpy2DAsync_v2(const optrt::cuda::CUDA_MEMCPY2D *copy, void *) {
   auto base = [](unsigned type, const void *host, CUdeviceptr device) {
     return type == 1 ? static_cast<const char *>(host) : reinterpret_cast<const char *>(device);
   };

@@ -9,9 +9,12 @@
 #include <mpi.h>
 
 #include <exception>
+#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
+
+#include <unistd.h>
 
 namespace optdsl::test {
 
@@ -51,5 +54,16 @@ template <typename Call> std::string messageOf(Call &&call) {
 }
 
 inline bool contains(const std::string &text, const std::string &part) { return text.find(part) != std::string::npos; }
+
+/// A folder every rank agrees on, new for this test: /tmp/PREFIX-PID-NAME
+/// with rank 0's pid.
+inline std::string sharedFolder(const std::string &prefix, const std::string &name) {
+  int pid = gatherFromRanks(static_cast<int>(getpid()))[0];
+  std::string folder = "/tmp/" + prefix + "-" + std::to_string(pid) + "-" + name;
+  if (worldRank() == 0)
+    std::filesystem::remove_all(folder);
+  MPI_Barrier(MPI_COMM_WORLD);
+  return folder;
+}
 
 } // namespace optdsl::test

@@ -13,7 +13,6 @@
 #include "optrt/Storage.h"
 
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstdio>
 #include <filesystem>
@@ -79,15 +78,6 @@ void stepTo(Optimizer &optimizer, int from, int to) {
   }
 }
 
-// A folder every rank agrees on, new for this test.
-std::string sharedFolder(const std::string &name) {
-  int pid = gatherFromRanks(static_cast<int>(getpid()))[0];
-  std::string folder = "/tmp/optdsl-shard-ckpt-" + std::to_string(pid) + "-" + name;
-  if (worldRank() == 0)
-    std::filesystem::remove_all(folder);
-  MPI_Barrier(MPI_COMM_WORLD);
-  return folder;
-}
 
 // MPI_COMM_WORLD's first `ranks` ranks, or MPI_COMM_NULL on the others.
 MPI_Comm firstRanks(int ranks) {
@@ -118,7 +108,7 @@ TEST_P(ShardedCheckpoint, ReshardsToAnyWorldSizeAndToOneProcessAndBack) {
   const std::string &layout = GetParam().layout;
   auto kernels = jitKernels(GetParam().rule, {"f32", kQ8Layout});
   Dtype dtype = optrt::Layout::parse(layout).param;
-  std::string folder = sharedFolder(GetParam().rule + (dtype == Dtype::F32 ? "-f32" : "-q8"));
+  std::string folder = sharedFolder("optdsl-shard-ckpt", GetParam().rule + (dtype == Dtype::F32 ? "-f32" : "-q8"));
   std::string singleFile = folder + "-one-process-of-rank-" + std::to_string(worldRank());
 
   // The run that never stops: one process, 4 steps; its params after step 2
@@ -190,7 +180,7 @@ std::string shardFile(int r) {
 
 TEST(ShardedCheckpointErrors, AMissingFileMixedSavesAndAnotherRuleAreRefusedOnEveryRank) {
   auto kernels = jitKernels("adamw", {"f32", kQ8Layout});
-  std::string early = sharedFolder("early"), late = sharedFolder("late");
+  std::string early = sharedFolder("optdsl-shard-ckpt", "early"), late = sharedFolder("optdsl-shard-ckpt", "late");
   Params params(Dtype::F32, 4);
   Optimizer sharded = makeOptimizer(kernels, "f32", worldCommunicator(), params);
   stepTo(sharded, 1, 2);

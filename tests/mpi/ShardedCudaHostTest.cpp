@@ -22,7 +22,6 @@
 #include <set>
 #include <sstream>
 
-#include <unistd.h>
 
 namespace optdsl::test {
 namespace {
@@ -265,15 +264,6 @@ INSTANTIATE_TEST_SUITE_P(Engines, ShardedCudaHost,
                                   (std::string(info.param.layout) == "f32" ? "_f32_" : "_bf16_q8_") + info.param.rule;
                          });
 
-// A folder every rank agrees on, new for this test.
-std::string sharedFolder(const std::string &name) {
-  int pid = gatherFromRanks(static_cast<int>(getpid()))[0];
-  std::string folder = "/tmp/optdsl-cuda-shard-ckpt-" + std::to_string(pid) + "-" + name;
-  if (worldRank() == 0)
-    std::filesystem::remove_all(folder);
-  MPI_Barrier(MPI_COMM_WORLD);
-  return folder;
-}
 
 // A sharded CUDA checkpoint loads into one process, into fewer ranks and
 // into the sharded CPU optimizer, and one process's file into the sharded
@@ -319,7 +309,7 @@ TEST(ShardedCudaHostCheckpoints, MoveBetweenRankCountsAndTheCpuOptimizer) {
                                                            all.begin() + static_cast<long>(end)));
   }
   expectParts(sharded, "written");
-  std::string folder = sharedFolder("adamw");
+  std::string folder = sharedFolder("optdsl-cuda-shard-ckpt", "adamw");
   sharded.saveState(folder);
   EXPECT_TRUE(std::filesystem::exists(folder + "/manifest.json"));
   std::ostringstream stream;

@@ -25,6 +25,11 @@
 // decided on the device too (CudaStepOptions). stepCount() reads the
 // device's counters, so it counts replays and leaves out skipped steps.
 //
+// With a communicator (CudaOptimizerOptions::communicator) the optimizer is
+// sharded across ranks as optrt::Optimizer is (ZeRO stage 1,
+// docs/sharding.md "On the GPU"); its steps then agree with the other ranks
+// on the host first and are not capturable.
+//
 // Every call checks its arguments before it changes anything or launches
 // anything: an exception leaves parameters, state and settings as they were.
 // Not safe to use from two threads at once.
