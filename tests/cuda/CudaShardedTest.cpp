@@ -9,7 +9,7 @@
 // averaged like the gradients), reading matrices (adafactor, came: row sums
 // and column partials gathered, the passes over rows and columns on every
 // rank), in f32 and bf16 + f32 master + q8.
-// Skipped, with the reason, where there is no GPU.
+// Every library rule. Skipped, with the reason, where there is no GPU.
 #include "GpuTestSupport.h"
 #include "common/BranchHypers.h"
 #include "common/RuleLibrary.h"
@@ -136,13 +136,12 @@ optrt::CudaStepOptions stepOptions(const optrt::RuleKernels &rule, int step, int
   return options;
 }
 
-class CudaSharded : public testing::TestWithParam<std::tuple<const char *, const char *, int>> {};
+class CudaSharded : public testing::TestWithParam<std::tuple<std::string, const char *, int>> {};
 
 TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   OPTDSL_REQUIRE_GPU();
   auto [name, layoutText, ranks] = GetParam();
-  bool matrices = std::find(test::kMatrixRules.begin(), test::kMatrixRules.end(), std::string(name)) !=
-                  test::kMatrixRules.end();
+  bool matrices = std::find(test::kMatrixRules.begin(), test::kMatrixRules.end(), name) != test::kMatrixRules.end();
   tensorSizes = matrices ? kMatrixSizes : kFlatSizes;
   std::vector<std::vector<size_t>> shapes = matrices ? kMatrixShapes : std::vector<std::vector<size_t>>{};
   const RuleLayoutKernels &k = kernelsOf(name, layoutText);
@@ -232,10 +231,13 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   });
 }
 
-INSTANTIATE_TEST_SUITE_P(Rules, CudaSharded,
-                         testing::Combine(testing::Values("adamw", "lamb", "ademamix", "sophia", "adafactor", "came"),
-                                          testing::Values("f32", "param=bf16,master=f32,state=q8"),
-                                          testing::Values(2, 3)));
+// Every library rule with 3 ranks (uneven parts), a few with 2.
+INSTANTIATE_TEST_SUITE_P(Library, CudaSharded,
+                         testing::Combine(testing::ValuesIn(test::libraryRules()),
+                                          testing::Values("f32", "param=bf16,master=f32,state=q8"), testing::Values(3)));
+INSTANTIATE_TEST_SUITE_P(TwoRanks, CudaSharded,
+                         testing::Combine(testing::Values("adamw", "lamb", "adafactor"),
+                                          testing::Values("f32", "param=bf16,master=f32,state=q8"), testing::Values(2)));
 
 } // namespace
 } // namespace optdsl::gputest

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,6 +41,14 @@ struct State {
 
 int contextTag, foreignContextTag; // their addresses are the fake contexts
 
+// The driver is thread-safe; so is the fake: every entry point that reads
+// or writes the state holds this lock (recursive: some call others).
+std::recursive_mutex &stateMutex() {
+  static std::recursive_mutex &mutex = *new std::recursive_mutex();
+  return mutex;
+}
+#define FAKE_LOCKED std::lock_guard<std::recursive_mutex> fakeLock(stateMutex())
+
 State &state() {
   // Never destroyed: the allocations stay reachable until the leak check.
   static State &s = *new State();
@@ -64,6 +73,7 @@ const Allocation *find(CUdeviceptr p, CUdeviceptr *start) {
 }
 
 CUdeviceptr allocate(size_t bytes, void *context, int device = 0) {
+  FAKE_LOCKED;
   void *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256);
   std::memset(p, 0xA5, bytes); // like device memory: not zero
   auto address = reinterpret_cast<CUdeviceptr>(p);
@@ -78,31 +88,64 @@ extern "C" {
 
 // --- control, for the tests -------------------------------------------------
 void fake_cuda_reset() {
+  FAKE_LOCKED;
   State &s = state();
   s.settings.clear();
   s.launches.clear();
   s.launchGrids.clear();
 }
-void fake_cuda_set(const char *key, long long value) { state().settings[key] = value; }
-size_t fake_cuda_num_launches() { return state().launches.size(); }
-const char *fake_cuda_launch(size_t i) { return state().launches.at(i).c_str(); }
-unsigned fake_cuda_launch_grid(size_t i) { return state().launchGrids.at(i); }
-size_t fake_cuda_live_bytes() { return state().liveBytes; }
-const char *fake_cuda_last_module_kind() { return state().lastModuleKind.c_str(); }
+void fake_cuda_set(const char *key, long long value) {
+  FAKE_LOCKED;
+  state().settings[key] = value;
+}
+size_t fake_cuda_num_launches() {
+  FAKE_LOCKED;
+  return state().launches.size();
+}
+const char *fake_cuda_launch(size_t i) {
+  FAKE_LOCKED;
+  return state().launches.at(i).c_str();
+}
+unsigned fake_cuda_launch_grid(size_t i) {
+  FAKE_LOCKED;
+  return state().launchGrids.at(i);
+}
+size_t fake_cuda_live_bytes() {
+  FAKE_LOCKED;
+  return state().liveBytes;
+}
+const char *fake_cuda_last_module_kind() {
+  FAKE_LOCKED;
+  return state().lastModuleKind.c_str();
+}
 /// Device memory of another context.
-CUdeviceptr fake_cuda_alloc_foreign(size_t bytes) { return allocate(bytes, &foreignContextTag); }
+CUdeviceptr fake_cuda_alloc_foreign(size_t bytes) {
+  FAKE_LOCKED;
+  return allocate(bytes, &foreignContextTag);
+}
 /// Memory mapped with the virtual memory API on `device`: no context.
-CUdeviceptr fake_cuda_alloc_mapped(size_t bytes, int device) { return allocate(bytes, nullptr, device); }
+CUdeviceptr fake_cuda_alloc_mapped(size_t bytes, int device) {
+  FAKE_LOCKED;
+  return allocate(bytes, nullptr, device);
+}
 /// Device memory of the optimizer's context, as a framework would allocate.
-CUdeviceptr fake_cuda_alloc(size_t bytes) { return allocate(bytes, &contextTag); }
+CUdeviceptr fake_cuda_alloc(size_t bytes) {
+  FAKE_LOCKED;
+  return allocate(bytes, &contextTag);
+}
 
 // --- the driver API subset the runtime resolves ------------------------------
-CUresult cuInit(unsigned) { return static_cast<CUresult>(setting("init_result", 0)); }
+CUresult cuInit(unsigned) {
+  FAKE_LOCKED;
+  return static_cast<CUresult>(setting("init_result", 0));
+}
 CUresult cuDriverGetVersion(int *v) {
+  FAKE_LOCKED;
   *v = static_cast<int>(setting("driver_version", 12040));
   return 0;
 }
 CUresult cuGetErrorName(CUresult r, const char **name) {
+  FAKE_LOCKED;
   static const std::map<int, const char *> names = {
       {0, "CUDA_SUCCESS"}, {1, "CUDA_ERROR_INVALID_VALUE"}, {2, "CUDA_ERROR_OUT_OF_MEMORY"},
       {100, "CUDA_ERROR_NO_DEVICE"}, {209, "CUDA_ERROR_NO_BINARY_FOR_GPU"},
@@ -114,14 +157,17 @@ CUresult cuGetErrorName(CUresult r, const char **name) {
   return 0;
 }
 CUresult cuDeviceGetCount(int *n) {
+  FAKE_LOCKED;
   *n = static_cast<int>(setting("device_count", 1));
   return 0;
 }
 CUresult cuDeviceGet(int *d, int ordinal) {
+  FAKE_LOCKED;
   *d = ordinal;
   return 0;
 }
 CUresult cuDeviceGetAttribute(int *value, int attribute, int) {
+  FAKE_LOCKED;
   switch (attribute) {
   case 16: *value = static_cast<int>(setting("multiprocessors", 4)); return 0;
   case 75: *value = static_cast<int>(setting("cc_major", 9)); return 0;
@@ -130,22 +176,38 @@ CUresult cuDeviceGetAttribute(int *value, int attribute, int) {
   return 1;
 }
 CUresult cuDevicePrimaryCtxRetain(void **context, int) {
+  FAKE_LOCKED;
   *context = &contextTag;
   return 0;
 }
-CUresult cuDevicePrimaryCtxRelease_v2(int) { return 0; }
+CUresult cuDevicePrimaryCtxRelease_v2(int) {
+  FAKE_LOCKED;
+  return 0;
+}
 CUresult cuCtxGetCurrent(void **context) {
+  FAKE_LOCKED;
   *context = nullptr;
   return 0;
 }
 CUresult cuCtxGetDevice(int *d) {
+  FAKE_LOCKED;
   *d = 0;
   return 0;
 }
-CUresult cuCtxPushCurrent_v2(void *) { return 0; }
-CUresult cuCtxPopCurrent_v2(void **) { return 0; }
-CUresult cuCtxSynchronize() { return 0; }
+CUresult cuCtxPushCurrent_v2(void *) {
+  FAKE_LOCKED;
+  return 0;
+}
+CUresult cuCtxPopCurrent_v2(void **) {
+  FAKE_LOCKED;
+  return 0;
+}
+CUresult cuCtxSynchronize() {
+  FAKE_LOCKED;
+  return 0;
+}
 CUresult cuModuleLoadDataEx(void **module, const void *image, unsigned, int *, void **) {
+  FAKE_LOCKED;
   bool cubin = std::memcmp(image, "\x7f" "ELF", 4) == 0;
   state().lastModuleKind = cubin ? "cubin" : "ptx";
   CUresult r = static_cast<CUresult>(setting(cubin ? "cubin_result" : "ptx_result", 0));
@@ -153,8 +215,12 @@ CUresult cuModuleLoadDataEx(void **module, const void *image, unsigned, int *, v
     *module = &contextTag;
   return r;
 }
-CUresult cuModuleUnload(void *) { return 0; }
+CUresult cuModuleUnload(void *) {
+  FAKE_LOCKED;
+  return 0;
+}
 CUresult cuModuleGetFunction(void **f, void *, const char *name) {
+  FAKE_LOCKED;
   // The handle is the name, kept for the process (reachable: no leak).
   static std::set<std::string> &names = *new std::set<std::string>();
   *f = const_cast<char *>(names.insert(name).first->c_str());
@@ -215,6 +281,7 @@ void divideInPlace(const std::string &name, void **args) {
 
 CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned,
                         void *, void **args, void **) {
+  FAKE_LOCKED;
   std::string name = static_cast<const char *>(f);
   state().launches.push_back(name);
   state().launchGrids.push_back(gx);
@@ -225,6 +292,7 @@ CUresult cuLaunchKernel(void *f, unsigned gx, unsigned, unsigned, unsigned, unsi
   return 0;
 }
 CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
+  FAKE_LOCKED;
   long long limit = setting("memory_limit", -1);
   if (limit >= 0 && state().liveBytes + bytes > static_cast<size_t>(limit))
     return 2;
@@ -232,6 +300,7 @@ CUresult cuMemAlloc_v2(CUdeviceptr *p, size_t bytes) {
   return 0;
 }
 CUresult cuMemFree_v2(CUdeviceptr p) {
+  FAKE_LOCKED;
   auto it = state().allocations.find(p);
   if (it == state().allocations.end())
     return 1;
@@ -241,19 +310,29 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
   return 0;
 }
 CUresult cuMemcpyHtoDAsync_v2(CUdeviceptr to, const void *from, size_t bytes, void *) {
+  FAKE_LOCKED;
+  if (bytes == 0) // as the driver: nothing to copy (and no pointer to check)
+    return 0;
   std::memcpy(reinterpret_cast<void *>(to), from, bytes);
   return 0;
 }
 CUresult cuMemcpyDtoH_v2(void *to, CUdeviceptr from, size_t bytes) {
+  FAKE_LOCKED;
+  if (bytes == 0) // as the driver: nothing to copy (and no pointer to check)
+    return 0;
   std::memcpy(to, reinterpret_cast<const void *>(from), bytes);
   return 0;
 }
 CUresult cuMemcpyDtoD_v2(CUdeviceptr to, CUdeviceptr from, size_t bytes) {
+  FAKE_LOCKED;
+  if (bytes == 0) // as the driver: nothing to copy (and no pointer to check)
+    return 0;
   std::memcpy(reinterpret_cast<void *>(to), reinterpret_cast<const void *>(from), bytes);
   return 0;
 }
 // Host or device memory: both are host memory here.
 CUresult cuMemcpy2DAsync_v2(const optrt::cuda::CUDA_MEMCPY2D *copy, void *) {
+  FAKE_LOCKED;
   auto base = [](unsigned type, const void *host, CUdeviceptr device) {
     return type == 1 ? static_cast<const char *>(host) : reinterpret_cast<const char *>(device);
   };
@@ -266,17 +345,23 @@ CUresult cuMemcpy2DAsync_v2(const optrt::cuda::CUDA_MEMCPY2D *copy, void *) {
   return 0;
 }
 CUresult cuMemsetD32_v2(CUdeviceptr p, unsigned value, size_t n) {
+  FAKE_LOCKED;
   auto *words = reinterpret_cast<unsigned *>(p);
   for (size_t i = 0; i < n; ++i)
     words[i] = value;
   return 0;
 }
-CUresult cuStreamSynchronize(void *) { return 0; }
+CUresult cuStreamSynchronize(void *) {
+  FAKE_LOCKED;
+  return 0;
+}
 CUresult cuOccupancyMaxActiveBlocksPerMultiprocessor(int *blocks, void *, int, size_t) {
+  FAKE_LOCKED;
   *blocks = static_cast<int>(setting("blocks_per_sm", 8));
   return 0;
 }
 CUresult cuPointerGetAttribute(void *data, int attribute, CUdeviceptr p) {
+  FAKE_LOCKED;
   CUdeviceptr start = 0;
   const Allocation *a = find(p, &start);
   if (!a)

@@ -871,9 +871,10 @@ int CudaOptimizer::addGroup(std::vector<DevicePtr> params, std::vector<size_t> s
         }
         std::vector<uint8_t> param(elementBytes(paramDtype, n));
         std::vector<uint8_t> bytes(elementBytes(buffer.dtype, n));
-        d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param + elementBytes(paramDtype, tensor.ownedBegin),
-                                  param.size()),
-                "cuMemcpyDtoH_v2");
+        if (n > 0) // sharded, a tensor may have no elements on this rank
+          d.check(d.cuMemcpyDtoH_v2(param.data(), tensor.param + elementBytes(paramDtype, tensor.ownedBegin),
+                                    param.size()),
+                  "cuMemcpyDtoH_v2");
         decodeToF32(paramDtype, param.data(), nullptr, {reinterpret_cast<float *>(bytes.data()), n});
         uploadTo(at, bytes.data(), bytes.size());
         // Moving a vector keeps its storage, which the upload reads.
@@ -1290,7 +1291,8 @@ std::vector<uint8_t> CudaOptimizer::Impl::download(const Tensor &t, int b) const
   std::vector<uint8_t> bytes(tensorBufferBytes(buffer, t.owned(), t.matrixDims, layout.rule().states));
   CUdeviceptr from =
       buffer.role == BufferRole::Param ? t.param + bufferBytes(buffer, t.ownedBegin) : arena.get() + t.offsets[b];
-  d->check(d->cuMemcpyDtoH_v2(bytes.data(), from, bytes.size()), "cuMemcpyDtoH_v2");
+  if (!bytes.empty()) // sharded, a tensor may have no elements on this rank
+    d->check(d->cuMemcpyDtoH_v2(bytes.data(), from, bytes.size()), "cuMemcpyDtoH_v2");
   return bytes;
 }
 
@@ -1357,9 +1359,10 @@ void CudaOptimizer::writeState(const std::string &name, int group, size_t tensor
   ContextScope scope(d, s.context);
   // Steps in flight read the state being replaced.
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
-  d.check(d.cuMemcpyHtoDAsync_v2(s.arena.get() + t.offsets[b], data.data(), data.size(), nullptr),
-          "cuMemcpyHtoDAsync_v2");
-  if (a >= 0)
+  if (!data.empty()) // sharded, a tensor may have no elements on this rank
+    d.check(d.cuMemcpyHtoDAsync_v2(s.arena.get() + t.offsets[b], data.data(), data.size(), nullptr),
+            "cuMemcpyHtoDAsync_v2");
+  if (a >= 0 && !absmax.empty())
     d.check(d.cuMemcpyHtoDAsync_v2(s.arena.get() + t.offsets[a], absmax.data(), absmax.size(), nullptr),
             "cuMemcpyHtoDAsync_v2");
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
@@ -1378,7 +1381,8 @@ std::vector<float> CudaOptimizer::master(int group, size_t tensor) const {
   std::vector<uint8_t> data = s.download(t, b);
   std::vector<float> values(t.owned());
   if (buffers[b].dtype != Dtype::Remainder) {
-    std::memcpy(values.data(), data.data(), t.owned() * sizeof(float));
+    if (!values.empty()) // sharded, a tensor may have no elements on this rank
+      std::memcpy(values.data(), data.data(), t.owned() * sizeof(float));
     return values;
   }
   std::vector<uint8_t> param = s.download(t, findBuffer(buffers, BufferRole::Param));
@@ -1458,6 +1462,8 @@ public:
     const Tensor &tensor = s_.tensors[t];
     size_t bytes = tensorBufferBytes(s_.hostLayout(tensor).buffers[b], tensor.owned(), tensor.matrixDims,
                                      s_.layout.rule().states);
+    if (bytes == 0) // sharded, a tensor may have no elements on this rank
+      return;
     s_.d->check(s_.d->cuMemcpyHtoDAsync_v2(s_.arena.get() + tensor.offsets[b], data, bytes, nullptr),
                 "cuMemcpyHtoDAsync_v2");
     // `data` may go as soon as this returns.
