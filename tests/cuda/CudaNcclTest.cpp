@@ -1,11 +1,14 @@
 // The NCCL engine on a real GPU: its division kernels (hand-written PTX)
 // against the host's division in every dtype, bit for bit; and one rank of
 // a real NCCL (several ranks need several GPUs), where libnccl.so.2 (or
-// $OPTDSL_LIBNCCL) is installed. Skipped, with the reason, without them.
+// $OPTDSL_LIBNCCL) is installed: its collectives, and a CudaOptimizer
+// sharded over it against one process. Skipped, with the reason, without
+// them.
 #include "GpuTestSupport.h"
 
 #include "nccl/DivideKernels.h"
 #include "nccl/NcclLibrary.h"
+#include "optrt/CudaOptimizer.h"
 #include "optrt/NcclCommunicator.h"
 #include "optrt/Storage.h"
 
@@ -96,6 +99,58 @@ TEST(NcclOneRank, CollectivesOnTheGpu) {
     d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
     recv.download(0, got.data(), got.size());
     EXPECT_EQ(firstDifference(got, values), -1);
+  }
+  nccl->check(nccl->ncclCommDestroy(comm), "ncclCommDestroy");
+}
+
+// A CudaOptimizer sharded over one real NCCL rank steps as one process, bit
+// for bit (the NCCL path of the step: reduce-scatter, gathers, all-gather).
+TEST(NcclOneRank, ShardedCudaOptimizerStepsAsOneProcess) {
+  OPTDSL_REQUIRE_GPU();
+  const optrt::nccl::Library *nccl = nullptr;
+  try {
+    nccl = &optrt::nccl::library();
+  } catch (const std::exception &e) {
+    GTEST_SKIP() << "no NCCL: " << e.what();
+  }
+  optrt::nccl::UniqueId id{};
+  nccl->check(nccl->ncclGetUniqueId(&id), "ncclGetUniqueId");
+  ncclComm_t comm = nullptr;
+  nccl->check(nccl->ncclCommInitRank(&comm, 1, id, 0), "ncclCommInitRank");
+  const CompiledRule &rule = compiledRule("lamb"); // per-tensor reductions: partials gathered
+  std::vector<size_t> sizes = {70001, 300};
+  std::vector<std::vector<float>> initial = {sums(70001), sums(300)};
+  std::vector<std::vector<float>> after;
+  for (bool sharded : {false, true}) {
+    optrt::CudaOptimizerOptions options;
+    if (sharded)
+      options.communicator = optrt::ncclCommunicator(comm);
+    optrt::CudaOptimizer optimizer(rule.host, rule.device, options);
+    std::vector<DeviceFloats> params, grads;
+    std::vector<optrt::DevicePtr> paramPointers, gradPointers;
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      params.emplace_back(sizes[t]);
+      params.back().upload(0, initial[t].data(), sizes[t]);
+      paramPointers.push_back(params.back().at(0));
+      std::vector<float> g = sums(sizes[t]);
+      for (float &x : g)
+        x *= 1e-20f;
+      grads.emplace_back(sizes[t]);
+      grads.back().upload(0, g.data(), sizes[t]);
+      gradPointers.push_back(grads.back().at(0));
+    }
+    optimizer.addGroup(paramPointers, sizes);
+    for (int step = 0; step < 3; ++step)
+      optimizer.step({gradPointers});
+    optimizer.stepCount();
+    for (size_t t = 0; t < sizes.size(); ++t) {
+      std::vector<float> values(sizes[t]);
+      params[t].download(0, values.data(), sizes[t]);
+      if (!sharded)
+        after.push_back(values);
+      else
+        EXPECT_EQ(firstDifference(values, after[t]), -1) << "tensor " << t;
+    }
   }
   nccl->check(nccl->ncclCommDestroy(comm), "ncclCommDestroy");
 }

@@ -214,7 +214,9 @@ public:
   /// gradients' norm before clipping, the clip coefficient), read from the
   /// device after everything enqueued so far has finished (synchronizes).
   /// A step that did not read the gradients says gradNorm NaN, not skipped.
-  /// std::logic_error before any step.
+  /// Sharded, communicationSeconds is the host's time in the step's
+  /// collectives (with NCCL the time to enqueue them; staged through the
+  /// host, the transfers too). std::logic_error before any step.
   StepResult lastStepResult() const;
   /// The device address of the last step's result: a CudaStepRecord
   /// (optrt/CudaKernels.h) whose fields gradNorm, clipCoefficient, skipped

@@ -1129,6 +1129,8 @@ void CudaOptimizer::Impl::stepImpl(const std::vector<std::vector<DevicePtr>> &gr
     s.hypersDirty = false;
   }
 
+  if (s.shard)
+    s.shard->commSeconds = 0; // this step's
   if (s.shard && s.shard->gradsInShard()) {
     s.reduceScatterInto(gradsPerGroup, s.shard->gradShard.get(), cuStream);
     for (size_t input = 0; input < ruleInputs.size(); ++input) {
@@ -1216,6 +1218,9 @@ StepResult CudaOptimizer::lastStepResult() const {
   if (!s.anyStep)
     throw std::logic_error("optrt::CudaOptimizer::lastStepResult: no step has been enqueued yet");
   StepResult result;
+  // Sharded: the host's time in the step's collectives (with NCCL, enqueuing
+  // them; with a host engine, the staged transfers too).
+  result.communicationSeconds = s.shard ? s.shard->commSeconds : 0.0;
   if (!s.lastStepRead)
     return result;
   CudaStepRecord record = s.deviceStepRecord();
