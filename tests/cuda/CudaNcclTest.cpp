@@ -62,20 +62,30 @@ TEST(NcclDivision, IsTheHostsDivisionInEveryDtype) {
     }
 }
 
-TEST(NcclOneRank, CollectivesOnTheGpu) {
-  OPTDSL_REQUIRE_GPU();
-  std::string why;
-  const optrt::cuda::Driver &d = *gpu(why);
-  const optrt::nccl::Library *nccl = nullptr;
+/// A real NCCL communicator of one rank on the current GPU, and the library;
+/// null (with `why`) when NCCL cannot be loaded.
+ncclComm_t oneRank(const optrt::nccl::Library *&nccl, std::string &why) {
   try {
     nccl = &optrt::nccl::library();
   } catch (const std::exception &e) {
-    GTEST_SKIP() << "no NCCL: " << e.what();
+    why = e.what();
+    return nullptr;
   }
   optrt::nccl::UniqueId id{};
   nccl->check(nccl->ncclGetUniqueId(&id), "ncclGetUniqueId");
   ncclComm_t comm = nullptr;
   nccl->check(nccl->ncclCommInitRank(&comm, 1, id, 0), "ncclCommInitRank");
+  return comm;
+}
+
+TEST(NcclOneRank, CollectivesOnTheGpu) {
+  OPTDSL_REQUIRE_GPU();
+  std::string why;
+  const optrt::cuda::Driver &d = *gpu(why);
+  const optrt::nccl::Library *nccl = nullptr;
+  ncclComm_t comm = oneRank(nccl, why);
+  if (!comm)
+    GTEST_SKIP() << "no NCCL: " << why;
   {
     std::shared_ptr<optrt::Communicator> engine = optrt::ncclCommunicator(comm);
     EXPECT_EQ(engine->size(), 1);
@@ -107,16 +117,11 @@ TEST(NcclOneRank, CollectivesOnTheGpu) {
 // for bit (the NCCL path of the step: reduce-scatter, gathers, all-gather).
 TEST(NcclOneRank, ShardedCudaOptimizerStepsAsOneProcess) {
   OPTDSL_REQUIRE_GPU();
+  std::string why;
   const optrt::nccl::Library *nccl = nullptr;
-  try {
-    nccl = &optrt::nccl::library();
-  } catch (const std::exception &e) {
-    GTEST_SKIP() << "no NCCL: " << e.what();
-  }
-  optrt::nccl::UniqueId id{};
-  nccl->check(nccl->ncclGetUniqueId(&id), "ncclGetUniqueId");
-  ncclComm_t comm = nullptr;
-  nccl->check(nccl->ncclCommInitRank(&comm, 1, id, 0), "ncclCommInitRank");
+  ncclComm_t comm = oneRank(nccl, why);
+  if (!comm)
+    GTEST_SKIP() << "no NCCL: " << why;
   const CompiledRule &rule = compiledRule("lamb"); // per-tensor reductions: partials gathered
   std::vector<size_t> sizes = {70001, 300};
   std::vector<std::vector<float>> initial = {sums(70001), sums(300)};
