@@ -27,6 +27,8 @@
 
 #include "cuda/DeviceMemory.h"
 #include "cuda/Driver.h"
+#include "nccl/NcclLibrary.h"
+#include "optrt/NcclCommunicator.h"
 
 #include <benchmark/benchmark.h>
 
@@ -192,8 +194,29 @@ DeviceMemory filled(optrt::Dtype dtype, size_t n, float value, const char *what)
 /// the device's dynamic loss scale, the non-finite check and clipping by
 /// global norm), which reads every gradient once more before the rule's
 /// pass; its same-traffic kernel moves that read too.
+/// A real NCCL communicator of one rank on GPU 0 (the process's, never
+/// destroyed: NCCL outlives the benchmarks); null with `why` without NCCL.
+ncclComm_t oneNcclRank(std::string &why) {
+  static ncclComm_t comm = nullptr;
+  static std::string failure;
+  static bool tried = false;
+  if (!tried) {
+    tried = true;
+    try {
+      const optrt::nccl::Library &nccl = optrt::nccl::library();
+      optrt::nccl::UniqueId id{};
+      nccl.check(nccl.ncclGetUniqueId(&id), "ncclGetUniqueId");
+      nccl.check(nccl.ncclCommInitRank(&comm, 1, id, 0), "ncclCommInitRank");
+    } catch (const std::exception &e) {
+      failure = e.what();
+    }
+  }
+  why = failure;
+  return comm;
+}
+
 void BM_Step(benchmark::State &state, const std::string &rule, const std::string &layoutText,
-             const std::string &shapeName, bool withOptions) {
+             const std::string &shapeName, bool withOptions, bool shardedOverNccl) {
   const Driver &d = *gpu().d;
   // A rule that reads tensors as matrices gets GPT-2 small's shapes.
   bool matrices = optdsl::bench::kMatrixPassStreams.count(rule) > 0;
@@ -213,6 +236,15 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   }
   optrt::CudaOptimizerOptions options;
   options.layout = layoutText;
+  if (shardedOverNccl) {
+    std::string why;
+    ncclComm_t comm = oneNcclRank(why);
+    if (!comm) {
+      state.SkipWithError(("no NCCL: " + why).c_str());
+      return;
+    }
+    options.communicator = optrt::ncclCommunicator(comm);
+  }
   optrt::CudaOptimizer optimizer(host, device, options);
   optrt::Layout layout = optrt::Layout::parse(layoutText);
   std::vector<DeviceMemory> params, grads;
@@ -237,6 +269,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     optimizer.step({gradPointers}, nullptr, stepOptions);
   d.check(d.cuCtxSynchronize(), "cuCtxSynchronize");
   double total = 0;
+  double communication = 0;
   for (auto _ : state) {
     auto start = std::chrono::steady_clock::now();
     optimizer.step({gradPointers}, nullptr, stepOptions);
@@ -244,7 +277,11 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     state.SetIterationTime(seconds);
     total += seconds;
+    if (shardedOverNccl)
+      communication += optimizer.lastStepResult().communicationSeconds;
   }
+  if (shardedOverNccl) // the host's time in the step's collectives, per step
+    state.counters["communication_ms"] = communication * 1e3 / static_cast<double>(state.iterations());
   // Each tensor's streams, in the layout it runs (the small-tensor
   // fallback's for small ones).
   std::vector<std::pair<bench::Stream, size_t>> streams;
@@ -303,18 +340,18 @@ int main(int argc, char **argv) {
     for (const std::string &layout : kLayouts)
       for (const char *shapeName : {"gpt2s", "gpt1.3b"})
         benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/" + shapeName).c_str(), BM_Step,
-                                     rule, layout, shapeName, false)
+                                     rule, layout, shapeName, false, false)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
           // 24 benchmarks: run.sh must fit a lent machine's 10-minute call.
           ->MinTime(1.0);
   // Adafactor and CAME (several passes; their same-traffic kernel moves
   // the bytes of all of them) at GPT-2 small's shapes, their momentum in f32
-  // and bf16 (their CUDA q8 kernels are not built yet).
+  // and bf16.
   for (const char *rule : {"adafactor", "came"})
     for (const char *layout : {"f32", "state=bf16"})
       benchmark::RegisterBenchmark(("step/" + std::string(rule) + "/" + layout + "/gpt2s").c_str(), BM_Step, rule,
-                                   layout, "gpt2s", false)
+                                   layout, "gpt2s", false, false)
           ->Unit(benchmark::kMillisecond)
           ->UseManualTime()
           ->MinTime(1.0);
@@ -322,10 +359,17 @@ int main(int argc, char **argv) {
   // of the gradients), against the plain steps above.
   for (const char *layout : {"f32", "param=bf16,master=f32"})
     benchmark::RegisterBenchmark(("step/adamw/" + std::string(layout) + "/gpt2s/scaled_clipped").c_str(), BM_Step,
-                                 "adamw", layout, "gpt2s", true)
+                                 "adamw", layout, "gpt2s", true, false)
         ->Unit(benchmark::kMillisecond)
         ->UseManualTime()
         ->MinTime(1.0);
+  // ZeRO-1 over one real NCCL rank (where NCCL is installed): the sharded
+  // step's own cost (agreement, gathers through NCCL) against the plain step
+  // above; several ranks need several GPUs.
+  benchmark::RegisterBenchmark("step/adamw/f32/gpt2s/sharded_nccl1", BM_Step, "adamw", "f32", "gpt2s", false, true)
+      ->Unit(benchmark::kMillisecond)
+      ->UseManualTime()
+      ->MinTime(1.0);
   benchmark::Initialize(&argc, argv);
   benchmark::RunSpecifiedBenchmarks();
   benchmark::Shutdown();

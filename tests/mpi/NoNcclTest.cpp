@@ -1,5 +1,6 @@
 // NCCL that cannot be loaded, or is older than the engine needs: named
-// errors before anything else happens (no MPI needed).
+// errors before anything else happens (no MPI needed); and the installed
+// NCCL, where there is one, resolved as the engine declares it.
 #include "optrt/NcclCommunicator.h"
 
 #include <gtest/gtest.h>
@@ -36,6 +37,20 @@ TEST(NcclTooOld, NamesTheVersionNeeded) {
   std::string message = messageOf(anyComm());
   EXPECT_NE(message.find("is NCCL version code 20903; bf16 reductions need NCCL 2.10 or later"), std::string::npos)
       << message;
+}
+
+// The NCCL installed here (the CUDA toolkit's, where present) loads: every
+// function the engine resolves is there with the declared names, and its
+// version is new enough; the next thing missing is the GPU (the driver).
+// Last: a library loaded once stays loaded.
+TEST(NcclInstalled, LoadsAndTheDriverIsWhatIsMissing) {
+  unsetenv("OPTDSL_LIBNCCL");
+  unsetenv("FAKE_NCCL_VERSION");
+  setenv("OPTDSL_LIBCUDA", "/nonexistent/libcuda.so.1", 1);
+  std::string message = messageOf(anyComm());
+  if (message.find("NCCL is not available") != std::string::npos)
+    GTEST_SKIP() << "no libnccl.so.2 installed: " << message;
+  EXPECT_NE(message.find("no CUDA driver"), std::string::npos) << message;
 }
 
 } // namespace
