@@ -296,7 +296,9 @@ TEST(ShardedCudaHostCheckpoints, MoveBetweenRankCountsAndTheCpuOptimizer) {
       expected = std::vector<float>(expected.begin() + static_cast<long>(begin), expected.begin() + static_cast<long>(end));
       std::vector<float> got = optimizer.readState("exp_avg", 0, t);
       ASSERT_EQ(got.size(), expected.size()) << where << " tensor " << t;
-      EXPECT_EQ(std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)), 0) << where << " tensor " << t;
+      // Bits, not values (a part of no elements compares equal).
+      EXPECT_TRUE(got.empty() || std::memcmp(got.data(), expected.data(), got.size() * sizeof(float)) == 0)
+          << where << " tensor " << t;
     }
   };
 
