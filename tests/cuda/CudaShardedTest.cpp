@@ -152,29 +152,18 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   options.smallTensorElements = 2048;
 
   // One process, given the mean of the ranks' gradients.
-  std::vector<StoredArray> reference;
-  std::vector<optrt::DevicePtr> pointers;
-  for (size_t t = 0; t < tensorSizes.size(); ++t) {
-    reference.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
-    pointers.push_back(reference.back().address());
-  }
+  StepValues reference(layout.param, initial);
   optrt::CudaOptimizer one(k.host, k.device, options);
-  one.addGroup(pointers, tensorSizes, {}, shapes);
+  one.addGroup(reference.pointers, tensorSizes, {}, shapes);
   for (int step = 0; step < kSteps; ++step) {
-    std::vector<StoredArray> grads;
-    std::vector<optrt::DevicePtr> gradPointers;
-    for (size_t t = 0; t < tensorSizes.size(); ++t) {
-      grads.emplace_back(layout.grad, values(t, [&](size_t i) {
-                           float sum = 0;
-                           for (int r = 0; r < ranks; ++r)
-                             sum += gradient(r, t, i, step);
-                           return sum / static_cast<float>(ranks);
-                         }),
-                         false);
-      gradPointers.push_back(grads.back().address());
-    }
+    StepValues grads(layout.grad, [&](size_t t, size_t i) {
+      float sum = 0;
+      for (int r = 0; r < ranks; ++r)
+        sum += gradient(r, t, i, step);
+      return sum / static_cast<float>(ranks);
+    });
     std::vector<StepValues> inputs;
-    one.step({gradPointers}, nullptr, stepOptions(one.rule(), step, -1, ranks, layout.grad, inputs));
+    one.step({grads.pointers}, nullptr, stepOptions(one.rule(), step, -1, ranks, layout.grad, inputs));
     one.stepCount(); // waits before `grads` goes
   }
 
@@ -183,30 +172,20 @@ TEST_P(CudaSharded, RanksOnOneGpuStepAsOneProcess) {
   world.run([&](int rank) {
     optrt::CudaOptimizerOptions sharded = options;
     sharded.communicator = world.communicator(rank);
-    std::vector<StoredArray> params;
-    std::vector<optrt::DevicePtr> mine;
-    for (size_t t = 0; t < tensorSizes.size(); ++t) {
-      params.emplace_back(layout.param, values(t, [&](size_t i) { return initial(t, i); }), false);
-      mine.push_back(params.back().address());
-    }
+    StepValues params(layout.param, initial);
     optrt::CudaOptimizer optimizer(k.host, k.device, sharded);
-    optimizer.addGroup(mine, tensorSizes, {}, shapes);
+    optimizer.addGroup(params.pointers, tensorSizes, {}, shapes);
     for (int step = 0; step < kSteps; ++step) {
-      std::vector<StoredArray> grads;
-      std::vector<optrt::DevicePtr> gradPointers;
-      for (size_t t = 0; t < tensorSizes.size(); ++t) {
-        grads.emplace_back(layout.grad, values(t, [&](size_t i) { return gradient(rank, t, i, step); }), false);
-        gradPointers.push_back(grads.back().address());
-      }
+      StepValues grads(layout.grad, [&](size_t t, size_t i) { return gradient(rank, t, i, step); });
       std::vector<StepValues> inputs;
-      optimizer.step({gradPointers}, nullptr, stepOptions(optimizer.rule(), step, rank, ranks, layout.grad, inputs));
+      optimizer.step({grads.pointers}, nullptr, stepOptions(optimizer.rule(), step, rank, ranks, layout.grad, inputs));
       optimizer.stepCount();
     }
     std::lock_guard<std::mutex> lock(reportMutex); // gtest's assertions from one thread at a time
     for (size_t t = 0; t < tensorSizes.size(); ++t) {
       std::string at = "rank " + std::to_string(rank) + " tensor " + std::to_string(t);
-      EXPECT_EQ(firstDifference(decoded(layout.param, params[t].downloaded(), tensorSizes[t]),
-                                decoded(layout.param, reference[t].downloaded(), tensorSizes[t])),
+      EXPECT_EQ(firstDifference(decoded(layout.param, params.arrays[t].downloaded(), tensorSizes[t]),
+                                decoded(layout.param, reference.arrays[t].downloaded(), tensorSizes[t])),
                 -1)
           << at << ": params";
       auto [begin, end] = optimizer.ownedRange(0, t);

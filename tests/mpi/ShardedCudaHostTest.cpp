@@ -138,21 +138,18 @@ TEST_P(ShardedCudaHost, EachRankStepsItsChunksAndEveryRankGetsEveryParam) {
   // own rows (into the scratch state per row): write what it would, and the
   // step's gather must bring every rank's rows.
   const char *rowSums = "row_mean(0)";
-  auto rowOwner = [&](size_t t, size_t row) {
-    size_t cols = tensorSizes[t] / sharded.readState(rowSums, 0, t).size();
-    std::vector<size_t> ends = gatherFromRanks(sharded.ownedRange(0, t).second);
-    int owner = 0;
-    while (row * cols >= ends[owner])
-      ++owner;
-    return owner;
-  };
-  std::vector<std::vector<int>> owners(tensorSizes.size());
+  std::vector<std::vector<int>> owners(tensorSizes.size()); // per tensor, each row's rank
   if (matrices())
     for (size_t t = 0; t < tensorSizes.size(); ++t) {
       std::vector<float> rows(sharded.readState(rowSums, 0, t).size(), -1.0f);
+      size_t cols = tensorSizes[t] / rows.size();
+      std::vector<size_t> ends = gatherFromRanks(sharded.ownedRange(0, t).second);
+      int owner = 0;
       for (size_t row = 0; row < rows.size(); ++row) {
-        owners[t].push_back(rowOwner(t, row));
-        if (owners[t][row] == worldRank())
+        while (row * cols >= ends[owner])
+          ++owner;
+        owners[t].push_back(owner);
+        if (owner == worldRank())
           rows[row] = updated(worldRank(), row);
       }
       sharded.writeState(rowSums, 0, t, rows);
