@@ -29,9 +29,10 @@ std::vector<ChunkSegment> chunkSegments(const detail::ShardPlan &plan, const std
       for (size_t k = c; k < end; ++k) {
         auto tensor = static_cast<size_t>(chunks[k * 3]);
         auto begin = static_cast<size_t>(chunks[k * 3 + 1]);
+        // Ranks' parts of a tensor follow each other: the owner is the
+        // first rank whose part ends after the chunk's start.
         size_t r = 0;
-        while (r + 1 < ranks && !(plan.ownedBy(r, tensor, tensorSizes[tensor]).begin <= begin &&
-                                  begin < plan.ownedBy(r, tensor, tensorSizes[tensor]).end))
+        while (r + 1 < ranks && plan.ownedBy(r, tensor, tensorSizes[tensor]).end <= begin)
           ++r;
         if (r < owner)
           throw std::logic_error("optrt::CudaOptimizer: the shard plan gives rank " + std::to_string(r) +
