@@ -15,9 +15,16 @@
 namespace optdsl {
 
 struct CpuKernelModule {
-  mlir::OwningOpRef<mlir::ModuleOp> module; // LLVM dialect
+  mlir::OwningOpRef<mlir::ModuleOp> module; // LLVM dialect (buildCpuKernels: not yet lowered)
   KernelSignature signature;
 };
+
+/// The kernels of `rule` as KernelGen builds them (func/scf/vector/arith/
+/// math), not yet lowered to the LLVM dialect: for the JIT, which lowers
+/// them part by part on its threads (ParallelObjects.h). Throws as
+/// buildCpuKernelModule.
+CpuKernelModule buildCpuKernels(mlir::MLIRContext &context, const CheckedRule &rule, const FixedHypers &fixed,
+                                const std::vector<std::string> &layouts = {"f32"}, CpuVectorIsa isa = {});
 
 /// Throws std::invalid_argument for a fixed hyper the rule does not have and
 /// std::runtime_error carrying the rendered diagnostics (file:line:col) when

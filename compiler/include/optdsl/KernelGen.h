@@ -82,4 +82,10 @@ mlir::OwningOpRef<mlir::ModuleOp> buildKernels(mlir::ModuleOp optModule, KernelS
 /// scf/vector/arith/math/func → LLVM dialect.
 mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module);
 
+/// Loads into `context` every dialect lowerToLLVMDialect's passes may load,
+/// so that it can then lower several modules of that context on several
+/// threads at once (loading a dialect is the one thing a pass does to the
+/// context that is not safe beside another thread).
+void loadLoweringDialects(mlir::MLIRContext &context);
+
 } // namespace optdsl

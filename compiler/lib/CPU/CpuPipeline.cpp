@@ -11,9 +11,8 @@
 
 namespace optdsl {
 
-CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
-                                     const FixedHypers &fixed,
-                                     const std::vector<std::string> &layouts, CpuVectorIsa isa) {
+CpuKernelModule buildCpuKernels(mlir::MLIRContext &context, const CheckedRule &rule, const FixedHypers &fixed,
+                                const std::vector<std::string> &layouts, CpuVectorIsa isa) {
   DiagnosticEngine diags(*rule.source);
   MLIRDiagnosticBridge bridge(context, diags);
   auto fail = [&](const std::string &what) {
@@ -30,8 +29,16 @@ CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRu
   result.module = buildKernels(*optModule, result.signature, layouts, isa);
   if (!result.module)
     throw fail("kernel generation failed");
+  return result;
+}
+
+CpuKernelModule buildCpuKernelModule(mlir::MLIRContext &context, const CheckedRule &rule,
+                                     const FixedHypers &fixed,
+                                     const std::vector<std::string> &layouts, CpuVectorIsa isa) {
+  CpuKernelModule result = buildCpuKernels(context, rule, fixed, layouts, isa);
+  // Lowering fails only on a bug of KernelGen (no located error to show).
   if (mlir::failed(lowerToLLVMDialect(*result.module)))
-    throw fail("lowering to the LLVM dialect failed");
+    throw std::runtime_error("cannot compile rule '" + rule.name() + "': lowering to the LLVM dialect failed");
   return result;
 }
 

@@ -3,11 +3,9 @@
 #include "ParallelObjects.h"
 #include "optdsl/CpuPipeline.h"
 
-#include "mlir/ExecutionEngine/OptUtils.h"
 #include "mlir/IR/MLIRContext.h"
 #include "mlir/Target/LLVMIR/Dialect/Builtin/BuiltinToLLVMIRTranslation.h"
 #include "mlir/Target/LLVMIR/Dialect/LLVMIR/LLVMToLLVMIRTranslation.h"
-#include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/ExecutionEngine/Orc/ExecutionUtils.h"
 #include "llvm/ExecutionEngine/Orc/LLJIT.h"
 #include "llvm/Support/TargetSelect.h"
@@ -66,7 +64,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   mlir::MLIRContext &context = *result->context;
   // The ExecutionEngine compiles for this host with its features.
   llvm::StringMap<bool> host = llvm::sys::getHostCPUFeatures();
-  CpuKernelModule kernels = buildCpuKernelModule(
+  CpuKernelModule kernels = buildCpuKernels(
       context, rule, fixed, layouts,
       {.avx512 = host.lookup("avx512f"), .avx512vbmi = host.lookup("avx512bw") && host.lookup("avx512vbmi"),
        .avx512bf16 = host.lookup("avx512f") && host.lookup("avx512bf16")});
@@ -78,22 +76,15 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
       orThrow(llvm::orc::JITTargetMachineBuilder::detectHost(), rule.name(), "detecting the host");
   target.setCodeGenOptLevel(llvm::CodeGenOptLevel::Aggressive);
   llvm::DataLayout dataLayout = orThrow(target.getDefaultDataLayoutForTarget(), rule.name(), "the data layout");
-  llvm::LLVMContext llvmContext;
-  std::unique_ptr<llvm::Module> llvmModule = mlir::translateModuleToLLVMIR(*kernels.module, llvmContext);
-  if (!llvmModule)
-    throw std::runtime_error("cannot compile rule '" + rule.name() + "': JIT: translation to LLVM IR failed");
-  llvmModule->setDataLayout(dataLayout);
-  llvmModule->setTargetTriple(target.getTargetTriple().str());
-  // O2, not O3: the kernels arrive vectorised and unrolled from MLIR, and O3's
-  // extra IR passes bought no speed (the cached32K step benchmarks of adamw
-  // and ademamix in f32, bf16 + master and q8 equal within noise) for 10% of
-  // the compile time (prodigy 53.3 -> 47.7 ms; docs/benchmarks.md).
-  // Artifacts, compiled once, keep O3 (NativeCode.cpp).
-  std::function<llvm::Error(llvm::Module *)> optimize = mlir::makeOptimizingTransformer(2, 0, nullptr);
-  // Each kernel optimised and compiled on its own thread (ParallelObjects.h),
-  // then linked.
-  std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects =
-      compileInParallel(*llvmModule, target, optimize, codegenThreads());
+  // The kernels lowered, optimised and compiled in parts on the host's
+  // cores (ParallelObjects.h), then linked. Artifacts, compiled once, keep
+  // one module and O3 (NativeCode.cpp).
+  std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects;
+  try {
+    objects = compileInParallel(*kernels.module, target, dataLayout, codegenThreads());
+  } catch (const std::runtime_error &e) {
+    throw std::runtime_error("cannot compile rule '" + rule.name() + "': " + e.what());
+  }
   result->jit = orThrow(llvm::orc::LLJITBuilder().setJITTargetMachineBuilder(target).create(), rule.name(),
                         "creating the JIT");
   llvm::orc::LLJIT &jit = *result->jit;

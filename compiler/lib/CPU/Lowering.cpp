@@ -84,12 +84,12 @@ void expandF32Atan2(mlir::ModuleOp module) {
 
 } // namespace
 
-mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module) {
-  expandF32Atan2(module);
-  // No fast-math anywhere: arith ops carry no fastmath flags, so LLVM keeps
-  // every operation IEEE (no FMA contraction, correctly rounded sqrt and
-  // division) and the kernels match the f32 semantics of the rule exactly.
-  mlir::PassManager pm(module.getContext());
+namespace {
+
+/// No fast-math anywhere: arith ops carry no fastmath flags, so LLVM keeps
+/// every operation IEEE (no FMA contraction, correctly rounded sqrt and
+/// division) and the kernels match the f32 semantics of the rule exactly.
+void addLoweringPasses(mlir::PassManager &pm) {
   pm.addPass(mlir::createCanonicalizerPass());
   pm.addPass(mlir::createCSEPass());
   pm.addPass(mlir::createConvertSCFToCFPass());
@@ -103,7 +103,27 @@ mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module) {
   pm.addPass(mlir::createConvertFuncToLLVMPass());
   pm.addPass(mlir::createConvertControlFlowToLLVMPass());
   pm.addPass(mlir::createReconcileUnrealizedCastsPass());
+}
+
+} // namespace
+
+mlir::LogicalResult lowerToLLVMDialect(mlir::ModuleOp module) {
+  expandF32Atan2(module);
+  mlir::PassManager pm(module.getContext());
+  addLoweringPasses(pm);
   return pm.run(module);
+}
+
+void loadLoweringDialects(mlir::MLIRContext &context) {
+  mlir::PassManager pm(&context);
+  addLoweringPasses(pm);
+  mlir::DialectRegistry registry;
+  pm.getDependentDialects(registry);
+  context.appendDialectRegistry(registry);
+  for (llvm::StringRef name : registry.getDialectNames())
+    context.getOrLoadDialect(name);
+  // What the conversions create besides their declared dependencies.
+  context.loadDialect<mlir::arith::ArithDialect, mlir::math::MathDialect>();
 }
 
 } // namespace optdsl

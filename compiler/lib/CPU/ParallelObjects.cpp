@@ -1,17 +1,20 @@
 #include "ParallelObjects.h"
 
-#include "llvm/Bitcode/BitcodeReader.h"
-#include "llvm/Bitcode/BitcodeWriter.h"
+#include "optdsl/KernelGen.h"
+
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/Dialect/LLVMIR/LLVMDialect.h"
+#include "mlir/IR/Builders.h"
+#include "mlir/Target/LLVMIR/Export.h"
 #include "llvm/IR/LegacyPassManager.h"
+#include "llvm/Passes/PassBuilder.h"
 #include "llvm/Support/SmallVectorMemoryBuffer.h"
 #include "llvm/Support/raw_ostream.h"
 #include "llvm/Target/TargetMachine.h"
-#include "llvm/Transforms/Utils/Cloning.h"
 
 #include <algorithm>
 #include <atomic>
 #include <exception>
-#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -19,82 +22,110 @@
 namespace optdsl {
 namespace {
 
-/// The module's functions in `bins` parts of about equal work (the longest
-/// first, each to the part with the fewest instructions so far: their
-/// optimisation and code generation time grows with their length), each
-/// part as bitcode: the only form an LLVM module crosses contexts in. Every
-/// part defines its functions and declares the rest; the first also defines
-/// the global variables (the q8 tables), made external so the others can
-/// reach them.
-std::vector<llvm::SmallVector<char, 0>> splitToBitcode(llvm::Module &module, unsigned bins) {
-  std::vector<std::pair<size_t, const llvm::Function *>> functions;
-  for (const llvm::Function &function : module)
-    if (!function.isDeclaration())
-      functions.emplace_back(function.getInstructionCount(), &function);
+/// The kernels' functions in `bins` parts of about equal work (the longest
+/// first, each to the part with the fewest operations so far: lowering,
+/// optimisation and code generation grow with a function's length), each
+/// part a module of its own in the same context. Every part also gets the
+/// globals (the q8 tables: internal constants, so each object holds its own
+/// copy and LLVM drops those a part does not read).
+std::vector<mlir::OwningOpRef<mlir::ModuleOp>> splitKernels(mlir::ModuleOp kernels, unsigned bins) {
+  std::vector<std::pair<size_t, mlir::Operation *>> functions;
+  std::vector<mlir::Operation *> globals;
+  for (mlir::Operation &op : kernels.getBody()->getOperations()) {
+    if (mlir::isa<mlir::func::FuncOp>(op)) {
+      size_t size = 0;
+      op.walk([&](mlir::Operation *) { ++size; });
+      functions.emplace_back(size, &op);
+    } else if (mlir::isa<mlir::LLVM::GlobalOp>(op)) {
+      globals.push_back(&op);
+    } else {
+      throw std::runtime_error("JIT: unexpected operation '" + op.getName().getStringRef().str() +
+                               "' among the kernels");
+    }
+  }
   std::stable_sort(functions.begin(), functions.end(),
                    [](const auto &a, const auto &b) { return a.first > b.first; });
   bins = std::max<unsigned>(1, std::min<size_t>(bins, functions.size()));
+  std::vector<mlir::OwningOpRef<mlir::ModuleOp>> parts;
   std::vector<size_t> load(bins, 0);
-  std::map<const llvm::GlobalValue *, unsigned> binOf;
+  mlir::OpBuilder builder(kernels.getContext());
+  for (unsigned bin = 0; bin < bins; ++bin) {
+    parts.push_back(mlir::ModuleOp::create(kernels.getLoc()));
+    parts.back()->getOperation()->setAttrs(kernels->getAttrDictionary());
+    builder.setInsertionPointToEnd(parts.back()->getBody());
+    for (mlir::Operation *global : globals)
+      builder.clone(*global);
+  }
   for (const auto &[size, function] : functions) {
     unsigned lightest = static_cast<unsigned>(std::min_element(load.begin(), load.end()) - load.begin());
     load[lightest] += size;
-    binOf[function] = lightest;
-  }
-  for (llvm::GlobalValue &global : module.global_values())
-    if (global.hasLocalLinkage() && !global.isDeclaration()) {
-      global.setLinkage(llvm::GlobalValue::ExternalLinkage);
-      global.setVisibility(llvm::GlobalValue::HiddenVisibility);
-    }
-  std::vector<llvm::SmallVector<char, 0>> parts;
-  for (unsigned bin = 0; bin < bins; ++bin) {
-    llvm::ValueToValueMapTy map;
-    std::unique_ptr<llvm::Module> part = llvm::CloneModule(module, map, [&](const llvm::GlobalValue *global) {
-      auto it = binOf.find(global);
-      return it == binOf.end() ? bin == 0 : it->second == bin;
-    });
-    llvm::SmallVector<char, 0> bitcode;
-    llvm::raw_svector_ostream stream(bitcode);
-    llvm::WriteBitcodeToFile(*part, stream);
-    parts.push_back(std::move(bitcode));
+    builder.setInsertionPointToEnd(parts[lightest]->getBody());
+    builder.clone(*function);
   }
   return parts;
 }
 
-std::unique_ptr<llvm::MemoryBuffer> compilePart(const llvm::SmallVector<char, 0> &bitcode,
-                                                llvm::orc::JITTargetMachineBuilder target,
-                                                const std::function<llvm::Error(llvm::Module *)> &optimize) {
-  auto fail = [](const std::string &what, llvm::Error error) {
-    return std::runtime_error("JIT: " + what + ": " + llvm::toString(std::move(error)));
-  };
+/// What the kernels need of LLVM's optimiser, and no more: allocas to
+/// registers, common subexpressions, instruction combining (which also
+/// makes the IR smaller for code generation), loop-invariant code out of
+/// the loops, and the q8 tables a part does not read dropped. The kernels
+/// arrive vectorised (16 lanes) and unrolled from KernelGen: the standard
+/// O1/O2 pipelines, three to five times longer to run, made no faster
+/// kernels (their vectorisers only copy the scalar tails; the step
+/// benchmarks equal within noise, docs/benchmarks.md "JIT").
+constexpr const char *kKernelPipeline =
+    "function(sroa,early-cse,simplifycfg,instcombine,loop-mssa(licm),simplifycfg),globaldce";
+
+void optimize(llvm::Module &module, llvm::TargetMachine &machine) {
+  llvm::LoopAnalysisManager loops;
+  llvm::FunctionAnalysisManager functions;
+  llvm::CGSCCAnalysisManager calls;
+  llvm::ModuleAnalysisManager modules;
+  llvm::PassBuilder builder(&machine);
+  builder.registerModuleAnalyses(modules);
+  builder.registerCGSCCAnalyses(calls);
+  builder.registerFunctionAnalyses(functions);
+  builder.registerLoopAnalyses(loops);
+  builder.crossRegisterProxies(loops, functions, calls, modules);
+  llvm::ModulePassManager passes;
+  if (llvm::Error error = builder.parsePassPipeline(passes, kKernelPipeline))
+    throw std::runtime_error("JIT: the optimisation pipeline: " + llvm::toString(std::move(error)));
+  passes.run(module, modules);
+}
+
+std::unique_ptr<llvm::MemoryBuffer> compilePart(mlir::ModuleOp part, llvm::orc::JITTargetMachineBuilder target,
+                                                const llvm::DataLayout &dataLayout) {
+  if (mlir::failed(lowerToLLVMDialect(part)))
+    throw std::runtime_error("JIT: lowering to the LLVM dialect failed");
   llvm::LLVMContext context;
-  llvm::Expected<std::unique_ptr<llvm::Module>> part =
-      llvm::parseBitcodeFile(llvm::MemoryBufferRef(llvm::StringRef(bitcode.data(), bitcode.size()), "part"), context);
-  if (!part)
-    throw fail("reading a part of the module", part.takeError());
-  if (llvm::Error error = optimize(part->get()))
-    throw fail("optimising", std::move(error));
+  std::unique_ptr<llvm::Module> module = mlir::translateModuleToLLVMIR(part, context);
+  if (!module)
+    throw std::runtime_error("JIT: translation to LLVM IR failed");
+  module->setDataLayout(dataLayout);
+  module->setTargetTriple(target.getTargetTriple().str());
   llvm::Expected<std::unique_ptr<llvm::TargetMachine>> machine = target.createTargetMachine();
   if (!machine)
-    throw fail("creating the target machine", machine.takeError());
+    throw std::runtime_error("JIT: creating the target machine: " + llvm::toString(machine.takeError()));
+  optimize(*module, **machine);
   llvm::SmallVector<char, 0> object;
   llvm::raw_svector_ostream stream(object);
   llvm::legacy::PassManager passes;
   if ((*machine)->addPassesToEmitFile(passes, stream, nullptr, llvm::CodeGenFileType::ObjectFile))
     throw std::runtime_error("JIT: the host's LLVM target cannot emit object files");
-  passes.run(**part);
+  passes.run(*module);
   return std::make_unique<llvm::SmallVectorMemoryBuffer>(std::move(object), "optdsl-jit-part", false);
 }
 
 } // namespace
 
 std::vector<std::unique_ptr<llvm::MemoryBuffer>>
-compileInParallel(llvm::Module &module, const llvm::orc::JITTargetMachineBuilder &target,
-                  const std::function<llvm::Error(llvm::Module *)> &optimize, unsigned threads) {
-  // As many parts as threads: each part pays for its own pass pipeline and
+compileInParallel(mlir::ModuleOp kernels, const llvm::orc::JITTargetMachineBuilder &target,
+                  const llvm::DataLayout &dataLayout, unsigned threads) {
+  // As many parts as threads: each part pays for its own pass pipelines and
   // target machine (about 2 ms), so more parts than threads cost more than
   // the balance they buy (docs/benchmarks.md "JIT").
-  std::vector<llvm::SmallVector<char, 0>> parts = splitToBitcode(module, std::max(1u, threads));
+  std::vector<mlir::OwningOpRef<mlir::ModuleOp>> parts = splitKernels(kernels, std::max(1u, threads));
+  loadLoweringDialects(*kernels.getContext());
   std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects(parts.size());
   std::atomic<size_t> next{0};
   std::exception_ptr failure;
@@ -103,7 +134,7 @@ compileInParallel(llvm::Module &module, const llvm::orc::JITTargetMachineBuilder
   auto work = [&] {
     for (size_t i = next++; i < parts.size(); i = next++) {
       try {
-        objects[i] = compilePart(parts[i], target, optimize);
+        objects[i] = compilePart(*parts[i], target, dataLayout);
       } catch (...) {
         std::lock_guard<std::mutex> lock(failureMutex);
         if (!failure)
