@@ -71,7 +71,7 @@ HugeBuffer hugeBuffer(size_t elements) {
 std::vector<size_t> shape(const std::string &name) {
   if (name == "flat16M" || name == "square16M")
     return {16777216};
-  if (name == "cached32K")
+  if (name == "cached32K" || name == "cachedMatrix32K")
     return {32768};
   // GPT-2 small (124M parameters), as in its PyTorch state dict.
   return optrt::gpt2SmallTensorSizes();
@@ -81,6 +81,8 @@ std::vector<size_t> shape(const std::string &name) {
 std::vector<std::vector<size_t>> shapesOf(const std::string &name) {
   if (name == "square16M")
     return {{4096, 4096}};
+  if (name == "cachedMatrix32K")
+    return {{64, 512}};
   if (name == "gpt2s")
     return optrt::gpt2SmallTensorShapes();
   return {};
@@ -227,7 +229,7 @@ void BM_Step(benchmark::State &state, const std::string &rule, const std::string
   size_t elements = 0;
   for (size_t size : sizes)
     elements += size;
-  unsigned threads = shapeName == "cached32K" ? 1 : benchThreads();
+  unsigned threads = shapeName.rfind("cached", 0) == 0 ? 1 : benchThreads();
   auto kernels = kernelsFor(rule);
   optrt::Optimizer optimizer(kernels, {.threads = threads, .layout = layoutText});
   optrt::Layout layout = optrt::Layout::parse(layoutText);
@@ -318,7 +320,7 @@ void registerAll() {
         add(rule, layout, shapeName, "plain", false);
   for (const char *rule : {"adafactor", "came"})
     for (const std::string &layout : kMatrixLayouts)
-      for (const char *shapeName : {"square16M", "gpt2s"})
+      for (const char *shapeName : {"square16M", "gpt2s", "cachedMatrix32K"})
         add(rule, layout, shapeName, "plain", false);
   for (const char *layout : {"f32", "param=bf16,grad=bf16,master=f32", "state=q8"}) {
     for (const char *mode : {"plain", "given"})

@@ -33,4 +33,27 @@ void ChunkTable::addTensor(size_t numElements, size_t rowLength) {
   tensorFirstChunk_.push_back(chunks_.size());
 }
 
+void balancedShares(const std::vector<Chunk> &table, const std::vector<size_t> &chunks, size_t shares,
+                    std::vector<size_t> &bounds) {
+  auto length = [&](size_t i) { return static_cast<size_t>(table[chunks[i]].end - table[chunks[i]].begin); };
+  size_t total = 0;
+  for (size_t i = 0; i < chunks.size(); ++i)
+    total += length(i);
+  bounds.assign(shares + 1, chunks.size());
+  bounds[0] = 0;
+  // A chunk goes to the share its middle element falls in (of `shares`
+  // equal parts of the elements): each boundary is within half a chunk of
+  // its ideal place, so each share within one chunk of 1/shares of the
+  // elements. Shares stay in chunk order; one may be empty where a chunk is
+  // longer than a share.
+  size_t done = 0, share = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    size_t twiceMiddle = 2 * done + length(i);
+    size_t owner = std::min(shares - 1, twiceMiddle * shares / (2 * total));
+    for (; share < owner; ++share)
+      bounds[share + 1] = i;
+    done += length(i);
+  }
+}
+
 } // namespace optrt

@@ -31,6 +31,16 @@ inline ColumnRegion columnRegion(int64_t rows, int64_t cols, int64_t begin, int6
   return {firstMatrix, static_cast<size_t>((lastMatrix - firstMatrix + 1) * cols)};
 }
 
+/// Splits `chunks` (indices into `table`, in order) into `shares` runs of
+/// consecutive chunks with about equal elements, one per thread: share s
+/// steps chunks[bounds[s] .. bounds[s + 1]) (shares + 1 entries, written
+/// into `bounds`). An equal count of chunks per thread is not equal work
+/// where chunks are whole rows of different lengths (GPT-2 small: 85 rows
+/// of 768 = 65,280 elements, 64 rows of 3072 = 196,608, a bias in one).
+/// `shares` must be positive.
+void balancedShares(const std::vector<Chunk> &table, const std::vector<size_t> &chunks, size_t shares,
+                    std::vector<size_t> &bounds);
+
 class ChunkTable {
 public:
   /// `blockElements`: every chunk begins at a multiple of it (a layout with

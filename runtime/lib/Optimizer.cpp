@@ -401,7 +401,7 @@ void Optimizer::Impl::runPhase(int phase) {
     kernel(&buffers[chunk.tensor * perTensor], &uniforms[chunk.tensor * uStride],
            &partials[c * pStride], chunk.begin, chunk.end);
   };
-  pool.parallelFor(owned.size(), runChunk);
+  forOwnedChunks(runChunk);
 }
 
 void Optimizer::Impl::combineColumns(int phase) {
@@ -410,27 +410,43 @@ void Optimizer::Impl::combineColumns(int phase) {
   if (sums.empty())
     return;
   const std::vector<Chunk> &table = chunks.chunks();
-  for (size_t t = 0; t < tensors.size(); ++t) {
-    Tensor &tensor = tensors[t];
-    int64_t rows = tensor.matrixDims[1], cols = tensor.matrixDims[2];
-    for (size_t k = 0; k < sums.size(); ++k) {
-      const AxisReductionInfo &info = rule.axisReductions[sums[k]];
-      columnScratch.assign(static_cast<size_t>(tensor.matrixDims[0] * cols), 0.0);
-      // Chunk order, whatever thread ran each chunk.
-      for (size_t c = chunks.firstChunk(t); c < chunks.endChunk(t); ++c) {
-        ColumnRegion region = columnRegion(tensor, table[c].begin, table[c].end);
-        const float *partial = columnPartials.data() + columnPartialBegin[c] + k * region.floats;
-        double *sum = columnScratch.data() + region.firstMatrix * cols;
-        for (size_t j = 0; j < region.floats; ++j)
-          sum[j] += partial[j];
+  size_t shares = pool.numThreads();
+  columnScratch.resize(shares);
+  // Each thread combines its slice of every tensor's columns (GPT-2 small's
+  // embedding alone has 591 chunks of partials): per column the chunks'
+  // partials still add in chunk order, whichever thread adds them.
+  auto combineSlice = [&](size_t share) {
+    std::vector<double> &scratch = columnScratch[share];
+    for (size_t t = 0; t < tensors.size(); ++t) {
+      Tensor &tensor = tensors[t];
+      int64_t rows = tensor.matrixDims[1];
+      size_t matrices = static_cast<size_t>(tensor.matrixDims[0]), cols = static_cast<size_t>(tensor.matrixDims[2]);
+      size_t from = share * cols / shares, width = (share + 1) * cols / shares - from;
+      if (width == 0)
+        continue;
+      for (size_t k = 0; k < sums.size(); ++k) {
+        const AxisReductionInfo &info = rule.axisReductions[sums[k]];
+        scratch.assign(matrices * width, 0.0);
+        for (size_t c = chunks.firstChunk(t); c < chunks.endChunk(t); ++c) {
+          ColumnRegion region = columnRegion(tensor, table[c].begin, table[c].end);
+          const float *partial = columnPartials.data() + columnPartialBegin[c] + k * region.floats;
+          for (size_t m = 0; m < region.floats / cols; ++m) {
+            double *sum = scratch.data() + (static_cast<size_t>(region.firstMatrix) + m) * width;
+            const float *row = partial + m * cols + from;
+            for (size_t j = 0; j < width; ++j)
+              sum[j] += row[j];
+          }
+        }
+        float *target = tensor.axisBuffer(
+            static_cast<size_t>(findBuffer(tensor.layout->buffers, BufferRole::AxisState, info.state)));
+        double divisor = info.mean ? static_cast<double>(rows) : 1.0;
+        for (size_t m = 0; m < matrices; ++m)
+          for (size_t j = 0; j < width; ++j)
+            target[m * cols + from + j] = static_cast<float>(scratch[m * width + j] / divisor);
       }
-      float *target = tensor.axisBuffer(
-          static_cast<size_t>(findBuffer(tensor.layout->buffers, BufferRole::AxisState, info.state)));
-      double divisor = info.mean ? static_cast<double>(rows) : 1.0;
-      for (size_t j = 0; j < columnScratch.size(); ++j)
-        target[j] = static_cast<float>(columnScratch[j] / divisor);
     }
-  }
+  };
+  pool.parallelFor(shares, combineSlice);
 }
 
 void Optimizer::Impl::combinePhase(int phase) {
@@ -528,7 +544,7 @@ double Optimizer::Impl::gradSumOfSquares() {
     const Chunk &chunk = table[owned[i]];
     gradPartials[owned[i]] = sumOfSquares(dtype, buffers[chunk.tensor * perTensor + 1], chunk.begin, chunk.end);
   };
-  pool.parallelFor(owned.size(), readChunk);
+  forOwnedChunks(readChunk);
   if (comm)
     gatherChunkValues(gradPartials.data(), 1, 1);
   double sum = 0.0;

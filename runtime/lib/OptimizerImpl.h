@@ -112,6 +112,10 @@ struct Optimizer::Impl {
   std::vector<double> reductions;
   std::vector<double> scalarsOut;
   std::vector<double> gradPartials; // per chunk: Σ g² of the gradient read
+  // Each thread's run of the owned chunks (balancedShares), for a table of
+  // shareBoundsChunks chunks: recomputed when a group adds chunks.
+  std::vector<size_t> shareBounds;
+  size_t shareBoundsChunks = 0;
   // Per rule input, per group: the step's values, or null where not given.
   std::vector<std::vector<const std::vector<const void *> *>> inputValues;
 
@@ -132,6 +136,22 @@ struct Optimizer::Impl {
   std::vector<uint8_t> gradJoins; // the same for this step's gradients
   double commSeconds = 0;       // of the current step
   size_t buffersPerTensor() const { return layout.layout().buffers.size(); }
+  /// Calls task(i) for every owned chunk (plan.ownedChunks()[i]), each of the
+  /// pool's threads taking a run of consecutive chunks of about equal
+  /// elements (balancedShares). Which thread steps a chunk never changes a
+  /// result.
+  template <typename Task> void forOwnedChunks(Task &task) {
+    const std::vector<size_t> &owned = plan.ownedChunks();
+    if (shareBounds.empty() || shareBoundsChunks != chunks.chunks().size()) {
+      balancedShares(chunks.chunks(), owned, pool.numThreads(), shareBounds);
+      shareBoundsChunks = chunks.chunks().size();
+    }
+    auto runShare = [&](size_t share) {
+      for (size_t i = shareBounds[share]; i < shareBounds[share + 1]; ++i)
+        task(i);
+    };
+    pool.parallelFor(pool.numThreads(), runShare);
+  }
   // Whether kernels read each tensor's key (stochastic rounding, random()),
   // in one more uniform slot.
   bool tensorKeys() const { return layout.parsedLayout().stochastic || layout.rule().usesRandom; }
@@ -148,7 +168,7 @@ struct Optimizer::Impl {
   // chunk's matrices x cols floats).
   std::vector<float> columnPartials;
   std::vector<size_t> columnPartialBegin{0};
-  std::vector<double> columnScratch; // combineColumns's sums of one tensor
+  std::vector<std::vector<double>> columnScratch; // per thread: combineColumns's sums of its columns of one tensor
   // The matrices chunk [begin, end) of tensor t touches (ChunkTable.h).
   static ColumnRegion columnRegion(const Tensor &t, int64_t begin, int64_t end) {
     return optrt::columnRegion(t.matrixDims[1], t.matrixDims[2], begin, end);
