@@ -202,6 +202,9 @@ int Optimizer::Impl::addGroupImpl(std::vector<void *> params, std::vector<size_t
         size_t end = std::min(tensor.size, begin + length);
         columnFloats += s.columnRegion(tensor, static_cast<int64_t>(begin), static_cast<int64_t>(end)).floats *
                         s.layout.maxColumnSlots();
+        // The next chunk's region starts a cache line.
+        columnFloats = (columnFloats + StateArena::floatsPerLine - 1) / StateArena::floatsPerLine *
+                       StateArena::floatsPerLine;
         columnBegins.push_back(columnFloats);
       }
     }

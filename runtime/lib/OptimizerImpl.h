@@ -6,6 +6,7 @@
 
 #include "optrt/Optimizer.h"
 
+#include "CacheLineVector.h"
 #include "ChunkTable.h"
 #include "Reduction.h"
 #include "LayoutBuffers.h"
@@ -49,7 +50,7 @@ struct Tensor {
   // kernels' Dims buffer holds (matrices, rows, cols), and its states per
   // row, column or matrix (f32), each at axisOffsets[buffer] in axisStates.
   std::array<int64_t, 3> matrixDims{1, 1, 1};
-  std::vector<float> axisStates;
+  CacheLineVector<float> axisStates;
   std::vector<size_t> axisOffsets;
   // Where buffer b (an AxisState of the layout) lives.
   float *axisBuffer(size_t b) const { return const_cast<float *>(axisStates.data()) + axisOffsets[b]; }
@@ -166,7 +167,8 @@ struct Optimizer::Impl {
   // A rule that reads matrices: per chunk (and one past the last), where its
   // column partials begin in columnPartials (maxColumnSums regions of the
   // chunk's matrices x cols floats).
-  std::vector<float> columnPartials;
+  // Each chunk's region starts a cache line (CacheLineVector.h).
+  CacheLineVector<float> columnPartials;
   std::vector<size_t> columnPartialBegin{0};
   std::vector<std::vector<double>> columnScratch; // per thread: combineColumns's sums of its columns of one tensor
   // The matrices chunk [begin, end) of tensor t touches (ChunkTable.h).
