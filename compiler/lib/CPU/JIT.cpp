@@ -112,7 +112,7 @@ std::shared_ptr<const optrt::RuleKernels> jitCompile(const CheckedRule &rule,
   for (int phase = 0; phase < signature.numPhases; ++phase)
     result->uniforms.push_back(lookup<optrt::UniformsFn>(jit, uniformsFunctionName(signature.rule, phase)));
   for (const KernelSignature::Layout &layout : signature.layouts) {
-    optrt::LayoutKernels kernels{layout.name, layout.buffers, {}};
+    optrt::LayoutKernels kernels{layout.name, layout.buffers, {}, nullptr}; // the JIT makes no CUDA kernels
     for (int phase = 0; phase < signature.numPhases; ++phase)
       kernels.kernels.push_back(lookup<optrt::KernelFn>(jit, kernelFunctionName(signature.rule, phase, layout.name)));
     result->layouts.push_back(std::move(kernels));

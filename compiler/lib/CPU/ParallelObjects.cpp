@@ -27,17 +27,18 @@ namespace {
 /// optimisation and code generation grow with a function's length), each
 /// part a module of its own in the same context. Every part also gets the
 /// globals (the q8 tables: internal constants, so each object holds its own
-/// copy and LLVM drops those a part does not read).
+/// copy and LLVM drops those a part does not read) and the declarations.
 std::vector<mlir::OwningOpRef<mlir::ModuleOp>> splitKernels(mlir::ModuleOp kernels, unsigned bins) {
   std::vector<std::pair<size_t, mlir::Operation *>> functions;
   std::vector<mlir::Operation *> globals;
   for (mlir::Operation &op : kernels.getBody()->getOperations()) {
-    if (mlir::isa<mlir::func::FuncOp>(op)) {
+    auto function = mlir::dyn_cast<mlir::func::FuncOp>(op);
+    if (function && !function.isExternal()) {
       size_t size = 0;
       op.walk([&](mlir::Operation *) { ++size; });
       functions.emplace_back(size, &op);
-    } else if (mlir::isa<mlir::LLVM::GlobalOp>(op)) {
-      globals.push_back(&op);
+    } else if (function || mlir::isa<mlir::LLVM::GlobalOp>(op)) {
+      globals.push_back(&op); // declarations too: any part may call them
     } else {
       throw std::runtime_error("JIT: unexpected operation '" + op.getName().getStringRef().str() +
                                "' among the kernels");
