@@ -71,9 +71,9 @@ std::vector<mlir::OwningOpRef<mlir::ModuleOp>> splitKernels(mlir::ModuleOp kerne
 /// makes the IR smaller for code generation), loop-invariant code out of
 /// the loops, and the q8 tables a part does not read dropped. The kernels
 /// arrive vectorised (16 lanes) and unrolled from KernelGen: the standard
-/// O1/O2 pipelines, three to five times longer to run, made no faster
+/// O1/O2 pipelines, five to six times longer to run, made no faster
 /// kernels (their vectorisers only copy the scalar tails; the step
-/// benchmarks equal within noise, docs/benchmarks.md "JIT").
+/// benchmarks equal within noise, docs/benchmarks.md "Compile latency").
 constexpr const char *kKernelPipeline =
     "function(sroa,early-cse,simplifycfg,instcombine,loop-mssa(licm),simplifycfg),globaldce";
 
@@ -124,7 +124,7 @@ compileInParallel(mlir::ModuleOp kernels, const llvm::orc::JITTargetMachineBuild
                   const llvm::DataLayout &dataLayout, unsigned threads) {
   // As many parts as threads: each part pays for its own pass pipelines and
   // target machine (about 2 ms), so more parts than threads cost more than
-  // the balance they buy (docs/benchmarks.md "JIT").
+  // the balance they buy (docs/benchmarks.md "Compile latency").
   std::vector<mlir::OwningOpRef<mlir::ModuleOp>> parts = splitKernels(kernels, std::max(1u, threads));
   loadLoweringDialects(*kernels.getContext());
   std::vector<std::unique_ptr<llvm::MemoryBuffer>> objects(parts.size());
